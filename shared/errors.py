@@ -1,0 +1,24 @@
+"""Errors are values a person can act on.
+
+`InputError` means the check-in itself cannot be analysed (wrong file type, a
+truncated video, ...): retrying will not help, so the job fails at once with the
+message, which must be written for a person ("the file is not a video: it is a
+JPEG image"). Any other exception is treated as transient and retried; after the
+last attempt the job fails with a summary of it.
+"""
+
+
+class InputError(Exception):
+    """The input cannot be analysed; the message is shown to people as the job's error."""
+
+
+class MalformedMessage(Exception):
+    """A queue message that is not a valid event for its queue; it is dead-lettered as is."""
+
+
+class ModelUnavailable(RuntimeError):
+    """A configured model cannot be loaded; raised at start-up and names the setting to fix."""
+
+    def __init__(self, setting: str, path: object, reason: str) -> None:
+        super().__init__(f"{reason}: {path} (set {setting} to a valid model file)")
+        self.setting = setting
