@@ -1,0 +1,250 @@
+"""`schizodot`: submit a check-in as a clinic app would and read a patient's history.
+
+    schizodot submit PATH --patient-id ID [--json]
+    schizodot jobs --patient-id ID [--limit N] [--status S]
+    schizodot results --patient-id ID [--limit N] [--json]
+
+Talks to the ingest API (SCHIZODOT_API_URL) and reads the tables through the
+AWS settings in the environment. With no AWS_ENDPOINT_URL set and the embedded
+stack running in this folder, it uses the embedded stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import mimetypes
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from schizodot import stack
+from shared.aws import AsyncClients
+from shared.history import PatientHistory
+from shared.jobs import JobsRepository
+from shared.settings import CommonSettings
+
+console = Console(stderr=True)
+out = Console()
+
+_TYPES = {".m4a": "audio/mp4", ".wav": "audio/wav", ".mp3": "audio/mpeg", ".mov": "video/quicktime",
+          ".avi": "video/x-msvideo", ".mpeg": "video/mpeg", ".mpg": "video/mpeg", ".mp4": "video/mp4",
+          ".webm": "video/webm"}
+
+
+def _use_embedded_stack_if_running() -> None:
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        return
+    saved = stack.DEFAULT_STATE_DIR / "config.json"
+    if saved.exists():
+        config = stack.StackConfig.from_json(saved.read_text())
+        if stack.is_running(config):
+            for key, value in config.environment().items():
+                os.environ.setdefault(key, value)
+
+
+def _api_url(args: argparse.Namespace) -> str:
+    return (args.api_url or os.environ.get("SCHIZODOT_API_URL") or "http://127.0.0.1:8080").rstrip("/")
+
+
+def _fail(message: str, code: int = 1) -> int:
+    console.print(f"[bold red]error:[/] {message}")
+    return code
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text
+
+
+def submit(args: argparse.Namespace) -> int:
+    path: Path = args.path
+    if not path.is_file():
+        return _fail(f"{path} is not a file", 2)
+    content_type = args.content_type or _TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or ""
+    metadata = dict(item.split("=", 1) for item in args.metadata)
+    api = _api_url(args)
+    with httpx.Client(timeout=60) as http:
+        try:
+            created = http.post(f"{api}/api/v1/analyze", json={
+                "patient_id": args.patient_id, "filename": path.name, "content_type": content_type,
+                "metadata": metadata,
+            })
+        except httpx.ConnectError:
+            return _fail(f"cannot reach the ingest API at {api} (is the stack up? `make up`)", 2)
+        if created.status_code != 201:
+            return _fail(f"the check-in was refused ({created.status_code}): {_detail(created)}", 2)
+        job = created.json()
+        job_id = job["job_id"]
+        console.print(f"job [bold]{job_id}[/] created; uploading {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
+        with open(path, "rb") as body:
+            uploaded = http.put(job["upload_url"], content=body.read(), headers=job["upload_headers"])
+        if uploaded.status_code not in (200, 204):
+            return _fail(f"upload failed ({uploaded.status_code}): {uploaded.text[:300]}")
+        status = _follow(http, api, job_id, args.timeout)
+    if status is None:
+        return _fail(f"job {job_id} did not finish within {args.timeout:.0f} s; follow it with `schizodot jobs`")
+    if status["status"] == "failed":
+        return _fail(f"job {job_id} failed: {status.get('error')}")
+    item = asyncio.run(_result_item(args.patient_id, job_id))
+    if args.json:
+        out.print_json(json.dumps(item))
+    else:
+        print_result(item, status)
+    return 0
+
+
+def _follow(http: httpx.Client, api: str, job_id: str, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    with Progress(TextColumn("[bold]{task.fields[state]:<10}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), TextColumn("{task.description}"), console=console) as bar:
+        task = bar.add_task("waiting for the upload", total=100, state="queued")
+        last_message = None
+        while time.monotonic() < deadline:
+            response = http.get(f"{api}/api/v1/jobs/{job_id}")
+            response.raise_for_status()
+            status = response.json()
+            bar.update(task, completed=status["progress"], description=status.get("message") or "", state=status["status"])
+            if status.get("message") != last_message and status.get("message"):
+                last_message = status["message"]
+                bar.console.print(f"  [dim]{time.strftime('%H:%M:%S')}[/] {last_message}")
+            if status["status"] in ("completed", "failed"):
+                return status
+            time.sleep(0.5)
+    return None
+
+
+async def _result_item(patient_id: str, job_id: str) -> dict[str, Any] | None:
+    settings = CommonSettings()
+    async with AsyncClients(settings) as aws:
+        return await PatientHistory(aws.dynamodb, settings.users_table).for_job(patient_id, job_id)
+
+
+def print_result(item: dict[str, Any] | None, status: dict[str, Any]) -> None:
+    if item is None:
+        out.print(f"job {status['job_id']} completed: {status.get('results')}")
+        return
+    results = item["results"]
+    fusion = results["multimodal_fusion"]
+    summary = results["clinical_summary"]
+    face = results["facial_emotion"]
+    voice = results["audio_emotion"]
+    compliance = results["compliance"]
+    table = Table(title=f"Check-in {item['job_id']} of {item['user_id']} ({item['analyzed_at']})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("Overall emotion", f"{fusion['overall_emotion']} (confidence {fusion['confidence']:.2f}, "
+                  f"face and voice {fusion['emotional_consistency']})")
+    table.add_row("Face", _emotion_line(face) + (f", {face.get('frames_with_face', face.get('frame_count'))} frames with a face" if face.get("face_detected") else ""))
+    table.add_row("Voice", _emotion_line(voice) + (f" [dim]({voice.get('method')})[/]" if voice.get("method") else ""))
+    markers = results.get("vocal_markers") or {}
+    if markers:
+        shown = ("speech_seconds", "pause_ratio", "f0_mean_hz", "f0_variability", "loudness_mean")
+        table.add_row("Vocal markers", ", ".join(
+            f"{name} {markers[name]['value']} {markers[name]['unit']}" for name in shown
+            if name in markers and markers[name].get("value") is not None))
+    table.add_row("Medication", f"{compliance.get('verification_status')}: face {compliance.get('face_detected')}, "
+                  f"hand {compliance.get('hand_detected')}, pill {compliance.get('pill_detected', 'not assessed')}")
+    table.add_row("Risk", f"[bold]{fusion['risk_level']}[/] " + (", ".join(fusion["risk_factors"]) or "no risk factors"))
+    table.add_row("Emotional state", summary["emotional_state"])
+    table.add_row("Adherence", summary["medication_adherence"])
+    table.add_row("Assessment", summary["risk_assessment"])
+    table.add_row("Recommendations", "\n".join(f"- {r}" for r in summary["recommendations"]))
+    table.add_row("Processing time", f"{item['processing_time_seconds']:.1f} s")
+    out.print(table)
+
+
+def _emotion_line(emotion: dict[str, Any]) -> str:
+    if not emotion.get("primary_emotion"):
+        return f"not assessed: {emotion.get('reason', 'no data')}"
+    return f"{emotion['primary_emotion']} ({emotion['confidence']:.2f})"
+
+
+def jobs(args: argparse.Namespace) -> int:
+    async def fetch() -> list[dict[str, Any]]:
+        settings = CommonSettings()
+        async with AsyncClients(settings) as aws:
+            return await JobsRepository(aws.dynamodb, settings.jobs_table).list_for_patient(
+                args.patient_id, args.limit, args.status)
+
+    found = asyncio.run(fetch())
+    if args.json:
+        out.print_json(json.dumps(found))
+        return 0
+    table = Table(title=f"Jobs of {args.patient_id}, newest first")
+    for column in ("job_id", "created_at", "status", "progress", "message"):
+        table.add_column(column)
+    for job in found:
+        table.add_row(job["job_id"], job["created_at"], job["status"], str(job.get("progress", 0)),
+                      job.get("error") or job.get("message") or "")
+    out.print(table)
+    return 0
+
+
+def results(args: argparse.Namespace) -> int:
+    async def fetch() -> list[dict[str, Any]]:
+        settings = CommonSettings()
+        async with AsyncClients(settings) as aws:
+            return await PatientHistory(aws.dynamodb, settings.users_table).latest(args.patient_id, args.limit)
+
+    found = asyncio.run(fetch())
+    if args.json:
+        out.print_json(json.dumps(found))
+        return 0
+    table = Table(title=f"Results of {args.patient_id}, newest first")
+    for column in ("timestamp", "job_id", "emotion", "consistency", "medication", "risk"):
+        table.add_column(column)
+    for item in found:
+        fusion = item["results"]["multimodal_fusion"]
+        table.add_row(item["timestamp"], item["job_id"], str(fusion["overall_emotion"]),
+                      fusion["emotional_consistency"], str(item["results"]["compliance"].get("verification_status")),
+                      fusion["risk_level"])
+    out.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="schizodot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--api-url", default=None, help="ingest API (default $SCHIZODOT_API_URL or http://127.0.0.1:8080)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("submit", help="upload a check-in, follow it, print the result")
+    p.add_argument("path", type=Path)
+    p.add_argument("--patient-id", required=True)
+    p.add_argument("--content-type", default=None)
+    p.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--json", action="store_true", help="print the SchizodotUsers item as JSON")
+    p.set_defaults(run=submit)
+    p = sub.add_parser("jobs", help="a patient's jobs, newest first")
+    p.add_argument("--patient-id", required=True)
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--status", choices=["queued", "processing", "completed", "failed"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=jobs)
+    p = sub.add_parser("results", help="a patient's latest results, newest first")
+    p.add_argument("--patient-id", required=True)
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=results)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _use_embedded_stack_if_running()
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

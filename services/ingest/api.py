@@ -1,0 +1,95 @@
+"""The check-in HTTP API a clinic app talks to (the seed system's routes).
+
+POST /api/v1/analyze creates the job and hands back a presigned upload URL;
+the job starts when the upload lands (S3 notification on the ingest queue).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from services.ingest.handlers import new_job_item
+from services.ingest.settings import IngestSettings
+from shared.domain import CheckinRequest, new_job_id, upload_key, utc_now
+from shared.jobs import JobsRepository, pipeline_state
+from shared.storage import Storage
+
+
+class AnalyzeResponse(BaseModel):
+    job_id: str
+    status: str
+    s3_key: str
+    upload_url: str
+    upload_method: str = "PUT"
+    upload_headers: dict[str, str]
+    expires_in: int
+    expires_at: str
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    status: str
+    progress: int
+    message: str | None = None
+    error: str | None = None
+    created_at: str
+    updated_at: str
+    started_at: str | None = None
+    completed_at: str | None = None
+    results: dict[str, Any] | None = None
+    modalities: list[str] = []
+    skipped: dict[str, str] = {}
+
+
+def create_app(settings: IngestSettings, jobs: JobsRepository, storage: Storage) -> FastAPI:
+    app = FastAPI(title="SchizoDot ingest API", version="1")
+
+    @app.exception_handler(RequestValidationError)
+    async def readable_validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in item['loc'] if p != 'body')}: {item['msg'].removeprefix('Value error, ')}"
+            for item in error.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/api/v1/analyze", response_model=AnalyzeResponse, status_code=201)
+    async def analyze(request: CheckinRequest) -> AnalyzeResponse:
+        job_id = new_job_id()
+        created_at = utc_now()
+        key = upload_key(request.patient_id, job_id, request.filename, created_at)
+        await jobs.create(new_job_item(job_id, request, key, created_at, "Waiting for the upload", "api"))
+        expires = settings.upload_url_expiry_seconds
+        url = await storage.presigned_upload(key, request.content_type, expires)
+        return AnalyzeResponse(
+            job_id=job_id,
+            status="queued",
+            s3_key=key,
+            upload_url=url,
+            upload_headers={"Content-Type": request.content_type},
+            expires_in=expires,
+            expires_at=(datetime.now(timezone.utc) + timedelta(seconds=expires)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+
+    @app.get("/api/v1/jobs/{job_id}", response_model=JobStatus)
+    async def job_status(job_id: str) -> JobStatus:
+        job = await jobs.get(job_id)
+        if job is None:
+            raise HTTPException(status_code=404, detail=f"no job {job_id}")
+        state = pipeline_state(job)
+        return JobStatus(
+            **{k: job.get(k) for k in JobStatus.model_fields if k in job and k not in ("modalities", "skipped")},
+            modalities=state.get("expected", []),
+            skipped=state.get("skipped", {}),
+        )
+
+    return app

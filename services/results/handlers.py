@@ -1,0 +1,83 @@
+"""Results: the one writer of SchizodotUsers, and the stage that completes jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+
+from services.results.records import build_user_item, job_summary
+from services.results.settings import ResultsSettings
+from shared.dynamo import is_conditional_failure, to_item
+from shared.events import FUSION_COMPLETED, FusionCompleted, decode_event, event_data
+from shared.jobs import QUEUED, ClaimOutcome, JobsRepository, pipeline_state
+from shared.messaging import Delivery
+from shared.worker import StageContext
+
+log = structlog.get_logger()
+tracer = trace.get_tracer("schizodot.results")
+
+
+class ResultsWriter:
+    """Access pattern 5, written once per job whatever the deliveries."""
+
+    def __init__(self, dynamodb: Any, table_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    async def save(self, item: dict[str, Any]) -> bool:
+        try:
+            await self._db.put_item(
+                TableName=self._table,
+                Item=to_item(item),
+                ConditionExpression="attribute_not_exists(user_id)",
+            )
+            return True
+        except Exception as error:
+            if is_conditional_failure(error):
+                return False  # an earlier delivery saved it
+            raise
+
+
+async def handle_fusion_completed(delivery: Delivery, context: StageContext, writer: ResultsWriter) -> None:
+    notice = event_data(decode_event(delivery.body), FusionCompleted, FUSION_COMPLETED)
+    delivery.job_id = notice.job_id
+    with structlog.contextvars.bound_contextvars(job_id=notice.job_id):
+        run = await context.jobs.claim_stage(notice.job_id, "results", delivery.message_id, "Saving the results")
+        if run.outcome is not ClaimOutcome.CLAIMED:
+            log.info("results not written", outcome=run.outcome.value)
+            return
+        state = pipeline_state(run.job)
+        documents = {
+            m: await context.storage.get_json(state["stages"][m]["outputs"]["artifact_key"])
+            for m in state.get("expected", [])
+        }
+        fusion = await context.storage.get_json(notice.artifact_key)
+        item = build_user_item(run.job, fusion, documents.get("audio"), documents.get("vision"), state.get("skipped", {}))
+        with tracer.start_as_current_span("save results") as span:
+            span.set_attribute("schizodot.job_id", notice.job_id)
+            saved = await writer.save(item)
+        await context.jobs.complete(run, job_summary(item), "Analysis completed successfully")
+        log.info("results saved; job completed", new_item=saved, risk_level=item["results"]["multimodal_fusion"]["risk_level"])
+
+
+async def sweep_stuck_jobs(jobs: JobsRepository, settings: ResultsSettings, now: datetime | None = None) -> list[str]:
+    """Fail active jobs that made no progress within `stuck_after_seconds`."""
+    now = now or datetime.now(timezone.utc)
+    cutoff = (now - timedelta(seconds=settings.stuck_after_seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    failed = []
+    for job in await jobs.find_stuck(cutoff):
+        minutes = settings.stuck_after_seconds / 60
+        if job["status"] == QUEUED:
+            reason = f"the upload did not arrive within {minutes:.0f} min; submit the check-in again"
+        else:
+            reason = (
+                f"the analysis made no progress for {minutes:.0f} min (last step: {job.get('message', 'unknown')}); "
+                "it was stopped, submit the check-in again"
+            )
+        if await jobs.fail(job["job_id"], reason, "sweeper"):
+            failed.append(job["job_id"])
+            log.warning("stuck job failed", job_id=job["job_id"], reason=reason)
+    return failed

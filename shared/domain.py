@@ -1,0 +1,88 @@
+"""The vocabulary every stage shares: identifiers, check-in requests, stage names."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.media import ACCEPTED_CONTENT_TYPES
+
+PATIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{3,100}$"
+JOB_ID_PATTERN = re.compile(r"^job-[0-9a-f]{12}$")
+RESERVED_METADATA_KEY = "pipeline"  # job metadata key the stages keep their state under
+
+# Modalities analysed in parallel after ingest; fusion waits for the expected ones.
+MODALITIES = ("audio", "vision")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_job_id() -> str:
+    return f"job-{secrets.token_hex(6)}"
+
+
+def job_id_for_event(source: str, event_id: str) -> str:
+    """The same upstream event always names the same job, so redelivery creates nothing new."""
+    return "job-" + hashlib.sha256(f"{source}\n{event_id}".encode()).hexdigest()[:12]
+
+
+def _safe_filename(value: str) -> str:
+    if "/" in value or "\\" in value or ".." in value:
+        raise ValueError("the filename must be a plain name without '/', '\\' or '..'")
+    if any(ord(ch) < 32 for ch in value) or not value.strip(" ."):
+        raise ValueError("the filename contains control characters or no name")
+    return value
+
+
+def _accepted_content_type(value: str) -> str:
+    base = value.split(";")[0].strip().lower()
+    if base not in ACCEPTED_CONTENT_TYPES:
+        accepted = ", ".join(sorted(ACCEPTED_CONTENT_TYPES))
+        raise ValueError(f"unsupported content type '{value}': send one of {accepted}")
+    return base
+
+
+def _no_reserved_key(value: dict[str, Any]) -> dict[str, Any]:
+    if RESERVED_METADATA_KEY in value:
+        raise ValueError(f"metadata key '{RESERVED_METADATA_KEY}' is reserved")
+    return value
+
+
+PatientId = Annotated[str, StringConstraints(pattern=PATIENT_ID_PATTERN)]
+Filename = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_safe_filename)]
+ContentType = Annotated[str, AfterValidator(_accepted_content_type)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_no_reserved_key)]
+
+
+class CheckinRequest(BaseModel):
+    """What a clinic app or an EHR asks for: analyse this patient's check-in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: PatientId
+    filename: Filename
+    content_type: ContentType
+    metadata: Metadata = Field(default_factory=dict)
+
+
+def upload_key(patient_id: str, job_id: str, filename: str, created_at: str) -> str:
+    stamp = created_at[:19].replace("-", "").replace(":", "") + "Z"
+    return f"uploads/{patient_id}/{job_id}/{stamp}_{filename}"
+
+
+def job_id_from_upload_key(key: str) -> str | None:
+    parts = key.split("/")
+    if len(parts) == 4 and parts[0] == "uploads" and JOB_ID_PATTERN.match(parts[2]):
+        return parts[2]
+    return None
+
+
+def artifact_key(job_id: str, name: str) -> str:
+    return f"artifacts/{job_id}/{name}.json"

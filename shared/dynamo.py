@@ -1,0 +1,44 @@
+"""Plain Python values to and from DynamoDB's typed attribute values."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _to_dynamo_value(value: Any) -> Any:
+    # DynamoDB has no floats: numbers go through Decimal, via JSON so nested maps work too.
+    return json.loads(json.dumps(value), parse_float=Decimal)
+
+
+def to_attribute(value: Any) -> dict:
+    return _serializer.serialize(_to_dynamo_value(value))
+
+
+def to_item(values: dict[str, Any]) -> dict[str, dict]:
+    return {key: to_attribute(value) for key, value in values.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _plain(inner) for key, inner in value.items()}
+    if isinstance(value, (list, set, tuple)):
+        return [_plain(inner) for inner in value]
+    return value
+
+
+def from_item(item: dict[str, dict]) -> dict[str, Any]:
+    return {key: _plain(_deserializer.deserialize(value)) for key, value in item.items()}
+
+
+def is_conditional_failure(error: Exception) -> bool:
+    response = getattr(error, "response", None) or {}
+    return response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

@@ -1,0 +1,42 @@
+"""Reading a patient's analysis history from SchizodotUsers (access pattern 6).
+
+Reads only: the results service is the one writer of this table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.dynamo import from_item
+
+
+class PatientHistory:
+    def __init__(self, dynamodb: Any, table_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    async def latest(self, patient_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        response = await self._db.query(
+            TableName=self._table,
+            KeyConditionExpression="user_id = :u",
+            ExpressionAttributeValues={":u": {"S": patient_id}},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [from_item(item) for item in response.get("Items", [])]
+
+    async def for_job(self, patient_id: str, job_id: str) -> dict[str, Any] | None:
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "user_id = :u",
+            "FilterExpression": "job_id = :j",
+            "ExpressionAttributeValues": {":u": {"S": patient_id}, ":j": {"S": job_id}},
+            "ScanIndexForward": False,
+        }
+        while True:
+            response = await self._db.query(**request)
+            if response.get("Items"):
+                return from_item(response["Items"][0])
+            if "LastEvaluatedKey" not in response:
+                return None
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]

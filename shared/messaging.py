@@ -1,0 +1,255 @@
+"""SQS publishing and the consumer loop every stage runs.
+
+The consumer long-polls, holds up to `concurrency` messages at once, extends a
+message's visibility while its handler works (heartbeat), deletes it on success
+and decides what a failure means:
+- `MalformedMessage`: not a valid event; moved to the dead-letter queue with the
+  reason, since no retry can fix it;
+- `InputError`: the check-in cannot be analysed; the job fails with the
+  message and the delivery is done;
+- anything else: retried with back-off; on the last allowed receive the job
+  fails with the reason and the message is dead-lettered. The queue's
+  RedrivePolicy stays as the safety net for workers that die on a message.
+On stop (SIGTERM) it takes no new messages, lets in-flight ones finish within
+the grace period and releases the rest for immediate redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
+from pydantic import BaseModel
+
+from shared.errors import InputError, MalformedMessage
+from shared.events import encode_event
+from shared.jobs import JobsRepository
+from shared.settings import CommonSettings
+from shared.tracing import extract_message_context, inject_message_attributes
+
+log = structlog.get_logger()
+tracer = trace.get_tracer("schizodot.messaging")
+
+ERROR_ATTRIBUTE = "schizodot_error"
+
+
+@dataclass
+class Delivery:
+    """One received SQS message."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    attributes: dict[str, Any]
+    receive_count: int
+    queue_name: str
+    job_id: str | None = None  # set by the handler as soon as it knows, for failure handling
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class Publisher:
+    """Sends CloudEvents to stage queues, with a producer span and trace context."""
+
+    def __init__(self, sqs: Any, queue_urls: dict[str, str], source: str) -> None:
+        self._sqs = sqs
+        self._urls = queue_urls
+        self._source = source
+
+    async def publish(self, stage: str, event_type: str, job_id: str, data: BaseModel) -> str:
+        queue_url = self._urls[stage]
+        queue_name = queue_url.rsplit("/", 1)[-1]
+        with tracer.start_as_current_span(f"publish {queue_name}", kind=SpanKind.PRODUCER) as span:
+            span.set_attribute("messaging.system", "aws_sqs")
+            span.set_attribute("messaging.operation.type", "publish")
+            span.set_attribute("messaging.destination.name", queue_name)
+            span.set_attribute("schizodot.job_id", job_id)
+            response = await self._sqs.send_message(
+                QueueUrl=queue_url,
+                MessageBody=encode_event(event_type, self._source, job_id, data),
+                MessageAttributes=inject_message_attributes(),
+            )
+            span.set_attribute("messaging.message.id", response["MessageId"])
+            return response["MessageId"]
+
+
+class QueueConsumer:
+    def __init__(
+        self,
+        *,
+        sqs: Any,
+        jobs: JobsRepository,
+        stage: str,
+        queue_url: str,
+        dead_letter_url: str,
+        handler: Handler,
+        settings: CommonSettings,
+    ) -> None:
+        self._sqs = sqs
+        self._jobs = jobs
+        self._stage = stage
+        self._queue_url = queue_url
+        self._queue_name = queue_url.rsplit("/", 1)[-1]
+        self._dead_letter_url = dead_letter_url
+        self._handler = handler
+        self._settings = settings
+        self._in_flight: dict[asyncio.Task, Delivery] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        slots = asyncio.Semaphore(self._settings.concurrency)
+        log.info("consumer started", queue=self._queue_name, concurrency=self._settings.concurrency)
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                await slots.acquire()
+                free = 1
+                while free < min(self._settings.concurrency, 10) and not slots.locked():
+                    await slots.acquire()
+                    free += 1
+                receiving = asyncio.create_task(self._receive(free))
+                await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiving.done():
+                    receiving.cancel()  # unreceived messages simply stay in the queue
+                    for _ in range(free):
+                        slots.release()
+                    break
+                try:
+                    messages = receiving.result()
+                except Exception:
+                    log.exception("receive failed; retrying", queue=self._queue_name)
+                    messages = []
+                    await asyncio.sleep(1)
+                for _ in range(free - len(messages)):
+                    slots.release()
+                for message in messages:
+                    delivery = _delivery(message, self._queue_name)
+                    task = asyncio.create_task(self._process(delivery))
+                    self._in_flight[task] = delivery
+                    task.add_done_callback(lambda t: (self._in_flight.pop(t, None), slots.release()))
+        finally:
+            stopping.cancel()
+            await self._drain()
+        log.info("consumer stopped", queue=self._queue_name)
+
+    async def _receive(self, count: int) -> list[dict]:
+        response = await self._sqs.receive_message(
+            QueueUrl=self._queue_url,
+            MaxNumberOfMessages=count,
+            WaitTimeSeconds=self._settings.wait_time_seconds,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+        )
+        return response.get("Messages", [])
+
+    async def _drain(self) -> None:
+        if not self._in_flight:
+            return
+        log.info("finishing in-flight messages", count=len(self._in_flight))
+        done, pending = await asyncio.wait(
+            set(self._in_flight), timeout=self._settings.shutdown_grace_seconds
+        )
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _process(self, delivery: Delivery) -> None:
+        parent = extract_message_context(delivery.attributes)
+        links = [Link(span_context)] if (span_context := trace.get_current_span(parent).get_span_context()).is_valid else []
+        with structlog.contextvars.bound_contextvars(stage=self._stage, message_id=delivery.message_id), \
+                tracer.start_as_current_span(
+                    f"process {self._queue_name}", context=parent, kind=SpanKind.CONSUMER, links=links
+                ) as span:
+            span.set_attribute("messaging.system", "aws_sqs")
+            span.set_attribute("messaging.operation.type", "process")
+            span.set_attribute("messaging.destination.name", self._queue_name)
+            span.set_attribute("messaging.message.id", delivery.message_id)
+            span.set_attribute("messaging.aws_sqs.receive_count", delivery.receive_count)
+            heartbeat = asyncio.create_task(self._heartbeat(delivery))
+            started = time.monotonic()
+            try:
+                await self._handler(delivery)
+                await self._delete(delivery)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._release(delivery))
+                raise
+            except MalformedMessage as error:
+                log.warning("malformed message dead-lettered", reason=str(error))
+                await self._dead_letter(delivery, str(error))
+            except InputError as error:
+                log.info("check-in cannot be analysed", job_id=delivery.job_id, reason=str(error))
+                if delivery.job_id:
+                    await self._jobs.fail(delivery.job_id, str(error), self._stage)
+                await self._delete(delivery)
+            except Exception as error:  # transient until proven otherwise
+                span.record_exception(error)
+                reason = f"{type(error).__name__}: {error}"
+                if delivery.receive_count >= self._settings.max_receive_count:
+                    log.exception("giving up on message", job_id=delivery.job_id, attempts=delivery.receive_count)
+                    if delivery.job_id:
+                        await self._jobs.fail(
+                            delivery.job_id,
+                            f"the {self._stage} stage failed {delivery.receive_count} times; last error: {reason}",
+                            self._stage,
+                        )
+                    await self._dead_letter(delivery, reason)
+                else:
+                    delay = min(self._settings.retry_backoff_seconds * 2 ** (delivery.receive_count - 1), 900)
+                    log.warning("handler failed; will retry", job_id=delivery.job_id, error=reason,
+                                attempt=delivery.receive_count, retry_in_s=delay, exc_info=True)
+                    await self._change_visibility(delivery, delay)
+            finally:
+                heartbeat.cancel()
+                log.debug("message handled", seconds=round(time.monotonic() - started, 3))
+
+    async def _heartbeat(self, delivery: Delivery) -> None:
+        period = max(self._settings.visibility_timeout_seconds / 3, 1)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._change_visibility(delivery, self._settings.visibility_timeout_seconds)
+            except Exception:
+                log.warning("visibility heartbeat failed", exc_info=True)
+
+    async def _change_visibility(self, delivery: Delivery, seconds: int) -> None:
+        await self._sqs.change_message_visibility(
+            QueueUrl=self._queue_url, ReceiptHandle=delivery.receipt_handle, VisibilityTimeout=int(seconds)
+        )
+
+    async def _release(self, delivery: Delivery) -> None:
+        try:
+            await self._change_visibility(delivery, 0)
+            log.info("released unfinished message for redelivery", job_id=delivery.job_id)
+        except Exception:
+            log.warning("could not release message; it returns after its visibility timeout", exc_info=True)
+
+    async def _delete(self, delivery: Delivery) -> None:
+        await self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=delivery.receipt_handle)
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        attributes = {k: v for k, v in delivery.attributes.items() if k != ERROR_ATTRIBUTE}
+        attributes = dict(list(attributes.items())[:8])
+        attributes[ERROR_ATTRIBUTE] = {"DataType": "String", "StringValue": reason[:1000] or "unknown"}
+        attributes["schizodot_source_queue"] = {"DataType": "String", "StringValue": self._queue_name}
+        await self._sqs.send_message(
+            QueueUrl=self._dead_letter_url, MessageBody=delivery.body or "(empty)", MessageAttributes=attributes
+        )
+        await self._delete(delivery)
+
+
+def _delivery(message: dict, queue_name: str) -> Delivery:
+    return Delivery(
+        message_id=message["MessageId"],
+        receipt_handle=message["ReceiptHandle"],
+        body=message.get("Body", ""),
+        attributes=message.get("MessageAttributes", {}),
+        receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+        queue_name=queue_name,
+    )

@@ -1,0 +1,46 @@
+"""Settings every service shares; each service subclasses `CommonSettings` once.
+
+Names follow what operators already know: the AWS SDK's own variables
+(`AWS_REGION`, `AWS_ENDPOINT_URL`: unset means real AWS) and the seed system's
+`DYNAMO_TABLE` / `DYNAMO_TABLE_JOBS`. Everything else is `SCHIZODOT_*`.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STAGES = ("ingest", "audio", "vision", "fusion", "results")
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SCHIZODOT_", populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    aws_region: str = Field(
+        "us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    aws_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
+    jobs_table: str = Field("SchizodotJobs", validation_alias="DYNAMO_TABLE_JOBS")
+    users_table: str = Field("SchizodotUsers", validation_alias="DYNAMO_TABLE")
+    bucket: str = "schizodot-media"
+    queue_prefix: str = "schizodot-"
+
+    # Queue behaviour: a message is retried up to max_receive_count times, then
+    # dead-lettered. Visibility is short and extended by a heartbeat while work runs.
+    max_receive_count: int = Field(5, ge=1, le=1000)
+    visibility_timeout_seconds: int = Field(60, ge=5, le=43200)
+    wait_time_seconds: int = Field(20, ge=0, le=20)
+    concurrency: int = Field(2, ge=1, le=64)
+    retry_backoff_seconds: int = Field(5, ge=0, le=900)
+    shutdown_grace_seconds: float = Field(25.0, ge=0)
+
+    service_name: str = "schizodot"
+    log_level: str = "INFO"
+
+    def queue_name(self, stage: str) -> str:
+        return f"{self.queue_prefix}{stage}"
+
+    def dead_letter_queue_name(self, stage: str) -> str:
+        return f"{self.queue_prefix}{stage}-dlq"

@@ -1,0 +1,70 @@
+"""S3 access for media and stage artifacts (JSON documents under artifacts/<job_id>/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1024 * 1024
+
+
+class MediaNotFound(Exception):
+    pass
+
+
+class Storage:
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self._s3 = s3
+        self.bucket = bucket
+
+    async def download(self, key: str, dest: Path, bucket: str | None = None) -> int:
+        """Stream an object to a file; returns its size. MediaNotFound if it is not there."""
+        try:
+            response = await self._s3.get_object(Bucket=bucket or self.bucket, Key=key)
+        except Exception as error:
+            if _is_missing(error):
+                raise MediaNotFound(f"s3://{bucket or self.bucket}/{key}") from error
+            raise
+        size = 0
+        async with response["Body"] as body:
+            with open(dest, "wb") as out:
+                while chunk := await body.read(_CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+        return size
+
+    async def exists(self, key: str, bucket: str | None = None) -> bool:
+        try:
+            await self._s3.head_object(Bucket=bucket or self.bucket, Key=key)
+            return True
+        except Exception as error:
+            if _is_missing(error):
+                return False
+            raise
+
+    async def put_json(self, key: str, document: dict[str, Any]) -> None:
+        await self._s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=json.dumps(document, separators=(",", ":")).encode(),
+            ContentType="application/json",
+            ServerSideEncryption="AES256",
+        )
+
+    async def get_json(self, key: str) -> dict[str, Any]:
+        response = await self._s3.get_object(Bucket=self.bucket, Key=key)
+        async with response["Body"] as body:
+            return json.loads(await body.read())
+
+    async def presigned_upload(self, key: str, content_type: str, expires_in: int) -> str:
+        return await self._s3.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+            ExpiresIn=expires_in,
+        )
+
+
+def _is_missing(error: Exception) -> bool:
+    code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
+    return code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
