@@ -33,7 +33,8 @@ from shared.jobs import JobsRepository
 from shared.settings import CommonSettings
 
 console = Console(stderr=True)
-out = Console()
+# Piped output keeps whole ids and timestamps rather than rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 _TYPES = {".m4a": "audio/mp4", ".wav": "audio/wav", ".mp3": "audio/mpeg", ".mov": "video/quicktime",
           ".avi": "video/x-msvideo", ".mpeg": "video/mpeg", ".mpg": "video/mpeg", ".mp4": "video/mp4",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVICES = ("ingest", "audio", "vision", "fusion", "results")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = Path(".stack")
 DEFAULT_AWS_PORT = 4566
 DEFAULT_API_PORT = 8080
@@ -56,7 +57,7 @@ class StackConfig:
         }
 
     def to_json(self) -> str:
-        return json.dumps({"state_dir": str(self.state_dir), "aws_port": self.aws_port,
+        return json.dumps({"state_dir": str(self.state_dir.resolve()), "aws_port": self.aws_port,
                            "api_port": self.api_port, "extra_env": self.extra_env})
 
     @classmethod
@@ -90,7 +91,7 @@ class Supervisor:
     def _start(self, name: str) -> None:
         log = open(self.logs / f"{name}.log", "ab")
         self.children[name] = subprocess.Popen(
-            self._command(name), stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=os.getcwd()
+            self._command(name), stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=REPO_ROOT
         )
         self._write_pids()
 
@@ -202,8 +203,8 @@ def up(config: StackConfig, timeout: float = 180) -> None:
     (config.state_dir / "logs").mkdir(exist_ok=True)
     log = open(config.state_dir / "logs" / "supervisor.log", "ab")
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "schizodot.stack", "supervise", "--state-dir", str(config.state_dir)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "schizodot.stack", "supervise", "--state-dir", str(config.state_dir.resolve())],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT,
     )
     deadline = time.monotonic() + timeout
     while not (config.state_dir / "ready").exists():

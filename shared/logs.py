@@ -2,7 +2,8 @@
 
 Bind per-message context with `structlog.contextvars.bound_contextvars(job_id=...)`;
 every log line inside carries it, including lines from executor threads that
-copy the context (see `shared.consumer`).
+copy the context (see `shared.worker.run_blocking`). Standard-library loggers
+(uvicorn, botocore) go through the same JSON renderer.
 """
 
 from __future__ import annotations
@@ -23,16 +24,34 @@ def _add_trace_ids(_logger: object, _method: str, event: dict) -> dict:
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
-    logging.basicConfig(stream=sys.stdout, format="%(message)s", level=level.upper())
-    # botocore and friends are chatty at INFO; keep their warnings.
+    shared_processors = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_trace_ids,
+    ]
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
     for noisy in ("botocore", "aiobotocore", "urllib3", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _add_trace_ids,
+            *shared_processors,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
