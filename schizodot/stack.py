@@ -98,7 +98,9 @@ class Supervisor:
     def _write_pids(self) -> None:
         state = {name: {"pid": child.pid, "restarts": self.restarts[name]} for name, child in self.children.items()}
         state["supervisor"] = {"pid": os.getpid(), "restarts": 0}
-        (self.config.state_dir / "pids.json").write_text(json.dumps(state))
+        partial = self.config.state_dir / "pids.json.partial"
+        partial.write_text(json.dumps(state))
+        os.replace(partial, self.config.state_dir / "pids.json")  # readers never see half a file
 
     def _provision(self) -> None:
         from shared.infra import ensure_infrastructure

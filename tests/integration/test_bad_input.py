@@ -1,0 +1,131 @@
+"""Every bad input gets a clear error (HTTP 4xx, a failed job with a readable
+`error`, or a dead-lettered event with its reason) and nothing else is lost."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+
+from schizodot import samples
+from shared.messaging import ERROR_ATTRIBUTE
+
+from .test_pipeline import ehr_event
+
+pytestmark = pytest.mark.slow
+
+
+def _patient() -> str:
+    return f"patient-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def bad_files(media_dir):
+    return samples.bad_inputs(media_dir / "bad")
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("empty", "the file is empty"),
+        ("random_bytes", "not a recognisable audio or video file"),
+        ("jpeg_named_mp4", "the file is not a video: it is a JPEG image"),
+        ("truncated_index", "truncated or incomplete"),
+        ("truncated_data", "the video is truncated at"),
+    ],
+)
+def test_uploaded_bad_media_fails_the_job_with_a_readable_error(running_stack, bad_files, name, expected):
+    job_id = running_stack.submit(bad_files[name], _patient())
+    job = running_stack.wait_for_job(job_id, timeout=60)
+    assert job["status"] == "failed"
+    assert expected in job["error"], job["error"]
+    assert "Traceback" not in job["error"]
+    assert job["completed_at"] and job["progress"] < 100
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"patient_id": "patient-001", "filename": "checkin.png", "content_type": "image/png"},
+         "unsupported content type 'image/png'"),
+        ({"patient_id": "patient-001", "filename": "../../etc/passwd.mp4", "content_type": "video/mp4"},
+         "filename: the filename must be a plain name"),
+        ({"patient_id": "patient-001", "filename": "dir/checkin.mp4", "content_type": "video/mp4"},
+         "filename: the filename must be a plain name"),
+        ({"patient_id": "p1", "filename": "checkin.mp4", "content_type": "video/mp4"}, "patient_id"),
+        ({"patient_id": "patient 001; drop", "filename": "checkin.mp4", "content_type": "video/mp4"}, "patient_id"),
+        ({"patient_id": "x" * 101, "filename": "checkin.mp4", "content_type": "video/mp4"}, "patient_id"),
+        ({"filename": "checkin.mp4", "content_type": "video/mp4"}, "patient_id: Field required"),
+        ({"patient_id": "patient-001", "filename": "c.mp4", "content_type": "video/mp4",
+          "metadata": {"pipeline": 1}}, "reserved"),
+    ],
+)
+def test_analyze_api_rejects_bad_requests_with_422(running_stack, body, expected):
+    response = httpx.post(f"{running_stack.api}/api/v1/analyze", json=body, timeout=10)
+    assert response.status_code == 422
+    assert expected in response.json()["detail"]
+
+
+def test_unknown_job_is_404(running_stack):
+    response = httpx.get(f"{running_stack.api}/api/v1/jobs/job-000000000000", timeout=10)
+    assert response.status_code == 404
+
+
+def _send_ingest(running_stack, body: str) -> None:
+    sqs = running_stack.client("sqs")
+    sqs.send_message(QueueUrl=running_stack.queue_url(running_stack.settings.queue_name("ingest")), MessageBody=body)
+
+
+def _dead_letter_with(running_stack, marker: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        for message in running_stack.drain_dead_letters("ingest"):
+            seen.append(message)
+        for message in seen:
+            if marker in message["Body"]:
+                return message
+    raise AssertionError(f"no dead letter containing {marker!r}; saw {[m['Body'][:80] for m in seen]}")
+
+
+def test_malformed_event_json_is_dead_lettered_with_the_reason(running_stack):
+    marker = uuid.uuid4().hex
+    _send_ingest(running_stack, '{"specversion": "1.0", "id": "' + marker + '", broken')
+    message = _dead_letter_with(running_stack, marker)
+    assert "not JSON" in message["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+    assert message["MessageAttributes"]["schizodot_source_queue"]["StringValue"].endswith("ingest")
+
+
+def test_event_missing_fields_is_dead_lettered_and_its_patient_sees_a_failed_job(running_stack):
+    patient = _patient()
+    event = json.loads(ehr_event("incoming/x.mp4", patient, str(uuid.uuid4())))
+    del event["data"]["s3_key"]
+    _send_ingest(running_stack, json.dumps(event))
+    message = _dead_letter_with(running_stack, patient)
+    assert "s3_key: Field required" in message["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+    jobs = running_stack.client("dynamodb").query(
+        TableName=running_stack.settings.jobs_table, IndexName="patient_id-created_at-index",
+        KeyConditionExpression="patient_id = :p", ExpressionAttributeValues={":p": {"S": patient}})["Items"]
+    assert len(jobs) == 1 and jobs[0]["status"]["S"] == "failed"
+    assert "s3_key: Field required" in jobs[0]["error"]["S"]
+
+
+def test_event_without_cloudevents_attributes_is_dead_lettered(running_stack):
+    marker = uuid.uuid4().hex
+    _send_ingest(running_stack, json.dumps({"patient_id": "patient-001", "s3_key": marker}))
+    message = _dead_letter_with(running_stack, marker)
+    assert "CloudEvents" in message["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+
+
+def test_event_for_missing_s3_object_fails_the_job(running_stack):
+    patient = _patient()
+    event_id = str(uuid.uuid4())
+    _send_ingest(running_stack, ehr_event(f"incoming/{uuid.uuid4().hex}.mp4", patient, event_id))
+    from shared.domain import job_id_for_event
+
+    job = running_stack.wait_for_job(job_id_for_event("urn:ehr:test", event_id), timeout=60)
+    assert job["status"] == "failed"
+    assert "the media file does not exist" in job["error"]
