@@ -1,0 +1,227 @@
+"""MediaPipe Tasks face and hand landmarkers, reduced to plain numpy observations.
+
+The .task files are read and checked once (`LandmarkModels`); each video gets
+its own landmarkers built from those bytes (`LandmarkSession`, about 50 ms),
+so that tracking state from one check-in never leaks into the next one, and
+timestamps start again at 0. Face and hands run in VIDEO mode, which tracks
+between frames: on a 720p clip with a smallish face it found the face in 130
+of 150 frames where IMAGE mode found it in 29. A third, IMAGE-mode face
+landmarker searches tiles of frames where no face was found (see
+`LandmarkSession`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import mediapipe as mp
+import numpy as np
+from mediapipe.tasks.python import BaseOptions, vision
+
+from shared.errors import ModelUnavailable
+
+MAX_FACES = 4  # > 1 so that a second person in view is reported
+MAX_HANDS = 2
+
+
+@dataclass
+class FaceObservation:
+    landmarks: np.ndarray  # (478, 3): x, y in pixels of the analysed frame, z as MediaPipe gives it
+    blendshapes: dict[str, float]
+    bbox: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.bbox
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+@dataclass
+class HandObservation:
+    landmarks: np.ndarray  # (21, 3), pixels like FaceObservation
+    handedness: str
+    score: float  # MediaPipe's handedness score for this hand
+
+
+def _read_model(path: Path, setting: str) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelUnavailable(setting, path, "model file not found")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelUnavailable(setting, path, f"model file cannot be read ({exc})") from exc
+
+
+class LandmarkModels:
+    """The face and hand landmarker models, loaded and checked once."""
+
+    def __init__(self, face_path: Path, hand_path: Path) -> None:
+        self.face_path, self.hand_path = Path(face_path), Path(hand_path)
+        self._face_bytes = _read_model(self.face_path, "VISION_FACE_LANDMARKER_PATH")
+        self._hand_bytes = _read_model(self.hand_path, "VISION_HAND_LANDMARKER_PATH")
+        # Build both once now so that a wrong or corrupt file fails at start-up.
+        session = self.open_session()
+        session.close()
+        self.face_digest = hashlib.sha256(self._face_bytes).hexdigest()[:12]
+        self.hand_digest = hashlib.sha256(self._hand_bytes).hexdigest()[:12]
+
+    def _face_landmarker(self, mode: vision.RunningMode) -> vision.FaceLandmarker:
+        try:
+            return vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
+                base_options=BaseOptions(model_asset_buffer=self._face_bytes),
+                running_mode=mode,
+                num_faces=MAX_FACES,
+                output_face_blendshapes=True,
+            ))
+        except Exception as exc:
+            raise ModelUnavailable("VISION_FACE_LANDMARKER_PATH", self.face_path,
+                                   f"not a MediaPipe face landmarker model ({type(exc).__name__}: {exc})") from exc
+
+    def open_session(self) -> "LandmarkSession":
+        face = self._face_landmarker(vision.RunningMode.VIDEO)
+        try:
+            tiles = self._face_landmarker(vision.RunningMode.IMAGE)
+        except Exception:
+            face.close()
+            raise
+        try:
+            hands = vision.HandLandmarker.create_from_options(vision.HandLandmarkerOptions(
+                base_options=BaseOptions(model_asset_buffer=self._hand_bytes),
+                running_mode=vision.RunningMode.VIDEO,
+                num_hands=MAX_HANDS,
+            ))
+        except Exception as exc:
+            face.close()
+            tiles.close()
+            raise ModelUnavailable("VISION_HAND_LANDMARKER_PATH", self.hand_path,
+                                   f"not a MediaPipe hand landmarker model ({type(exc).__name__}: {exc})") from exc
+        return LandmarkSession(face, tiles, hands)
+
+
+class LandmarkSession:
+    """Landmarkers for one video; frames must come in increasing time order.
+
+    MediaPipe's face detector is its short-range model: it misses faces narrower
+    than about 11% of the frame's long side (measured with a photo pasted on a
+    wider canvas), e.g. a person sitting back from a 16:9 webcam. When the whole
+    frame gives no face and the frame is clearly not square, the frame is also
+    searched in three overlapping square tiles along its long side (a second,
+    IMAGE-mode landmarker), which brings the smallest face found down to about
+    11% of the short side (6% of a 16:9 frame's width).
+    """
+
+    def __init__(self, face: vision.FaceLandmarker, tiles: vision.FaceLandmarker,
+                 hands: vision.HandLandmarker) -> None:
+        self._face, self._tiles, self._hands = face, tiles, hands
+        self._last_ms = -1
+        self._last_tile: int | None = None
+        self._tile_searches = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-hands")
+
+    def __enter__(self) -> "LandmarkSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._face.close()
+        self._tiles.close()
+        self._hands.close()
+
+    def detect(self, rgb: np.ndarray, t: float) -> tuple[list[FaceObservation], list[HandObservation]]:
+        ts_ms = max(int(round(t * 1000)), self._last_ms + 1)  # strictly increasing
+        self._last_ms = ts_ms
+        h, w = rgb.shape[:2]
+        rgb = np.ascontiguousarray(rgb)
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
+        # The hand graph runs on a second thread while the face graph runs here:
+        # both spend their time in C++ without the GIL, so they use two cores.
+        # Each thread wraps the pixels in its own mp.Image: nothing native is shared.
+        hand_future = self._pool.submit(self._detect_hands, rgb, ts_ms)
+        try:
+            faces = _faces(self._face.detect_for_video(image, ts_ms), w, h, 0, 0)
+            if not faces and max(w, h) >= TILE_MIN_ASPECT * min(w, h):
+                faces = self._faces_in_tiles(rgb)
+        finally:
+            hand_result = hand_future.result()
+
+        hands: list[HandObservation] = []
+        handedness = hand_result.handedness or []
+        for i, lms in enumerate(hand_result.hand_landmarks or []):
+            label, score = "unknown", 0.0
+            if i < len(handedness) and handedness[i]:
+                label = handedness[i][0].category_name or "unknown"
+                score = float(handedness[i][0].score)
+            hands.append(HandObservation(_to_pixels(lms, w, h, 0, 0), label, score))
+        return faces, hands
+
+    def _detect_hands(self, rgb: np.ndarray, ts_ms: int):
+        return self._hands.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), ts_ms)
+
+    def _faces_in_tiles(self, rgb: np.ndarray) -> list[FaceObservation]:
+        """Faces found in square tiles along the frame's long side.
+
+        Usually the search stops at the first tile with a face (the tile that
+        last had one, then centre, start, end), which keeps the cost down for a
+        patient who sits back from the camera for the whole video. Every
+        TILE_FULL_SEARCH_EVERY-th search looks in all tiles, so that a second
+        small face (another person) is still noticed.
+        """
+        h, w = rgb.shape[:2]
+        side = min(w, h)
+        span = max(w, h) - side
+        offsets = [span // 2, 0, span]
+        if self._last_tile in offsets:
+            offsets.remove(self._last_tile)
+            offsets.insert(0, self._last_tile)
+        exhaustive = self._tile_searches % TILE_FULL_SEARCH_EVERY == 0
+        self._tile_searches += 1
+        found: list[FaceObservation] = []
+        for offset in offsets:
+            x0, y0 = (offset, 0) if w > h else (0, offset)
+            tile = np.ascontiguousarray(rgb[y0:y0 + side, x0:x0 + side])
+            result = self._tiles.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=tile))
+            faces = _faces(result, side, side, x0, y0)
+            if faces and not found:
+                self._last_tile = offset
+            found.extend(f for f in faces if not any(_same_face(f, g) for g in found))
+            if found and not exhaustive:
+                break
+        return found
+
+
+# Tiles are searched only in frames at least this elongated (16:9 is 1.78).
+TILE_MIN_ASPECT = 1.3
+TILE_FULL_SEARCH_EVERY = 5
+
+
+def _faces(result, w: int, h: int, x0: int, y0: int) -> list[FaceObservation]:
+    faces: list[FaceObservation] = []
+    blendshape_lists = result.face_blendshapes or []
+    for i, lms in enumerate(result.face_landmarks or []):
+        pts = _to_pixels(lms, w, h, x0, y0)
+        shapes = {c.category_name: float(c.score) for c in blendshape_lists[i]} if i < len(blendshape_lists) else {}
+        box = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+        faces.append(FaceObservation(pts, shapes, box))
+    return faces
+
+
+def _same_face(a: FaceObservation, b: FaceObservation) -> bool:
+    """One face seen in two overlapping tiles: the boxes' centres nearly coincide."""
+    ax, ay = (a.bbox[0] + a.bbox[2]) / 2, (a.bbox[1] + a.bbox[3]) / 2
+    bx, by = (b.bbox[0] + b.bbox[2]) / 2, (b.bbox[1] + b.bbox[3]) / 2
+    size = max(a.bbox[2] - a.bbox[0], b.bbox[2] - b.bbox[0], 1.0)
+    return abs(ax - bx) < 0.5 * size and abs(ay - by) < 0.5 * size
+
+
+def _to_pixels(landmarks: list, w: int, h: int, x0: int, y0: int) -> np.ndarray:
+    pts = np.array([(p.x, p.y, p.z) for p in landmarks], dtype=np.float32)
+    pts[:, 0] = pts[:, 0] * w + x0
+    pts[:, 1] = pts[:, 1] * h + y0
+    return pts
