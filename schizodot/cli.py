@@ -48,8 +48,7 @@ def _use_embedded_stack_if_running() -> None:
     if saved.exists():
         config = stack.StackConfig.from_json(saved.read_text())
         if stack.is_running(config):
-            for key, value in config.environment().items():
-                os.environ.setdefault(key, value)
+            config.use_in_this_process()
 
 
 def _api_url(args: argparse.Namespace) -> str:

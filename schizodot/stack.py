@@ -56,6 +56,11 @@ class StackConfig:
             **self.extra_env,
         }
 
+    def use_in_this_process(self) -> None:
+        """Point this process's AWS clients at the stack (variables already set win)."""
+        for key, value in self.environment().items():
+            os.environ.setdefault(key, value)
+
     def to_json(self) -> str:
         return json.dumps({"state_dir": str(self.state_dir.resolve()), "aws_port": self.aws_port,
                            "api_port": self.api_port, "extra_env": self.extra_env})
@@ -262,7 +267,7 @@ def status(config: StackConfig) -> int:
     for name, info in _pids(config).items():
         state = "running" if _alive(info["pid"]) else "dead"
         print(f"{name:<12}{info['pid']:>8}  {state:<8}{info['restarts']:>9}")
-    os.environ.update(config.environment())
+    config.use_in_this_process()
     from shared.aws import sync_client
     from shared.settings import CommonSettings
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -166,6 +167,7 @@ async def start_ingest(job_id: str, bucket: str, key: str, delivery: Delivery, d
     if run.outcome is not ClaimOutcome.CLAIMED:
         log.info("nothing to ingest", outcome=run.outcome.value)
         return
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=deps.settings.work_dir, prefix="ingest-") as workdir:
         path = Path(workdir) / "media"
         try:
@@ -195,7 +197,7 @@ async def start_ingest(job_id: str, bucket: str, key: str, delivery: Delivery, d
         run,
         f"Media checked ({info.duration_seconds:.1f} s); analysing {' and '.join(modalities)}"
         + (f" ({described})" if described else ""),
-        outputs={"size_bytes": size},
+        outputs={"size_bytes": size, "compute_seconds": round(time.monotonic() - started, 3)},
         pipeline_updates={
             "media": info.to_dict(),
             "bucket": bucket,
