@@ -151,7 +151,7 @@ def print_result(item: dict[str, Any] | None, status: dict[str, Any]) -> None:
     if markers:
         shown = ("speech_seconds", "pause_ratio", "f0_mean_hz", "f0_variability", "loudness_mean")
         table.add_row("Vocal markers", ", ".join(
-            f"{name} {markers[name]['value']} {markers[name]['unit']}" for name in shown
+            f"{name} {markers[name]['value']} {markers[name]['unit'].split(' (')[0]}" for name in shown
             if name in markers and markers[name].get("value") is not None))
     table.add_row("Medication", f"{compliance.get('verification_status')}: face {compliance.get('face_detected')}, "
                   f"hand {compliance.get('hand_detected')}, pill {compliance.get('pill_detected', 'not assessed')}")

@@ -152,7 +152,7 @@ class QueueConsumer:
         if not self._in_flight:
             return
         log.info("finishing in-flight messages", count=len(self._in_flight))
-        done, pending = await asyncio.wait(
+        _, pending = await asyncio.wait(
             set(self._in_flight), timeout=self._settings.shutdown_grace_seconds
         )
         for task in pending:
@@ -162,7 +162,8 @@ class QueueConsumer:
 
     async def _process(self, delivery: Delivery) -> None:
         parent = extract_message_context(delivery.attributes)
-        links = [Link(span_context)] if (span_context := trace.get_current_span(parent).get_span_context()).is_valid else []
+        producer = trace.get_current_span(parent).get_span_context()
+        links = [Link(producer)] if producer.is_valid else []  # the messaging conventions ask for both
         with structlog.contextvars.bound_contextvars(stage=self._stage, message_id=delivery.message_id), \
                 tracer.start_as_current_span(
                     f"process {self._queue_name}", context=parent, kind=SpanKind.CONSUMER, links=links
@@ -180,34 +181,43 @@ class QueueConsumer:
             except asyncio.CancelledError:
                 await asyncio.shield(self._release(delivery))
                 raise
-            except MalformedMessage as error:
-                log.warning("malformed message dead-lettered", reason=str(error))
-                await self._dead_letter(delivery, str(error))
-            except InputError as error:
-                log.info("check-in cannot be analysed", job_id=delivery.job_id, reason=str(error))
-                if delivery.job_id:
-                    await self._jobs.fail(delivery.job_id, str(error), self._stage)
-                await self._delete(delivery)
-            except Exception as error:  # transient until proven otherwise
+            except Exception as error:
                 span.record_exception(error)
-                reason = f"{type(error).__name__}: {error}"
-                if delivery.receive_count >= self._settings.max_receive_count:
-                    log.exception("giving up on message", job_id=delivery.job_id, attempts=delivery.receive_count)
-                    if delivery.job_id:
-                        await self._jobs.fail(
-                            delivery.job_id,
-                            f"the {self._stage} stage failed {delivery.receive_count} times; last error: {reason}",
-                            self._stage,
-                        )
-                    await self._dead_letter(delivery, reason)
-                else:
-                    delay = min(self._settings.retry_backoff_seconds * 2 ** (delivery.receive_count - 1), 900)
-                    log.warning("handler failed; will retry", job_id=delivery.job_id, error=reason,
-                                attempt=delivery.receive_count, retry_in_s=delay, exc_info=True)
-                    await self._change_visibility(delivery, delay)
+                try:
+                    await self._settle_failure(delivery, error)
+                except Exception:  # AWS unreachable: SQS redelivers after the visibility timeout
+                    log.exception("could not settle a failed message", job_id=delivery.job_id)
             finally:
                 heartbeat.cancel()
                 log.debug("message handled", seconds=round(time.monotonic() - started, 3))
+
+    async def _settle_failure(self, delivery: Delivery, error: Exception) -> None:
+        if isinstance(error, MalformedMessage):
+            log.warning("malformed message dead-lettered", reason=str(error))
+            await self._dead_letter(delivery, str(error))
+            return
+        if isinstance(error, InputError):
+            log.info("check-in cannot be analysed", job_id=delivery.job_id, reason=str(error))
+            if delivery.job_id:
+                await self._jobs.fail(delivery.job_id, str(error), self._stage)
+            await self._delete(delivery)
+            return
+        reason = f"{type(error).__name__}: {error}"  # transient until proven otherwise
+        if delivery.receive_count >= self._settings.max_receive_count:
+            log.error("giving up on message", job_id=delivery.job_id, attempts=delivery.receive_count,
+                      exc_info=error)
+            if delivery.job_id:
+                await self._jobs.fail(
+                    delivery.job_id,
+                    f"the {self._stage} stage failed {delivery.receive_count} times; last error: {reason}",
+                    self._stage,
+                )
+            await self._dead_letter(delivery, reason)
+            return
+        delay = min(self._settings.retry_backoff_seconds * 2 ** (delivery.receive_count - 1), 900)
+        log.warning("handler failed; will retry", job_id=delivery.job_id, error=reason,
+                    attempt=delivery.receive_count, retry_in_s=delay, exc_info=error)
+        await self._change_visibility(delivery, delay)
 
     async def _heartbeat(self, delivery: Delivery) -> None:
         period = max(self._settings.visibility_timeout_seconds / 3, 1)
