@@ -42,3 +42,16 @@ def from_item(item: dict[str, dict]) -> dict[str, Any]:
 def is_conditional_failure(error: Exception) -> bool:
     response = getattr(error, "response", None) or {}
     return response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+async def put_if_absent(dynamodb: Any, table: str, item: dict[str, Any], key_attribute: str) -> bool:
+    """PutItem unless an item with this key exists; False when it did (a repeat)."""
+    try:
+        await dynamodb.put_item(
+            TableName=table, Item=to_item(item), ConditionExpression=f"attribute_not_exists({key_attribute})"
+        )
+        return True
+    except Exception as error:
+        if is_conditional_failure(error):
+            return False
+        raise

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.domain import RESERVED_METADATA_KEY, utc_now
-from shared.dynamo import from_item, is_conditional_failure, to_attribute, to_item
+from shared.dynamo import from_item, is_conditional_failure, put_if_absent, to_attribute
 from shared.infra import PATIENT_JOBS_INDEX
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
@@ -94,17 +94,7 @@ class JobsRepository:
 
     async def create(self, item: dict[str, Any]) -> bool:
         """Put a new job; False when one with that job_id already exists."""
-        try:
-            await self._db.put_item(
-                TableName=self._table,
-                Item=to_item(item),
-                ConditionExpression="attribute_not_exists(job_id)",
-            )
-            return True
-        except Exception as error:
-            if is_conditional_failure(error):
-                return False
-            raise
+        return await put_if_absent(self._db, self._table, item, "job_id")
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         response = await self._db.get_item(

@@ -10,7 +10,7 @@ from opentelemetry import trace
 
 from services.results.records import build_user_item, job_summary
 from services.results.settings import ResultsSettings
-from shared.dynamo import is_conditional_failure, to_item
+from shared.dynamo import put_if_absent
 from shared.events import FUSION_COMPLETED, FusionCompleted, decode_event, event_data
 from shared.jobs import QUEUED, ClaimOutcome, JobsRepository, pipeline_state
 from shared.messaging import Delivery
@@ -28,17 +28,8 @@ class ResultsWriter:
         self._table = table_name
 
     async def save(self, item: dict[str, Any]) -> bool:
-        try:
-            await self._db.put_item(
-                TableName=self._table,
-                Item=to_item(item),
-                ConditionExpression="attribute_not_exists(user_id)",
-            )
-            return True
-        except Exception as error:
-            if is_conditional_failure(error):
-                return False  # an earlier delivery saved it
-            raise
+        """False when an earlier delivery saved it already."""
+        return await put_if_absent(self._db, self._table, item, "user_id")
 
 
 async def handle_fusion_completed(delivery: Delivery, context: StageContext, writer: ResultsWriter) -> None:
