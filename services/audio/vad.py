@@ -96,19 +96,54 @@ class SileroVad:
 
     def speech_probabilities(self, audio: np.ndarray) -> np.ndarray:
         """Speech probability (0..1) for each 512-sample window of 16 kHz float audio in [-1, 1]."""
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-        n_windows = -(-audio.size // WINDOW_SAMPLES)
-        padded = np.zeros(CONTEXT_SAMPLES + n_windows * WINDOW_SAMPLES, dtype=np.float32)
-        padded[CONTEXT_SAMPLES : CONTEXT_SAMPLES + audio.size] = audio
-        state = np.zeros((2, 1, 128), dtype=np.float32)
-        sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        stream = self.stream()
+        return np.concatenate([stream.feed(audio), stream.finish()])
+
+    def stream(self) -> VadStream:
+        """A fresh stream: feed audio chunk by chunk, get the same probabilities as one whole call."""
+        return VadStream(self._session.run)
+
+
+class VadStream:
+    """Runs the VAD over audio that arrives in chunks, carrying the recurrent state, the
+    64-sample context and any incomplete window across chunks, so long recordings never
+    need to be in memory at once."""
+
+    def __init__(self, run) -> None:
+        self._run = run
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
+        self._rest = np.zeros(0, dtype=np.float32)
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+
+    def feed(self, audio: np.ndarray) -> np.ndarray:
+        """Probabilities of the complete windows now available; the remainder waits for more audio."""
+        audio = np.concatenate([self._rest, np.asarray(audio, dtype=np.float32).reshape(-1)])
+        n_windows = audio.size // WINDOW_SAMPLES
+        self._rest = audio[n_windows * WINDOW_SAMPLES :]
+        return self._windows(audio[: n_windows * WINDOW_SAMPLES], n_windows)
+
+    def finish(self) -> np.ndarray:
+        """The last, zero-padded window (if any audio is left)."""
+        if not self._rest.size:
+            return np.zeros(0, dtype=np.float32)
+        last = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
+        last[: self._rest.size] = self._rest
+        self._rest = np.zeros(0, dtype=np.float32)
+        return self._windows(last, 1)
+
+    def _windows(self, audio: np.ndarray, n_windows: int) -> np.ndarray:
+        padded = np.concatenate([self._context, audio])
         probs = np.empty(n_windows, dtype=np.float32)
-        run = self._session.run
+        state, run, sr = self._state, self._run, self._sr
         for i in range(n_windows):
             # window i plus the 64 samples before it (zeros before the first window)
             frame = padded[i * WINDOW_SAMPLES : (i + 1) * WINDOW_SAMPLES + CONTEXT_SAMPLES][None, :]
             out, state = run(None, {"input": frame, "state": state, "sr": sr})
             probs[i] = out[0, 0]
+        self._state = state
+        if n_windows:
+            self._context = padded[-CONTEXT_SAMPLES:].copy()
         return probs
 
 

@@ -111,7 +111,13 @@ def test_speech_with_a_gap_gives_speech_time_and_a_two_second_pause(analyser, ga
     assert sum(confidences) == pytest.approx(1.0, abs=0.01)
     assert emotion["confidence"] == confidences[0]
 
-    assert result["models"] == {"vad": "silero-vad 6.2.3 (onnx)", "features": "opensmile 2.6.0 eGeMAPSv02"}
+    assert result["models"] == {"vad": "silero-vad 6.2.3 (onnx)", "features": "opensmile 2.6.0 eGeMAPSv02",
+                                "emotion": "prosody_rules_v1"}
+    assert result["transcript"]["enabled"] is False and result["transcript"]["text"] is None
+    quality = result["audio_quality"]
+    assert quality["sample_rate_hz"] == RATE and quality["narrowband"] is False
+    assert quality["clipped_fraction"] == 0.0 and quality["warnings"] == [] and quality["withheld_markers"] == {}
+    assert quality["snr_db"] is None  # the gap is digital silence: no background to measure
     assert json.loads(json.dumps(result)) == result  # plain JSON types only
 
     fractions = [f for f, _ in progress]
@@ -214,9 +220,14 @@ def test_a_file_that_is_not_a_model_is_unavailable(tmp_path):
     assert caught.value.setting == "AUDIO_VAD_MODEL_PATH"
 
 
-def test_unknown_emotion_backend_is_rejected():
-    with pytest.raises(ValueError, match="prosody_rules"):
-        AudioAnalyser(VAD_MODEL, emotion_backend="wav2vec2")
+def test_unknown_emotion_backend_is_rejected_by_the_settings(monkeypatch):
+    from pydantic import ValidationError
+
+    from services.audio.settings import AudioSettings
+
+    monkeypatch.setenv("AUDIO_EMOTION_BACKEND", "wav2vec2")
+    with pytest.raises(ValidationError, match="prosody_rules"):
+        AudioSettings()
 
 
 def _markers(**values) -> dict:
