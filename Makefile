@@ -6,22 +6,25 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 MODELS_STAMP := models/.fetched
-SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng
+SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng docker-compose
 
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup system-deps venv models up down status demo test test-fast bench clean
+.PHONY: setup system-deps venv models up down status demo test test-fast bench clean check-deploy
 
 setup: system-deps $(STAMP) $(MODELS_STAMP)
 
-# ffmpeg/ffprobe (probing, audio extraction) and espeak-ng (speech for fixtures)
+# ffmpeg/ffprobe (probing, audio extraction), espeak-ng (speech for fixtures) and
+# docker-compose 1.29 (only to validate docker-compose.yml offline; no engine needed)
 system-deps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing system packages for:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg espeak-ng >/dev/null; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg espeak-ng >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; \
 	fi
 
 $(STAMP): requirements-dev.txt constraints.txt shared/requirements.txt services/*/requirements.txt pyproject.toml
@@ -65,3 +68,6 @@ bench: setup
 
 clean: down
 	rm -rf $(VENV) models .stack .cache
+
+check-deploy: setup
+	$(PY) -m pytest tests/deploy

@@ -3,8 +3,11 @@ supervised processes, real media made with ffmpeg and espeak-ng."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,8 +126,8 @@ def running_stack(tmp_path_factory) -> RunningStack:
 
 @pytest.fixture(scope="session", autouse=True)
 def _dummy_aws_credentials():
-    import os
-
+    if aws_target() == "aws":
+        return  # the ambient credentials (profile, SSO, instance role) must win
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         os.environ.setdefault(key, value)
 
@@ -143,15 +146,148 @@ def checkin_clip(media_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def aws_server():
-    """moto's server in this process, on a free port: for adapter tests."""
-    from moto.server import ThreadedMotoServer
+    """An AWS API with SchizoDot's queues, tables and bucket, for adapter tests.
 
+    Which one is chosen by SCHIZODOT_TEST_AWS (see `aws_target`); by default
+    moto's server in this process, on a free port.
+    """
     from shared.infra import ensure_infrastructure
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    settings = CommonSettings(aws_endpoint_url=f"http://127.0.0.1:{port}", aws_region="us-east-1")
-    ensure_infrastructure(settings)
-    yield settings
-    server.stop()
+    target = aws_target()
+    if target == "embedded":
+        from moto.server import ThreadedMotoServer
+
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        settings = CommonSettings(aws_endpoint_url=f"http://127.0.0.1:{port}", aws_region="us-east-1")
+        ensure_infrastructure(settings)
+        yield settings
+        server.stop()
+    elif target == "aws":
+        settings = _unique_aws_settings()
+        ensure_infrastructure(settings)
+        try:
+            yield settings
+        finally:
+            remove_infrastructure(settings)
+    else:
+        with _aws_container(target) as endpoint:
+            settings = CommonSettings(aws_endpoint_url=endpoint, aws_region="us-east-1")
+            ensure_infrastructure(settings)
+            yield settings
+
+
+# --- choosing the AWS the adapter tests run against ----------------------------
+#
+# SCHIZODOT_TEST_AWS=embedded              moto's server in the test process (default)
+# SCHIZODOT_TEST_AWS=moto-container        motoserver/moto through testcontainers (Docker)
+# SCHIZODOT_TEST_AWS=localstack-container  LocalStack through testcontainers (Docker and
+#                                          LOCALSTACK_AUTH_TOKEN)
+# SCHIZODOT_TEST_AWS=aws                   real AWS with the ambient credentials; every
+#                                          resource gets a unique name and is deleted after
+# Images: SCHIZODOT_TEST_MOTO_IMAGE, SCHIZODOT_TEST_LOCALSTACK_IMAGE. The
+# `running_stack` fixture always runs the embedded stack.
+
+AWS_TARGETS = ("embedded", "moto-container", "localstack-container", "aws")
+DEFAULT_MOTO_IMAGE = "motoserver/moto:5.2.5"
+DEFAULT_LOCALSTACK_IMAGE = "localstack/localstack:4.13"
+
+
+def aws_target() -> str:
+    target = os.environ.get("SCHIZODOT_TEST_AWS", "embedded").strip().lower() or "embedded"
+    if target not in AWS_TARGETS:
+        raise pytest.UsageError(f"SCHIZODOT_TEST_AWS={target!r} is not one of: {', '.join(AWS_TARGETS)}")
+    return target
+
+
+@contextmanager
+def _aws_container(target: str):
+    """Start moto's or LocalStack's image and yield its endpoint URL."""
+    try:
+        from testcontainers.core.container import DockerContainer
+    except ImportError:
+        pytest.fail(f"SCHIZODOT_TEST_AWS={target} needs testcontainers: "
+                    ".venv/bin/pip install 'testcontainers>=4.8'", pytrace=False)
+    if target == "moto-container":
+        image = os.environ.get("SCHIZODOT_TEST_MOTO_IMAGE", DEFAULT_MOTO_IMAGE)
+        env, port, health = {"MOTO_PORT": "5000"}, 5000, "/moto-api/"
+    else:
+        token = os.environ.get("LOCALSTACK_AUTH_TOKEN", "")
+        if not token:
+            pytest.fail("SCHIZODOT_TEST_AWS=localstack-container needs LOCALSTACK_AUTH_TOKEN: LocalStack's "
+                        "images require an account since 2026 (moto-container needs none)", pytrace=False)
+        image = os.environ.get("SCHIZODOT_TEST_LOCALSTACK_IMAGE", DEFAULT_LOCALSTACK_IMAGE)
+        env, port, health = {"LOCALSTACK_AUTH_TOKEN": token, "SERVICES": "sqs,dynamodb,s3"}, 4566, "/_localstack/health"
+    try:  # the Docker client connects as soon as the container object is made
+        container = DockerContainer(image).with_exposed_ports(port)
+        for key, value in env.items():
+            container.with_env(key, value)
+        container.start()
+    except Exception as error:  # docker.errors.DockerException and friends: no engine, no image
+        pytest.fail(f"SCHIZODOT_TEST_AWS={target} needs a running Docker engine that can run {image}: {error}",
+                    pytrace=False)
+    try:
+        endpoint = f"http://{container.get_container_host_ip()}:{container.get_exposed_port(port)}"
+        _wait_for_http(endpoint + health, timeout=120)
+        yield endpoint
+    finally:
+        container.stop()
+
+
+def _wait_for_http(url: str, timeout: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout:.0f} s: {error}") from error
+            time.sleep(0.5)
+
+
+def _unique_aws_settings() -> CommonSettings:
+    """Names no one else uses, so a run never touches real SchizoDot data."""
+    suffix = uuid.uuid4().hex[:10]
+    return CommonSettings(
+        aws_region=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+        jobs_table=f"SchizodotJobs-test-{suffix}",
+        users_table=f"SchizodotUsers-test-{suffix}",
+        bucket=f"schizodot-test-{suffix}",
+        queue_prefix=f"schizodot-test-{suffix}-",
+    )
+
+
+def remove_infrastructure(settings: CommonSettings) -> None:
+    """Delete what ensure_infrastructure made for `settings` (the aws target's clean-up)."""
+    from shared.settings import STAGES
+
+    sqs = sync_client(settings, "sqs")
+    for stage in STAGES:
+        for name in (settings.queue_name(stage), settings.dead_letter_queue_name(stage)):
+            try:
+                sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"])
+            except sqs.exceptions.QueueDoesNotExist:
+                pass
+    dynamodb = sync_client(settings, "dynamodb")
+    for table in (settings.jobs_table, settings.users_table):
+        try:
+            dynamodb.delete_table(TableName=table)
+        except dynamodb.exceptions.ResourceNotFoundException:
+            pass
+    s3 = sync_client(settings, "s3")
+    try:
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=settings.bucket):
+            doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                      for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+            if doomed:
+                s3.delete_objects(Bucket=settings.bucket, Delete={"Objects": doomed})
+        s3.delete_bucket(Bucket=settings.bucket)
+    except s3.exceptions.NoSuchBucket:
+        pass

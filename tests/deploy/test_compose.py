@@ -1,0 +1,99 @@
+"""docker-compose.yml validates with both tools, takes every setting from
+.env.example, and configures the services with names their settings read."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from shared.settings import STAGES, CommonSettings
+from tests.deploy.support import REPO, SETTINGS, run_tool, settings_from, tool, unknown_variables
+
+COMPOSE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+# Variables of the user's shell that would change what `config` prints.
+_CLEAN = {"COMPOSE_PROFILES": "", "COMPOSE_FILE": "", "COMPOSE_PROJECT_NAME": "schizodot"}
+
+
+def env_example() -> dict[str, str]:
+    pairs = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory) -> dict:
+    """The file as docker-compose 1.29 resolves it (anchors merged, defaults filled in),
+    run from a copy so that a developer's own .env does not change the answer."""
+    folder = tmp_path_factory.mktemp("compose")
+    (folder / "docker-compose.yml").write_text(COMPOSE.read_text())
+    result = run_tool(tool("docker-compose"), "config", cwd=folder, env=_CLEAN)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_spec_schema():
+    result = run_tool(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_docker_compose_accepts_it():
+    result = run_tool(tool("docker-compose"), "-f", str(COMPOSE), "config", "-q", env=_CLEAN)
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_variable_comes_from_env_example_with_the_same_default():
+    text = COMPOSE.read_text()
+    used = dict(re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", text))
+    bare = set(re.findall(r"\$\{([A-Z0-9_]+)\}", text))
+    assert not bare, f"variables without a default: {sorted(bare)}"
+    example = env_example()
+    assert set(used) == set(example), (
+        f"only in compose: {sorted(set(used) - set(example))}; only in .env.example: {sorted(set(example) - set(used))}"
+    )
+    assert {k: used[k] for k in used} == {k: example[k] for k in used}
+
+
+def test_local_aws_is_moto_by_default_and_localstack_is_a_profile(resolved):
+    services = resolved["services"]
+    assert services["moto"]["image"].startswith("motoserver/moto:")
+    assert "profiles" not in services["moto"]
+    assert services["localstack"]["profiles"] == ["localstack"]  # started only with --profile localstack
+    assert services["localstack"]["image"].startswith("localstack/localstack:")
+    assert services["jaeger"]["image"].startswith("jaegertracing/all-in-one:")
+
+
+def test_one_init_step_creates_the_resources_from_shared_infra(resolved, monkeypatch):
+    init = resolved["services"]["aws-init"]
+    assert init["command"] == ["python", "-m", "shared.infra"]
+    settings = settings_from(CommonSettings, init["environment"], monkeypatch)
+    assert settings.aws_endpoint_url == "http://moto:4566"
+    for stage in STAGES:
+        service = resolved["services"][stage]
+        assert service["depends_on"]["aws-init"]["condition"] == "service_completed_successfully"
+        # Services and the init step see the same resources.
+        mine = settings_from(SETTINGS[stage], service["environment"], monkeypatch)
+        assert (mine.queue_name(stage), mine.dead_letter_queue_name(stage)) == (
+            settings.queue_name(stage), settings.dead_letter_queue_name(stage))
+        assert (mine.jobs_table, mine.users_table, mine.bucket, mine.aws_endpoint_url) == (
+            settings.jobs_table, settings.users_table, settings.bucket, settings.aws_endpoint_url)
+
+
+def test_services_get_only_variables_their_settings_read(resolved, monkeypatch):
+    for stage in STAGES:
+        service = resolved["services"][stage]
+        assert unknown_variables(stage, service["environment"]) == [], stage
+        settings = settings_from(SETTINGS[stage], service["environment"], monkeypatch)
+        assert (settings.jobs_table, settings.users_table) == ("SchizodotJobs", "SchizodotUsers")
+        assert settings.queue_name(stage) == f"schizodot-{stage}"
+        # docker stops a container after stop_grace_period: leave time to release messages.
+        grace = int(service["stop_grace_period"].rstrip("s"))
+        assert grace >= settings.shutdown_grace_seconds + 10, stage
+        assert service["read_only"] is True
+    assert settings_from(SETTINGS["ingest"], resolved["services"]["ingest"]["environment"],
+                         monkeypatch).api_host == "0.0.0.0"

@@ -1,0 +1,71 @@
+"""What can be checked of the Dockerfiles without a Docker engine: pinned bases,
+a non-root user, no secrets, models only at build time, settings they set exist."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+
+from shared.settings import STAGES
+from tests.deploy.support import REPO, unknown_variables
+
+MODEL_STAGES = {"audio", "vision"}
+
+
+def instructions(service: str) -> list[tuple[str, str]]:
+    text = (REPO / "services" / service / "Dockerfile").read_text()
+    text = re.sub(r"\\\n", " ", text)
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+            for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def env_of(service: str) -> dict[str, str]:
+    env = {}
+    for keyword, rest in instructions(service):
+        if keyword == "ENV":
+            for pair in shlex.split(rest):
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return env
+
+
+@pytest.mark.parametrize("service", STAGES)
+def test_dockerfile_is_pinned_multistage_non_root_and_secret_free(service):
+    steps = instructions(service)
+    args = {rest.split("=", 1)[0]: rest.split("=", 1)[1] for k, rest in steps if k == "ARG" and "=" in rest}
+    bases = [rest.split()[0] for k, rest in steps if k == "FROM"]
+    assert len(bases) >= 2, "multi-stage"
+    for base in bases:
+        image = args.get(base.strip("${}"), base) if base.startswith("${") else base
+        if ":" in image:
+            assert not image.endswith(":latest"), image
+            assert re.fullmatch(r"python:3\.11-slim-bookworm", image), image
+    users = [rest for k, rest in steps if k == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "the final image must not run as root"
+    assert any(k == "HEALTHCHECK" for k, _ in steps)
+    words = " ".join(rest for k, rest in steps if k in ("ARG", "ENV")).upper()
+    assert not re.search(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY", words)
+    assert ("CMD", f'["python", "-m", "services.{service}.main"]') in steps
+
+
+@pytest.mark.parametrize("service", STAGES)
+def test_models_are_baked_at_build_time_or_mounted_never_fetched_at_run_time(service):
+    runs = " ".join(rest for k, rest in instructions(service) if k == "RUN")
+    fetch = f"python -m schizodot.models fetch --only {service} --dest /models"
+    assert (fetch in runs) == (service in MODEL_STAGES)
+    if service in MODEL_STAGES:
+        assert '[ "$MODELS" = bake ]' in runs  # the build argument choosing bake or mount
+        paths = {k: v for k, v in env_of(service).items() if k.endswith(("_MODEL_PATH", "_LANDMARKER_PATH"))}
+        assert paths and all(v.startswith("/models/") for v in paths.values())
+
+
+@pytest.mark.parametrize("service", STAGES)
+def test_dockerfile_sets_only_variables_the_service_reads(service):
+    assert unknown_variables(service, env_of(service)) == []
+
+
+def test_vision_has_a_cuda_variant():
+    stages = [rest.split()[-1] for k, rest in instructions("vision") if k == "FROM" and " AS " in rest.upper()]
+    assert "cuda" in stages

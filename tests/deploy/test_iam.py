@@ -1,0 +1,143 @@
+"""Least privilege, checked on the IAM policy documents in deploy/iam/.
+
+A small evaluator answers "may this role do this action on this resource?"
+(IAM wildcards; an Allow's conditions are ignored, so answers err towards
+"allowed" and the must-not checks stay strict; only unconditional Denies count)."""
+
+from __future__ import annotations
+
+import json
+from fnmatch import fnmatchcase
+
+import pytest
+
+from shared.domain import artifact_key
+from shared.infra import PATIENT_JOBS_INDEX, UPLOAD_PREFIX
+from shared.settings import STAGES, CommonSettings
+from tests.deploy.support import DEPLOY
+
+REGION, ACCOUNT = "eu-west-1", "123456789012"
+SETTINGS = CommonSettings()
+PUBLISHES = {"ingest": {"audio", "vision"}, "audio": {"fusion"}, "vision": {"fusion"}, "fusion": {"results"},
+             "results": set()}
+SQS = f"arn:aws:sqs:{REGION}:{ACCOUNT}:"
+TABLE = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/"
+JOBS, USERS = TABLE + SETTINGS.jobs_table, TABLE + SETTINGS.users_table
+OBJECT = f"arn:aws:s3:::{SETTINGS.bucket}/"
+WRITES = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
+          "dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete")
+CONSUME = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
+
+
+def load(service: str) -> dict:
+    text = (DEPLOY / "iam" / f"schizodot-{service}.json").read_text()
+    return json.loads(text.replace("${AWS_REGION}", REGION).replace("${AWS_ACCOUNT_ID}", ACCOUNT))
+
+
+def _listed(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _matches(statement: dict, action: str, resource: str) -> bool:
+    return any(fnmatchcase(action.lower(), a.lower()) for a in _listed(statement["Action"])) and any(
+        fnmatchcase(resource, r) for r in _listed(statement["Resource"]))
+
+
+def allowed(policy: dict, action: str, resource: str) -> bool:
+    statements = policy["Statement"]
+    if any(s["Effect"] == "Deny" and "Condition" not in s and _matches(s, action, resource) for s in statements):
+        return False
+    return any(s["Effect"] == "Allow" and _matches(s, action, resource) for s in statements)
+
+
+def conditionally_denied(policy: dict, action: str, resource: str, attribute: str) -> bool:
+    return any(
+        s["Effect"] == "Deny" and _matches(s, action, resource)
+        and attribute in s.get("Condition", {}).get("ForAnyValue:StringEquals", {}).get("dynamodb:Attributes", [])
+        for s in policy["Statement"])
+
+
+@pytest.mark.parametrize("service", STAGES)
+def test_documents_are_well_formed_and_name_no_wildcard_grants(service):
+    policy = load(service)
+    assert policy["Version"] == "2012-10-17"
+    sids = [s["Sid"] for s in policy["Statement"]]
+    assert len(sids) == len(set(sids))
+    for statement in policy["Statement"]:
+        assert statement["Effect"] in ("Allow", "Deny") and "NotAction" not in statement
+        assert not any(a == "*" or a.endswith(":*") for a in _listed(statement["Action"])), statement["Sid"]
+        assert "*" not in _listed(statement["Resource"]), statement["Sid"]
+
+
+def test_only_the_results_role_writes_patient_history():
+    for service in STAGES:
+        writes = [a for a in WRITES if allowed(load(service), a, USERS)]
+        assert writes == (["dynamodb:PutItem"] if service == "results" else []), service
+
+
+def test_only_the_results_role_may_write_a_jobs_results():
+    for service in STAGES:
+        policy = load(service)
+        if service == "results":
+            assert allowed(policy, "dynamodb:UpdateItem", JOBS)
+            assert not conditionally_denied(policy, "dynamodb:UpdateItem", JOBS, "results")
+        else:
+            assert conditionally_denied(policy, "dynamodb:UpdateItem", JOBS, "results"), service
+    assert not any(allowed(load(s), "dynamodb:DeleteItem", JOBS) for s in STAGES)
+    assert [s for s in STAGES if allowed(load(s), "dynamodb:PutItem", JOBS)] == ["ingest"]
+
+
+@pytest.mark.parametrize("service", STAGES)
+def test_each_role_uses_only_its_own_queues(service):
+    policy = load(service)
+    for stage in STAGES:
+        queue, dead_letters = SQS + SETTINGS.queue_name(stage), SQS + SETTINGS.dead_letter_queue_name(stage)
+        own = stage == service
+        for action in CONSUME + ("sqs:GetQueueAttributes",):
+            assert allowed(policy, action, queue) == own, (action, stage)
+        for action in CONSUME:  # dead letters are for people to read, not for workers
+            assert not allowed(policy, action, dead_letters), (action, stage)
+        # Its own DLQ's depth is a metric the worker reports (shared/worker.py watch_queue_depth).
+        assert allowed(policy, "sqs:GetQueueAttributes", dead_letters) == own, stage
+        assert allowed(policy, "sqs:SendMessage", queue) == (stage in PUBLISHES[service]), stage
+        assert allowed(policy, "sqs:SendMessage", dead_letters) == own, stage
+        for action in ("sqs:PurgeQueue", "sqs:DeleteQueue", "sqs:SetQueueAttributes", "sqs:CreateQueue"):
+            assert not allowed(policy, action, queue) and not allowed(policy, action, dead_letters)
+
+
+@pytest.mark.parametrize("service", STAGES)
+def test_each_role_reaches_only_its_own_s3_prefixes(service):
+    policy = load(service)
+    upload = OBJECT + f"{UPLOAD_PREFIX}patient-001/job-1/20261125T100000Z_checkin.mp4"
+    reads_media = service in ("ingest", "audio", "vision")
+    assert allowed(policy, "s3:GetObject", upload) == reads_media
+    assert allowed(policy, "s3:PutObject", upload) == (service == "ingest")  # presigned PUTs
+    for stage in ("audio", "vision", "fusion"):
+        artifact = OBJECT + artifact_key("job-1", stage)
+        assert allowed(policy, "s3:PutObject", artifact) == (stage == service), stage
+        readers = {"audio": {"fusion", "results"}, "vision": {"fusion", "results"}, "fusion": {"results"}}[stage]
+        assert allowed(policy, "s3:GetObject", artifact) == (service in readers), stage
+    for action in ("s3:DeleteObject", "s3:PutBucketPolicy", "s3:PutBucketNotification", "s3:DeleteBucket"):
+        assert not allowed(policy, action, upload) and not allowed(policy, action, f"arn:aws:s3:::{SETTINGS.bucket}")
+    assert not allowed(policy, "s3:GetObject", OBJECT + "elsewhere/secret.txt")
+
+
+def test_each_role_can_do_what_its_code_does():
+    needs = {
+        "ingest": [("dynamodb:PutItem", JOBS), ("dynamodb:UpdateItem", JOBS), ("dynamodb:GetItem", JOBS)],
+        "audio": [("dynamodb:UpdateItem", JOBS), ("dynamodb:GetItem", JOBS)],
+        "vision": [("dynamodb:UpdateItem", JOBS), ("dynamodb:GetItem", JOBS)],
+        "fusion": [("dynamodb:UpdateItem", JOBS), ("dynamodb:GetItem", JOBS), ("dynamodb:Query", USERS)],
+        "results": [("dynamodb:UpdateItem", JOBS), ("dynamodb:GetItem", JOBS), ("dynamodb:Scan", JOBS),
+                    ("dynamodb:Query", f"{JOBS}/index/{PATIENT_JOBS_INDEX}"), ("dynamodb:PutItem", USERS),
+                    ("dynamodb:Query", USERS)],
+    }
+    for service, pairs in needs.items():
+        policy = load(service)
+        queue = SQS + SETTINGS.queue_name(service)
+        pairs = pairs + [(a, queue) for a in CONSUME + ("sqs:GetQueueUrl", "sqs:GetQueueAttributes")]
+        pairs += [(a, SQS + SETTINGS.dead_letter_queue_name(service))
+                  for a in ("sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes")]
+        pairs += [("sqs:GetQueueUrl", SQS + SETTINGS.queue_name(s)) for s in PUBLISHES[service]]
+        missing = [pair for pair in pairs if not allowed(policy, *pair)]
+        assert missing == [], service
