@@ -6,6 +6,7 @@ the job starts when the upload lands (S3 notification on the ingest queue).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -18,7 +19,9 @@ from services.ingest.handlers import new_job_item
 from services.ingest.settings import IngestSettings
 from shared.domain import CheckinRequest, new_job_id, upload_key, utc_now
 from shared.jobs import JobsRepository, pipeline_state
-from shared.storage import Storage
+
+# (key, content type, expiry seconds) -> presigned PUT URL
+UploadSigner = Callable[[str, str, int], Awaitable[str]]
 
 
 class AnalyzeResponse(BaseModel):
@@ -47,7 +50,7 @@ class JobStatus(BaseModel):
     skipped: dict[str, str] = {}
 
 
-def create_app(settings: IngestSettings, jobs: JobsRepository, storage: Storage) -> FastAPI:
+def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: UploadSigner) -> FastAPI:
     app = FastAPI(title="SchizoDot ingest API", version="1")
 
     @app.exception_handler(RequestValidationError)
@@ -69,7 +72,7 @@ def create_app(settings: IngestSettings, jobs: JobsRepository, storage: Storage)
         key = upload_key(request.patient_id, job_id, request.filename, created_at)
         await jobs.create(new_job_item(job_id, request, key, created_at, "Waiting for the upload", "api"))
         expires = settings.upload_url_expiry_seconds
-        url = await storage.presigned_upload(key, request.content_type, expires)
+        url = await sign_upload(key, request.content_type, expires)
         return AnalyzeResponse(
             job_id=job_id,
             status="queued",

@@ -8,9 +8,10 @@ import functools
 
 import uvicorn
 
-from services.ingest.api import create_app
+from services.ingest.api import UploadSigner, create_app
 from services.ingest.handlers import IngestDeps, handle_ingest_message
 from services.ingest.settings import IngestSettings
+from shared.aws import sync_client
 from shared.worker import StageContext, run_stage
 
 
@@ -19,9 +20,27 @@ def build_handler(context: StageContext):
     return functools.partial(handle_ingest_message, deps=deps)
 
 
+def build_upload_signer(context: StageContext) -> UploadSigner:
+    settings: IngestSettings = context.settings  # type: ignore[assignment]
+    if not settings.public_s3_endpoint_url:
+        return context.storage.presigned_upload
+    # Signing is local computation: a client aimed at the public endpoint signs
+    # URLs the uploader can reach.
+    public = sync_client(settings.model_copy(update={"aws_endpoint_url": settings.public_s3_endpoint_url}), "s3")
+
+    async def sign(key: str, content_type: str, expires: int) -> str:
+        return public.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": settings.bucket, "Key": key, "ContentType": content_type},
+            ExpiresIn=expires,
+        )
+
+    return sign
+
+
 async def serve_api(context: StageContext, stop: asyncio.Event) -> None:
     settings: IngestSettings = context.settings  # type: ignore[assignment]
-    app = create_app(settings, context.jobs, context.storage)
+    app = create_app(settings, context.jobs, build_upload_signer(context))
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False)
     )
