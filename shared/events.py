@@ -58,12 +58,25 @@ class FusionCompleted(_EventData):
     artifact_key: str
 
 
-def encode_event(event_type: str, source: str, subject: str, data: BaseModel) -> str:
-    event = CloudEvent(
-        {"type": event_type, "source": source, "subject": subject, "datacontenttype": "application/json"},
-        data.model_dump(mode="json"),
-    )
-    return _FORMAT.write(event).decode()
+def encode_event(
+    event_type: str,
+    source: str,
+    subject: str,
+    data: BaseModel | dict[str, Any],
+    *,
+    event_id: str | None = None,
+    content_type: str = "application/json",
+    extensions: dict[str, str] | None = None,
+) -> str:
+    """A structured-mode JSON CloudEvent; `event_id` fixes the id (else a UUID4)."""
+    attributes: dict[str, Any] = {
+        "type": event_type, "source": source, "subject": subject, "datacontenttype": content_type,
+        **(extensions or {}),
+    }
+    if event_id:
+        attributes["id"] = event_id
+    payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+    return _FORMAT.write(CloudEvent(attributes, payload)).decode()
 
 
 def decode_event(body: str) -> CloudEvent:

@@ -40,3 +40,24 @@ class PatientHistory:
             if "LastEvaluatedKey" not in response:
                 return None
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    async def page(
+        self, patient_id: str, limit: int, after: dict[str, str] | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+        """One page of access pattern 6, newest first, and the key to continue after
+        (None when nothing older is left). `after` is a key this method returned."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "user_id = :u",
+            "ExpressionAttributeValues": {":u": {"S": patient_id}},
+            "ScanIndexForward": False,
+            "Limit": limit + 1,  # one more than asked tells whether another page exists
+        }
+        if after is not None:
+            request["ExclusiveStartKey"] = {"user_id": {"S": patient_id}, "timestamp": {"S": after["timestamp"]}}
+        response = await self._db.query(**request)
+        items = [from_item(item) for item in response.get("Items", [])]
+        if len(items) <= limit:
+            return items, None
+        items = items[:limit]
+        return items, {"user_id": patient_id, "timestamp": items[-1]["timestamp"]}

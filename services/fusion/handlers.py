@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import structlog
 from opentelemetry import trace
 
+from services.fusion.baseline import compare, findings_of
+from services.fusion.llm import SummaryWriter, summarise
 from services.fusion.rules import clinical_summary, fuse
 from services.fusion.settings import FusionSettings
+from shared.history import PatientHistory
 from shared.domain import artifact_key, utc_now
 from shared.events import FUSION_COMPLETED, MODALITY_ANALYSED, FusionCompleted, ModalityAnalysed, decode_event, event_data
 from shared.jobs import ACTIVE_STATUSES, ClaimOutcome, pipeline_state
@@ -19,7 +23,13 @@ log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.fusion")
 
 
-async def handle_modality_analysed(delivery: Delivery, context: StageContext) -> None:
+@dataclass
+class FusionDeps:
+    history: PatientHistory  # read only: results is the one writer of SchizodotUsers
+    summary_writer: SummaryWriter | None = None  # the optional LLM summary
+
+
+async def handle_modality_analysed(delivery: Delivery, context: StageContext, deps: FusionDeps) -> None:
     settings: FusionSettings = context.settings  # type: ignore[assignment]
     notice = event_data(decode_event(delivery.body), ModalityAnalysed, MODALITY_ANALYSED)
     job_id = notice.job_id
@@ -49,11 +59,19 @@ async def handle_modality_analysed(delivery: Delivery, context: StageContext) ->
         documents = {
             m: await context.storage.get_json(stages[m]["outputs"]["artifact_key"]) for m in expected
         }
+        audio, vision = documents.get("audio"), documents.get("vision")
+        # This job's own item does not exist yet; a redelivery after results ran is filtered out all the same.
+        history = [item for item in await deps.history.latest(run.job["patient_id"], settings.baseline_window + 1)
+                   if item.get("job_id") != job_id][: settings.baseline_window]
         with tracer.start_as_current_span("fusion rules") as span:
             span.set_attribute("schizodot.job_id", job_id)
             analysed_at = utc_now()
-            fusion = fuse(documents.get("audio"), documents.get("vision"), expected, state.get("skipped", {}), settings)
-            summary = clinical_summary(fusion, (documents.get("vision") or {}).get("compliance"), analysed_at)
+            baseline = compare(findings_of(audio, vision), history, settings)
+            fusion = fuse(audio, vision, expected, state.get("skipped", {}), settings,
+                          baseline=(baseline.report, baseline.factors))
+            compliance = (vision or {}).get("compliance")
+            summary = clinical_summary(fusion, compliance, analysed_at)
+        summary = await summarise(summary, fusion, compliance, deps.summary_writer)
         compute_seconds = round(time.monotonic() - started, 3)
         await context.storage.put_json(
             key,

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import functools
 
-from services.fusion.handlers import handle_modality_analysed
+from services.fusion.handlers import FusionDeps, handle_modality_analysed
+from services.fusion.llm import BedrockSummaryWriter
 from services.fusion.settings import FusionSettings
+from shared.history import PatientHistory
 from shared.worker import StageContext, run_stage
 
 
 def build_handler(context: StageContext):
-    return functools.partial(handle_modality_analysed, context=context)
+    settings: FusionSettings = context.settings  # type: ignore[assignment]
+    deps = FusionDeps(
+        history=PatientHistory(context.aws.dynamodb, settings.users_table),
+        summary_writer=BedrockSummaryWriter(settings) if settings.llm_enabled else None,
+    )
+    return functools.partial(handle_modality_analysed, context=context, deps=deps)
 
 
 def main() -> None:

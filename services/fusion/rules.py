@@ -10,12 +10,15 @@ clinician can read why a check-in got its risk level:
    valence group (positive / neutral / negative).
 3. Risk factors, each with a severity:
    - medication intake seen as not taken: high;
-   - medication intake could not be verified (inconclusive): moderate;
+   - medication intake could not be verified (inconclusive, or no video): moderate;
    - overall emotion negative with confidence >= negative_affect_confidence: moderate;
-   - flat affect from facial expressivity: moderate;
-   - reduced speech (pause ratio >= reduced_speech_pause_ratio) or no speech: moderate;
+   - flat affect: facial expressivity (blendshape activity) < flat_affect_max_activity: moderate;
+   - reduced speech: pause ratio >= reduced_speech_pause_ratio, or speech fills
+     less than min_speech_share of the recording: moderate; no speech at all: moderate;
+   - monotone voice: pitch variability < monotone_max_f0_variability semitones: low;
    - face and voice inconsistent: low;
-   - face not visible: moderate.
+   - face not visible: moderate;
+   - changes from the patient's own baseline (services/fusion/baseline.py).
    Risk level: high if any high factor or three or more moderate ones;
    moderate if any moderate; otherwise low.
 4. Each expected modality that could not be assessed multiplies the fused
@@ -64,8 +67,13 @@ def fuse(
     expected: list[str],
     skipped: dict[str, str],
     settings: FusionSettings,
+    baseline: tuple[dict[str, Any], list[RiskFactor]] | None = None,
 ) -> dict[str, Any]:
-    """`multimodal_fusion` in the seed's shape, plus the evidence behind it."""
+    """`multimodal_fusion` in the seed's shape, plus the evidence behind it.
+
+    `baseline` is the report and risk factors of `baseline.compare`, when the
+    patient's history was read.
+    """
     audio_emotion = (audio or {}).get("audio_emotion")
     facial_emotion = (vision or {}).get("facial_emotion")
     compliance = (vision or {}).get("compliance")
@@ -102,6 +110,8 @@ def fuse(
 
     factors = _risk_factors(audio, vision, compliance, overall, confidence, consistency, face_label, voice_label,
                             expected, settings)
+    if baseline is not None:
+        factors += baseline[1]
     level = _risk_level(factors)
     return {
         "emotional_consistency": consistency,
@@ -116,7 +126,8 @@ def fuse(
         },
         "face_emotion": face_label,
         "voice_emotion": voice_label,
-        "method": "rule_based_v1",
+        "baseline": baseline[0] if baseline is not None else None,
+        "method": "rule_based_v2",
     }
 
 
@@ -150,14 +161,30 @@ def _risk_factors(
     if overall and VALENCE.get(overall) == "negative" and confidence >= settings.negative_affect_confidence:
         factors.append(RiskFactor("negative_affect", "moderate", f"overall emotion {overall} ({confidence:.2f})"))
     expressivity = ((vision or {}).get("facial_emotion") or {}).get("expressivity") or {}
-    if expressivity.get("flat_affect"):
-        factors.append(RiskFactor("flat_affect", "moderate", "little change in facial expression over the check-in"))
+    activity = expressivity.get("blendshape_activity")
+    if activity is not None and activity < settings.flat_affect_max_activity:
+        factors.append(RiskFactor(
+            "flat_affect", "moderate",
+            f"little change in facial expression (activity {activity:.3f} < {settings.flat_affect_max_activity})",
+        ))
     if "audio" in expected and audio is not None:
         pause_ratio = _marker(audio, "pause_ratio")
+        speech_seconds = _marker(audio, "speech_seconds")
+        duration = audio.get("duration_seconds")
+        share = speech_seconds / duration if speech_seconds is not None and duration else None
+        f0_variability = _marker(audio, "f0_variability")
         if audio.get("speech_detected") is False:
             factors.append(RiskFactor("no_speech", "moderate", "no speech was detected in the recording"))
         elif pause_ratio is not None and pause_ratio >= settings.reduced_speech_pause_ratio:
-            factors.append(RiskFactor("reduced_speech", "moderate", f"pauses take {pause_ratio:.0%} of the recording"))
+            factors.append(RiskFactor("reduced_speech", "moderate", f"pauses take {pause_ratio:.0%} of the speaking time"))
+        elif share is not None and share < settings.min_speech_share:
+            factors.append(RiskFactor(
+                "reduced_speech", "moderate", f"speech fills {share:.0%} of the {duration:.0f} s recording"))
+        if f0_variability is not None and f0_variability < settings.monotone_max_f0_variability:
+            factors.append(RiskFactor(
+                "monotone_voice", "low",
+                f"pitch varies by {f0_variability:.2f} semitones (< {settings.monotone_max_f0_variability})",
+            ))
     if consistency == "inconsistent":
         factors.append(RiskFactor("face_voice_inconsistent", "low", f"face shows {face_label}, voice sounds {voice_label}"))
     if "vision" in expected and not ((vision or {}).get("facial_emotion") or {}).get("face_detected"):
@@ -210,8 +237,10 @@ def clinical_summary(fusion: dict[str, Any], compliance: dict[str, Any] | None, 
         recommendations.append("Contact the patient within 24 hours")
     if "medication_not_taken" in factors or "medication_intake_unverified" in factors:
         recommendations.append("Confirm medication adherence with the patient")
-    if {"negative_affect", "flat_affect", "reduced_speech", "no_speech"} & set(factors):
+    if {"negative_affect", "flat_affect", "reduced_speech", "no_speech", "monotone_voice"} & set(factors):
         recommendations.append("Review mood and negative symptoms at the next contact")
+    if any(f.endswith("_baseline") for f in factors) or "repeated_missed_medication" in factors:
+        recommendations.append("Discuss the change from the patient's usual check-ins with them")
     if missing:
         recommendations.append("Ask the patient to record the next check-in with face and voice clearly captured")
     if level == "low":
@@ -221,6 +250,18 @@ def clinical_summary(fusion: dict[str, Any], compliance: dict[str, Any] | None, 
         "medication_adherence": adherence,
         "risk_assessment": risk,
         "recommendations": recommendations,
+        "change_from_baseline": _baseline_sentence(fusion.get("baseline")),
         "generated_by": "rule_based",
         "timestamp": timestamp,
     }
+
+
+def _baseline_sentence(report: dict[str, Any] | None) -> str:
+    if not report:
+        return "Change from baseline was not assessed"
+    if not report["available"]:
+        return "First check-in: no baseline yet to compare with"
+    n = report["checkins_compared"]
+    if not report["changes"]:
+        return f"No notable change from the patient's last {n} check-in(s)"
+    return f"Compared with the patient's last {n} check-in(s): " + "; ".join(report["changes"])

@@ -10,14 +10,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
 from services.ingest.handlers import new_job_item
 from services.ingest.settings import IngestSettings
 from shared.domain import CheckinRequest, new_job_id, upload_key, utc_now
+from shared.http import install_readable_validation_errors
 from shared.jobs import JobsRepository, pipeline_state
 
 # (key, content type, expiry seconds) -> presigned PUT URL
@@ -53,13 +52,7 @@ class JobStatus(BaseModel):
 def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: UploadSigner) -> FastAPI:
     app = FastAPI(title="SchizoDot ingest API", version="1")
 
-    @app.exception_handler(RequestValidationError)
-    async def readable_validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [
-            f"{'.'.join(str(p) for p in item['loc'] if p != 'body')}: {item['msg'].removeprefix('Value error, ')}"
-            for item in error.errors()
-        ]
-        return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
+    install_readable_validation_errors(app)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -8,6 +8,8 @@ from typing import Any
 import structlog
 from opentelemetry import trace
 
+from services.results.ehr import EhrPublisher, encode_results_event
+from services.results.fhir import FHIR_VERSION, build_bundle
 from services.results.records import build_user_item, job_summary
 from services.results.settings import ResultsSettings
 from shared.dynamo import put_if_absent
@@ -32,7 +34,9 @@ class ResultsWriter:
         return await put_if_absent(self._db, self._table, item, "user_id")
 
 
-async def handle_fusion_completed(delivery: Delivery, context: StageContext, writer: ResultsWriter) -> None:
+async def handle_fusion_completed(
+    delivery: Delivery, context: StageContext, writer: ResultsWriter, ehr: EhrPublisher | None = None
+) -> None:
     notice = event_data(decode_event(delivery.body), FusionCompleted, FUSION_COMPLETED)
     delivery.job_id = notice.job_id
     with structlog.contextvars.bound_contextvars(job_id=notice.job_id):
@@ -50,7 +54,23 @@ async def handle_fusion_completed(delivery: Delivery, context: StageContext, wri
         with tracer.start_as_current_span("save results") as span:
             span.set_attribute("schizodot.job_id", notice.job_id)
             saved = await writer.save(item)
-        await context.jobs.complete(run, job_summary(item), "Analysis completed successfully")
+        message = "Analysis completed successfully"
+        if ehr is not None and ehr.enabled:
+            # Before completing: a crash in between re-sends (same event id) instead of losing the event.
+            settings: ResultsSettings = context.settings  # type: ignore[assignment]
+            bundle = build_bundle(item, run.job, settings.bucket, settings.patient_identifier_system)
+            try:
+                with tracer.start_as_current_span("send results to the EHR"):
+                    await ehr.publish(notice.job_id,
+                                      encode_results_event(notice.job_id, bundle, ehr.source, FHIR_VERSION))
+            except Exception as error:
+                if delivery.receive_count < settings.max_receive_count:
+                    raise  # retried with back-off like any transient failure
+                # The analysis is saved and readable; only the push failed, so the job still completes.
+                reason = f"{type(error).__name__}: {error}"[:300]
+                log.error("results could not be sent to the EHR; job completed without it", error=reason)
+                message = f"Analysis completed; sending it to the EHR failed: {reason}"
+        await context.jobs.complete(run, job_summary(item), message)
         log.info("results saved; job completed", new_item=saved, risk_level=item["results"]["multimodal_fusion"]["risk_level"])
 
 

@@ -1,24 +1,39 @@
-"""Results worker: saves each job's SchizodotUsers item, completes the job, and
-sweeps jobs that stopped making progress."""
+"""Results worker: saves each job's SchizodotUsers item, sends it to the EHR,
+completes the job, serves the read API and sweeps jobs that stopped making progress."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
+import socket
 
 import structlog
+import uvicorn
 
+from services.results.api import create_app
+from services.results.ehr import EhrPublisher
 from services.results.handlers import ResultsWriter, handle_fusion_completed, sweep_stuck_jobs
 from services.results.settings import ResultsSettings
+from shared.aws import sync_client
+from shared.history import PatientHistory
 from shared.worker import StageContext, run_stage
 
 log = structlog.get_logger()
 
 
 def build_handler(context: StageContext):
-    writer = ResultsWriter(context.aws.dynamodb, context.settings.users_table)
-    return functools.partial(handle_fusion_completed, context=context, writer=writer)
+    settings: ResultsSettings = context.settings  # type: ignore[assignment]
+    writer = ResultsWriter(context.aws.dynamodb, settings.users_table)
+    ehr = EhrPublisher(
+        context.aws.sqs,
+        sync_client(settings, "sns") if settings.ehr_topic_arn else None,
+        settings.ehr_queue_url,
+        settings.ehr_topic_arn,
+    )
+    if not ehr.enabled:
+        log.info("EHR delivery off: set RESULTS_EHR_QUEUE_URL or RESULTS_EHR_TOPIC_ARN to send FHIR results")
+    return functools.partial(handle_fusion_completed, context=context, writer=writer, ehr=ehr)
 
 
 async def run_sweeper(context: StageContext, stop: asyncio.Event) -> None:
@@ -32,8 +47,34 @@ async def run_sweeper(context: StageContext, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=settings.sweep_interval_seconds)
 
 
+async def serve_api(context: StageContext, stop: asyncio.Event) -> None:
+    settings: ResultsSettings = context.settings  # type: ignore[assignment]
+    if not (settings.api_keys or settings.bearer_tokens):
+        log.warning("results API has no credentials configured: every data route answers 401; "
+                    "set RESULTS_API_KEYS or RESULTS_API_BEARER_TOKENS")
+    app = create_app(settings, context.jobs, PatientHistory(context.aws.dynamodb, settings.users_table))
+    # Bound here rather than by uvicorn, which exits the whole process when the
+    # port is taken: saving results matters more than serving reads.
+    try:
+        sock = socket.create_server((settings.api_host, settings.api_port), reuse_port=False)
+    except OSError as error:
+        log.error("results API not started; the worker goes on saving results",
+                  host=settings.api_host, port=settings.api_port, error=str(error),
+                  fix="set RESULTS_API_PORT to a free port")
+        return
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    server.capture_signals = contextlib.nullcontext  # the stage runner owns signals
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    log.info("results API listening", host=settings.api_host, port=sock.getsockname()[1])
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    await serving
+
+
 def main() -> None:
-    run_stage(ResultsSettings(), "results", build_handler, side_tasks=(run_sweeper,))
+    run_stage(ResultsSettings(), "results", build_handler, side_tasks=(run_sweeper, serve_api))
 
 
 if __name__ == "__main__":

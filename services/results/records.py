@@ -43,6 +43,8 @@ def build_user_item(
     }
     if audio:
         results["vocal_markers"] = audio.get("vocal_markers", {})
+        if (audio.get("transcript") or {}).get("enabled"):  # opt-in; kept for a future summary
+            results["transcript"] = audio["transcript"]
     return {
         "user_id": job["patient_id"],
         "timestamp": analysed_at,

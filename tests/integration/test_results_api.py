@@ -1,0 +1,501 @@
+"""Fusion and results workers (real processes, `python -m services.<x>.main`) against
+moto's server over HTTP: baseline from the patient's history, the LLM failure
+path, the FHIR event to the EHR, and the results API with its authentication."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+
+from services.results.ehr import RESULTS_AVAILABLE
+from services.results.handlers import ResultsWriter
+from shared.aws import AsyncClients, sync_client
+from shared.domain import artifact_key
+from shared.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
+from shared.jobs import JobsRepository, plan_weights
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+API_KEY = "test-key-" + uuid.uuid4().hex
+BEARER = "test-token-" + uuid.uuid4().hex
+
+
+def _now(offset_days: float = 0) -> str:
+    return (datetime.now(timezone.utc) + timedelta(days=offset_days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _patient() -> str:
+    return f"patient-{uuid.uuid4().hex[:8]}"
+
+
+def _job_id() -> str:
+    return f"job-{uuid.uuid4().hex[:12]}"
+
+
+class Workers:
+    def __init__(self, settings, ehr_queue_url: str, api_port: int, logs: Path) -> None:
+        self.settings = settings
+        self.ehr_queue_url = ehr_queue_url
+        self.api = f"http://127.0.0.1:{api_port}"
+        self.logs = logs
+
+    def http(self, **headers: str) -> httpx.Client:
+        return httpx.Client(base_url=self.api, timeout=10, headers=headers)
+
+    def authed(self) -> httpx.Client:
+        return self.http(**{"X-API-Key": API_KEY})
+
+    def job(self, job_id: str) -> dict | None:
+        async def body(aws):
+            return await JobsRepository(aws.dynamodb, self.settings.jobs_table).get(job_id)
+        return asyncio.run(_with_aws(self.settings, body))
+
+    def wait_for_job(self, job_id: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job and job["status"] in ("completed", "failed"):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} did not finish: {self.job(job_id)}\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+                         for p in sorted(self.logs.glob("*.log")))
+
+
+async def _with_aws(settings, body):
+    async with AsyncClients(settings) as aws:
+        return await body(aws)
+
+
+def worker_env(settings, api_port: int, ehr_queue_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AWS_ENDPOINT_URL": settings.aws_endpoint_url, "AWS_REGION": settings.aws_region,
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "SCHIZODOT_WAIT_TIME_SECONDS": "1", "PYTHONUNBUFFERED": "1",
+        # the sweeper must leave other tests' deliberately old jobs alone
+        "RESULTS_STUCK_AFTER_SECONDS": str(30 * 24 * 3600), "RESULTS_SWEEP_INTERVAL_SECONDS": "3600",
+        "RESULTS_API_PORT": str(api_port), "RESULTS_API_KEYS": f"other-key,{API_KEY}",
+        "RESULTS_API_BEARER_TOKENS": BEARER, "RESULTS_EHR_QUEUE_URL": ehr_queue_url,
+        # the LLM summary is on; moto's server cannot run Bedrock's Converse, so every call fails
+        "FUSION_LLM_ENABLED": "true", "FUSION_LLM_MAX_ATTEMPTS": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+def workers(aws_server, tmp_path_factory):
+    settings = aws_server
+    sqs = sync_client(settings, "sqs")
+    ehr_queue_url = sqs.create_queue(QueueName=f"ehr-inbox-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    api_port = free_port()
+    logs = tmp_path_factory.mktemp("worker-logs")
+    env = worker_env(settings, api_port, ehr_queue_url)
+    processes = []
+    for service in ("fusion", "results"):
+        with open(logs / f"{service}.log", "wb") as log:
+            processes.append(subprocess.Popen([sys.executable, "-m", f"services.{service}.main"], cwd=REPO,
+                                              env=env, stdout=log, stderr=subprocess.STDOUT))
+    running = Workers(settings, ehr_queue_url, api_port, logs)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{running.api}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise AssertionError("the workers did not start:\n" + running.log_tail())
+            time.sleep(0.2)
+        yield running
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+# --- hand-built stage outputs and history -----------------------------------------------
+
+
+def _audio(speech_rate: float = 3.0) -> dict:
+    return {"audio_emotion": {"primary_emotion": "neutral", "confidence": 0.6, "assessed": True,
+                              "method": "prosody_rules_v1",
+                              "all_emotions": [{"emotion": "neutral", "confidence": 0.6},
+                                               {"emotion": "sad", "confidence": 0.4}]},
+            "vocal_markers": {"speech_seconds": {"value": 5.0, "unit": "s"}, "pause_ratio": {"value": 0.1, "unit": "fraction"},
+                              "speech_rate": {"value": speech_rate, "unit": "1/s"},
+                              "f0_variability": {"value": 2.5, "unit": "semitones"}},
+            "speech_detected": True, "duration_seconds": 8.0}
+
+
+def _vision(activity: float, status: str) -> dict:
+    return {"facial_emotion": {"primary_emotion": "neutral", "confidence": 0.7, "face_detected": True,
+                               "frame_count": 40, "method": "fer_tflite",
+                               "all_emotions": [{"emotion": "neutral", "confidence": 0.7},
+                                                {"emotion": "happy", "confidence": 0.3}],
+                               "expressivity": {"blendshape_activity": activity}},
+            "compliance": {"pill_detected": False if status == "non_compliant" else None, "hand_detected": True,
+                           "face_detected": True, "compliance_score": 0.1 if status == "non_compliant" else None,
+                           "confidence": 0.8, "verification_status": status,
+                           "reason": "the hand never reached the mouth" if status == "non_compliant"
+                           else "pill detection is not configured"}}
+
+
+def _history_item(patient: str, days_ago: float, activity: float, status: str) -> dict:
+    stamp = _now(-days_ago)
+    return {"user_id": patient, "timestamp": stamp, "job_id": _job_id(), "s3_key": f"uploads/{patient}/x.mp4",
+            "analysis_type": "multimodal", "analyzed_at": stamp, "processing_time_seconds": 3.0,
+            "status": "completed",
+            "results": {"audio_emotion": _audio()["audio_emotion"], "facial_emotion": _vision(activity, status)["facial_emotion"],
+                        "compliance": _vision(activity, status)["compliance"], "vocal_markers": _audio()["vocal_markers"],
+                        "multimodal_fusion": {"risk_level": "high" if status == "non_compliant" else "low"},
+                        "clinical_summary": {"generated_by": "rule_based"}}}
+
+
+def seed_history(settings, items: list[dict]) -> None:
+    async def body(aws):
+        writer = ResultsWriter(aws.dynamodb, settings.users_table)
+        for item in items:
+            assert await writer.save(item)
+    asyncio.run(_with_aws(settings, body))
+
+
+def submit_analysed_checkin(settings, patient: str, audio: dict | None, vision: dict | None,
+                            skipped: dict[str, str] | None = None) -> str:
+    """A job whose modalities are analysed (artifacts in S3), announced to fusion as the vision stage does."""
+    job_id = _job_id()
+    documents = {m: d for m, d in (("audio", audio), ("vision", vision)) if d is not None}
+    created = _now()
+
+    async def body(aws):
+        for modality, document in documents.items():
+            await aws.s3.put_object(Bucket=settings.bucket, Key=artifact_key(job_id, modality),
+                                    Body=json.dumps(document).encode())
+        await JobsRepository(aws.dynamodb, settings.jobs_table).create({
+            "job_id": job_id, "patient_id": patient, "status": "processing",
+            "s3_key": f"uploads/{patient}/{job_id}/20260101T000000Z_checkin.mp4", "filename": "checkin.mp4",
+            "content_type": "video/mp4" if vision else "audio/mp4", "created_at": created, "updated_at": created,
+            "started_at": created, "progress": 70, "message": "analysed",
+            "metadata": {"pipeline": {
+                "source": "api", "expected": list(documents), "skipped": skipped or {},
+                "weights": plan_weights(list(documents)),
+                "stages": {m: {"state": "done", "message_id": f"m-{m}", "credited": 0, "attempts": 1,
+                               "outputs": {"artifact_key": artifact_key(job_id, m)}} for m in documents}}},
+        })
+        fusion_queue = (await aws.sqs.get_queue_url(QueueName=settings.queue_name("fusion")))["QueueUrl"]
+        last = list(documents)[-1]
+        await aws.sqs.send_message(QueueUrl=fusion_queue, MessageBody=encode_event(
+            MODALITY_ANALYSED, f"urn:schizodot:{last}", job_id,
+            ModalityAnalysed(job_id=job_id, modality=last, artifact_key=artifact_key(job_id, last))))
+    asyncio.run(_with_aws(settings, body))
+    return job_id
+
+
+def receive_ehr_events(workers: Workers, job_id: str, timeout: float = 30) -> list[dict]:
+    sqs = sync_client(workers.settings, "sqs")
+    found: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not found:
+        for message in sqs.receive_message(QueueUrl=workers.ehr_queue_url, MaxNumberOfMessages=10,
+                                           WaitTimeSeconds=1, MessageAttributeNames=["All"]).get("Messages", []):
+            event = json.loads(message["Body"])
+            if event["subject"] == job_id:
+                found.append(event)
+                sqs.delete_message(QueueUrl=workers.ehr_queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return found
+
+
+# --- the tests -----------------------------------------------------------------------------
+
+
+def test_checkin_is_compared_with_the_patients_history_and_sent_to_the_ehr_as_fhir(workers):
+    settings = workers.settings
+    patient = _patient()
+    # Two earlier check-ins with the medication not taken, then three ordinary ones, all expressive.
+    seed_history(settings, [
+        _history_item(patient, 1, 0.10, "non_compliant"),
+        _history_item(patient, 2, 0.09, "non_compliant"),
+        *(_history_item(patient, d, 0.11, "inconclusive") for d in (3, 4, 5)),
+    ])
+    job_id = submit_analysed_checkin(settings, patient, _audio(), _vision(0.04, "non_compliant"))
+    job = workers.wait_for_job(job_id)
+    assert job["status"] == "completed", job.get("error")
+    assert job["results"]["risk_level"] == "high"
+
+    with workers.authed() as http:
+        item = http.get(f"/api/v1/results/{job_id}").json()
+    fusion = item["results"]["multimodal_fusion"]
+    baseline = fusion["baseline"]
+    assert baseline["available"] is True and baseline["checkins_compared"] == 5
+    assert baseline["missed_medication_streak"] == 3
+    assert {"repeated_missed_medication", "expressivity_below_baseline"} <= set(fusion["risk_factors"])
+    # 0.04 is above the absolute flat-affect threshold: only the patient's own average shows the change.
+    assert "flat_affect" not in fusion["risk_factors"]
+    summary = item["results"]["clinical_summary"]
+    assert "medication seen not taken in 3 check-ins in a row" in summary["change_from_baseline"]
+    # The LLM summary was enabled and failed: the rule-based summary stands and says why.
+    assert summary["generated_by"] == "rule_based"
+    assert "Converse" in summary["llm_error"] and summary["llm_model_id"]
+    assert summary["recommendations"][0] == "Contact the patient within 24 hours"
+
+    [event] = receive_ehr_events(workers, job_id)
+    assert event["type"] == RESULTS_AVAILABLE and event["specversion"] == "1.0"
+    assert event["datacontenttype"] == "application/fhir+json"
+    bundle = Bundle.model_validate(event["data"])  # validated by the FHIR library
+    observations = {e.resource.code.coding[0].code: e.resource for e in bundle.entry
+                    if e.resource.get_resource_type() == "Observation"}
+    assert set(observations) == {"emotional-state", "medication-intake", "risk-level"}
+    assert observations["risk-level"].valueCodeableConcept.coding[0].code == "high"
+    assert observations["medication-intake"].valueCodeableConcept.coding[0].code == "non_compliant"
+    assert all(o.subject.reference == f"Patient/{patient}" and o.status == "final" for o in observations.values())
+    risk_factors = {c.code.coding[0].code for c in observations["risk-level"].component}
+    assert "repeated_missed_medication" in risk_factors
+
+
+def test_first_audio_only_checkin_has_no_baseline_and_names_the_missing_face(workers):
+    settings = workers.settings
+    patient = _patient()
+    job_id = submit_analysed_checkin(settings, patient, _audio(), None,
+                                     skipped={"vision": "the recording has no video track"})
+    assert workers.wait_for_job(job_id)["status"] == "completed"
+    with workers.authed() as http:
+        item = http.get(f"/api/v1/results/{job_id}").json()
+    fusion = item["results"]["multimodal_fusion"]
+    assert fusion["baseline"]["available"] is False and "first check-in" in fusion["baseline"]["reason"]
+    assert fusion["modalities_not_assessed"] == {"vision": "the recording has no video track"}
+    assert item["results"]["facial_emotion"]["assessed"] is False
+    summary = item["results"]["clinical_summary"]
+    assert summary["change_from_baseline"] == "First check-in: no baseline yet to compare with"
+    assert "not assessed: vision (the recording has no video track)" in summary["emotional_state"]
+    [event] = receive_ehr_events(workers, job_id)
+    bundle = Bundle.model_validate(event["data"])
+    emotion = next(e.resource for e in bundle.entry if e.resource.get_resource_type() == "Observation"
+                   and e.resource.code.coding[0].code == "emotional-state")
+    face = next(c for c in emotion.component if c.code.coding[0].code == "facial-emotion")
+    assert face.valueCodeableConcept is None and face.dataAbsentReason.coding[0].code == "not-performed"
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}, {"Authorization": "Bearer wrong"},
+    {"Authorization": f"Basic {BEARER}"}, {"Authorization": f"Bearer {API_KEY}"},  # a key is not a token
+])
+def test_unauthenticated_calls_get_401_and_learn_nothing(workers, headers):
+    paths = ["/api/v1/jobs/job-000000000000", "/api/v1/jobs/not-a-job", "/api/v1/patients/p!/jobs?limit=0",
+             "/api/v1/patients/patient-001/results?next_token=garbage", "/api/v1/results/job-000000000000",
+             "/api/v1/nothing-here"]
+    with workers.http(**headers) as http:
+        for path in paths:
+            response = http.get(path)
+            assert response.status_code == 401, path
+            assert response.json() == {"detail": "authentication required"}
+            assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_health_and_openapi_docs_are_open(workers):
+    with workers.http() as http:
+        assert http.get("/health").json() == {"status": "ok"}
+        spec = http.get("/openapi.json").json()
+        assert "/api/v1/patients/{patient_id}/results" in spec["paths"]
+        assert {"APIKeyHeader", "HTTPBearer"} <= set(spec["components"]["securitySchemes"])
+        assert http.get("/docs").status_code == 200
+
+
+def test_job_status_detail_and_errors(workers):
+    settings = workers.settings
+    patient = _patient()
+    job_id = submit_analysed_checkin(settings, patient, _audio(), _vision(0.08, "inconclusive"))
+    workers.wait_for_job(job_id)
+    with workers.http(Authorization=f"Bearer {BEARER}") as http:  # the bearer token works as well as a key
+        status = http.get(f"/api/v1/jobs/{job_id}").json()
+        assert status["status"] == "completed" and status["progress"] == 100
+        assert status["patient_id"] == patient and status["modalities"] == ["audio", "vision"]
+        detail = http.get(f"/api/v1/jobs/{job_id}/detail").json()
+        assert detail["job"]["metadata"]["pipeline"]["stages"]["results"]["state"] == "done"
+        assert detail["result"]["job_id"] == job_id
+        missing = http.get("/api/v1/jobs/job-000000000000")
+        assert missing.status_code == 404 and missing.json()["detail"] == "no job job-000000000000"
+        bad = http.get("/api/v1/jobs/job-123")
+        assert bad.status_code == 422 and bad.json()["detail"] == "job_id: must look like job-<12 hexadecimal digits>"
+        assert http.get("/api/v1/results/job-000000000000").status_code == 404
+    ensure_job = _job_id()
+    asyncio.run(_with_aws(settings, lambda aws: JobsRepository(aws.dynamodb, settings.jobs_table).create({
+        "job_id": ensure_job, "patient_id": patient, "status": "queued", "s3_key": "k", "created_at": _now(),
+        "updated_at": _now(), "progress": 0, "metadata": {"pipeline": {"stages": {}}}})))
+    with workers.authed() as http:
+        pending = http.get(f"/api/v1/results/{ensure_job}")
+        assert pending.status_code == 404 and pending.json()["detail"] == f"job {ensure_job} has no result (queued)"
+        assert http.get(f"/api/v1/jobs/{ensure_job}/detail").json()["result"] is None
+
+
+def test_patient_jobs_newest_first_with_limit_and_status_filter(workers):
+    settings = workers.settings
+    patient = _patient()
+    ids = [_job_id() for _ in range(4)]
+
+    async def body(aws):
+        jobs = JobsRepository(aws.dynamodb, settings.jobs_table)
+        for age, job_id in zip((4, 3, 2, 1), ids):
+            stamp = _now(-age)
+            await jobs.create({"job_id": job_id, "patient_id": patient, "status": "queued", "s3_key": "k",
+                               "created_at": stamp, "updated_at": stamp, "progress": 0,
+                               "metadata": {"pipeline": {"stages": {}}}})
+        await jobs.fail(ids[1], "the file is not a video: it is a JPEG image")
+    asyncio.run(_with_aws(settings, body))
+    with workers.authed() as http:
+        listed = http.get(f"/api/v1/patients/{patient}/jobs", params={"limit": 3}).json()
+        assert [j["job_id"] for j in listed["jobs"]] == [ids[3], ids[2], ids[1]] and listed["count"] == 3
+        failed = http.get(f"/api/v1/patients/{patient}/jobs", params={"status_filter": "failed"}).json()
+        assert [j["job_id"] for j in failed["jobs"]] == [ids[1]]
+        assert failed["jobs"][0]["error"] == "the file is not a video: it is a JPEG image"
+        bad = http.get(f"/api/v1/patients/{patient}/jobs", params={"status_filter": "done"})
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("status_filter:")
+        assert http.get(f"/api/v1/patients/{patient}/jobs", params={"limit": 0}).status_code == 422
+        assert http.get(f"/api/v1/patients/{patient}/jobs", params={"limit": 101}).status_code == 422
+        bad_patient = http.get("/api/v1/patients/p!/jobs")
+        assert bad_patient.status_code == 422
+        assert bad_patient.json()["detail"] == "patient_id: must be 3 to 100 letters, digits, '_' or '-'"
+        nobody = _patient()
+        assert http.get(f"/api/v1/patients/{nobody}/jobs").json() == {"patient_id": nobody, "count": 0, "jobs": []}
+
+
+def test_patient_results_paginate_newest_first_with_next_token(workers):
+    settings = workers.settings
+    patient, other = _patient(), _patient()
+    items = [_history_item(patient, days, 0.1, "inconclusive") for days in (5, 4, 3, 2, 1)]
+    seed_history(settings, items + [_history_item(other, 1, 0.1, "inconclusive")])
+    newest_first = [i["job_id"] for i in reversed(items)]
+    pages, token = [], None
+    with workers.authed() as http:
+        while True:
+            params = {"limit": 2, **({"next_token": token} if token else {})}
+            page = http.get(f"/api/v1/patients/{patient}/results", params=params).json()
+            pages.append([r["job_id"] for r in page["results"]])
+            token = page["next_token"]
+            if token is None:
+                break
+        assert pages == [newest_first[:2], newest_first[2:4], newest_first[4:]]
+        first = http.get(f"/api/v1/patients/{patient}/results", params={"limit": 2}).json()
+        stolen = http.get(f"/api/v1/patients/{other}/results", params={"next_token": first["next_token"]})
+        assert stolen.status_code == 422 and "another patient" in stolen.json()["detail"]
+        garbage = http.get(f"/api/v1/patients/{patient}/results", params={"next_token": "%%%"})
+        assert garbage.status_code == 422 and "not a token this API returned" in garbage.json()["detail"]
+        empty = http.get(f"/api/v1/patients/{_patient()}/results").json()
+        assert empty["results"] == [] and empty["next_token"] is None and empty["count"] == 0
+        whole = http.get(f"/api/v1/patients/{patient}/results", params={"limit": 5}).json()
+        assert whole["count"] == 5 and whole["next_token"] is None  # exactly one page: no empty page after it
+
+
+def test_a_taken_api_port_stops_the_api_but_not_the_results_worker(workers, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        log_path = tmp_path / "results.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "services.results.main"], cwd=REPO,
+                                       env=worker_env(workers.settings, port, workers.ehr_queue_url),
+                                       stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while "results API not started" not in log_path.read_text(errors="replace"):
+                assert process.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")
+                time.sleep(0.2)
+            assert "set RESULTS_API_PORT to a free port" in log_path.read_text()
+            time.sleep(1)
+            assert process.poll() is None  # still consuming the results queue
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_an_unreachable_ehr_is_retried_then_the_job_completes_saying_so(aws_server):
+    """The results handler in this process, with the EHR queue gone."""
+    from services.fusion.rules import clinical_summary, fuse
+    from services.fusion.settings import FusionSettings
+    from services.results.ehr import EhrPublisher
+    from services.results.handlers import handle_fusion_completed
+    from services.results.settings import ResultsSettings
+    from shared.events import FUSION_COMPLETED, FusionCompleted
+    from shared.messaging import Delivery, Publisher
+    from shared.storage import Storage
+    from shared.worker import StageContext, resolve_queues
+
+    settings = ResultsSettings(aws_endpoint_url=aws_server.aws_endpoint_url, max_receive_count=3)
+    sqs = sync_client(settings, "sqs")
+    gone = sqs.create_queue(QueueName=f"ehr-gone-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    sqs.delete_queue(QueueUrl=gone)
+    patient, job_id = _patient(), _job_id()
+    audio = _audio()
+    fusion = fuse(audio, None, ["audio"], {"vision": "the recording has no video track"}, FusionSettings())
+    document = {"job_id": job_id, "analysed_at": _now(), "multimodal_fusion": fusion,
+                "clinical_summary": clinical_summary(fusion, None, _now())}
+    body = encode_event(FUSION_COMPLETED, "urn:schizodot:fusion", job_id,
+                        FusionCompleted(job_id=job_id, artifact_key=artifact_key(job_id, "fusion")))
+
+    async def scenario(aws):
+        jobs = JobsRepository(aws.dynamodb, settings.jobs_table)
+        storage = Storage(aws.s3, settings.bucket)
+        await storage.put_json(artifact_key(job_id, "audio"), audio)
+        await storage.put_json(artifact_key(job_id, "fusion"), document)
+        created = _now()
+        await jobs.create({
+            "job_id": job_id, "patient_id": patient, "status": "processing", "s3_key": "uploads/k.m4a",
+            "created_at": created, "updated_at": created, "progress": 80,
+            "metadata": {"pipeline": {"expected": ["audio"], "skipped": {"vision": "the recording has no video track"},
+                                      "stages": {s: {"state": "done", "message_id": f"m-{s}",
+                                                     "outputs": {"artifact_key": artifact_key(job_id, s)}}
+                                                 for s in ("audio", "fusion")}}}})
+        queues, dead = await resolve_queues(aws.sqs, settings)
+        context = StageContext(settings, aws, jobs, storage, Publisher(aws.sqs, queues, "urn:test"), queues, dead)
+        ehr = EhrPublisher(aws.sqs, None, gone, None)
+        writer = ResultsWriter(aws.dynamodb, settings.users_table)
+
+        def delivery(attempt: int) -> Delivery:
+            return Delivery("m-results", "r", body, {}, attempt, "schizodot-results")
+
+        with pytest.raises(Exception, match="NonExistentQueue|does not exist"):
+            await handle_fusion_completed(delivery(1), context, writer, ehr)
+        still = await jobs.get(job_id)
+        await handle_fusion_completed(delivery(settings.max_receive_count), context, writer, ehr)
+        return still, await jobs.get(job_id)
+
+    first, last = asyncio.run(_with_aws(settings, scenario))
+    assert first["status"] == "processing"  # the first failure is retried, the job waits
+    assert last["status"] == "completed" and last["progress"] == 100
+    assert last["message"].startswith("Analysis completed; sending it to the EHR failed:")
+
+
+def test_results_event_fans_out_through_an_sns_topic(aws_server):
+    from services.results.ehr import EhrPublisher, encode_results_event, event_id
+
+    sns, sqs = sync_client(aws_server, "sns"), sync_client(aws_server, "sqs")
+    topic = sns.create_topic(Name=f"ehr-results-{uuid.uuid4().hex[:6]}")["TopicArn"]
+    inbox = sqs.create_queue(QueueName=f"ehr-fanout-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"})
+    job_id = _job_id()
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": []}
+
+    async def send(aws):
+        await EhrPublisher(aws.sqs, sns, None, topic).publish(
+            job_id, encode_results_event(job_id, bundle, "urn:schizodot:results", "4.0.1"))
+    asyncio.run(_with_aws(aws_server, send))
+    messages = sqs.receive_message(QueueUrl=inbox, WaitTimeSeconds=5).get("Messages", [])
+    event = json.loads(messages[0]["Body"])
+    assert event["id"] == event_id(job_id) and Bundle.model_validate(event["data"]).type == "collection"
