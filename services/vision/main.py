@@ -2,28 +2,75 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import structlog
 
 from services.vision.analysis import VisionAnalyser
+from services.vision.emotion import DeepFaceEmotion, EmotionClassifier
+from services.vision.evidence import EvidenceSink
+from services.vision.pills import PillDetector, resolve_device
 from services.vision.settings import VisionSettings
+from shared.errors import ModelUnavailable
 from shared.modality import handle_analysis_request
 from shared.worker import StageContext, run_stage
+
+S3_TIMEOUT_S = 60
+
+
+def build_analyser(settings: VisionSettings) -> VisionAnalyser:
+    """Every model is loaded once here, at start-up; a configured model that cannot be loaded raises
+    ModelUnavailable naming its setting."""
+    if settings.emotion_backend == "deepface":
+        if settings.deepface_home is None:
+            raise ModelUnavailable("DEEPFACE_HOME", None, "VISION_EMOTION_BACKEND=deepface needs DEEPFACE_HOME")
+        emotion: Any = DeepFaceEmotion(settings.deepface_home, device=resolve_device(settings.device))
+    else:
+        emotion = EmotionClassifier(settings.emotion_model_path)
+    detector = None
+    if settings.pill_model_path is not None:
+        detector = PillDetector(settings.pill_model_path, classes=settings.pill_classes,
+                                thresholds=settings.pill_thresholds, imgsz=settings.pill_imgsz,
+                                device=settings.device, config_dir=settings.ultralytics_config_dir)
+    return VisionAnalyser(
+        settings.face_landmarker_path, settings.hand_landmarker_path, None,
+        sample_fps=settings.sample_fps, max_frames=settings.max_frames, emotion=emotion,
+        pill_detector=detector, pill_sample_fps=settings.pill_sample_fps, batch_size=settings.batch_size,
+    )
+
+
+def s3_evidence_sink(s3: Any, bucket: str, job_id: str, loop: asyncio.AbstractEventLoop) -> EvidenceSink:
+    """Writes evidence JPEGs next to the job's artifacts, from the analyser's thread."""
+
+    def put(name: str, jpeg: bytes) -> str:
+        key = f"artifacts/{job_id}/evidence/{name}"
+        asyncio.run_coroutine_threadsafe(
+            s3.put_object(Bucket=bucket, Key=key, Body=jpeg, ContentType="image/jpeg",
+                          ServerSideEncryption="AES256"), loop).result(S3_TIMEOUT_S)
+        return key
+
+    return put
 
 
 def build_handler(context: StageContext):
     settings: VisionSettings = context.settings  # type: ignore[assignment]
-    analyser = VisionAnalyser(
-        settings.face_landmarker_path,
-        settings.hand_landmarker_path,
-        settings.emotion_model_path,
-        sample_fps=settings.sample_fps,
-        max_frames=settings.max_frames,
-    )
+    analyser = build_analyser(settings)
+    loop = asyncio.get_running_loop()
+
+    def analyse(path: Path, progress) -> dict:
+        # shared.modality binds the job id to the log context, which run_blocking carries into this thread.
+        job_id = structlog.contextvars.get_contextvars()["job_id"]
+        sink = s3_evidence_sink(context.aws.s3, settings.bucket, job_id, loop)
+        return analyser.analyse(path, progress, evidence=sink)
+
     # One inference thread: the analyser's models are not shared between threads.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-model")
     return functools.partial(
-        handle_analysis_request, context=context, modality="vision", analyse=analyser.analyse, executor=executor
+        handle_analysis_request, context=context, modality="vision", analyse=analyse, executor=executor
     )
 
 

@@ -31,7 +31,8 @@ MODELS = Path(__file__).resolve().parents[3] / "models"
 FACE_MODEL = MODELS / "face_landmarker.task"
 HAND_MODEL = MODELS / "hand_landmarker.task"
 EMOTION_MODEL = MODELS / "fer_emotion_quantized.tflite"
-STEP_NAMES = ["face_in_view", "hand_in_view", "hand_to_mouth", "mouth_open", "pill_visible", "pill_in_mouth"]
+STEP_NAMES = ["face_in_view", "hand_in_view", "pill_visible", "hand_to_mouth", "mouth_open", "pill_in_mouth",
+              "mouth_empty_after"]
 
 
 def _ffmpeg(*args: str) -> None:
@@ -187,12 +188,13 @@ def test_compliance_without_pill_detector_is_inconclusive(smile_result):
     assert steps["hand_in_view"]["observed"] is False
     assert steps["hand_to_mouth"]["observed"] is False
     assert steps["mouth_open"]["observed"] is False  # a closed-mouth smile
-    for name in ("pill_visible", "pill_in_mouth"):
+    for name in ("pill_visible", "pill_in_mouth", "mouth_empty_after"):
         assert steps[name]["observed"] is None
         assert steps[name]["note"] == "not assessed: no pill detector configured"
     assert c["reason"].startswith("pill detection is not configured, so intake cannot be verified")
     assert "no hand was seen" in c["reason"]
-    assert 0 < c["confidence"] <= 4 / 6
+    assert 0 < c["confidence"] <= 4 / 7
+    assert c["evidence_frames"] == [] and c["frames_checked_for_pills"] is None
 
 
 def test_still_face_has_flat_affect(analyser, media):
@@ -226,6 +228,7 @@ def test_no_face_is_not_assessed_and_says_why(analyser, media):
     steps = {s["step"]: s for s in c["steps"]}
     assert steps["hand_to_mouth"]["observed"] is None and steps["mouth_open"]["observed"] is None
     assert c["confidence"] == 0.0
+    assert any("the video is very dark" in w for w in result["warnings"])
 
 
 def test_face_that_appears_mid_clip(analyser, media):
@@ -374,7 +377,7 @@ def test_intake_steps_from_a_sequence_of_frames():
     assert result["verification_status"] == "inconclusive"
     assert "the hand reached the mouth at 0.4 s" in result["reason"]
     assert "the mouth opened at 0.8 s" in result["reason"]
-    assert result["confidence"] == pytest.approx((1 + 1 + 1 + 1 / 3) / 6, abs=0.001)
+    assert result["confidence"] == pytest.approx((1 + 1 + 1 + 1 / 3) / 7, abs=0.001)
 
 
 def test_emotion_changes_ignore_single_frame_flicker():
