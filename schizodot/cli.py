@@ -86,7 +86,9 @@ def submit(args: argparse.Namespace) -> int:
             return _fail(f"the check-in was refused ({created.status_code}): {_detail(created)}", 2)
         job = created.json()
         job_id = job["job_id"]
-        console.print(f"job [bold]{job_id}[/] created; uploading {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
+        trace = job.get("trace_id") or "(tracing off)"
+        console.print(f"job [bold]{job_id}[/] created (trace id {trace}); "
+                      f"uploading {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
         with open(path, "rb") as body:
             uploaded = http.put(job["upload_url"], content=body.read(), headers=job["upload_headers"])
         if uploaded.status_code not in (200, 204):

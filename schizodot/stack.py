@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -27,6 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = Path(".stack")
 DEFAULT_AWS_PORT = 4566
 DEFAULT_API_PORT = 8080
+DEFAULT_RESULTS_API_PORT = 8081
+DEFAULT_METRICS_PORT = 9464  # OpenTelemetry's Prometheus port; services take 9464..9468
 
 
 @dataclass
@@ -35,6 +38,11 @@ class StackConfig:
     aws_port: int = DEFAULT_AWS_PORT
     api_port: int = DEFAULT_API_PORT
     extra_env: dict[str, str] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # service -> /metrics port; none = off
+    # One key for the whole stack, so a patient's log reference is the same in every service.
+    pseudonym_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    results_api_port: int = DEFAULT_RESULTS_API_PORT
+    results_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @property
     def endpoint(self) -> str:
@@ -53,7 +61,19 @@ class StackConfig:
             "AWS_REGION": "us-east-1",
             "INGEST_API_PORT": str(self.api_port),
             "SCHIZODOT_API_URL": self.api_url,
+            "RESULTS_API_PORT": str(self.results_api_port),
+            "SCHIZODOT_RESULTS_API_URL": f"http://127.0.0.1:{self.results_api_port}",
+            "SCHIZODOT_RESULTS_API_KEY": self.results_api_key,  # for clients (curl -H "X-API-Key: ...")
             **self.extra_env,
+        }
+
+    def service_environment(self, service: str) -> dict[str, str]:
+        """What one service process gets on top of `environment()`."""
+        return {
+            "SCHIZODOT_METRICS_PORT": str(self.metrics_ports.get(service, 0)),
+            "SCHIZODOT_METRICS_HOST": "127.0.0.1",
+            "SCHIZODOT_PSEUDONYM_KEY": self.pseudonym_key,
+            "RESULTS_API_KEYS": self.results_api_key,
         }
 
     def use_in_this_process(self) -> None:
@@ -63,12 +83,19 @@ class StackConfig:
 
     def to_json(self) -> str:
         return json.dumps({"state_dir": str(self.state_dir.resolve()), "aws_port": self.aws_port,
-                           "api_port": self.api_port, "extra_env": self.extra_env})
+                           "api_port": self.api_port, "extra_env": self.extra_env,
+                           "metrics_ports": self.metrics_ports, "pseudonym_key": self.pseudonym_key,
+                           "results_api_port": self.results_api_port, "results_api_key": self.results_api_key})
 
     @classmethod
     def from_json(cls, text: str) -> "StackConfig":
         data = json.loads(text)
-        return cls(Path(data["state_dir"]), data["aws_port"], data["api_port"], data["extra_env"])
+        config = cls(Path(data["state_dir"]), data["aws_port"], data["api_port"], data["extra_env"],
+                     data.get("metrics_ports", {}))
+        for name in ("pseudonym_key", "results_api_port", "results_api_key"):
+            if data.get(name):
+                setattr(config, name, data[name])
+        return config
 
 
 # --- the supervisor process -------------------------------------------------
@@ -83,8 +110,11 @@ class Supervisor:
         self.restarts: dict[str, int] = {name: 0 for name in ("aws", *SERVICES)}
         self.stopping = False
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, name: str) -> dict[str, str]:
         env = {**os.environ, **self.config.environment(), "PYTHONUNBUFFERED": "1"}
+        if name in SERVICES:
+            env.update(self.config.service_environment(name))
+            env.update(self.config.extra_env)  # a test's explicit setting wins
         env.setdefault("HF_HUB_OFFLINE", "1")
         return env
 
@@ -96,7 +126,7 @@ class Supervisor:
     def _start(self, name: str) -> None:
         log = open(self.logs / f"{name}.log", "ab")
         self.children[name] = subprocess.Popen(
-            self._command(name), stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=REPO_ROOT
+            self._command(name), stdout=log, stderr=subprocess.STDOUT, env=self._env(name), cwd=REPO_ROOT
         )
         self._write_pids()
 
@@ -185,6 +215,12 @@ def _pids(config: StackConfig) -> dict:
 
 def _alive(pid: int) -> bool:
     try:
+        # A supervisor this process started stays a zombie (and answers kill 0) until reaped.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child
+    try:
         os.kill(pid, 0)
         return True
     except OSError:
@@ -201,7 +237,7 @@ def up(config: StackConfig, timeout: float = 180) -> None:
     if is_running(config):
         print(f"stack already running (AWS API {config.endpoint}, ingest API {config.api_url})")
         return
-    for port in (config.aws_port, config.api_port):
+    for port in (config.aws_port, config.api_port, config.results_api_port):
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 raise SystemExit(f"port {port} is in use: stop what listens there or choose another port")
@@ -278,6 +314,9 @@ def status(config: StackConfig) -> int:
         depth = _depth(sqs, settings.queue_name(stage))
         dead = _depth(sqs, settings.dead_letter_queue_name(stage))
         print(f"{settings.queue_name(stage):<24}{depth[0]:>8}{depth[1]:>10}{dead[0]:>14}")
+    if config.metrics_ports:
+        print("\nmetrics: " + ", ".join(f"{name} http://127.0.0.1:{port}/metrics"
+                                       for name, port in config.metrics_ports.items()))
     return 0
 
 
@@ -290,10 +329,14 @@ def _depth(sqs, name: str) -> tuple[int, int]:
 
 
 def config_from_env(state_dir: Path = DEFAULT_STATE_DIR) -> StackConfig:
+    # SCHIZODOT_STACK_METRICS_PORT: first of five consecutive /metrics ports; 0 = none.
+    metrics_base = int(os.environ.get("SCHIZODOT_STACK_METRICS_PORT", DEFAULT_METRICS_PORT))
     return StackConfig(
         state_dir=state_dir,
         aws_port=int(os.environ.get("SCHIZODOT_STACK_AWS_PORT", DEFAULT_AWS_PORT)),
         api_port=int(os.environ.get("INGEST_API_PORT", DEFAULT_API_PORT)),
+        results_api_port=int(os.environ.get("RESULTS_API_PORT", DEFAULT_RESULTS_API_PORT)),
+        metrics_ports={name: metrics_base + i for i, name in enumerate(SERVICES)} if metrics_base else {},
     )
 
 

@@ -12,26 +12,44 @@ and decides what a failure means:
   RedrivePolicy stays as the safety net for workers that die on a message.
 On stop (SIGTERM) it takes no new messages, lets in-flight ones finish within
 the grace period and releases the rest for immediate redelivery.
+
+Tracing follows the OpenTelemetry messaging conventions: `publish <queue>`
+PRODUCER spans, `process <queue>` CONSUMER spans that are children of the
+producer's context and link to it. A message without trace context continues
+the trace its sender started (CloudEvents distributed-tracing extension) or,
+for an S3 upload notification, the trace stored on the job at creation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 import structlog
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
+from shared.domain import RESERVED_METADATA_KEY, job_id_from_upload_key
 from shared.errors import InputError, MalformedMessage
 from shared.events import encode_event
 from shared.jobs import JobsRepository
+from shared.logs import redact
+from shared.metrics import (
+    MESSAGES_DEAD_LETTERED,
+    MESSAGES_RETRIED,
+    QUEUE_STATS,
+    STAGE_DURATION,
+    failing_as,
+)
 from shared.settings import CommonSettings
-from shared.tracing import extract_message_context, inject_message_attributes
+from shared.tracing import carrier_context, inject_message_attributes, message_trace_carrier
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.messaging")
@@ -68,7 +86,8 @@ class Publisher:
         queue_name = queue_url.rsplit("/", 1)[-1]
         with tracer.start_as_current_span(f"publish {queue_name}", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("messaging.system", "aws_sqs")
-            span.set_attribute("messaging.operation.type", "publish")
+            span.set_attribute("messaging.operation.type", "send")  # "publish" before semconv 1.28
+            span.set_attribute("messaging.operation.name", "publish")
             span.set_attribute("messaging.destination.name", queue_name)
             span.set_attribute("schizodot.job_id", job_id)
             response = await self._sqs.send_message(
@@ -146,7 +165,12 @@ class QueueConsumer:
             MessageAttributeNames=["All"],
             MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
         )
-        return response.get("Messages", [])
+        messages = response.get("Messages", [])
+        QUEUE_STATS.received(
+            self._queue_name,
+            [int(m["Attributes"]["SentTimestamp"]) for m in messages if "SentTimestamp" in m.get("Attributes", {})],
+        )
+        return messages
 
     async def _drain(self) -> None:
         if not self._in_flight:
@@ -161,63 +185,108 @@ class QueueConsumer:
             await asyncio.wait(pending)
 
     async def _process(self, delivery: Delivery) -> None:
-        parent = extract_message_context(delivery.attributes)
-        producer = trace.get_current_span(parent).get_span_context()
-        links = [Link(producer)] if producer.is_valid else []  # the messaging conventions ask for both
+        parent, origin = await self._parent_context(delivery)
+        producer = trace.get_current_span(parent).get_span_context() if parent is not None else None
+        # The messaging conventions ask for both: child of the producer, and a link to it.
+        links = [Link(producer, {"schizodot.context_from": origin})] if producer is not None else []
         with structlog.contextvars.bound_contextvars(stage=self._stage, message_id=delivery.message_id), \
                 tracer.start_as_current_span(
                     f"process {self._queue_name}", context=parent, kind=SpanKind.CONSUMER, links=links
                 ) as span:
             span.set_attribute("messaging.system", "aws_sqs")
             span.set_attribute("messaging.operation.type", "process")
+            span.set_attribute("messaging.operation.name", "process")
             span.set_attribute("messaging.destination.name", self._queue_name)
             span.set_attribute("messaging.message.id", delivery.message_id)
             span.set_attribute("messaging.aws_sqs.receive_count", delivery.receive_count)
+            span.set_attribute("schizodot.stage", self._stage)
             heartbeat = asyncio.create_task(self._heartbeat(delivery))
             started = time.monotonic()
+            outcome = "success"
             try:
-                await self._handler(delivery)
+                with failing_as("input"):  # a handler that fails a job itself refuses its input
+                    await self._handler(delivery)
                 await self._delete(delivery)
             except asyncio.CancelledError:
+                outcome = "released"
                 await asyncio.shield(self._release(delivery))
                 raise
             except Exception as error:
-                span.record_exception(error)
+                description = redact(f"{type(error).__name__}: {error}")
+                span.add_event("exception", {"exception.type": type(error).__name__, "exception.message": description})
+                span.set_status(Status(StatusCode.ERROR, description))
                 try:
-                    await self._settle_failure(delivery, error)
+                    outcome = await self._settle_failure(delivery, error)
                 except Exception:  # AWS unreachable: SQS redelivers after the visibility timeout
+                    outcome = "retry"
                     log.exception("could not settle a failed message", job_id=delivery.job_id)
             finally:
                 heartbeat.cancel()
-                log.debug("message handled", seconds=round(time.monotonic() - started, 3))
+                if delivery.job_id:
+                    span.set_attribute("schizodot.job_id", delivery.job_id)
+                seconds = time.monotonic() - started
+                STAGE_DURATION.record(seconds, {"stage": self._stage, "outcome": outcome})
+                log.debug("message handled", seconds=round(seconds, 3), outcome=outcome)
 
-    async def _settle_failure(self, delivery: Delivery, error: Exception) -> None:
+    async def _parent_context(self, delivery: Delivery) -> tuple[Context | None, str]:
+        """The trace a delivery continues, and where its context came from."""
+        context = carrier_context(message_trace_carrier(delivery.attributes))
+        if context is not None:
+            return context, "message_attributes"
+        try:
+            body = json.loads(delivery.body)
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+            return None, "none"
+        if not isinstance(body, dict):
+            return None, "none"
+        context = carrier_context(body)  # CloudEvents distributed-tracing extension
+        if context is not None:
+            return context, "cloudevent"
+        job_id = _uploaded_job_id(body)
+        if job_id is not None:
+            try:
+                job = await self._jobs.get(job_id)
+            except Exception:  # tracing must never stop the work; the handler will meet the error
+                log.warning("could not read the job's trace context", job_id=job_id, exc_info=True)
+                return None, "none"
+            stored = ((job or {}).get("metadata", {}).get(RESERVED_METADATA_KEY, {}) or {}).get("trace_context")
+            context = carrier_context(stored if isinstance(stored, dict) else None)
+            if context is not None:
+                return context, "job"
+        return None, "none"
+
+    async def _settle_failure(self, delivery: Delivery, error: Exception) -> str:
+        """Decide what a failure means; returns the outcome for the stage metrics."""
         if isinstance(error, MalformedMessage):
             log.warning("malformed message dead-lettered", reason=str(error))
-            await self._dead_letter(delivery, str(error))
-            return
+            await self._dead_letter(delivery, str(error), "malformed")
+            return "dead_lettered"
         if isinstance(error, InputError):
             log.info("check-in cannot be analysed", job_id=delivery.job_id, reason=str(error))
             if delivery.job_id:
-                await self._jobs.fail(delivery.job_id, str(error), self._stage)
+                with failing_as("input"):
+                    await self._jobs.fail(delivery.job_id, str(error), self._stage)
             await self._delete(delivery)
-            return
+            return "input_error"
         reason = f"{type(error).__name__}: {error}"  # transient until proven otherwise
         if delivery.receive_count >= self._settings.max_receive_count:
             log.error("giving up on message", job_id=delivery.job_id, attempts=delivery.receive_count,
                       exc_info=error)
             if delivery.job_id:
-                await self._jobs.fail(
-                    delivery.job_id,
-                    f"the {self._stage} stage failed {delivery.receive_count} times; last error: {reason}",
-                    self._stage,
-                )
-            await self._dead_letter(delivery, reason)
-            return
+                with failing_as("retries_exhausted"):
+                    await self._jobs.fail(
+                        delivery.job_id,
+                        f"the {self._stage} stage failed {delivery.receive_count} times; last error: {reason}",
+                        self._stage,
+                    )
+            await self._dead_letter(delivery, reason, "retries_exhausted")
+            return "dead_lettered"
         delay = min(self._settings.retry_backoff_seconds * 2 ** (delivery.receive_count - 1), 900)
         log.warning("handler failed; will retry", job_id=delivery.job_id, error=reason,
                     attempt=delivery.receive_count, retry_in_s=delay, exc_info=error)
         await self._change_visibility(delivery, delay)
+        MESSAGES_RETRIED.add(1, {"queue": self._queue_name})
+        return "retry"
 
     async def _heartbeat(self, delivery: Delivery) -> None:
         period = max(self._settings.visibility_timeout_seconds / 3, 1)
@@ -243,7 +312,7 @@ class QueueConsumer:
     async def _delete(self, delivery: Delivery) -> None:
         await self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=delivery.receipt_handle)
 
-    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+    async def _dead_letter(self, delivery: Delivery, reason: str, reason_class: str) -> None:
         attributes = {k: v for k, v in delivery.attributes.items() if k != ERROR_ATTRIBUTE}
         attributes = dict(list(attributes.items())[:8])
         attributes[ERROR_ATTRIBUTE] = {"DataType": "String", "StringValue": reason[:1000] or "unknown"}
@@ -252,6 +321,7 @@ class QueueConsumer:
             QueueUrl=self._dead_letter_url, MessageBody=delivery.body or "(empty)", MessageAttributes=attributes
         )
         await self._delete(delivery)
+        MESSAGES_DEAD_LETTERED.add(1, {"queue": self._queue_name, "reason": reason_class})
 
 
 def _delivery(message: dict, queue_name: str) -> Delivery:
@@ -263,3 +333,19 @@ def _delivery(message: dict, queue_name: str) -> Delivery:
         receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
         queue_name=queue_name,
     )
+
+
+def _uploaded_job_id(body: dict) -> str | None:
+    """The job an S3 `ObjectCreated` notification for an API upload belongs to."""
+    records = body.get("Records")
+    if not isinstance(records, list):
+        return None
+    for record in records:
+        try:
+            key = unquote_plus(record["s3"]["object"]["key"])
+        except (KeyError, TypeError):
+            continue
+        job_id = job_id_from_upload_key(key)
+        if job_id is not None:
+            return job_id
+    return None

@@ -57,6 +57,7 @@ async def handle_analysis_request(
                 span.set_attribute("schizodot.job_id", request.job_id)
                 span.set_attribute("schizodot.stage", modality)
                 result = await run_blocking(executor, analyse, path, progress)
+                _describe_analysis(span, modality, result)
             compute_seconds = round(time.monotonic() - started, 3)
         document = {
             "job_id": request.job_id,
@@ -71,6 +72,16 @@ async def handle_analysis_request(
         )
         log.info("modality analysed", modality=modality, compute_seconds=compute_seconds)
         await _announce(context, request.job_id, modality, key)
+
+
+def _describe_analysis(span: trace.Span, modality: str, result: dict[str, Any]) -> None:
+    """What the analysis ran and on how much media; never its findings or content."""
+    for name, model in (result.get("models") or {}).items():
+        span.set_attribute(f"schizodot.model.{name}", str(model))  # name, version and file digest
+    if isinstance(result.get("frames_analysed"), int):
+        span.set_attribute("schizodot.frames_analysed", result["frames_analysed"])
+    if modality == "audio" and isinstance(result.get("duration_seconds"), (int, float)):
+        span.set_attribute("schizodot.audio_seconds", float(result["duration_seconds"]))
 
 
 async def _announce(context: StageContext, job_id: str, modality: str, key: str) -> None:

@@ -1,5 +1,6 @@
-"""What every stage process does around its handler: logging, tracing, AWS
-clients, queue discovery, signals, the consumer loop and side tasks."""
+"""What every stage process does around its handler: logging, tracing and
+metrics, AWS clients (instrumented), queue discovery, signals, the consumer
+loop and side tasks (the stage's own ones and the queue-depth poller)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from shared.errors import ModelUnavailable
 from shared.jobs import JobsRepository, StageRun
 from shared.logs import configure_logging
 from shared.messaging import Handler, Publisher, QueueConsumer
+from shared.metrics import MeteredJobs, ObservabilitySettings, configure_metrics, watch_queue_depth
 from shared.settings import STAGES, CommonSettings
 from shared.storage import Storage
-from shared.tracing import configure_tracing
+from shared.tracing import configure_tracing, instrument_aws
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -92,13 +94,20 @@ def run_stage(
     side_tasks: tuple[SideTask, ...] = (),
 ) -> None:
     """Entry point of a stage process: blocks until SIGTERM/SIGINT."""
-    configure_logging(settings.service_name, settings.log_level)
-    configure_tracing(settings.service_name)
+    observability = ObservabilitySettings()
+    configure_logging(settings.service_name, settings.log_level, stage=stage,
+                      pseudonym_key=observability.pseudonym_key)
+    tracer_provider = configure_tracing(settings.service_name)
+    meter_provider = configure_metrics(settings.service_name, observability)
+    instrument_aws()
     try:
-        asyncio.run(_serve(settings, stage, build_handler, side_tasks))
+        asyncio.run(_serve(settings, stage, build_handler, side_tasks, observability))
     except ModelUnavailable as error:
         log.error("model unavailable; not starting", error=str(error), setting=error.setting)
         sys.exit(2)
+    finally:
+        tracer_provider.shutdown()  # flushes the spans still batched
+        meter_provider.shutdown()
 
 
 async def _serve(
@@ -106,6 +115,7 @@ async def _serve(
     stage: str,
     build_handler: Callable[[StageContext], Handler],
     side_tasks: tuple[SideTask, ...],
+    observability: ObservabilitySettings,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -116,7 +126,7 @@ async def _serve(
         context = StageContext(
             settings=settings,
             aws=aws,
-            jobs=JobsRepository(aws.dynamodb, settings.jobs_table),
+            jobs=MeteredJobs(aws.dynamodb, settings.jobs_table),
             storage=Storage(aws.s3, settings.bucket),
             publisher=Publisher(aws.sqs, queues, source=f"urn:schizodot:{stage}"),
             queue_urls=queues,
@@ -133,6 +143,9 @@ async def _serve(
         )
         tasks = [asyncio.create_task(consumer.run(stop))]
         tasks += [asyncio.create_task(side(context, stop)) for side in side_tasks]
+        tasks.append(asyncio.create_task(watch_queue_depth(
+            aws.sqs, (queues[stage], dead_letters[stage]), observability.queue_metrics_interval_seconds, stop
+        )))
         log.info("stage ready", stage=stage)
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()

@@ -107,6 +107,7 @@ def running_stack(tmp_path_factory) -> RunningStack:
         state_dir=tmp_path_factory.mktemp("stack"),
         aws_port=free_port(),
         api_port=free_port(),
+        results_api_port=free_port(),
         extra_env={
             "SCHIZODOT_VISIBILITY_TIMEOUT_SECONDS": "8",
             "SCHIZODOT_MAX_RECEIVE_COUNT": "3",

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
 
 from services.ingest.handlers import new_job_item
@@ -18,6 +18,7 @@ from services.ingest.settings import IngestSettings
 from shared.domain import CheckinRequest, new_job_id, upload_key, utc_now
 from shared.http import install_readable_validation_errors
 from shared.jobs import JobsRepository, pipeline_state
+from shared.tracing import start_job_trace
 
 # (key, content type, expiry seconds) -> presigned PUT URL
 UploadSigner = Callable[[str, str, int], Awaitable[str]]
@@ -32,6 +33,7 @@ class AnalyzeResponse(BaseModel):
     upload_headers: dict[str, str]
     expires_in: int
     expires_at: str
+    trace_id: str | None = None  # find the job's trace in Jaeger by it
 
 
 class JobStatus(BaseModel):
@@ -47,6 +49,7 @@ class JobStatus(BaseModel):
     results: dict[str, Any] | None = None
     modalities: list[str] = []
     skipped: dict[str, str] = {}
+    trace_id: str | None = None
 
 
 def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: UploadSigner) -> FastAPI:
@@ -59,13 +62,14 @@ def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: Uplo
         return {"status": "ok"}
 
     @app.post("/api/v1/analyze", response_model=AnalyzeResponse, status_code=201)
-    async def analyze(request: CheckinRequest) -> AnalyzeResponse:
+    async def analyze(request: CheckinRequest, http_request: Request) -> AnalyzeResponse:
         job_id = new_job_id()
-        created_at = utc_now()
-        key = upload_key(request.patient_id, job_id, request.filename, created_at)
-        await jobs.create(new_job_item(job_id, request, key, created_at, "Waiting for the upload", "api"))
-        expires = settings.upload_url_expiry_seconds
-        url = await sign_upload(key, request.content_type, expires)
+        with start_job_trace(job_id, http_request.headers) as job_trace:  # the job's trace starts here
+            created_at = utc_now()
+            key = upload_key(request.patient_id, job_id, request.filename, created_at)
+            await jobs.create(new_job_item(job_id, request, key, created_at, "Waiting for the upload", "api"))
+            expires = settings.upload_url_expiry_seconds
+            url = await sign_upload(key, request.content_type, expires)
         return AnalyzeResponse(
             job_id=job_id,
             status="queued",
@@ -74,6 +78,7 @@ def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: Uplo
             upload_headers={"Content-Type": request.content_type},
             expires_in=expires,
             expires_at=(datetime.now(timezone.utc) + timedelta(seconds=expires)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            trace_id=job_trace.get("trace_id"),
         )
 
     @app.get("/api/v1/jobs/{job_id}", response_model=JobStatus)
@@ -83,9 +88,10 @@ def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: Uplo
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
         state = pipeline_state(job)
         return JobStatus(
-            **{k: job.get(k) for k in JobStatus.model_fields if k in job and k not in ("modalities", "skipped")},
+            **{k: job.get(k) for k in JobStatus.model_fields if k in job and k not in ("modalities", "skipped", "trace_id")},
             modalities=state.get("expected", []),
             skipped=state.get("skipped", {}),
+            trace_id=state.get("trace_id"),
         )
 
     return app

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import structlog
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from services.ingest.settings import IngestSettings
@@ -39,9 +40,11 @@ from shared.events import (
 from shared.jobs import QUEUED, ClaimOutcome, JobsRepository, StageRun, pipeline_state, plan_weights
 from shared.messaging import Delivery, Publisher
 from shared.storage import MediaNotFound, Storage
+from shared.tracing import job_trace_fields
 from shared.worker import run_blocking
 
 log = structlog.get_logger()
+tracer = trace.get_tracer("schizodot.ingest")
 
 _EXTENSION_TYPES = {
     ".mp4": "video/mp4", ".mov": "video/quicktime", ".avi": "video/x-msvideo", ".mpeg": "video/mpeg",
@@ -73,7 +76,8 @@ def new_job_item(
         "updated_at": created_at,
         "progress": 0,
         "message": message,
-        "metadata": {**request.metadata, "pipeline": {"source": source, "stages": {}}},
+        # The trace id for people, the trace context for the stage that continues after the upload.
+        "metadata": {**request.metadata, "pipeline": {"source": source, "stages": {}, **job_trace_fields()}},
     }
 
 
@@ -153,7 +157,7 @@ async def _record_rejected_event(event: Any, job_id: str, reason: str, deps: Ing
         "job_id": job_id, "patient_id": patient_id, "status": "queued", "s3_key": str(data.get("s3_key", "")),
         "filename": str(data.get("filename") or ""), "content_type": str(data.get("content_type") or ""),
         "created_at": now, "updated_at": now, "progress": 0, "message": "Check-in event rejected",
-        "metadata": {"pipeline": {"source": "event", "stages": {}}},
+        "metadata": {"pipeline": {"source": "event", "stages": {}, **job_trace_fields()}},
     }
     await deps.jobs.create(item)  # exists already on redelivery; fail() is a no-op then
     await deps.jobs.fail(job_id, f"the check-in event was rejected: {reason}", "ingest")
@@ -178,14 +182,16 @@ async def start_ingest(job_id: str, bucket: str, key: str, delivery: Delivery, d
             raise InputError(
                 f"the file is {size / 1024**2:.0f} MB; the limit is {deps.settings.max_upload_bytes / 1024**2:.0f} MB"
             )
-        info = await run_blocking(
-            None,
-            lambda: media.probe(
-                path,
-                min_duration_seconds=deps.settings.min_duration_seconds,
-                max_duration_seconds=deps.settings.max_duration_seconds,
-            ),
-        )
+        with tracer.start_as_current_span("probe media") as span:
+            span.set_attribute("schizodot.job_id", job_id)
+            info = await run_blocking(
+                None,
+                lambda: media.probe(
+                    path,
+                    min_duration_seconds=deps.settings.min_duration_seconds,
+                    max_duration_seconds=deps.settings.max_duration_seconds,
+                ),
+            )
     modalities = [m for m, present in (("audio", info.has_audio), ("vision", info.has_video)) if present]
     skipped = {}
     if not info.has_audio:

@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 
+import httpx
 import pytest
 
 from schizodot import samples
@@ -61,6 +62,13 @@ def test_uploaded_checkin_completes_with_seed_shaped_results(running_stack, chec
     summary = results["clinical_summary"]
     assert summary["generated_by"] == "rule_based" and summary["recommendations"]
     assert job["results"]["risk_level"] == fusion["risk_level"]
+
+    # The same result through the results service's read API, which needs a credential.
+    env = running_stack.env()
+    url = f"{env['SCHIZODOT_RESULTS_API_URL']}/api/v1/results/{job_id}"
+    served = httpx.get(url, headers={"X-API-Key": env["SCHIZODOT_RESULTS_API_KEY"]}, timeout=10)
+    assert served.status_code == 200 and served.json()["job_id"] == job_id
+    assert httpx.get(url, timeout=10).status_code == 401
 
 
 def test_audio_only_and_silent_video_skip_a_modality_and_say_so(running_stack, media_dir):
