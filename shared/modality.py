@@ -27,7 +27,8 @@ log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.modality")
 
 Progress = Callable[[float, str], None]
-Analyse = Callable[[Path, Progress], dict[str, Any]]
+# (media file, progress callback, job id) -> the modality's findings
+Analyse = Callable[[Path, Progress, str], dict[str, Any]]
 
 
 async def handle_analysis_request(
@@ -56,7 +57,7 @@ async def handle_analysis_request(
             with tracer.start_as_current_span(f"{modality} analysis") as span:
                 span.set_attribute("schizodot.job_id", request.job_id)
                 span.set_attribute("schizodot.stage", modality)
-                result = await run_blocking(executor, analyse, path, progress)
+                result = await run_blocking(executor, analyse, path, progress, request.job_id)
                 _describe_analysis(span, modality, result)
             compute_seconds = round(time.monotonic() - started, 3)
         document = {

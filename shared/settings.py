@@ -11,6 +11,9 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STAGES = ("ingest", "audio", "vision", "fusion", "results")
+# Which stage queues each stage sends to (and so may look up: least privilege).
+PUBLISHES_TO = {"ingest": ("audio", "vision"), "audio": ("fusion",), "vision": ("fusion",),
+                "fusion": ("results",), "results": ()}
 
 
 class CommonSettings(BaseSettings):

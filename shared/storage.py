@@ -44,12 +44,11 @@ class Storage:
             raise
 
     async def put_json(self, key: str, document: dict[str, Any]) -> None:
+        await self.put_bytes(key, json.dumps(document, separators=(",", ":")).encode(), "application/json")
+
+    async def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
         await self._s3.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=json.dumps(document, separators=(",", ":")).encode(),
-            ContentType="application/json",
-            ServerSideEncryption="AES256",
+            Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, ServerSideEncryption="AES256"
         )
 
     async def get_json(self, key: str) -> dict[str, Any]:

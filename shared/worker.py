@@ -23,7 +23,7 @@ from shared.jobs import JobsRepository, StageRun
 from shared.logs import configure_logging
 from shared.messaging import Handler, Publisher, QueueConsumer
 from shared.metrics import MeteredJobs, ObservabilitySettings, configure_metrics, watch_queue_depth
-from shared.settings import STAGES, CommonSettings
+from shared.settings import PUBLISHES_TO, CommonSettings
 from shared.storage import Storage
 from shared.tracing import configure_tracing, instrument_aws
 
@@ -44,14 +44,17 @@ class StageContext:
     dead_letter_urls: dict[str, str]
 
 
-async def resolve_queues(sqs: Any, settings: CommonSettings) -> tuple[dict[str, str], dict[str, str]]:
-    queues, dead_letters = {}, {}
-    for stage in STAGES:
-        queues[stage] = (await sqs.get_queue_url(QueueName=settings.queue_name(stage)))["QueueUrl"]
-        dead_letters[stage] = (await sqs.get_queue_url(QueueName=settings.dead_letter_queue_name(stage)))[
-            "QueueUrl"
-        ]
-    return queues, dead_letters
+async def resolve_queues(
+    sqs: Any, settings: CommonSettings, stage: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The stage's own queue and DLQ and the queues it sends to; nothing else,
+    so its IAM role needs no more."""
+
+    async def url(name: str) -> str:
+        return (await sqs.get_queue_url(QueueName=name))["QueueUrl"]
+
+    queues = {s: await url(settings.queue_name(s)) for s in (stage, *PUBLISHES_TO[stage])}
+    return queues, {stage: await url(settings.dead_letter_queue_name(stage))}
 
 
 async def run_blocking(executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:
@@ -122,7 +125,7 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with AsyncClients(settings) as aws:
-        queues, dead_letters = await resolve_queues(aws.sqs, settings)
+        queues, dead_letters = await resolve_queues(aws.sqs, settings, stage)
         context = StageContext(
             settings=settings,
             aws=aws,

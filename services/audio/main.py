@@ -15,7 +15,7 @@ from shared.worker import StageContext, run_stage
 
 
 def make_analyse(analyser: AudioAnalyser, sample_rate: int):
-    def analyse(media_path: Path, progress: Progress) -> dict:
+    def analyse(media_path: Path, progress: Progress, _job_id: str = "") -> dict:  # the job id: unused here
         progress(0.02, "extracting the sound track")
         wav = extract_audio(media_path, media_path.with_suffix(".wav"), sample_rate=sample_rate)
         # extraction is the first ~5 % of the work; the analyser reports the rest

@@ -8,8 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from services.vision.analysis import VisionAnalyser
 from services.vision.emotion import DeepFaceEmotion, EmotionClassifier
 from services.vision.evidence import EvidenceSink
@@ -17,6 +15,7 @@ from services.vision.pills import PillDetector, resolve_device
 from services.vision.settings import VisionSettings
 from shared.errors import ModelUnavailable
 from shared.modality import handle_analysis_request
+from shared.storage import Storage
 from shared.worker import StageContext, run_stage
 
 S3_TIMEOUT_S = 60
@@ -43,14 +42,12 @@ def build_analyser(settings: VisionSettings) -> VisionAnalyser:
     )
 
 
-def s3_evidence_sink(s3: Any, bucket: str, job_id: str, loop: asyncio.AbstractEventLoop) -> EvidenceSink:
+def s3_evidence_sink(storage: Storage, job_id: str, loop: asyncio.AbstractEventLoop) -> EvidenceSink:
     """Writes evidence JPEGs next to the job's artifacts, from the analyser's thread."""
 
     def put(name: str, jpeg: bytes) -> str:
         key = f"artifacts/{job_id}/evidence/{name}"
-        asyncio.run_coroutine_threadsafe(
-            s3.put_object(Bucket=bucket, Key=key, Body=jpeg, ContentType="image/jpeg",
-                          ServerSideEncryption="AES256"), loop).result(S3_TIMEOUT_S)
+        asyncio.run_coroutine_threadsafe(storage.put_bytes(key, jpeg, "image/jpeg"), loop).result(S3_TIMEOUT_S)
         return key
 
     return put
@@ -61,11 +58,8 @@ def build_handler(context: StageContext):
     analyser = build_analyser(settings)
     loop = asyncio.get_running_loop()
 
-    def analyse(path: Path, progress) -> dict:
-        # shared.modality binds the job id to the log context, which run_blocking carries into this thread.
-        job_id = structlog.contextvars.get_contextvars()["job_id"]
-        sink = s3_evidence_sink(context.aws.s3, settings.bucket, job_id, loop)
-        return analyser.analyse(path, progress, evidence=sink)
+    def analyse(path: Path, progress, job_id: str) -> dict:
+        return analyser.analyse(path, progress, evidence=s3_evidence_sink(context.storage, job_id, loop))
 
     # One inference thread: the analyser's models are not shared between threads.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-model")

@@ -56,6 +56,13 @@ def test_uploaded_checkin_completes_with_seed_shaped_results(running_stack, chec
     assert compliance["face_detected"] is True
     assert compliance["pill_detected"] is None  # not assessed yet, never guessed
     assert compliance["verification_status"] == "inconclusive"
+    # The frames that show the observed steps are stored next to the job's artifacts.
+    evidence = compliance["evidence_frames"]
+    assert evidence, "no evidence frame stored"
+    for frame in evidence:
+        assert frame["key"].startswith(f"artifacts/{job_id}/evidence/")
+        stored = running_stack.client("s3").get_object(Bucket=running_stack.settings.bucket, Key=frame["key"])
+        assert stored["ContentType"] == "image/jpeg" and stored["Body"].read(3) == b"\xff\xd8\xff"
     fusion = results["multimodal_fusion"]
     assert fusion["risk_level"] in ("low", "moderate", "high")
     assert "medication_intake_unverified" in fusion["risk_factors"]
