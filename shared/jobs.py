@@ -188,25 +188,41 @@ class JobsRepository:
     async def finish_stage(
         self, run: StageRun, message: str, outputs: dict[str, Any], pipeline_updates: dict[str, Any] | None = None
     ) -> bool:
-        """Mark the stage done, credit the rest of its share, record its outputs."""
-        update = (
-            "SET updated_at = :now, message = :message, #md.#pl.#stages.#stage.#state = :done,"
-            " #md.#pl.#stages.#stage.finished_at = :now, #md.#pl.#stages.#stage.outputs = :outputs"
-        )
+        """Mark the stage done, credit the rest of its share, record its outputs.
+
+        The rest is computed from what the item says was credited, under a
+        condition on that number: a second delivery of the same message working
+        beside this one (visibility lapsed) may have credited more meanwhile.
+        """
         names = {"#stage": run.stage}
         values: dict[str, Any] = {":now": utc_now(), ":message": message, ":mid": run.message_id,
-                                  ":outputs": outputs, ":delta": run.weight - run.credited}
+                                  ":outputs": outputs, ":weight": run.weight}
+        update = (
+            "SET updated_at = :now, message = :message, #md.#pl.#stages.#stage.#state = :done,"
+            " #md.#pl.#stages.#stage.finished_at = :now, #md.#pl.#stages.#stage.outputs = :outputs,"
+            " #md.#pl.#stages.#stage.credited = :weight"
+        )
         for index, (key, value) in enumerate((pipeline_updates or {}).items()):
             names[f"#u{index}"] = key
             values[f":u{index}"] = value
             update += f", #md.#pl.#u{index} = :u{index}"
-        if run.weight - run.credited > 0:
-            update += " ADD progress :delta"
-        ok = await self._update(run.job_id, update, _OWNED + " AND #md.#pl.#stages.#stage.#state = :running",
-                                names, values)
-        if ok is not None:
-            run.credited = run.weight
-        return ok is not None
+        condition = _OWNED + " AND #md.#pl.#stages.#stage.#state = :running AND #md.#pl.#stages.#stage.credited = :old"
+        for _ in range(5):
+            remaining = run.weight - run.credited
+            ok = await self._update(
+                run.job_id, update + (" ADD progress :delta" if remaining > 0 else ""), condition, names,
+                {**values, ":old": run.credited, ":delta": remaining},
+            )
+            if ok is not None:
+                run.credited = run.weight
+                return True
+            job = await self.get(run.job_id)
+            state = pipeline_state(job or {}).get("stages", {}).get(run.stage, {})
+            if not job or job["status"] != PROCESSING or state.get("message_id") != run.message_id \
+                    or state.get("state") != "running":
+                return False  # finished by another delivery, or the job ended
+            run.credited = int(state.get("credited", 0))
+        return False
 
     async def complete(self, run: StageRun, summary: dict[str, Any], message: str) -> bool:
         """The one write that sets progress to 100: the job is done."""

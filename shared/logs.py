@@ -73,6 +73,17 @@ def _add_trace_ids(_logger: object, _method: str, event: dict) -> dict:
     return event
 
 
+class _CurrentStdout:
+    """Writes to whatever sys.stdout is at the time of writing, so loggers made
+    once keep working when stdout is swapped (test capture, daemon redirection)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def configure_logging(
     service: str, level: str = "INFO", *, stage: str | None = None, pseudonym_key: str | None = None
 ) -> None:
@@ -85,7 +96,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_ids,
     ]
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(_CurrentStdout())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name],
@@ -113,7 +124,7 @@ def configure_logging(
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStdout()),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()

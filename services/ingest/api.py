@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
@@ -16,8 +15,8 @@ from pydantic import BaseModel
 from services.ingest.handlers import new_job_item
 from services.ingest.settings import IngestSettings
 from shared.domain import CheckinRequest, new_job_id, upload_key, utc_now
-from shared.http import install_readable_validation_errors
-from shared.jobs import JobsRepository, pipeline_state
+from shared.http import JobStatus, install_readable_validation_errors, job_status_view
+from shared.jobs import JobsRepository
 from shared.tracing import start_job_trace
 
 # (key, content type, expiry seconds) -> presigned PUT URL
@@ -34,22 +33,6 @@ class AnalyzeResponse(BaseModel):
     expires_in: int
     expires_at: str
     trace_id: str | None = None  # find the job's trace in Jaeger by it
-
-
-class JobStatus(BaseModel):
-    job_id: str
-    status: str
-    progress: int
-    message: str | None = None
-    error: str | None = None
-    created_at: str
-    updated_at: str
-    started_at: str | None = None
-    completed_at: str | None = None
-    results: dict[str, Any] | None = None
-    modalities: list[str] = []
-    skipped: dict[str, str] = {}
-    trace_id: str | None = None
 
 
 def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: UploadSigner) -> FastAPI:
@@ -86,12 +69,7 @@ def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: Uplo
         job = await jobs.get(job_id)
         if job is None:
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
-        state = pipeline_state(job)
-        return JobStatus(
-            **{k: job.get(k) for k in JobStatus.model_fields if k in job and k not in ("modalities", "skipped", "trace_id")},
-            modalities=state.get("expected", []),
-            skipped=state.get("skipped", {}),
-            trace_id=state.get("trace_id"),
-        )
+        # This API takes uploads without authentication: it never shows whose job it is.
+        return job_status_view(job, with_patient=False)
 
     return app

@@ -23,32 +23,13 @@ from pydantic import BaseModel, ConfigDict
 from services.results.settings import ResultsSettings
 from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.history import PatientHistory
-from shared.http import install_readable_validation_errors
-from shared.jobs import COMPLETED, FAILED, JobsRepository, pipeline_state
+from shared.http import JobStatus, install_readable_validation_errors, job_status_view
+from shared.jobs import COMPLETED, FAILED, JobsRepository
 
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 JobId = Path(pattern=JOB_ID_PATTERN.pattern, description="e.g. job-abc123def456")
 PatientIdPath = Path(pattern=PATIENT_ID_PATTERN, description="e.g. patient-001")
-
-
-class JobStatus(BaseModel):
-    job_id: str
-    patient_id: str
-    status: str
-    progress: int = 0
-    message: str | None = None
-    error: str | None = None
-    filename: str | None = None
-    content_type: str | None = None
-    s3_key: str | None = None
-    created_at: str
-    updated_at: str
-    started_at: str | None = None
-    completed_at: str | None = None
-    results: dict[str, Any] | None = None
-    modalities: list[str] = []
-    skipped: dict[str, str] = {}
 
 
 class ResultItem(BaseModel):
@@ -83,12 +64,6 @@ class PatientResults(BaseModel):
     count: int
     results: list[ResultItem]
     next_token: str | None = None
-
-
-def _job_status(job: dict[str, Any]) -> JobStatus:
-    state = pipeline_state(job)
-    fields = {k: job[k] for k in JobStatus.model_fields if k in job and k not in ("modalities", "skipped")}
-    return JobStatus(**fields, modalities=state.get("expected", []), skipped=state.get("skipped", {}))
 
 
 def _matches(candidate: str, secrets: tuple[str, ...]) -> bool:
@@ -157,7 +132,7 @@ def create_app(settings: ResultsSettings, jobs: JobsRepository, history: Patient
     @app.get("/api/v1/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], dependencies=documented_auth)
     async def job_status(job_id: str = JobId) -> JobStatus:
         """Access pattern 2: a job's status and progress."""
-        return _job_status(await _job_or_404(job_id))
+        return job_status_view(await _job_or_404(job_id), with_patient=True)
 
     @app.get("/api/v1/jobs/{job_id}/detail", response_model=JobDetail, tags=["jobs"],
              dependencies=documented_auth)
@@ -176,7 +151,7 @@ def create_app(settings: ResultsSettings, jobs: JobsRepository, history: Patient
     ) -> PatientJobs:
         """Access pattern 4: a patient's jobs, newest first (GSI), optionally of one status."""
         found = await jobs.list_for_patient(patient_id, limit=limit, status=status_filter)
-        return PatientJobs(patient_id=patient_id, count=len(found), jobs=[_job_status(j) for j in found])
+        return PatientJobs(patient_id=patient_id, count=len(found), jobs=[job_status_view(j, with_patient=True) for j in found])
 
     @app.get("/api/v1/patients/{patient_id}/results", response_model=PatientResults, tags=["patients"],
              dependencies=documented_auth)

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from services.results.handlers import sweep_stuck_jobs
 from services.results.settings import ResultsSettings
@@ -151,3 +150,28 @@ def test_sweeper_fails_jobs_that_stopped_making_progress(aws_server):
     assert "upload did not arrive within 10 min" in jobs[stuck_upload]["error"]
     assert "no progress for 10 min (last step: Vision: analysed 40/120 frames)" in jobs[stuck_processing]["error"]
     assert jobs[fresh]["status"] == "queued"
+
+
+def test_two_deliveries_of_one_message_never_credit_a_stage_twice(aws_server):
+    """A lapsed visibility can hand the same message to a second worker while the
+    first still runs: both resume the claim, yet the stage's share counts once."""
+
+    async def body(jobs):
+        job_id = f"job-{uuid.uuid4().hex[:12]}"
+        await jobs.create(_job(job_id))
+        ingest = await jobs.claim_stage(job_id, "ingest", "m-ingest", "x")
+        await jobs.finish_stage(ingest, "x", {}, {"weights": plan_weights(["audio", "vision"]),
+                                                  "expected": ["audio", "vision"]})
+        first = await jobs.claim_stage(job_id, "vision", "m-vision", "x")
+        await jobs.report_progress(first, 0.2, "a fifth")
+        second = await jobs.claim_stage(job_id, "vision", "m-vision", "x")  # same message, second worker
+        await jobs.report_progress(second, 0.9, "nearly done")
+        await jobs.report_progress(first, 0.5, "half (stale view)")
+        finished_first = await jobs.finish_stage(first, "done", {})
+        finished_second = await jobs.finish_stage(second, "done", {})
+        return finished_first, finished_second, await jobs.get(job_id)
+
+    finished_first, finished_second, job = run(_with_jobs(aws_server, body))
+    assert finished_first and not finished_second
+    assert job["progress"] == 10 + 45  # ingest + vision, each once
+    assert job["metadata"]["pipeline"]["stages"]["vision"]["credited"] == 45

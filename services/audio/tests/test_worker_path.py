@@ -176,8 +176,20 @@ def transcribing():
     return transcriber, make_analyse(AudioAnalyser(VAD_MODEL, transcriber=transcriber), 16000)
 
 
+@pytest.fixture
+def service_logging():
+    """The service's logging set-up for one test, undone afterwards for the rest of the suite."""
+    import structlog
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+    structlog.reset_defaults()
+
+
 def test_the_transcript_has_words_with_timings_and_never_reaches_the_logs(transcribing, speech, tmp_path, caplog,
-                                                                           capfd):
+                                                                           capfd, service_logging):
     from shared.logs import configure_logging
 
     configure_logging("schizodot-audio-test", "DEBUG")

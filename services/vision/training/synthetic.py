@@ -171,7 +171,6 @@ def make_sample(bg: Background, rng: random.Random, kind: str | None = None,
     gain = rng.uniform(0.6, 1.3) if affine is None else 1.0
     offset = rng.uniform(-20, 20) if affine is None else 0.0
     canvas = (canvas.astype(np.float32) * gain + offset).clip(0, 255).astype(np.uint8)
-    scale = float(np.hypot(*m[:, 0]))
     labels: list[tuple[int, tuple]] = []
     hands = [_apply(m, hand) for hand in bg.hands]
     for hand in hands:
