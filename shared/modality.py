@@ -19,7 +19,7 @@ from shared.domain import artifact_key, utc_now
 from shared.events import ANALYSIS_REQUESTED, MODALITY_ANALYSED, AnalysisRequested, ModalityAnalysed, decode_event, event_data
 from shared.jobs import ClaimOutcome
 from shared.messaging import Delivery
-from shared.storage import MediaNotFound
+from shared.storage import MediaUnavailable
 from shared.errors import InputError
 from shared.worker import ProgressBridge, StageContext, run_blocking
 
@@ -50,8 +50,8 @@ async def handle_analysis_request(
             path = Path(workdir) / "media"
             try:
                 await context.storage.download(request.s3_key, path, bucket=request.bucket)
-            except MediaNotFound as error:
-                raise InputError(f"the media file no longer exists: {error}") from error
+            except MediaUnavailable as error:
+                raise InputError(str(error)) from error
             progress = ProgressBridge(context.jobs, run, title)
             started = time.monotonic()
             with tracer.start_as_current_span(f"{modality} analysis") as span:

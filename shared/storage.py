@@ -9,8 +9,8 @@ from typing import Any
 _CHUNK = 1024 * 1024
 
 
-class MediaNotFound(Exception):
-    pass
+class MediaUnavailable(Exception):
+    """The media object is missing or may not be read; the message says which, for people."""
 
 
 class Storage:
@@ -19,12 +19,19 @@ class Storage:
         self.bucket = bucket
 
     async def download(self, key: str, dest: Path, bucket: str | None = None) -> int:
-        """Stream an object to a file; returns its size. MediaNotFound if it is not there."""
+        """Stream an object to a file; returns its size. MediaUnavailable if it is
+        not there or SchizoDot's role may not read it (S3 answers 403, not 404, for a
+        missing key to a caller that may not list the bucket)."""
+        where = f"s3://{bucket or self.bucket}/{key}"
         try:
             response = await self._s3.get_object(Bucket=bucket or self.bucket, Key=key)
         except Exception as error:
             if _is_missing(error):
-                raise MediaNotFound(f"s3://{bucket or self.bucket}/{key}") from error
+                raise MediaUnavailable(f"the media file does not exist: {where}") from error
+            if _code(error) in ("AccessDenied", "403"):
+                raise MediaUnavailable(
+                    f"the media file does not exist or SchizoDot may not read it (access denied): {where}"
+                ) from error
             raise
         size = 0
         async with response["Body"] as body:
@@ -64,6 +71,9 @@ class Storage:
         )
 
 
+def _code(error: Exception) -> str | None:
+    return (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
+
+
 def _is_missing(error: Exception) -> bool:
-    code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
-    return code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
+    return _code(error) in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")

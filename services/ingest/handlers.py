@@ -39,7 +39,7 @@ from shared.events import (
 )
 from shared.jobs import QUEUED, ClaimOutcome, JobsRepository, StageRun, pipeline_state, plan_weights
 from shared.messaging import Delivery, Publisher
-from shared.storage import MediaNotFound, Storage
+from shared.storage import MediaUnavailable, Storage
 from shared.tracing import job_trace_fields
 from shared.worker import run_blocking
 
@@ -176,8 +176,8 @@ async def start_ingest(job_id: str, bucket: str, key: str, delivery: Delivery, d
         path = Path(workdir) / "media"
         try:
             size = await deps.storage.download(key, path, bucket=bucket)
-        except MediaNotFound as error:
-            raise InputError(f"the media file does not exist: {error}") from error
+        except MediaUnavailable as error:
+            raise InputError(str(error)) from error
         if size > deps.settings.max_upload_bytes:
             raise InputError(
                 f"the file is {size / 1024**2:.0f} MB; the limit is {deps.settings.max_upload_bytes / 1024**2:.0f} MB"
