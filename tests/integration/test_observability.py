@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,18 +18,12 @@ from schizodot import stack
 from shared.domain import job_id_for_event
 from shared.events import CHECKIN_SUBMITTED
 from shared.settings import CommonSettings
-from tests.conftest import RunningStack
+from tests.conftest import RunningStack, free_port
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.slow
 
 SERVICES = {f"schizodot-{name}" for name in stack.SERVICES}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -49,10 +42,10 @@ def traced_stack(tmp_path_factory) -> TracedStack:
     receiver = OtlpReceiver().start()
     config = stack.StackConfig(
         state_dir=tmp_path_factory.mktemp("traced-stack"),
-        aws_port=_free_port(),
-        api_port=_free_port(),
-        results_api_port=_free_port(),
-        metrics_ports={name: _free_port() for name in stack.SERVICES},
+        aws_port=free_port(),
+        api_port=free_port(),
+        results_api_port=free_port(),
+        metrics_ports={name: free_port() for name in stack.SERVICES},
         extra_env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_TRACES_SAMPLER": "parentbased_always_on",
