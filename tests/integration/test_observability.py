@@ -64,10 +64,15 @@ def traced_stack(tmp_path_factory) -> TracedStack:
 
 
 def _completed_trace(receiver: OtlpReceiver, trace_id: str) -> list[ReceivedSpan]:
+    # Each process exports on its own schedule: wait for every consumer span the
+    # job makes (fusion gets one notice per modality), not just the last stage's.
+    expected = sorted(["process schizodot-ingest", "process schizodot-audio", "process schizodot-vision",
+                       "process schizodot-fusion", "process schizodot-fusion", "process schizodot-results"])
+
     def complete(spans: list[ReceivedSpan]) -> bool:
         ours = [s for s in spans if s.trace_id == trace_id]
-        return {s.service for s in ours} >= SERVICES and any(
-            s.name == "process schizodot-results" and s.kind == "CONSUMER" for s in ours)
+        consumers = sorted(s.name for s in ours if s.kind == "CONSUMER")
+        return {s.service for s in ours} >= SERVICES and consumers == expected
 
     receiver.wait_for(complete, timeout=20)
     return receiver.trace(trace_id)
