@@ -34,6 +34,18 @@ def _wait_for_stage(running_stack, job_id: str, stage: str, state: str, timeout:
     raise AssertionError(f"{stage} never reached {state}")
 
 
+def _wait_for_vision_progress(running_stack, job_id: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stages = (running_stack.job(job_id) or {}).get("metadata", {}).get("pipeline", {}).get("stages", {})
+        vision = stages.get("vision", {})
+        if vision.get("state") == "running" and vision.get("credited", 0) > 0:
+            return
+        assert vision.get("state") != "done", "vision finished before it could be killed"
+        time.sleep(0.05)
+    raise AssertionError("vision never reported progress")
+
+
 def _kill_and_wait_for_restart(running_stack, service: str, signum: int) -> None:
     before = running_stack.pids()[service]
     os.kill(before["pid"], signum)
@@ -49,8 +61,7 @@ def _kill_and_wait_for_restart(running_stack, service: str, signum: int) -> None
 def test_worker_killed_mid_stage_is_redelivered_and_job_completes_once(running_stack, long_clip):
     patient = f"patient-{uuid.uuid4().hex[:8]}"
     job_id = running_stack.submit(long_clip, patient)
-    _wait_for_stage(running_stack, job_id, "vision", "running")
-    time.sleep(1.0)  # well into the frames
+    _wait_for_vision_progress(running_stack, job_id)  # it has credited progress: mid-analysis
     _kill_and_wait_for_restart(running_stack, "vision", signal.SIGKILL)
 
     progress: list[int] = []
