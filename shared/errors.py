@@ -16,9 +16,16 @@ class MalformedMessage(Exception):
     """A queue message that is not a valid event for its queue; it is dead-lettered as is."""
 
 
-class ModelUnavailable(RuntimeError):
+class ConfigurationError(RuntimeError):
+    """The service cannot start as configured; the message names the setting to fix."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class ModelUnavailable(ConfigurationError):
     """A configured model cannot be loaded; raised at start-up and names the setting to fix."""
 
     def __init__(self, setting: str, path: object, reason: str) -> None:
-        super().__init__(f"{reason}: {path} (set {setting} to a valid model file)")
-        self.setting = setting
+        super().__init__(f"{reason}: {path} (set {setting} to a valid model file)", setting)

@@ -3,14 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 from typing import Any
 
+import structlog
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from shared.errors import ConfigurationError
 from shared.jobs import pipeline_state
+
+log = structlog.get_logger()
 
 # Said in words instead of echoing a regular expression.
 FIELD_RULES = {
@@ -65,3 +73,33 @@ def job_status_view(job: dict[str, Any], *, with_patient: bool) -> JobStatus:
         fields.pop("s3_key", None)  # upload keys name the patient
     return JobStatus(**fields, modalities=state.get("expected", []), skipped=state.get("skipped", {}),
                      trace_id=state.get("trace_id"))
+
+
+async def serve_http(app: FastAPI, host: str, port: int, stop: asyncio.Event, *, port_setting: str,
+                     required: bool) -> None:
+    """Serve `app` inside a stage process until `stop` is set.
+
+    The socket is bound here rather than by uvicorn, which would exit the whole
+    process when the port is taken: a stage whose API is optional (results) goes
+    on with its queue work; one whose API is its purpose (ingest) fails with the
+    setting to fix.
+    """
+    try:
+        sock = socket.create_server((host, port))
+    except OSError as error:
+        if required:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port} ({error}); set {port_setting} to a free port", port_setting
+            ) from error
+        log.error("API not started; the worker goes on with its queue", host=host, port=port, error=str(error),
+                  fix=f"set {port_setting} to a free port")
+        return
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    server.capture_signals = contextlib.nullcontext  # the stage runner owns signals
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    log.info("API listening", host=host, port=sock.getsockname()[1])
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    await serving

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import structlog
 
 from shared.aws import AsyncClients
-from shared.errors import ModelUnavailable
+from shared.errors import ConfigurationError
 from shared.jobs import JobsRepository, StageRun
 from shared.logs import configure_logging
 from shared.messaging import Handler, Publisher, QueueConsumer
@@ -105,8 +105,8 @@ def run_stage(
     instrument_aws()
     try:
         asyncio.run(_serve(settings, stage, build_handler, side_tasks, observability))
-    except ModelUnavailable as error:
-        log.error("model unavailable; not starting", error=str(error), setting=error.setting)
+    except ConfigurationError as error:  # a missing model, a taken port, ...
+        log.error("cannot start as configured", error=str(error), setting=error.setting)
         sys.exit(2)
     finally:
         tracer_provider.shutdown()  # flushes the spans still batched

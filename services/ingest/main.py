@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 
-import uvicorn
 
 from services.ingest.api import UploadSigner, create_app
 from services.ingest.handlers import IngestDeps, handle_ingest_message
 from services.ingest.settings import IngestSettings
 from shared.aws import sync_client
+from shared.http import serve_http
 from shared.worker import StageContext, run_stage
 
 
@@ -41,14 +40,7 @@ def build_upload_signer(context: StageContext) -> UploadSigner:
 async def serve_api(context: StageContext, stop: asyncio.Event) -> None:
     settings: IngestSettings = context.settings  # type: ignore[assignment]
     app = create_app(settings, context.jobs, build_upload_signer(context))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False)
-    )
-    server.capture_signals = contextlib.nullcontext  # the stage runner owns signals
-    serving = asyncio.create_task(server.serve())
-    await stop.wait()
-    server.should_exit = True
-    await serving
+    await serve_http(app, settings.api_host, settings.api_port, stop, port_setting="INGEST_API_PORT", required=True)
 
 
 def main() -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import socket
 
 import structlog
-import uvicorn
 
 from services.results.api import create_app
 from services.results.ehr import EhrPublisher
@@ -17,6 +15,7 @@ from services.results.handlers import ResultsWriter, handle_fusion_completed, sw
 from services.results.settings import ResultsSettings
 from shared.aws import sync_client
 from shared.history import PatientHistory
+from shared.http import serve_http
 from shared.worker import StageContext, run_stage
 
 log = structlog.get_logger()
@@ -53,24 +52,8 @@ async def serve_api(context: StageContext, stop: asyncio.Event) -> None:
         log.warning("results API has no credentials configured: every data route answers 401; "
                     "set RESULTS_API_KEYS or RESULTS_API_BEARER_TOKENS")
     app = create_app(settings, context.jobs, PatientHistory(context.aws.dynamodb, settings.users_table))
-    # Bound here rather than by uvicorn, which exits the whole process when the
-    # port is taken: saving results matters more than serving reads.
-    try:
-        sock = socket.create_server((settings.api_host, settings.api_port), reuse_port=False)
-    except OSError as error:
-        log.error("results API not started; the worker goes on saving results",
-                  host=settings.api_host, port=settings.api_port, error=str(error),
-                  fix="set RESULTS_API_PORT to a free port")
-        return
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    server.capture_signals = contextlib.nullcontext  # the stage runner owns signals
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    log.info("results API listening", host=settings.api_host, port=sock.getsockname()[1])
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    stopping.cancel()
-    await serving
+    await serve_http(app, settings.api_host, settings.api_port, stop, port_setting="RESULTS_API_PORT",
+                     required=False)  # saving results matters more than serving reads
 
 
 def main() -> None:

@@ -413,7 +413,7 @@ def test_a_taken_api_port_stops_the_api_but_not_the_results_worker(workers, tmp_
                                        stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 30
-            while "results API not started" not in log_path.read_text(errors="replace"):
+            while "API not started" not in log_path.read_text(errors="replace"):
                 assert process.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")
                 time.sleep(0.2)
             assert "set RESULTS_API_PORT to a free port" in log_path.read_text()
