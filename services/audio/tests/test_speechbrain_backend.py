@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,7 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
 VAD_MODEL = REPO / "models" / "silero_vad.onnx"
 HAVE_SPEECHBRAIN = importlib.util.find_spec("speechbrain") is not None
 needs_speechbrain = pytest.mark.skipif(
-    not HAVE_SPEECHBRAIN, reason="speechbrain is installed only in .venv-speechbrain (make test-speechbrain)"
+    not HAVE_SPEECHBRAIN, reason="speechbrain is installed only in .venv-speechbrain (make test runs these there)"
 )
 
 LABELS = ("neu", "ang", "hap", "sad")  # IEMOCAP's four classes, as its label encoder writes them
@@ -98,7 +97,6 @@ def _speech(tmp_path: Path) -> Path:
 
 
 @needs_speechbrain
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 def test_a_local_speechbrain_model_gives_the_seed_audio_emotion(tmp_path):
     from services.audio.speechbrain_emotion import SpeechBrainEmotion
 
