@@ -2,7 +2,7 @@
 
 speechbrain needs torch with a matching torchaudio, which the main environment
 cannot have (see requirements-speechbrain.txt), so the loading tests run in the
-backend's own environment: ``make test-speechbrain``. In the main environment
+backend's own environment, .venv-speechbrain, which ``make test`` builds and runs. In the main environment
 they are skipped, and the missing-package path is tested instead.
 """
 
