@@ -29,10 +29,9 @@ from typing import Any
 import structlog
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.jobs import JobsRepository, StageRun
+from shared.settings import CommonSettings
 
 log = structlog.get_logger()
 meter = metrics.get_meter("schizodot")
@@ -57,17 +56,6 @@ MESSAGE_WAIT = meter.create_histogram(
     "schizodot.message.wait", unit="s", description="Time from send to receive",
     explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
 )
-
-
-class ObservabilitySettings(BaseSettings):
-    """The process-level observability settings (the OpenTelemetry SDK reads its own `OTEL_*`)."""
-
-    model_config = SettingsConfigDict(env_prefix="SCHIZODOT_", extra="ignore", frozen=True)
-
-    metrics_port: int = Field(0, ge=0, le=65535)  # 0 = no /metrics endpoint
-    metrics_host: str = "0.0.0.0"  # Prometheus scrapes from elsewhere in a cluster
-    queue_metrics_interval_seconds: float = Field(15.0, gt=0)
-    pseudonym_key: str | None = None  # HMAC key for patient references in logs
 
 
 # --- reason classes of failed jobs -------------------------------------------------
@@ -197,7 +185,7 @@ async def watch_queue_depth(sqs: Any, queue_urls: Iterable[str], interval: float
 # --- set-up ----------------------------------------------------------------------------
 
 
-def configure_metrics(service_name: str, settings: ObservabilitySettings) -> Any:
+def configure_metrics(service_name: str, settings: CommonSettings) -> Any:
     """A MeterProvider whose metrics `/metrics` serves on `settings.metrics_port`
     (none when 0). A port already taken is logged and the service runs on."""
     import os

@@ -42,6 +42,12 @@ class CommonSettings(BaseSettings):
     service_name: str = "schizodot"
     log_level: str = "INFO"
 
+    # Observability (the OpenTelemetry SDK reads its own OTEL_* variables).
+    metrics_port: int = Field(0, ge=0, le=65535)  # /metrics for Prometheus; 0 = off
+    metrics_host: str = "0.0.0.0"  # Prometheus scrapes from elsewhere in a cluster
+    queue_metrics_interval_seconds: float = Field(15.0, gt=0)
+    pseudonym_key: str | None = None  # HMAC key for patient references in logs; one for all services
+
     def queue_name(self, stage: str) -> str:
         return f"{self.queue_prefix}{stage}"
 

@@ -22,7 +22,7 @@ from shared.errors import ConfigurationError
 from shared.jobs import JobsRepository, StageRun
 from shared.logs import configure_logging
 from shared.messaging import Handler, Publisher, QueueConsumer
-from shared.metrics import MeteredJobs, ObservabilitySettings, configure_metrics, watch_queue_depth
+from shared.metrics import MeteredJobs, configure_metrics, watch_queue_depth
 from shared.settings import PUBLISHES_TO, CommonSettings
 from shared.storage import Storage
 from shared.tracing import configure_tracing, instrument_aws
@@ -97,14 +97,13 @@ def run_stage(
     side_tasks: tuple[SideTask, ...] = (),
 ) -> None:
     """Entry point of a stage process: blocks until SIGTERM/SIGINT."""
-    observability = ObservabilitySettings()
     configure_logging(settings.service_name, settings.log_level, stage=stage,
-                      pseudonym_key=observability.pseudonym_key)
+                      pseudonym_key=settings.pseudonym_key)
     tracer_provider = configure_tracing(settings.service_name)
-    meter_provider = configure_metrics(settings.service_name, observability)
+    meter_provider = configure_metrics(settings.service_name, settings)
     instrument_aws()
     try:
-        asyncio.run(_serve(settings, stage, build_handler, side_tasks, observability))
+        asyncio.run(_serve(settings, stage, build_handler, side_tasks))
     except ConfigurationError as error:  # a missing model, a taken port, ...
         log.error("cannot start as configured", error=str(error), setting=error.setting)
         sys.exit(2)
@@ -118,7 +117,6 @@ async def _serve(
     stage: str,
     build_handler: Callable[[StageContext], Handler],
     side_tasks: tuple[SideTask, ...],
-    observability: ObservabilitySettings,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -147,7 +145,7 @@ async def _serve(
         tasks = [asyncio.create_task(consumer.run(stop))]
         tasks += [asyncio.create_task(side(context, stop)) for side in side_tasks]
         tasks.append(asyncio.create_task(watch_queue_depth(
-            aws.sqs, (queues[stage], dead_letters[stage]), observability.queue_metrics_interval_seconds, stop
+            aws.sqs, (queues[stage], dead_letters[stage]), settings.queue_metrics_interval_seconds, stop
         )))
         log.info("stage ready", stage=stage)
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

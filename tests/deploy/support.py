@@ -21,7 +21,6 @@ from services.fusion.settings import FusionSettings
 from services.ingest.settings import IngestSettings
 from services.results.settings import ResultsSettings
 from services.vision.settings import VisionSettings
-from shared.metrics import ObservabilitySettings
 from shared.settings import CommonSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,8 +99,7 @@ def settings_from(settings_class: type[CommonSettings], env: dict[str, str], mon
 
 
 def unknown_variables(service: str, env: dict[str, str]) -> list[str]:
-    # Every stage process also reads ObservabilitySettings (shared/worker.py).
-    known = accepted_env_names(SETTINGS[service]) | accepted_env_names(ObservabilitySettings) | set(NOT_SETTINGS)
+    known = accepted_env_names(SETTINGS[service]) | set(NOT_SETTINGS)
     return sorted(key for key in env if key.upper() not in known)
 
 
