@@ -17,9 +17,9 @@ from opentelemetry import trace
 
 from shared.domain import artifact_key, utc_now
 from shared.events import ANALYSIS_REQUESTED, MODALITY_ANALYSED, AnalysisRequested, ModalityAnalysed, decode_event, event_data
-from shared.jobs import ClaimOutcome
+from shared.jobs import ClaimOutcome, pipeline_state
 from shared.messaging import Delivery
-from shared.storage import MediaUnavailable
+from shared.storage import MediaUnavailable, Storage
 from shared.errors import InputError
 from shared.worker import ProgressBridge, StageContext, run_blocking
 
@@ -89,3 +89,12 @@ async def _announce(context: StageContext, job_id: str, modality: str, key: str)
     await context.publisher.publish(
         "fusion", MODALITY_ANALYSED, job_id, ModalityAnalysed(job_id=job_id, modality=modality, artifact_key=key)
     )
+
+
+async def load_modality_results(storage: Storage, job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The artifacts of the modalities this job expected, by modality (fusion and results read them)."""
+    state = pipeline_state(job)
+    return {
+        modality: await storage.get_json(state["stages"][modality]["outputs"]["artifact_key"])
+        for modality in state.get("expected", [])
+    }

@@ -17,6 +17,7 @@ from shared.domain import artifact_key, utc_now
 from shared.events import FUSION_COMPLETED, MODALITY_ANALYSED, FusionCompleted, ModalityAnalysed, decode_event, event_data
 from shared.jobs import ACTIVE_STATUSES, ClaimOutcome, pipeline_state
 from shared.messaging import Delivery
+from shared.modality import load_modality_results
 from shared.worker import StageContext
 
 log = structlog.get_logger()
@@ -56,9 +57,7 @@ async def handle_modality_analysed(delivery: Delivery, context: StageContext, de
             log.info("fusion not run", outcome=run.outcome.value)
             return
         started = time.monotonic()
-        documents = {
-            m: await context.storage.get_json(stages[m]["outputs"]["artifact_key"]) for m in expected
-        }
+        documents = await load_modality_results(context.storage, job)
         audio, vision = documents.get("audio"), documents.get("vision")
         # This job's own item does not exist yet; a redelivery after results ran is filtered out all the same.
         history = [item for item in await deps.history.latest(run.job["patient_id"], settings.baseline_window + 1)

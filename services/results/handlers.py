@@ -16,6 +16,7 @@ from shared.dynamo import put_if_absent
 from shared.events import FUSION_COMPLETED, FusionCompleted, decode_event, event_data
 from shared.jobs import QUEUED, ClaimOutcome, JobsRepository, pipeline_state
 from shared.messaging import Delivery
+from shared.modality import load_modality_results
 from shared.worker import StageContext
 
 log = structlog.get_logger()
@@ -45,10 +46,7 @@ async def handle_fusion_completed(
             log.info("results not written", outcome=run.outcome.value)
             return
         state = pipeline_state(run.job)
-        documents = {
-            m: await context.storage.get_json(state["stages"][m]["outputs"]["artifact_key"])
-            for m in state.get("expected", [])
-        }
+        documents = await load_modality_results(context.storage, run.job)
         fusion = await context.storage.get_json(notice.artifact_key)
         item = build_user_item(run.job, fusion, documents.get("audio"), documents.get("vision"), state.get("skipped", {}))
         with tracer.start_as_current_span("save results") as span:
