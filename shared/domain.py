@@ -10,14 +10,13 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.media import ACCEPTED_CONTENT_TYPES
+from shared.errors import InputError
+from shared.media import check_content_type
 
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{3,100}$"
 JOB_ID_PATTERN = re.compile(r"^job-[0-9a-f]{12}$")
 RESERVED_METADATA_KEY = "pipeline"  # job metadata key the stages keep their state under
 
-# Modalities analysed in parallel after ingest; fusion waits for the expected ones.
-MODALITIES = ("audio", "vision")
 
 
 def utc_now() -> str:
@@ -42,11 +41,11 @@ def _safe_filename(value: str) -> str:
 
 
 def _accepted_content_type(value: str) -> str:
-    base = value.split(";")[0].strip().lower()
-    if base not in ACCEPTED_CONTENT_TYPES:
-        accepted = ", ".join(sorted(ACCEPTED_CONTENT_TYPES))
-        raise ValueError(f"unsupported content type '{value}': send one of {accepted}")
-    return base
+    try:
+        check_content_type(value)  # the one rule, shared with media checks
+    except InputError as error:
+        raise ValueError(str(error)) from error
+    return value.split(";")[0].strip().lower()
 
 
 def _no_reserved_key(value: dict[str, Any]) -> dict[str, Any]:

@@ -112,10 +112,6 @@ def message_trace_carrier(message_attributes: Mapping | None) -> dict[str, str]:
     }
 
 
-def extract_message_context(message_attributes: Mapping | None) -> Context:
-    return propagate.extract(message_trace_carrier(message_attributes))
-
-
 def carrier_context(carrier: Mapping[str, Any] | None) -> Context | None:
     """The context a `traceparent`/`tracestate` carrier names; None when it names none."""
     if not carrier:
@@ -160,8 +156,3 @@ def start_job_trace(job_id: str, headers: Mapping[str, str] | None = None) -> It
         span.set_attribute("schizodot.job_id", job_id)
         span.set_attribute("schizodot.stage", "api")
         yield job_trace_fields()
-
-
-def current_trace_id() -> str | None:
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None

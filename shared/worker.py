@@ -41,7 +41,6 @@ class StageContext:
     storage: Storage
     publisher: Publisher
     queue_urls: dict[str, str]
-    dead_letter_urls: dict[str, str]
 
 
 async def resolve_queues(
@@ -131,7 +130,6 @@ async def _serve(
             storage=Storage(aws.s3, settings.bucket),
             publisher=Publisher(aws.sqs, queues, source=f"urn:schizodot:{stage}"),
             queue_urls=queues,
-            dead_letter_urls=dead_letters,
         )
         consumer = QueueConsumer(
             sqs=aws.sqs,

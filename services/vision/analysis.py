@@ -35,7 +35,6 @@ from services.vision.frames import FrameSampler, open_video, plan_sampling
 from services.vision.landmarks import LandmarkModels
 from services.vision.pills import PillDetector
 
-FER_VERSION = "25.10.3"
 EMOTION_METHOD = EmotionClassifier.method
 # The detector also looks at every frame where a pill is likely (a hand in
 # view, or the mouth at least this open), whatever pill_sample_fps says.

@@ -461,8 +461,8 @@ def test_an_unreachable_ehr_is_retried_then_the_job_completes_saying_so(aws_serv
                                       "stages": {s: {"state": "done", "message_id": f"m-{s}",
                                                      "outputs": {"artifact_key": artifact_key(job_id, s)}}
                                                  for s in ("audio", "fusion")}}}})
-        queues, dead = await resolve_queues(aws.sqs, settings, "results")
-        context = StageContext(settings, aws, jobs, storage, Publisher(aws.sqs, queues, "urn:test"), queues, dead)
+        queues, _ = await resolve_queues(aws.sqs, settings, "results")
+        context = StageContext(settings, aws, jobs, storage, Publisher(aws.sqs, queues, "urn:test"), queues)
         ehr = EhrPublisher(aws.sqs, None, gone, None)
         writer = ResultsWriter(aws.dynamodb, settings.users_table)
 
