@@ -10,7 +10,8 @@ from opentelemetry import trace
 
 from services.results.ehr import EhrPublisher, encode_results_event
 from services.results.fhir import FHIR_VERSION, build_bundle
-from services.results.records import build_user_item, job_summary
+from services.fusion.findings import build_results
+from services.results.user_item import build_user_item, job_summary
 from services.results.settings import ResultsSettings
 from shared.dynamo import put_if_absent
 from shared.events import FUSION_COMPLETED, FusionCompleted, decode_event, event_data
@@ -48,7 +49,9 @@ async def handle_fusion_completed(
         state = pipeline_state(run.job)
         documents = await load_modality_results(context.storage, run.job)
         fusion = await context.storage.get_json(notice.artifact_key)
-        item = build_user_item(run.job, fusion, documents.get("audio"), documents.get("vision"), state.get("skipped", {}))
+        skipped = state.get("skipped", {})
+        results = build_results(fusion, documents.get("audio"), documents.get("vision"), skipped)
+        item = build_user_item(run.job, fusion["analysed_at"], results, skipped)
         with tracer.start_as_current_span("save results") as span:
             span.set_attribute("schizodot.job_id", notice.job_id)
             saved = await writer.save(item)

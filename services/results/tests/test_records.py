@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.results.records import build_user_item, job_summary
+from services.fusion.findings import build_results
+from services.results.user_item import build_user_item, job_summary
 
 JOB = {"job_id": "job-abc123def456", "patient_id": "patient-001", "s3_key": "uploads/patient-001/x.mp4",
        "created_at": "2024-01-15T12:00:00Z", "started_at": "2024-01-15T12:01:00Z"}
@@ -20,7 +21,7 @@ VISION = {"facial_emotion": {"primary_emotion": "neutral", "confidence": 0.82, "
 
 
 def test_item_matches_the_seed_example_shape():
-    item = build_user_item(JOB, FUSION, AUDIO, VISION, {})
+    item = build_user_item(JOB, FUSION["analysed_at"], build_results(FUSION, AUDIO, VISION, {}), {})
     assert set(item) == {"user_id", "timestamp", "job_id", "s3_key", "analysis_type", "analyzed_at",
                          "processing_time_seconds", "status", "results"}
     assert item["user_id"] == "patient-001" and item["timestamp"] == item["analyzed_at"] == "2024-01-15T12:05:30Z"
@@ -32,7 +33,7 @@ def test_item_matches_the_seed_example_shape():
 
 
 def test_skipped_modality_is_named_not_filled_in():
-    item = build_user_item(JOB, FUSION, AUDIO, None, {"vision": "the recording has no video track"})
+    item = build_user_item(JOB, FUSION["analysed_at"], build_results(FUSION, AUDIO, None, {"vision": "the recording has no video track"}), {"vision": "the recording has no video track"})
     assert item["analysis_type"] == "audio_only"
     face = item["results"]["facial_emotion"]
     assert face["assessed"] is False and face["primary_emotion"] is None
