@@ -1,7 +1,8 @@
 """What an uploaded file really is, and its audio as 16 kHz mono WAV.
 
-Ingest calls `check_content_type` on the declared type and `probe` on the bytes;
-the audio stage calls `extract_audio`. Every problem with the file itself is an
+Ingest calls `probe` on the bytes (the declared content type is checked with
+the request, `shared.domain.check_content_type`); the audio stage calls
+`extract_audio`. Every problem with the file itself is an
 `InputError` whose message a person can act on ("the file is not a video: it is a
 JPEG image", "the video is truncated at 3.2 s (the file says 10.0 s)"); ffmpeg's
 and ffprobe's own output is summarised in words, never passed on raw.
@@ -31,20 +32,6 @@ from typing import Any
 
 from shared.errors import InputError
 
-ACCEPTED_CONTENT_TYPES: dict[str, str] = {
-    "video/mp4": "video",
-    "video/quicktime": "video",
-    "video/x-msvideo": "video",
-    "video/mpeg": "video",
-    "video/webm": "video",
-    "audio/wav": "audio",
-    "audio/x-wav": "audio",
-    "audio/mpeg": "audio",
-    "audio/mp4": "audio",
-    "audio/x-m4a": "audio",
-    "audio/webm": "audio",
-}
-
 DEFAULT_MIN_DURATION_SECONDS = 1.0
 DEFAULT_MAX_DURATION_SECONDS = 900.0
 PROBE_TIMEOUT_SECONDS = 30.0
@@ -59,15 +46,6 @@ _AUDIO_SUFFIXES = {".wav", ".wave", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".op
 # Demuxers that mean "a still image", whatever the bytes' name.
 _IMAGE_FORMATS = {"image2", "gif", "apng", "webp_pipe", "png_pipe", "jpeg_pipe", "bmp_pipe",
                   "tiff_pipe", "svg_pipe", "gif_pipe", "qoi_pipe", "jpegxl_pipe", "psd_pipe"}
-
-
-def check_content_type(content_type: str) -> None:
-    """Raise InputError unless `content_type` (parameters such as codecs= allowed) is accepted."""
-    base = (content_type or "").split(";")[0].strip().lower()
-    if base not in ACCEPTED_CONTENT_TYPES:
-        accepted = ", ".join(ACCEPTED_CONTENT_TYPES)
-        shown = content_type if content_type else "(none)"
-        raise InputError(f"unsupported content type '{shown}': send one of {accepted}")
 
 
 @dataclass(frozen=True)
