@@ -267,7 +267,7 @@ def _unique_aws_settings() -> CommonSettings:
 
 def remove_infrastructure(settings: CommonSettings) -> None:
     """Delete what ensure_infrastructure made for `settings` (the aws target's clean-up)."""
-    from shared.settings import STAGES
+    from shared.topology import STAGES
 
     sqs = sync_client(settings, "sqs")
     for stage in STAGES:

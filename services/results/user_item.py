@@ -5,26 +5,28 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from shared.job import Job
+
 
 def _seconds_between(start: str, end: str) -> float:
     parse = lambda value: datetime.fromisoformat(value.replace("Z", "+00:00"))  # noqa: E731
     return round((parse(end) - parse(start)).total_seconds(), 3)
 
 
-def build_user_item(
-    job: dict[str, Any], analysed_at: str, results: dict[str, Any], skipped: dict[str, str]
-) -> dict[str, Any]:
-    expected = [m for m in ("audio", "vision") if m not in skipped]
+def build_user_item(job: Job, findings: dict[str, Any]) -> dict[str, Any]:
+    """The item for a job from its findings document (fusion's `analysed_at` and `results`)."""
+    analysed_at = findings["analysed_at"]
+    expected = [m for m in ("audio", "vision") if m not in job.pipeline.skipped]
     return {
-        "user_id": job["patient_id"],
+        "user_id": job.patient_id,
         "timestamp": analysed_at,
-        "job_id": job["job_id"],
-        "s3_key": job["s3_key"],
+        "job_id": job.job_id,
+        "s3_key": job.s3_key,
         "analysis_type": "multimodal" if len(expected) == 2 else f"{expected[0]}_only",
         "analyzed_at": analysed_at,
-        "processing_time_seconds": _seconds_between(job.get("started_at") or job["created_at"], analysed_at),
+        "processing_time_seconds": _seconds_between(job.started_at or job.created_at, analysed_at),
         "status": "completed",
-        "results": results,
+        "results": findings["results"],
     }
 
 
