@@ -197,10 +197,39 @@ def probe(
     kind = sniff(path)
     if kind is not None:
         raise InputError(f"the file is not {_a(noun)}: it is {kind}")
+    fmt, streams = _read_header(path, noun, timeout_seconds)
+    video, audio = _main_streams(streams)
+    if video is not None:
+        noun = "video"
+    elif noun == "video":
+        noun = "recording"
+    duration = _duration(path, fmt, video, audio, noun, max_duration_seconds, check_truncation)
+    if duration < min_duration_seconds:
+        raise InputError(
+            f"the recording is too short ({duration:.1f} s); it must be at least {_human(min_duration_seconds)}"
+        )
+    return MediaInfo(
+        format_name=str(fmt.get("format_name") or ""),
+        duration_seconds=round(duration, 3),
+        size_bytes=size,
+        has_video=video is not None,
+        has_audio=audio is not None,
+        video_codec=video.get("codec_name") if video else None,
+        width=_int(video.get("width")) if video else None,
+        height=_int(video.get("height")) if video else None,
+        fps=_fps(video) if video else None,
+        rotation=_rotation(video) if video else 0,
+        audio_codec=audio.get("codec_name") if audio else None,
+        audio_sample_rate=_int(audio.get("sample_rate")) if audio else None,
+        audio_channels=_int(audio.get("channels")) if audio else None,
+    )
 
+
+def _read_header(path: Path, noun: str, timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The container's format and streams as ffprobe reads them, or InputError in words."""
     result = _run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
-        timeout_seconds,
+        timeout,
     )
     if result.returncode != 0:
         raise InputError(_unreadable(_error_lines(result.stderr, path), path, noun))
@@ -210,10 +239,14 @@ def probe(
         streams = data.get("streams") or []
     except ValueError:
         raise InputError("the file is not a recognisable audio or video file") from None
-
     format_name = str(fmt.get("format_name") or "")
     if format_name in _IMAGE_FORMATS or format_name.endswith("_pipe"):
         raise InputError(f"the file is not {_a(noun)}: it is an image")
+    return fmt, streams
+
+
+def _main_streams(streams: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The video and the audio stream analysed; InputError when there is neither."""
     video = next(
         (s for s in streams if s.get("codec_type") == "video"
          and not (s.get("disposition") or {}).get("attached_pic")),  # cover art is not video
@@ -222,11 +255,16 @@ def probe(
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     if video is None and audio is None:
         raise InputError("the file has no audio or video stream")
-    if video is not None:
-        noun = "video"
-    elif noun == "video":
-        noun = "recording"
+    return video, audio
 
+
+def _duration(
+    path: Path, fmt: dict[str, Any], video: dict[str, Any] | None, audio: dict[str, Any] | None, noun: str,
+    max_duration_seconds: float, check_truncation: bool,
+) -> float:
+    """How long the recording really is: what the header declares, checked against where
+    the packets stop (a truncated upload), or measured when the header does not say."""
+    format_name = str(fmt.get("format_name") or "")
     start = _float(fmt.get("start_time")) or 0.0
     declared = _float(fmt.get("duration"))
     if not declared:
@@ -258,26 +296,7 @@ def probe(
             )
     if duration is None:
         raise InputError(f"the length of the {noun} cannot be read")
-    if duration < min_duration_seconds:
-        raise InputError(
-            f"the recording is too short ({duration:.1f} s); it must be at least {_human(min_duration_seconds)}"
-        )
-
-    return MediaInfo(
-        format_name=format_name,
-        duration_seconds=round(duration, 3),
-        size_bytes=size,
-        has_video=video is not None,
-        has_audio=audio is not None,
-        video_codec=video.get("codec_name") if video else None,
-        width=_int(video.get("width")) if video else None,
-        height=_int(video.get("height")) if video else None,
-        fps=_fps(video) if video else None,
-        rotation=_rotation(video) if video else 0,
-        audio_codec=audio.get("codec_name") if audio else None,
-        audio_sample_rate=_int(audio.get("sample_rate")) if audio else None,
-        audio_channels=_int(audio.get("channels")) if audio else None,
-    )
+    return duration
 
 
 def _unreadable(errors: list[str], path: Path, noun: str) -> str:
