@@ -30,7 +30,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from opentelemetry import trace
@@ -39,11 +39,13 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from shared.errors import InputError, MalformedMessage
 from shared.events import StageEvent, encode_event
-from shared.jobs import JobStore
 from shared.logs import redact
 from shared.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_RETRIED, QUEUE_STATS, STAGE_DURATION
 from shared.settings import CommonSettings
 from shared.tracing import carrier_context, inject_message_attributes, message_trace_carrier
+
+if TYPE_CHECKING:
+    from shared.jobs import JobStore
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.messaging")
@@ -248,9 +250,10 @@ class QueueConsumer:
         try:
             return await self._handler.accept(delivery)
         except Exception as error:  # settled like any failure, inside the delivery's span
+            failure = error  # `error` is unbound once the except block ends
 
             async def fail() -> None:
-                raise error
+                raise failure
 
             return Accepted(work=fail)
 

@@ -139,3 +139,26 @@ def test_the_last_allowed_receive_fails_the_job_and_keeps_the_message():
     [(url, _body, attributes)] = sqs.sent
     assert url.endswith("-dlq") and "S3 did not answer" in attributes[ERROR_ATTRIBUTE]["StringValue"]
     assert sqs.deleted == ["r-1"]
+
+
+def test_a_stage_that_cannot_even_read_the_delivery_is_retried_like_any_failure():
+    class Unreadable:
+        async def accept(self, delivery):
+            raise ConnectionError("DynamoDB did not answer")
+
+    async def scenario():
+        sqs = StandInSqs([{"MessageId": "m-1", "ReceiptHandle": "r-1", "Body": "{}",
+                           "Attributes": {"ApproximateReceiveCount": "1"}, "MessageAttributes": {}}])
+        consumer = QueueConsumer(sqs=sqs, jobs=FakeAdapters().jobs, stage="audio", queue_url="https://sqs/q/a",
+                                 dead_letter_url="https://sqs/q/a-dlq", handler=Unreadable(),
+                                 settings=CommonSettings(max_receive_count=3, retry_backoff_seconds=5))
+        stop = asyncio.Event()
+        running = asyncio.create_task(consumer.run(stop))
+        while not sqs.settled():
+            await asyncio.sleep(0.01)
+        stop.set()
+        await running
+        return sqs
+
+    sqs = asyncio.run(scenario())
+    assert sqs.visibility == [("r-1", 5)] and sqs.deleted == []

@@ -12,7 +12,8 @@ import pytest
 
 from schizodot import samples
 from shared.errors import InputError
-from shared.media import MediaInfo, extract_audio, probe, sniff
+from shared.filetype import sniff
+from shared.media import MediaInfo, extract_audio, probe
 
 
 SMALL = {"width": 320, "height": 240, "fps": 15}

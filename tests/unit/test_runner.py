@@ -12,7 +12,7 @@ from shared.domain import artifact_key, utc_now
 from shared.errors import InputError, MalformedMessage
 from shared.events import AnalysisRequested, FusionCompleted, ModalityAnalysed, encode_event
 from shared.fakes import FakeAdapters, deliver
-from shared.job import ClaimOutcome, Job, PipelinePlan, new_job, plan_weights
+from shared.job import Job, PipelinePlan, new_job, plan_weights
 from shared.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
 
 
