@@ -124,23 +124,28 @@ class PipelineState(_Record):
         return key
 
 
-class Job(_Record):
-    """A SchizodotJobs item. `metadata` is the caller's; the stages' state is `pipeline`."""
+class _JobState(BaseModel):
+    """What a job item and its view in the APIs have in common."""
 
     job_id: str
-    patient_id: str
     status: Status
-    s3_key: str
+    progress: int = 0
+    message: str | None = None
+    error: str | None = None
     filename: str | None = None
     content_type: str | None = None
     created_at: str
     updated_at: str
     started_at: str | None = None
     completed_at: str | None = None
-    progress: int = 0
-    message: str | None = None
-    error: str | None = None
     results: dict[str, Any] | None = None
+
+
+class Job(_JobState, _Record):
+    """A SchizodotJobs item. `metadata` is the caller's; the stages' state is `pipeline`."""
+
+    patient_id: str
+    s3_key: str
     metadata: dict[str, Any] = Field(default_factory=dict)
     pipeline: PipelineState = Field(default_factory=PipelineState)
 
@@ -239,23 +244,11 @@ def failure_message(error: str, stage: str | None) -> str:
 # --- the job as the APIs show it ----------------------------------------------------------
 
 
-class JobStatus(BaseModel):
+class JobStatus(_JobState):
     """A SchizodotJobs item as the APIs show it (access pattern 2)."""
 
-    job_id: str
     patient_id: str | None = None  # only where the caller is authenticated (the results API)
-    status: str
-    progress: int = 0
-    message: str | None = None
-    error: str | None = None
-    filename: str | None = None
-    content_type: str | None = None
     s3_key: str | None = None
-    created_at: str
-    updated_at: str
-    started_at: str | None = None
-    completed_at: str | None = None
-    results: dict[str, Any] | None = None
     modalities: list[str] = []
     skipped: dict[str, str] = {}
     trace_id: str | None = None

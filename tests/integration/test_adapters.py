@@ -20,46 +20,27 @@ from shared.runner import parse_stage_event
 from shared.storage import MediaUnavailable, Storage
 from shared.topology import CARRIES
 from shared.worker import resolve_queues
+from tests.conftest import CONTRACT_CASES, fake_or_real
 
-REAL = pytest.param("aws", marks=pytest.mark.server)
-
-
-def _on(request, fake, real):
-    """Runs `body(adapter)` with the fake, or with the real adapter on moto."""
-    if request.param == "memory":
-        adapter = fake()
-        return lambda body: asyncio.run(body(adapter))
-    settings = request.getfixturevalue("aws_server")
-
-    async def on_aws(body):
-        async with AsyncClients(settings) as aws:
-            return await body(await real(settings, aws))
-
-    return lambda body: asyncio.run(on_aws(body))
-
-
-@pytest.fixture(params=["memory", REAL])
+@pytest.fixture(params=CONTRACT_CASES)
 def with_storage(request):
-    async def real(settings, aws):
-        return Storage(aws.s3, settings.bucket)
-
-    return _on(request, MemoryStorage, real)
+    return fake_or_real(request, MemoryStorage, lambda settings, aws: Storage(aws.s3, settings.bucket))
 
 
-@pytest.fixture(params=["memory", REAL])
+class _UsersTable:
+    """SchizodotUsers on DynamoDB: the history the stages read and the results writer."""
+
+    def __init__(self, settings, aws) -> None:
+        self._reader = PatientHistory(aws.dynamodb, settings.users_table)
+        self._writer = ResultsWriter(aws.dynamodb, settings.users_table)
+
+    def __getattr__(self, name):
+        return getattr(self._writer if name == "save" else self._reader, name)
+
+
+@pytest.fixture(params=CONTRACT_CASES)
 def with_history(request):
-    class Real:
-        def __init__(self, settings, aws):
-            self._reader = PatientHistory(aws.dynamodb, settings.users_table)
-            self._writer = ResultsWriter(aws.dynamodb, settings.users_table)
-
-        def __getattr__(self, name):
-            return getattr(self._writer if name == "save" else self._reader, name)
-
-    async def real(settings, aws):
-        return Real(settings, aws)
-
-    return _on(request, InMemoryHistory, real)
+    return fake_or_real(request, InMemoryHistory, _UsersTable)
 
 
 def test_documents_and_media_round_trip_and_a_missing_object_says_so(with_storage, tmp_path):
@@ -106,7 +87,7 @@ def test_history_is_newest_first_paged_and_written_once(with_history):
     assert found == items[1] and missing is None
 
 
-@pytest.fixture(params=["memory", REAL])
+@pytest.fixture(params=CONTRACT_CASES)
 def with_publisher(request):
     """(publisher, read back what reached a stage's queue, as that stage parses it)."""
     if request.param == "memory":

@@ -16,6 +16,7 @@ from shared.aws import AsyncClients
 from shared.fakes import InMemoryJobs
 from shared.job import ClaimOutcome, Job, PipelinePlan, plan_weights
 from shared.jobs import JobsRepository
+from tests.conftest import CONTRACT_CASES, fake_or_real
 
 
 def _job(job_id: str, patient: str = "patient-001", updated_at: str | None = None, **fields) -> Job:
@@ -30,19 +31,20 @@ def _new_id() -> str:
     return f"job-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.server)])
+async def _ingested(jobs) -> str:
+    """A new job as ingest leaves it: audio and vision to analyse."""
+    job_id = _new_id()
+    await jobs.create(_job(job_id))
+    ingest = await jobs.claim_stage(job_id, "ingest", "m-ingest", "x")
+    await jobs.finish_stage(ingest, "x", {}, PipelinePlan(weights=plan_weights(["audio", "vision"]),
+                                                          expected=["audio", "vision"]))
+    return job_id
+
+
+@pytest.fixture(params=CONTRACT_CASES)
 def with_jobs(request):
     """Runs `body(jobs)` on a job store: the in-memory fake, or the repository on moto."""
-    if request.param == "memory":
-        store = InMemoryJobs()
-        return lambda body: asyncio.run(body(store))
-    settings = request.getfixturevalue("aws_server")
-
-    async def on_dynamodb(body):
-        async with AsyncClients(settings) as aws:
-            return await body(JobsRepository(aws.dynamodb, settings.jobs_table))
-
-    return lambda body: asyncio.run(on_dynamodb(body))
+    return fake_or_real(request, InMemoryJobs, lambda settings, aws: JobsRepository(aws.dynamodb, settings.jobs_table))
 
 
 def test_create_is_idempotent(with_jobs):
@@ -98,11 +100,7 @@ def test_a_claim_from_a_known_job_reads_nothing_more_and_decides_the_same(with_j
 
 def test_progress_is_monotonic_across_parallel_stages_and_ends_at_100_only_on_completion(with_jobs):
     async def body(jobs):
-        job_id = _new_id()
-        await jobs.create(_job(job_id))
-        ingest = await jobs.claim_stage(job_id, "ingest", "m-ingest", "x")
-        await jobs.finish_stage(ingest, "x", {}, PipelinePlan(weights=plan_weights(["audio", "vision"]),
-                                                              expected=["audio", "vision"]))
+        job_id = await _ingested(jobs)
         audio = await jobs.claim_stage(job_id, "audio", "m-audio", "x")
         vision = await jobs.claim_stage(job_id, "vision", "m-vision", "x")
         seen = []
@@ -192,11 +190,7 @@ def test_two_deliveries_of_one_message_never_credit_a_stage_twice(with_jobs):
     first still runs: both resume the claim, yet the stage's share counts once."""
 
     async def body(jobs):
-        job_id = _new_id()
-        await jobs.create(_job(job_id))
-        ingest = await jobs.claim_stage(job_id, "ingest", "m-ingest", "x")
-        await jobs.finish_stage(ingest, "x", {}, PipelinePlan(weights=plan_weights(["audio", "vision"]),
-                                                              expected=["audio", "vision"]))
+        job_id = await _ingested(jobs)
         first = await jobs.claim_stage(job_id, "vision", "m-vision", "x")
         await jobs.report_progress(first, 0.2, "a fifth")
         second = await jobs.claim_stage(job_id, "vision", "m-vision", "x")  # same message, second worker

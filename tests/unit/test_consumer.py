@@ -84,19 +84,24 @@ def _settle(body: str, outcome: Exception | None, receive_count: int = 1):
                                           "SentTimestamp": str(int(time.time() * 1000))},
                            "MessageAttributes": {}}])
         stage = Stage(name="audio", parse=parse_stage_event(AnalysisRequested), handle=handle, claim_message="x")
-        consumer = QueueConsumer(sqs=sqs, jobs=jobs, stage="audio", queue_url="https://sqs/q/schizodot-audio",
-                                 dead_letter_url="https://sqs/q/schizodot-audio-dlq", handler=fakes.runner(stage, None),
-                                 settings=CommonSettings(max_receive_count=3, retry_backoff_seconds=5))
-        stop = asyncio.Event()
-        running = asyncio.create_task(consumer.run(stop))
-        while not sqs.settled():
-            await asyncio.sleep(0.01)
-        stop.set()
-        await running
+        await _consume(sqs, jobs, fakes.runner(stage, None))
         return sqs, await fakes.jobs.get(job_id)
 
     sqs, job = asyncio.run(scenario())
     return sqs, job, jobs.reasons
+
+
+async def _consume(sqs: StandInSqs, jobs, handler) -> None:
+    """The audio queue's consumer, until every message is settled."""
+    consumer = QueueConsumer(sqs=sqs, jobs=jobs, stage="audio", queue_url="https://sqs/q/schizodot-audio",
+                             dead_letter_url="https://sqs/q/schizodot-audio-dlq", handler=handler,
+                             settings=CommonSettings(max_receive_count=3, retry_backoff_seconds=5))
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    while not sqs.settled():
+        await asyncio.sleep(0.01)
+    stop.set()
+    await running
 
 
 REQUEST = encode_event(AnalysisRequested.TYPE, "urn:schizodot:ingest", "JOB",
@@ -149,15 +154,7 @@ def test_a_stage_that_cannot_even_read_the_delivery_is_retried_like_any_failure(
     async def scenario():
         sqs = StandInSqs([{"MessageId": "m-1", "ReceiptHandle": "r-1", "Body": "{}",
                            "Attributes": {"ApproximateReceiveCount": "1"}, "MessageAttributes": {}}])
-        consumer = QueueConsumer(sqs=sqs, jobs=FakeAdapters().jobs, stage="audio", queue_url="https://sqs/q/a",
-                                 dead_letter_url="https://sqs/q/a-dlq", handler=Unreadable(),
-                                 settings=CommonSettings(max_receive_count=3, retry_backoff_seconds=5))
-        stop = asyncio.Event()
-        running = asyncio.create_task(consumer.run(stop))
-        while not sqs.settled():
-            await asyncio.sleep(0.01)
-        stop.set()
-        await running
+        await _consume(sqs, FakeAdapters().jobs, Unreadable())
         return sqs
 
     sqs = asyncio.run(scenario())
