@@ -49,8 +49,10 @@ class InMemoryJobs:
         return Job.from_item(json.loads(json.dumps(item))) if item is not None else None
 
     def _store(self, job: Job) -> Job:
-        self.items[job.job_id] = job.to_item()
-        return self._load(job.job_id)  # type: ignore[return-value]
+        """Keep the job as DynamoDB would (its stored shape) and return it as read back."""
+        item = job.to_item()
+        self.items[job.job_id] = item
+        return Job.from_item(json.loads(json.dumps(item)))
 
     async def create(self, job: Job) -> bool:
         if job.job_id in self.items:

@@ -173,9 +173,9 @@ class JobsRepository:
             if job is None:
                 job = await self.get(job_id)
             outcome = claim_outcome(job, stage, message_id)
-            if outcome is not ClaimOutcome.CLAIMED:
+            if outcome is not ClaimOutcome.CLAIMED or job is None:
                 return StageRun(outcome, job_id, stage, message_id, job)
-            record = job.pipeline.stages.get(stage)  # type: ignore[union-attr]  # CLAIMED: the job exists
+            record = job.pipeline.stages.get(stage)
             now = utc_now()
             if record is not None:  # the same message again: its earlier delivery died mid-stage
                 update = f"SET {_STAGE}.attempts = :attempts"
