@@ -9,7 +9,8 @@ from shared.dynamo import put_if_absent
 
 class ResultsStore(Protocol):
     async def save(self, item: dict[str, Any]) -> bool:
-        """Save a job's item once; False when an earlier delivery saved it already."""
+        """Save a job's item once. True when the item is stored as given, now or by an
+        earlier try of the same save; False when its key holds another item."""
 
 
 class ResultsWriter:
