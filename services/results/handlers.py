@@ -58,7 +58,7 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
             reason = f"{type(error).__name__}: {error}"[:300]
             log.error("results could not be sent to the EHR; job completed without it", error=reason)
             message = f"Analysis completed; sending it to the EHR failed: {reason}"
-    log.info("results saved; job completed", new_item=saved, risk_level=item["results"]["multimodal_fusion"]["risk_level"])
+    log.info("results saved; job completed", saved=saved, risk_level=item["results"]["multimodal_fusion"]["risk_level"])
     return StageOutcome(message=message, job_results=job_summary(item))
 
 
