@@ -77,8 +77,11 @@ test: setup $(SB_STAMP)
 	@echo "speechbrain backend (its own venv: speechbrain needs a torchaudio matching its torch)"
 	$(SB_PY) -m pytest -p no:cacheprovider services/audio/tests/test_speechbrain_backend.py services/audio/tests/test_analysis.py
 
+# The fast tests: the handlers and the runner on in-memory fakes, the fakes' side of the
+# adapters' contract tests, shared/, the rules, media checks and deploy files; no server,
+# no model inference (conftest.py says which tests need either). Under 30 s.
 test-fast: setup
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -p no:cacheprovider -m "not server and not models"
 
 bench: setup
 	$(PY) -m bench.pipeline --checkins $${N:-5}

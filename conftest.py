@@ -1,6 +1,13 @@
 """Checks before any test runs: the system tools and model files the suite uses
 must be there (`make setup` installs them). A missing one stops the run with
-that instruction instead of tests skipping or failing one by one."""
+that instruction instead of tests skipping or failing one by one.
+
+Which tests `make test-fast` leaves out is decided here, so no test has to remember:
+- `server`: tests that start moto's server, the stack or a worker process (they
+  use one of SERVER_FIXTURES, or run a contract case against a real adapter);
+- `models`: the audio and vision analysers' own tests, which run the real models
+  (their stages' handler tests, test_handlers.py, run with in-memory fakes).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,19 @@ REPO = Path(__file__).resolve().parent
 TOOLS = ("ffmpeg", "ffprobe", "espeak-ng")
 MODELS = ("silero_vad.onnx", "face_landmarker.task", "hand_landmarker.task", "fer_emotion_quantized.tflite",
           "yolo11n-seg.pt", "whisper-tiny.en")
+
+
+SERVER_FIXTURES = {"aws_server", "running_stack", "traced_stack", "workers"}
+MODEL_TEST_FOLDERS = (REPO / "services" / "audio" / "tests", REPO / "services" / "vision" / "tests")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+        path = Path(item.path)
+        if path.parent in MODEL_TEST_FOLDERS and path.name != "test_handlers.py":
+            item.add_marker(pytest.mark.models)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -22,6 +22,7 @@ import httpx
 from schizodot import samples, stack
 from shared.aws import sync_client
 from shared.dynamo import from_item
+from shared.job import Job
 from shared.settings import CommonSettings
 
 STAGES = ("ingest", "audio", "vision", "fusion")
@@ -50,8 +51,8 @@ def run(checkins: int, seconds: float, config: stack.StackConfig) -> dict:
                 time.sleep(0.05)
             if job["status"] != "completed":
                 raise SystemExit(f"check-in {index} failed: {job.get('error')}")
-            stages = job["metadata"]["pipeline"]["stages"]
-            compute = {s: stages[s]["outputs"]["compute_seconds"] for s in STAGES}
+            stages = Job.from_item(job).pipeline.stages
+            compute = {s: stages[s].outputs.compute_seconds for s in STAGES}
             end_to_end = _parse(job["completed_at"]) - uploaded_at
             critical = compute["ingest"] + max(compute["audio"], compute["vision"]) + compute["fusion"]
             rows.append({"end_to_end": end_to_end, **compute, "overhead_vs_sum": end_to_end - sum(compute.values()),

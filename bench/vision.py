@@ -107,7 +107,7 @@ def main() -> None:
 
     configs = {"landmarks+emotion": VisionSettings()}
     if args.pill_model:
-        configs["with pill detector"] = VisionSettings(VISION_PILL_MODEL_PATH=str(args.pill_model))
+        configs["with pill detector"] = VisionSettings(pill_model_path=args.pill_model)
     analysers = {name: build_analyser(s) for name, s in configs.items()}
     rows = []
     print(f"cpus={os.cpu_count()} device={configs['landmarks+emotion'].device}")

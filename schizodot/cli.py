@@ -176,8 +176,9 @@ def jobs(args: argparse.Namespace) -> int:
     async def fetch() -> list[dict[str, Any]]:
         settings = CommonSettings()
         async with AsyncClients(settings) as aws:
-            return await JobsRepository(aws.dynamodb, settings.jobs_table).list_for_patient(
+            found = await JobsRepository(aws.dynamodb, settings.jobs_table).list_for_patient(
                 args.patient_id, args.limit, args.status)
+            return [job.to_item() for job in found]
 
     found = asyncio.run(fetch())
     if args.json:

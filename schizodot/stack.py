@@ -23,7 +23,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SERVICES = ("ingest", "audio", "vision", "fusion", "results")
+from shared.topology import STAGES
+
+SERVICES = STAGES  # one process per stage
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = Path(".stack")
 DEFAULT_AWS_PORT = 4566

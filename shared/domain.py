@@ -11,12 +11,34 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.errors import InputError
-from shared.media import check_content_type
 
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{3,100}$"
 JOB_ID_PATTERN = re.compile(r"^job-[0-9a-f]{12}$")
 RESERVED_METADATA_KEY = "pipeline"  # job metadata key the stages keep their state under
 
+# What a check-in may declare itself to be, and which kind of recording that is.
+ACCEPTED_CONTENT_TYPES: dict[str, str] = {
+    "video/mp4": "video",
+    "video/quicktime": "video",
+    "video/x-msvideo": "video",
+    "video/mpeg": "video",
+    "video/webm": "video",
+    "audio/wav": "audio",
+    "audio/x-wav": "audio",
+    "audio/mpeg": "audio",
+    "audio/mp4": "audio",
+    "audio/x-m4a": "audio",
+    "audio/webm": "audio",
+}
+
+
+def check_content_type(content_type: str) -> None:
+    """Raise InputError unless `content_type` (parameters such as codecs= allowed) is accepted."""
+    base = (content_type or "").split(";")[0].strip().lower()
+    if base not in ACCEPTED_CONTENT_TYPES:
+        accepted = ", ".join(ACCEPTED_CONTENT_TYPES)
+        shown = content_type if content_type else "(none)"
+        raise InputError(f"unsupported content type '{shown}': send one of {accepted}")
 
 
 def utc_now() -> str:
@@ -42,7 +64,7 @@ def _safe_filename(value: str) -> str:
 
 def _accepted_content_type(value: str) -> str:
     try:
-        check_content_type(value)  # the one rule, shared with media checks
+        check_content_type(value)
     except InputError as error:
         raise ValueError(str(error)) from error
     return value.split(";")[0].strip().lower()

@@ -44,14 +44,27 @@ def is_conditional_failure(error: Exception) -> bool:
     return response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def conditional_failure_item(error: Exception) -> dict[str, Any] | None:
+    """The item as it stood when a write asking for ReturnValuesOnConditionCheckFailure=ALL_OLD
+    was refused (None when there was none)."""
+    item = (getattr(error, "response", None) or {}).get("Item")
+    return from_item(item) if item else None
+
+
 async def put_if_absent(dynamodb: Any, table: str, item: dict[str, Any], key_attribute: str) -> bool:
-    """PutItem unless an item with this key exists; False when it did (a repeat)."""
+    """PutItem unless an item with this key exists; False when it did (a repeat).
+
+    True as well when the item there is this very item: botocore retried a put
+    whose response was lost, and the retry met its own first attempt.
+    """
+    stored = to_item(item)
     try:
         await dynamodb.put_item(
-            TableName=table, Item=to_item(item), ConditionExpression=f"attribute_not_exists({key_attribute})"
+            TableName=table, Item=stored, ConditionExpression=f"attribute_not_exists({key_attribute})",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
         return True
     except Exception as error:
         if is_conditional_failure(error):
-            return False
+            return conditional_failure_item(error) == from_item(stored)
         raise

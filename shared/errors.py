@@ -15,6 +15,8 @@ class InputError(Exception):
 class MalformedMessage(Exception):
     """A queue message that is not a valid event for its queue; it is dead-lettered as is."""
 
+    trace_carrier: dict[str, str] = {}  # the sender's trace context, when its envelope could be read
+
 
 class ConfigurationError(RuntimeError):
     """The service cannot start as configured; the message names the setting to fix."""

@@ -2,11 +2,21 @@
 
 Bodies are structured-mode JSON CloudEvents (id, source, type, specversion,
 time, subject = job_id, data). Messages carry S3 references, never media.
+A body is parsed once, at the edge (`decode_event`), into a typed event.
+
+Between stages an event names the job and nothing the job record already
+holds: where the artifacts are is read from the job (`shared.job`). Fields an
+older sender still sends are ignored, so a rolling deploy loses no message;
+the public `CheckinSubmitted` refuses unknown fields instead.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import base64
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
 
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
@@ -21,16 +31,18 @@ ANALYSIS_REQUESTED = "org.schizodot.analysis.requested.v1"  # ingest -> audio, v
 MODALITY_ANALYSED = "org.schizodot.modality.analysed.v1"  # audio, vision -> fusion
 FUSION_COMPLETED = "org.schizodot.fusion.completed.v1"  # fusion -> results
 
+# The CloudEvents distributed-tracing extension: a sender's trace context in the envelope.
+TRACING_EXTENSION = ("traceparent", "tracestate")
+
 _FORMAT = JSONFormat()
 Data = TypeVar("Data", bound=BaseModel)
 
 
-class _EventData(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CheckinSubmitted(_EventData):
+class CheckinSubmitted(BaseModel):
     """An EHR announces a check-in whose media is already in S3."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    TYPE: ClassVar[str] = CHECKIN_SUBMITTED
 
     patient_id: PatientId
     s3_key: str = Field(min_length=1, max_length=1024)
@@ -40,22 +52,34 @@ class CheckinSubmitted(_EventData):
     metadata: Metadata = Field(default_factory=dict)
 
 
-class AnalysisRequested(_EventData):
+class StageEvent(BaseModel):
+    """What one stage tells the next about a job."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    TYPE: ClassVar[str]
+
     job_id: str
+
+
+class AnalysisRequested(StageEvent):
+    """Analyse the job's media, at this S3 location."""
+
+    TYPE: ClassVar[str] = ANALYSIS_REQUESTED
     bucket: str
     s3_key: str
-    media: dict[str, Any]
 
 
-class ModalityAnalysed(_EventData):
-    job_id: str
+class ModalityAnalysed(StageEvent):
+    """One modality's findings are stored; fusion runs once every expected one is."""
+
+    TYPE: ClassVar[str] = MODALITY_ANALYSED
     modality: str
-    artifact_key: str
 
 
-class FusionCompleted(_EventData):
-    job_id: str
-    artifact_key: str
+class FusionCompleted(StageEvent):
+    """The job's findings document is stored; results saves and completes the job."""
+
+    TYPE: ClassVar[str] = FUSION_COMPLETED
 
 
 def encode_event(
@@ -79,15 +103,38 @@ def encode_event(
     return _FORMAT.write(CloudEvent(attributes, payload)).decode()
 
 
-def decode_event(body: str) -> CloudEvent:
+def parse_json(body: str) -> Any:
     try:
-        event = _FORMAT.read(None, body)
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as error:
+        raise MalformedMessage(f"the message body is not JSON: {error}") from error
+
+
+def decode_event(body: str | Mapping[str, Any]) -> CloudEvent:
+    """The CloudEvent in a message body, or in that body already parsed as JSON."""
+    envelope = parse_json(body) if isinstance(body, str) else body
+    if not isinstance(envelope, Mapping):
+        raise MalformedMessage("not a CloudEvents 1.0 JSON envelope: the body is not a JSON object")
+    attributes = dict(envelope)
+    data = attributes.pop("data", None)
+    try:
+        if data is None and "data_base64" in attributes:
+            data = base64.b64decode(attributes.pop("data_base64"))
+        if "time" in attributes:
+            attributes["time"] = datetime.fromisoformat(attributes["time"])
+        return CloudEvent(attributes, data)  # the library validates the attributes
     except (ValueError, TypeError, KeyError, BaseCloudEventException) as error:
         raise MalformedMessage(f"not a CloudEvents 1.0 JSON envelope: {error}") from error
-    return event
 
 
-def event_data(event: CloudEvent, model: type[Data], expected_type: str) -> Data:
+def tracing_carrier(event: CloudEvent) -> dict[str, str]:
+    """The trace context the sender put in the envelope (CloudEvents distributed tracing)."""
+    attributes = event.get_attributes()
+    return {key: attributes[key] for key in TRACING_EXTENSION if isinstance(attributes.get(key), str)}
+
+
+def event_data(event: CloudEvent, model: type[Data], expected_type: str | None = None) -> Data:
+    expected_type = expected_type or getattr(model, "TYPE")
     if event.get_type() != expected_type:
         raise MalformedMessage(f"unexpected event type '{event.get_type()}', expected '{expected_type}'")
     data = event.get_data()

@@ -1,16 +1,33 @@
 """Reading a patient's analysis history from SchizodotUsers (access pattern 6).
 
-Reads only: the results service is the one writer of this table.
+Reads only: the results service is the one writer of this table
+(services/results/writer.py). `HistoryReader` is what fusion and the results
+API use; `PatientHistory` is it on DynamoDB and `shared.fakes.InMemoryHistory`
+in memory (contract: tests/integration/test_adapters.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from shared.dynamo import from_item
 
 
+class HistoryReader(Protocol):
+    async def latest(self, patient_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The patient's newest items, newest first."""
+
+    async def for_job(self, patient_id: str, job_id: str) -> dict[str, Any] | None: ...
+
+    async def page(
+        self, patient_id: str, limit: int, after: dict[str, str] | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+        """One page, newest first, and the key to continue after (None when nothing older is left)."""
+
+
 class PatientHistory:
+    """`HistoryReader` on DynamoDB."""
+
     def __init__(self, dynamodb: Any, table_name: str) -> None:
         self._db = dynamodb
         self._table = table_name

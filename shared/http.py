@@ -1,22 +1,19 @@
-"""What the HTTP APIs (ingest, results) share: the job status they serve and
-422s a person can read."""
+"""What the HTTP APIs (ingest, results) share: 422s a person can read, and serving
+inside a stage process. (The job status they serve is `shared.job.JobStatus`.)"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
-from typing import Any
 
 import structlog
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
 from shared.errors import ConfigurationError
-from shared.jobs import pipeline_state
 
 log = structlog.get_logger()
 
@@ -38,41 +35,6 @@ def install_readable_validation_errors(app: FastAPI) -> None:
             rule = FIELD_RULES.get(parts[-1]) if parts and item["type"] == "string_pattern_mismatch" else None
             problems.append(f"{field}: {rule or item['msg'].removeprefix('Value error, ')}")
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
-
-
-class JobStatus(BaseModel):
-    """A SchizodotJobs item as the APIs show it (access pattern 2)."""
-
-    job_id: str
-    patient_id: str | None = None  # only where the caller is authenticated (the results API)
-    status: str
-    progress: int = 0
-    message: str | None = None
-    error: str | None = None
-    filename: str | None = None
-    content_type: str | None = None
-    s3_key: str | None = None
-    created_at: str
-    updated_at: str
-    started_at: str | None = None
-    completed_at: str | None = None
-    results: dict[str, Any] | None = None
-    modalities: list[str] = []
-    skipped: dict[str, str] = {}
-    trace_id: str | None = None
-
-
-_FROM_PIPELINE = ("modalities", "skipped", "trace_id")
-
-
-def job_status_view(job: dict[str, Any], *, with_patient: bool) -> JobStatus:
-    state = pipeline_state(job)
-    fields = {k: job[k] for k in JobStatus.model_fields if k in job and k not in _FROM_PIPELINE}
-    if not with_patient:
-        fields.pop("patient_id", None)
-        fields.pop("s3_key", None)  # upload keys name the patient
-    return JobStatus(**fields, modalities=state.get("expected", []), skipped=state.get("skipped", {}),
-                     trace_id=state.get("trace_id"))
 
 
 async def serve_http(app: FastAPI, host: str, port: int, stop: asyncio.Event, *, port_setting: str,

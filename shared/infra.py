@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from shared.aws import sync_client
-from shared.settings import STAGES, CommonSettings
+from shared.job import PATIENT_JOBS_INDEX
+from shared.settings import CommonSettings
+from shared.topology import STAGES
 
 UPLOAD_PREFIX = "uploads/"
-PATIENT_JOBS_INDEX = "patient_id-created_at-index"
 _THROUGHPUT = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
 
 

@@ -1,79 +1,107 @@
-"""SchizodotJobs: job lifecycle and per-stage progress, safe under redelivery.
+"""SchizodotJobs: the jobs repository, the one reader and writer of job items.
 
-Every stage writes here; the rules that keep the item honest live in one place:
-- a job moves queued -> processing -> completed | failed, and a completed or
-  failed job never changes again (every write is conditional on an active status);
-- each stage runs at most once per job: it claims `metadata.pipeline.stages.<stage>`
-  under its SQS message id, so a redelivery of the same message resumes, while a
-  duplicate message finds the stage taken or done and stops;
-- progress only grows: each stage owns a share of 100 (its weight) and credits it
-  with atomic ADDs as it goes, remembering what it credited, so parallel stages
-  and redeliveries never double-count; 100 is set only on completion.
+`JobStore` is what the stages use; `JobsRepository` is it on DynamoDB and
+`shared.fakes.InMemoryJobs` in memory, and the contract tests run the same
+cases against both (tests/integration/test_jobs_repository.py). The rules they
+follow are in `shared.job`; here they become conditional DynamoDB writes, so
+they hold under redelivery and between parallel stages.
+
+A write whose response was lost is retried by botocore, and the retry then
+meets its own first attempt: the condition fails although the write succeeded.
+Every conditional write here asks DynamoDB for the item as it is when the
+condition fails (ReturnValuesOnConditionCheckFailure=ALL_OLD) and checks
+whether it already shows this very write (the same claim, credit, finish or
+terminal state, by the timestamps it wrote) before treating it as a conflict.
 """
 
 from __future__ import annotations
 
-import enum
-import math
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from shared.domain import RESERVED_METADATA_KEY, utc_now
-from shared.dynamo import from_item, is_conditional_failure, put_if_absent, to_attribute
-from shared.infra import PATIENT_JOBS_INDEX
+from shared.dynamo import conditional_failure_item, from_item, is_conditional_failure, put_if_absent, to_attribute
+from shared.job import (
+    COMPLETED,
+    DONE,
+    FAILED,
+    PATIENT_JOBS_INDEX,
+    PROCESSING,
+    QUEUED,
+    RUNNING,
+    Announcement,
+    ClaimOutcome,
+    Job,
+    PipelinePlan,
+    StageRecord,
+    claim_outcome,
+    credit_target,
+    failure_message,
+)
 
-QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
-ACTIVE_STATUSES = (QUEUED, PROCESSING)
-
-# Share of the progress bar each stage owns; audio and vision split theirs by
-# what the media holds (see `plan_weights`). Results owns the rest up to 100.
-INGEST_WEIGHT = 10
-FUSION_WEIGHT = 10
-RESULTS_WEIGHT = 10
-
-
-def plan_weights(modalities: list[str]) -> dict[str, int]:
-    analysis_share = 100 - INGEST_WEIGHT - FUSION_WEIGHT - RESULTS_WEIGHT
-    split = {"audio": 25, "vision": 45} if set(modalities) == {"audio", "vision"} else {}
-    weights = {"ingest": INGEST_WEIGHT, "fusion": FUSION_WEIGHT}
-    for modality in modalities:
-        weights[modality] = split.get(modality, analysis_share // len(modalities))
-    return weights
-
-
-class ClaimOutcome(enum.Enum):
-    CLAIMED = "claimed"  # this message now runs the stage (first time or resumed)
-    ALREADY_DONE = "already_done"  # finished earlier: re-announce downstream, then drop
-    TAKEN = "taken"  # another message holds it: drop this duplicate
-    JOB_FINISHED = "job_finished"  # completed or failed: nothing more to do
-    NO_SUCH_JOB = "no_such_job"
+# Why a job failed, as the metrics count it.
+FailureReason = Literal["input", "retries_exhausted", "stuck", "other"]
 
 
 @dataclass
 class StageRun:
-    """One stage's hold on one job, as returned by `claim_stage`."""
+    """One stage's hold on one job, as `claim_stage` returns it."""
 
     outcome: ClaimOutcome
     job_id: str
     stage: str
     message_id: str
-    job: dict[str, Any] = field(default_factory=dict)
+    job: Job | None = None  # as claimed (None only when there is no such job)
     credited: int = 0
 
     @property
     def weight(self) -> int:
-        return int(self.job.get("metadata", {}).get(RESERVED_METADATA_KEY, {}).get("weights", {}).get(
-            self.stage, INGEST_WEIGHT if self.stage == "ingest" else 0
-        ))
+        return self.job.pipeline.weight(self.stage) if self.job else 0
 
     @property
-    def stage_state(self) -> dict[str, Any]:
-        return pipeline_state(self.job).get("stages", {}).get(self.stage, {})
+    def record(self) -> StageRecord | None:
+        return self.job.pipeline.stages.get(self.stage) if self.job else None
 
 
-def pipeline_state(job: dict[str, Any]) -> dict[str, Any]:
-    return job.get("metadata", {}).get(RESERVED_METADATA_KEY, {})
+class JobStore(Protocol):
+    async def create(self, job: Job) -> bool:
+        """Store a new job; False when one with that job_id already exists."""
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def list_for_patient(self, patient_id: str, limit: int = 20, status: str | None = None) -> list[Job]:
+        """Access pattern 4: a patient's jobs, newest first."""
+
+    async def claim_stage(
+        self, job_id: str, stage: str, message_id: str, message: str, *, known: Job | None = None
+    ) -> StageRun:
+        """Hold `stage` of the job for this message (`known`: the job as just read, saving a read)."""
+
+    async def report_progress(self, run: StageRun, fraction: float, message: str) -> bool:
+        """Credit `fraction` (0..1) of the stage's share; never more than once per point."""
+
+    async def finish_stage(
+        self, run: StageRun, message: str, outputs: dict[str, Any], plan: PipelinePlan | None = None,
+        announced: Sequence[Announcement] = (),
+    ) -> bool:
+        """Mark the stage done, credit the rest of its share, record its outputs and announcements."""
+
+    async def complete(self, run: StageRun, summary: dict[str, Any], message: str) -> bool:
+        """The one write that sets progress to 100: the job is done."""
+
+    async def fail(self, job_id: str, error: str, stage: str | None = None, *, reason: FailureReason = "other") -> bool:
+        """End an active job as failed with an error a person can act on."""
+
+    async def find_stuck(self, older_than_iso: str) -> list[Job]:
+        """Active jobs not updated since `older_than_iso` (for the sweeper)."""
+
+
+@dataclass(frozen=True)
+class _Written:
+    ok: bool
+    job: Job | None  # after the write (when asked for), or as it stands after a refused one
 
 
 _NAMES = {
@@ -83,29 +111,39 @@ _NAMES = {
     "#stages": "stages",
     "#state": "state",
 }
+_STAGE = "#md.#pl.#stages.#stage"
 # The stage is held by this message and the job still runs.
-_OWNED = "#status = :processing AND #md.#pl.#stages.#stage.message_id = :mid"
+_OWNED = f"#status = :processing AND {_STAGE}.message_id = :mid"
+
+
+def _stage_shows(stage: str, message_id: str, **expected: Any) -> Callable[[Job], bool]:
+    """Whether a job's record of `stage` is held by `message_id` and has `expected` values."""
+
+    def check(job: Job) -> bool:
+        record = job.pipeline.stages.get(stage)
+        return record is not None and record.message_id == message_id and all(
+            getattr(record, name) == value for name, value in expected.items())
+
+    return check
 
 
 class JobsRepository:
+    """`JobStore` on DynamoDB."""
+
     def __init__(self, dynamodb: Any, table_name: str) -> None:
         self._db = dynamodb
         self._table = table_name
 
-    async def create(self, item: dict[str, Any]) -> bool:
-        """Put a new job; False when one with that job_id already exists."""
-        return await put_if_absent(self._db, self._table, item, "job_id")
+    async def create(self, job: Job) -> bool:
+        return await put_if_absent(self._db, self._table, job.to_item(), "job_id")
 
-    async def get(self, job_id: str) -> dict[str, Any] | None:
+    async def get(self, job_id: str) -> Job | None:
         response = await self._db.get_item(
             TableName=self._table, Key={"job_id": {"S": job_id}}, ConsistentRead=True
         )
-        return from_item(response["Item"]) if "Item" in response else None
+        return Job.from_item(from_item(response["Item"])) if "Item" in response else None
 
-    async def list_for_patient(
-        self, patient_id: str, limit: int = 20, status: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Access pattern 4: a patient's jobs, newest first (GSI)."""
+    async def list_for_patient(self, patient_id: str, limit: int = 20, status: str | None = None) -> list[Job]:
         request: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": PATIENT_JOBS_INDEX,
@@ -117,179 +155,142 @@ class JobsRepository:
             request["FilterExpression"] = "#status = :s"
             request["ExpressionAttributeNames"] = {"#status": "status"}
             request["ExpressionAttributeValues"][":s"] = {"S": status}
-        jobs: list[dict[str, Any]] = []
+        jobs: list[Job] = []
         while len(jobs) < limit:
             # With a status filter a page may hold few matches, so read in larger pages.
             response = await self._db.query(**request, Limit=100 if status else limit - len(jobs))
-            jobs.extend(from_item(item) for item in response.get("Items", []))
+            jobs.extend(Job.from_item(from_item(item)) for item in response.get("Items", []))
             if "LastEvaluatedKey" not in response:
                 break
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return jobs[:limit]
 
-    async def claim_stage(self, job_id: str, stage: str, message_id: str, message: str) -> StageRun:
-        for _ in range(3):  # re-read and retry if another writer moved the item in between
-            job = await self.get(job_id)
+    async def claim_stage(
+        self, job_id: str, stage: str, message_id: str, message: str, *, known: Job | None = None
+    ) -> StageRun:
+        job = known
+        for _ in range(3):  # decide again on the item as it stands if another writer moved it in between
             if job is None:
-                return StageRun(ClaimOutcome.NO_SUCH_JOB, job_id, stage, message_id)
-            run = StageRun(ClaimOutcome.CLAIMED, job_id, stage, message_id, job)
-            state = run.stage_state
-            if job["status"] not in ACTIVE_STATUSES:
-                run.outcome = ClaimOutcome.JOB_FINISHED
-                return run
-            if state.get("state") == "done":
-                run.outcome = ClaimOutcome.ALREADY_DONE
-                return run
-            if state and state.get("message_id") != message_id:
-                run.outcome = ClaimOutcome.TAKEN
-                return run
-            if state:  # the same message again: its earlier delivery died mid-stage
-                update = "SET #md.#pl.#stages.#stage.attempts = #md.#pl.#stages.#stage.attempts + :one"
-                condition = "#md.#pl.#stages.#stage.message_id = :mid AND #md.#pl.#stages.#stage.#state = :running"
-            else:
-                update = "SET #md.#pl.#stages.#stage = :claim"
-                condition = "attribute_not_exists(#md.#pl.#stages.#stage)"
+                job = await self.get(job_id)
+            outcome = claim_outcome(job, stage, message_id)
+            if outcome is not ClaimOutcome.CLAIMED or job is None:
+                return StageRun(outcome, job_id, stage, message_id, job)
+            record = job.pipeline.stages.get(stage)
             now = utc_now()
-            claim = {"state": "running", "message_id": message_id, "started_at": now, "credited": 0, "attempts": 1}
-            attributes = await self._update(
+            if record is not None:  # the same message again: its earlier delivery died mid-stage
+                update = f"SET {_STAGE}.attempts = :attempts"
+                condition = f"{_STAGE}.message_id = :mid AND {_STAGE}.#state = :running AND {_STAGE}.attempts = :seen"
+                landed = _stage_shows(stage, message_id, state=RUNNING, attempts=record.attempts + 1)
+            else:
+                update = f"SET {_STAGE} = :claim"
+                condition = f"attribute_not_exists({_STAGE})"
+                landed = _stage_shows(stage, message_id, started_at=now)
+            claim = {"state": RUNNING, "message_id": message_id, "started_at": now, "credited": 0, "attempts": 1}
+            written = await self._update(
                 job_id,
                 update + ", #status = :processing, started_at = if_not_exists(started_at, :now),"
                 " updated_at = :now, message = :message",
                 f"#status IN (:queued, :processing) AND {condition}",
                 {"#stage": stage},
-                {":now": now, ":message": message, ":mid": message_id, ":claim": claim, ":one": 1},
+                {":now": now, ":message": message, ":mid": message_id, ":claim": claim,
+                 ":seen": record.attempts if record else 0, ":attempts": (record.attempts + 1) if record else 1},
+                landed=landed,
                 return_new=True,
             )
-            if attributes is None:
-                continue
-            run.job = attributes
-            run.credited = int(run.stage_state.get("credited", 0))
-            return run
+            if written.ok and written.job is not None:
+                run = StageRun(ClaimOutcome.CLAIMED, job_id, stage, message_id, written.job)
+                run.credited = run.record.credited if run.record else 0
+                return run
+            job = written.job
         raise RuntimeError(f"could not claim stage {stage} of {job_id}: the job kept changing")
 
     async def report_progress(self, run: StageRun, fraction: float, message: str) -> bool:
-        """Credit `fraction` (0..1) of the stage's share; never more than once per point."""
-        target = min(math.floor(run.weight * max(0.0, min(fraction, 1.0))), max(run.weight - 1, 0))
+        target = credit_target(run.weight, fraction)
         delta = target - run.credited
         update = "SET updated_at = :now, message = :message"
         condition = _OWNED
+        landed = _stage_shows(run.stage, run.message_id)
         if delta > 0:
-            update += ", #md.#pl.#stages.#stage.credited = :credited ADD progress :delta"
-            condition += " AND #md.#pl.#stages.#stage.credited = :old"
-        ok = await self._update(
+            update += f", {_STAGE}.credited = :credited ADD progress :delta"
+            condition += f" AND {_STAGE}.credited = :old"
+            landed = _stage_shows(run.stage, run.message_id, credited=target)
+        written = await self._update(
             run.job_id, update, condition, {"#stage": run.stage},
             {":now": utc_now(), ":message": message, ":mid": run.message_id,
              ":credited": target, ":delta": delta, ":old": run.credited},
+            landed=lambda job: job.status == PROCESSING and landed(job),
         )
-        if ok is not None and delta > 0:
+        if written.ok and delta > 0:
             run.credited = target
-        return ok is not None
+        return written.ok
 
     async def finish_stage(
-        self, run: StageRun, message: str, outputs: dict[str, Any], pipeline_updates: dict[str, Any] | None = None
+        self, run: StageRun, message: str, outputs: dict[str, Any], plan: PipelinePlan | None = None,
+        announced: Sequence[Announcement] = (),
     ) -> bool:
-        """Mark the stage done, credit the rest of its share, record its outputs.
-
-        The rest is computed from what the item says was credited, under a
-        condition on that number: a second delivery of the same message working
-        beside this one (visibility lapsed) may have credited more meanwhile.
-        """
+        """The rest of the share is computed from what the item says was credited,
+        under a condition on that number: a second delivery of the same message
+        working beside this one (visibility lapsed) may have credited more meanwhile."""
         names = {"#stage": run.stage}
-        values: dict[str, Any] = {":now": utc_now(), ":message": message, ":mid": run.message_id,
-                                  ":outputs": outputs, ":weight": run.weight}
+        values: dict[str, Any] = {":message": message, ":mid": run.message_id, ":outputs": outputs,
+                                  ":weight": run.weight,
+                                  ":announced": [a.model_dump(mode="json") for a in announced]}
         update = (
-            "SET updated_at = :now, message = :message, #md.#pl.#stages.#stage.#state = :done,"
-            " #md.#pl.#stages.#stage.finished_at = :now, #md.#pl.#stages.#stage.outputs = :outputs,"
-            " #md.#pl.#stages.#stage.credited = :weight"
+            f"SET updated_at = :now, message = :message, {_STAGE}.#state = :done, {_STAGE}.finished_at = :now,"
+            f" {_STAGE}.outputs = :outputs, {_STAGE}.credited = :weight, {_STAGE}.announced = :announced"
         )
-        for index, (key, value) in enumerate((pipeline_updates or {}).items()):
+        for index, (key, value) in enumerate((plan.model_dump(mode="json", exclude_unset=True) if plan else {}).items()):
             names[f"#u{index}"] = key
             values[f":u{index}"] = value
             update += f", #md.#pl.#u{index} = :u{index}"
-        condition = _OWNED + " AND #md.#pl.#stages.#stage.#state = :running AND #md.#pl.#stages.#stage.credited = :old"
+        condition = _OWNED + f" AND {_STAGE}.#state = :running AND {_STAGE}.credited = :old"
         for _ in range(5):
             remaining = run.weight - run.credited
-            ok = await self._update(
+            now = utc_now()
+            written = await self._update(
                 run.job_id, update + (" ADD progress :delta" if remaining > 0 else ""), condition, names,
-                {**values, ":old": run.credited, ":delta": remaining},
+                {**values, ":now": now, ":old": run.credited, ":delta": remaining},
+                landed=_stage_shows(run.stage, run.message_id, state=DONE, finished_at=now),
             )
-            if ok is not None:
+            if written.ok:
                 run.credited = run.weight
                 return True
-            job = await self.get(run.job_id)
-            state = pipeline_state(job or {}).get("stages", {}).get(run.stage, {})
-            if not job or job["status"] != PROCESSING or state.get("message_id") != run.message_id \
-                    or state.get("state") != "running":
+            job = written.job or await self.get(run.job_id)
+            record = job.pipeline.stages.get(run.stage) if job else None
+            if job is None or job.status != PROCESSING or record is None or record.message_id != run.message_id \
+                    or record.state != RUNNING:
                 return False  # finished by another delivery, or the job ended
-            run.credited = int(state.get("credited", 0))
+            run.credited = record.credited
         return False
 
     async def complete(self, run: StageRun, summary: dict[str, Any], message: str) -> bool:
-        """The one write that sets progress to 100: the job is done."""
         now = utc_now()
         update = (
             "SET #status = :completed, progress = :hundred, completed_at = :now, updated_at = :now,"
-            " results = :results, message = :message, #md.#pl.#stages.#stage.#state = :done,"
-            " #md.#pl.#stages.#stage.finished_at = :now"
+            f" results = :results, message = :message, {_STAGE}.#state = :done, {_STAGE}.finished_at = :now"
         )
-        ok = await self._update(
+        shows_it = _stage_shows(run.stage, run.message_id, state=DONE, finished_at=now)
+        written = await self._update(
             run.job_id, update, _OWNED, {"#stage": run.stage},
             {":now": now, ":completed": COMPLETED, ":hundred": 100, ":results": summary,
              ":message": message, ":mid": run.message_id},
+            landed=lambda job: job.status == COMPLETED and shows_it(job),
         )
-        return ok is not None
+        return written.ok
 
-    async def fail(self, job_id: str, error: str, stage: str | None = None) -> bool:
-        """End an active job as failed with an error a person can act on."""
-        where = f" in {stage}" if stage else ""
-        ok = await self._update(
+    async def fail(self, job_id: str, error: str, stage: str | None = None, *, reason: FailureReason = "other") -> bool:
+        now = utc_now()
+        written = await self._update(
             job_id,
             "SET #status = :failed, #error = :error, message = :message, completed_at = :now, updated_at = :now",
             "#status IN (:queued, :processing)",
             {"#error": "error"},
-            {":failed": FAILED, ":error": error, ":now": utc_now(), ":message": f"Analysis failed{where}: {error}"},
+            {":failed": FAILED, ":error": error, ":now": now, ":message": failure_message(error, stage)},
+            landed=lambda job: job.status == FAILED and job.completed_at == now and job.error == error,
         )
-        return ok is not None
+        return written.ok
 
-    async def _update(
-        self,
-        job_id: str,
-        update: str,
-        condition: str,
-        names: dict[str, str],
-        values: dict[str, Any],
-        *,
-        return_new: bool = False,
-    ) -> dict[str, Any] | None:
-        """A conditional UpdateItem; None when the condition did not hold.
-
-        Only the placeholders the expressions use are sent, as DynamoDB requires.
-        """
-        expression = f"{update} {condition}"
-        used = set(re.findall(r"[#:][A-Za-z0-9_]+", expression))
-        all_names = {**_NAMES, **names}
-        all_values = {":queued": QUEUED, ":processing": PROCESSING, ":running": "running", ":done": "done",
-                      **values}
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "Key": {"job_id": {"S": job_id}},
-            "UpdateExpression": update,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {k: v for k, v in all_names.items() if k in used},
-            "ExpressionAttributeValues": {k: to_attribute(v) for k, v in all_values.items() if k in used},
-        }
-        if return_new:
-            request["ReturnValues"] = "ALL_NEW"
-        try:
-            response = await self._db.update_item(**request)
-        except Exception as error:
-            if is_conditional_failure(error):
-                return None
-            raise
-        return from_item(response["Attributes"]) if return_new else {}
-
-    async def find_stuck(self, older_than_iso: str) -> list[dict[str, Any]]:
-        """Active jobs not updated since `older_than_iso` (for the sweeper)."""
+    async def find_stuck(self, older_than_iso: str) -> list[Job]:
         request: dict[str, Any] = {
             "TableName": self._table,
             "FilterExpression": "#status IN (:q, :processing) AND updated_at < :cutoff",
@@ -299,10 +300,51 @@ class JobsRepository:
             },
             "ConsistentRead": True,
         }
-        stuck: list[dict[str, Any]] = []
+        stuck: list[Job] = []
         while True:
             response = await self._db.scan(**request)
-            stuck.extend(from_item(item) for item in response.get("Items", []))
+            stuck.extend(Job.from_item(from_item(item)) for item in response.get("Items", []))
             if "LastEvaluatedKey" not in response:
                 return stuck
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    async def _update(
+        self,
+        job_id: str,
+        update: str,
+        condition: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+        *,
+        landed: Callable[[Job], bool],
+        return_new: bool = False,
+    ) -> _Written:
+        """A conditional UpdateItem. Refused, it still counts as written when the item
+        as it stands shows this write (`landed`): a retry met its own first attempt.
+
+        Only the placeholders the expressions use are sent, as DynamoDB requires.
+        """
+        expression = f"{update} {condition}"
+        used = set(re.findall(r"[#:][A-Za-z0-9_]+", expression))
+        all_names = {**_NAMES, **names}
+        all_values = {":queued": QUEUED, ":processing": PROCESSING, ":running": RUNNING, ":done": DONE, **values}
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"job_id": {"S": job_id}},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {k: v for k, v in all_names.items() if k in used},
+            "ExpressionAttributeValues": {k: to_attribute(v) for k, v in all_values.items() if k in used},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if return_new:
+            request["ReturnValues"] = "ALL_NEW"
+        try:
+            response = await self._db.update_item(**request)
+        except Exception as error:
+            if not is_conditional_failure(error):
+                raise
+            item = conditional_failure_item(error)
+            current = Job.from_item(item) if item else None
+            return _Written(current is not None and landed(current), current)
+        return _Written(True, Job.from_item(from_item(response["Attributes"])) if return_new else None)

@@ -1,7 +1,8 @@
 """What an uploaded file really is, and its audio as 16 kHz mono WAV.
 
-Ingest calls `check_content_type` on the declared type and `probe` on the bytes;
-the audio stage calls `extract_audio`. Every problem with the file itself is an
+Ingest calls `probe` on the bytes (the declared content type is checked with
+the request, `shared.domain.check_content_type`); the audio stage calls
+`extract_audio`. Every problem with the file itself is an
 `InputError` whose message a person can act on ("the file is not a video: it is a
 JPEG image", "the video is truncated at 3.2 s (the file says 10.0 s)"); ffmpeg's
 and ffprobe's own output is summarised in words, never passed on raw.
@@ -30,20 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import InputError
-
-ACCEPTED_CONTENT_TYPES: dict[str, str] = {
-    "video/mp4": "video",
-    "video/quicktime": "video",
-    "video/x-msvideo": "video",
-    "video/mpeg": "video",
-    "video/webm": "video",
-    "audio/wav": "audio",
-    "audio/x-wav": "audio",
-    "audio/mpeg": "audio",
-    "audio/mp4": "audio",
-    "audio/x-m4a": "audio",
-    "audio/webm": "audio",
-}
+from shared.filetype import looks_like_iso_media, sniff
 
 DEFAULT_MIN_DURATION_SECONDS = 1.0
 DEFAULT_MAX_DURATION_SECONDS = 900.0
@@ -59,15 +47,6 @@ _AUDIO_SUFFIXES = {".wav", ".wave", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".op
 # Demuxers that mean "a still image", whatever the bytes' name.
 _IMAGE_FORMATS = {"image2", "gif", "apng", "webp_pipe", "png_pipe", "jpeg_pipe", "bmp_pipe",
                   "tiff_pipe", "svg_pipe", "gif_pipe", "qoi_pipe", "jpegxl_pipe", "psd_pipe"}
-
-
-def check_content_type(content_type: str) -> None:
-    """Raise InputError unless `content_type` (parameters such as codecs= allowed) is accepted."""
-    base = (content_type or "").split(";")[0].strip().lower()
-    if base not in ACCEPTED_CONTENT_TYPES:
-        accepted = ", ".join(ACCEPTED_CONTENT_TYPES)
-        shown = content_type if content_type else "(none)"
-        raise InputError(f"unsupported content type '{shown}': send one of {accepted}")
 
 
 @dataclass(frozen=True)
@@ -90,116 +69,6 @@ class MediaInfo:
         return asdict(self)
 
 
-# --- what the bytes are -------------------------------------------------------------
-
-_MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\xff\xd8\xff", "a JPEG image"),
-    (0, b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (0, b"GIF87a", "a GIF image"),
-    (0, b"GIF89a", "a GIF image"),
-    (0, b"%PDF", "a PDF document"),
-    (0, b"PK\x03\x04", "a ZIP archive"),
-    (0, b"PK\x05\x06", "a ZIP archive"),
-    (0, b"\x1f\x8b", "a gzip archive"),
-    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-    (0, b"Rar!\x1a\x07", "a RAR archive"),
-    (0, b"BZh", "a bzip2 archive"),
-    (0, b"\xfd7zXZ\x00", "an XZ archive"),
-    (0, b"II*\x00", "a TIFF image"),
-    (0, b"MM\x00*", "a TIFF image"),
-    (0, b"\x00\x00\x01\x00", "an icon image"),
-    (0, b"8BPS", "a Photoshop image"),
-    (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Office document"),
-    (0, b"{\\rtf", "a rich-text document"),
-    (0, b"MZ", "a Windows program"),
-    (0, b"\x7fELF", "a program"),
-    (0, b"SQLite format 3\x00", "a database file"),
-    (0, b"\xff\x0a", "a JPEG XL image"),
-    (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n", "a JPEG XL image"),
-)
-# ISO base media brands that are still images, not video (iPhone photos are HEIC).
-_IMAGE_BRANDS = {
-    b"heic": "a HEIC image", b"heix": "a HEIC image", b"heim": "a HEIC image",
-    b"heis": "a HEIC image", b"hevc": "a HEIC image", b"mif1": "a HEIF image",
-    b"msf1": "a HEIF image", b"avif": "an AVIF image", b"avis": "an AVIF image",
-}
-
-
-def sniff(path: Path) -> str | None:
-    """What the file's bytes say it is when that is not audio or video ("a JPEG image").
-
-    None when the bytes look like media or are not recognised; ffprobe decides then.
-    """
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    if not head:
-        return None
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        return _IMAGE_BRANDS.get(head[8:12])
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "a WebP image"
-    if head[:4] == b"RIFF":
-        return None  # WAVE, AVI
-    for offset, magic, kind in _MAGIC:
-        if head[offset:offset + len(magic)] == magic:
-            if kind == "a Windows program" and len(head) < 64:
-                continue
-            if kind == "a ZIP archive":
-                return _zip_kind(head)
-            return kind
-    if head[:2] == b"BM" and len(head) >= 26 and int.from_bytes(head[2:6], "little") in (
-        0, path.stat().st_size
-    ):
-        return "a BMP image"
-    return _text_kind(head)
-
-
-def _zip_kind(head: bytes) -> str:
-    if b"word/" in head:
-        return "a Word document"
-    if b"xl/" in head:
-        return "an Excel spreadsheet"
-    if b"ppt/" in head:
-        return "a PowerPoint presentation"
-    if b"mimetypeapplication/vnd.oasis" in head:
-        return "an OpenDocument file"
-    return "a ZIP archive"
-
-
-def _text_kind(head: bytes) -> str | None:
-    if b"\x00" in head[:1024] and not (head[:2] in (b"\xff\xfe", b"\xfe\xff")):
-        return None
-    text = None
-    for encoding in ("utf-8", "utf-16"):
-        try:
-            text = head.decode(encoding)
-            break
-        except UnicodeDecodeError as exc:
-            if encoding == "utf-8" and exc.start >= len(head) - 3:  # a character cut at 4 KB
-                text = head[: exc.start].decode("utf-8")
-                break
-    if text is None:
-        return None
-    printable = sum(ch.isprintable() or ch in "\r\n\t\f" for ch in text)
-    if not text or printable < 0.97 * len(text):
-        return None
-    lowered = text.lstrip("\ufeff \r\n\t").lower()
-    if lowered.startswith(("<!doctype html", "<html")):
-        return "a web page (HTML)"
-    if lowered.startswith("<?xml") or lowered.startswith("<svg"):
-        return "an SVG image" if "<svg" in lowered else "an XML document"
-    if lowered.startswith(("{", "[")):
-        return "JSON text"
-    return "plain text"
-
-
-def _looks_like_iso_media(path: Path) -> bool:
-    """The file starts with ISO base media boxes (MP4, MOV, M4A), so it was meant as one."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    return len(head) >= 8 and head[4:8] in (b"ftyp", b"mdat", b"moov", b"free", b"wide", b"skip")
-
-
 # --- probing -----------------------------------------------------------------------
 
 def probe(
@@ -219,10 +88,39 @@ def probe(
     kind = sniff(path)
     if kind is not None:
         raise InputError(f"the file is not {_a(noun)}: it is {kind}")
+    fmt, streams = _read_header(path, noun, timeout_seconds)
+    video, audio = _main_streams(streams)
+    if video is not None:
+        noun = "video"
+    elif noun == "video":
+        noun = "recording"
+    duration = _duration(path, fmt, video, audio, noun, max_duration_seconds, check_truncation)
+    if duration < min_duration_seconds:
+        raise InputError(
+            f"the recording is too short ({duration:.1f} s); it must be at least {_human(min_duration_seconds)}"
+        )
+    return MediaInfo(
+        format_name=str(fmt.get("format_name") or ""),
+        duration_seconds=round(duration, 3),
+        size_bytes=size,
+        has_video=video is not None,
+        has_audio=audio is not None,
+        video_codec=video.get("codec_name") if video else None,
+        width=_int(video.get("width")) if video else None,
+        height=_int(video.get("height")) if video else None,
+        fps=_fps(video) if video else None,
+        rotation=_rotation(video) if video else 0,
+        audio_codec=audio.get("codec_name") if audio else None,
+        audio_sample_rate=_int(audio.get("sample_rate")) if audio else None,
+        audio_channels=_int(audio.get("channels")) if audio else None,
+    )
 
+
+def _read_header(path: Path, noun: str, timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The container's format and streams as ffprobe reads them, or InputError in words."""
     result = _run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
-        timeout_seconds,
+        timeout,
     )
     if result.returncode != 0:
         raise InputError(_unreadable(_error_lines(result.stderr, path), path, noun))
@@ -232,10 +130,14 @@ def probe(
         streams = data.get("streams") or []
     except ValueError:
         raise InputError("the file is not a recognisable audio or video file") from None
-
     format_name = str(fmt.get("format_name") or "")
     if format_name in _IMAGE_FORMATS or format_name.endswith("_pipe"):
         raise InputError(f"the file is not {_a(noun)}: it is an image")
+    return fmt, streams
+
+
+def _main_streams(streams: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The video and the audio stream analysed; InputError when there is neither."""
     video = next(
         (s for s in streams if s.get("codec_type") == "video"
          and not (s.get("disposition") or {}).get("attached_pic")),  # cover art is not video
@@ -244,11 +146,16 @@ def probe(
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     if video is None and audio is None:
         raise InputError("the file has no audio or video stream")
-    if video is not None:
-        noun = "video"
-    elif noun == "video":
-        noun = "recording"
+    return video, audio
 
+
+def _duration(
+    path: Path, fmt: dict[str, Any], video: dict[str, Any] | None, audio: dict[str, Any] | None, noun: str,
+    max_duration_seconds: float, check_truncation: bool,
+) -> float:
+    """How long the recording really is: what the header declares, checked against where
+    the packets stop (a truncated upload), or measured when the header does not say."""
+    format_name = str(fmt.get("format_name") or "")
     start = _float(fmt.get("start_time")) or 0.0
     declared = _float(fmt.get("duration"))
     if not declared:
@@ -280,32 +187,13 @@ def probe(
             )
     if duration is None:
         raise InputError(f"the length of the {noun} cannot be read")
-    if duration < min_duration_seconds:
-        raise InputError(
-            f"the recording is too short ({duration:.1f} s); it must be at least {_human(min_duration_seconds)}"
-        )
-
-    return MediaInfo(
-        format_name=format_name,
-        duration_seconds=round(duration, 3),
-        size_bytes=size,
-        has_video=video is not None,
-        has_audio=audio is not None,
-        video_codec=video.get("codec_name") if video else None,
-        width=_int(video.get("width")) if video else None,
-        height=_int(video.get("height")) if video else None,
-        fps=_fps(video) if video else None,
-        rotation=_rotation(video) if video else 0,
-        audio_codec=audio.get("codec_name") if audio else None,
-        audio_sample_rate=_int(audio.get("sample_rate")) if audio else None,
-        audio_channels=_int(audio.get("channels")) if audio else None,
-    )
+    return duration
 
 
 def _unreadable(errors: list[str], path: Path, noun: str) -> str:
     """Why ffprobe could not open the file, for a person."""
     text = "\n".join(errors)
-    iso = _looks_like_iso_media(path)
+    iso = looks_like_iso_media(path)
     if iso and ("moov atom not found" in text or "End of file" in text):
         return f"the {noun} is truncated or incomplete (its index is missing); upload the whole file again"
     if iso:

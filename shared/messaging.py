@@ -13,6 +13,10 @@ and decides what a failure means:
 On stop (SIGTERM) it takes no new messages, lets in-flight ones finish within
 the grace period and releases the rest for immediate redelivery.
 
+What a message means is the stage's business (`shared.runner`): the consumer
+hands each delivery to it once, gets back the job it is about, where its trace
+continues and the work to do, and settles the outcome.
+
 Tracing follows the OpenTelemetry messaging conventions: `publish <queue>`
 PRODUCER spans, `process <queue>` CONSUMER spans that are children of the
 producer's context and link to it. A message without trace context continues
@@ -23,33 +27,25 @@ for an S3 upload notification, the trace stored on the job at creation.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import unquote_plus
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-from pydantic import BaseModel
 
-from shared.domain import RESERVED_METADATA_KEY, job_id_from_upload_key
 from shared.errors import InputError, MalformedMessage
-from shared.events import encode_event
-from shared.jobs import JobsRepository
+from shared.events import StageEvent, encode_event
 from shared.logs import redact
-from shared.metrics import (
-    MESSAGES_DEAD_LETTERED,
-    MESSAGES_RETRIED,
-    QUEUE_STATS,
-    STAGE_DURATION,
-    failing_as,
-)
+from shared.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_RETRIED, QUEUE_STATS, STAGE_DURATION
 from shared.settings import CommonSettings
 from shared.tracing import carrier_context, inject_message_attributes, message_trace_carrier
+
+if TYPE_CHECKING:
+    from shared.jobs import JobStore
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.messaging")
@@ -67,21 +63,40 @@ class Delivery:
     attributes: dict[str, Any]
     receive_count: int
     queue_name: str
-    job_id: str | None = None  # set by the handler as soon as it knows, for failure handling
+    final_attempt: bool = False  # received as often as the queue allows: a failure now is final
 
 
-Handler = Callable[[Delivery], Awaitable[None]]
+@dataclass
+class Accepted:
+    """A delivery as the stage read it: the job it is about (kept current while the
+    work runs), where its trace continues when the message carries no context, and the work."""
+
+    work: Callable[[], Awaitable[None]]
+    job_id: str | None = None
+    trace_carrier: dict[str, str] = field(default_factory=dict)
+    trace_origin: str = "none"  # where trace_carrier came from: "cloudevent" or "job"
+
+
+class MessageHandler(Protocol):
+    async def accept(self, delivery: Delivery) -> Accepted:
+        """Read the delivery once; errors in it are raised by the work, inside its span."""
+
+
+class EventPublisher(Protocol):
+    async def publish(self, stage: str, event: StageEvent) -> str:
+        """Send `event` to `stage`'s queue; returns the message id."""
 
 
 class Publisher:
-    """Sends CloudEvents to stage queues, with a producer span and trace context."""
+    """`EventPublisher` on SQS: CloudEvents to stage queues, with a producer span and trace context."""
 
     def __init__(self, sqs: Any, queue_urls: dict[str, str], source: str) -> None:
         self._sqs = sqs
         self._urls = queue_urls
         self._source = source
 
-    async def publish(self, stage: str, event_type: str, job_id: str, data: BaseModel) -> str:
+    async def publish(self, stage: str, event: StageEvent) -> str:
+        job_id = event.job_id
         queue_url = self._urls[stage]
         queue_name = queue_url.rsplit("/", 1)[-1]
         with tracer.start_as_current_span(f"publish {queue_name}", kind=SpanKind.PRODUCER) as span:
@@ -92,7 +107,7 @@ class Publisher:
             span.set_attribute("schizodot.job_id", job_id)
             response = await self._sqs.send_message(
                 QueueUrl=queue_url,
-                MessageBody=encode_event(event_type, self._source, job_id, data),
+                MessageBody=encode_event(event.TYPE, self._source, job_id, event),
                 MessageAttributes=inject_message_attributes(),
             )
             span.set_attribute("messaging.message.id", response["MessageId"])
@@ -104,11 +119,11 @@ class QueueConsumer:
         self,
         *,
         sqs: Any,
-        jobs: JobsRepository,
+        jobs: JobStore,
         stage: str,
         queue_url: str,
         dead_letter_url: str,
-        handler: Handler,
+        handler: MessageHandler,
         settings: CommonSettings,
     ) -> None:
         self._sqs = sqs
@@ -148,7 +163,7 @@ class QueueConsumer:
                 for _ in range(free - len(messages)):
                     slots.release()
                 for message in messages:
-                    delivery = _delivery(message, self._queue_name)
+                    delivery = _delivery(message, self._queue_name, self._settings.max_receive_count)
                     task = asyncio.create_task(self._process(delivery))
                     self._in_flight[task] = delivery
                     task.add_done_callback(lambda t: (self._in_flight.pop(t, None), slots.release()))
@@ -185,11 +200,15 @@ class QueueConsumer:
             await asyncio.wait(pending)
 
     async def _process(self, delivery: Delivery) -> None:
-        parent, origin = await self._parent_context(delivery)
+        accepted = await self._accept(delivery)
+        parent, origin = self._parent_context(delivery, accepted)
         producer = trace.get_current_span(parent).get_span_context() if parent is not None else None
         # The messaging conventions ask for both: child of the producer, and a link to it.
         links = [Link(producer, {"schizodot.context_from": origin})] if producer is not None else []
-        with structlog.contextvars.bound_contextvars(stage=self._stage, message_id=delivery.message_id), \
+        bound = {"stage": self._stage, "message_id": delivery.message_id}
+        if accepted.job_id:
+            bound["job_id"] = accepted.job_id
+        with structlog.contextvars.bound_contextvars(**bound), \
                 tracer.start_as_current_span(
                     f"process {self._queue_name}", context=parent, kind=SpanKind.CONSUMER, links=links
                 ) as span:
@@ -204,85 +223,73 @@ class QueueConsumer:
             started = time.monotonic()
             outcome = "success"
             try:
-                with failing_as("input"):  # a handler that fails a job itself refuses its input
-                    await self._handler(delivery)
+                await accepted.work()
                 await self._delete(delivery)
             except asyncio.CancelledError:
                 outcome = "released"
-                await asyncio.shield(self._release(delivery))
+                await asyncio.shield(self._release(delivery, accepted.job_id))
                 raise
             except Exception as error:
                 description = redact(f"{type(error).__name__}: {error}")
                 span.add_event("exception", {"exception.type": type(error).__name__, "exception.message": description})
                 span.set_status(Status(StatusCode.ERROR, description))
                 try:
-                    outcome = await self._settle_failure(delivery, error)
+                    outcome = await self._settle_failure(delivery, error, accepted.job_id)
                 except Exception:  # AWS unreachable: SQS redelivers after the visibility timeout
                     outcome = "retry"
-                    log.exception("could not settle a failed message", job_id=delivery.job_id)
+                    log.exception("could not settle a failed message", job_id=accepted.job_id)
             finally:
                 heartbeat.cancel()
-                if delivery.job_id:
-                    span.set_attribute("schizodot.job_id", delivery.job_id)
+                if accepted.job_id:
+                    span.set_attribute("schizodot.job_id", accepted.job_id)
                 seconds = time.monotonic() - started
                 STAGE_DURATION.record(seconds, {"stage": self._stage, "outcome": outcome})
                 log.debug("message handled", seconds=round(seconds, 3), outcome=outcome)
 
-    async def _parent_context(self, delivery: Delivery) -> tuple[Context | None, str]:
+    async def _accept(self, delivery: Delivery) -> Accepted:
+        try:
+            return await self._handler.accept(delivery)
+        except Exception as error:  # settled like any failure, inside the delivery's span
+            failure = error  # `error` is unbound once the except block ends
+
+            async def fail() -> None:
+                raise failure
+
+            return Accepted(work=fail)
+
+    @staticmethod
+    def _parent_context(delivery: Delivery, accepted: Accepted) -> tuple[Context | None, str]:
         """The trace a delivery continues, and where its context came from."""
         context = carrier_context(message_trace_carrier(delivery.attributes))
         if context is not None:
             return context, "message_attributes"
-        try:
-            body = json.loads(delivery.body)
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
-            return None, "none"
-        if not isinstance(body, dict):
-            return None, "none"
-        context = carrier_context(body)  # CloudEvents distributed-tracing extension
-        if context is not None:
-            return context, "cloudevent"
-        job_id = _uploaded_job_id(body)
-        if job_id is not None:
-            try:
-                job = await self._jobs.get(job_id)
-            except Exception:  # tracing must never stop the work; the handler will meet the error
-                log.warning("could not read the job's trace context", job_id=job_id, exc_info=True)
-                return None, "none"
-            stored = ((job or {}).get("metadata", {}).get(RESERVED_METADATA_KEY, {}) or {}).get("trace_context")
-            context = carrier_context(stored if isinstance(stored, dict) else None)
-            if context is not None:
-                return context, "job"
-        return None, "none"
+        context = carrier_context(accepted.trace_carrier)
+        return (context, accepted.trace_origin) if context is not None else (None, "none")
 
-    async def _settle_failure(self, delivery: Delivery, error: Exception) -> str:
+    async def _settle_failure(self, delivery: Delivery, error: Exception, job_id: str | None) -> str:
         """Decide what a failure means; returns the outcome for the stage metrics."""
         if isinstance(error, MalformedMessage):
             log.warning("malformed message dead-lettered", reason=str(error))
             await self._dead_letter(delivery, str(error), "malformed")
             return "dead_lettered"
         if isinstance(error, InputError):
-            log.info("check-in cannot be analysed", job_id=delivery.job_id, reason=str(error))
-            if delivery.job_id:
-                with failing_as("input"):
-                    await self._jobs.fail(delivery.job_id, str(error), self._stage)
+            log.info("check-in cannot be analysed", job_id=job_id, reason=str(error))
+            if job_id:
+                await self._jobs.fail(job_id, str(error), self._stage, reason="input")
             await self._delete(delivery)
             return "input_error"
         reason = f"{type(error).__name__}: {error}"  # transient until proven otherwise
-        if delivery.receive_count >= self._settings.max_receive_count:
-            log.error("giving up on message", job_id=delivery.job_id, attempts=delivery.receive_count,
-                      exc_info=error)
-            if delivery.job_id:
-                with failing_as("retries_exhausted"):
-                    await self._jobs.fail(
-                        delivery.job_id,
-                        f"the {self._stage} stage failed {delivery.receive_count} times; last error: {reason}",
-                        self._stage,
-                    )
+        if delivery.final_attempt:
+            log.error("giving up on message", job_id=job_id, attempts=delivery.receive_count, exc_info=error)
+            if job_id:
+                await self._jobs.fail(
+                    job_id, f"the {self._stage} stage failed {delivery.receive_count} times; last error: {reason}",
+                    self._stage, reason="retries_exhausted",
+                )
             await self._dead_letter(delivery, reason, "retries_exhausted")
             return "dead_lettered"
         delay = min(self._settings.retry_backoff_seconds * 2 ** (delivery.receive_count - 1), 900)
-        log.warning("handler failed; will retry", job_id=delivery.job_id, error=reason,
+        log.warning("handler failed; will retry", job_id=job_id, error=reason,
                     attempt=delivery.receive_count, retry_in_s=delay, exc_info=error)
         await self._change_visibility(delivery, delay)
         MESSAGES_RETRIED.add(1, {"queue": self._queue_name})
@@ -302,10 +309,10 @@ class QueueConsumer:
             QueueUrl=self._queue_url, ReceiptHandle=delivery.receipt_handle, VisibilityTimeout=int(seconds)
         )
 
-    async def _release(self, delivery: Delivery) -> None:
+    async def _release(self, delivery: Delivery, job_id: str | None) -> None:
         try:
             await self._change_visibility(delivery, 0)
-            log.info("released unfinished message for redelivery", job_id=delivery.job_id)
+            log.info("released unfinished message for redelivery", job_id=job_id)
         except Exception:
             log.warning("could not release message; it returns after its visibility timeout", exc_info=True)
 
@@ -324,28 +331,14 @@ class QueueConsumer:
         MESSAGES_DEAD_LETTERED.add(1, {"queue": self._queue_name, "reason": reason_class})
 
 
-def _delivery(message: dict, queue_name: str) -> Delivery:
+def _delivery(message: dict, queue_name: str, max_receive_count: int) -> Delivery:
+    receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
     return Delivery(
         message_id=message["MessageId"],
         receipt_handle=message["ReceiptHandle"],
         body=message.get("Body", ""),
         attributes=message.get("MessageAttributes", {}),
-        receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+        receive_count=receive_count,
         queue_name=queue_name,
+        final_attempt=receive_count >= max_receive_count,
     )
-
-
-def _uploaded_job_id(body: dict) -> str | None:
-    """The job an S3 `ObjectCreated` notification for an API upload belongs to."""
-    records = body.get("Records")
-    if not isinstance(records, list):
-        return None
-    for record in records:
-        try:
-            key = unquote_plus(record["s3"]["object"]["key"])
-        except (KeyError, TypeError):
-            continue
-        job_id = job_id_from_upload_key(key)
-        if job_id is not None:
-            return job_id
-    return None

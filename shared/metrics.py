@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from shared.jobs import JobsRepository, StageRun
 from shared.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from shared.jobs import FailureReason, JobStore, StageRun
 
 log = structlog.get_logger()
 meter = metrics.get_meter("schizodot")
@@ -58,38 +59,30 @@ MESSAGE_WAIT = meter.create_histogram(
 )
 
 
-# --- reason classes of failed jobs -------------------------------------------------
-
-# Set by the consumer while it settles a failure, so the jobs repository can
-# count a failure under its cause without every caller passing it.
-_failure_class: contextvars.ContextVar[str | None] = contextvars.ContextVar("failure_class", default=None)
+# --- jobs ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def failing_as(reason_class: str) -> Iterator[None]:
-    token = _failure_class.set(reason_class)
-    try:
-        yield
-    finally:
-        _failure_class.reset(token)
+class MeteredJobs:
+    """A job store that counts the jobs it completes and fails; every other call passes through."""
 
+    def __init__(self, jobs: JobStore) -> None:
+        self._jobs = jobs
 
-class MeteredJobs(JobsRepository):
-    """The jobs repository, counting the jobs it completes and fails."""
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._jobs, name)
 
     async def complete(self, run: StageRun, summary: dict[str, Any], message: str) -> bool:
-        completed = await super().complete(run, summary, message)
+        completed = await self._jobs.complete(run, summary, message)
         if completed:
             JOBS_COMPLETED.add(1)
-            created = _parse_time(run.job.get("created_at"))
+            created = _parse_time(run.job.created_at if run.job else None)
             if created is not None:
                 JOB_DURATION.record(max(time.time() - created, 0.0))
         return completed
 
-    async def fail(self, job_id: str, error: str, stage: str | None = None) -> bool:
-        failed = await super().fail(job_id, error, stage)
+    async def fail(self, job_id: str, error: str, stage: str | None = None, *, reason: FailureReason = "other") -> bool:
+        failed = await self._jobs.fail(job_id, error, stage, reason=reason)
         if failed:
-            reason = _failure_class.get() or ("stuck" if stage == "sweeper" else "other")
             JOBS_FAILED.add(1, {"stage": stage or "unknown", "reason": reason})
         return failed
 

@@ -1,27 +1,30 @@
-"""The shape every modality stage (audio, vision) shares: claim the job's stage,
-fetch the media, run the analyser off the event loop with progress, store the
-result as a JSON artifact and tell fusion. The analysers themselves are plain
-functions of a file path, so the same code runs in a benchmark or notebook."""
+"""What every modality stage (audio, vision) does with an analysis request: fetch
+the media, run the stage's analyser off the event loop with progress, and hand
+back its findings as the stage's artifact, telling fusion.
+
+The analysers are plain functions of a file path, so the same code runs in a
+benchmark or a notebook; each stage's `handlers.py` says which analyser it runs.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 from opentelemetry import trace
 
-from shared.domain import artifact_key, utc_now
-from shared.events import ANALYSIS_REQUESTED, MODALITY_ANALYSED, AnalysisRequested, ModalityAnalysed, decode_event, event_data
-from shared.jobs import ClaimOutcome, pipeline_state
-from shared.messaging import Delivery
-from shared.storage import MediaUnavailable, Storage
-from shared.errors import InputError
-from shared.worker import ProgressBridge, StageContext, run_blocking
+from shared.blocking import run_blocking
+from shared.domain import utc_now
+from shared.events import AnalysisRequested, ModalityAnalysed
+from shared.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
+from shared.storage import ObjectStore
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.modality")
@@ -31,48 +34,40 @@ Progress = Callable[[float, str], None]
 Analyse = Callable[[Path, Progress, str], dict[str, Any]]
 
 
-async def handle_analysis_request(
-    delivery: Delivery, context: StageContext, modality: str, analyse: Analyse, executor: Executor
-) -> None:
-    request = event_data(decode_event(delivery.body), AnalysisRequested, ANALYSIS_REQUESTED)
-    delivery.job_id = request.job_id
+@dataclass
+class ModalityDeps:
+    storage: ObjectStore
+    analyse: Analyse
+    executor: Executor | None  # where the analyser runs (one thread: its models are not shared)
+
+
+def modality_stage(modality: str) -> Stage[AnalysisRequested, ModalityDeps]:
+    return Stage(name=modality, parse=parse_stage_event(AnalysisRequested), handle=analyse_media,
+                 claim_message=f"{modality.capitalize()}: starting")
+
+
+async def analyse_media(work: Work[AnalysisRequested], deps: ModalityDeps) -> StageOutcome:
+    modality, request = work.stage, work.event
     title = modality.capitalize()
-    with structlog.contextvars.bound_contextvars(job_id=request.job_id):
-        run = await context.jobs.claim_stage(request.job_id, modality, delivery.message_id, f"{title}: starting")
-        key = artifact_key(request.job_id, modality)
-        if run.outcome is ClaimOutcome.ALREADY_DONE:
-            await _announce(context, request.job_id, modality, key)
-            return
-        if run.outcome is not ClaimOutcome.CLAIMED:
-            log.info("stage not run", outcome=run.outcome.value)
-            return
-        with tempfile.TemporaryDirectory(prefix=f"{modality}-") as workdir:
-            path = Path(workdir) / "media"
-            try:
-                await context.storage.download(request.s3_key, path, bucket=request.bucket)
-            except MediaUnavailable as error:
-                raise InputError(str(error)) from error
-            progress = ProgressBridge(context.jobs, run, title)
-            started = time.monotonic()
-            with tracer.start_as_current_span(f"{modality} analysis") as span:
-                span.set_attribute("schizodot.job_id", request.job_id)
-                span.set_attribute("schizodot.stage", modality)
-                result = await run_blocking(executor, analyse, path, progress, request.job_id)
-                _describe_analysis(span, modality, result)
-            compute_seconds = round(time.monotonic() - started, 3)
-        document = {
-            "job_id": request.job_id,
-            "modality": modality,
-            "analysed_at": utc_now(),
-            "compute_seconds": compute_seconds,
-            **result,
-        }
-        await context.storage.put_json(key, document)
-        await context.jobs.finish_stage(
-            run, f"{title} analysis done", outputs={"artifact_key": key, "compute_seconds": compute_seconds}
-        )
-        log.info("modality analysed", modality=modality, compute_seconds=compute_seconds)
-        await _announce(context, request.job_id, modality, key)
+    with tempfile.TemporaryDirectory(prefix=f"{modality}-") as workdir:
+        path = Path(workdir) / "media"
+        await deps.storage.download(request.s3_key, path, bucket=request.bucket)  # MediaUnavailable: InputError
+        progress = ProgressBridge(work.progress, title)
+        started = time.monotonic()
+        with tracer.start_as_current_span(f"{modality} analysis") as span:
+            span.set_attribute("schizodot.job_id", request.job_id)
+            span.set_attribute("schizodot.stage", modality)
+            result = await run_blocking(deps.executor, deps.analyse, path, progress, request.job_id)
+            _describe_analysis(span, modality, result)
+        compute_seconds = round(time.monotonic() - started, 3)
+    log.info("modality analysed", modality=modality, compute_seconds=compute_seconds)
+    return StageOutcome(
+        message=f"{title} analysis done",
+        artifact={"job_id": request.job_id, "modality": modality, "analysed_at": utc_now(),
+                  "compute_seconds": compute_seconds, **result},
+        outputs={"compute_seconds": compute_seconds},
+        emit=(Emit("fusion", ModalityAnalysed(job_id=request.job_id, modality=modality)),),
+    )
 
 
 def _describe_analysis(span: trace.Span, modality: str, result: dict[str, Any]) -> None:
@@ -85,16 +80,25 @@ def _describe_analysis(span: trace.Span, modality: str, result: dict[str, Any]) 
         span.set_attribute("schizodot.audio_seconds", float(result["duration_seconds"]))
 
 
-async def _announce(context: StageContext, job_id: str, modality: str, key: str) -> None:
-    await context.publisher.publish(
-        "fusion", MODALITY_ANALYSED, job_id, ModalityAnalysed(job_id=job_id, modality=modality, artifact_key=key)
-    )
+class ProgressBridge:
+    """A plain callback for analysers running in a thread, reporting stage
+    progress on the event loop without blocking the analyser, at most every
+    `min_interval` seconds."""
 
+    def __init__(self, report: Callable[[float, str], Awaitable[None]], prefix: str,
+                 min_interval: float = 1.0) -> None:
+        self._report = report
+        self._prefix = prefix
+        self._interval = min_interval
+        self._loop = asyncio.get_running_loop()
+        self._last = 0.0
+        self._pending: Any = None
 
-async def load_modality_results(storage: Storage, job: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The artifacts of the modalities this job expected, by modality (fusion and results read them)."""
-    state = pipeline_state(job)
-    return {
-        modality: await storage.get_json(state["stages"][modality]["outputs"]["artifact_key"])
-        for modality in state.get("expected", [])
-    }
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self._interval or (self._pending and not self._pending.done()):
+            return
+        self._last = now
+        self._pending = asyncio.run_coroutine_threadsafe(
+            self._report(fraction, f"{self._prefix}: {message}"), self._loop
+        )

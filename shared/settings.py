@@ -1,19 +1,16 @@
-"""Settings every service shares; each service subclasses `CommonSettings` once.
+"""Settings every service shares (`CommonSettings`); each service adds one class
+of its own (`services/<stage>/settings.py`) with its own prefix.
 
-Names follow what operators already know: the AWS SDK's own variables
-(`AWS_REGION`, `AWS_ENDPOINT_URL`: unset means real AWS) and the seed system's
-`DYNAMO_TABLE` / `DYNAMO_TABLE_JOBS`. Everything else is `SCHIZODOT_*`.
+One env prefix per class: a field `x` of `CommonSettings` is `SCHIZODOT_X`.
+The only other names are the ones operators already know: the AWS SDK's own
+variables (`AWS_REGION`, `AWS_ENDPOINT_URL`: unset means real AWS) and the seed
+system's `DYNAMO_TABLE` / `DYNAMO_TABLE_JOBS`.
 """
 
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-STAGES = ("ingest", "audio", "vision", "fusion", "results")
-# Which stage queues each stage sends to (and so may look up: least privilege).
-PUBLISHES_TO = {"ingest": ("audio", "vision"), "audio": ("fusion",), "vision": ("fusion",),
-                "fusion": ("results",), "results": ()}
 
 
 class CommonSettings(BaseSettings):
@@ -39,7 +36,7 @@ class CommonSettings(BaseSettings):
     retry_backoff_seconds: int = Field(5, ge=0, le=900)
     shutdown_grace_seconds: float = Field(25.0, ge=0)
 
-    service_name: str = "schizodot"
+    service_name: str | None = None  # unset: schizodot-<stage>
     log_level: str = "INFO"
 
     # Observability (the OpenTelemetry SDK reads its own OTEL_* variables).
@@ -53,3 +50,9 @@ class CommonSettings(BaseSettings):
 
     def dead_letter_queue_name(self, stage: str) -> str:
         return f"{self.queue_prefix}{stage}-dlq"
+
+
+class StageSettings(BaseSettings):
+    """Base of a service's own settings class; the subclass names its env prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)

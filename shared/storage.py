@@ -1,19 +1,45 @@
-"""S3 access for media and stage artifacts (JSON documents under artifacts/<job_id>/)."""
+"""S3 access for media and stage artifacts (JSON documents under artifacts/<job_id>/).
+
+`ObjectStore` is what the stages use; `Storage` is it on S3 and
+`shared.fakes.MemoryStorage` in memory (contract: tests/integration/test_adapters.py).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from shared.errors import InputError
 
 _CHUNK = 1024 * 1024
 
 
-class MediaUnavailable(Exception):
-    """The media object is missing or may not be read; the message says which, for people."""
+class MediaUnavailable(InputError):
+    """The media object is missing or may not be read; the message says which, for people.
+    No retry brings it back, so the job fails with it."""
+
+
+class ObjectStore(Protocol):
+    bucket: str
+
+    async def download(self, key: str, dest: Path, bucket: str | None = None) -> int:
+        """Stream an object to a file; returns its size. MediaUnavailable if it cannot be read."""
+
+    async def exists(self, key: str, bucket: str | None = None) -> bool: ...
+
+    async def put_json(self, key: str, document: dict[str, Any]) -> None: ...
+
+    async def put_bytes(self, key: str, body: bytes, content_type: str) -> None: ...
+
+    async def get_json(self, key: str) -> dict[str, Any]: ...
+
+    async def presigned_upload(self, key: str, content_type: str, expires_in: int) -> str: ...
 
 
 class Storage:
+    """`ObjectStore` on S3."""
+
     def __init__(self, s3: Any, bucket: str) -> None:
         self._s3 = s3
         self.bucket = bucket

@@ -1,46 +1,54 @@
-"""What every stage process does around its handler: logging, tracing and
+"""What every stage process does around its stage: logging, tracing and
 metrics, AWS clients (instrumented), queue discovery, signals, the consumer
-loop and side tasks (the stage's own ones and the queue-depth poller)."""
+loop running the stage (`shared.runner`) and side tasks (the stage's own ones
+and the queue-depth poller).
+
+A service's `main.py` is its composition root: it declares nothing but what the
+stage's handler gets (`build_deps`) and calls `run_stage`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import structlog
 
 from shared.aws import AsyncClients
 from shared.errors import ConfigurationError
-from shared.jobs import JobsRepository, StageRun
+from shared.jobs import JobsRepository, JobStore
 from shared.logs import configure_logging
-from shared.messaging import Handler, Publisher, QueueConsumer
+from shared.messaging import Publisher, QueueConsumer
 from shared.metrics import MeteredJobs, configure_metrics, watch_queue_depth
-from shared.settings import PUBLISHES_TO, CommonSettings
+from shared.runner import Stage, StageRunner
+from shared.settings import CommonSettings, StageSettings
 from shared.storage import Storage
+from shared.topology import PUBLISHES_TO
 from shared.tracing import configure_tracing, instrument_aws
 
 log = structlog.get_logger()
-T = TypeVar("T")
+S = TypeVar("S", bound=StageSettings)
+D = TypeVar("D")
 
 
 @dataclass
-class StageContext:
-    """The adapters a stage handler gets, built once per process."""
+class StageContext(Generic[S]):
+    """The adapters a stage gets, built once per process."""
 
-    settings: CommonSettings
+    settings: S  # the service's own
+    common: CommonSettings
     aws: AsyncClients
-    jobs: JobsRepository
+    jobs: JobStore
     storage: Storage
     publisher: Publisher
     queue_urls: dict[str, str]
+
+
+SideTask = Callable[[StageContext[S], asyncio.Event], Awaitable[None]]
 
 
 async def resolve_queues(
@@ -56,53 +64,22 @@ async def resolve_queues(
     return queues, {stage: await url(settings.dead_letter_queue_name(stage))}
 
 
-async def run_blocking(executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:
-    """Run CPU-bound work (model inference) off the event loop, keeping log context."""
-    context = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(context.run, fn, *args))
-
-
-class ProgressBridge:
-    """A plain callback for analysers running in a thread, reporting stage
-    progress on the event loop without blocking the analyser, at most every
-    `min_interval` seconds."""
-
-    def __init__(self, jobs: JobsRepository, run: StageRun, prefix: str, min_interval: float = 1.0) -> None:
-        self._jobs = jobs
-        self._run = run
-        self._prefix = prefix
-        self._interval = min_interval
-        self._loop = asyncio.get_running_loop()
-        self._last = 0.0
-        self._pending: Any = None
-
-    def __call__(self, fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last < self._interval or (self._pending and not self._pending.done()):
-            return
-        self._last = now
-        self._pending = asyncio.run_coroutine_threadsafe(
-            self._jobs.report_progress(self._run, fraction, f"{self._prefix}: {message}"), self._loop
-        )
-
-
-SideTask = Callable[[StageContext, asyncio.Event], Awaitable[None]]
-
-
 def run_stage(
-    settings: CommonSettings,
-    stage: str,
-    build_handler: Callable[[StageContext], Handler],
-    side_tasks: tuple[SideTask, ...] = (),
+    stage: Stage[Any, D],
+    settings: S,
+    build_deps: Callable[[StageContext[S]], D],
+    side_tasks: tuple[SideTask[S], ...] = (),
+    common: CommonSettings | None = None,
 ) -> None:
     """Entry point of a stage process: blocks until SIGTERM/SIGINT."""
-    configure_logging(settings.service_name, settings.log_level, stage=stage,
-                      pseudonym_key=settings.pseudonym_key)
-    tracer_provider = configure_tracing(settings.service_name)
-    meter_provider = configure_metrics(settings.service_name, settings)
+    common = common or CommonSettings()
+    service_name = common.service_name or f"schizodot-{stage.name}"
+    configure_logging(service_name, common.log_level, stage=stage.name, pseudonym_key=common.pseudonym_key)
+    tracer_provider = configure_tracing(service_name)
+    meter_provider = configure_metrics(service_name, common)
     instrument_aws()
     try:
-        asyncio.run(_serve(settings, stage, build_handler, side_tasks))
+        asyncio.run(_serve(stage, settings, common, build_deps, side_tasks))
     except ConfigurationError as error:  # a missing model, a taken port, ...
         log.error("cannot start as configured", error=str(error), setting=error.setting)
         sys.exit(2)
@@ -112,40 +89,43 @@ def run_stage(
 
 
 async def _serve(
-    settings: CommonSettings,
-    stage: str,
-    build_handler: Callable[[StageContext], Handler],
-    side_tasks: tuple[SideTask, ...],
+    stage: Stage[Any, D],
+    settings: S,
+    common: CommonSettings,
+    build_deps: Callable[[StageContext[S]], D],
+    side_tasks: tuple[SideTask[S], ...],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with AsyncClients(settings) as aws:
-        queues, dead_letters = await resolve_queues(aws.sqs, settings, stage)
+    async with AsyncClients(common) as aws:
+        queues, dead_letters = await resolve_queues(aws.sqs, common, stage.name)
         context = StageContext(
             settings=settings,
+            common=common,
             aws=aws,
-            jobs=MeteredJobs(aws.dynamodb, settings.jobs_table),
-            storage=Storage(aws.s3, settings.bucket),
-            publisher=Publisher(aws.sqs, queues, source=f"urn:schizodot:{stage}"),
+            jobs=MeteredJobs(JobsRepository(aws.dynamodb, common.jobs_table)),
+            storage=Storage(aws.s3, common.bucket),
+            publisher=Publisher(aws.sqs, queues, source=f"urn:schizodot:{stage.name}"),
             queue_urls=queues,
         )
+        runner = StageRunner(stage, build_deps(context), context.jobs, context.storage, context.publisher)
         consumer = QueueConsumer(
             sqs=aws.sqs,
             jobs=context.jobs,
-            stage=stage,
-            queue_url=queues[stage],
-            dead_letter_url=dead_letters[stage],
-            handler=build_handler(context),
-            settings=settings,
+            stage=stage.name,
+            queue_url=queues[stage.name],
+            dead_letter_url=dead_letters[stage.name],
+            handler=runner,
+            settings=common,
         )
         tasks = [asyncio.create_task(consumer.run(stop))]
         tasks += [asyncio.create_task(side(context, stop)) for side in side_tasks]
         tasks.append(asyncio.create_task(watch_queue_depth(
-            aws.sqs, (queues[stage], dead_letters[stage]), settings.queue_metrics_interval_seconds, stop
+            aws.sqs, (queues[stage.name], dead_letters[stage.name]), common.queue_metrics_interval_seconds, stop
         )))
-        log.info("stage ready", stage=stage)
+        log.info("stage ready", stage=stage.name)
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

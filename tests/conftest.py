@@ -3,6 +3,7 @@ supervised processes, real media made with ffmpeg and espeak-ng."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -123,6 +124,27 @@ def running_stack(tmp_path_factory) -> RunningStack:
         yield RunningStack(config, settings)
     finally:
         stack.down(config)
+
+
+# A contract test runs each case against the in-memory fake and the real adapter on moto.
+CONTRACT_CASES = ["memory", pytest.param("aws", marks=pytest.mark.server)]
+
+
+def fake_or_real(request, make_fake, make_real):
+    """What a contract test's fixture returns: a runner of `body(adapter)` on the fake, or on
+    `make_real(settings, aws)` built from AWS clients on moto's server (`aws_server`)."""
+    if request.param == "memory":
+        adapter = make_fake()
+        return lambda body: asyncio.run(body(adapter))
+    settings = request.getfixturevalue("aws_server")
+
+    async def on_aws(body):
+        from shared.aws import AsyncClients
+
+        async with AsyncClients(settings) as aws:
+            return await body(make_real(settings, aws))
+
+    return lambda body: asyncio.run(on_aws(body))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -267,7 +289,7 @@ def _unique_aws_settings() -> CommonSettings:
 
 def remove_infrastructure(settings: CommonSettings) -> None:
     """Delete what ensure_infrastructure made for `settings` (the aws target's clean-up)."""
-    from shared.settings import STAGES
+    from shared.topology import STAGES
 
     sqs = sync_client(settings, "sqs")
     for stage in STAGES:

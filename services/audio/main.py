@@ -1,27 +1,15 @@
-"""Audio worker: speech activity, vocal markers, speech emotion and an optional transcript per check-in."""
+"""Audio worker: builds the analyser once, at start-up, and runs the audio stage."""
 
 from __future__ import annotations
 
-import functools
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from services.audio.analysis import AudioAnalyser
+from services.audio.handlers import AUDIO, make_analyse
 from services.audio.settings import AudioSettings
 from shared.errors import ModelUnavailable
-from shared.media import extract_audio
-from shared.modality import Progress, handle_analysis_request
+from shared.modality import ModalityDeps
 from shared.worker import StageContext, run_stage
-
-
-def make_analyse(analyser: AudioAnalyser, sample_rate: int):
-    def analyse(media_path: Path, progress: Progress, _job_id: str = "") -> dict:  # the job id: unused here
-        progress(0.02, "extracting the sound track")
-        wav = extract_audio(media_path, media_path.with_suffix(".wav"), sample_rate=sample_rate)
-        # extraction is the first ~5 % of the work; the analyser reports the rest
-        return analyser.analyse(wav, lambda fraction, message: progress(0.05 + 0.95 * fraction, message))
-
-    return analyse
 
 
 def build_analyser(settings: AudioSettings) -> AudioAnalyser:
@@ -43,22 +31,18 @@ def build_analyser(settings: AudioSettings) -> AudioAnalyser:
     return AudioAnalyser(settings.vad_model_path, emotion_model=emotion_model, transcriber=transcriber)
 
 
-def build_handler(context: StageContext):
-    settings: AudioSettings = context.settings  # type: ignore[assignment]
-    analyser = build_analyser(settings)
-    # One inference thread: the analyser holds one set of model sessions and the work is CPU-bound.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio-model")
-    return functools.partial(
-        handle_analysis_request,
-        context=context,
-        modality="audio",
-        analyse=make_analyse(analyser, settings.sample_rate),
-        executor=executor,
+def build_deps(context: StageContext[AudioSettings]) -> ModalityDeps:
+    settings = context.settings
+    return ModalityDeps(
+        storage=context.storage,
+        analyse=make_analyse(build_analyser(settings), settings.sample_rate),
+        # One inference thread: the analyser holds one set of model sessions and the work is CPU-bound.
+        executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio-model"),
     )
 
 
 def main() -> None:
-    run_stage(AudioSettings(), "audio", build_handler)
+    run_stage(AUDIO, AudioSettings(), build_deps)
 
 
 if __name__ == "__main__":

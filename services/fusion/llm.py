@@ -19,7 +19,8 @@ from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.fusion.settings import FusionSettings
-from shared.worker import run_blocking
+from shared.blocking import run_blocking
+from shared.settings import CommonSettings
 
 log = structlog.get_logger()
 
@@ -49,12 +50,12 @@ class _Answer(BaseModel):
 class BedrockSummaryWriter:
     """Bedrock's Converse API through boto3, run off the event loop."""
 
-    def __init__(self, settings: FusionSettings) -> None:
+    def __init__(self, settings: FusionSettings, aws: CommonSettings) -> None:
         self.model_id = settings.llm_model_id
         self._max_tokens = settings.llm_max_tokens
-        options: dict[str, Any] = {"region_name": settings.aws_region}
-        if settings.aws_endpoint_url:
-            options["endpoint_url"] = settings.aws_endpoint_url
+        options: dict[str, Any] = {"region_name": aws.aws_region}
+        if aws.aws_endpoint_url:
+            options["endpoint_url"] = aws.aws_endpoint_url
         self._client = boto3.session.Session().client(
             "bedrock-runtime",
             config=Config(

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import functools
-
-from services.fusion.handlers import FusionDeps, handle_modality_analysed
+from services.fusion.handlers import FUSION, FusionDeps
 from services.fusion.llm import BedrockSummaryWriter
 from services.fusion.settings import FusionSettings
 from shared.history import PatientHistory
 from shared.worker import StageContext, run_stage
 
 
-def build_handler(context: StageContext):
-    settings: FusionSettings = context.settings  # type: ignore[assignment]
-    deps = FusionDeps(
-        history=PatientHistory(context.aws.dynamodb, settings.users_table),
-        summary_writer=BedrockSummaryWriter(settings) if settings.llm_enabled else None,
+def build_deps(context: StageContext[FusionSettings]) -> FusionDeps:
+    settings = context.settings
+    return FusionDeps(
+        settings=settings,
+        storage=context.storage,
+        history=PatientHistory(context.aws.dynamodb, context.common.users_table),
+        summary_writer=BedrockSummaryWriter(settings, context.common) if settings.llm_enabled else None,
     )
-    return functools.partial(handle_modality_analysed, context=context, deps=deps)
 
 
 def main() -> None:
-    run_stage(FusionSettings(), "fusion", build_handler)
+    run_stage(FUSION, FusionSettings(), build_deps)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from datetime import datetime, timedelta, timezone
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
 
-from services.ingest.handlers import new_job_item
-from services.ingest.settings import IngestSettings
+from services.ingest.settings import UploadPolicy
 from shared.domain import CheckinRequest, new_job_id, upload_key, utc_now
-from shared.http import JobStatus, install_readable_validation_errors, job_status_view
-from shared.jobs import JobsRepository
+from shared.http import install_readable_validation_errors
+from shared.job import JobStatus, new_job
+from shared.jobs import JobStore
 from shared.tracing import start_job_trace
 
 # (key, content type, expiry seconds) -> presigned PUT URL
@@ -35,7 +35,7 @@ class AnalyzeResponse(BaseModel):
     trace_id: str | None = None  # find the job's trace in Jaeger by it
 
 
-def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: UploadSigner) -> FastAPI:
+def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: UploadSigner) -> FastAPI:
     app = FastAPI(title="SchizoDot ingest API", version="1")
 
     install_readable_validation_errors(app)
@@ -50,8 +50,12 @@ def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: Uplo
         with start_job_trace(job_id, http_request.headers) as job_trace:  # the job's trace starts here
             created_at = utc_now()
             key = upload_key(request.patient_id, job_id, request.filename, created_at)
-            await jobs.create(new_job_item(job_id, request, key, created_at, "Waiting for the upload", "api"))
-            expires = settings.upload_url_expiry_seconds
+            await jobs.create(new_job(
+                job_id, patient_id=request.patient_id, s3_key=key, filename=request.filename,
+                content_type=request.content_type, created_at=created_at, metadata=request.metadata,
+                message="Waiting for the upload", source="api", trace_fields=job_trace,
+            ))
+            expires = uploads.upload_url_expiry_seconds
             url = await sign_upload(key, request.content_type, expires)
         return AnalyzeResponse(
             job_id=job_id,
@@ -70,6 +74,6 @@ def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: Uplo
         if job is None:
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
         # This API takes uploads without authentication: it never shows whose job it is.
-        return job_status_view(job, with_patient=False)
+        return JobStatus.of(job, with_patient=False)
 
     return app

@@ -1,13 +1,18 @@
-"""Ingest: accept a check-in, check its media, create/advance the job, fan out.
+"""Ingest: accept a check-in, check its media, plan the analysis, fan out.
 
 Two ways in, one queue: S3 `ObjectCreated` notifications for uploads made
-through the API's presigned URL, and `checkin.submitted` CloudEvents from an
-upstream EHR pointing at media already in S3.
+through the API's presigned URL (the job exists: the API made it), and
+`checkin.submitted` CloudEvents from an upstream EHR pointing at media already
+in S3 (the event makes the job; the same event always names the same job). An
+event that cannot be read but names a patient leaves a failed job the EHR can see.
+
+The stage downloads the media, checks it (`shared.media.probe`: an unreadable
+file fails the job with the reason in words), decides which modalities to
+analyse and each stage's share of the progress bar, and asks audio and vision.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,31 +22,25 @@ from urllib.parse import unquote_plus
 
 import structlog
 from opentelemetry import trace
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from services.ingest.settings import IngestSettings
+from services.ingest.settings import UploadPolicy
 from shared import media
-from shared.domain import (
-    CheckinRequest,
-    job_id_for_event,
-    job_id_from_upload_key,
-    utc_now,
-)
+from shared.blocking import run_blocking
+from shared.domain import CheckinRequest, job_id_for_event, job_id_from_upload_key, utc_now
 from shared.errors import InputError, MalformedMessage
 from shared.events import (
-    ANALYSIS_REQUESTED,
-    CHECKIN_SUBMITTED,
     AnalysisRequested,
     CheckinSubmitted,
     decode_event,
     describe_validation_error,
     event_data,
+    parse_json,
+    tracing_carrier,
 )
-from shared.jobs import QUEUED, ClaimOutcome, JobsRepository, StageRun, pipeline_state, plan_weights
-from shared.messaging import Delivery, Publisher
-from shared.storage import MediaUnavailable, Storage
-from shared.tracing import job_trace_fields
-from shared.worker import run_blocking
+from shared.job import PipelinePlan, new_job, plan_weights
+from shared.runner import Emit, Inbound, RejectedEvent, Stage, StageOutcome, Work
+from shared.storage import ObjectStore
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.ingest")
@@ -53,49 +52,35 @@ _EXTENSION_TYPES = {
 }
 
 
+class MediaArrived(BaseModel):
+    """Check the media of this job, at this S3 location (no bucket: the media bucket)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    bucket: str | None
+    s3_key: str
+
+
 @dataclass
 class IngestDeps:
-    settings: IngestSettings
-    jobs: JobsRepository
-    storage: Storage
-    publisher: Publisher
+    uploads: UploadPolicy
+    storage: ObjectStore
 
 
-def new_job_item(
-    job_id: str, request: CheckinRequest, s3_key: str, created_at: str, message: str, source: str
-) -> dict[str, Any]:
-    """A SchizodotJobs item as the schema describes it, status `queued`."""
-    return {
-        "job_id": job_id,
-        "patient_id": request.patient_id,
-        "status": QUEUED,
-        "s3_key": s3_key,
-        "filename": request.filename,
-        "content_type": request.content_type,
-        "created_at": created_at,
-        "updated_at": created_at,
-        "progress": 0,
-        "message": message,
-        # The trace id for people, the trace context for the stage that continues after the upload.
-        "metadata": {**request.metadata, "pipeline": {"source": source, "stages": {}, **job_trace_fields()}},
-    }
+# --- the edge: what the ingest queue carries ------------------------------------------------
 
 
-async def handle_ingest_message(delivery: Delivery, deps: IngestDeps) -> None:
-    try:
-        body = json.loads(delivery.body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise MalformedMessage(f"the message body is not JSON: {error}") from error
-    if isinstance(body, dict) and body.get("Event") == "s3:TestEvent":
-        return  # S3 sends one when notifications are configured
-    if isinstance(body, dict) and isinstance(body.get("Records"), list) and "specversion" not in body:
-        for record in body["Records"]:
-            await _handle_upload(record, delivery, deps)
-        return
-    await _handle_checkin_event(delivery, deps)
+def parse_ingest_message(body: str) -> list[Inbound[MediaArrived]]:
+    message = parse_json(body)
+    if isinstance(message, dict) and message.get("Event") == "s3:TestEvent":
+        return []  # S3 sends one when notifications are configured
+    if isinstance(message, dict) and isinstance(message.get("Records"), list) and "specversion" not in message:
+        return [_upload(record) for record in message["Records"]]
+    return [_checkin_event(message)]
 
 
-async def _handle_upload(record: dict, delivery: Delivery, deps: IngestDeps) -> None:
+def _upload(record: Any) -> Inbound[MediaArrived]:
     try:
         bucket = record["s3"]["bucket"]["name"]
         key = unquote_plus(record["s3"]["object"]["key"])
@@ -104,94 +89,71 @@ async def _handle_upload(record: dict, delivery: Delivery, deps: IngestDeps) -> 
     job_id = job_id_from_upload_key(key)
     if job_id is None:
         raise MalformedMessage(f"upload key '{key}' was not issued by the analyze API")
-    delivery.job_id = job_id
-    with structlog.contextvars.bound_contextvars(job_id=job_id):
-        await start_ingest(job_id, bucket, key, delivery, deps)
+    # S3 notifications carry no trace context: the job's, stored by the API, goes on.
+    return Inbound(job_id, MediaArrived(job_id=job_id, bucket=bucket, s3_key=key), trace_from_job=True)
 
 
-async def _handle_checkin_event(delivery: Delivery, deps: IngestDeps) -> None:
-    event = decode_event(delivery.body)
+def _checkin_event(message: Any) -> Inbound[MediaArrived]:
+    event = decode_event(message)
     job_id = job_id_for_event(event.get_source(), event.get_id())
-    delivery.job_id = job_id
-    with structlog.contextvars.bound_contextvars(job_id=job_id):
-        try:
-            submitted = event_data(event, CheckinSubmitted, CHECKIN_SUBMITTED)
-            key = submitted.s3_key
-            filename = submitted.filename or PurePosixPath(key).name
-            content_type = submitted.content_type or _EXTENSION_TYPES.get(PurePosixPath(key).suffix.lower(), "")
-            if not content_type:
-                raise MalformedMessage(
-                    f"invalid event data: content_type is missing and '{PurePosixPath(key).suffix}' "
-                    "does not say what the media is"
-                )
-            request = CheckinRequest(
-                patient_id=submitted.patient_id, filename=filename, content_type=content_type,
-                metadata=submitted.metadata,
+    try:
+        submitted = event_data(event, CheckinSubmitted)
+        key = submitted.s3_key
+        filename = submitted.filename or PurePosixPath(key).name
+        content_type = submitted.content_type or _EXTENSION_TYPES.get(PurePosixPath(key).suffix.lower(), "")
+        if not content_type:
+            raise MalformedMessage(
+                f"invalid event data: content_type is missing and '{PurePosixPath(key).suffix}' "
+                "does not say what the media is"
             )
-        except ValidationError as error:
-            await _record_rejected_event(event, job_id, describe_validation_error(error), deps)
-            raise MalformedMessage(describe_validation_error(error)) from error
-        except MalformedMessage as error:
-            await _record_rejected_event(event, job_id, str(error), deps)
-            raise
-        created_at = utc_now()
-        created = await deps.jobs.create(
-            new_job_item(job_id, request, key, created_at, "Check-in received from upstream system", "event")
-        )
-        log.info("check-in event accepted", new_job=created, event_id=event.get_id())
-        await start_ingest(job_id, submitted.bucket or deps.settings.bucket, key, delivery, deps)
+        request = CheckinRequest(patient_id=submitted.patient_id, filename=filename, content_type=content_type,
+                                 metadata=submitted.metadata)
+    except ValidationError as error:
+        raise _rejected(event, job_id, describe_validation_error(error)) from error
+    except MalformedMessage as error:
+        raise _rejected(event, job_id, str(error)) from error
+    created_at = utc_now()
+    job = new_job(job_id, patient_id=request.patient_id, s3_key=key, filename=request.filename,
+                  content_type=request.content_type, created_at=created_at, metadata=request.metadata,
+                  message="Check-in received from upstream system", source="event")
+    return Inbound(job_id, MediaArrived(job_id=job_id, bucket=submitted.bucket, s3_key=key), new_job=job,
+                   event_id=event.get_id(), trace_carrier=tracing_carrier(event))
 
 
-async def _record_rejected_event(event: Any, job_id: str, reason: str, deps: IngestDeps) -> None:
-    """An event that names a valid patient leaves a failed job the EHR can see."""
+def _rejected(event: Any, job_id: str, reason: str) -> MalformedMessage:
+    """The event is dead-lettered; when it names a valid patient, that patient's job says why."""
     data = event.get_data()
     patient_id = data.get("patient_id") if isinstance(data, dict) else None
     try:
-        CheckinRequest.model_validate(
-            {"patient_id": patient_id, "filename": "x.mp4", "content_type": "video/mp4"}
-        )
+        CheckinRequest.model_validate({"patient_id": patient_id, "filename": "x.mp4", "content_type": "video/mp4"})
     except ValidationError:
-        return
-    now = utc_now()
-    item = {
-        "job_id": job_id, "patient_id": patient_id, "status": "queued", "s3_key": str(data.get("s3_key", "")),
-        "filename": str(data.get("filename") or ""), "content_type": str(data.get("content_type") or ""),
-        "created_at": now, "updated_at": now, "progress": 0, "message": "Check-in event rejected",
-        "metadata": {"pipeline": {"source": "event", "stages": {}, **job_trace_fields()}},
-    }
-    await deps.jobs.create(item)  # exists already on redelivery; fail() is a no-op then
-    await deps.jobs.fail(job_id, f"the check-in event was rejected: {reason}", "ingest")
+        error = MalformedMessage(reason)
+    else:
+        job = new_job(job_id, patient_id=patient_id, s3_key=str(data.get("s3_key", "")),
+                      filename=str(data.get("filename") or ""), content_type=str(data.get("content_type") or ""),
+                      created_at=utc_now(), message="Check-in event rejected", source="event")
+        error = RejectedEvent(reason, job)
+    error.trace_carrier = tracing_carrier(event)
+    return error
 
 
-async def start_ingest(job_id: str, bucket: str, key: str, delivery: Delivery, deps: IngestDeps) -> None:
-    run = await deps.jobs.claim_stage(job_id, "ingest", delivery.message_id, "Checking the uploaded media")
-    if run.outcome is ClaimOutcome.ALREADY_DONE:
-        await _fan_out(run, deps)  # an earlier delivery may have died before announcing it
-        return
-    if run.outcome is not ClaimOutcome.CLAIMED:
-        log.info("nothing to ingest", outcome=run.outcome.value)
-        return
+# --- the stage -------------------------------------------------------------------------------
+
+
+async def check_media(work: Work[MediaArrived], deps: IngestDeps) -> StageOutcome:
+    arrived, limits = work.event, deps.uploads
+    bucket = arrived.bucket or deps.storage.bucket
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(dir=deps.settings.work_dir, prefix="ingest-") as workdir:
+    with tempfile.TemporaryDirectory(dir=limits.work_dir, prefix="ingest-") as workdir:
         path = Path(workdir) / "media"
-        try:
-            size = await deps.storage.download(key, path, bucket=bucket)
-        except MediaUnavailable as error:
-            raise InputError(str(error)) from error
-        if size > deps.settings.max_upload_bytes:
-            raise InputError(
-                f"the file is {size / 1024**2:.0f} MB; the limit is {deps.settings.max_upload_bytes / 1024**2:.0f} MB"
-            )
+        size = await deps.storage.download(arrived.s3_key, path, bucket=bucket)  # MediaUnavailable: InputError
+        if size > limits.max_upload_bytes:
+            raise InputError(f"the file is {size / 1024**2:.0f} MB; the limit is {limits.max_upload_bytes / 1024**2:.0f} MB")
         with tracer.start_as_current_span("probe media") as span:
-            span.set_attribute("schizodot.job_id", job_id)
-            info = await run_blocking(
-                None,
-                lambda: media.probe(
-                    path,
-                    min_duration_seconds=deps.settings.min_duration_seconds,
-                    max_duration_seconds=deps.settings.max_duration_seconds,
-                ),
-            )
+            span.set_attribute("schizodot.job_id", arrived.job_id)
+            info = await run_blocking(None, lambda: media.probe(
+                path, min_duration_seconds=limits.min_duration_seconds, max_duration_seconds=limits.max_duration_seconds,
+            ))
     modalities = [m for m, present in (("audio", info.has_audio), ("vision", info.has_video)) if present]
     skipped = {}
     if not info.has_audio:
@@ -199,31 +161,17 @@ async def start_ingest(job_id: str, bucket: str, key: str, delivery: Delivery, d
     if not info.has_video:
         skipped["vision"] = "the recording has no video track"
     described = ", ".join(f"{m} skipped: {why}" for m, why in skipped.items())
-    await deps.jobs.finish_stage(
-        run,
-        f"Media checked ({info.duration_seconds:.1f} s); analysing {' and '.join(modalities)}"
+    log.info("analysis requested", modalities=modalities)
+    return StageOutcome(
+        message=f"Media checked ({info.duration_seconds:.1f} s); analysing {' and '.join(modalities)}"
         + (f" ({described})" if described else ""),
         outputs={"size_bytes": size, "compute_seconds": round(time.monotonic() - started, 3)},
-        pipeline_updates={
-            "media": info.to_dict(),
-            "bucket": bucket,
-            "expected": modalities,
-            "skipped": skipped,
-            "weights": plan_weights(modalities),
-        },
+        plan=PipelinePlan(media=info.to_dict(), bucket=bucket, expected=modalities, skipped=skipped,
+                          weights=plan_weights(modalities)),
+        emit=tuple(Emit(m, AnalysisRequested(job_id=arrived.job_id, bucket=bucket, s3_key=arrived.s3_key))
+                   for m in modalities),
     )
-    refreshed = await deps.jobs.get(job_id)
-    run.job = refreshed or run.job
-    await _fan_out(run, deps)
 
 
-async def _fan_out(run: StageRun, deps: IngestDeps) -> None:
-    state = pipeline_state(run.job)
-    for modality in state.get("expected", []):
-        await deps.publisher.publish(
-            modality,
-            ANALYSIS_REQUESTED,
-            run.job_id,
-            AnalysisRequested(job_id=run.job_id, bucket=state["bucket"], s3_key=run.job["s3_key"], media=state["media"]),
-        )
-    log.info("analysis requested", modalities=state.get("expected", []))
+INGEST = Stage(name="ingest", parse=parse_ingest_message, handle=check_media,
+               claim_message="Checking the uploaded media")

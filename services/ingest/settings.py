@@ -1,21 +1,33 @@
-from pathlib import Path
+"""Ingest's settings: its API (`INGEST_*`) and what an upload may be (`SCHIZODOT_*`)."""
+
 import tempfile
+from pathlib import Path
 
 from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from shared.settings import CommonSettings
+from shared.settings import StageSettings
 
 
-class IngestSettings(CommonSettings):
-    service_name: str = "schizodot-ingest"
-    api_host: str = Field("127.0.0.1", validation_alias="INGEST_API_HOST")
-    api_port: int = Field(8080, validation_alias="INGEST_API_PORT")
-    # The S3 endpoint clients upload to, when it differs from the one this
-    # service reaches (compose: the service sees http://moto:4566, a browser
-    # on the host sees http://localhost:4566). Unset: the same endpoint.
-    public_s3_endpoint_url: str | None = Field(None, validation_alias="INGEST_PUBLIC_S3_ENDPOINT_URL")
+class UploadPolicy(StageSettings):
+    """What a check-in's media may be, and where ingest checks it."""
+
+    model_config = SettingsConfigDict(env_prefix="SCHIZODOT_", extra="ignore", frozen=True)
+
     upload_url_expiry_seconds: int = Field(900, ge=60, le=7 * 24 * 3600)
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     min_duration_seconds: float = 1.0
     max_duration_seconds: float = 900.0
     work_dir: Path = Path(tempfile.gettempdir())
+
+
+class IngestSettings(StageSettings):
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", frozen=True)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    # The S3 endpoint clients upload to, when it differs from the one this
+    # service reaches (compose: the service sees http://moto:4566, a browser
+    # on the host sees http://localhost:4566). Unset: the same endpoint.
+    public_s3_endpoint_url: str | None = None
+    uploads: UploadPolicy = Field(default_factory=UploadPolicy)

@@ -15,7 +15,7 @@ import structlog
 
 from shared.events import encode_event
 from shared.tracing import inject_message_attributes
-from shared.worker import run_blocking
+from shared.blocking import run_blocking
 
 log = structlog.get_logger()
 

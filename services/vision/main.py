@@ -1,24 +1,19 @@
-"""Vision worker: facial emotion over time, expressivity and medication-intake evidence."""
+"""Vision worker: loads every model once, at start-up, and runs the vision stage."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from services.vision.analysis import VisionAnalyser
 from services.vision.emotion import DeepFaceEmotion, EmotionClassifier
-from services.vision.evidence import EvidenceSink
+from services.vision.handlers import VISION, make_analyse
 from services.vision.pills import PillDetector, resolve_device
 from services.vision.settings import VisionSettings
 from shared.errors import ModelUnavailable
-from shared.modality import handle_analysis_request
-from shared.storage import Storage
+from shared.modality import ModalityDeps
 from shared.worker import StageContext, run_stage
-
-S3_TIMEOUT_S = 60
 
 
 def build_analyser(settings: VisionSettings) -> VisionAnalyser:
@@ -42,34 +37,17 @@ def build_analyser(settings: VisionSettings) -> VisionAnalyser:
     )
 
 
-def s3_evidence_sink(storage: Storage, job_id: str, loop: asyncio.AbstractEventLoop) -> EvidenceSink:
-    """Writes evidence JPEGs next to the job's artifacts, from the analyser's thread."""
-
-    def put(name: str, jpeg: bytes) -> str:
-        key = f"artifacts/{job_id}/evidence/{name}"
-        asyncio.run_coroutine_threadsafe(storage.put_bytes(key, jpeg, "image/jpeg"), loop).result(S3_TIMEOUT_S)
-        return key
-
-    return put
-
-
-def build_handler(context: StageContext):
-    settings: VisionSettings = context.settings  # type: ignore[assignment]
-    analyser = build_analyser(settings)
-    loop = asyncio.get_running_loop()
-
-    def analyse(path: Path, progress, job_id: str) -> dict:
-        return analyser.analyse(path, progress, evidence=s3_evidence_sink(context.storage, job_id, loop))
-
-    # One inference thread: the analyser's models are not shared between threads.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-model")
-    return functools.partial(
-        handle_analysis_request, context=context, modality="vision", analyse=analyse, executor=executor
+def build_deps(context: StageContext[VisionSettings]) -> ModalityDeps:
+    return ModalityDeps(
+        storage=context.storage,
+        analyse=make_analyse(build_analyser(context.settings), context.storage, asyncio.get_running_loop()),
+        # One inference thread: the analyser's models are not shared between threads.
+        executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-model"),
     )
 
 
 def main() -> None:
-    run_stage(VisionSettings(), "vision", build_handler)
+    run_stage(VISION, VisionSettings(), build_deps)
 
 
 if __name__ == "__main__":

@@ -73,12 +73,15 @@ def run_tool(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) ->
 
 
 def accepted_env_names(settings_class: type[BaseSettings]) -> set[str]:
-    """The environment variables a settings class reads (upper-cased, as in containers)."""
+    """The environment variables a settings class reads (upper-cased, as in containers),
+    those of the settings classes it holds included (each has its own prefix)."""
     prefix = settings_class.model_config.get("env_prefix", "")
     names: set[str] = set()
     for field_name, field in settings_class.model_fields.items():
         alias = field.validation_alias
-        if isinstance(alias, str):
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseSettings):
+            names.update(accepted_env_names(field.annotation))
+        elif isinstance(alias, str):
             names.add(alias.upper())
         elif isinstance(alias, AliasChoices):
             names.update(str(choice).upper() for choice in alias.choices)
@@ -87,7 +90,17 @@ def accepted_env_names(settings_class: type[BaseSettings]) -> set[str]:
     return names
 
 
-def settings_from(settings_class: type[CommonSettings], env: dict[str, str], monkeypatch) -> CommonSettings:
+class ServiceSettings:
+    """What a service process reads: its own settings class and the common one."""
+
+    def __init__(self, own: BaseSettings, common: CommonSettings) -> None:
+        self.own, self.common = own, common
+
+    def __getattr__(self, name: str):
+        return getattr(self.own if hasattr(self.own, name) else self.common, name)
+
+
+def settings_from(settings_class: type[BaseSettings], env: dict[str, str], monkeypatch):
     """Build the settings a container with exactly `env` would get (types and ranges validated)."""
     for key in list(os.environ):
         if key.upper().startswith(("SCHIZODOT_", "AWS_", "DYNAMO_", "INGEST_", "AUDIO_", "VISION_",
@@ -95,11 +108,13 @@ def settings_from(settings_class: type[CommonSettings], env: dict[str, str], mon
             monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
-    return settings_class()
+    if settings_class is CommonSettings:
+        return CommonSettings()
+    return ServiceSettings(settings_class(), CommonSettings())
 
 
 def unknown_variables(service: str, env: dict[str, str]) -> list[str]:
-    known = accepted_env_names(SETTINGS[service]) | set(NOT_SETTINGS)
+    known = accepted_env_names(CommonSettings) | accepted_env_names(SETTINGS[service]) | set(NOT_SETTINGS)
     return sorted(key for key in env if key.upper() not in known)
 
 

@@ -8,7 +8,8 @@ import re
 import pytest
 import yaml
 
-from shared.settings import STAGES, CommonSettings
+from shared.settings import CommonSettings
+from shared.topology import STAGES
 from tests.deploy.support import REPO, SETTINGS, run_tool, settings_from, tool, unknown_variables
 
 COMPOSE = REPO / "docker-compose.yml"

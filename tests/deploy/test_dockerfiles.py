@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from shared.settings import STAGES
+from shared.topology import STAGES
 from tests.deploy.support import REPO, unknown_variables
 
 MODEL_STAGES = {"audio", "vision"}

@@ -13,13 +13,13 @@ import pytest
 
 from shared.domain import artifact_key
 from shared.infra import PATIENT_JOBS_INDEX, UPLOAD_PREFIX
-from shared.settings import STAGES, CommonSettings
+from shared.settings import CommonSettings
+from shared.topology import PUBLISHES_TO, STAGES
 from tests.deploy.support import DEPLOY
 
 REGION, ACCOUNT = "eu-west-1", "123456789012"
 SETTINGS = CommonSettings()
-PUBLISHES = {"ingest": {"audio", "vision"}, "audio": {"fusion"}, "vision": {"fusion"}, "fusion": {"results"},
-             "results": set()}
+PUBLISHES = {stage: set(receivers) for stage, receivers in PUBLISHES_TO.items()}
 SQS = f"arn:aws:sqs:{REGION}:{ACCOUNT}:"
 TABLE = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/"
 JOBS, USERS = TABLE + SETTINGS.jobs_table, TABLE + SETTINGS.users_table

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from shared.settings import STAGES
+from shared.topology import STAGES
 from tests.deploy.support import (
     KEDA_SCHEMA,
     OVERLAYS,

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from schizodot import stack
 from shared.domain import job_id_for_event
 from shared.events import CHECKIN_SUBMITTED
+from shared.job import Job
 from shared.settings import CommonSettings
 from tests.conftest import RunningStack, free_port
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -85,7 +86,7 @@ def checkin(traced_stack, checkin_clip):
     job_id = traced_stack.running.submit(checkin_clip, patient)
     job = traced_stack.running.wait_for_job(job_id, timeout=120)
     assert job["status"] == "completed", job.get("error")
-    trace_id = job["metadata"]["pipeline"].get("trace_id")
+    trace_id = Job.from_item(job).pipeline.trace_id
     assert trace_id and len(trace_id) == 32, "the job item keeps its trace id (metadata.pipeline.trace_id)"
     return patient, job, _completed_trace(traced_stack.receiver, trace_id)
 
@@ -98,7 +99,7 @@ def _one(spans: list[ReceivedSpan], **match) -> ReceivedSpan:
 
 def test_a_checkin_is_one_trace_across_all_five_services(checkin):
     _patient, job, spans = checkin
-    trace_id = job["metadata"]["pipeline"]["trace_id"]
+    trace_id = Job.from_item(job).pipeline.trace_id
     assert {s.service for s in spans} >= SERVICES
     by_id = {s.span_id: s for s in spans}
 
@@ -180,7 +181,7 @@ def test_no_patient_identifier_in_any_span(traced_stack, checkin, tmp_path):
     failed_id = traced_stack.running.submit(bad, patient)
     failed = traced_stack.running.wait_for_job(failed_id, timeout=60)
     assert failed["status"] == "failed"
-    failed_trace = failed["metadata"]["pipeline"]["trace_id"]
+    failed_trace = Job.from_item(failed).pipeline.trace_id
     traced_stack.receiver.wait_for(
         lambda spans: any(s.trace_id == failed_trace and s.name == "process schizodot-ingest" for s in spans))
     ingest = _one(traced_stack.receiver.trace(failed_trace), name="process schizodot-ingest")
@@ -207,7 +208,7 @@ def test_an_ehr_event_continues_the_senders_trace(traced_stack, checkin_clip):
         QueueUrl=running.queue_url(running.settings.queue_name("ingest")), MessageBody=json.dumps(event))
     job = running.wait_for_job(job_id_for_event(event["source"], event["id"]), timeout=120)
     assert job["status"] == "completed", job.get("error")
-    assert job["metadata"]["pipeline"]["trace_id"] == sender_trace
+    assert Job.from_item(job).pipeline.trace_id == sender_trace
     spans = _completed_trace(traced_stack.receiver, sender_trace)
     ingest = _one(spans, name="process schizodot-ingest")
     assert ingest.parent_span_id == sender_span
@@ -230,7 +231,7 @@ def _job_log_lines(config: stack.StackConfig, job_id: str) -> dict[str, list[dic
 
 def test_logs_carry_job_and_trace_ids_and_no_patient_id(traced_stack, checkin):
     patient, job, _spans = checkin
-    trace_id = job["metadata"]["pipeline"]["trace_id"]
+    trace_id = Job.from_item(job).pipeline.trace_id
     lines = _job_log_lines(traced_stack.config, job["job_id"])
     assert set(lines) == set(stack.SERVICES), f"services that logged the job: {sorted(lines)}"
     for name, records in lines.items():

@@ -13,6 +13,7 @@ import pytest
 
 from schizodot import samples
 from shared.events import CHECKIN_SUBMITTED
+from shared.job import Job
 
 pytestmark = pytest.mark.slow
 
@@ -87,11 +88,11 @@ def test_audio_only_and_silent_video_skip_a_modality_and_say_so(running_stack, m
 
     done = running_stack.wait_for_job(audio_job)
     assert done["status"] == "completed", done.get("error")
-    assert done["metadata"]["pipeline"]["expected"] == ["audio"]
-    assert "no video track" in done["metadata"]["pipeline"]["skipped"]["vision"]
+    assert Job.from_item(done).pipeline.expected == ["audio"]
+    assert "no video track" in Job.from_item(done).pipeline.skipped["vision"]
     done = running_stack.wait_for_job(silent_job)
     assert done["status"] == "completed", done.get("error")
-    assert done["metadata"]["pipeline"]["expected"] == ["vision"]
+    assert Job.from_item(done).pipeline.expected == ["vision"]
 
     items = {item["job_id"]: item for item in running_stack.user_items(patient)}
     audio_item = items[audio_job]["results"]
@@ -141,8 +142,8 @@ def test_ehr_event_delivered_twice_makes_one_job_and_one_result(running_stack, c
     assert job["metadata"]["session_type"] == "weekly_checkin"
     time.sleep(3)  # let any duplicate still in flight finish
     assert len(running_stack.user_items(patient)) == 1
-    stages = running_stack.job(job_id)["metadata"]["pipeline"]["stages"]
-    assert {s: stages[s]["attempts"] for s in stages} == {s: 1 for s in stages}
+    stages = Job.from_item(running_stack.job(job_id)).pipeline.stages
+    assert {s: stages[s].attempts for s in stages} == {s: 1 for s in stages}
     assert running_stack.job(job_id)["progress"] == 100
 
 

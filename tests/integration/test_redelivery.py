@@ -13,6 +13,7 @@ from schizodot import samples
 from shared.domain import artifact_key, utc_now
 from shared.dynamo import to_item
 from shared.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
+from shared.job import Job
 from shared.messaging import ERROR_ATTRIBUTE
 
 pytestmark = pytest.mark.slow
@@ -26,9 +27,9 @@ def long_clip(media_dir):
 def _wait_for_stage(running_stack, job_id: str, stage: str, state: str, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = running_stack.job(job_id) or {}
-        stages = job.get("metadata", {}).get("pipeline", {}).get("stages", {})
-        if stages.get(stage, {}).get("state") == state:
+        job = running_stack.job(job_id)
+        record = Job.from_item(job).pipeline.stages.get(stage) if job else None
+        if record is not None and record.state == state:
             return job
         time.sleep(0.1)
     raise AssertionError(f"{stage} never reached {state}")
@@ -37,11 +38,11 @@ def _wait_for_stage(running_stack, job_id: str, stage: str, state: str, timeout:
 def _wait_for_vision_progress(running_stack, job_id: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stages = (running_stack.job(job_id) or {}).get("metadata", {}).get("pipeline", {}).get("stages", {})
-        vision = stages.get("vision", {})
-        if vision.get("state") == "running" and vision.get("credited", 0) > 0:
+        job = running_stack.job(job_id)
+        vision = Job.from_item(job).pipeline.stages.get("vision") if job else None
+        if vision is not None and vision.state == "running" and vision.credited > 0:
             return
-        assert vision.get("state") != "done", "vision finished before it could be killed"
+        assert vision is None or vision.state != "done", "vision finished before it could be killed"
         time.sleep(0.05)
     raise AssertionError("vision never reported progress")
 
@@ -68,8 +69,8 @@ def test_worker_killed_mid_stage_is_redelivered_and_job_completes_once(running_s
     job = running_stack.wait_for_job(job_id, timeout=240, progress_log=progress)
     assert job["status"] == "completed", job.get("error")
     assert progress == sorted(progress)
-    vision = job["metadata"]["pipeline"]["stages"]["vision"]
-    assert vision["attempts"] == 2, vision  # the same message, delivered again after the kill
+    vision = Job.from_item(job).pipeline.stages["vision"]
+    assert vision.attempts == 2, vision  # the same message, delivered again after the kill
     assert len(running_stack.user_items(patient)) == 1
 
 
@@ -96,8 +97,7 @@ def test_poison_message_is_dead_lettered_and_its_job_failed(running_stack):
                                                        "attempts": 1,
                                                        "outputs": {"artifact_key": artifact_key(job_id, "audio")}}}}},
     }))
-    body = encode_event(MODALITY_ANALYSED, "urn:test", job_id,
-                        ModalityAnalysed(job_id=job_id, modality="audio", artifact_key=artifact_key(job_id, "audio")))
+    body = encode_event(MODALITY_ANALYSED, "urn:test", job_id, ModalityAnalysed(job_id=job_id, modality="audio"))
     sqs = running_stack.client("sqs")
     sqs.send_message(QueueUrl=running_stack.queue_url(running_stack.settings.queue_name("fusion")), MessageBody=body)
 

@@ -20,11 +20,12 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from services.results.ehr import RESULTS_AVAILABLE
-from services.results.handlers import ResultsWriter
+from services.results.writer import ResultsWriter
 from shared.aws import AsyncClients, sync_client
 from shared.domain import artifact_key
 from shared.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
-from shared.jobs import JobsRepository, plan_weights
+from shared.job import Job, plan_weights
+from shared.jobs import JobsRepository
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ class Workers:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.job(job_id)
-            if job and job["status"] in ("completed", "failed"):
+            if job and job.status in ("completed", "failed"):
                 return job
             time.sleep(0.2)
         raise AssertionError(f"job {job_id} did not finish: {self.job(job_id)}\n{self.log_tail()}")
@@ -189,7 +190,7 @@ def submit_analysed_checkin(settings, patient: str, audio: dict | None, vision: 
         for modality, document in documents.items():
             await aws.s3.put_object(Bucket=settings.bucket, Key=artifact_key(job_id, modality),
                                     Body=json.dumps(document).encode())
-        await JobsRepository(aws.dynamodb, settings.jobs_table).create({
+        await JobsRepository(aws.dynamodb, settings.jobs_table).create(Job.from_item({
             "job_id": job_id, "patient_id": patient, "status": "processing",
             "s3_key": f"uploads/{patient}/{job_id}/20260101T000000Z_checkin.mp4", "filename": "checkin.mp4",
             "content_type": "video/mp4" if vision else "audio/mp4", "created_at": created, "updated_at": created,
@@ -199,12 +200,12 @@ def submit_analysed_checkin(settings, patient: str, audio: dict | None, vision: 
                 "weights": plan_weights(list(documents)),
                 "stages": {m: {"state": "done", "message_id": f"m-{m}", "credited": 0, "attempts": 1,
                                "outputs": {"artifact_key": artifact_key(job_id, m)}} for m in documents}}},
-        })
+        }))
         fusion_queue = (await aws.sqs.get_queue_url(QueueName=settings.queue_name("fusion")))["QueueUrl"]
         last = list(documents)[-1]
         await aws.sqs.send_message(QueueUrl=fusion_queue, MessageBody=encode_event(
             MODALITY_ANALYSED, f"urn:schizodot:{last}", job_id,
-            ModalityAnalysed(job_id=job_id, modality=last, artifact_key=artifact_key(job_id, last))))
+            ModalityAnalysed(job_id=job_id, modality=last)))
     asyncio.run(_with_aws(settings, body))
     return job_id
 
@@ -237,8 +238,8 @@ def test_checkin_is_compared_with_the_patients_history_and_sent_to_the_ehr_as_fh
     ])
     job_id = submit_analysed_checkin(settings, patient, _audio(), _vision(0.04, "non_compliant"))
     job = workers.wait_for_job(job_id)
-    assert job["status"] == "completed", job.get("error")
-    assert job["results"]["risk_level"] == "high"
+    assert job.status == "completed", job.error
+    assert job.results["risk_level"] == "high"
 
     with workers.authed() as http:
         item = http.get(f"/api/v1/results/{job_id}").json()
@@ -275,7 +276,7 @@ def test_first_audio_only_checkin_has_no_baseline_and_names_the_missing_face(wor
     patient = _patient()
     job_id = submit_analysed_checkin(settings, patient, _audio(), None,
                                      skipped={"vision": "the recording has no video track"})
-    assert workers.wait_for_job(job_id)["status"] == "completed"
+    assert workers.wait_for_job(job_id).status == "completed"
     with workers.authed() as http:
         item = http.get(f"/api/v1/results/{job_id}").json()
     fusion = item["results"]["multimodal_fusion"]
@@ -328,7 +329,7 @@ def test_job_status_detail_and_errors(workers):
         assert status["status"] == "completed" and status["progress"] == 100
         assert status["patient_id"] == patient and status["modalities"] == ["audio", "vision"]
         detail = http.get(f"/api/v1/jobs/{job_id}/detail").json()
-        assert detail["job"]["metadata"]["pipeline"]["stages"]["results"]["state"] == "done"
+        assert Job.from_item(detail["job"]).pipeline.stages["results"].state == "done"
         assert detail["result"]["job_id"] == job_id
         missing = http.get("/api/v1/jobs/job-000000000000")
         assert missing.status_code == 404 and missing.json()["detail"] == "no job job-000000000000"
@@ -336,9 +337,9 @@ def test_job_status_detail_and_errors(workers):
         assert bad.status_code == 422 and bad.json()["detail"] == "job_id: must look like job-<12 hexadecimal digits>"
         assert http.get("/api/v1/results/job-000000000000").status_code == 404
     ensure_job = _job_id()
-    asyncio.run(_with_aws(settings, lambda aws: JobsRepository(aws.dynamodb, settings.jobs_table).create({
+    asyncio.run(_with_aws(settings, lambda aws: JobsRepository(aws.dynamodb, settings.jobs_table).create(Job.from_item({
         "job_id": ensure_job, "patient_id": patient, "status": "queued", "s3_key": "k", "created_at": _now(),
-        "updated_at": _now(), "progress": 0, "metadata": {"pipeline": {"stages": {}}}})))
+        "updated_at": _now(), "progress": 0, "metadata": {"pipeline": {"stages": {}}}}))))
     with workers.authed() as http:
         pending = http.get(f"/api/v1/results/{ensure_job}")
         assert pending.status_code == 404 and pending.json()["detail"] == f"job {ensure_job} has no result (queued)"
@@ -354,9 +355,9 @@ def test_patient_jobs_newest_first_with_limit_and_status_filter(workers):
         jobs = JobsRepository(aws.dynamodb, settings.jobs_table)
         for age, job_id in zip((4, 3, 2, 1), ids):
             stamp = _now(-age)
-            await jobs.create({"job_id": job_id, "patient_id": patient, "status": "queued", "s3_key": "k",
-                               "created_at": stamp, "updated_at": stamp, "progress": 0,
-                               "metadata": {"pipeline": {"stages": {}}}})
+            await jobs.create(Job.from_item({"job_id": job_id, "patient_id": patient, "status": "queued",
+                                             "s3_key": "k", "created_at": stamp, "updated_at": stamp, "progress": 0,
+                                             "metadata": {"pipeline": {"stages": {}}}}))
         await jobs.fail(ids[1], "the file is not a video: it is a JPEG image")
     asyncio.run(_with_aws(settings, body))
     with workers.authed() as http:
@@ -425,60 +426,62 @@ def test_a_taken_api_port_stops_the_api_but_not_the_results_worker(workers, tmp_
 
 
 def test_an_unreachable_ehr_is_retried_then_the_job_completes_saying_so(aws_server):
-    """The results handler in this process, with the EHR queue gone."""
+    """The results stage in this process, on the real adapters, with the EHR queue gone."""
+    from services.fusion.findings import build_results
     from services.fusion.rules import clinical_summary, fuse
     from services.fusion.settings import FusionSettings
     from services.results.ehr import EhrPublisher
-    from services.results.handlers import handle_fusion_completed
+    from services.results.handlers import RESULTS, ResultsDeps
     from services.results.settings import ResultsSettings
     from shared.events import FUSION_COMPLETED, FusionCompleted
     from shared.messaging import Delivery, Publisher
+    from shared.runner import StageRunner
     from shared.storage import Storage
-    from shared.worker import StageContext, resolve_queues
+    from shared.worker import resolve_queues
 
-    settings = ResultsSettings(aws_endpoint_url=aws_server.aws_endpoint_url, max_receive_count=3)
+    settings = aws_server
     sqs = sync_client(settings, "sqs")
     gone = sqs.create_queue(QueueName=f"ehr-gone-{uuid.uuid4().hex[:6]}")["QueueUrl"]
     sqs.delete_queue(QueueUrl=gone)
     patient, job_id = _patient(), _job_id()
     audio = _audio()
-    fusion = fuse(audio, None, ["audio"], {"vision": "the recording has no video track"}, FusionSettings())
-    document = {"job_id": job_id, "analysed_at": _now(), "multimodal_fusion": fusion,
-                "clinical_summary": clinical_summary(fusion, None, _now())}
-    body = encode_event(FUSION_COMPLETED, "urn:schizodot:fusion", job_id,
-                        FusionCompleted(job_id=job_id, artifact_key=artifact_key(job_id, "fusion")))
+    skipped = {"vision": "the recording has no video track"}
+    fusion = fuse(audio, None, ["audio"], skipped, FusionSettings())
+    findings = {"job_id": job_id, "analysed_at": _now(), "results": build_results(
+        {"multimodal_fusion": fusion, "clinical_summary": clinical_summary(fusion, None, _now())}, audio, None, skipped)}
+    body = encode_event(FUSION_COMPLETED, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
 
     async def scenario(aws):
         jobs = JobsRepository(aws.dynamodb, settings.jobs_table)
         storage = Storage(aws.s3, settings.bucket)
-        await storage.put_json(artifact_key(job_id, "audio"), audio)
-        await storage.put_json(artifact_key(job_id, "fusion"), document)
+        await storage.put_json(artifact_key(job_id, "fusion"), findings)
         created = _now()
-        await jobs.create({
+        await jobs.create(Job.from_item({
             "job_id": job_id, "patient_id": patient, "status": "processing", "s3_key": "uploads/k.m4a",
             "created_at": created, "updated_at": created, "progress": 80,
-            "metadata": {"pipeline": {"expected": ["audio"], "skipped": {"vision": "the recording has no video track"},
+            "metadata": {"pipeline": {"expected": ["audio"], "skipped": skipped,
                                       "stages": {s: {"state": "done", "message_id": f"m-{s}",
                                                      "outputs": {"artifact_key": artifact_key(job_id, s)}}
-                                                 for s in ("audio", "fusion")}}}})
+                                                 for s in ("audio", "fusion")}}}}))
         queues, _ = await resolve_queues(aws.sqs, settings, "results")
-        context = StageContext(settings, aws, jobs, storage, Publisher(aws.sqs, queues, "urn:test"), queues)
-        ehr = EhrPublisher(aws.sqs, None, gone, None)
-        writer = ResultsWriter(aws.dynamodb, settings.users_table)
+        deps = ResultsDeps(ResultsSettings(), storage, ResultsWriter(aws.dynamodb, settings.users_table),
+                           EhrPublisher(aws.sqs, None, gone, None))
+        runner = StageRunner(RESULTS, deps, jobs, storage, Publisher(aws.sqs, queues, "urn:test"))
 
         def delivery(attempt: int) -> Delivery:
-            return Delivery("m-results", "r", body, {}, attempt, "schizodot-results")
+            return Delivery("m-results", "r", body, {}, attempt, "schizodot-results",
+                            final_attempt=attempt >= settings.max_receive_count)
 
         with pytest.raises(Exception, match="NonExistentQueue|does not exist"):
-            await handle_fusion_completed(delivery(1), context, writer, ehr)
+            await (await runner.accept(delivery(1))).work()
         still = await jobs.get(job_id)
-        await handle_fusion_completed(delivery(settings.max_receive_count), context, writer, ehr)
+        await (await runner.accept(delivery(settings.max_receive_count))).work()
         return still, await jobs.get(job_id)
 
     first, last = asyncio.run(_with_aws(settings, scenario))
-    assert first["status"] == "processing"  # the first failure is retried, the job waits
-    assert last["status"] == "completed" and last["progress"] == 100
-    assert last["message"].startswith("Analysis completed; sending it to the EHR failed:")
+    assert first.status == "processing"  # the first failure is retried, the job waits
+    assert last.status == "completed" and last.progress == 100
+    assert last.message.startswith("Analysis completed; sending it to the EHR failed:")
 
 
 def test_results_event_fans_out_through_an_sns_topic(aws_server):

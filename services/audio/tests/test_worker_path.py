@@ -1,4 +1,4 @@
-"""The audio worker's path (extract_audio + AudioAnalyser, as main.make_analyse runs them)
+"""The audio worker's path (extract_audio + AudioAnalyser, as handlers.make_analyse runs them)
 on every accepted container and on bad input; the Whisper transcript; chunked VAD.
 
 Real media: espeak-ng speech, encoded with ffmpeg here; the real Silero, openSMILE
@@ -17,7 +17,7 @@ import pytest
 import soundfile
 
 from services.audio.analysis import AudioAnalyser
-from services.audio.main import make_analyse
+from services.audio.handlers import make_analyse
 from services.audio.transcript import WhisperTranscriber
 from services.audio.vad import SileroVad
 from shared.errors import InputError, ModelUnavailable

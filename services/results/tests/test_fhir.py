@@ -11,7 +11,9 @@ from pydantic import ValidationError
 
 from services.results.ehr import RESULTS_AVAILABLE, encode_results_event, event_id
 from services.results.fhir import FHIR_VERSION, build_bundle, patient_reference
-from services.results.records import build_user_item
+from services.fusion.findings import build_results
+from services.results.user_item import build_user_item
+from shared.job import Job
 
 JOB = {"job_id": "job-abc123def456", "patient_id": "patient-001", "s3_key": "uploads/patient-001/job-abc123def456/x.mp4",
        "filename": "x.mp4", "content_type": "video/mp4",
@@ -44,6 +46,14 @@ VISION = {"facial_emotion": {"primary_emotion": "happy", "confidence": 0.9, "all
                          "reason": "pill detection is not configured"}}
 
 
+def _item(fusion: dict, audio: dict | None, vision: dict | None, skipped: dict[str, str] | None = None) -> dict:
+    """The SchizodotUsers item results saves for JOB, from fusion's findings document."""
+    job = Job.from_item({**JOB, "status": "processing", "updated_at": JOB["started_at"],
+                         "metadata": {"pipeline": {"skipped": skipped or {}}}})
+    findings = {"analysed_at": fusion["analysed_at"], "results": build_results(fusion, audio, vision, skipped or {})}
+    return build_user_item(job, findings)
+
+
 def _resources(bundle: dict) -> dict[str, dict]:
     found = {}
     for entry in bundle["entry"]:
@@ -56,7 +66,7 @@ def _resources(bundle: dict) -> dict[str, dict]:
 
 
 def test_bundle_has_one_valid_observation_per_finding():
-    item = build_user_item(JOB, FUSION, AUDIO, VISION, {})
+    item = _item(FUSION, AUDIO, VISION)
     bundle = build_bundle(item, JOB, "schizodot-media", "urn:schizodot:patient-id")
     parsed = Bundle.model_validate_json(json.dumps(bundle))  # the library accepts what we send
     assert parsed.type == "collection" and len(parsed.entry) == 5
@@ -88,7 +98,7 @@ def test_bundle_has_one_valid_observation_per_finding():
 def test_audio_only_checkin_marks_the_face_as_not_performed_never_filled_in():
     fusion = {**FUSION, "multimodal_fusion": {**FUSION["multimodal_fusion"], "face_emotion": None,
                                               "modalities_not_assessed": {"vision": "the recording has no video track"}}}
-    item = build_user_item(JOB, fusion, AUDIO, None, {"vision": "the recording has no video track"})
+    item = _item(fusion, AUDIO, None, {"vision": "the recording has no video track"})
     bundle = build_bundle(item, {**JOB, "content_type": "audio/mp4"}, "b", "urn:schizodot:patient-id")
     Bundle.model_validate(bundle)
     resources = _resources(bundle)
@@ -104,7 +114,7 @@ def test_emotion_not_assessed_at_all_has_a_data_absent_reason():
     fusion = {**FUSION, "multimodal_fusion": {**FUSION["multimodal_fusion"], "overall_emotion": None,
                                               "face_emotion": None, "voice_emotion": None, "confidence": 0.0,
                                               "modalities_not_assessed": {"audio": "no speech", "vision": "no face"}}}
-    bundle = build_bundle(build_user_item(JOB, fusion, None, None, {}), JOB, "b", "urn:schizodot:patient-id")
+    bundle = build_bundle(_item(fusion, None, None), JOB, "b", "urn:schizodot:patient-id")
     emotion = _resources(bundle)["emotional-state"]
     assert "valueCodeableConcept" not in emotion
     assert emotion["dataAbsentReason"]["text"] == "audio: no speech; vision: no face"
@@ -124,7 +134,7 @@ def test_the_library_rejects_what_fhir_does_not_allow():
 
 
 def test_results_event_is_a_cloudevent_carrying_the_bundle():
-    item = build_user_item(JOB, FUSION, AUDIO, VISION, {})
+    item = _item(FUSION, AUDIO, VISION)
     bundle = build_bundle(item, JOB, "schizodot-media", "urn:schizodot:patient-id")
     event = json.loads(encode_results_event(JOB["job_id"], bundle, "urn:schizodot:results", FHIR_VERSION))
     assert event["specversion"] == "1.0" and event["type"] == RESULTS_AVAILABLE

@@ -1,14 +1,8 @@
-"""The SchizodotUsers item and the job's summary, in the seed's exact shape."""
+"""The seed-shaped `results` map of a SchizodotUsers item, from the modalities' and fusion's findings."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-
-
-def _seconds_between(start: str, end: str) -> float:
-    parse = lambda value: datetime.fromisoformat(value.replace("Z", "+00:00"))  # noqa: E731
-    return round((parse(end) - parse(start)).total_seconds(), 3)
 
 
 def _not_assessed(kind: str, reason: str) -> dict[str, Any]:
@@ -18,20 +12,17 @@ def _not_assessed(kind: str, reason: str) -> dict[str, Any]:
             "frame_count": 0, "assessed": False, "reason": reason}
 
 
-def build_user_item(
-    job: dict[str, Any],
+def build_results(
     fusion_document: dict[str, Any],
     audio: dict[str, Any] | None,
     vision: dict[str, Any] | None,
     skipped: dict[str, str],
 ) -> dict[str, Any]:
-    analysed_at = fusion_document["analysed_at"]
     compliance = (vision or {}).get("compliance") or {
         "pill_detected": None, "hand_detected": None, "face_detected": None, "compliance_score": None,
         "confidence": None, "verification_status": "inconclusive",
         "reason": skipped.get("vision", "no video was analysed"),
     }
-    expected = [m for m in ("audio", "vision") if m not in skipped]
     results = {
         "audio_emotion": (audio or {}).get("audio_emotion")
         or _not_assessed("audio", skipped.get("audio", "no audio was analysed")),
@@ -45,25 +36,4 @@ def build_user_item(
         results["vocal_markers"] = audio.get("vocal_markers", {})
         if (audio.get("transcript") or {}).get("enabled"):  # opt-in; kept for a future summary
             results["transcript"] = audio["transcript"]
-    return {
-        "user_id": job["patient_id"],
-        "timestamp": analysed_at,
-        "job_id": job["job_id"],
-        "s3_key": job["s3_key"],
-        "analysis_type": "multimodal" if len(expected) == 2 else f"{expected[0]}_only",
-        "analyzed_at": analysed_at,
-        "processing_time_seconds": _seconds_between(job.get("started_at") or job["created_at"], analysed_at),
-        "status": "completed",
-        "results": results,
-    }
-
-
-def job_summary(item: dict[str, Any]) -> dict[str, Any]:
-    """The job's short `results` map (schema: emotion_summary, compliance_score, risk_level)."""
-    results = item["results"]
-    return {
-        "emotion_summary": results["multimodal_fusion"]["overall_emotion"],
-        "compliance_score": results["compliance"].get("compliance_score"),
-        "risk_level": results["multimodal_fusion"]["risk_level"],
-        "verification_status": results["compliance"].get("verification_status"),
-    }
+    return results

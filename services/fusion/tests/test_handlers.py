@@ -1,0 +1,138 @@
+"""The fusion stage on in-memory adapters: it waits for every expected modality,
+fuses once, reads the patient's own history, and writes one findings document
+that results saves as it is."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services.fusion.handlers import FUSION, FusionDeps
+from services.fusion.settings import FusionSettings
+from shared.domain import artifact_key, utc_now
+from shared.events import FusionCompleted, ModalityAnalysed, encode_event
+from shared.fakes import FakeAdapters, deliver
+from shared.job import PipelinePlan, new_job, plan_weights
+
+AUDIO = {"audio_emotion": {"primary_emotion": "neutral", "confidence": 0.6, "assessed": True, "method": "prosody_rules_v1",
+                           "all_emotions": [{"emotion": "neutral", "confidence": 0.6}]},
+         "vocal_markers": {"speech_seconds": {"value": 5.0, "unit": "s"}, "pause_ratio": {"value": 0.1, "unit": "fraction"},
+                           "speech_rate": {"value": 3.0, "unit": "1/s"}, "f0_variability": {"value": 2.5, "unit": "semitones"}},
+         "speech_detected": True, "duration_seconds": 8.0}
+VISION = {"facial_emotion": {"primary_emotion": "neutral", "confidence": 0.7, "face_detected": True, "frame_count": 40,
+                             "method": "fer_tflite", "all_emotions": [{"emotion": "neutral", "confidence": 0.7}],
+                             "expressivity": {"blendshape_activity": 0.08}},
+          "compliance": {"pill_detected": None, "hand_detected": True, "face_detected": True, "compliance_score": None,
+                         "confidence": 0.8, "verification_status": "inconclusive",
+                         "reason": "pill detection is not configured"}}
+SEED_SECTIONS = {"audio_emotion", "facial_emotion", "compliance", "multimodal_fusion", "clinical_summary"}
+
+
+class FailingWriter:
+    model_id = "stand-in-model"
+
+    async def write(self, findings):
+        raise TimeoutError("the model did not answer")
+
+
+async def _analysed(fakes: FakeAdapters, patient: str, done: tuple[str, ...], expected=("audio", "vision")) -> str:
+    """A job whose modalities in `done` have stored their findings."""
+    job_id = f"job-{uuid.uuid4().hex[:12]}"
+    await fakes.jobs.create(new_job(job_id, patient_id=patient, s3_key="uploads/x", filename="x.mp4",
+                                    content_type="video/mp4", created_at=utc_now(), message="q", source="api"))
+    ingest = await fakes.jobs.claim_stage(job_id, "ingest", "m-ingest", "x")
+    await fakes.jobs.finish_stage(ingest, "x", {}, PipelinePlan(expected=list(expected), weights=plan_weights(list(expected)),
+                                                                skipped={m: "not in the recording" for m in
+                                                                         {"audio", "vision"} - set(expected)}))
+    for modality in done:
+        run = await fakes.jobs.claim_stage(job_id, modality, f"m-{modality}", "x")
+        key = artifact_key(job_id, modality)
+        await fakes.storage.put_json(key, {"audio": AUDIO, "vision": VISION}[modality])
+        await fakes.jobs.finish_stage(run, "done", {"artifact_key": key})
+    return job_id
+
+
+def _notice(job_id: str, modality: str) -> str:
+    return encode_event(ModalityAnalysed.TYPE, f"urn:schizodot:{modality}", job_id,
+                        ModalityAnalysed(job_id=job_id, modality=modality))
+
+
+def _deps(fakes: FakeAdapters, writer=None) -> FusionDeps:
+    return FusionDeps(FusionSettings(), fakes.storage, fakes.history, writer)
+
+
+def test_the_first_notice_waits_and_the_last_one_fuses_once():
+    fakes = FakeAdapters()
+
+    async def scenario():
+        job_id = await _analysed(fakes, "patient-001", ("audio",))
+        runner = fakes.runner(FUSION, _deps(fakes))
+        await deliver(runner, _notice(job_id, "audio"), message_id="m-a")
+        waiting = await fakes.jobs.get(job_id)
+        run = await fakes.jobs.claim_stage(job_id, "vision", "m-vision", "x")
+        await fakes.storage.put_json(artifact_key(job_id, "vision"), VISION)
+        await fakes.jobs.finish_stage(run, "done", {"artifact_key": artifact_key(job_id, "vision")})
+        await deliver(runner, _notice(job_id, "vision"), message_id="m-v")
+        await deliver(runner, _notice(job_id, "vision"), message_id="m-v2")  # a duplicate notice
+        return job_id, waiting, await fakes.jobs.get(job_id)
+
+    job_id, waiting, job = asyncio.run(scenario())
+    assert "fusion" not in waiting.pipeline.stages  # not claimed: vision's own notice will fuse
+    assert job.pipeline.stages["fusion"].state == "done" and job.pipeline.stages["fusion"].attempts == 1
+    assert job.message.startswith("Findings combined: risk ")
+    findings = asyncio.run(fakes.storage.get_json(artifact_key(job_id, "fusion")))
+    assert set(findings) == {"job_id", "analysed_at", "compute_seconds", "results"}
+    assert SEED_SECTIONS <= set(findings["results"])
+    assert findings["results"]["facial_emotion"] == VISION["facial_emotion"]
+    assert findings["results"]["vocal_markers"] == AUDIO["vocal_markers"]
+    assert findings["results"]["clinical_summary"]["generated_by"] == "rule_based"
+    assert fakes.publisher.sent == [("results", FusionCompleted(job_id=job_id))] * 2  # the duplicate re-announces
+
+
+def test_the_patients_own_history_is_the_baseline():
+    fakes = FakeAdapters()
+    now = datetime.now(timezone.utc)
+    for days in (1, 2, 3):
+        stamp = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        asyncio.run(fakes.history.save({
+            "user_id": "patient-007", "timestamp": stamp, "job_id": f"job-{days:012x}", "s3_key": "k",
+            "analysis_type": "multimodal", "analyzed_at": stamp, "status": "completed",
+            "results": {"facial_emotion": VISION["facial_emotion"], "vocal_markers": AUDIO["vocal_markers"],
+                        "compliance": VISION["compliance"], "multimodal_fusion": {"risk_level": "low"}}}))
+
+    async def scenario():
+        job_id = await _analysed(fakes, "patient-007", ("audio", "vision"))
+        await deliver(fakes.runner(FUSION, _deps(fakes)), _notice(job_id, "vision"))
+        return await fakes.storage.get_json(artifact_key(job_id, "fusion"))
+
+    fusion = asyncio.run(scenario())["results"]["multimodal_fusion"]
+    assert fusion["baseline"]["available"] is True and fusion["baseline"]["checkins_compared"] == 3
+
+
+def test_a_failing_llm_leaves_the_rule_based_summary_saying_why():
+    fakes = FakeAdapters()
+
+    async def scenario():
+        job_id = await _analysed(fakes, "patient-001", ("audio",), expected=("audio",))
+        await deliver(fakes.runner(FUSION, _deps(fakes, FailingWriter())), _notice(job_id, "audio"))
+        return await fakes.storage.get_json(artifact_key(job_id, "fusion"))
+
+    results = asyncio.run(scenario())["results"]
+    summary = results["clinical_summary"]
+    assert summary["generated_by"] == "rule_based" and "did not answer" in summary["llm_error"]
+    assert results["facial_emotion"]["assessed"] is False  # vision was not in the recording: named, not filled in
+
+
+def test_a_lost_modality_artifact_is_an_error_to_retry():
+    fakes = FakeAdapters()
+
+    async def scenario():
+        job_id = await _analysed(fakes, "patient-001", ("audio",), expected=("audio",))
+        fakes.storage.objects.clear()
+        with pytest.raises(KeyError, match="NoSuchKey"):
+            await deliver(fakes.runner(FUSION, _deps(fakes)), _notice(job_id, "audio"))
+
+    asyncio.run(scenario())

@@ -1,0 +1,107 @@
+"""The results stage on in-memory adapters: it saves fusion's findings as the
+patient's SchizodotUsers item once, sends the FHIR bundle to the EHR when that is
+configured (a failed push is retried, and only the last attempt completes the job
+without it) and completes the job."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from services.results.ehr import EhrPublisher
+from services.results.handlers import RESULTS, ResultsDeps
+from services.results.settings import ResultsSettings
+from shared.domain import artifact_key, utc_now
+from shared.events import FusionCompleted, encode_event
+from shared.fakes import FakeAdapters, deliver
+from shared.job import PipelinePlan, new_job, plan_weights
+
+RESULTS_MAP = {
+    "audio_emotion": {"primary_emotion": "calm", "confidence": 0.87, "all_emotions": [], "assessed": True},
+    "facial_emotion": {"primary_emotion": "neutral", "confidence": 0.82, "all_emotions": [], "face_detected": True,
+                       "frame_count": 150},
+    "compliance": {"pill_detected": None, "hand_detected": True, "face_detected": True, "compliance_score": None,
+                   "confidence": 0.5, "verification_status": "inconclusive", "reason": "pill detection is not configured"},
+    "multimodal_fusion": {"emotional_consistency": "consistent", "overall_emotion": "calm", "confidence": 0.85,
+                          "risk_level": "low", "risk_factors": [], "risk_evidence": [], "method": "rule_based_v2",
+                          "modalities_not_assessed": {}},
+    "clinical_summary": {"emotional_state": "calm", "medication_adherence": "not verified", "risk_assessment": "low",
+                         "recommendations": ["Continue current treatment plan"], "generated_by": "rule_based"},
+}
+
+
+class StandInSqs:
+    def __init__(self, fail: bool) -> None:
+        self.fail, self.sent = fail, []
+
+    async def send_message(self, *, QueueUrl, MessageBody, MessageAttributes):
+        if self.fail:
+            raise ConnectionError("the EHR queue does not answer")
+        self.sent.append(json.loads(MessageBody))
+        return {"MessageId": "ehr-1"}
+
+
+async def _fused(fakes: FakeAdapters) -> str:
+    job_id = f"job-{uuid.uuid4().hex[:12]}"
+    await fakes.jobs.create(new_job(job_id, patient_id="patient-001", s3_key=f"uploads/patient-001/{job_id}/x.mp4",
+                                    filename="x.mp4", content_type="video/mp4", created_at=utc_now(), message="q",
+                                    source="api"))
+    for stage in ("ingest", "audio", "vision", "fusion"):
+        run = await fakes.jobs.claim_stage(job_id, stage, f"m-{stage}", "x")
+        plan = PipelinePlan(expected=["audio", "vision"], weights=plan_weights(["audio", "vision"])) \
+            if stage == "ingest" else None
+        await fakes.jobs.finish_stage(run, "x", {"artifact_key": artifact_key(job_id, stage)}, plan)
+    await fakes.storage.put_json(artifact_key(job_id, "fusion"), {"job_id": job_id, "analysed_at": utc_now(),
+                                                                  "compute_seconds": 0.1, "results": RESULTS_MAP})
+    return job_id
+
+
+def _completion(fakes: FakeAdapters, ehr: EhrPublisher | None, *, final_attempt: bool = False):
+    async def scenario():
+        job_id = await _fused(fakes)
+        deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, ehr)
+        body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
+        await deliver(fakes.runner(RESULTS, deps), body, final_attempt=final_attempt)
+        return job_id, await fakes.jobs.get(job_id)
+
+    return asyncio.run(scenario())
+
+
+def test_the_findings_are_saved_as_the_patients_item_and_the_job_completes():
+    fakes = FakeAdapters()
+    job_id, job = _completion(fakes, None)
+    [item] = asyncio.run(fakes.history.latest("patient-001"))
+    assert item["job_id"] == job_id and item["results"] == RESULTS_MAP and item["analysis_type"] == "multimodal"
+    assert job.status == "completed" and job.progress == 100 and job.message == "Analysis completed successfully"
+    assert job.results == {"emotion_summary": "calm", "compliance_score": None, "risk_level": "low",
+                           "verification_status": "inconclusive"}
+    assert fakes.publisher.sent == []  # the last stage: nothing after it
+
+
+def test_the_ehr_gets_the_fhir_bundle_before_the_job_completes():
+    fakes, sqs = FakeAdapters(), StandInSqs(fail=False)
+    job_id, job = _completion(fakes, EhrPublisher(sqs, None, "https://sqs/ehr-inbox", None))
+    [event] = sqs.sent
+    assert event["subject"] == job_id and event["data"]["resourceType"] == "Bundle"
+    assert job.status == "completed"
+
+
+def test_an_unreachable_ehr_is_retried_and_only_the_last_attempt_completes_without_it():
+    assert asyncio.run(_first_attempt(FakeAdapters())) == "processing"  # the job waits for the retry
+    job_id, job = _completion(FakeAdapters(), EhrPublisher(StandInSqs(fail=True), None, "https://sqs/ehr", None),
+                              final_attempt=True)
+    assert job.status == "completed" and job.progress == 100
+    assert job.message.startswith("Analysis completed; sending it to the EHR failed: ConnectionError")
+
+
+async def _first_attempt(fakes: FakeAdapters) -> str:
+    job_id = await _fused(fakes)
+    deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history,
+                       EhrPublisher(StandInSqs(fail=True), None, "https://sqs/ehr", None))
+    body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
+    with pytest.raises(ConnectionError, match="does not answer"):
+        await deliver(fakes.runner(RESULTS, deps), body)
+    return (await fakes.jobs.get(job_id)).status

@@ -1,0 +1,43 @@
+"""Vision: what the vision stage does with an analysis request.
+
+It is a modality stage (shared/modality.py: fetch the job's media, run the
+analyser off the event loop with progress, store its findings as
+`artifacts/<job>/vision.json`, tell fusion); its analyser is `VisionAnalyser`
+(facial emotion over time, expressivity, head movement, medication intake),
+which writes the frames that show each intake step as evidence JPEGs next to
+the job's artifacts (`artifacts/<job>/evidence/<step>.jpg`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shared.modality import Analyse, Progress, modality_stage
+from shared.storage import ObjectStore
+
+if TYPE_CHECKING:  # the analyser's models are the composition root's to load
+    from services.vision.analysis import VisionAnalyser
+    from services.vision.evidence import EvidenceSink
+
+VISION = modality_stage("vision")
+S3_TIMEOUT_S = 60
+
+
+def make_analyse(analyser: VisionAnalyser, storage: ObjectStore, loop: asyncio.AbstractEventLoop) -> Analyse:
+    def analyse(path: Path, progress: Progress, job_id: str) -> dict:
+        return analyser.analyse(path, progress, evidence=s3_evidence_sink(storage, job_id, loop))
+
+    return analyse
+
+
+def s3_evidence_sink(storage: ObjectStore, job_id: str, loop: asyncio.AbstractEventLoop) -> EvidenceSink:
+    """Writes evidence JPEGs next to the job's artifacts, from the analyser's thread."""
+
+    def put(name: str, jpeg: bytes) -> str:
+        key = f"artifacts/{job_id}/evidence/{name}"
+        asyncio.run_coroutine_threadsafe(storage.put_bytes(key, jpeg, "image/jpeg"), loop).result(S3_TIMEOUT_S)
+        return key
+
+    return put

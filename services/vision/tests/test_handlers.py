@@ -1,0 +1,55 @@
+"""The vision stage on in-memory adapters, with a stand-in analyser: the media is
+analysed off the event loop, the evidence frames the analyser keeps are stored
+next to the job's artifacts, the findings stored and fusion told. The analyser
+itself, with its real models, is tested in test_analysis.py and test_pills.py."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from services.vision.handlers import VISION, make_analyse
+from shared.domain import artifact_key, utc_now
+from shared.events import AnalysisRequested, ModalityAnalysed, encode_event
+from shared.fakes import FakeAdapters, deliver
+from shared.job import PipelinePlan, new_job, plan_weights
+from shared.modality import ModalityDeps
+
+JPEG = b"\xff\xd8\xff\xe0" + bytes(64)
+
+
+class StandInAnalyser:
+    def analyse(self, path, progress, evidence):
+        progress(0.5, "analysed 2/4 frames")
+        key = evidence("hand_to_mouth.jpg", JPEG)
+        return {"frames_analysed": 4, "compliance": {"verification_status": "inconclusive",
+                                                     "evidence_frames": [{"step": "hand_to_mouth", "key": key}]}}
+
+
+def test_the_video_is_analysed_its_evidence_and_findings_stored_and_fusion_told(tmp_path):
+    fakes = FakeAdapters()
+    clip = tmp_path / "checkin.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+
+    async def scenario():
+        job_id, key = f"job-{uuid.uuid4().hex[:12]}", "uploads/patient-001/x/checkin.mp4"
+        await fakes.jobs.create(new_job(job_id, patient_id="patient-001", s3_key=key, filename="checkin.mp4",
+                                        content_type="video/mp4", created_at=utc_now(), message="q", source="api"))
+        ingest = await fakes.jobs.claim_stage(job_id, "ingest", "m-ingest", "x")
+        plan = PipelinePlan(expected=["audio", "vision"], weights=plan_weights(["audio", "vision"]))
+        await fakes.jobs.finish_stage(ingest, "x", {}, plan)
+        fakes.storage.put_file(key, clip)
+        deps = ModalityDeps(fakes.storage, make_analyse(StandInAnalyser(), fakes.storage, asyncio.get_running_loop()),
+                            None)
+        request = AnalysisRequested(job_id=job_id, bucket=fakes.storage.bucket, s3_key=key)
+        await deliver(fakes.runner(VISION, deps), encode_event(request.TYPE, "urn:schizodot:ingest", job_id, request))
+        return job_id, await fakes.jobs.get(job_id)
+
+    job_id, job = asyncio.run(scenario())
+    evidence_key = f"artifacts/{job_id}/evidence/hand_to_mouth.jpg"
+    assert fakes.storage.objects[(fakes.storage.bucket, evidence_key)] == (JPEG, "image/jpeg")
+    artifact = asyncio.run(fakes.storage.get_json(artifact_key(job_id, "vision")))
+    assert artifact["modality"] == "vision" and artifact["frames_analysed"] == 4
+    assert artifact["compliance"]["evidence_frames"] == [{"step": "hand_to_mouth", "key": evidence_key}]
+    assert job.pipeline.stages["vision"].state == "done" and job.progress == 10 + 45
+    assert fakes.publisher.sent == [("fusion", ModalityAnalysed(job_id=job_id, modality="vision"))]

@@ -1,0 +1,264 @@
+"""In-memory adapters: the job store, object storage, the event publisher and the
+patient history, for tests that run a stage in milliseconds (and for notebooks).
+
+Each follows its real adapter's contract, and the contract tests run the same
+cases against both (tests/integration/test_jobs_repository.py, test_adapters.py),
+so a fake cannot drift from what DynamoDB, S3 and SQS do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.domain import utc_now
+from shared.events import StageEvent
+from shared.job import (
+    COMPLETED,
+    DONE,
+    FAILED,
+    PROCESSING,
+    RUNNING,
+    Announcement,
+    ClaimOutcome,
+    Job,
+    PipelinePlan,
+    StageOutputs,
+    StageRecord,
+    claim_outcome,
+    credit_target,
+    failure_message,
+)
+from shared.jobs import FailureReason, StageRun
+from shared.messaging import Accepted, Delivery
+from shared.runner import Stage, StageRunner
+from shared.storage import MediaUnavailable
+
+
+class InMemoryJobs:
+    """`JobStore` in memory: the rules of shared.job applied to stored items."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}  # job_id -> the item as DynamoDB would hold it
+
+    def _load(self, job_id: str) -> Job | None:
+        item = self.items.get(job_id)
+        return Job.from_item(json.loads(json.dumps(item))) if item is not None else None
+
+    def _store(self, job: Job) -> Job:
+        """Keep the job as DynamoDB would (its stored shape) and return it as read back."""
+        item = job.to_item()
+        self.items[job.job_id] = item
+        return Job.from_item(json.loads(json.dumps(item)))
+
+    async def create(self, job: Job) -> bool:
+        if job.job_id in self.items:
+            return False
+        self._store(job)
+        return True
+
+    async def get(self, job_id: str) -> Job | None:
+        return self._load(job_id)
+
+    async def list_for_patient(self, patient_id: str, limit: int = 20, status: str | None = None) -> list[Job]:
+        jobs = [job for job_id in self.items if (job := self._load(job_id)) and job.patient_id == patient_id
+                and (status is None or job.status == status)]
+        return sorted(jobs, key=lambda job: job.created_at, reverse=True)[:limit]
+
+    async def claim_stage(
+        self, job_id: str, stage: str, message_id: str, message: str, *, known: Job | None = None
+    ) -> StageRun:
+        job = self._load(job_id)  # `known` only saves DynamoDB a read
+        outcome = claim_outcome(job, stage, message_id)
+        if job is None or outcome is not ClaimOutcome.CLAIMED:
+            return StageRun(outcome, job_id, stage, message_id, job)
+        now = utc_now()
+        record = job.pipeline.stages.get(stage)
+        if record is not None:
+            record.attempts += 1
+        else:
+            record = StageRecord(state=RUNNING, message_id=message_id, started_at=now, credited=0, attempts=1)
+        job.pipeline.stages = {**job.pipeline.stages, stage: record}
+        job.status, job.updated_at, job.message = PROCESSING, now, message
+        job.started_at = job.started_at or now
+        run = StageRun(ClaimOutcome.CLAIMED, job_id, stage, message_id, self._store(job))
+        run.credited = record.credited
+        return run
+
+    def _owned(self, run: StageRun) -> tuple[Job, StageRecord] | None:
+        job = self._load(run.job_id)
+        record = job.pipeline.stages.get(run.stage) if job else None
+        if job is None or record is None or job.status != PROCESSING or record.message_id != run.message_id:
+            return None
+        return job, record
+
+    async def report_progress(self, run: StageRun, fraction: float, message: str) -> bool:
+        owned = self._owned(run)
+        target = credit_target(run.weight, fraction)
+        delta = target - run.credited
+        if owned is None or (delta > 0 and owned[1].credited != run.credited):
+            return False
+        job, record = owned
+        if delta > 0:
+            record.credited = target
+            job.progress += delta
+            run.credited = target
+        job.updated_at, job.message = utc_now(), message
+        self._store(job)
+        return True
+
+    async def finish_stage(
+        self, run: StageRun, message: str, outputs: dict[str, Any], plan: PipelinePlan | None = None,
+        announced: Sequence[Announcement] = (),
+    ) -> bool:
+        owned = self._owned(run)
+        if owned is None or owned[1].state != RUNNING:
+            return False
+        job, record = owned
+        now = utc_now()
+        job.progress += run.weight - record.credited
+        record.state, record.finished_at, record.credited = DONE, now, run.weight
+        record.outputs = StageOutputs.model_validate(outputs)
+        record.announced = list(announced)
+        for key, value in (plan.model_dump(exclude_unset=True) if plan else {}).items():
+            setattr(job.pipeline, key, value)
+        job.updated_at, job.message = now, message
+        self._store(job)
+        run.credited = run.weight
+        return True
+
+    async def complete(self, run: StageRun, summary: dict[str, Any], message: str) -> bool:
+        owned = self._owned(run)
+        if owned is None:
+            return False
+        job, record = owned
+        now = utc_now()
+        record.state, record.finished_at = DONE, now
+        job.status, job.progress, job.completed_at, job.updated_at = COMPLETED, 100, now, now
+        job.results, job.message = summary, message
+        self._store(job)
+        return True
+
+    async def fail(self, job_id: str, error: str, stage: str | None = None, *, reason: FailureReason = "other") -> bool:
+        job = self._load(job_id)
+        if job is None or not job.active:
+            return False
+        now = utc_now()
+        job.status, job.error, job.message = FAILED, error, failure_message(error, stage)
+        job.completed_at, job.updated_at = now, now
+        self._store(job)
+        return True
+
+    async def find_stuck(self, older_than_iso: str) -> list[Job]:
+        return [job for job_id in self.items if (job := self._load(job_id)) and job.active
+                and job.updated_at < older_than_iso]
+
+
+class MemoryStorage:
+    """`ObjectStore` in memory: objects by (bucket, key)."""
+
+    def __init__(self, bucket: str = "schizodot-media") -> None:
+        self.bucket = bucket
+        self.objects: dict[tuple[str, str], tuple[bytes, str]] = {}  # -> (body, content type)
+
+    async def download(self, key: str, dest: Path, bucket: str | None = None) -> int:
+        where = (bucket or self.bucket, key)
+        if where not in self.objects:
+            raise MediaUnavailable(f"the media file does not exist: s3://{where[0]}/{key}")
+        dest.write_bytes(self.objects[where][0])
+        return len(self.objects[where][0])
+
+    async def exists(self, key: str, bucket: str | None = None) -> bool:
+        return (bucket or self.bucket, key) in self.objects
+
+    async def put_json(self, key: str, document: dict[str, Any]) -> None:
+        await self.put_bytes(key, json.dumps(document, separators=(",", ":")).encode(), "application/json")
+
+    async def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
+        self.objects[(self.bucket, key)] = (bytes(body), content_type)
+
+    async def get_json(self, key: str) -> dict[str, Any]:
+        if (self.bucket, key) not in self.objects:
+            raise KeyError(f"NoSuchKey: s3://{self.bucket}/{key}")
+        return json.loads(self.objects[(self.bucket, key)][0])
+
+    async def presigned_upload(self, key: str, content_type: str, expires_in: int) -> str:
+        return f"memory://{self.bucket}/{key}?content-type={content_type}&expires={expires_in}"
+
+    def put_file(self, key: str, path: Path, bucket: str | None = None) -> None:
+        """Place media as an uploader would (tests)."""
+        self.objects[(bucket or self.bucket, key)] = (Path(path).read_bytes(), "application/octet-stream")
+
+
+class RecordingPublisher:
+    """`EventPublisher` in memory: what was sent, to which stage, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, StageEvent]] = []
+
+    async def publish(self, stage: str, event: StageEvent) -> str:
+        self.sent.append((stage, event))
+        return f"memory-{len(self.sent)}"
+
+    def to(self, stage: str) -> list[StageEvent]:
+        return [event for to, event in self.sent if to == stage]
+
+
+class InMemoryHistory:
+    """SchizodotUsers in memory: `HistoryReader` and the results writer's `save`."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}  # (user_id, timestamp) -> item
+
+    async def save(self, item: dict[str, Any]) -> bool:
+        key = (item["user_id"], item["timestamp"])
+        if key in self.items:
+            return self.items[key] == item
+        self.items[key] = json.loads(json.dumps(item))
+        return True
+
+    def _newest_first(self, patient_id: str) -> list[dict[str, Any]]:
+        found = [item for (user, _), item in self.items.items() if user == patient_id]
+        return json.loads(json.dumps(sorted(found, key=lambda item: item["timestamp"], reverse=True)))
+
+    async def latest(self, patient_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        return self._newest_first(patient_id)[:limit]
+
+    async def for_job(self, patient_id: str, job_id: str) -> dict[str, Any] | None:
+        return next((item for item in self._newest_first(patient_id) if item["job_id"] == job_id), None)
+
+    async def page(
+        self, patient_id: str, limit: int, after: dict[str, str] | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+        items = [item for item in self._newest_first(patient_id)
+                 if after is None or item["timestamp"] < after["timestamp"]]
+        if len(items) <= limit:
+            return items, None
+        return items[:limit], {"user_id": patient_id, "timestamp": items[limit - 1]["timestamp"]}
+
+
+@dataclass
+class FakeAdapters:
+    """The in-memory adapters a stage runs on in a test, wired as `shared.worker` wires the real ones."""
+
+    jobs: InMemoryJobs = field(default_factory=InMemoryJobs)
+    storage: MemoryStorage = field(default_factory=MemoryStorage)
+    publisher: RecordingPublisher = field(default_factory=RecordingPublisher)
+    history: InMemoryHistory = field(default_factory=InMemoryHistory)
+
+    def runner(self, stage: Stage[Any, Any], deps: Any) -> StageRunner[Any, Any]:
+        return StageRunner(stage, deps, self.jobs, self.storage, self.publisher)
+
+
+async def deliver(runner: StageRunner[Any, Any], body: str, *, message_id: str = "m-1", receive_count: int = 1,
+                  final_attempt: bool = False) -> Accepted:
+    """One SQS delivery through the runner, as the consumer hands it over; errors propagate
+    (the consumer's part, settling them, is tested with the consumer)."""
+    delivery = Delivery(message_id, f"receipt-{message_id}", body, {}, receive_count,
+                        f"schizodot-{runner.stage.name}", final_attempt)
+    accepted = await runner.accept(delivery)
+    await accepted.work()
+    return accepted
