@@ -313,8 +313,8 @@ CONTRAST = """() => {
   const bg = el => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
                      if (c.length === 3 || c[3] > 0) return c.slice(0, 3); } return [255, 255, 255]; };
   const low = [];
-  for (const el of document.querySelectorAll('h1, h2, p, li, button, label')) {
-    if (!el.offsetParent) continue;
+  for (const el of document.querySelectorAll('h1, h2, h3, p, li, button, label, th, td, a, caption')) {
+    if (!el.offsetParent || !el.textContent.trim()) continue;
     const a = lum(rgb(getComputedStyle(el).color)), b = lum(bg(el));
     const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
     if (ratio < 4.5) low.push(el.tagName + ' ' + el.textContent.slice(0, 30) + ' ' + ratio.toFixed(2));
