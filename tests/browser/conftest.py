@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from schizodot import samples
-from tests.conftest import _dummy_aws_credentials, aws_server, free_port  # noqa: F401
 
 CHROMIUM = os.environ.get("SCHIZODOT_CHROMIUM", "/usr/bin/chromium")
 BASE_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"]
@@ -41,7 +40,9 @@ def fake_media(tmp_path_factory) -> dict[str, Path]:
     return {"video": y4m, "audio": wav, "mp4": clip}
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running in the main thread
+# while it is open, which would break asyncio.run in the tests that come after.
+@pytest.fixture(scope="module")
 def playwright_driver():
     if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make setup` (Debian package chromium)", pytrace=False)
@@ -51,7 +52,7 @@ def playwright_driver():
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_driver, fake_media):
     """Chromium whose camera and microphone play the fake media, permission granted."""
     browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=BASE_FLAGS + [
@@ -62,7 +63,7 @@ def browser(playwright_driver, fake_media):
     browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_without_camera_permission(playwright_driver, fake_media):
     """The same fake devices, but the permission prompt is never answered yes."""
     browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=BASE_FLAGS + [
