@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 MODELS_STAMP := models/.fetched
-SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng docker-compose
+SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng docker-compose chromium
 
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
@@ -15,15 +15,16 @@ export HF_HUB_OFFLINE := 1
 
 setup: system-deps $(STAMP) $(MODELS_STAMP)
 
-# ffmpeg/ffprobe (probing, audio extraction), espeak-ng (speech for fixtures) and
+# ffmpeg/ffprobe (probing, audio extraction), espeak-ng (speech for fixtures),
 # docker-compose 1.29 (only to validate docker-compose.yml offline; no engine needed)
+# and chromium (the browser tests drive Debian's build; `playwright install` cannot download one)
 system-deps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing system packages for:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg espeak-ng >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg espeak-ng chromium >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; \
 	fi
 

@@ -162,6 +162,8 @@ def ensure_infrastructure(settings: CommonSettings) -> QueueUrls:
     urls = ensure_queues(settings)
     ensure_tables(settings)
     ensure_bucket(settings, urls.queues["ingest"])
+    from services.results.alerts.infra import ensure_alert_resources  # issue 13: alerts tables and queue
+    ensure_alert_resources(settings)
     return urls
 
 

@@ -1,0 +1,208 @@
+"""Resumable uploads straight from the patient's phone to S3, bounded by S3 itself.
+
+The page never gets a URL that could store more than the service allows:
+
+- `CreateMultipartUpload` is made here with the content type fixed, under the
+  job's own key (the page cannot name a key).
+- The page declares the recording's size; the service refuses a size over
+  `max_bytes` and plans the parts: every part `part_bytes` long except the last.
+- Each `UploadPart` URL is presigned with its part's exact `Content-Length`
+  among the signed headers, so S3 refuses a body of any other length
+  (SignatureDoesNotMatch), and part numbers stop at `max_parts`
+  (= ceil(max_bytes / part_bytes)). S3 therefore never holds more than
+  `max_parts * part_bytes`.
+- Completing is done here too, from S3's own `ListParts`: the parts must be
+  1..n with the planned sizes and add up to the declared size, which is again
+  checked against `max_bytes`. The page never sends ETags, so the bucket's CORS
+  rule need not expose them.
+- Resuming after a dropped connection asks S3 which parts it already holds
+  (`ListParts`) and signs fresh URLs for the rest. An upload S3 no longer knows
+  (aborted, or expired by a lifecycle rule) cannot be resumed: `UploadGone`.
+
+S3 requires every part but the last to be at least 5 MiB (`S3_MIN_PART_BYTES`);
+a deployment's `part_bytes` should respect that (the tests use smaller parts
+against an S3 emulator configured to allow them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+S3_MIN_PART_BYTES = 5 * 1024**2
+S3_MAX_PARTS = 10_000
+RECORDING_TYPES = ("video/webm", "video/mp4", "video/quicktime")  # what MediaRecorder gives, by browser
+
+
+class UploadRefused(ValueError):
+    """The upload asked for cannot be allowed; the message says why, for a person."""
+
+
+class UploadGone(Exception):
+    """S3 no longer knows this multipart upload (aborted or expired): it cannot be resumed."""
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    number: int
+    size: int
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    number: int
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class UploadPolicy:
+    max_bytes: int
+    part_bytes: int = 8 * 1024**2
+    url_expiry_seconds: int = 900
+    accepted_types: tuple[str, ...] = RECORDING_TYPES
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1 or self.part_bytes < 1:
+            raise ValueError("max_bytes and part_bytes must be positive")
+        if self.max_parts > S3_MAX_PARTS:
+            raise ValueError(f"max_bytes / part_bytes needs {self.max_parts} parts; S3 allows {S3_MAX_PARTS}")
+
+    @property
+    def max_parts(self) -> int:
+        return math.ceil(self.max_bytes / self.part_bytes)
+
+    def content_type(self, declared: str) -> str:
+        """The recording's type without codec parameters ('video/webm;codecs=vp8' -> 'video/webm')."""
+        base = (declared or "").split(";")[0].strip().lower()
+        if base not in self.accepted_types:
+            raise UploadRefused(f"a recording of type '{declared or '(none)'}' cannot be sent; "
+                                f"the page records {', '.join(self.accepted_types)}")
+        return base
+
+    def plan(self, size: int) -> list[PartPlan]:
+        if size < 1:
+            raise UploadRefused("the recording is empty")
+        if size > self.max_bytes:
+            raise UploadRefused(f"the recording is {_mb(size)}; the most that can be sent is {_mb(self.max_bytes)}")
+        count = math.ceil(size / self.part_bytes)
+        return [PartPlan(n, self.part_bytes if n < count else size - self.part_bytes * (count - 1))
+                for n in range(1, count + 1)]
+
+    def check_complete(self, size: int, stored: list[StoredPart]) -> list[StoredPart]:
+        """The parts to complete with, or UploadRefused when S3 holds anything but the plan."""
+        planned = self.plan(size)
+        by_number = {p.number: p for p in stored}
+        missing = [p.number for p in planned if p.number not in by_number]
+        if missing:
+            raise UploadRefused(f"{len(missing)} of {len(planned)} parts have not arrived yet")
+        extra = sorted(set(by_number) - {p.number for p in planned})
+        wrong = [p.number for p in planned if by_number[p.number].size != p.size]
+        if extra or wrong:
+            raise UploadRefused("the parts received do not match the recording's declared size")
+        return [by_number[p.number] for p in planned]
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1024**2:.1f} MB"
+
+
+class MultipartStore(Protocol):
+    """The S3 operations a resumable upload needs (one bucket)."""
+
+    async def create(self, key: str, content_type: str) -> str: ...
+    async def presign_part(self, key: str, upload_id: str, number: int, size: int, expires_in: int) -> str: ...
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]: ...
+    async def complete(self, key: str, upload_id: str, parts: list[StoredPart]) -> None: ...
+    async def abort(self, key: str, upload_id: str) -> None: ...
+    async def open_uploads(self, key: str) -> list[str]: ...
+    async def exists(self, key: str) -> bool: ...
+
+
+@dataclass
+class S3MultipartStore:
+    """`MultipartStore` on S3.
+
+    `s3` is an async (aiobotocore) client for the calls; `signer` a botocore
+    client used only to presign, aimed at the endpoint the phone reaches (on
+    AWS the same; with a local emulator the public address of it). Signing is
+    local computation, so a synchronous client is fine here.
+    """
+
+    s3: Any
+    signer: Any
+    bucket: str
+    encryption: dict[str, str] = field(default_factory=lambda: {"ServerSideEncryption": "AES256"})
+
+    @property
+    def origin(self) -> str:
+        """scheme://host[:port] the phone uploads to (for the page's Content-Security-Policy)."""
+        url = self.signer.generate_presigned_url(
+            "upload_part", Params={"Bucket": self.bucket, "Key": "k", "UploadId": "u", "PartNumber": 1}, ExpiresIn=60)
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    async def create(self, key: str, content_type: str) -> str:
+        response = await self.s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type,
+                                                         **self.encryption)
+        return response["UploadId"]
+
+    async def presign_part(self, key: str, upload_id: str, number: int, size: int, expires_in: int) -> str:
+        return self.signer.generate_presigned_url(
+            "upload_part",
+            Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number,
+                    "ContentLength": size},
+            ExpiresIn=expires_in,
+        )
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        parts: list[StoredPart] = []
+        request: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id}
+        try:
+            while True:
+                response = await self.s3.list_parts(**request)
+                parts += [StoredPart(p["PartNumber"], p["Size"], p["ETag"]) for p in response.get("Parts", [])]
+                if not response.get("IsTruncated"):
+                    return parts
+                request["PartNumberMarker"] = response["NextPartNumberMarker"]
+        except Exception as error:
+            if _code(error) in ("NoSuchUpload", "404"):
+                raise UploadGone(upload_id) from error
+            raise
+
+    async def complete(self, key: str, upload_id: str, parts: list[StoredPart]) -> None:
+        try:
+            await self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]},
+            )
+        except Exception as error:
+            if _code(error) in ("NoSuchUpload", "404"):
+                raise UploadGone(upload_id) from error
+            raise
+
+    async def abort(self, key: str, upload_id: str) -> None:
+        try:
+            await self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as error:
+            if _code(error) not in ("NoSuchUpload", "404"):
+                raise
+
+    async def open_uploads(self, key: str) -> list[str]:
+        response = await self.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        return [u["UploadId"] for u in response.get("Uploads", []) if u["Key"] == key]
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self.s3.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except Exception as error:
+            if _code(error) in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise
+
+
+def _code(error: Exception) -> str | None:
+    return (getattr(error, "response", None) or {}).get("Error", {}).get("Code")

@@ -1,0 +1,111 @@
+"""The clinic's patients and their last check-in (`SchizodotClinicPatients`).
+
+SchizodotUsers is keyed by patient, so "which patients does this clinic have"
+cannot be read from it. The results service records every stored result here
+(`record_checkin`); the console's patient list and the no-check-in sweep read
+it. Key: `clinic_id` (hash) + `patient_id` (range). `last_checkin_at` only
+moves forward, so a redelivered older result cannot set it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.dynamo import from_item, is_conditional_failure
+
+ROSTER_TABLE = "SchizodotClinicPatients"
+
+
+def roster_table_definition(name: str = ROSTER_TABLE) -> dict[str, Any]:
+    return {
+        "TableName": name,
+        "AttributeDefinitions": [{"AttributeName": "clinic_id", "AttributeType": "S"},
+                                 {"AttributeName": "patient_id", "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": "clinic_id", "KeyType": "HASH"},
+                      {"AttributeName": "patient_id", "KeyType": "RANGE"}],
+        "ProvisionedThroughput": {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+    }
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    clinic_id: str
+    patient_id: str
+    last_checkin_at: str | None = None
+    last_job_id: str | None = None
+
+
+class Roster(Protocol):
+    async def record_checkin(self, clinic_id: str, patient_id: str, job_id: str, at: str) -> None: ...
+    async def get(self, clinic_id: str, patient_id: str) -> RosterEntry | None: ...
+    async def patients(self, clinic_id: str) -> list[RosterEntry]: ...
+    async def clinics(self) -> list[str]: ...
+
+
+class DynamoRoster:
+    def __init__(self, dynamodb: Any, table_name: str = ROSTER_TABLE) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    async def record_checkin(self, clinic_id: str, patient_id: str, job_id: str, at: str) -> None:
+        try:
+            await self._db.update_item(
+                TableName=self._table, Key={"clinic_id": {"S": clinic_id}, "patient_id": {"S": patient_id}},
+                UpdateExpression="SET last_checkin_at = :at, last_job_id = :job",
+                ConditionExpression="attribute_not_exists(last_checkin_at) OR last_checkin_at < :at",
+                ExpressionAttributeValues={":at": {"S": at}, ":job": {"S": job_id}},
+            )
+        except Exception as error:
+            if not is_conditional_failure(error):  # an older result: the newer one stays
+                raise
+
+    async def get(self, clinic_id: str, patient_id: str) -> RosterEntry | None:
+        response = await self._db.get_item(
+            TableName=self._table, Key={"clinic_id": {"S": clinic_id}, "patient_id": {"S": patient_id}})
+        return _entry(from_item(response["Item"])) if "Item" in response else None
+
+    async def patients(self, clinic_id: str) -> list[RosterEntry]:
+        request: dict[str, Any] = {"TableName": self._table, "KeyConditionExpression": "clinic_id = :c",
+                                   "ExpressionAttributeValues": {":c": {"S": clinic_id}}}
+        entries: list[RosterEntry] = []
+        while True:
+            response = await self._db.query(**request)
+            entries += [_entry(from_item(item)) for item in response.get("Items", [])]
+            if "LastEvaluatedKey" not in response:
+                return entries
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    async def clinics(self) -> list[str]:
+        """Every clinic with a patient (a scan: for the daily sweep, not for pages)."""
+        request: dict[str, Any] = {"TableName": self._table, "ProjectionExpression": "clinic_id"}
+        found: set[str] = set()
+        while True:
+            response = await self._db.scan(**request)
+            found |= {item["clinic_id"]["S"] for item in response.get("Items", [])}
+            if "LastEvaluatedKey" not in response:
+                return sorted(found)
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def _entry(item: dict[str, Any]) -> RosterEntry:
+    return RosterEntry(item["clinic_id"], item["patient_id"], item.get("last_checkin_at"), item.get("last_job_id"))
+
+
+class InMemoryRoster:
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], RosterEntry] = {}
+
+    async def record_checkin(self, clinic_id: str, patient_id: str, job_id: str, at: str) -> None:
+        current = self.entries.get((clinic_id, patient_id))
+        if current is None or (current.last_checkin_at or "") < at:
+            self.entries[(clinic_id, patient_id)] = RosterEntry(clinic_id, patient_id, at, job_id)
+
+    async def get(self, clinic_id: str, patient_id: str) -> RosterEntry | None:
+        return self.entries.get((clinic_id, patient_id))
+
+    async def patients(self, clinic_id: str) -> list[RosterEntry]:
+        return sorted((e for (c, _), e in self.entries.items() if c == clinic_id), key=lambda e: e.patient_id)
+
+    async def clinics(self) -> list[str]:
+        return sorted({c for c, _ in self.entries})

@@ -1,0 +1,124 @@
+"""The alert rules, as pure functions of a patient's results.
+
+`evaluate(item, earlier, rules)` looks at one new result (a SchizodotUsers
+item) with the patient's earlier results (newest first) and returns the alerts
+it raises; `missed_checkins(entries, rules, now)` is the scheduled sweep's
+rule. Each draft carries its evidence: the values, units and baselines that
+made it fire, so the alert can be read without opening the check-in.
+
+1. risk:            the check-in's risk level is in `risk_levels` (default: high).
+2. missed_medication: the medication was seen *not taken* in this check-in and
+                    the `missed_medication_streak - 1` before it (a check-in
+                    that could not verify intake ends the run: unknown is not
+                    missed). Fires when the run reaches the streak, once.
+3. baseline_decline: one or more markers are notably worse than the patient's
+                    own baseline, on the side that is worse for that marker
+                    (fusion decides "notable"; `findings.WORSE` the side).
+4. transcript_flag:  the clinical summary flags phrases in the transcript.
+5. no_checkin:       no check-in for `no_checkin_days` (the sweep), once per gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.results.alerts.clinics import AlertRules
+from services.results.alerts.findings import (
+    MEDICATION_WORDS,
+    checkin_time,
+    markers,
+    medication_status,
+    parse_time,
+    risk_level,
+    transcript_flags,
+)
+from services.results.alerts.roster import RosterEntry
+
+
+@dataclass(frozen=True)
+class AlertDraft:
+    patient_id: str
+    rule: str
+    severity: str
+    title: str
+    summary: str
+    trigger: str  # what makes this alert one alert (the job, or the gap's start)
+    triggered_at: str
+    job_id: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate(item: dict[str, Any], earlier: list[dict[str, Any]], rules: AlertRules) -> list[AlertDraft]:
+    patient_id, job_id, at = item["user_id"], item.get("job_id"), item["timestamp"]
+    results = item.get("results") or {}
+    drafts: list[AlertDraft] = []
+
+    def draft(rule: str, severity: str, title: str, summary: str, evidence: dict[str, Any]) -> None:
+        drafts.append(AlertDraft(patient_id, rule, severity, title, summary, job_id or at, at, job_id, evidence))
+
+    level = risk_level(item)
+    if level and level in rules.risk_levels:
+        fusion = results.get("multimodal_fusion") or {}
+        evidence = fusion.get("risk_evidence") or [{"factor": f} for f in fusion.get("risk_factors") or []]
+        reasons = "; ".join(str(e.get("evidence") or e.get("factor")) for e in evidence[:3]) or "no factors listed"
+        draft("risk", level, f"Risk level {level}", f"The check-in's risk level is {level}: {reasons}.",
+              {"risk_level": level, "risk_evidence": evidence})
+
+    if rules.missed_medication_streak and medication_status(item) == "non_compliant":
+        run = [item]
+        for previous in sorted(earlier, key=checkin_time, reverse=True):
+            if medication_status(previous) != "non_compliant":
+                break
+            run.append(previous)
+        if len(run) == rules.missed_medication_streak:
+            n = len(run)
+            reason = (results.get("compliance") or {}).get("reason")
+            draft("missed_medication", "high", f"Medication not taken {n} check-in{'s' if n > 1 else ''} in a row",
+                  f"The medication was seen not taken in the last {n} check-in{'s' if n > 1 else ''}.",
+                  {"streak": n, "checkins": [{"job_id": r.get("job_id"), "timestamp": r.get("timestamp"),
+                                              "status": MEDICATION_WORDS["non_compliant"]} for r in run],
+                   "reason": reason})
+
+    if rules.baseline_decline:
+        declines = [m for m in markers(item) if m.decline]
+        if declines:
+            names = ", ".join(m.label.lower() for m in declines)
+            draft("baseline_decline", "moderate", "Decline from the patient's baseline",
+                  f"Notably worse than the patient's usual: {names}.",
+                  {"markers": [{"marker": m.name, "label": m.label, "value": m.value, "unit": m.unit,
+                                "baseline_mean": m.baseline.get("mean"), "baseline_sd": m.baseline.get("sd"),
+                                "z_score": m.baseline.get("z_score"),
+                                "relative_change": m.baseline.get("relative_change"),
+                                "direction": m.baseline.get("direction"), "method": m.marker.get("method")}
+                               for m in declines]})
+
+    if rules.transcript_flags:
+        flags = transcript_flags(item)
+        if flags:
+            severity = "high" if any(f.get("severity", "high") == "high" for f in flags) else "moderate"
+            draft("transcript_flag", severity, "Flagged phrase in the transcript",
+                  f"{len(flags)} phrase{'s' if len(flags) > 1 else ''} flagged in what the patient said.",
+                  {"flags": flags})
+    return drafts
+
+
+def missed_checkins(entries: list[RosterEntry], rules: AlertRules, now: datetime) -> list[AlertDraft]:
+    if not rules.no_checkin_days:
+        return []
+    limit = timedelta(days=rules.no_checkin_days)
+    drafts = []
+    for entry in entries:
+        if not entry.last_checkin_at:
+            continue
+        last = parse_time(entry.last_checkin_at)
+        if now - last >= limit:
+            days = (now - last).days
+            drafts.append(AlertDraft(
+                entry.patient_id, "no_checkin", "moderate", f"No check-in for {days} days",
+                f"The last check-in was {days} days ago (the clinic's limit is {rules.no_checkin_days}).",
+                trigger=entry.last_checkin_at, triggered_at=(last + limit).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                job_id=entry.last_job_id,
+                evidence={"last_checkin_at": entry.last_checkin_at, "days": days, "limit_days": rules.no_checkin_days}))
+    return drafts

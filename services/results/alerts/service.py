@@ -1,0 +1,93 @@
+"""What the results service calls: a new result, the daily sweep, an acknowledgement.
+
+`on_result` is called once per stored result (redelivery is safe: alerts are
+stored once by id, and an alert whose delivery never started is queued again).
+It records the check-in on the clinic's roster, then stores and queues every
+alert the clinic's rules raise. `sweep` raises "no check-in for N days" alerts
+for every clinic; run it on a schedule (a Kubernetes CronJob, or a periodic task
+of the results service). `acknowledge` closes an alert with the clinician's
+note; the console audits it (issue 12's audit trail is called there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from services.results.alerts.clinics import ClinicDirectory
+from services.results.alerts.delivery import AlertEvent
+from services.results.alerts.roster import Roster
+from services.results.alerts.rules import AlertDraft, evaluate, missed_checkins
+from services.results.alerts.store import Alert, AlertStore, alert_id_for
+
+NOTE_MAX = 2000
+
+
+class AlertQueue(Protocol):
+    async def send(self, event: AlertEvent) -> None: ...
+
+
+class SqsAlertQueue:
+    def __init__(self, sqs: Any, queue_url: str) -> None:
+        self._sqs = sqs
+        self._url = queue_url
+
+    async def send(self, event: AlertEvent) -> None:
+        await self._sqs.send_message(QueueUrl=self._url, MessageBody=event.model_dump_json())
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class AlertService:
+    def __init__(self, alerts: AlertStore, roster: Roster, clinics: ClinicDirectory, queue: AlertQueue,
+                 clock: Callable[[], datetime] = _utc_now) -> None:
+        self.alerts = alerts
+        self.roster = roster
+        self.clinics = clinics
+        self.queue = queue
+        self._clock = clock
+
+    async def on_result(self, clinic_id: str, item: dict[str, Any], earlier: list[dict[str, Any]]) -> list[Alert]:
+        """`item`: the SchizodotUsers item just stored; `earlier`: the patient's results before it."""
+        await self.roster.record_checkin(clinic_id, item["user_id"], item["job_id"], item["timestamp"])
+        drafts = evaluate(item, [e for e in earlier if e.get("job_id") != item.get("job_id")],
+                          self.clinics.get(clinic_id).alerts)
+        return await self._raise(clinic_id, drafts)
+
+    async def sweep(self) -> list[Alert]:
+        raised: list[Alert] = []
+        now = self._clock()
+        for clinic_id in await self.roster.clinics():
+            drafts = missed_checkins(await self.roster.patients(clinic_id), self.clinics.get(clinic_id).alerts, now)
+            raised += await self._raise(clinic_id, drafts)
+        return raised
+
+    async def acknowledge(self, clinic_id: str, alert_id: str, by: str, note: str) -> Alert | None:
+        """None for an unknown alert (or another clinic's); AlreadyAcknowledged when someone was first."""
+        return await self.alerts.acknowledge(clinic_id, alert_id, by, note.strip()[:NOTE_MAX],
+                                             self._clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+    async def _raise(self, clinic_id: str, drafts: list[AlertDraft]) -> list[Alert]:
+        created = []
+        channels = self.clinics.get(clinic_id).delivery.channels()
+        for draft in drafts:
+            alert = Alert(
+                clinic_id=clinic_id, alert_id=alert_id_for(clinic_id, draft.patient_id, draft.rule, draft.trigger,
+                                                           draft.triggered_at),
+                patient_id=draft.patient_id, rule=draft.rule, severity=draft.severity, title=draft.title,
+                summary=draft.summary, evidence=draft.evidence, job_id=draft.job_id, triggered_at=draft.triggered_at,
+                created_at=self._clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            )
+            if await self.alerts.put_new(alert):
+                created.append(alert)
+            else:
+                stored = await self.alerts.get(clinic_id, alert.alert_id)
+                if stored is None or any(stored.delivery.get(c) for c in channels):
+                    continue  # delivery has started: the queue owns it
+                alert = stored  # stored, but the crash came before it was queued
+            if channels:
+                await self.queue.send(AlertEvent(clinic_id=clinic_id, alert_id=alert.alert_id))
+        return created

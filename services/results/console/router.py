@@ -1,0 +1,311 @@
+"""The clinician console: server-rendered pages, plots, exports and alert acknowledgement.
+
+`create_console_router` returns a router the results service mounts; it keeps
+no state of its own. Every route:
+
+1. asks `principal` (issue 12's dependency: 401 for no or a bad credential) who
+   is calling; roles other than clinician and clinic_admin get 403;
+2. scopes to the principal's clinic: a patient not on the clinic's roster, or a
+   check-in of another clinic, is "not found" in exactly the words and status
+   of one that does not exist;
+3. records an audit event before serving anything (`AuditTrail`); a failing
+   audit fails the request.
+
+Pages are HTML with every script, style and font served here (plotly.js from
+the plotly wheel); free text is escaped by Jinja's autoescaping, figures travel
+as JSON. The video and evidence frames are 303 redirects to presigned GETs
+that live `media_url_seconds`. Times are the clinic's, with the zone shown.
+POSTs (acknowledge) are refused unless they come from this site (Origin and
+Sec-Fetch-Site), since browsers send credentials with cross-site forms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import plotly
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from services.results.alerts.clinics import ClinicDirectory, ClinicProfile
+from services.results.alerts.findings import MEDICATION_WORDS, checkin_time, clinic_of, fmt_local
+from services.results.alerts.roster import Roster
+from services.results.alerts.store import NOTE_MAX, AlertStore, AlreadyAcknowledged
+from services.results.console import exports, plots, series, views
+from services.results.console.ports import AuditEvent, AuditTrail, ConsoleJobs, MediaLinks, ResultsHistory
+from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.identity import Principal, Role
+
+HERE = Path(__file__).resolve().parent
+CONSOLE_ROLES = (Role.CLINICIAN, Role.CLINIC_ADMIN)
+PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+STATIC = {
+    "console.css": (HERE / "static" / "console.css", "text/css; charset=utf-8"),
+    "console.js": (HERE / "static" / "console.js", "text/javascript; charset=utf-8"),
+    "plotly.min.js": (PLOTLY_JS, "text/javascript; charset=utf-8"),
+}
+_PATIENT = re.compile(PATIENT_ID_PATTERN)
+_STEP = re.compile(r"^[a-z_]{1,40}$")
+LIST_CONCURRENCY = 16  # history reads at once for the patient list (one query per patient)
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass
+class Caller:
+    principal: Principal
+    clinic_id: str
+    clinic: ClinicProfile
+
+
+def create_console_router(
+    *,
+    principal: Callable[..., Any],
+    jobs: ConsoleJobs,
+    history: ResultsHistory,
+    roster: Roster,
+    alerts: AlertStore,
+    media: MediaLinks,
+    audit: AuditTrail,
+    clinics: ClinicDirectory,
+    prefix: str = "/console",
+    media_url_seconds: int = 120,
+    history_limit: int = 100,
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> APIRouter:
+    router = APIRouter(prefix=prefix, include_in_schema=False)
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    env.globals.update(prefix=prefix, MEDICATION_WORDS=MEDICATION_WORDS)
+    env.filters["local"] = lambda value, zone: views.local_time(value, zone)
+    env.filters["q"] = lambda value: quote(str(value), safe="")
+    headers = {
+        "Content-Security-Policy": (
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            f"img-src 'self' data: blob: {media.origin}; media-src 'self' {media.origin}; connect-src 'self'; "
+            "font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"),
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "same-origin",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+    async def caller(who: Principal = Depends(principal)) -> Caller:
+        if who.role not in CONSOLE_ROLES or not who.clinic_id:
+            raise HTTPException(status_code=403, detail="the console is for clinicians")
+        return Caller(who, who.clinic_id, clinics.get(who.clinic_id))
+
+    def page(name: str, c: Caller, status: int = 200, **context: Any) -> HTMLResponse:
+        body = env.get_template(name).render(clinic=c.clinic, clinic_id=c.clinic_id, zone=c.clinic.zone,
+                                             zone_now=clock().astimezone(c.clinic.zone).strftime("%Z"),
+                                             user=c.principal.display_name or c.principal.subject, **context)
+        return HTMLResponse(body, status_code=status, headers=headers)
+
+    async def record(c: Caller, action: str, outcome: str = "success", **fields: Any) -> None:
+        await audit.record(AuditEvent(action=action, principal=c.principal, outcome=outcome, **fields))
+
+    async def patient_of(c: Caller, patient_id: str, action: str) -> None:
+        """404 unless the patient is on the caller's clinic's roster (recorded as not_found)."""
+        if not _PATIENT.match(patient_id) or await roster.get(c.clinic_id, patient_id) is None:
+            await record(c, action, "not_found", patient_id=patient_id if _PATIENT.match(patient_id) else None)
+            raise NotFound()
+
+    async def clinic_history(c: Caller, patient_id: str, limit: int) -> list[dict[str, Any]]:
+        return [i for i in await history.latest(patient_id, limit) if clinic_of(i) == c.clinic_id]
+
+    async def checkin_of(c: Caller, patient_id: str, job_id: str, action: str) -> dict[str, Any]:
+        await patient_of(c, patient_id, action)
+        item = await history.for_job(patient_id, job_id) if JOB_ID_PATTERN.match(job_id) else None
+        if item is None or clinic_of(item) != c.clinic_id:
+            await record(c, action, "not_found", patient_id=patient_id)
+            raise NotFound()
+        return item
+
+    def not_found(c: Caller) -> HTMLResponse:
+        return page("not_found.html", c, status=404)
+
+    @router.get("/static/{name}")
+    async def static(name: str) -> Response:
+        if name not in STATIC:
+            raise HTTPException(status_code=404, detail="not found")
+        path, media_type = STATIC[name]
+        return Response(path.read_bytes(), media_type=media_type,
+                        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+
+    @router.get("/", response_class=HTMLResponse)
+    async def patient_list(c: Caller = Depends(caller), q: str = "", sort: str = "risk", order: str = "desc"):
+        query = q.strip()[:100]
+        entries = [e for e in await roster.patients(c.clinic_id) if query.lower() in e.patient_id.lower()]
+        open_by_patient: dict[str, int] = {}
+        for alert in await alerts.open_alerts(c.clinic_id):
+            open_by_patient[alert.patient_id] = open_by_patient.get(alert.patient_id, 0) + 1
+        reads = asyncio.Semaphore(LIST_CONCURRENCY)
+
+        async def row(entry):
+            async with reads:
+                items = await clinic_history(c, entry.patient_id, 20)
+            return views.patient_row(entry, items, open_by_patient.get(entry.patient_id, 0), c.clinic.zone)
+        rows = list(await asyncio.gather(*(row(e) for e in entries)))
+        sort = sort if sort in views.SORT_KEYS else "risk"
+        rows = views.sort_rows(rows, sort, order != "asc")
+        await record(c, "console.patient_list", detail={"patients": len(rows)})
+        return page("patients.html", c, rows=rows, q=query, sort=sort, order="asc" if order == "asc" else "desc")
+
+    @router.get("/alerts", response_class=HTMLResponse)
+    async def open_alerts(c: Caller = Depends(caller)):
+        found = await alerts.open_alerts(c.clinic_id)
+        await record(c, "console.alert_list", detail={"alerts": len(found)})
+        return page("alerts.html", c, alerts=found)
+
+    @router.get("/patients/{patient_id}", response_class=HTMLResponse)
+    async def patient_page(patient_id: str, c: Caller = Depends(caller)):
+        try:
+            await patient_of(c, patient_id, "console.patient_view")
+        except NotFound:
+            return not_found(c)
+        items = await clinic_history(c, patient_id, history_limit)
+        oldest_first = list(reversed(items))
+        zone_name = c.clinic.timezone
+        marker_plots = []
+        for s in series.marker_series(oldest_first, c.clinic.zone):
+            marker_plots.append({"series": s, "figure": plots.marker_figure(s, zone_name) if s.has_data else None})
+        expressivity = next((p for p in marker_plots if p["series"].key == "facial_expressivity"), None)
+        active = [j for j in await jobs.list_for_patient(patient_id, limit=10)
+                  if j.get("status") in ("queued", "processing")
+                  and (j.get("metadata") or {}).get("clinic_id") == c.clinic_id]
+        patient_alerts = views.alert_sort(await alerts.for_patient(c.clinic_id, patient_id))
+        await record(c, "console.patient_view", patient_id=patient_id, detail={"checkins": len(items)})
+        risk = series.risk_series(oldest_first, c.clinic.zone)
+        return page("patient.html", c, patient_id=patient_id, items=items, alerts=patient_alerts, active=active,
+                    risk_figure=plots.risk_figure(risk, zone_name) if risk.times else None, risk=risk,
+                    expressivity=expressivity,
+                    marker_plots=[p for p in marker_plots if p is not expressivity],
+                    calendar=views.adherence_calendar(items, c.clinic.zone, clock().astimezone(c.clinic.zone).date()),
+                    row=views.patient_row(await roster.get(c.clinic_id, patient_id), items,
+                                          sum(a.state == "open" for a in patient_alerts), c.clinic.zone),
+                    when=lambda item: fmt_local(checkin_time(item), c.clinic.zone))
+
+    @router.get("/patients/{patient_id}/checkins/{job_id}", response_class=HTMLResponse)
+    async def checkin_page(patient_id: str, job_id: str, c: Caller = Depends(caller)):
+        try:
+            item = await checkin_of(c, patient_id, job_id, "console.checkin_view")
+        except NotFound:
+            return not_found(c)
+        job = await jobs.get(job_id)
+        if job is not None and (job.get("patient_id") != patient_id
+                                or (job.get("metadata") or {}).get("clinic_id") not in (None, c.clinic_id)):
+            job = None
+        view = views.checkin_view(item, job, c.clinic.zone)
+        facial = (item.get("results") or {}).get("facial_emotion") or {}
+        timeline = facial.get("timeline") or []
+        labels = [e.get("emotion") for e in facial.get("all_emotions") or [] if e.get("emotion")]
+        shapes = (facial.get("expressivity") or {}).get("blendshape_std") or {}
+        await record(c, "console.checkin_view", patient_id=patient_id, job_id=job_id)
+        return page("checkin.html", c, patient_id=patient_id, job_id=job_id, view=view, facial=facial,
+                    timeline_figure=plots.emotion_timeline_figure(timeline, labels) if timeline else None,
+                    expressivity_figure=plots.expressivity_figure(shapes) if shapes else None,
+                    fusion=(item.get("results") or {}).get("multimodal_fusion") or {},
+                    summary=(item.get("results") or {}).get("clinical_summary") or {},
+                    compliance=(item.get("results") or {}).get("compliance") or {})
+
+    async def media_redirect(c: Caller, patient_id: str, job_id: str, action: str, key_of) -> Response:
+        try:
+            item = await checkin_of(c, patient_id, job_id, action)
+        except NotFound:
+            return not_found(c)
+        key = key_of(item)
+        if not key:
+            await record(c, action, "not_found", patient_id=patient_id, job_id=job_id)
+            return not_found(c)
+        await record(c, action, patient_id=patient_id, job_id=job_id, detail={"key": key})
+        return RedirectResponse(await media.presign_get(key, media_url_seconds), status_code=303,
+                                headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+    @router.get("/patients/{patient_id}/checkins/{job_id}/video")
+    async def video(patient_id: str, job_id: str, c: Caller = Depends(caller)):
+        return await media_redirect(c, patient_id, job_id, "console.video_get", lambda item: item.get("s3_key"))
+
+    @router.get("/patients/{patient_id}/checkins/{job_id}/evidence/{step}")
+    async def evidence(patient_id: str, job_id: str, step: str, c: Caller = Depends(caller)):
+        def key_of(item: dict[str, Any]) -> str | None:
+            if not _STEP.match(step):
+                return None
+            compliance = (item.get("results") or {}).get("compliance") or {}
+            for found in compliance.get("steps") or []:
+                key = found.get("evidence_frame")
+                if found.get("step") == step and key and str(key).startswith(f"artifacts/{job_id}/"):
+                    return str(key)
+            return None
+        return await media_redirect(c, patient_id, job_id, "console.evidence_get", key_of)
+
+    @router.get("/patients/{patient_id}/history.csv")
+    async def export_csv(patient_id: str, c: Caller = Depends(caller)):
+        try:
+            await patient_of(c, patient_id, "console.export_csv")
+        except NotFound:
+            return not_found(c)
+        items = list(reversed(await clinic_history(c, patient_id, 1000)))
+        await record(c, "console.export_csv", patient_id=patient_id, detail={"checkins": len(items)})
+        body = exports.history_csv(patient_id, items, c.clinic.zone)
+        return Response(body, media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="{patient_id}-history.csv"', "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff"})
+
+    @router.get("/patients/{patient_id}/report.pdf")
+    async def export_pdf(patient_id: str, c: Caller = Depends(caller)):
+        try:
+            await patient_of(c, patient_id, "console.export_pdf")
+        except NotFound:
+            return not_found(c)
+        items = list(reversed(await clinic_history(c, patient_id, history_limit)))
+        titles = [a.title for a in await alerts.for_patient(c.clinic_id, patient_id) if a.state == "open"]
+        await record(c, "console.export_pdf", patient_id=patient_id, detail={"checkins": len(items)})
+        body = await run_in_threadpool(exports.report_pdf, patient_id, c.clinic.name or c.clinic_id, items,
+                                       c.clinic.zone, titles, clock())
+        return Response(body, media_type="application/pdf", headers={
+            "Content-Disposition": f'attachment; filename="{patient_id}-report.pdf"', "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff"})
+
+    @router.post("/alerts/{alert_id}/acknowledge")
+    async def acknowledge(alert_id: str, request: Request, c: Caller = Depends(caller)):
+        _same_site(request)
+        form = parse_qs((await request.body()).decode("utf-8", "replace")[:16384])
+        note = (form.get("note") or [""])[0].strip()
+        back = (form.get("back") or [""])[0]
+        alert = await alerts.get(c.clinic_id, alert_id) if len(alert_id) < 80 else None
+        if alert is None:
+            await record(c, "console.alert_acknowledge", "not_found", alert_id=alert_id[:80])
+            return not_found(c)
+        if not note:
+            return page("alerts.html", c, status=422, alerts=await alerts.open_alerts(c.clinic_id),
+                        problem="Write a note saying what was done before acknowledging the alert.")
+        # The audit record (issue 12) is written before the change: no unaudited acknowledgement.
+        await record(c, "console.alert_acknowledge", patient_id=alert.patient_id, job_id=alert.job_id,
+                     alert_id=alert_id, detail={"note_chars": len(note)})
+        try:
+            await alerts.acknowledge(c.clinic_id, alert_id, c.principal.display_name or c.principal.subject,
+                                     note[:NOTE_MAX], clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        except AlreadyAcknowledged:
+            pass  # someone was first; the page shows who
+        target = f"{prefix}/alerts" if back == "alerts" else f"{prefix}/patients/{alert.patient_id}"
+        return RedirectResponse(f"{target}#alert-{alert_id}", status_code=303)
+
+    return router
+
+
+def _same_site(request: Request) -> None:
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise HTTPException(status_code=403, detail="cross-site requests are refused")
+    origin = request.headers.get("origin")
+    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+        raise HTTPException(status_code=403, detail="cross-site requests are refused")

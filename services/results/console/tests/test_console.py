@@ -1,0 +1,232 @@
+"""The console's pages, exports and acknowledgement over HTTP, on results shaped as issue 10 stores them."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+import urllib.parse
+
+import pypdf
+import pytest
+from fastapi.testclient import TestClient
+
+from services.results.alerts.clinics import AlertRules
+from services.results.alerts.rules import evaluate
+from services.results.alerts.service import AlertService
+from services.results.console.tests.fakes import Console
+from tests.browser.contract_items import history
+
+XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+NORTH, SOUTH = {"X-Test-User": "north"}, {"X-Test-User": "south"}
+
+
+class NoQueue:
+    async def send(self, event):
+        pass
+
+
+@pytest.fixture
+def console():
+    c = Console()
+    north = history("patient-101", "clinic-north", 8, risks=["low"] * 7 + ["high"], metadata={"note": XSS},
+                    transcript="Honestly there is no point going on some days, but I took my tablet.",
+                    flags=[{"phrase": "no point going on", "category": "hopelessness", "start": 1.3}])
+    other = history("patient-102", "clinic-north", 3, statuses=["compliant"] * 3)
+    south = history("patient-900", "clinic-south", 3)
+    asyncio.run(c.add(north + other + south))
+    service = AlertService(c.alerts, c.roster, c.clinics, NoQueue())
+    for items in (north, south):
+        asyncio.run(service.on_result(items[0]["clinic_id"], items[-1], list(reversed(items[:-1]))))
+    c.north, c.other, c.south = north, other, south
+    return c
+
+
+def test_the_patient_list_shows_only_the_clinics_patients_with_their_state(console):
+    with TestClient(console.app) as http:
+        page = http.get("/console/", headers=NORTH)
+        assert page.status_code == 200
+        assert "patient-101" in page.text and "patient-102" in page.text and "patient-900" not in page.text
+        assert "All times in Europe/Berlin (CET)" in page.text
+        rows = re.findall(r'<th scope="row"><a href="/console/patients/([^"]+)">', page.text)
+        assert rows == ["patient-101", "patient-102"]  # highest risk first
+        assert "3 in a row taken" in page.text and "0 (last: could not be verified)" in page.text
+        assert "Speech rate: notably lower than usual (worse)" in page.text
+        assert "2026-11-15" in page.text and "CET" in page.text
+        by_id = http.get("/console/?q=102&sort=patient&order=asc", headers=NORTH)
+        assert re.findall(r'<th scope="row"><a href="/console/patients/([^"]+)">', by_id.text) == ["patient-102"]
+        ascending = http.get("/console/?sort=risk&order=asc", headers=NORTH)
+        assert re.findall(r'<th scope="row"><a href="/console/patients/([^"]+)">', ascending.text) == [
+            "patient-102", "patient-101"]
+        assert 'aria-sort="ascending"' in ascending.text
+    assert [e.action for e in console.audit.events] == ["console.patient_list"] * 3
+
+
+def test_only_clinicians_may_open_the_console(console):
+    with TestClient(console.app) as http:
+        assert http.get("/console/").status_code == 401
+        assert http.get("/console/", headers={"X-Test-User": "uploader"}).status_code == 403
+
+
+def test_another_clinics_patient_is_not_found_exactly_like_a_missing_one(console):
+    with TestClient(console.app) as http:
+        theirs = http.get("/console/patients/patient-900", headers=NORTH)
+        missing = http.get("/console/patients/patient-999", headers=NORTH)
+        assert theirs.status_code == missing.status_code == 404
+        assert theirs.text == missing.text
+        job = console.south[0]["job_id"]
+        for path in (f"/console/patients/patient-900/checkins/{job}", f"/console/patients/patient-900/history.csv",
+                     f"/console/patients/patient-900/report.pdf", f"/console/patients/patient-900/checkins/{job}/video"):
+            response = http.get(path, headers=NORTH)
+            assert response.status_code == 404 and response.text == missing.text, path
+        # a check-in of our patient that belongs to another clinic's record is not found either
+        stray = {**console.south[0], "user_id": "patient-101"}
+        console.history.items.append(stray)
+        assert http.get(f"/console/patients/patient-101/checkins/{stray['job_id']}", headers=NORTH).text == missing.text
+        assert http.get("/console/patients/patient-900", headers=SOUTH).status_code == 200
+    assert {e.outcome for e in console.audit.events if e.principal.clinic_id == "clinic-north"} == {"not_found"}
+
+
+def test_the_patient_page_has_plots_with_data_and_the_adherence_calendar(console):
+    with TestClient(console.app) as http:
+        page = http.get("/console/patients/patient-101", headers=NORTH)
+    assert page.status_code == 200
+    figures = {m.group(1): m.group(2) for m in re.finditer(
+        r'<script type="application/json" data-plot="([^"]+)">(.*?)</script>', page.text, re.S)}
+    assert "plot-risk" in figures and "plot-expressivity" in figures
+    assert any(key.startswith("plot-speech_rate") for key in figures)
+    import json
+    risk = json.loads(figures["plot-risk"])
+    assert risk["data"][0]["y"] == [0] * 7 + [2] and len(risk["data"][0]["x"]) == 8
+    speech = json.loads(next(v for k, v in figures.items() if k.startswith("plot-speech_rate")))
+    band = [t for t in speech["data"] if t.get("fill") == "tonexty"]
+    assert band and len(band[0]["y"]) == 5  # a band once three earlier check-ins exist
+    assert speech["layout"]["xaxis"]["title"]["text"] == "Check-in time (Europe/Berlin)"
+    assert "Jitter: the voice was too quiet to measure jitter reliably" in page.text
+    assert 'class="day day-inconclusive"' in page.text and "medication could not be verified" in page.text
+    assert "Download history (CSV)" in page.text and "Download report (PDF)" in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_the_checkin_page_shows_every_finding_with_its_method_and_what_was_not_assessed(console):
+    item = console.north[-1]
+    with TestClient(console.app) as http:
+        page = http.get(f"/console/patients/patient-101/checkins/{item['job_id']}", headers=NORTH)
+    assert page.status_code == 200
+    text = page.text
+    assert "Check-in of 2026-11-15 11:19 CET" in text
+    assert f'src="/console/patients/patient-101/checkins/{item["job_id"]}/video"' in text
+    assert "syllables per min" in text and "notably lower" in text and "z -6.0" in text
+    assert "<mark>no point going on</mark>" in text
+    assert "Speech emotion</th><td>no validated speech-emotion model is configured" in text
+    assert "Pill steps of observed dosing</th><td>no pill detector is configured" in text
+    assert "fer 25.10.3 tflite + face-api 1.7.15 (mean) (balanced recall 57% on FER2013 PrivateTest, n=3589)" in text
+    assert 'data-plot="plot-timeline"' in text and 'data-plot="plot-blendshapes"' in text
+    assert "/evidence/hand_to_mouth" in text and "speech rate 116 syllables per min" in text
+
+
+def test_free_text_is_escaped_everywhere_it_is_shown(console):
+    alert = asyncio.run(console.alerts.open_alerts("clinic-north"))[0]
+    asyncio.run(console.alerts.acknowledge("clinic-north", alert.alert_id, XSS, XSS, "2026-11-16T10:00:00Z"))
+    item = console.north[-1]
+    with TestClient(console.app) as http:
+        pages = [http.get(f"/console/patients/patient-101/checkins/{item['job_id']}", headers=NORTH).text,
+                 http.get("/console/patients/patient-101", headers=NORTH).text,
+                 http.get(f"/console/?q={urllib.parse.quote(XSS)}", headers=NORTH).text]
+    for text in pages:
+        assert "<script>window" not in text and "<img src=x" not in text
+    assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in pages[0]  # job metadata
+    assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in pages[1]  # the alert's note and who acknowledged it
+    assert "&lt;img src=x onerror=" in pages[2]  # the search box echoes it escaped
+
+
+def test_the_history_exports_as_csv_with_units_in_the_header(console):
+    with TestClient(console.app) as http:
+        response = http.get("/console/patients/patient-101/history.csv", headers=NORTH)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    assert 'attachment; filename="patient-101-history.csv"' == response.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 8 and rows[0]["job_id"] == console.north[0]["job_id"]  # oldest first
+    assert float(rows[-1]["speech_rate [syllables per min]"]) == pytest.approx(115.5)
+    assert rows[0]["checkin_time [Europe/Berlin]"] == "2026-11-01T10:30:00+01:00"
+    assert rows[-1]["risk_level"] == "high" and rows[-1]["jitter [%]"] == ""  # not assessed: empty
+    assert "facial_expressivity [blendshape activity (0-1)]" in rows[0]
+    assert console.audit.events[-1].action == "console.export_csv"
+
+
+def test_the_pdf_report_is_one_page_with_the_plots(console):
+    with TestClient(console.app) as http:
+        response = http.get("/console/patients/patient-101/report.pdf", headers=NORTH)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/pdf"
+    reader = pypdf.PdfReader(io.BytesIO(response.content))
+    assert len(reader.pages) == 1
+    text = reader.pages[0].extract_text()
+    for expected in ("patient-101", "North Clinic", "Europe/Berlin", "Risk level per check-in",
+                     "Facial expressivity", "Speech rate (syllables per min)", "Open alerts: 3"):
+        assert expected in text, expected
+    assert reader.metadata.title == "SchizoDot report patient-101"
+
+
+def test_media_are_short_lived_presigned_redirects(console):
+    item = console.north[-1]
+    base = f"/console/patients/patient-101/checkins/{item['job_id']}"
+    with TestClient(console.app) as http:
+        video = http.get(base + "/video", headers=NORTH, follow_redirects=False)
+        frame = http.get(base + "/evidence/hand_to_mouth", headers=NORTH, follow_redirects=False)
+        missing = http.get(base + "/evidence/pill_in_mouth", headers=NORTH, follow_redirects=False)
+        odd = http.get(base + "/evidence/..%2F..%2Fsecret", headers=NORTH, follow_redirects=False)
+    assert video.status_code == 303 and frame.status_code == 303
+    assert urllib.parse.urlsplit(video.headers["location"]).path == f"/schizodot-media/{item['s3_key']}"
+    assert "X-Amz-Expires=120" in video.headers["location"]
+    assert f"/artifacts/{item['job_id']}/evidence/hand_to_mouth.jpg" in frame.headers["location"]
+    assert missing.status_code == 404 and odd.status_code == 404
+    media = [(e.action, e.outcome) for e in console.audit.events if e.action.endswith("_get")]
+    assert media[:3] == [("console.video_get", "success"), ("console.evidence_get", "success"),
+                         ("console.evidence_get", "not_found")]
+
+
+def test_an_alert_is_acknowledged_with_a_note_from_this_site_only(console):
+    alert = asyncio.run(console.alerts.open_alerts("clinic-north"))[0]
+    path = f"/console/alerts/{alert.alert_id}/acknowledge"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    with TestClient(console.app) as http:
+        cross = http.post(path, content="note=ok", headers={**NORTH, **form, "Origin": "https://evil.example"})
+        assert cross.status_code == 403
+        fetched = http.post(path, content="note=ok", headers={**NORTH, **form, "Sec-Fetch-Site": "cross-site"})
+        assert fetched.status_code == 403
+        empty = http.post(path, content="note=", headers={**NORTH, **form})
+        assert empty.status_code == 422 and "Write a note" in empty.text
+        theirs = http.post(path, content="note=mine", headers={**SOUTH, **form})
+        assert theirs.status_code == 404
+        done = http.post(path, content="note=" + urllib.parse.quote("Called the patient; appointment booked"),
+                         headers={**NORTH, **form, "Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"},
+                         follow_redirects=False)
+        assert done.status_code == 303 and done.headers["location"] == f"/console/patients/patient-101#alert-{alert.alert_id}"
+    stored = asyncio.run(console.alerts.get("clinic-north", alert.alert_id))
+    assert stored.state == "acknowledged" and stored.note == "Called the patient; appointment booked"
+    assert stored.acknowledged_by == "Dr Ada"
+    acks = [e for e in console.audit.events if e.action == "console.alert_acknowledge"]
+    assert [(e.outcome, e.alert_id) for e in acks] == [("not_found", alert.alert_id), ("success", alert.alert_id)]
+
+
+def test_no_phi_is_served_when_the_audit_trail_fails(console):
+    class BrokenAudit:
+        async def record(self, event):
+            raise RuntimeError("audit store unavailable")
+
+    broken = Console(audit=BrokenAudit())
+    asyncio.run(broken.add(console.north))
+    with TestClient(broken.app, raise_server_exceptions=False) as http:
+        response = http.get("/console/patients/patient-101", headers=NORTH)
+    assert response.status_code == 500 and "patient-101" not in response.text
+
+
+def test_the_console_serves_its_own_scripts(console):
+    with TestClient(console.app) as http:
+        plotly_js = http.get("/console/static/plotly.min.js")
+        assert plotly_js.status_code == 200 and len(plotly_js.content) > 1_000_000
+        assert http.get("/console/static/../router.py").status_code == 404
+        page = http.get("/console/patients/patient-101", headers=NORTH)
+    assert not re.search(r'(src|href)="https?://', page.text)

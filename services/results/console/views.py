@@ -1,0 +1,274 @@
+"""What the console's pages show, computed from stored results (newest first)
+in the clinic's time zone. Plain data for the templates; no HTML here, so the
+templates' autoescaping is the one place text meets markup."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from services.results.alerts.findings import (
+    MEDICATION_WORDS,
+    RISK_ORDER,
+    MarkerReading,
+    checkin_time,
+    fmt_local,
+    markers,
+    medication_status,
+    results_of,
+    risk_level,
+    transcript_flags,
+)
+from services.results.alerts.roster import RosterEntry
+from services.results.alerts.store import Alert
+
+TREND_MARKERS = ("speech_rate", "pitch_variability", "facial_expressivity", "speaking_fraction")
+STEP_LABELS = {
+    "face_in_view": "Face in view", "hand_in_view": "Hand in view", "pill_visible": "Pill shown",
+    "hand_to_mouth": "Hand to mouth", "mouth_open": "Mouth open", "pill_in_mouth": "Pill on the tongue",
+    "mouth_empty_after": "Mouth shown empty",
+}
+
+
+@dataclass(frozen=True)
+class Trend:
+    label: str
+    arrow: str
+    words: str
+
+
+@dataclass(frozen=True)
+class PatientRow:
+    patient_id: str
+    last_checkin: str | None
+    last_checkin_sort: str
+    risk: str | None
+    open_alerts: int
+    streak: int
+    streak_words: str
+    trends: list[Trend]
+
+
+def trend(reading: MarkerReading) -> Trend:
+    baseline = reading.baseline
+    if reading.value is None:
+        return Trend(reading.label, "–", f"{reading.label}: not assessed in the last check-in")
+    if not baseline.get("available"):
+        return Trend(reading.label, "·", f"{reading.label}: no baseline yet")
+    if baseline.get("notable"):
+        direction = baseline.get("direction") or "different"
+        arrow = "↓" if direction == "lower" else "↑"
+        worse = " (worse)" if reading.decline else ""
+        return Trend(reading.label, arrow, f"{reading.label}: notably {direction} than usual{worse}")
+    return Trend(reading.label, "→", f"{reading.label}: within the usual range")
+
+
+def adherence_streak(items: list[dict[str, Any]]) -> tuple[int, str]:
+    """Check-ins in a row, newest first, with the medication seen taken; and how to say it."""
+    if not items:
+        return 0, "no check-ins"
+    latest = medication_status(items[0])
+    if latest == "non_compliant":
+        missed = 0
+        for item in items:
+            if medication_status(item) != "non_compliant":
+                break
+            missed += 1
+        return 0, f"not taken in the last {missed}"
+    taken = 0
+    for item in items:
+        if medication_status(item) != "compliant":
+            break
+        taken += 1
+    if taken:
+        return taken, f"{taken} in a row taken"
+    return 0, f"0 (last: {MEDICATION_WORDS.get(latest or '', 'unknown')})"
+
+
+def patient_row(entry: RosterEntry, items: list[dict[str, Any]], open_alerts: int, zone: ZoneInfo) -> PatientRow:
+    latest = items[0] if items else None
+    streak, words = adherence_streak(items)
+    readings = {m.name: m for m in markers(latest)} if latest else {}
+    last = checkin_time(latest) if latest else None
+    return PatientRow(
+        patient_id=entry.patient_id,
+        last_checkin=fmt_local(last, zone) if last else None,
+        last_checkin_sort=last.isoformat() if last else "",
+        risk=risk_level(latest) if latest else None,
+        open_alerts=open_alerts,
+        streak=streak,
+        streak_words=words,
+        trends=[trend(readings[name]) for name in TREND_MARKERS if name in readings],
+    )
+
+
+SORT_KEYS = {
+    "patient": lambda r: r.patient_id,
+    "risk": lambda r: (RISK_ORDER.get(r.risk or "", -1), r.last_checkin_sort),
+    "alerts": lambda r: (r.open_alerts, r.last_checkin_sort),
+    "last_checkin": lambda r: r.last_checkin_sort,
+    "streak": lambda r: (r.streak, r.last_checkin_sort),
+}
+
+
+def sort_rows(rows: list[PatientRow], sort: str, descending: bool) -> list[PatientRow]:
+    return sorted(rows, key=SORT_KEYS.get(sort, SORT_KEYS["risk"]), reverse=descending)
+
+
+@dataclass
+class CalendarDay:
+    day: date
+    status: str  # compliant | non_compliant | inconclusive | not_assessed | none | future
+    words: str
+
+
+def adherence_calendar(items: list[dict[str, Any]], zone: ZoneInfo, today: date, weeks: int = 6) -> list[list[CalendarDay]]:
+    """Weeks (Monday first) ending with this week; each day the worst medication status seen that day."""
+    worst = {"non_compliant": 3, "inconclusive": 2, "not_assessed": 1, "compliant": 0}
+    by_day: dict[date, str] = {}
+    for item in items:
+        day = checkin_time(item).astimezone(zone).date()
+        status = medication_status(item) or "not_assessed"
+        if day not in by_day or worst.get(status, 1) > worst.get(by_day[day], 1):
+            by_day[day] = status
+    start = today - timedelta(days=today.weekday()) - timedelta(weeks=weeks - 1)
+    grid = []
+    for week in range(weeks):
+        row = []
+        for offset in range(7):
+            day = start + timedelta(days=7 * week + offset)
+            if day > today:
+                row.append(CalendarDay(day, "future", ""))
+            elif day in by_day:
+                row.append(CalendarDay(day, by_day[day], f"medication {MEDICATION_WORDS.get(by_day[day], by_day[day])}"))
+            else:
+                row.append(CalendarDay(day, "none", "no check-in"))
+        grid.append(row)
+    return grid
+
+
+def highlight(text: str, phrases: list[str]) -> list[tuple[str, bool]]:
+    """The transcript cut into (piece, flagged) so the template can mark flagged phrases (case-insensitive)."""
+    lowered = text.lower()
+    spans: list[tuple[int, int]] = []
+    for phrase in sorted({p.strip().lower() for p in phrases if p.strip()}, key=len, reverse=True):
+        start = lowered.find(phrase)
+        while start >= 0:
+            end = start + len(phrase)
+            if not any(s < end and start < e for s, e in spans):
+                spans.append((start, end))
+            start = lowered.find(phrase, end)
+    pieces, at = [], 0
+    for start, end in sorted(spans):
+        if start > at:
+            pieces.append((text[at:start], False))
+        pieces.append((text[start:end], True))
+        at = end
+    if at < len(text):
+        pieces.append((text[at:], False))
+    return pieces
+
+
+@dataclass
+class NotAssessed:
+    what: str
+    reason: str
+
+
+@dataclass
+class CheckinView:
+    item: dict[str, Any]
+    when: str
+    risk: str | None
+    medication: str | None
+    vocal: list[MarkerReading]
+    video: list[MarkerReading]
+    steps: list[dict[str, Any]]
+    evidence_steps: list[str]
+    transcript: list[tuple[str, bool]] | None
+    flags: list[dict[str, Any]]
+    not_assessed: list[NotAssessed]
+    methods: list[tuple[str, str]]
+    metadata: list[tuple[str, str]] = field(default_factory=list)
+
+
+def checkin_view(item: dict[str, Any], job: dict[str, Any] | None, zone: ZoneInfo) -> CheckinView:
+    results = results_of(item)
+    readings = markers(item)
+    compliance = results.get("compliance") or {}
+    steps = []
+    for step in compliance.get("steps") or []:
+        note = str(step.get("note") or "")
+        state = "seen" if step.get("observed") else ("not assessed" if note.startswith("not assessed") else "not seen")
+        steps.append({**step, "label": STEP_LABELS.get(step.get("step"), str(step.get("step"))), "state": state})
+    evidence = [s["step"] for s in steps if s.get("evidence_frame")]
+    transcript = results.get("transcript") or {}
+    flags = transcript_flags(item)
+    text = transcript.get("text") if transcript.get("enabled") else None
+
+    missing: list[NotAssessed] = []
+    for key, what in (("audio_emotion", "Speech emotion"), ("facial_emotion", "Facial emotion")):
+        block = results.get(key) or {}
+        if block and block.get("assessed") is False:
+            missing.append(NotAssessed(what, str(block.get("reason") or "no reason given")))
+    for reading in readings:
+        if reading.value is None:
+            missing.append(NotAssessed(reading.label, str(reading.marker.get("reason") or "no reason given")))
+    detector = compliance.get("pill_detector") or {}
+    if detector and not detector.get("configured"):
+        missing.append(NotAssessed("Pill steps of observed dosing", str(detector.get("note") or
+                                                                         "no pill detector is configured")))
+    elif detector.get("note"):
+        missing.append(NotAssessed("Pill detector", str(detector["note"])))
+    for modality, reason in ((results.get("multimodal_fusion") or {}).get("modalities_not_assessed") or {}).items():
+        missing.append(NotAssessed(f"{modality.capitalize()} in the risk level", str(reason)))
+    if not transcript.get("enabled"):
+        missing.append(NotAssessed("Transcript", "transcription is not enabled for this clinic"))
+
+    methods: list[tuple[str, str]] = []
+    facial = results.get("facial_emotion") or {}
+    if facial.get("method"):
+        validation = facial.get("validation") or {}
+        measured = (f" (balanced recall {validation['balanced_recall']:.0%} on {validation.get('dataset')}, "
+                    f"n={validation.get('n')})") if validation.get("balanced_recall") is not None else ""
+        methods.append(("Facial emotion", f"{facial['method']}{measured}"))
+    fusion = results.get("multimodal_fusion") or {}
+    if fusion.get("method"):
+        methods.append(("Risk level", str(fusion["method"])))
+    if transcript.get("model"):
+        methods.append(("Transcript", str(transcript["model"])))
+    summary = results.get("clinical_summary") or {}
+    if summary.get("generated_by"):
+        methods.append(("Clinical summary", str(summary["generated_by"])))
+    if detector.get("model"):
+        methods.append(("Pill detector", str(detector["model"])))
+
+    metadata = {**((job or {}).get("metadata") or {}), **(item.get("metadata") or {})}
+    shown = [(str(k), _plain(v)) for k, v in sorted(metadata.items()) if k not in ("pipeline", "clinic_id")]
+    return CheckinView(
+        item=item, when=fmt_local(checkin_time(item), zone), risk=risk_level(item), medication=medication_status(item),
+        vocal=[r for r in readings if r.group == "vocal_markers"], video=[r for r in readings if r.group == "video_markers"],
+        steps=steps, evidence_steps=evidence, transcript=highlight(text, [f["phrase"] for f in flags]) if text else None,
+        flags=flags, not_assessed=missing, methods=methods, metadata=shown,
+    )
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+def alert_sort(alerts: list[Alert]) -> list[Alert]:
+    """Open first, then newest first."""
+    newest = sorted(alerts, key=lambda a: a.alert_id, reverse=True)
+    return sorted(newest, key=lambda a: a.state != "open")
+
+
+def local_time(value: str | None, zone: ZoneInfo) -> str:
+    if not value:
+        return ""
+    return fmt_local(datetime.fromisoformat(value.replace("Z", "+00:00")), zone)

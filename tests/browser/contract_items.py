@@ -1,0 +1,151 @@
+"""SchizodotUsers items shaped as issue 10 stores them (helpers/CONTRACT-10.md),
+for the console, export and alert tests. Values drift over the check-ins and
+each marker carries the baseline block fusion computes from the ones before it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from shared.markers import Baseline, Marker
+
+VOCAL = {  # name: (unit, method, start, drift per check-in)
+    "speaking_fraction": ("%", "silero-vad 6.2.3", 62.0, -1.0),
+    "pause_rate": ("per min", "silero-vad 6.2.3", 11.0, 0.4),
+    "speech_rate": ("syllables per min", "praat-parselmouth 0.4.7 syllable nuclei", 210.0, -6.0),
+    "pitch_mean": ("Hz", "praat-parselmouth 0.4.7", 180.0, 0.5),
+    "pitch_variability": ("semitones", "praat-parselmouth 0.4.7", 2.6, -0.08),
+    "intensity": ("dB", "praat-parselmouth 0.4.7", 62.0, 0.0),
+}
+VIDEO = {
+    "facial_expressivity": ("blendshape activity (0-1)", "mediapipe face_landmarker blendshapes", 0.08, -0.004),
+    "positive_expression_share": ("%", "fer 25.10.3 tflite + face-api", 24.0, -1.0),
+    "head_movement": ("deg/s", "mediapipe face_landmarker transformation matrix", 6.0, 0.1),
+}
+NOT_ASSESSED = {"jitter": ("%", "praat-parselmouth 0.4.7", "the voice was too quiet to measure jitter reliably")}
+
+
+def _marker(value: float, unit: str, method: str, earlier: list[float]) -> dict[str, Any]:
+    if len(earlier) < 3:
+        baseline = Baseline(available=False, checkins=len(earlier),
+                            reason=f"{len(earlier)} earlier check-ins; a baseline needs 3")
+    else:
+        mean = statistics.fmean(earlier)
+        sd = statistics.pstdev(earlier) or abs(mean) * 0.05 or 1.0
+        z = (value - mean) / sd
+        baseline = Baseline(available=True, checkins=len(earlier), mean=round(mean, 3), sd=round(sd, 3),
+                            z_score=round(z, 2), relative_change=round((value - mean) / abs(mean), 3),
+                            notable=abs(z) >= 2, direction="lower" if z < 0 else "higher")
+    return Marker(assessed=True, value=round(value, 3), unit=unit, method=method,
+                  baseline=baseline).as_dict()
+
+
+def history(patient_id: str, clinic_id: str, count: int = 8, start: datetime | None = None,
+            days_apart: int = 2, statuses: list[str] | None = None, risks: list[str] | None = None,
+            transcript: str = "I slept badly and I feel tired.", flags: list[Any] | None = None,
+            metadata: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """`count` items oldest first; the last check-in drops sharply (a decline from baseline)."""
+    start = start or datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc)
+    items: list[dict[str, Any]] = []
+    seen: dict[str, list[float]] = {}
+    for i in range(count):
+        when = start + timedelta(days=i * days_apart, minutes=7 * i)
+        last = i == count - 1
+        wobble = math.sin(i * 1.7)
+        vocal, video = {}, {}
+        for group, table in ((vocal, VOCAL), (video, VIDEO)):
+            for name, (unit, method, base, drift) in table.items():
+                value = base + drift * i + wobble * abs(base) * 0.02
+                if last and name in ("speech_rate", "facial_expressivity", "pitch_variability"):
+                    value = base * 0.55
+                group[name] = _marker(value, unit, method, seen.get(name, []))
+                seen.setdefault(name, []).append(value)
+        for name, (unit, method, reason) in NOT_ASSESSED.items():
+            vocal[name] = Marker(assessed=False, unit=unit, method=method, reason=reason).as_dict()
+        status = (statuses or [])[i] if statuses and i < len(statuses) else "inconclusive"
+        risk = (risks or [])[i] if risks and i < len(risks) else ("moderate" if last else "low")
+        items.append(result_item(patient_id, clinic_id, when, f"job-{patient_id[-3:]}{i:09x}"[-16:], vocal, video,
+                                 status, risk, transcript, flags if last else [], metadata or {}))
+    return items
+
+
+def result_item(patient_id: str, clinic_id: str, when: datetime, job_id: str, vocal: dict, video: dict,
+                status: str, risk: str, transcript: str, flags: list[Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    job_id = "job-" + job_id.removeprefix("job-").rjust(12, "0")[-12:]
+    steps = [
+        {"step": "face_in_view", "observed": True, "first_seen_s": 0.0, "confidence": 1.0, "note": "a face",
+         "evidence_frame": f"artifacts/{job_id}/evidence/face_in_view.jpg"},
+        {"step": "hand_in_view", "observed": True, "first_seen_s": 2.1, "confidence": 0.9, "note": "a hand",
+         "evidence_frame": f"artifacts/{job_id}/evidence/hand_in_view.jpg"},
+        {"step": "pill_visible", "observed": False, "first_seen_s": None, "confidence": None,
+         "note": "not assessed: no pill detector configured", "evidence_frame": None},
+        {"step": "hand_to_mouth", "observed": True, "first_seen_s": 2.6, "confidence": 0.8,
+         "note": "a fingertip within 0.20 face widths of the lips",
+         "evidence_frame": f"artifacts/{job_id}/evidence/hand_to_mouth.jpg"},
+        {"step": "mouth_open", "observed": False, "first_seen_s": None, "confidence": None,
+         "note": "jawOpen at or above 0.30", "evidence_frame": None},
+        {"step": "pill_in_mouth", "observed": False, "first_seen_s": None, "confidence": None,
+         "note": "not assessed: no pill detector configured", "evidence_frame": None},
+        {"step": "mouth_empty_after", "observed": False, "first_seen_s": None, "confidence": None,
+         "note": "not assessed: no pill detector configured", "evidence_frame": None},
+    ]
+    words = transcript.split()
+    return {
+        "user_id": patient_id, "timestamp": stamp, "job_id": job_id, "clinic_id": clinic_id,
+        "s3_key": f"uploads/{patient_id}/{job_id}/{when:%Y%m%dT%H%M%S}Z_checkin.webm",
+        "analysis_type": "multimodal", "analyzed_at": stamp, "processing_time_seconds": 41.5, "status": "completed",
+        "metadata": metadata,
+        "results": {
+            "audio_emotion": {"primary_emotion": None, "confidence": None, "all_emotions": [], "assessed": False,
+                              "method": None, "reason": "no validated speech-emotion model is configured"},
+            "facial_emotion": {
+                "primary_emotion": "neutral", "confidence": 0.61, "face_detected": True, "frame_count": 40,
+                "all_emotions": [{"emotion": "neutral", "confidence": 0.61}, {"emotion": "sad", "confidence": 0.2},
+                                 {"emotion": "happy", "confidence": 0.19}],
+                "assessed": True, "method": "fer 25.10.3 tflite + face-api 1.7.15 (mean)", "reason": None,
+                "validation": {"balanced_recall": 0.57, "dataset": "FER2013 PrivateTest", "n": 3589},
+                "timeline": [{"t": round(0.25 * k, 2), "emotion": ("neutral", "sad", "happy")[k % 3 if k % 4 else 0],
+                              "confidence": round(0.5 + 0.04 * (k % 5), 2)} for k in range(24)],
+                "expressivity": {"blendshape_activity": video["facial_expressivity"]["value"],
+                                 "blendshape_std": {"mouthSmileLeft": 0.05, "mouthSmileRight": 0.048,
+                                                    "browInnerUp": 0.03, "jawOpen": 0.09, "browDownLeft": 0.012}},
+            },
+            "vocal_markers": vocal,
+            "video_markers": video,
+            "compliance": {
+                "pill_detected": None, "hand_detected": True, "face_detected": True, "compliance_score": None,
+                "confidence": 0.39, "verification_status": status, "steps": steps,
+                "assessed": status != "not_assessed",
+                "reason": "pill detection is not configured, so intake cannot be verified" if status in (
+                    "inconclusive", "not_assessed") else "see the steps",
+                "evidence_frames": [{"step": s["step"], "t": s["first_seen_s"], "key": s["evidence_frame"]}
+                                    for s in steps if s["evidence_frame"]],
+                "pill_detector": {"configured": False, "model": None, "validated_on_real_pills": False,
+                                  "note": "no pill detector is configured"},
+            },
+            "multimodal_fusion": {
+                "emotional_consistency": "single_modality", "overall_emotion": "neutral", "confidence": 0.49,
+                "risk_level": risk, "risk_factors": ["speech_rate_below_baseline"] if risk != "low" else [],
+                "risk_evidence": [{"factor": "speech_rate_below_baseline", "severity": "moderate",
+                                   "evidence": "speech rate 116 syllables per min, usual 190 (-39%)"}]
+                if risk != "low" else [],
+                "modalities_assessed": ["vision"],
+                "modalities_not_assessed": {"audio": "no validated speech-emotion model is configured"},
+                "method": "rule_based_v2",
+            },
+            "clinical_summary": {
+                "emotional_state": "Mostly neutral facial expression.",
+                "medication_adherence": "Intake could not be verified: no pill detector is configured.",
+                "risk_assessment": f"{risk.capitalize()} risk.", "recommendations": ["Review at the next visit"],
+                "generated_by": "rule_based", "timestamp": stamp, "flags": flags,
+            },
+            "transcript": {"enabled": True, "text": transcript, "model": "whisper tiny.en (faster-whisper)",
+                           "segments": [{"start": 0.5, "end": 0.5 + 0.4 * len(words), "text": transcript,
+                                         "words": [{"word": w, "start": round(0.5 + 0.4 * k, 2),
+                                                    "end": round(0.8 + 0.4 * k, 2)} for k, w in enumerate(words)]}]},
+        },
+    }
