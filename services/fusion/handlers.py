@@ -75,7 +75,8 @@ async def handle_modality_analysed(delivery: Delivery, context: StageContext, de
         await context.storage.put_json(
             key,
             {"job_id": job_id, "analysed_at": analysed_at, "compute_seconds": compute_seconds,
-             "multimodal_fusion": fusion, "clinical_summary": summary},
+             "multimodal_fusion": fusion, "clinical_summary": summary,
+             **baseline.markers},  # vocal_markers and video_markers, each with its baseline block
         )
         await context.jobs.finish_stage(
             run, f"Findings combined: risk {fusion['risk_level']}",
