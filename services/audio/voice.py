@@ -41,6 +41,7 @@ import numpy as np
 from services.audio.vad import SAMPLE_RATE
 
 PITCH_STEP = 0.01
+MIN_SECONDS = 0.1  # Praat's pitch analysis needs three periods of the 60 Hz floor (0.05 s), and some margin
 FIRST_PASS_FLOOR, FIRST_PASS_CEILING = 60.0, 600.0
 MAX_VOICE_QUALITY_SECONDS = 60.0
 _QUALITY_PIECES = 6
@@ -79,7 +80,10 @@ def measure_voice(speech: np.ndarray) -> VoiceMeasures:
     import parselmouth
     from parselmouth.praat import call
 
-    sound = parselmouth.Sound(np.asarray(speech, dtype=np.float64), sampling_frequency=SAMPLE_RATE)
+    speech = np.asarray(speech, dtype=np.float64)
+    if speech.size < MIN_SECONDS * SAMPLE_RATE or not np.any(speech):  # too short for one pitch window, or silent
+        return VoiceMeasures(0.0, None, None, None, None, (), None, None, None, None, None, 0.0)
+    sound = parselmouth.Sound(speech, sampling_frequency=SAMPLE_RATE)
     first = sound.to_pitch_ac(time_step=PITCH_STEP, pitch_floor=FIRST_PASS_FLOOR, pitch_ceiling=FIRST_PASS_CEILING)
     f0 = first.selected_array["frequency"]
     f0 = f0[f0 > 0]

@@ -21,9 +21,12 @@ SchizodotUsers items, newest first. For every marker of this check-in
 
 A notable change on the side the clinical literature associates with worsening
 (``TRACKED``: less speaking time, more or longer pauses, slower speech, flatter
-pitch, less facial expressivity ...) is a risk factor with the marker's
-severity. Other notable changes are reported, not scored. A first check-in has
-no baseline and says so; that alone raises nothing.
+pitch, less facial expressivity ...) is risk evidence. Markers that measure one
+thing count once: speaking time, pauses and speech rate are all speech
+production, so however many of them changed they make one factor
+(``speech_production_below_baseline``) whose evidence lists each. Other notable
+changes are reported, not scored. A first check-in has no baseline and says so;
+that alone raises nothing.
 
 Medication: the check-ins in a row, this one included, with the medication seen
 not taken; ``FUSION_MISSED_MEDICATION_STREAK`` or more is a high risk factor.
@@ -60,16 +63,17 @@ class Tracked:
     severity: str | None = None
 
 
+_SPEECH_PRODUCTION = "speech_production_below_baseline"
 # Sources of the directions: Parola et al. 2020 (spoken time, speech rate, pauses),
 # Cohen et al. 2014 (pauses), pitch variability (g = -0.55 across languages),
 # AiCure 2022 (facial expressivity, head movement). The floors are at least the
 # method's mean absolute error in bench/audio.py (README "Vocal markers").
 TRACKED: Mapping[str, Tracked] = {
-    "speaking_fraction": Tracked("speaking time", 3.0, "lower", "speaking_time_below_baseline", "moderate"),
+    "speaking_fraction": Tracked("speaking time", 3.0, "lower", _SPEECH_PRODUCTION, "moderate"),
     "pause_count": Tracked("number of pauses", 1.0),  # depends on how long the patient talked: see pause_rate
-    "pause_rate": Tracked("pauses per minute", 2.0, "higher", "pauses_above_baseline", "moderate"),
-    "mean_pause_duration": Tracked("mean pause length", 0.1, "higher", "pauses_longer_than_baseline", "moderate"),
-    "speech_rate": Tracked("speech rate", 10.0, "lower", "speech_rate_below_baseline", "moderate"),
+    "pause_rate": Tracked("pause rate", 2.0, "higher", _SPEECH_PRODUCTION, "moderate"),
+    "mean_pause_duration": Tracked("mean pause length", 0.1, "higher", _SPEECH_PRODUCTION, "moderate"),
+    "speech_rate": Tracked("speech rate", 10.0, "lower", _SPEECH_PRODUCTION, "moderate"),
     "pitch_mean": Tracked("pitch", 3.0),
     "pitch_variability": Tracked("pitch variability", 0.2, "lower", "pitch_variability_below_baseline", "moderate"),
     "intensity": Tracked("loudness", 1.0),  # depends on the microphone's distance and gain
@@ -182,6 +186,7 @@ def compare(current: dict[str, Any], history: list[dict[str, Any]], settings: Fu
                                 "direction": block.direction, "risk_factor": factor.factor if factor else None})
                 if factor:
                     factors.append(factor)
+    factors = _one_per_kind(factors)
 
     statuses = [_status(current)] + [_status(item["results"]) for item in earlier]
     missed = _streak(statuses, lambda s: s == "non_compliant")
@@ -206,6 +211,15 @@ def compare(current: dict[str, Any], history: list[dict[str, Any]], settings: Fu
                                  for item in earlier[:5]],
     }
     return Baseline(report, factors, markers)
+
+
+def _one_per_kind(factors: list[RiskFactor]) -> list[RiskFactor]:
+    """Markers of one kind (e.g. speech production) make one factor, their evidence joined."""
+    merged: dict[str, RiskFactor] = {}
+    for f in factors:
+        seen = merged.get(f.factor)
+        merged[f.factor] = f if seen is None else RiskFactor(f.factor, f.severity, f"{seen.evidence}; {f.evidence}")
+    return list(merged.values())
 
 
 def _change(name: str, marker: Marker, block: BaselineBlock) -> tuple[str, RiskFactor | None]:

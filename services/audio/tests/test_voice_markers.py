@@ -80,3 +80,14 @@ def test_two_far_apart_pitch_groups_are_two_voices_and_one_voice_is_one():
     assert two is not None and two[0] == pytest.approx(2 ** (80.6 / 12), rel=0.02) and 200 < two[1] < 230
     assert voice_groups(one_voice + (93.0,)) is None  # one high window is not a second speaker
     assert voice_groups(()) is None
+
+
+@pytest.mark.parametrize("samples", [0, 1, 100, 1500, 4000], ids=lambda n: f"{n}-samples")
+@pytest.mark.parametrize("kind", ["silence", "noise"])
+def test_too_little_or_no_signal_measures_nothing_and_never_fails(samples, kind):
+    signal = (np.zeros(samples, np.float32) if kind == "silence"
+              else np.random.default_rng(samples).normal(0, 0.1, samples).astype(np.float32))
+    voice = measure_voice(signal)
+    assert voice.pitch_mean_hz is None and voice.jitter_percent is None and voice.voiced_seconds < 0.1
+    if kind == "silence":
+        assert voice.intensity_db is None

@@ -52,12 +52,12 @@ def test_a_notable_slowing_is_a_risk_factor_with_its_baseline_block():
     assert rate["z_score"] == pytest.approx((150 - mean) / max(sd, TRACKED["speech_rate"].floor), abs=0.01)
     assert rate["relative_change"] == pytest.approx(-60 / 210, abs=1e-3)
     assert rate["notable"] is True and rate["direction"] == "lower"
-    assert [(f.factor, f.severity) for f in baseline.factors] == [("speech_rate_below_baseline", "moderate")]
+    assert [(f.factor, f.severity) for f in baseline.factors] == [("speech_production_below_baseline", "moderate")]
     assert baseline.factors[0].evidence == ("speech rate 150 syllables per min, below the patient's usual 210 "
                                             "(sd 7.07, z -6.0, 6 earlier check-ins)")
     assert baseline.report["notable_changes"] == [{"marker": "speech_rate", "section": "vocal_markers",
                                                    "z_score": -6.0, "direction": "lower",
-                                                   "risk_factor": "speech_rate_below_baseline"}]
+                                                   "risk_factor": "speech_production_below_baseline"}]
     other = block(baseline, "vocal_markers", "pitch_mean")
     assert other["available"] is True and other["notable"] is False and "direction" not in other
 
@@ -91,9 +91,10 @@ def test_context_markers_are_reported_never_scored():
 
 
 @pytest.mark.parametrize(("section", "changed", "factor"), [
-    ("vocal_markers", {"speaking_fraction": 30.0}, "speaking_time_below_baseline"),
-    ("vocal_markers", {"pause_rate": 25.0}, "pauses_above_baseline"),
-    ("vocal_markers", {"mean_pause_duration": 1.6}, "pauses_longer_than_baseline"),
+    ("vocal_markers", {"speaking_fraction": 30.0}, "speech_production_below_baseline"),
+    ("vocal_markers", {"pause_rate": 25.0}, "speech_production_below_baseline"),
+    ("vocal_markers", {"mean_pause_duration": 1.6}, "speech_production_below_baseline"),
+    ("vocal_markers", {"speech_rate": 150.0}, "speech_production_below_baseline"),
     ("vocal_markers", {"pitch_variability": 1.0}, "pitch_variability_below_baseline"),
     ("video_markers", {"facial_expressivity": 0.03}, "expressivity_below_baseline"),
     ("video_markers", {"head_movement": 1.0}, "head_movement_below_baseline"),
@@ -147,15 +148,21 @@ def test_runs_of_inconclusive_are_reported_and_runs_without_a_detector_are_not()
 
 def test_baseline_factors_set_the_risk_level_and_reach_the_summary():
     earlier = history(*((audio(), vision()) for _ in range(5)))
-    a, v = audio(speech_rate=150.0, pause_rate=20.0), vision(facial_expressivity=0.03)
+    a = audio(speech_rate=150.0, pause_rate=20.0, pitch_variability=1.0)
+    v = vision(facial_expressivity=0.03)
     baseline = compare(findings_of(a, v), earlier, SETTINGS)
     fusion = fuse(a, v, ["audio", "vision"], {}, SETTINGS, baseline=(baseline.report, baseline.factors))
-    assert set(fusion["risk_factors"]) == {"pauses_above_baseline", "speech_rate_below_baseline",
-                                           "expressivity_below_baseline"}
+    # speech rate and pauses are one kind of change (speech production): one factor, both in its evidence
+    assert fusion["risk_factors"] == ["speech_production_below_baseline", "pitch_variability_below_baseline",
+                                      "expressivity_below_baseline"]
+    production = fusion["risk_evidence"][0]["evidence"]
+    assert production.startswith("pause rate 20 per min, above") and "; speech rate 150 syllables per min" in production
     assert fusion["risk_level"] == "high"  # three moderate factors
+    only_speech = compare(findings_of(audio(speech_rate=150.0, pause_rate=20.0), vision()), earlier, SETTINGS)
+    assert [f.factor for f in only_speech.factors] == ["speech_production_below_baseline"]
     assert fusion["baseline"]["previous_risk_levels"] == ["low"] * 5
     summary = clinical_summary(fusion, v["compliance"], "2026-03-01T00:00:00Z")
-    assert summary["change_from_baseline"].startswith("Compared with the patient's last 5 check-in(s): pauses per")
+    assert summary["change_from_baseline"].startswith("Compared with the patient's last 5 check-in(s): pause rate")
     assert ("Discuss the change from the patient's usual check-ins with them and review negative symptoms"
             in summary["recommendations"])
 

@@ -36,8 +36,8 @@ FUSION = {
     "analysed_at": "2024-01-15T12:05:30.123456Z",
     "multimodal_fusion": {
         "emotional_consistency": "single_modality", "overall_emotion": "happy", "overall_emotion_basis": ["face"],
-        "confidence": 0.54, "risk_level": "moderate", "risk_factors": ["speech_rate_below_baseline"],
-        "risk_evidence": [{"factor": "speech_rate_below_baseline", "severity": "moderate",
+        "confidence": 0.54, "risk_level": "moderate", "risk_factors": ["speech_production_below_baseline"],
+        "risk_evidence": [{"factor": "speech_production_below_baseline", "severity": "moderate",
                            "evidence": "speech rate 150 syllables per min, below the patient's usual 210"}],
         "modalities_assessed": ["audio", "vision"], "modalities_not_assessed": {},
         "emotion_not_used": {"voice": "no validated speech-emotion model is configured"},
@@ -47,7 +47,7 @@ FUSION = {
     },
     "clinical_summary": {"emotional_state": "Patient appears in good spirits (from the facial expression)",
                          "medication_adherence": "Not assessed - no pill detector is configured",
-                         "risk_assessment": "Moderate risk - speech rate below baseline",
+                         "risk_assessment": "Moderate risk - speech production below baseline",
                          "recommendations": ["Discuss the change from the patient's usual check-ins with them"],
                          "change_from_baseline": "Compared with the patient's last 6 check-in(s): speech rate ...",
                          "flags": [], "generated_by": "rule_based", "timestamp": "2024-01-15T12:05:30.123456Z"},
@@ -109,7 +109,7 @@ def test_bundle_has_one_valid_observation_per_assessed_finding():
     risk = resources["risk-level"]
     assert risk["valueCodeableConcept"]["coding"][0] == {
         "system": "http://terminology.hl7.org/CodeSystem/risk-probability", "code": "moderate", "display": "Moderate"}
-    assert risk["component"][0]["code"]["coding"][0]["code"] == "speech_rate_below_baseline"
+    assert risk["component"][0]["code"]["coding"][0]["code"] == "speech_production_below_baseline"
     assert any(note["text"] == "Not assessed - no pill detector is configured" for note in risk["note"])
     assert resources["Media"]["content"]["url"] == f"s3://schizodot-media/{JOB['s3_key']}"
     assert _bundle() == bundle  # the same job always gives the same bundle (ids derive from the job id)
