@@ -129,6 +129,7 @@ class AudioAnalyser:
                 "audio_quality": quality.as_dict() | {
                     "voiced_seconds": round(voice.voiced_seconds, 2) if voice else 0.0,
                     "pitch_range_hz": [voice.pitch_floor_hz, voice.pitch_ceiling_hz] if voice else None,
+                    "voice_quality_seconds": voice.voice_quality_seconds if voice else 0.0,
                 },
                 "transcript": transcript,
                 "models": dict(self.models),

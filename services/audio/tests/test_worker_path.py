@@ -161,7 +161,11 @@ def test_a_long_recording_is_processed_in_chunks_with_progress(analyse, speech, 
     assert result["duration_seconds"] > 60
     chunk_messages = [m for _, m in calls if m.startswith("detecting speech (")]
     assert chunk_messages == ["detecting speech (1/3)", "detecting speech (2/3)", "detecting speech (3/3)"]
-    assert result["vocal_markers"]["pause_count"]["value"] >= 10
+    markers = result["vocal_markers"]
+    assert markers["pause_count"]["value"] >= 10
+    # jitter, shimmer and HNR on 30 s of the speech, taken evenly across it
+    assert result["audio_quality"]["voice_quality_seconds"] == pytest.approx(30.0, abs=0.01)
+    assert all(markers[name]["assessed"] for name in ("jitter", "shimmer", "hnr", "pitch_mean", "speech_rate"))
 
 
 # --- transcript ----------------------------------------------------------------------------
