@@ -174,7 +174,8 @@ def compare(current: dict[str, Any], history: list[dict[str, Any]], settings: Fu
         markers[section] = {}
         for name, document in (current.get(section) or {}).items():
             marker = _marker(document)
-            if marker is None:
+            if marker is None:  # not in the shared shape (an older stage): kept as it came, without a baseline
+                markers[section][name] = document
                 continue
             past = [m for item in earlier if (m := _marker((item["results"].get(section) or {}).get(name)))]
             block = marker_baseline(name, marker, past, first, settings)

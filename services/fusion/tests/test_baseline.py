@@ -121,6 +121,10 @@ def test_markers_of_older_versions_and_unmeasured_markers_are_left_out():
              for d in (1, 2, 3)]
     baseline = compare(findings_of(audio(), vision()), older, SETTINGS)
     assert block(baseline, "vocal_markers", "speech_rate")["reason"].startswith("measured the same way in 0")
+    old_shape = audio()
+    old_shape["vocal_markers"]["f0_variability"] = {"value": 2.0, "unit": "semitones"}
+    kept = compare(findings_of(old_shape, vision()), older, SETTINGS).markers["vocal_markers"]["f0_variability"]
+    assert kept == {"value": 2.0, "unit": "semitones"}  # nothing is lost, nothing is invented
     now = audio(jitter=None)
     jitter = block(compare(findings_of(now, vision()), steady(5), SETTINGS), "vocal_markers", "jitter")
     assert jitter == {"available": False, "checkins": 0, "notable": False, "reason": "not measured in this check-in"}
