@@ -13,9 +13,10 @@ class AudioSettings(StageSettings):
     model_config = SettingsConfigDict(env_prefix="AUDIO_", extra="ignore", frozen=True)
 
     vad_model_path: Path = Path("models/silero_vad.onnx")
-    # prosody_rules: the offline default (a documented heuristic); speechbrain: a trained
-    # EncoderClassifier from AUDIO_SPEECHBRAIN_MODEL_DIR (needs requirements-speechbrain.txt).
-    emotion_backend: Literal["prosody_rules", "speechbrain"] = "prosody_rules"
+    # none (default): no validated speech-emotion model ships, so audio_emotion is not
+    # assessed and says so. speechbrain: a deployment's own trained EncoderClassifier from
+    # AUDIO_SPEECHBRAIN_MODEL_DIR (needs requirements-speechbrain.txt; see emotion.py).
+    emotion_backend: Literal["none", "speechbrain"] = "none"
     speechbrain_model_dir: Path | None = None
     # The transcript is patient speech: off unless a deployment asks for it.
     transcript_enabled: bool = False

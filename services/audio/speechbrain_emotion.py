@@ -10,8 +10,11 @@ imported and the source is a local path.
 
 speechbrain imports torchaudio at import time, so this backend needs torch and a
 matching torchaudio (``services/audio/requirements-speechbrain.txt``); the audio
-service without it runs the default ``prosody_rules`` backend. Audio is passed as
+service without it reports no speech emotion (the default). Audio is passed as
 tensors (read with soundfile by the analyser), never through torchaudio's loader.
+
+The model's measured accuracy, when its provider states it, sits beside it in
+``validation.json`` (``emotion.load_validation``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.audio.emotion import load_validation
 from services.audio.vad import SAMPLE_RATE
 from shared.errors import ModelUnavailable
 
@@ -50,6 +54,7 @@ class SpeechBrainEmotion:
         if not (model_dir / "hyperparams.yaml").is_file():
             reason = "the speechbrain model folder does not exist or has no hyperparams.yaml"
             raise ModelUnavailable(MODEL_SETTING, model_dir, reason)
+        self.validation = load_validation(model_dir, MODEL_SETTING)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder only; never the hub
         try:
             import torch
@@ -57,7 +62,7 @@ class SpeechBrainEmotion:
         except ImportError as exc:
             reason = (
                 f"speechbrain cannot be imported ({exc}); install services/audio/requirements-speechbrain.txt "
-                "or set AUDIO_EMOTION_BACKEND=prosody_rules"
+                "or unset AUDIO_EMOTION_BACKEND (no speech emotion)"
             )
             raise ModelUnavailable(MODEL_SETTING, model_dir, reason) from exc
         torch.set_num_threads(threads)

@@ -7,6 +7,11 @@ or noise, so no speech means no transcript, not a guess.
 
 The transcript is patient speech: it goes into the results and never into logs
 (faster-whisper's own logger is kept at WARNING, which carries no text).
+
+Language: tiny.en is an English-only model, and no multilingual Whisper ships
+offline. Speech in another language comes out as wrong English words or
+nothing, so the transcript says so (``language_note``), and what is read from it
+(transcript flags, words per minute) covers English speech only.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from shared.errors import ModelUnavailable
 
 MODEL_SETTING = "AUDIO_WHISPER_MODEL_PATH"
 _MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
+ENGLISH_ONLY_NOTE = ("only English is transcribed (the Whisper model is English-only): speech in other languages "
+                     "is not transcribed faithfully, and transcript flags and words per minute cover English only")
 
 
 class WhisperTranscriber:
@@ -44,6 +51,7 @@ class WhisperTranscriber:
             raise ModelUnavailable(MODEL_SETTING, model_dir, f"faster-whisper cannot load the model ({exc})") from exc
         english_only = not self._model.model.is_multilingual
         self.language = "en" if english_only else None
+        self.language_note = ENGLISH_ONLY_NOTE if english_only else None
         self.name = f"whisper {model_dir.name} (faster-whisper {faster_whisper.__version__}, CTranslate2 int8)"
 
     def transcribe(self, audio: np.ndarray, offset: float = 0.0) -> list[dict]:

@@ -7,9 +7,21 @@ from typing import Any
 
 def _not_assessed(kind: str, reason: str) -> dict[str, Any]:
     if kind == "audio":
-        return {"primary_emotion": None, "confidence": None, "all_emotions": [], "assessed": False, "reason": reason}
+        return {"primary_emotion": None, "confidence": None, "all_emotions": [], "assessed": False, "method": None,
+                "reason": reason}
     return {"primary_emotion": None, "confidence": None, "all_emotions": [], "face_detected": False,
-            "frame_count": 0, "assessed": False, "reason": reason}
+            "frame_count": 0, "assessed": False, "method": None, "reason": reason}
+
+
+def _no_video_compliance(reason: str) -> dict[str, Any]:
+    """Adherence of a check-in without video: not assessed (nothing could show it), in the seed's shape."""
+    return {"pill_detected": None, "hand_detected": None, "face_detected": None, "compliance_score": None,
+            "confidence": None, "verification_status": "not_assessed", "assessed": False, "reason": reason}
+
+
+def _markers(section: str, fusion_document: dict[str, Any], stage: dict[str, Any] | None) -> dict[str, Any]:
+    """A stage's markers with fusion's baseline block on each (the stage's own when fusion had none)."""
+    return fusion_document.get(section) or (stage or {}).get(section) or {}
 
 
 def build_results(
@@ -18,11 +30,7 @@ def build_results(
     vision: dict[str, Any] | None,
     skipped: dict[str, str],
 ) -> dict[str, Any]:
-    compliance = (vision or {}).get("compliance") or {
-        "pill_detected": None, "hand_detected": None, "face_detected": None, "compliance_score": None,
-        "confidence": None, "verification_status": "inconclusive",
-        "reason": skipped.get("vision", "no video was analysed"),
-    }
+    compliance = (vision or {}).get("compliance") or _no_video_compliance(skipped.get("vision", "no video was analysed"))
     results = {
         "audio_emotion": (audio or {}).get("audio_emotion")
         or _not_assessed("audio", skipped.get("audio", "no audio was analysed")),
@@ -33,7 +41,9 @@ def build_results(
         "clinical_summary": fusion_document["clinical_summary"],
     }
     if audio:
-        results["vocal_markers"] = audio.get("vocal_markers", {})
-        if (audio.get("transcript") or {}).get("enabled"):  # opt-in; kept for a future summary
+        results["vocal_markers"] = _markers("vocal_markers", fusion_document, audio)
+        if (audio.get("transcript") or {}).get("enabled"):  # opt-in; its flags are in clinical_summary.flags
             results["transcript"] = audio["transcript"]
+    if vision:
+        results["video_markers"] = _markers("video_markers", fusion_document, vision)
     return results

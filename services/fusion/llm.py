@@ -94,13 +94,19 @@ def parse_answer(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def findings_for_llm(fusion: dict[str, Any], compliance: dict[str, Any] | None) -> dict[str, Any]:
-    """What the model is shown: findings only, no identifiers."""
-    keep = ("overall_emotion", "confidence", "emotional_consistency", "face_emotion", "voice_emotion",
-            "risk_level", "risk_evidence", "modalities_not_assessed")
+    """What the model is shown: findings only, no identifiers and no quoted patient speech.
+
+    Transcript flags go as their categories and times: the rule-based `flags`
+    (with the quotes) stay in the summary whatever the model writes."""
+    keep = ("overall_emotion", "overall_emotion_basis", "confidence", "emotional_consistency", "face_emotion",
+            "voice_emotion", "emotion_not_used", "risk_level", "modalities_not_assessed")
     baseline = fusion.get("baseline") or {}
+    flagged = [{"category": f["category"], "at_seconds": f.get("start")} for f in fusion.get("transcript_flags") or []]
     return {
         **{k: fusion.get(k) for k in keep},
-        "medication": {k: (compliance or {}).get(k) for k in ("verification_status", "reason")},
+        "risk_evidence": [e for e in fusion.get("risk_evidence") or [] if not e["factor"].startswith("transcript_")],
+        "medication": fusion.get("adherence") or {k: (compliance or {}).get(k) for k in ("verification_status", "reason")},
+        "transcript_flags": flagged,
         "change_from_baseline": baseline.get("changes") if baseline.get("available") else "no baseline yet",
     }
 

@@ -1,28 +1,32 @@
 """Rule-based fusion of the audio and vision findings, and the clinical summary.
 
 Every rule is written out here with its threshold from `FusionSettings`, so a
-clinician can read why a check-in got its risk level:
+clinician can read why a check-in got its risk level. Risk moves only with the
+patient's own evidence, never with a fact about the deployment.
 
-1. Emotion labels of face and voice are put in one vocabulary (fear -> anxious,
-   surprise -> surprised, disgust -> disgusted) and combined by
-   weight x modality confidence; the top label is the overall emotion.
-2. Face and voice are consistent when their primary emotions fall in the same
-   valence group (positive / neutral / negative).
-3. Risk factors, each with a severity:
-   - medication intake seen as not taken: high;
-   - medication intake could not be verified (inconclusive, or no video): moderate;
-   - overall emotion negative with confidence >= negative_affect_confidence: moderate;
-   - flat affect: facial expressivity (blendshape activity) < flat_affect_max_activity: moderate;
-   - reduced speech: pause ratio >= reduced_speech_pause_ratio, or speech fills
-     less than min_speech_share of the recording: moderate; no speech at all: moderate;
-   - monotone voice: pitch variability < monotone_max_f0_variability semitones: low;
-   - face and voice inconsistent: low;
-   - face not visible: moderate;
-   - changes from the patient's own baseline (services/fusion/baseline.py).
+1. **Emotion.** A side (face, voice) counts only when it was assessed by a method
+   with measured validity: `assessed` and a `validation` block (the model's
+   measured accuracy; the default speech emotion abstains, see
+   services/audio/emotion.py). Labels are put in one vocabulary (fear -> anxious,
+   surprise -> surprised, disgust -> disgusted), combined by weight x confidence;
+   the top label is `overall_emotion`, and `overall_emotion_basis` names the sides
+   it rests on. Each side left out multiplies the confidence by
+   `missing_modality_penalty`. Face and voice are compared (consistent when their
+   labels share a valence group) only when both count. Emotion labels are not
+   validated markers in schizophrenia: they are context, never risk evidence.
+2. **Risk factors**, each with a severity and its evidence:
+   - notable changes from the patient's own baseline on the side of worsening
+     (services/fusion/baseline.py): the main evidence;
+   - statements flagged in the transcript (services/fusion/transcript_flags.py): high;
+   - medication seen not taken: high; a run of it (baseline.py): high;
+   - intake inconclusive while a pill detector is configured: moderate. With no
+     detector configured, adherence is "not assessed" and raises nothing;
+   - no speech at all in a recording with sound, or no face in a recording with
+     video: moderate (the patient did not take part in that half of the check-in);
+   - face and voice inconsistent: low.
    Risk level: high if any high factor or three or more moderate ones;
-   moderate if any moderate; otherwise low.
-4. Each expected modality that could not be assessed multiplies the fused
-   confidence by missing_modality_penalty and is named in the summary.
+   moderate if any moderate; otherwise low. A first check-in (no baseline) with
+   nothing else is low.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from services.fusion import transcript_flags
 from services.fusion.settings import FusionSettings
 
 CANONICAL = {"fear": "anxious", "surprise": "surprised", "disgust": "disgusted", "sadness": "sad", "anger": "angry"}
@@ -38,7 +43,8 @@ VALENCE = {
     "neutral": "neutral", "calm": "neutral",
     "sad": "negative", "angry": "negative", "anxious": "negative", "disgusted": "negative",
 }
-_SEVERITY_ORDER = {"low": 0, "moderate": 1, "high": 2}
+NO_DETECTOR = "no pill detector is configured in this deployment"
+SIDES = {"face": "vision", "voice": "audio"}  # emotion side -> modality
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,37 @@ def canonical(label: str | None) -> str | None:
     return CANONICAL.get(label, label) if label else None
 
 
-def _distribution(emotion: dict[str, Any] | None) -> dict[str, float]:
-    if not emotion or not emotion.get("all_emotions"):
-        return {}
-    return {canonical(e["emotion"]): float(e["confidence"]) for e in emotion["all_emotions"]}
+def validated(emotion: dict[str, Any] | None) -> bool:
+    """Assessed by a method whose accuracy was measured (it carries its `validation`)."""
+    return bool(emotion and emotion.get("assessed") is True and emotion.get("primary_emotion")
+                and isinstance(emotion.get("validation"), dict) and emotion["validation"])
+
+
+def _why_not_used(emotion: dict[str, Any] | None, missing: str) -> str:
+    if not emotion:
+        return missing
+    if emotion.get("assessed") is not True or not emotion.get("primary_emotion"):
+        return emotion.get("reason") or "not assessed"
+    return emotion.get("note") or "its method has no measured accuracy"
+
+
+def _distribution(emotion: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for entry in emotion.get("all_emotions") or []:
+        label = canonical(entry["emotion"])
+        out[label] = out.get(label, 0.0) + float(entry["confidence"])
+    return out
+
+
+def adherence(compliance: dict[str, Any] | None, has_video: bool) -> tuple[str, str | None]:
+    """(status, reason): the seed's verification status, `not_assessed` when nothing could assess it."""
+    if not has_video or not compliance:
+        return "not_assessed", "the check-in has no video"
+    detector = compliance.get("pill_detector")
+    status = compliance.get("verification_status") or "inconclusive"
+    if status == "not_assessed" or (isinstance(detector, dict) and detector.get("configured") is False):
+        return "not_assessed", compliance.get("reason") or NO_DETECTOR
+    return status, compliance.get("reason")
 
 
 def fuse(
@@ -74,121 +107,92 @@ def fuse(
     `baseline` is the report and risk factors of `baseline.compare`, when the
     patient's history was read.
     """
-    audio_emotion = (audio or {}).get("audio_emotion")
-    facial_emotion = (vision or {}).get("facial_emotion")
-    compliance = (vision or {}).get("compliance")
-    voice = _distribution(audio_emotion if audio_emotion and audio_emotion.get("assessed", True) else None)
-    face = _distribution(facial_emotion if facial_emotion and facial_emotion.get("face_detected") else None)
-
-    weights = {
-        "face": settings.face_weight * float((facial_emotion or {}).get("confidence") or 0) if face else 0.0,
-        "voice": settings.voice_weight * float((audio_emotion or {}).get("confidence") or 0) if voice else 0.0,
-    }
+    emotions = {"face": (vision or {}).get("facial_emotion"), "voice": (audio or {}).get("audio_emotion")}
+    used = {side: e for side, e in emotions.items() if validated(e)}
+    not_used = {side: _why_not_used(emotions[side], skipped.get(SIDES[side]) or f"no {SIDES[side]} was analysed")
+                for side in emotions if side not in used}
+    weights = {"face": settings.face_weight, "voice": settings.voice_weight}
     combined: dict[str, float] = {}
-    for source, distribution in (("face", face), ("voice", voice)):
-        for label, score in distribution.items():
-            combined[label] = combined.get(label, 0.0) + weights[source] * score
+    for side, emotion in used.items():
+        for label, score in _distribution(emotion).items():
+            combined[label] = combined.get(label, 0.0) + weights[side] * float(emotion.get("confidence") or 0) * score
     total = sum(combined.values())
-    not_assessed = [m for m in ("audio", "vision") if m not in expected] + [
-        m for m, present in (("audio", voice), ("vision", face)) if m in expected and not present
-    ]
     if total > 0:
         overall, score = max(combined.items(), key=lambda item: item[1])
-        # How much of the combined evidence backs the top label, lowered per missing modality.
-        confidence = min(1.0, score / total) * settings.missing_modality_penalty ** len(set(not_assessed))
+        confidence = min(1.0, score / total) * settings.missing_modality_penalty ** len(not_used)
     else:
         overall, confidence = None, 0.0
-
-    face_label = canonical((facial_emotion or {}).get("primary_emotion")) if face else None
-    voice_label = canonical((audio_emotion or {}).get("primary_emotion")) if voice else None
-    if face_label and voice_label:
-        consistency = "consistent" if VALENCE.get(face_label) == VALENCE.get(voice_label) else "inconsistent"
-    elif face_label or voice_label:
-        consistency = "single_modality"
+    labels = {side: canonical(e.get("primary_emotion")) for side, e in used.items()}
+    if len(labels) == 2:
+        consistency = "consistent" if VALENCE.get(labels["face"]) == VALENCE.get(labels["voice"]) else "inconsistent"
     else:
-        consistency = "not_assessed"
+        consistency = "single_modality" if labels else "not_assessed"
 
-    factors = _risk_factors(audio, vision, compliance, overall, confidence, consistency, face_label, voice_label,
-                            expected, settings)
+    missing = _modalities_not_assessed(audio, vision, expected, skipped)
+    status, adherence_reason = adherence((vision or {}).get("compliance"), "vision" in expected and vision is not None)
+    flags, screen = transcript_flags.screen((audio or {}).get("transcript"))
+    factors = _risk_factors(audio, vision, expected, status, adherence_reason, consistency, labels, flags)
     if baseline is not None:
         factors += baseline[1]
-    level = _risk_level(factors)
     return {
         "emotional_consistency": consistency,
         "overall_emotion": overall,
+        "overall_emotion_basis": sorted(used),
         "confidence": round(confidence, 3),
-        "risk_level": level,
+        "risk_level": _risk_level(factors),
         "risk_factors": [f.factor for f in factors],
         "risk_evidence": [f.to_dict() for f in factors],
-        "modalities_assessed": sorted({"audio", "vision"} - set(not_assessed)),
-        "modalities_not_assessed": {
-            m: skipped.get(m) or _why_not_assessed(m, audio, vision) for m in sorted(set(not_assessed))
-        },
-        "face_emotion": face_label,
-        "voice_emotion": voice_label,
+        "modalities_assessed": sorted({"audio", "vision"} - set(missing)),
+        "modalities_not_assessed": missing,
+        "emotion_not_used": not_used,
+        "face_emotion": labels.get("face"),
+        "voice_emotion": labels.get("voice"),
+        "adherence": {"status": status, "assessed": status != "not_assessed", "reason": adherence_reason},
+        "transcript_flags": flags,
+        "transcript_screen": screen,
         "baseline": baseline[0] if baseline is not None else None,
-        "method": "rule_based_v2",
+        "method": "rule_based_v3",
     }
 
 
-def _why_not_assessed(modality: str, audio: dict | None, vision: dict | None) -> str:
-    if modality == "audio":
-        return ((audio or {}).get("audio_emotion") or {}).get("reason") or "no speech emotion available"
-    return ((vision or {}).get("facial_emotion") or {}).get("reason") or "no face was visible"
+def _modalities_not_assessed(audio: dict | None, vision: dict | None, expected: list[str],
+                             skipped: dict[str, str]) -> dict[str, str]:
+    """Modalities that told nothing about the patient: skipped, no speech, or no face."""
+    missing = {}
+    for modality, document in (("audio", audio), ("vision", vision)):
+        if modality not in expected or document is None:
+            missing[modality] = skipped.get(modality) or f"no {modality} was analysed"
+        elif modality == "audio" and document.get("speech_detected") is False:
+            duration = document.get("duration_seconds")
+            missing[modality] = (f"no speech detected in {duration:.1f} s of audio" if duration is not None
+                                 else "no speech detected")
+        elif modality == "vision" and not (document.get("facial_emotion") or {}).get("face_detected"):
+            missing[modality] = (document.get("facial_emotion") or {}).get("reason") or "no face was visible"
+    return missing
 
 
-def _marker(audio: dict | None, name: str) -> float | None:
-    value = ((audio or {}).get("vocal_markers") or {}).get(name)
-    return value.get("value") if isinstance(value, dict) else value
-
-
-def _risk_factors(
-    audio: dict | None, vision: dict | None, compliance: dict | None, overall: str | None, confidence: float,
-    consistency: str, face_label: str | None, voice_label: str | None, expected: list[str],
-    settings: FusionSettings,
-) -> list[RiskFactor]:
+def _risk_factors(audio: dict | None, vision: dict | None, expected: list[str], status: str,
+                  adherence_reason: str | None, consistency: str, labels: dict[str, str | None],
+                  flags: list[dict[str, Any]]) -> list[RiskFactor]:
     factors: list[RiskFactor] = []
-    status = (compliance or {}).get("verification_status")
+    for category in dict.fromkeys(flag["category"] for flag in flags):
+        quoted = "; ".join(f'"{f["phrase"]}"' + (f" at {f['start']:.1f} s" if f.get("start") is not None else "")
+                           for f in flags if f["category"] == category)
+        factors.append(RiskFactor(
+            f"transcript_{category}", "high",
+            f"the patient said {quoted} ({transcript_flags.CATEGORY_WORDS[category]}; {transcript_flags.NOTE})"))
     if status == "non_compliant":
-        factors.append(RiskFactor("medication_not_taken", "high", (compliance or {}).get("reason", "")))
-    elif "vision" in expected and status in ("inconclusive", None):
-        factors.append(RiskFactor(
-            "medication_intake_unverified", "moderate",
-            (compliance or {}).get("reason") or "the video could not show the medication being taken",
-        ))
-    elif "vision" not in expected:
-        factors.append(RiskFactor("medication_intake_unverified", "moderate", "the check-in has no video"))
-    if overall and VALENCE.get(overall) == "negative" and confidence >= settings.negative_affect_confidence:
-        factors.append(RiskFactor("negative_affect", "moderate", f"overall emotion {overall} ({confidence:.2f})"))
-    expressivity = ((vision or {}).get("facial_emotion") or {}).get("expressivity") or {}
-    activity = expressivity.get("blendshape_activity")
-    if activity is not None and activity < settings.flat_affect_max_activity:
-        factors.append(RiskFactor(
-            "flat_affect", "moderate",
-            f"little change in facial expression (activity {activity:.3f} < {settings.flat_affect_max_activity})",
-        ))
-    if "audio" in expected and audio is not None:
-        pause_ratio = _marker(audio, "pause_ratio")
-        speech_seconds = _marker(audio, "speech_seconds")
-        duration = audio.get("duration_seconds")
-        share = speech_seconds / duration if speech_seconds is not None and duration else None
-        f0_variability = _marker(audio, "f0_variability")
-        if audio.get("speech_detected") is False:
-            factors.append(RiskFactor("no_speech", "moderate", "no speech was detected in the recording"))
-        elif pause_ratio is not None and pause_ratio >= settings.reduced_speech_pause_ratio:
-            factors.append(RiskFactor("reduced_speech", "moderate", f"pauses take {pause_ratio:.0%} of the speaking time"))
-        elif share is not None and share < settings.min_speech_share:
-            factors.append(RiskFactor(
-                "reduced_speech", "moderate", f"speech fills {share:.0%} of the {duration:.0f} s recording"))
-        if f0_variability is not None and f0_variability < settings.monotone_max_f0_variability:
-            factors.append(RiskFactor(
-                "monotone_voice", "low",
-                f"pitch varies by {f0_variability:.2f} semitones (< {settings.monotone_max_f0_variability})",
-            ))
-    if consistency == "inconsistent":
-        factors.append(RiskFactor("face_voice_inconsistent", "low", f"face shows {face_label}, voice sounds {voice_label}"))
-    if "vision" in expected and not ((vision or {}).get("facial_emotion") or {}).get("face_detected"):
+        factors.append(RiskFactor("medication_not_taken", "high", adherence_reason or "the medication was not taken"))
+    elif status == "inconclusive":
+        factors.append(RiskFactor("medication_intake_unverified", "moderate",
+                                  adherence_reason or "the video could not show the medication being taken"))
+    if "audio" in expected and audio is not None and audio.get("speech_detected") is False:
+        factors.append(RiskFactor("no_speech", "moderate", "no speech was detected in the recording"))
+    if "vision" in expected and vision is not None and not (vision.get("facial_emotion") or {}).get("face_detected"):
         factors.append(RiskFactor("face_not_visible", "moderate", "the patient's face was not visible"))
+    if consistency == "inconsistent":
+        factors.append(RiskFactor("face_voice_inconsistent", "low",
+                                  f"face shows {labels['face']}, voice sounds {labels['voice']}"))
     return factors
 
 
@@ -206,51 +210,63 @@ _STATE_WORDS = {
     "sad": "appears low in mood", "angry": "appears irritable or angry", "anxious": "appears anxious or fearful",
     "surprised": "appears surprised or alert", "disgusted": "shows signs of disgust or aversion",
 }
+_SIDE_WORDS = {"face": "facial expression", "voice": "speech emotion"}
 
 
 def clinical_summary(fusion: dict[str, Any], compliance: dict[str, Any] | None, timestamp: str) -> dict[str, Any]:
-    """The seed's rule-based `clinical_summary`, written from the fusion result."""
+    """The seed's rule-based `clinical_summary`, written from the fusion result.
+
+    `compliance` is the vision stage's (kept in the signature for the call site;
+    the adherence status comes from `fusion["adherence"]`)."""
     overall = fusion["overall_emotion"]
-    state = f"Patient {_STATE_WORDS.get(overall, 'shows ' + str(overall))}" if overall else "Emotional state could not be assessed"
+    basis = " and ".join(_SIDE_WORDS[s] for s in fusion.get("overall_emotion_basis") or [])
+    state = (f"Patient {_STATE_WORDS.get(overall, 'shows ' + str(overall))} (from the {basis})" if overall
+             else "Emotional state could not be assessed")
     if fusion["emotional_consistency"] == "inconsistent":
         state += f" (face shows {fusion['face_emotion']}, voice sounds {fusion['voice_emotion']})"
-    missing = fusion["modalities_not_assessed"]
+    missing = dict(fusion["modalities_not_assessed"])
+    for side, why in (fusion.get("emotion_not_used") or {}).items():
+        if SIDES[side] not in missing:
+            missing[_SIDE_WORDS[side]] = why
     if missing:
         state += "; not assessed: " + "; ".join(f"{m} ({why})" for m, why in missing.items())
 
-    status = (compliance or {}).get("verification_status")
-    if status == "compliant":
-        adherence = "Compliant - medication intake observed"
-    elif status == "non_compliant":
-        adherence = "Non-compliant - medication was not taken on camera"
-    else:
-        reason = (compliance or {}).get("reason") or "no video of the intake"
-        adherence = f"Not verified - {reason}"
+    status = fusion["adherence"]["status"]
+    reason = fusion["adherence"]["reason"]
+    adherence_text = {
+        "compliant": "Compliant - medication intake observed",
+        "non_compliant": "Non-compliant - medication was not taken on camera",
+        "not_assessed": f"Not assessed - {reason}",
+    }.get(status, f"Not verified - {reason or 'the video could not show the medication being taken'}")
 
     level = fusion["risk_level"]
     factors = fusion["risk_factors"]
     risk = f"{level.capitalize()} risk - " + (
         "no concerning indicators" if not factors else ", ".join(f.replace("_", " ") for f in factors)
     )
+    flags = fusion.get("transcript_flags") or []
     recommendations = []
+    if flags:
+        recommendations.append(f"Review the flagged statements in the transcript ({transcript_flags.NOTE})")
     if level == "high":
         recommendations.append("Contact the patient within 24 hours")
-    if "medication_not_taken" in factors or "medication_intake_unverified" in factors:
+    if {"medication_not_taken", "medication_intake_unverified", "repeated_missed_medication"} & set(factors):
         recommendations.append("Confirm medication adherence with the patient")
-    if {"negative_affect", "flat_affect", "reduced_speech", "no_speech", "monotone_voice"} & set(factors):
-        recommendations.append("Review mood and negative symptoms at the next contact")
-    if any(f.endswith("_baseline") for f in factors) or "repeated_missed_medication" in factors:
-        recommendations.append("Discuss the change from the patient's usual check-ins with them")
-    if missing:
+    if any(f.endswith("_baseline") for f in factors):
+        recommendations.append("Discuss the change from the patient's usual check-ins with them and review "
+                               "negative symptoms")
+    if fusion["modalities_not_assessed"]:
         recommendations.append("Ask the patient to record the next check-in with face and voice clearly captured")
     if level == "low":
         recommendations += ["Continue current treatment plan", "Schedule routine follow-up"]
     return {
         "emotional_state": state,
-        "medication_adherence": adherence,
+        "medication_adherence": adherence_text,
         "risk_assessment": risk,
         "recommendations": recommendations,
         "change_from_baseline": _baseline_sentence(fusion.get("baseline")),
+        "flags": flags,
+        "transcript_screen": fusion.get("transcript_screen"),
         "generated_by": "rule_based",
         "timestamp": timestamp,
     }

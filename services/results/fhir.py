@@ -5,14 +5,23 @@ models, FHIR 4.3.0; Observation, Media, Device and Bundle have the same
 structure in R4 4.0.1). The Bundle (type `collection`) holds:
 - a Media resource for the check-in recording (s3 URL, content type);
 - a Device resource for the analysis software and its method;
-- one Observation per finding: emotion (category exam), medication intake
-  (category therapy) and risk (category survey), each `final`, about the
-  patient, at the analysis time, `derivedFrom` the Media and made by the Device.
-LOINC has no codes for camera-derived emotion, observed intake or this rule
-set's risk, so codes come from SchizoDot's own code systems (`urn:schizodot:...`);
-the risk value uses HL7's risk-probability codes, categories HL7's
-observation-category codes. What was not assessed carries a `dataAbsentReason`
-(not-performed) with the reason, never a value.
+- one Observation per finding, each `final`, about the patient, at the analysis
+  time, `derivedFrom` the Media and made by the Device:
+  - vocal markers and video markers (category exam): one component per marker,
+    its value as a Quantity with its UCUM unit where UCUM has one, the patient's
+    own baseline as the reference range and a notable change as the
+    interpretation (H/L); a marker that was not assessed carries a
+    `dataAbsentReason` with the reason, never a value;
+  - emotional state (category exam), only when an emotion was assessed by a
+    method with measured validity: no Observation is made of what was not assessed;
+  - medication intake (category therapy), only when adherence was assessed (no
+    Observation says "not assessed" because the deployment has no pill detector:
+    that is a fact about the deployment, not the patient);
+  - risk (category survey), with one component per risk factor and the clinical
+    summary, transcript flags included, as notes.
+LOINC has no codes for these camera- and microphone-derived findings, so codes
+come from SchizoDot's own code systems (`urn:schizodot:...`); the risk value uses
+HL7's risk-probability codes, categories HL7's observation-category codes.
 Ids are derived from the job id, so a job always yields the same bundle.
 """
 
@@ -21,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
@@ -29,9 +39,11 @@ FHIR_VERSION = "4.0.1"  # what the resources conform to (see the module docstrin
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 DATA_ABSENT_SYSTEM = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 RISK_PROBABILITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
+INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 MEDIA_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/media-type"
 UCUM = "http://unitsofmeasure.org"
 FINDING_SYSTEM = "urn:schizodot:codesystem:checkin-finding"
+MARKER_SYSTEM = "urn:schizodot:codesystem:marker"
 EMOTION_SYSTEM = "urn:schizodot:codesystem:emotion"
 CONSISTENCY_SYSTEM = "urn:schizodot:codesystem:emotional-consistency"
 VERIFICATION_SYSTEM = "urn:schizodot:codesystem:medication-verification"
@@ -40,6 +52,15 @@ SEVERITY_SYSTEM = "urn:schizodot:codesystem:risk-factor-severity"
 JOB_ID_SYSTEM = "urn:schizodot:job-id"
 OBSERVATION_ID_SYSTEM = "urn:schizodot:observation-id"
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+# Our marker units and their UCUM codes; semitones have none (the unit is sent as text).
+UCUM_CODES = {
+    "%": "%", "Hz": "Hz", "dB": "dB", "s": "s", "per min": "/min", "count": "{count}",
+    "syllables per min": "{syllables}/min", "words per min": "{words}/min", "deg/s": "deg/s",
+    "blendshape activity (0-1)": "1",
+}
+MARKER_PANELS = (("vocal_markers", "vocal-markers", "Vocal markers of the check-in"),
+                 ("video_markers", "video-markers", "Video markers of the check-in"))
 
 
 def _uid(job_id: str, name: str) -> str:
@@ -60,6 +81,14 @@ def _absent(reason: str | None) -> dict[str, Any]:
 
 def _fraction(value: float) -> dict[str, Any]:
     return {"value": round(float(value), 4), "unit": "1", "system": UCUM, "code": "1"}
+
+
+def quantity(value: float, unit: str) -> dict[str, Any]:
+    """A FHIR Quantity, coded in UCUM when the unit has a UCUM code."""
+    out: dict[str, Any] = {"value": round(float(value), 4), "unit": unit}
+    if unit in UCUM_CODES:
+        out |= {"system": UCUM, "code": UCUM_CODES[unit]}
+    return out
 
 
 def _component(code: str, display: str, value_key: str | None, value: Any, absent: str | None = None) -> dict:
@@ -84,115 +113,192 @@ def patient_reference(patient_id: str, identifier_system: str) -> dict[str, Any]
     return reference
 
 
+@dataclass(frozen=True)
+class _Checkin:
+    """What every resource of one bundle refers to."""
+
+    job_id: str
+    when: str
+    subject: dict[str, Any]
+    media_id: str
+    device_id: str
+
+    def observation(self, name: str, display: str, category: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "resourceType": "Observation",
+            "id": _uid(self.job_id, name),
+            "identifier": [{"system": OBSERVATION_ID_SYSTEM, "value": f"{self.job_id}/{name}"}],
+            "status": "final",
+            "category": [_code(CATEGORY_SYSTEM, category, category.capitalize())],
+            "code": _code(FINDING_SYSTEM, name, display),
+            "subject": self.subject,
+            "effectiveDateTime": self.when,
+            "issued": self.when,
+            "device": {"reference": f"urn:uuid:{self.device_id}"},
+            "derivedFrom": [{"reference": f"urn:uuid:{self.media_id}"}],
+            **fields,
+        }
+
+
 def build_bundle(
     item: dict[str, Any], job: dict[str, Any], bucket: str, patient_identifier_system: str
 ) -> dict[str, Any]:
     """The FHIR Bundle (as JSON-ready dict) for one SchizodotUsers item, validated by fhir.resources."""
     job_id = item["job_id"]
     results = item["results"]
-    fusion = results["multimodal_fusion"]
-    summary = results["clinical_summary"]
-    face = results.get("facial_emotion") or {}
-    voice = results.get("audio_emotion") or {}
-    compliance = results.get("compliance") or {}
-    when = item["analyzed_at"]
-    subject = patient_reference(item["user_id"], patient_identifier_system)
-    media_id, device_id = _uid(job_id, "media"), _uid(job_id, "device")
-    has_video = item.get("analysis_type") != "audio_only"
+    checkin = _Checkin(job_id, item["analyzed_at"], patient_reference(item["user_id"], patient_identifier_system),
+                       _uid(job_id, "media"), _uid(job_id, "device"))
+    entries = [media_resource(checkin, item, job, bucket), device_resource(checkin, results["multimodal_fusion"])]
+    entries += [marker_observation(checkin, results.get(section) or {}, name, display)
+                for section, name, display in MARKER_PANELS if results.get(section)]
+    entries += emotion_observation(checkin, results) + intake_observation(checkin, results)
+    entries.append(risk_observation(checkin, results["multimodal_fusion"], results["clinical_summary"]))
+    document = {
+        "resourceType": "Bundle",
+        "id": _uid(job_id, "bundle"),
+        "identifier": {"system": JOB_ID_SYSTEM, "value": job_id},
+        "type": "collection",
+        "timestamp": checkin.when,
+        "entry": [{"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource} for resource in entries],
+    }
+    # Validation: the library raises on any structural error (missing element,
+    # wrong type, two value[x], bad date, unknown element).
+    return json.loads(Bundle.model_validate(document).model_dump_json(exclude_none=True))
 
-    media = {
+
+def media_resource(checkin: _Checkin, item: dict[str, Any], job: dict[str, Any], bucket: str) -> dict[str, Any]:
+    has_video = item.get("analysis_type") != "audio_only"
+    return {
         "resourceType": "Media",
-        "id": media_id,
-        "identifier": [{"system": JOB_ID_SYSTEM, "value": job_id}],
+        "id": checkin.media_id,
+        "identifier": [{"system": JOB_ID_SYSTEM, "value": checkin.job_id}],
         "status": "completed",
         "type": _code(MEDIA_TYPE_SYSTEM, "video" if has_video else "audio", "Video" if has_video else "Audio"),
-        "subject": subject,
-        "createdDateTime": job.get("created_at") or when,
-        "issued": when,
+        "subject": checkin.subject,
+        "createdDateTime": job.get("created_at") or checkin.when,
+        "issued": checkin.when,
         "content": {"contentType": job.get("content_type") or "application/octet-stream",
                     "url": f"s3://{bucket}/{item['s3_key']}", "title": job.get("filename") or item["s3_key"]},
     }
-    device = {
+
+
+def device_resource(checkin: _Checkin, fusion: dict[str, Any]) -> dict[str, Any]:
+    return {
         "resourceType": "Device",
-        "id": device_id,
+        "id": checkin.device_id,
         "deviceName": [{"name": "SchizoDot check-in analysis", "type": "user-friendly-name"}],
         "version": [{"value": str(fusion.get("method", "unknown"))}],
         "note": [{"text": "Automated analysis of a recorded check-in; findings support, and do not replace, "
                           "clinical judgement."}],
     }
 
-    def observation(name: str, display: str, category: str, **fields: Any) -> dict[str, Any]:
-        return {
-            "resourceType": "Observation",
-            "id": _uid(job_id, name),
-            "identifier": [{"system": OBSERVATION_ID_SYSTEM, "value": f"{job_id}/{name}"}],
-            "status": "final",
-            "category": [_code(CATEGORY_SYSTEM, category, category.capitalize())],
-            "code": _code(FINDING_SYSTEM, name, display),
-            "subject": subject,
-            "effectiveDateTime": when,
-            "issued": when,
-            "device": {"reference": f"urn:uuid:{device_id}"},
-            "derivedFrom": [{"reference": f"urn:uuid:{media_id}"}],
-            **fields,
-        }
 
-    not_assessed = fusion.get("modalities_not_assessed") or {}
-    overall = _label(EMOTION_SYSTEM, fusion.get("overall_emotion"))
-    expressivity = (face.get("expressivity") or {}).get("blendshape_activity")
-    emotion = observation(
-        "emotional-state", "Emotional state from face and voice", "exam",
-        method={"text": f"{fusion.get('method')}: facial and speech emotion combined by confidence-weighted rules"
-                        + "".join(f"; {part} by {m}" for part, m in (("face", face.get("method")),
-                                                                    ("voice", voice.get("method"))) if m)},
-        **({"valueCodeableConcept": overall} if overall else
-           {"dataAbsentReason": _absent("; ".join(f"{m}: {why}" for m, why in not_assessed.items()))}),
-    )
-    emotion["component"] = [
-        _component("facial-emotion", "Facial emotion", "valueCodeableConcept",
-                   _label(EMOTION_SYSTEM, fusion.get("face_emotion")), not_assessed.get("vision") or face.get("reason")),
-        _component("voice-emotion", "Speech emotion", "valueCodeableConcept",
-                   _label(EMOTION_SYSTEM, fusion.get("voice_emotion")), not_assessed.get("audio") or voice.get("reason")),
-        _component("emotional-consistency", "Face and voice consistency", "valueCodeableConcept",
-                   _label(CONSISTENCY_SYSTEM, fusion.get("emotional_consistency"))),
-        _component("fusion-confidence", "Confidence of the overall emotion", "valueQuantity",
-                   _fraction(fusion["confidence"]) if fusion.get("confidence") is not None else None),
-        _component("facial-expressivity", "Facial expressivity (blendshape activity)", "valueQuantity",
-                   _fraction(expressivity) if expressivity is not None else None,
-                   (face.get("expressivity") or {}).get("reason") or face.get("reason")),
+def marker_observation(checkin: _Checkin, markers: dict[str, dict], name: str, display: str) -> dict[str, Any]:
+    """One component per marker: value and unit, or why it was not assessed; the baseline as reference range."""
+    components, notes = [], []
+    for marker_name, marker in markers.items():
+        component: dict[str, Any] = {"code": _code(MARKER_SYSTEM, marker_name, marker_name.replace("_", " "))}
+        if marker.get("assessed") and marker.get("value") is not None:
+            component["valueQuantity"] = quantity(marker["value"], marker["unit"])
+            component |= _baseline_fields(marker.get("baseline") or {}, marker["unit"])
+        else:
+            component["dataAbsentReason"] = _absent(marker.get("reason"))
+        components.append(component)
+        flags = f"; quality flags: {', '.join(marker['quality_flags'])}" if marker.get("quality_flags") else ""
+        notes.append({"text": f"{marker_name} ({marker['unit']}): {marker['method']}{flags}"})
+    return checkin.observation(name, display, "exam", component=components, note=notes)
+
+
+def _baseline_fields(baseline: dict[str, Any], unit: str) -> dict[str, Any]:
+    """The patient's own baseline as the reference range, and a notable change as H or L."""
+    if not baseline.get("available"):
+        return {}
+    text = (f"the patient's own baseline: mean {baseline['mean']:.4g} {unit} (sd {baseline['sd']:.3g}) over "
+            f"{baseline['checkins']} earlier check-ins; z {baseline['z_score']:+.2f}")
+    fields: dict[str, Any] = {"referenceRange": [{"text": text}]}
+    if baseline.get("notable"):
+        high = baseline.get("direction") == "higher"
+        fields["interpretation"] = [{
+            "coding": [{"system": INTERPRETATION_SYSTEM, "code": "H" if high else "L",
+                        "display": "High" if high else "Low"}],
+            "text": f"notably {'above' if high else 'below'} the patient's own baseline"}]
+    return fields
+
+
+def emotion_observation(checkin: _Checkin, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The emotional state, only when a validated face or voice emotion was assessed."""
+    fusion = results["multimodal_fusion"]
+    if not fusion.get("overall_emotion"):
+        return []
+    basis = fusion.get("overall_emotion_basis") or []
+    methods = {"face": (results.get("facial_emotion") or {}).get("method"),
+               "voice": (results.get("audio_emotion") or {}).get("method")}
+    components = [
+        _component(f"{'facial' if side == 'face' else 'voice'}-emotion",
+                   "Facial emotion" if side == "face" else "Speech emotion", "valueCodeableConcept",
+                   _label(EMOTION_SYSTEM, fusion.get(f"{side}_emotion")))
+        for side in basis
     ]
+    if fusion.get("emotional_consistency") in ("consistent", "inconsistent"):
+        components.append(_component("emotional-consistency", "Face and voice consistency", "valueCodeableConcept",
+                                     _label(CONSISTENCY_SYSTEM, fusion["emotional_consistency"])))
+    components.append(_component("fusion-confidence", "Confidence of the overall emotion", "valueQuantity",
+                                 _fraction(fusion.get("confidence") or 0.0)))
+    not_used = "".join(f"; {side} not used: {why}" for side, why in (fusion.get("emotion_not_used") or {}).items())
+    return [checkin.observation(
+        "emotional-state", "Emotional state from face and voice", "exam",
+        method={"text": f"{fusion.get('method')}: emotion labels combined by confidence-weighted rules"
+                        + "".join(f"; {side} by {methods[side]}" for side in basis if methods[side]) + not_used},
+        valueCodeableConcept=_label(EMOTION_SYSTEM, fusion["overall_emotion"]),
+        component=components,
+    )]
 
-    status = compliance.get("verification_status") or "inconclusive"
+
+def intake_observation(checkin: _Checkin, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Medication intake, only when adherence was assessed (a pill detector, a video)."""
+    compliance = results.get("compliance") or {}
+    adherence = results["multimodal_fusion"].get("adherence") or {}
+    status = adherence.get("status") or compliance.get("verification_status") or "inconclusive"
+    if status == "not_assessed":
+        return []
+    reason = adherence.get("reason") or compliance.get("reason")
     score = compliance.get("compliance_score")
-    intake = observation(
+    intake = checkin.observation(
         "medication-intake", "Medication intake observed on video", "therapy",
         valueCodeableConcept=_code(VERIFICATION_SYSTEM, status),
         component=[
-            _component("face-in-view", "Face in view", "valueBoolean", compliance.get("face_detected"),
-                       compliance.get("reason")),
-            _component("hand-in-view", "Hand in view", "valueBoolean", compliance.get("hand_detected"),
-                       compliance.get("reason")),
+            _component("face-in-view", "Face in view", "valueBoolean", compliance.get("face_detected"), reason),
+            _component("hand-in-view", "Hand in view", "valueBoolean", compliance.get("hand_detected"), reason),
             _component("pill-visible", "Pill visible", "valueBoolean", compliance.get("pill_detected"),
                        "pill detection was not assessed"),
             _component("compliance-score", "Compliance score", "valueQuantity",
-                       _fraction(score) if score is not None else None, compliance.get("reason")),
+                       _fraction(score) if score is not None else None, reason),
         ],
     )
-    if compliance.get("reason"):
-        intake["note"] = [{"text": compliance["reason"]}]
+    detector = compliance.get("pill_detector") or {}
+    notes = [text for text in (reason, detector.get("note")) if text]
+    if notes:
+        intake["note"] = [{"text": text} for text in notes]
+    return [intake]
 
+
+def risk_observation(checkin: _Checkin, fusion: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     level = fusion["risk_level"]
-    risk = observation(
+    flags = [f'Transcript flag ({flag["category"].replace("_", " ")}, {flag["note"]}): "{flag["phrase"]}"'
+             + (f" at {flag['start']:.1f} s" if flag.get("start") is not None else "")
+             for flag in summary.get("flags") or []]
+    risk = checkin.observation(
         "risk-level", "Check-in risk level", "survey",
         valueCodeableConcept=_code(RISK_PROBABILITY_SYSTEM, level, level.capitalize()),
-        method={"text": f"{fusion.get('method')}: documented rules over the findings and the patient's own baseline"},
+        method={"text": f"{fusion.get('method')}: documented rules over the patient's changes from their own "
+                        "baseline, medication and transcript flags"},
         component=[
             {"code": _code(RISK_FACTOR_SYSTEM, e["factor"]),
              "valueCodeableConcept": {**_code(SEVERITY_SYSTEM, e["severity"]), "text": e["evidence"] or e["severity"]}}
             for e in fusion.get("risk_evidence") or []
         ],
         note=[{"text": text} for text in (
-            summary.get("risk_assessment"), summary.get("emotional_state"), summary.get("medication_adherence"),
+            summary.get("risk_assessment"), *flags, summary.get("emotional_state"), summary.get("medication_adherence"),
             summary.get("change_from_baseline"),
             "Recommendations: " + "; ".join(summary.get("recommendations") or []) if summary.get("recommendations") else None,
             f"Summary generated by {summary.get('generated_by')}",
@@ -200,16 +306,4 @@ def build_bundle(
     )
     if not risk["component"]:
         risk.pop("component")
-
-    entries = [media, device, emotion, intake, risk]
-    document = {
-        "resourceType": "Bundle",
-        "id": _uid(job_id, "bundle"),
-        "identifier": {"system": JOB_ID_SYSTEM, "value": job_id},
-        "type": "collection",
-        "timestamp": when,
-        "entry": [{"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource} for resource in entries],
-    }
-    # Validation: the library raises on any structural error (missing element,
-    # wrong type, two value[x], bad date, unknown element).
-    return json.loads(Bundle.model_validate(document).model_dump_json(exclude_none=True))
+    return risk

@@ -164,7 +164,7 @@ def test_the_trace_shows_aws_calls_models_and_work(checkin):
     audio = _one(spans, name="audio analysis")
     assert audio.attributes["schizodot.job_id"] == job["job_id"]
     assert "silero" in audio.attributes["schizodot.model.vad"].lower()
-    assert audio.attributes["schizodot.model.features"].startswith("opensmile ")
+    assert audio.attributes["schizodot.model.features"].startswith("Praat ")
     assert 5 < audio.attributes["schizodot.audio_seconds"] < 7  # the clip is 6 s
     vision = _one(spans, name="vision analysis")
     assert vision.attributes["schizodot.frames_analysed"] > 0

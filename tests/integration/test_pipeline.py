@@ -50,9 +50,14 @@ def test_uploaded_checkin_completes_with_seed_shaped_results(running_stack, chec
     face = results["facial_emotion"]
     assert face["face_detected"] is True and face["frame_count"] > 0
     assert face["primary_emotion"] == "happy"  # the astronaut smiles
-    voice = results["audio_emotion"]
-    assert voice["method"] == "prosody_rules_v1" and voice["assessed"] is True
-    assert results["vocal_markers"]["speech_seconds"]["value"] > 2
+    voice = results["audio_emotion"]  # no validated speech-emotion model ships: the voice abstains
+    assert voice["assessed"] is False and voice["primary_emotion"] is None
+    assert voice["reason"] == "no validated speech-emotion model is configured"
+    markers = results["vocal_markers"]
+    assert markers["speaking_fraction"]["unit"] == "%" and markers["speaking_fraction"]["value"] > 20
+    assert markers["pitch_mean"]["assessed"] is True and markers["pitch_mean"]["unit"] == "Hz"
+    assert all(m["baseline"]["reason"].startswith("first check-in") for m in markers.values())
+    assert results["clinical_summary"]["flags"] == []  # the transcript is off by default
     compliance = results["compliance"]
     assert compliance["face_detected"] is True
     assert compliance["pill_detected"] is None  # not assessed yet, never guessed

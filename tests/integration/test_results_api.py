@@ -26,6 +26,7 @@ from shared.domain import artifact_key
 from shared.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
 from shared.job import Job, plan_weights
 from shared.jobs import JobsRepository
+from shared.markers import measured, parse
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,37 +137,45 @@ def workers(aws_server, tmp_path_factory):
 # --- hand-built stage outputs and history -----------------------------------------------
 
 
-def _audio(speech_rate: float = 3.0) -> dict:
-    return {"audio_emotion": {"primary_emotion": "neutral", "confidence": 0.6, "assessed": True,
-                              "method": "prosody_rules_v1",
-                              "all_emotions": [{"emotion": "neutral", "confidence": 0.6},
-                                               {"emotion": "sad", "confidence": 0.4}]},
-            "vocal_markers": {"speech_seconds": {"value": 5.0, "unit": "s"}, "pause_ratio": {"value": 0.1, "unit": "fraction"},
-                              "speech_rate": {"value": speech_rate, "unit": "1/s"},
-                              "f0_variability": {"value": 2.5, "unit": "semitones"}},
+def _audio(speech_rate: float = 210.0) -> dict:
+    """An audio artifact in the contract's shape (CONTRACT-10): no speech emotion, markers with units."""
+    values = {"speaking_fraction": ("%", 62.0), "pause_rate": ("per min", 9.0), "speech_rate": ("syllables per min",
+              speech_rate), "pitch_variability": ("semitones", 2.5)}
+    return {"audio_emotion": {"primary_emotion": None, "confidence": None, "all_emotions": [], "assessed": False,
+                              "method": None, "validation": None,
+                              "reason": "no validated speech-emotion model is configured"},
+            "vocal_markers": {name: measured(value, unit, f"method of {name}") for name, (unit, value) in values.items()},
             "speech_detected": True, "duration_seconds": 8.0}
 
 
 def _vision(activity: float, status: str) -> dict:
+    """A vision artifact in the contract's shape, with a pill detector configured."""
     return {"facial_emotion": {"primary_emotion": "neutral", "confidence": 0.7, "face_detected": True,
-                               "frame_count": 40, "method": "fer_tflite",
+                               "frame_count": 40, "method": "fer + face-api", "assessed": True,
+                               "validation": {"balanced_recall": 0.57, "dataset": "FER2013", "n": 3589},
                                "all_emotions": [{"emotion": "neutral", "confidence": 0.7},
-                                                {"emotion": "happy", "confidence": 0.3}],
-                               "expressivity": {"blendshape_activity": activity}},
+                                                {"emotion": "happy", "confidence": 0.3}]},
+            "video_markers": {"facial_expressivity": measured(activity, "blendshape activity (0-1)", "blendshapes"),
+                              "face_in_view_share": measured(95.0, "%", "landmarker")},
             "compliance": {"pill_detected": False if status == "non_compliant" else None, "hand_detected": True,
                            "face_detected": True, "compliance_score": 0.1 if status == "non_compliant" else None,
-                           "confidence": 0.8, "verification_status": status,
+                           "confidence": 0.8, "verification_status": status, "assessed": True,
                            "reason": "the hand never reached the mouth" if status == "non_compliant"
-                           else "pill detection is not configured"}}
+                           else "the pill was not seen on the tongue",
+                           "pill_detector": {"configured": True, "model": "pills.onnx",
+                                             "validated_on_real_pills": False,
+                                             "note": "synthetic-trained, not validated on real pills"}}}
 
 
 def _history_item(patient: str, days_ago: float, activity: float, status: str) -> dict:
     stamp = _now(-days_ago)
+    audio, vision = _audio(), _vision(activity, status)
     return {"user_id": patient, "timestamp": stamp, "job_id": _job_id(), "s3_key": f"uploads/{patient}/x.mp4",
             "analysis_type": "multimodal", "analyzed_at": stamp, "processing_time_seconds": 3.0,
             "status": "completed",
-            "results": {"audio_emotion": _audio()["audio_emotion"], "facial_emotion": _vision(activity, status)["facial_emotion"],
-                        "compliance": _vision(activity, status)["compliance"], "vocal_markers": _audio()["vocal_markers"],
+            "results": {"audio_emotion": audio["audio_emotion"], "facial_emotion": vision["facial_emotion"],
+                        "compliance": vision["compliance"], "vocal_markers": audio["vocal_markers"],
+                        "video_markers": vision["video_markers"],
                         "multimodal_fusion": {"risk_level": "high" if status == "non_compliant" else "low"},
                         "clinical_summary": {"generated_by": "rule_based"}}}
 
@@ -248,8 +257,11 @@ def test_checkin_is_compared_with_the_patients_history_and_sent_to_the_ehr_as_fh
     assert baseline["available"] is True and baseline["checkins_compared"] == 5
     assert baseline["missed_medication_streak"] == 3
     assert {"repeated_missed_medication", "expressivity_below_baseline"} <= set(fusion["risk_factors"])
-    # 0.04 is above the absolute flat-affect threshold: only the patient's own average shows the change.
-    assert "flat_affect" not in fusion["risk_factors"]
+    expressivity = parse(item["results"]["video_markers"]["facial_expressivity"])
+    assert expressivity.baseline.available and expressivity.baseline.checkins == 5
+    assert expressivity.baseline.notable and expressivity.baseline.direction == "lower"
+    rate = parse(item["results"]["vocal_markers"]["speech_rate"])
+    assert rate.unit == "syllables per min" and rate.baseline.available and not rate.baseline.notable
     summary = item["results"]["clinical_summary"]
     assert "medication seen not taken in 3 check-ins in a row" in summary["change_from_baseline"]
     # The LLM summary was enabled and failed: the rule-based summary stands and says why.
@@ -263,7 +275,8 @@ def test_checkin_is_compared_with_the_patients_history_and_sent_to_the_ehr_as_fh
     bundle = Bundle.model_validate(event["data"])  # validated by the FHIR library
     observations = {e.resource.code.coding[0].code: e.resource for e in bundle.entry
                     if e.resource.get_resource_type() == "Observation"}
-    assert set(observations) == {"emotional-state", "medication-intake", "risk-level"}
+    assert set(observations) == {"vocal-markers", "video-markers", "emotional-state", "medication-intake",
+                                 "risk-level"}
     assert observations["risk-level"].valueCodeableConcept.coding[0].code == "high"
     assert observations["medication-intake"].valueCodeableConcept.coding[0].code == "non_compliant"
     assert all(o.subject.reference == f"Patient/{patient}" and o.status == "final" for o in observations.values())
@@ -286,12 +299,15 @@ def test_first_audio_only_checkin_has_no_baseline_and_names_the_missing_face(wor
     summary = item["results"]["clinical_summary"]
     assert summary["change_from_baseline"] == "First check-in: no baseline yet to compare with"
     assert "not assessed: vision (the recording has no video track)" in summary["emotional_state"]
+    assert parse(item["results"]["vocal_markers"]["speech_rate"]).baseline.reason.startswith("first check-in")
+    assert item["results"]["compliance"]["verification_status"] == "not_assessed"
+    assert summary["medication_adherence"] == "Not assessed - the check-in has no video"
+    assert fusion["risk_level"] == "low"  # a first check-in with nothing notable in it
     [event] = receive_ehr_events(workers, job_id)
     bundle = Bundle.model_validate(event["data"])
-    emotion = next(e.resource for e in bundle.entry if e.resource.get_resource_type() == "Observation"
-                   and e.resource.code.coding[0].code == "emotional-state")
-    face = next(c for c in emotion.component if c.code.coding[0].code == "facial-emotion")
-    assert face.valueCodeableConcept is None and face.dataAbsentReason.coding[0].code == "not-performed"
+    observations = {e.resource.code.coding[0].code for e in bundle.entry
+                    if e.resource.get_resource_type() == "Observation"}
+    assert observations == {"vocal-markers", "risk-level"}  # nothing is said about what was not assessed
 
 
 @pytest.mark.parametrize("headers", [

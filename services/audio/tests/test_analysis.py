@@ -1,7 +1,9 @@
-"""AudioAnalyser with the real Silero VAD model and openSMILE; fixtures are made here.
+"""AudioAnalyser with the real Silero VAD model and Praat (parselmouth); fixtures are made here.
 
-Speech comes from espeak-ng (converted to 16 kHz mono s16 with ffmpeg, as the
-worker does), silence and noise from numpy. Nothing is mocked.
+Speech comes from espeak-ng with known syllables, words and pauses
+(``known_signals``), silence and noise from numpy. Nothing is mocked but the
+speech-emotion model, whose real backend (speechbrain) is tested in its own
+environment (test_speechbrain_backend.py).
 """
 
 from __future__ import annotations
@@ -13,50 +15,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 
-from services.audio.analysis import EMOTIONS, MARKER_UNITS, AudioAnalyser, prosody_emotion
+from services.audio import known_signals as known
+from services.audio.analysis import AudioAnalyser
+from services.audio.emotion import NOT_CONFIGURED, UNVALIDATED_NOTE, load_validation
+from services.audio.markers import UNITS
 from shared.errors import InputError, ModelUnavailable
+from shared.markers import parse
 
 REPO = Path(__file__).resolve().parents[3]
 VAD_MODEL = REPO / "models" / "silero_vad.onnx"
-RATE = 16_000
-
-REQUIRED_MARKERS = {
-    "speech_seconds",
-    "pause_ratio",
-    "pause_count",
-    "mean_pause_seconds",
-    "speech_segments",
-    "speech_rate",
-    "f0_mean_semitones",
-    "f0_variability",
-    "jitter",
-    "shimmer",
-    "loudness_mean",
-    "loudness_variability",
-    "hnr_db",
-}
-
-
-
-def speak(text: str, out: Path, *extra: str) -> np.ndarray:
-    """Synthesise ``text`` and return it as 16 kHz mono float samples (via a PCM s16 WAV)."""
-    raw = out.with_suffix(".espeak.wav")
-    subprocess.run(["espeak-ng", *extra, "-w", str(raw), text], check=True, capture_output=True)
-    subprocess.run(
-        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(raw), "-ac", "1", "-ar", str(RATE), "-c:a", "pcm_s16le", str(out)],
-        check=True,
-        capture_output=True,
-    )
-    samples, rate = soundfile.read(out, dtype="float32")
-    assert rate == RATE
-    return samples
-
-
-def write_wav(path: Path, samples: np.ndarray) -> Path:
-    soundfile.write(path, np.asarray(samples, dtype=np.float32), RATE, subtype="PCM_16")
-    return path
+RATE = known.RATE
+SENTENCES = (known.KnownSentence("I took my medication this morning", 9, 6),
+             known.KnownSentence("the children visited the hospital on Sunday", 13, 7),
+             known.KnownSentence("my sister painted the kitchen yesterday", 11, 6))
 
 
 @pytest.fixture(scope="module")
@@ -65,52 +37,51 @@ def analyser() -> AudioAnalyser:
 
 
 @pytest.fixture(scope="module")
-def gap_clip(tmp_path_factory) -> Path:
-    """Two utterances with exactly 2.0 s of digital silence between them."""
+def gap_clip(tmp_path_factory) -> tuple[Path, known.KnownSpeech]:
+    """Three sentences with exactly 2.0 s and 1.0 s of digital silence between them, 0.5 s before and after."""
     tmp = tmp_path_factory.mktemp("speech")
-    first = speak("Good morning. I took my medication today and I slept well last night.", tmp / "a.wav")
-    second = speak("The voices were quieter this week, and I went for a walk on Sunday.", tmp / "b.wav")
-    return write_wav(tmp / "gap.wav", np.concatenate([first, np.zeros(2 * RATE, np.float32), second]))
+    speech = known.with_pauses([known.speak(s.text) for s in SENTENCES], [2.0, 1.0],
+                               syllables=sum(s.syllables for s in SENTENCES), words=sum(s.words for s in SENTENCES))
+    return known.write_wav(tmp / "gap.wav", speech.samples), speech
 
 
-def test_speech_with_a_gap_gives_speech_time_and_a_two_second_pause(analyser, gap_clip):
+def values(result: dict) -> dict[str, float | None]:
+    return {name: marker["value"] for name, marker in result["vocal_markers"].items()}
+
+
+def test_speech_with_pauses_gives_its_timing_rate_and_voice(analyser, gap_clip):
+    path, truth = gap_clip
     progress: list[tuple[float, str]] = []
-    result = analyser.analyse(gap_clip, on_progress=lambda fraction, message: progress.append((fraction, message)))
-    markers = {name: marker["value"] for name, marker in result["vocal_markers"].items()}
+    result = analyser.analyse(path, on_progress=lambda fraction, message: progress.append((fraction, message)))
+    markers = values(result)
 
     assert result["speech_detected"] is True
-    duration = result["duration_seconds"]
-    assert duration == pytest.approx(soundfile.info(gap_clip).duration, abs=0.01)
-    # espeak leaves ~0.1-0.2 s of silence around each utterance, so speech is a bit under duration - 2 s
-    assert duration - 2.0 - 1.0 < markers["speech_seconds"] < duration - 2.0
-    # the 2.0 s gap plus espeak's own trailing/leading silence, minus silero's 30 ms padding
-    assert 1.9 <= markers["longest_pause_seconds"] <= 2.6
-    assert markers["pause_count"] >= 1
-    assert markers["speech_segments"] == markers["pause_count"] + 1
-    assert markers["mean_pause_seconds"] <= markers["longest_pause_seconds"]
-    span = markers["speech_seconds"] + markers["pause_seconds"]
-    assert markers["pause_ratio"] == pytest.approx(markers["pause_seconds"] / span, abs=0.002)
-    assert 0 <= markers["speech_onset_seconds"] < 0.5
-    # espeak's default English voice is male, around 100-130 Hz
-    assert 70 < markers["f0_mean_hz"] < 200
-    assert markers["f0_variability"] > 0 and markers["speech_rate"] > 0 and markers["hnr_db"] is not None
+    assert result["duration_seconds"] == pytest.approx(truth.seconds, abs=0.01)
+    assert markers["pause_count"] == 2
+    assert markers["mean_pause_duration"] == pytest.approx(1.5, abs=0.1)
+    assert markers["pause_rate"] == pytest.approx(2 * 60 / truth.span_seconds, rel=0.05)
+    assert markers["speaking_fraction"] == pytest.approx(100 * truth.speech_seconds / truth.seconds, abs=3.0)
+    assert markers["speech_rate"] == pytest.approx(60 * truth.syllables / truth.span_seconds, rel=0.15)
+    assert 70 < markers["pitch_mean"] < 200  # espeak's default English voice is male, around 100-130 Hz
+    assert 0.3 < markers["pitch_variability"] < 6 and 40 < markers["intensity"] < 100
+    assert 0 < markers["jitter"] < 5 and 0 < markers["shimmer"] < 30 and 0 < markers["hnr"] < 40
+    for name, marker in result["vocal_markers"].items():
+        assert marker["assessed"] is True and marker["quality_flags"] == [], name
+    timing = result["speech_timing"]
+    assert timing["pauses"] == 2 and 1.9 <= timing["longest_pause_seconds"] <= 2.1
+    assert 0.4 <= timing["speech_onset_seconds"] <= 0.6
 
-    emotion = result["audio_emotion"]
-    assert emotion["assessed"] is True and emotion["reason"] is None
-    assert emotion["method"] == "prosody_rules_v1"
-    assert emotion["primary_emotion"] in EMOTIONS
-    confidences = [e["confidence"] for e in emotion["all_emotions"]]
-    assert [e["emotion"] for e in emotion["all_emotions"]][0] == emotion["primary_emotion"]
-    assert confidences == sorted(confidences, reverse=True)
-    assert sum(confidences) == pytest.approx(1.0, abs=0.01)
-    assert emotion["confidence"] == confidences[0]
-
-    assert result["models"] == {"vad": "silero-vad 6.2.3 (onnx)", "features": "opensmile 2.6.0 eGeMAPSv02",
-                                "emotion": "prosody_rules_v1"}
+    assert result["audio_emotion"] == {"primary_emotion": None, "confidence": None, "all_emotions": [],
+                                       "assessed": False, "method": None, "validation": None,
+                                       "reason": NOT_CONFIGURED}
+    assert result["models"]["vad"] == "silero-vad 6.2.3 (onnx)"
+    assert result["models"]["features"].startswith("Praat 6.") and "parselmouth 0.4.7" in result["models"]["features"]
+    assert "emotion" not in result["models"]
     assert result["transcript"]["enabled"] is False and result["transcript"]["text"] is None
     quality = result["audio_quality"]
     assert quality["sample_rate_hz"] == RATE and quality["narrowband"] is False
-    assert quality["clipped_fraction"] == 0.0 and quality["warnings"] == [] and quality["withheld_markers"] == {}
+    assert quality["clipped_fraction"] == 0.0 and quality["warnings"] == []
+    assert quality["multiple_speakers_suspected"] is False
     assert quality["snr_db"] is None  # the gap is digital silence: no background to measure
     assert json.loads(json.dumps(result)) == result  # plain JSON types only
 
@@ -119,69 +90,48 @@ def test_speech_with_a_gap_gives_speech_time_and_a_two_second_pause(analyser, ga
     assert all(isinstance(message, str) and message for _, message in progress)
 
 
-def test_every_marker_has_a_unit_and_a_plain_value(analyser, gap_clip):
-    markers = analyser.analyse(gap_clip)["vocal_markers"]
-    assert REQUIRED_MARKERS <= set(markers)
-    assert set(markers) == set(MARKER_UNITS)
-    for name, marker in markers.items():
-        assert set(marker) == {"value", "unit"}, name
-        assert isinstance(marker["unit"], str) and marker["unit"], name
-        assert marker["value"] is None or (type(marker["value"]) in (int, float) and math.isfinite(marker["value"])), name
+def test_every_marker_has_the_shared_shape_with_unit_and_method(analyser, gap_clip):
+    markers = analyser.analyse(gap_clip[0])["vocal_markers"]
+    assert list(markers) == list(UNITS)
+    for name, document in markers.items():
+        marker = parse(document)
+        assert marker.unit == UNITS[name] and marker.method, name
+        assert math.isfinite(marker.value), name
+    assert markers["speech_rate"]["unit"] == "syllables per min"
+    assert "de Jong & Wempe" in markers["speech_rate"]["method"]
 
 
 def test_other_sample_rates_and_stereo_are_converted(analyser, gap_clip, tmp_path):
     stereo = tmp_path / "stereo44k.wav"
-    subprocess.run(
-        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(gap_clip), "-ac", "2", "-ar", "44100", str(stereo)], check=True
-    )
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(gap_clip[0]), "-ac", "2", "-ar", "44100",
+                    str(stereo)], check=True)
     result = analyser.analyse(stereo)
-    assert result["speech_detected"] is True
-    assert 1.9 <= result["vocal_markers"]["longest_pause_seconds"]["value"] <= 2.6
+    assert result["audio_quality"]["sample_rate_hz"] == 44100
+    assert values(result)["mean_pause_duration"] == pytest.approx(1.5, abs=0.1)
 
 
-def test_silence_is_not_given_an_emotion(analyser, tmp_path):
-    result = analyser.analyse(write_wav(tmp_path / "silence.wav", np.zeros(12 * RATE)))
-    assert result["speech_detected"] is False
-    assert result["duration_seconds"] == 12.0
-    assert result["audio_emotion"] == {
-        "primary_emotion": None,
-        "confidence": None,
-        "all_emotions": [],
-        "method": "prosody_rules_v1",
-        "assessed": False,
-        "reason": "no speech detected in 12.0 s of audio",
-    }
-    markers = {name: marker["value"] for name, marker in result["vocal_markers"].items()}
-    assert markers["speech_seconds"] == 0.0 and markers["pause_count"] == 0 and markers["speech_segments"] == 0
-    for undefined in ("pause_ratio", "mean_pause_seconds", "speech_rate", "f0_mean_semitones", "f0_variability",
-                      "jitter", "shimmer", "hnr_db", "loudness_mean", "loudness_variability"):
-        assert markers[undefined] is None, undefined
+def test_silence_is_measured_as_no_speech_and_nothing_else(analyser, tmp_path):
+    result = analyser.analyse(known.write_wav(tmp_path / "silence.wav", np.zeros(12 * RATE)))
+    assert result["speech_detected"] is False and result["duration_seconds"] == 12.0
+    markers = result["vocal_markers"]
+    assert markers["speaking_fraction"]["assessed"] is True and markers["speaking_fraction"]["value"] == 0.0
+    for name in set(UNITS) - {"speaking_fraction"}:
+        assert markers[name]["assessed"] is False and markers[name]["value"] is None, name
+        assert markers[name]["reason"] == "no speech detected in 12.0 s of audio", name
+    assert result["audio_emotion"]["assessed"] is False and result["audio_emotion"]["reason"] == NOT_CONFIGURED
 
 
 def test_white_noise_is_not_speech(analyser, tmp_path):
     noise = np.random.default_rng(7).normal(0.0, 0.1, 5 * RATE).clip(-1, 1)
-    result = analyser.analyse(write_wav(tmp_path / "noise.wav", noise))
+    result = analyser.analyse(known.write_wav(tmp_path / "noise.wav", noise))
     assert result["speech_detected"] is False
-    assert result["audio_emotion"]["assessed"] is False
-    assert result["audio_emotion"]["reason"] == "no speech detected in 5.0 s of audio"
-
-
-def test_very_short_speech_is_explained_not_guessed(analyser, tmp_path):
-    speak("Yes.", tmp_path / "yes.wav")
-    result = analyser.analyse(tmp_path / "yes.wav")
-    assert result["duration_seconds"] < 1.0
-    emotion = result["audio_emotion"]
-    assert emotion["assessed"] is False and emotion["primary_emotion"] is None and emotion["all_emotions"] == []
-    if result["speech_detected"]:
-        assert "s of speech detected; at least 1.5 s is needed" in emotion["reason"]
-    else:
-        assert emotion["reason"].startswith("no speech detected in 0.")
+    assert result["vocal_markers"]["pitch_mean"]["reason"] == "no speech detected in 5.0 s of audio"
 
 
 def test_empty_audio_is_explained(analyser, tmp_path):
-    result = analyser.analyse(write_wav(tmp_path / "empty.wav", np.zeros(0)))
+    result = analyser.analyse(known.write_wav(tmp_path / "empty.wav", np.zeros(0)))
     assert result["speech_detected"] is False and result["duration_seconds"] == 0.0
-    assert result["audio_emotion"]["reason"] == "no speech detected in 0.0 s of audio"
+    assert {m["reason"] for m in result["vocal_markers"].values()} == {"the recording is empty"}
 
 
 @pytest.mark.parametrize(
@@ -211,41 +161,57 @@ def test_a_file_that_is_not_a_model_is_unavailable(tmp_path):
     assert caught.value.setting == "AUDIO_VAD_MODEL_PATH"
 
 
-def test_unknown_emotion_backend_is_rejected_by_the_settings(monkeypatch):
+def test_the_emotion_backend_is_none_unless_a_model_is_chosen(monkeypatch):
     from pydantic import ValidationError
 
     from services.audio.settings import AudioSettings
 
-    monkeypatch.setenv("AUDIO_EMOTION_BACKEND", "wav2vec2")
-    with pytest.raises(ValidationError, match="prosody_rules"):
+    assert AudioSettings().emotion_backend == "none"
+    monkeypatch.setenv("AUDIO_EMOTION_BACKEND", "prosody_rules")  # the heuristic measured at chance is gone
+    with pytest.raises(ValidationError, match="'none' or 'speechbrain'"):
         AudioSettings()
 
 
-def _markers(**values) -> dict:
-    base = {name: None for name in MARKER_UNITS}
-    base.update(speech_seconds=20.0, pause_seconds=4.0)
-    base.update(values)
-    return {name: {"value": value, "unit": MARKER_UNITS[name]} for name, value in base.items()}
+# --- a configured speech-emotion model ------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("cues", "expected"),
-    [
-        # every cue at its reference value
-        (dict(loudness_mean=0.8, loudness_variability=0.7, f0_variability=3.0, speech_rate=3.0, pause_ratio=0.15), "neutral"),
-        # quiet, flat, slow, many pauses
-        (dict(loudness_mean=0.3, loudness_variability=0.5, f0_variability=1.2, speech_rate=2.0, pause_ratio=0.45), "sad"),
-        # loud, large loudness swings, fast
-        (dict(loudness_mean=1.8, loudness_variability=1.0, f0_variability=4.0, speech_rate=4.2, pause_ratio=0.08), "angry"),
-        # lively pitch, fast, normal loudness
-        (dict(loudness_mean=0.9, loudness_variability=0.75, f0_variability=5.5, speech_rate=3.8, pause_ratio=0.12), "happy"),
-        # fast with restricted pitch
-        (dict(loudness_mean=0.8, loudness_variability=0.7, f0_variability=1.5, speech_rate=4.5, pause_ratio=0.12), "anxious"),
-        # soft, slowish, fluent
-        (dict(loudness_mean=0.45, loudness_variability=0.62, f0_variability=2.6, speech_rate=2.5, pause_ratio=0.05), "calm"),
-    ],
-)
-def test_prosody_rules_follow_the_documented_cue_profiles(cues, expected):
-    emotion = prosody_emotion(_markers(**cues), duration_seconds=30.0)
-    assert emotion["primary_emotion"] == expected, emotion["all_emotions"]
-    assert sum(e["confidence"] for e in emotion["all_emotions"]) == pytest.approx(1.0, abs=0.01)
+class FixedModel:
+    """A stand-in for a deployment's classifier (the speechbrain loader is tested in its own venv)."""
+
+    def __init__(self, validation: dict | None) -> None:
+        self.name = "test classifier"
+        self.validation = validation
+
+    def classify(self, audio: np.ndarray) -> dict[str, float]:
+        assert audio.size > 0
+        return {"sad": 0.6, "neutral": 0.3, "happy": 0.1}
+
+
+def test_a_validated_model_reports_its_labels_and_its_accuracy(gap_clip):
+    validation = {"dataset": "a held-out labelled set", "n": 500, "balanced_accuracy": 0.71}
+    emotion = AudioAnalyser(VAD_MODEL, emotion_model=FixedModel(validation)).analyse(gap_clip[0])["audio_emotion"]
+    assert emotion["assessed"] is True and emotion["primary_emotion"] == "sad" and emotion["confidence"] == 0.6
+    assert emotion["method"] == "test classifier" and emotion["validation"] == validation
+    assert [e["emotion"] for e in emotion["all_emotions"]] == ["sad", "neutral", "happy"]
+    assert "note" not in emotion
+
+
+def test_a_model_without_its_accuracy_is_shown_but_marked_unvalidated(gap_clip, tmp_path):
+    analyser = AudioAnalyser(VAD_MODEL, emotion_model=FixedModel(None))
+    emotion = analyser.analyse(gap_clip[0])["audio_emotion"]
+    assert emotion["assessed"] is True and emotion["validation"] is None and emotion["note"] == UNVALIDATED_NOTE
+    silent = analyser.analyse(known.write_wav(tmp_path / "silence.wav", np.zeros(3 * RATE)))["audio_emotion"]
+    assert silent["assessed"] is False and silent["reason"] == "no speech detected in 3.0 s of audio"
+    assert silent["method"] == "test classifier"
+
+
+def test_validation_json_is_read_and_checked(tmp_path):
+    assert load_validation(tmp_path, "AUDIO_SPEECHBRAIN_MODEL_DIR") is None
+    (tmp_path / "validation.json").write_text(json.dumps({"dataset": "IEMOCAP session 5", "n": 942,
+                                                          "unweighted_average_recall": 0.68}))
+    assert load_validation(tmp_path, "AUDIO_SPEECHBRAIN_MODEL_DIR") == {
+        "dataset": "IEMOCAP session 5", "n": 942, "unweighted_average_recall": 0.68}
+    (tmp_path / "validation.json").write_text(json.dumps({"dataset": "IEMOCAP", "n": 942}))
+    with pytest.raises(ModelUnavailable, match="AUDIO_SPEECHBRAIN_MODEL_DIR") as caught:
+        load_validation(tmp_path, "AUDIO_SPEECHBRAIN_MODEL_DIR")
+    assert "give accuracy, balanced_accuracy or unweighted_average_recall" in str(caught.value)

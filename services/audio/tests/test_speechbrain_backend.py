@@ -112,11 +112,26 @@ def test_a_local_speechbrain_model_gives_the_seed_audio_emotion(tmp_path):
     emotion = result["audio_emotion"]
     assert emotion["assessed"] is True and emotion["reason"] is None
     assert emotion["method"] == "speechbrain EncoderClassifier (sb-emotion)"
+    # no validation.json beside the model: its labels are shown, and marked as not for fusion
+    assert emotion["validation"] is None and "without its measured accuracy" in emotion["note"]
     assert result["models"]["emotion"] == emotion["method"]
     assert emotion["primary_emotion"] == "happy" and emotion["confidence"] > 0.9
     assert [e["emotion"] for e in emotion["all_emotions"]][0] == "happy"
     assert sum(e["confidence"] for e in emotion["all_emotions"]) == pytest.approx(1.0, abs=0.01)
     assert json.loads(json.dumps(result)) == result
+
+
+@needs_speechbrain
+def test_the_models_stated_accuracy_travels_with_its_labels(tmp_path):
+    from services.audio.speechbrain_emotion import SpeechBrainEmotion
+
+    folder = build_tiny_model(tmp_path / "validated", favour="sad")
+    stated = {"dataset": "IEMOCAP session 5 (held out)", "n": 942, "unweighted_average_recall": 0.68}
+    (folder / "validation.json").write_text(json.dumps(stated))
+    model = SpeechBrainEmotion(folder)
+    assert model.validation == stated
+    emotion = AudioAnalyser(VAD_MODEL, emotion_model=model).analyse(_speech(tmp_path))["audio_emotion"]
+    assert emotion["primary_emotion"] == "sad" and emotion["validation"] == stated and "note" not in emotion
 
 
 @needs_speechbrain
@@ -159,4 +174,4 @@ def test_without_speechbrain_installed_the_backend_is_unavailable_with_a_fix(tmp
     (tmp_path / "hyperparams.yaml").write_text("n_mels: 8\n")
     with pytest.raises(ModelUnavailable, match="AUDIO_SPEECHBRAIN_MODEL_DIR") as caught:
         SpeechBrainEmotion(tmp_path)
-    assert "requirements-speechbrain.txt" in str(caught.value) and "AUDIO_EMOTION_BACKEND=prosody_rules" in str(caught.value)
+    assert "requirements-speechbrain.txt" in str(caught.value) and "unset AUDIO_EMOTION_BACKEND" in str(caught.value)

@@ -1,8 +1,8 @@
 """The audio worker's path (extract_audio + AudioAnalyser, as handlers.make_analyse runs them)
 on every accepted container and on bad input; the Whisper transcript; chunked VAD.
 
-Real media: espeak-ng speech, encoded with ffmpeg here; the real Silero, openSMILE
-and Whisper tiny.en models. Nothing is mocked.
+Real media: espeak-ng speech, encoded with ffmpeg here; the real Silero VAD, Praat
+(parselmouth) and Whisper tiny.en. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -71,8 +71,9 @@ def test_every_accepted_container_is_analysed(analyse, speech, tmp_path, suffix)
     calls, progress = _progress_log()
     result = analyse(media, progress)
     assert result["speech_detected"] is True
-    assert 3.0 < result["vocal_markers"]["speech_seconds"]["value"] < 6.0
-    assert result["audio_emotion"]["assessed"] is True
+    assert 3.0 < result["speech_timing"]["speech_seconds"] < 6.0
+    assert result["vocal_markers"]["pitch_mean"]["assessed"] is True
+    assert result["audio_emotion"]["assessed"] is False  # no validated speech-emotion model is configured
     fractions = [f for f, _ in calls]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
 
@@ -96,11 +97,13 @@ def test_phone_audio_at_8_khz_is_analysed_and_flagged_narrowband(analyse, speech
     phone = tmp_path / "phone.wav"
     ffmpeg("-i", str(speech), "-ar", "8000", "-ac", "1", "-c:a", "pcm_s16le", str(phone))
     result = analyse(phone, lambda *_: None)
-    assert result["speech_detected"] is True and result["audio_emotion"]["assessed"] is True
+    assert result["speech_detected"] is True
     quality = result["audio_quality"]
     assert quality["narrowband"] is True
     assert any(w.startswith("narrowband audio (nothing above 4 kHz") for w in quality["warnings"])
-    assert 70 < result["vocal_markers"]["f0_mean_hz"]["value"] < 200  # pitch survives the phone band
+    markers = result["vocal_markers"]
+    assert 70 < markers["pitch_mean"]["value"] < 200  # pitch survives the phone band
+    assert "narrowband_audio" in markers["hnr"]["quality_flags"] and "narrowband_audio" not in markers["pitch_mean"]["quality_flags"]
 
 
 def test_clipped_audio_withholds_voice_quality_and_says_why(analyse, speech, tmp_path):
@@ -110,13 +113,10 @@ def test_clipped_audio_withholds_voice_quality_and_says_why(analyse, speech, tmp
     result = analyse(clipped, lambda *_: None)
     quality = result["audio_quality"]
     assert quality["clipped_fraction"] > 0.01
-    assert set(quality["withheld_markers"]) == {"jitter", "shimmer", "hnr_db"}
-    assert all(quality["withheld_markers"][name].startswith("the recording is clipped (") for name in
-               ("jitter", "shimmer", "hnr_db"))
     markers = result["vocal_markers"]
-    assert markers["jitter"]["value"] is None and markers["shimmer"]["value"] is None
-    assert markers["hnr_db"]["value"] is None
-    assert markers["f0_mean_hz"]["value"] is not None and markers["speech_seconds"]["value"] > 3.0
+    for name in ("jitter", "shimmer", "hnr"):
+        assert markers[name]["value"] is None and markers[name]["reason"].startswith("the recording is clipped (")
+    assert markers["pitch_mean"]["value"] is not None and result["speech_timing"]["speech_seconds"] > 3.0
     assert any("jitter, shimmer and HNR are not measured" in w for w in quality["warnings"])
 
 
@@ -127,9 +127,9 @@ def test_a_one_second_recording_is_explained(analyse, tmp_path):
     ffmpeg("-i", str(raw), "-af", "apad", "-t", "1", "-c:a", "aac", str(one_second))
     result = analyse(one_second, lambda *_: None)
     assert result["duration_seconds"] == pytest.approx(1.0, abs=0.05)
-    emotion = result["audio_emotion"]
-    assert emotion["assessed"] is False and emotion["primary_emotion"] is None
-    assert emotion["reason"].startswith(("only ", "no speech detected in 1.0 s"))
+    markers = result["vocal_markers"]
+    assert markers["speech_rate"]["assessed"] is False and markers["pitch_variability"]["assessed"] is False
+    assert markers["speech_rate"]["reason"].startswith(("only ", "no speech detected in 1.0 s"))
 
 
 def test_speech_in_noise_reports_the_signal_to_noise_ratio(analyse, speech, tmp_path):
@@ -161,7 +161,11 @@ def test_a_long_recording_is_processed_in_chunks_with_progress(analyse, speech, 
     assert result["duration_seconds"] > 60
     chunk_messages = [m for _, m in calls if m.startswith("detecting speech (")]
     assert chunk_messages == ["detecting speech (1/3)", "detecting speech (2/3)", "detecting speech (3/3)"]
-    assert result["vocal_markers"]["pause_count"]["value"] >= 10
+    markers = result["vocal_markers"]
+    assert markers["pause_count"]["value"] >= 10
+    # jitter, shimmer and HNR on 30 s of the speech, taken evenly across it
+    assert result["audio_quality"]["voice_quality_seconds"] == pytest.approx(30.0, abs=0.01)
+    assert all(markers[name]["assessed"] for name in ("jitter", "shimmer", "hnr", "pitch_mean", "speech_rate"))
 
 
 # --- transcript ----------------------------------------------------------------------------

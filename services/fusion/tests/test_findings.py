@@ -1,33 +1,64 @@
-"""The seed-shaped `results` map fusion writes for results to save (findings.py)."""
+"""The seed-shaped `results` map fusion writes for results to save (findings.py): the seed's sections,
+the markers with the baseline fusion gave them, and what was not assessed named, never filled in."""
 
 from __future__ import annotations
 
 from services.fusion.findings import build_results
+from shared.markers import Baseline, measured, parse
 
-FUSION = {"multimodal_fusion": {"emotional_consistency": "consistent", "overall_emotion": "calm", "confidence": 0.85,
+RATE = measured(180.0, "syllables per min", "syllable nuclei")
+EXPRESSIVITY = measured(0.08, "blendshape activity (0-1)", "blendshapes")
+WITH_BASELINE = {"available": True, "checkins": 4, "mean": 200.0, "sd": 8.0, "z_score": -2.5,
+                 "relative_change": -0.1, "notable": False}
+FUSION = {"multimodal_fusion": {"emotional_consistency": "single_modality", "overall_emotion": "calm",
+                                "overall_emotion_basis": ["face"], "confidence": 0.85,
                                 "risk_level": "low", "risk_factors": []},
           "clinical_summary": {"emotional_state": "x", "medication_adherence": "y", "risk_assessment": "z",
-                               "recommendations": [], "generated_by": "rule_based",
-                               "timestamp": "2024-01-15T12:05:30Z"}}
-AUDIO = {"audio_emotion": {"primary_emotion": "calm", "confidence": 0.87, "all_emotions": []},
-         "vocal_markers": {"pause_ratio": {"value": 0.2, "unit": "fraction"}}}
+                               "recommendations": [], "flags": [], "generated_by": "rule_based",
+                               "timestamp": "2024-01-15T12:05:30Z"},
+          "vocal_markers": {"speech_rate": {**RATE, "baseline": WITH_BASELINE}},
+          "video_markers": {"facial_expressivity": {**EXPRESSIVITY, "baseline": {
+              "available": False, "checkins": 0, "notable": False, "reason": "first check-in"}}}}
+AUDIO = {"audio_emotion": {"primary_emotion": None, "confidence": None, "all_emotions": [], "assessed": False,
+                           "method": None, "reason": "no validated speech-emotion model is configured"},
+         "vocal_markers": {"speech_rate": RATE}}
 VISION = {"facial_emotion": {"primary_emotion": "neutral", "confidence": 0.82, "all_emotions": [],
                              "face_detected": True, "frame_count": 150},
+          "video_markers": {"facial_expressivity": EXPRESSIVITY},
           "compliance": {"pill_detected": None, "hand_detected": True, "face_detected": True,
-                         "compliance_score": None, "confidence": 0.5, "verification_status": "inconclusive"}}
+                         "compliance_score": None, "confidence": 0.5, "verification_status": "not_assessed",
+                         "assessed": False, "reason": "no pill detector is configured"}}
 
 
-def test_results_hold_the_seed_sections():
+def test_results_hold_the_seed_sections_and_the_markers():
     results = build_results(FUSION, AUDIO, VISION, {})
-    assert {"audio_emotion", "facial_emotion", "compliance", "multimodal_fusion", "clinical_summary"} <= set(results)
+    assert {"audio_emotion", "facial_emotion", "compliance", "multimodal_fusion", "clinical_summary",
+            "vocal_markers", "video_markers"} == set(results)
     assert results["audio_emotion"] == AUDIO["audio_emotion"] and results["compliance"] == VISION["compliance"]
-    assert results["vocal_markers"] == AUDIO["vocal_markers"]
     assert results["multimodal_fusion"] == FUSION["multimodal_fusion"]
 
 
-def test_skipped_modality_is_named_not_filled_in():
-    results = build_results(FUSION, AUDIO, None, {"vision": "the recording has no video track"})
+def test_markers_are_stored_with_the_baseline_fusion_gave_them():
+    results = build_results(FUSION, AUDIO, VISION, {})
+    rate = parse(results["vocal_markers"]["speech_rate"])
+    assert rate.value == 180.0 and rate.unit == "syllables per min"
+    assert rate.baseline == Baseline(**WITH_BASELINE)
+    assert parse(results["video_markers"]["facial_expressivity"]).baseline.reason == "first check-in"
+
+
+def test_skipped_video_is_named_and_its_adherence_not_assessed():
+    results = build_results({**FUSION, "video_markers": {}}, AUDIO, None, {"vision": "the recording has no video track"})
     face = results["facial_emotion"]
     assert face["assessed"] is False and face["primary_emotion"] is None
     assert face["reason"] == "the recording has no video track"
-    assert results["compliance"]["verification_status"] == "inconclusive"
+    compliance = results["compliance"]
+    assert compliance["verification_status"] == "not_assessed" and compliance["assessed"] is False
+    assert compliance["reason"] == "the recording has no video track" and compliance["pill_detected"] is None
+    assert "video_markers" not in results
+
+
+def test_skipped_sound_leaves_the_seed_audio_emotion_not_assessed():
+    results = build_results({**FUSION, "vocal_markers": {}}, None, VISION, {"audio": "the file has no sound track"})
+    assert results["audio_emotion"] == {"primary_emotion": None, "confidence": None, "all_emotions": [],
+                                        "assessed": False, "method": None, "reason": "the file has no sound track"}
+    assert "vocal_markers" not in results

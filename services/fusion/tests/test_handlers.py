@@ -16,18 +16,23 @@ from shared.domain import artifact_key, utc_now
 from shared.events import FusionCompleted, ModalityAnalysed, encode_event
 from shared.fakes import FakeAdapters, deliver
 from shared.job import PipelinePlan, new_job, plan_weights
+from shared.markers import measured
 
-AUDIO = {"audio_emotion": {"primary_emotion": "neutral", "confidence": 0.6, "assessed": True, "method": "prosody_rules_v1",
-                           "all_emotions": [{"emotion": "neutral", "confidence": 0.6}]},
-         "vocal_markers": {"speech_seconds": {"value": 5.0, "unit": "s"}, "pause_ratio": {"value": 0.1, "unit": "fraction"},
-                           "speech_rate": {"value": 3.0, "unit": "1/s"}, "f0_variability": {"value": 2.5, "unit": "semitones"}},
+AUDIO = {"audio_emotion": {"primary_emotion": None, "confidence": None, "all_emotions": [], "assessed": False,
+                           "method": None, "reason": "no validated speech-emotion model is configured"},
+         "vocal_markers": {"speaking_fraction": measured(62.0, "%", "Silero VAD"),
+                           "speech_rate": measured(180.0, "syllables per min", "Praat syllable nuclei"),
+                           "pitch_variability": measured(2.5, "semitones", "Praat pitch")},
          "speech_detected": True, "duration_seconds": 8.0}
 VISION = {"facial_emotion": {"primary_emotion": "neutral", "confidence": 0.7, "face_detected": True, "frame_count": 40,
-                             "method": "fer_tflite", "all_emotions": [{"emotion": "neutral", "confidence": 0.7}],
-                             "expressivity": {"blendshape_activity": 0.08}},
+                             "assessed": True, "method": "fer + face-api",
+                             "all_emotions": [{"emotion": "neutral", "confidence": 0.7}]},
+          "video_markers": {"facial_expressivity": measured(0.08, "blendshape activity (0-1)", "blendshapes")},
           "compliance": {"pill_detected": None, "hand_detected": True, "face_detected": True, "compliance_score": None,
-                         "confidence": 0.8, "verification_status": "inconclusive",
-                         "reason": "pill detection is not configured"}}
+                         "confidence": None, "verification_status": "not_assessed", "assessed": False,
+                         "reason": "no pill detector is configured",
+                         "pill_detector": {"configured": False, "model": None, "validated_on_real_pills": False,
+                                           "note": None}}}
 SEED_SECTIONS = {"audio_emotion", "facial_emotion", "compliance", "multimodal_fusion", "clinical_summary"}
 
 
@@ -87,7 +92,10 @@ def test_the_first_notice_waits_and_the_last_one_fuses_once():
     assert set(findings) == {"job_id", "analysed_at", "compute_seconds", "results"}
     assert SEED_SECTIONS <= set(findings["results"])
     assert findings["results"]["facial_emotion"] == VISION["facial_emotion"]
-    assert findings["results"]["vocal_markers"] == AUDIO["vocal_markers"]
+    vocal = findings["results"]["vocal_markers"]
+    assert set(vocal) == set(AUDIO["vocal_markers"])  # each marker as measured, with its baseline block added
+    assert all({k: v for k, v in vocal[name].items() if k != "baseline"} == AUDIO["vocal_markers"][name]
+               and vocal[name]["baseline"]["available"] is False for name in vocal)  # a first check-in
     assert findings["results"]["clinical_summary"]["generated_by"] == "rule_based"
     assert fakes.publisher.sent == [("results", FusionCompleted(job_id=job_id))] * 2  # the duplicate re-announces
 

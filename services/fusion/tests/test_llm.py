@@ -49,3 +49,16 @@ def test_the_model_sees_findings_but_no_identifiers():
     text = json.dumps(shown)
     assert "speech rate 50% below" in text and "sad" in text
     assert not {"patient_id", "user_id", "job_id", "s3_key"} & set(shown)
+
+
+def test_the_model_gets_flag_categories_never_the_quoted_words():
+    fusion = {"overall_emotion": None, "risk_level": "high", "modalities_not_assessed": {},
+              "adherence": {"status": "not_assessed", "assessed": False, "reason": "no pill detector"},
+              "risk_evidence": [{"factor": "transcript_suicide", "severity": "high",
+                                 "evidence": 'the patient said "kill myself" at 5.0 s'}],
+              "transcript_flags": [{"category": "suicide", "phrase": "kill myself", "start": 5.0,
+                                    "context": "Some days I want to kill myself"}]}
+    shown = findings_for_llm(fusion, None)
+    assert shown["transcript_flags"] == [{"category": "suicide", "at_seconds": 5.0}]
+    assert shown["medication"] == fusion["adherence"]
+    assert "kill myself" not in json.dumps(shown)

@@ -1,185 +1,180 @@
-"""Fusion rules on hand-built stage outputs."""
+"""Fusion rules on stage outputs in the contract's shapes (checkins.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.fusion.rules import clinical_summary, fuse
+from services.fusion.baseline import compare, findings_of
+from services.fusion.rules import NO_DETECTOR, clinical_summary, fuse
 from services.fusion.settings import FusionSettings
+from services.fusion.tests.checkins import NOT_CONFIGURED, VALIDATION, audio, emotion, history, vision
 
 SETTINGS = FusionSettings()
 BOTH = ["audio", "vision"]
+WHEN = "2026-03-01T00:00:00Z"
 
 
-def _voice(label: str, confidence: float = 0.8, pause_ratio: float = 0.2, speech: bool = True,
-           speech_seconds: float | None = None, duration: float = 10.0, f0_variability: float | None = None) -> dict:
-    return {
-        "audio_emotion": {"primary_emotion": label, "confidence": confidence, "assessed": True,
-                          "all_emotions": [{"emotion": label, "confidence": confidence},
-                                           {"emotion": "neutral", "confidence": round(1 - confidence, 3)}]},
-        "vocal_markers": {"pause_ratio": {"value": pause_ratio, "unit": "fraction"},
-                          "speech_seconds": {"value": speech_seconds, "unit": "s"},
-                          "f0_variability": {"value": f0_variability, "unit": "semitones"}},
-        "speech_detected": speech,
-        "duration_seconds": duration,
-    }
+def run(a: dict | None, v: dict | None, expected=BOTH, skipped=None, earlier=None, settings=SETTINGS):
+    baseline = compare(findings_of(a, v), earlier or [], settings)
+    fusion = fuse(a, v, expected, skipped or {}, settings, baseline=(baseline.report, baseline.factors))
+    return fusion, clinical_summary(fusion, (v or {}).get("compliance"), WHEN)
 
 
-def _face(label: str, confidence: float = 0.9, status: str = "inconclusive", activity: float | None = 0.08) -> dict:
-    return {
-        "facial_emotion": {"primary_emotion": label, "confidence": confidence, "face_detected": True,
-                           "all_emotions": [{"emotion": label, "confidence": confidence},
-                                            {"emotion": "neutral", "confidence": round(1 - confidence, 3)}],
-                           "expressivity": {"blendshape_activity": activity,
-                                            "flat_affect": None if activity is None else activity < 0.03}},
-        "compliance": {"verification_status": status, "reason": "pill detection is not configured"},
-    }
+def test_by_default_the_voice_abstains_and_the_overall_emotion_rests_on_the_face():
+    fusion, summary = run(audio(), vision(emotion("happy", 0.9, validation=VALIDATION)))
+    assert fusion["overall_emotion"] == "happy" and fusion["overall_emotion_basis"] == ["face"]
+    assert fusion["voice_emotion"] is None and fusion["emotional_consistency"] == "single_modality"
+    assert fusion["emotion_not_used"] == {"voice": NOT_CONFIGURED}
+    assert fusion["confidence"] == pytest.approx(0.9 * 0.6, abs=0.001)  # happy's share x the penalty for the voice
+    assert summary["emotional_state"] == (f"Patient appears in good spirits (from the facial expression); "
+                                          f"not assessed: speech emotion ({NOT_CONFIGURED})")
+    assert fusion["modalities_not_assessed"] == {}  # the voice's markers were measured: audio was assessed
 
 
-def test_agreeing_face_and_voice_are_consistent_and_low_risk_when_compliant():
-    fusion = fuse(_voice("happy"), _face("happy", status="compliant"), ["audio", "vision"], {}, SETTINGS)
-    assert fusion["emotional_consistency"] == "consistent"
-    assert fusion["overall_emotion"] == "happy"
-    assert fusion["risk_level"] == "low" and fusion["risk_factors"] == []
-    summary = clinical_summary(fusion, {"verification_status": "compliant"}, "2026-01-01T00:00:00Z")
+def test_consistency_needs_both_sides_validated():
+    validated_voice = emotion("sad", 0.8, validation={"dataset": "IEMOCAP", "n": 900, "accuracy": 0.7})
+    both, _ = run(audio(validated_voice), vision(emotion("happy", 0.9, validation=VALIDATION)))
+    assert both["emotional_consistency"] == "inconsistent" and both["overall_emotion_basis"] == ["face", "voice"]
+    assert [e["severity"] for e in both["risk_evidence"]] == ["low"] and both["risk_level"] == "low"
+    agree, _ = run(audio(validated_voice), vision(emotion("sadness", 0.9, validation=VALIDATION)))
+    assert agree["emotional_consistency"] == "consistent" and agree["overall_emotion"] == "sad"
+
+    unvalidated_voice = emotion("sad", 0.8, note="the model came without its measured accuracy")
+    one, summary = run(audio(unvalidated_voice), vision(emotion("happy", 0.9, validation=VALIDATION)))
+    assert one["emotional_consistency"] == "single_modality" and one["voice_emotion"] is None
+    assert one["emotion_not_used"] == {"voice": "the model came without its measured accuracy"}
+
+
+def test_a_face_label_without_measured_accuracy_is_not_an_overall_emotion():
+    fusion, summary = run(audio(), vision(emotion("happy", 0.9)))  # no validation block
+    assert fusion["overall_emotion"] is None and fusion["confidence"] == 0.0
+    assert fusion["emotional_consistency"] == "not_assessed"
+    assert "facial expression (its method has no measured accuracy)" in summary["emotional_state"]
+
+
+def test_emotion_labels_are_context_never_risk():
+    fusion, _ = run(audio(), vision(emotion("fear", 0.95, validation=VALIDATION)))
+    assert fusion["face_emotion"] == "anxious" and fusion["overall_emotion"] == "anxious"
+    assert fusion["risk_factors"] == [] and fusion["risk_level"] == "low"
+
+
+def test_no_pill_detector_is_adherence_not_assessed_and_raises_nothing():
+    fusion, summary = run(audio(), vision(status="not_assessed"))
+    assert fusion["adherence"] == {"status": "not_assessed", "assessed": False,
+                                   "reason": "no pill detector is configured, so the pill could not be looked for"}
+    assert fusion["risk_factors"] == [] and fusion["risk_level"] == "low"
+    assert summary["medication_adherence"].startswith("Not assessed - no pill detector is configured")
     assert summary["recommendations"] == ["Continue current treatment plan", "Schedule routine follow-up"]
-    assert summary["generated_by"] == "rule_based"
+    # an older vision artifact that says "inconclusive" but names no detector is read the same way
+    legacy = vision(status="inconclusive", detector=False)
+    assert run(audio(), legacy)[0]["adherence"]["status"] == "not_assessed"
+    assert run(audio(), {**legacy, "compliance": {**legacy["compliance"], "reason": None}})[0]["adherence"][
+        "reason"] == NO_DETECTOR
 
 
-def test_face_labels_are_mapped_into_one_vocabulary():
-    fusion = fuse(_voice("anxious"), _face("fear", status="compliant"), ["audio", "vision"], {}, SETTINGS)
-    assert fusion["face_emotion"] == "anxious" and fusion["emotional_consistency"] == "consistent"
-    assert fusion["overall_emotion"] == "anxious"
-    assert "negative_affect" in fusion["risk_factors"]
+@pytest.mark.parametrize(("status", "factor", "level"), [
+    ("compliant", None, "low"),
+    ("inconclusive", "medication_intake_unverified", "moderate"),
+    ("non_compliant", "medication_not_taken", "high"),
+])
+def test_with_a_detector_the_intake_is_patient_evidence(status, factor, level):
+    fusion, summary = run(audio(), vision(status=status))
+    assert fusion["risk_factors"] == ([factor] if factor else []) and fusion["risk_level"] == level
+    assert fusion["adherence"]["status"] == status and fusion["adherence"]["assessed"] is True
+    if factor:
+        assert "Confirm medication adherence with the patient" in summary["recommendations"]
 
 
-def test_inconsistent_face_and_voice_is_a_low_severity_factor():
-    fusion = fuse(_voice("sad"), _face("happy", status="compliant"), ["audio", "vision"], {}, SETTINGS)
-    assert fusion["emotional_consistency"] == "inconsistent"
-    assert fusion["risk_factors"] == ["face_voice_inconsistent"] and fusion["risk_level"] == "low"
+@pytest.mark.parametrize("changed", [{}, {"speech_rate": 120.0}], ids=["steady", "slower-speech"])
+def test_the_same_patient_evidence_gives_the_same_risk_with_and_without_a_detector(changed):
+    """A patient who took the pill on camera: with no detector it is not assessed, with one it is compliant."""
+    earlier = history(*((audio(), vision()) for _ in range(5)))
+    without, _ = run(audio(**changed), vision(status="not_assessed"), earlier=earlier)
+    with_detector, _ = run(audio(**changed), vision(status="compliant"), earlier=earlier)
+    assert without["risk_level"] == with_detector["risk_level"] == ("low" if not changed else "moderate")
+    assert without["risk_factors"] == with_detector["risk_factors"]
 
 
-def test_non_compliance_is_high_risk():
-    fusion = fuse(_voice("neutral"), _face("neutral", status="non_compliant"), ["audio", "vision"], {}, SETTINGS)
-    assert fusion["risk_level"] == "high" and "medication_not_taken" in fusion["risk_factors"]
+def test_a_checkin_with_nothing_notable_and_no_detector_is_low_risk():
+    earlier = history(*((audio(), vision()) for _ in range(6)))
+    fusion, summary = run(audio(), vision(), earlier=earlier)
+    assert fusion["risk_level"] == "low" and fusion["risk_factors"] == []
+    assert summary["risk_assessment"] == "Low risk - no concerning indicators"
+    assert summary["change_from_baseline"] == "No notable change from the patient's last 6 check-in(s)"
 
 
-def test_three_moderate_factors_make_high_risk():
-    fusion = fuse(_voice("sad", pause_ratio=0.7), _face("sad", activity=0.01), ["audio", "vision"], {}, SETTINGS)
-    assert {"medication_intake_unverified", "negative_affect", "flat_affect", "reduced_speech"} <= set(fusion["risk_factors"])
-    assert fusion["risk_level"] == "high"
+def test_a_first_checkin_says_so_and_is_low_risk_by_itself():
+    fusion, summary = run(audio(), vision())
+    assert fusion["baseline"]["available"] is False and fusion["risk_level"] == "low"
+    assert summary["change_from_baseline"] == "First check-in: no baseline yet to compare with"
 
 
-def test_pause_ratio_boundary():
-    at = fuse(_voice("neutral", pause_ratio=SETTINGS.reduced_speech_pause_ratio), _face("neutral", status="compliant"),
-              ["audio", "vision"], {}, SETTINGS)
-    below = fuse(_voice("neutral", pause_ratio=SETTINGS.reduced_speech_pause_ratio - 0.01),
-                 _face("neutral", status="compliant"), ["audio", "vision"], {}, SETTINGS)
-    assert "reduced_speech" in at["risk_factors"] and "reduced_speech" not in below["risk_factors"]
+def test_no_speech_and_no_face_are_moderate_and_named():
+    fusion, summary = run(audio(speech=False, duration=6.0), vision(face_detected=False))
+    assert fusion["risk_factors"] == ["no_speech", "face_not_visible"] and fusion["risk_level"] == "moderate"
+    assert fusion["modalities_not_assessed"] == {
+        "audio": "no speech detected in 6.0 s of audio",
+        "vision": "no face was visible in any of the 40 analysed frames"}
+    assert "Ask the patient to record the next check-in with face and voice clearly captured" in summary["recommendations"]
 
 
-def test_missing_modality_lowers_confidence_and_is_named():
-    both = fuse(_voice("happy"), _face("happy", status="compliant"), ["audio", "vision"], {}, SETTINGS)
-    voice_only = fuse(_voice("happy"), None, ["audio"], {"vision": "the recording has no video track"}, SETTINGS)
-    assert voice_only["confidence"] < both["confidence"]
-    assert voice_only["modalities_not_assessed"] == {"vision": "the recording has no video track"}
-    assert voice_only["emotional_consistency"] == "single_modality"
-    summary = clinical_summary(voice_only, None, "2026-01-01T00:00:00Z")
+def test_an_audio_only_checkin_names_the_missing_video_and_does_not_score_adherence():
+    fusion, summary = run(audio(), None, expected=["audio"], skipped={"vision": "the recording has no video track"})
+    assert fusion["modalities_not_assessed"] == {"vision": "the recording has no video track"}
+    assert fusion["adherence"] == {"status": "not_assessed", "assessed": False, "reason": "the check-in has no video"}
+    assert fusion["risk_level"] == "low" and fusion["risk_factors"] == []
     assert "not assessed: vision (the recording has no video track)" in summary["emotional_state"]
-    assert "Not verified" in summary["medication_adherence"]
-
-
-def test_no_speech_is_a_finding_not_a_guess():
-    silent = {"audio_emotion": {"primary_emotion": None, "confidence": None, "all_emotions": [], "assessed": False,
-                                "reason": "no speech detected in 6.0 s of audio"},
-              "vocal_markers": {}, "speech_detected": False}
-    fusion = fuse(silent, _face("neutral", status="compliant"), ["audio", "vision"], {}, SETTINGS)
-    assert fusion["voice_emotion"] is None and "no_speech" in fusion["risk_factors"]
-    assert fusion["modalities_not_assessed"] == {"audio": "no speech detected in 6.0 s of audio"}
-
-
-def test_negative_affect_confidence_boundary():
-    # Voice only and no penalty: the overall confidence is sad's share of the voice distribution.
-    settings = FusionSettings(missing_modality_penalty=1.0)
-
-    def voice(share: float) -> dict:
-        rest = round((1 - share) / 2, 4)
-        audio = _voice("sad", confidence=share)
-        audio["audio_emotion"]["all_emotions"] = [{"emotion": "sad", "confidence": share},
-                                                  {"emotion": "neutral", "confidence": rest},
-                                                  {"emotion": "happy", "confidence": rest}]
-        return audio
-
-    at = fuse(voice(settings.negative_affect_confidence), None, ["audio"], {}, settings)
-    below = fuse(voice(settings.negative_affect_confidence - 0.01), None, ["audio"], {}, settings)
-    assert at["overall_emotion"] == "sad" and below["overall_emotion"] == "sad"
-    assert "negative_affect" in at["risk_factors"] and "negative_affect" not in below["risk_factors"]
-
-
-def test_flat_affect_boundary_uses_the_fusion_threshold():
-    limit = SETTINGS.flat_affect_max_activity
-    below = fuse(_voice("neutral"), _face("neutral", status="compliant", activity=limit - 0.001), BOTH, {}, SETTINGS)
-    at = fuse(_voice("neutral"), _face("neutral", status="compliant", activity=limit), BOTH, {}, SETTINGS)
-    unjudged = fuse(_voice("neutral"), _face("neutral", status="compliant", activity=None), BOTH, {}, SETTINGS)
-    assert "flat_affect" in below["risk_factors"] and below["risk_level"] == "moderate"
-    assert "flat_affect" not in at["risk_factors"] and at["risk_level"] == "low"
-    assert "flat_affect" not in unjudged["risk_factors"]  # face seen too briefly: not judged, not guessed
-
-
-def test_speech_share_boundary():
-    share = SETTINGS.min_speech_share
-    face = _face("neutral", status="compliant")
-    little = fuse(_voice("neutral", speech_seconds=10 * share - 0.1, duration=10), face, BOTH, {}, SETTINGS)
-    enough = fuse(_voice("neutral", speech_seconds=10 * share, duration=10), face, BOTH, {}, SETTINGS)
-    assert "reduced_speech" in little["risk_factors"]
-    assert "speech fills" in little["risk_evidence"][0]["evidence"]
-    assert "reduced_speech" not in enough["risk_factors"]
-
-
-def test_monotone_voice_boundary_is_low_severity():
-    limit = SETTINGS.monotone_max_f0_variability
-    face = _face("neutral", status="compliant")
-    flat = fuse(_voice("neutral", f0_variability=limit - 0.01), face, BOTH, {}, SETTINGS)
-    varied = fuse(_voice("neutral", f0_variability=limit), face, BOTH, {}, SETTINGS)
-    assert flat["risk_factors"] == ["monotone_voice"] and flat["risk_level"] == "low"
-    assert varied["risk_factors"] == []
-    summary = clinical_summary(flat, {"verification_status": "compliant"}, "2026-01-01T00:00:00Z")
-    assert "Review mood and negative symptoms at the next contact" in summary["recommendations"]
-
-
-def test_two_moderate_factors_stay_moderate():
-    fusion = fuse(_voice("neutral", pause_ratio=0.7), _face("neutral", activity=0.01, status="compliant"),
-                  BOTH, {}, SETTINGS)
-    assert sorted(fusion["risk_factors"]) == ["flat_affect", "reduced_speech"]
-    assert fusion["risk_level"] == "moderate"
-
-
-def test_face_not_visible_is_moderate_and_named():
-    no_face = {"facial_emotion": {"primary_emotion": None, "confidence": None, "all_emotions": [],
-                                  "face_detected": False, "reason": "no face was visible in any of the 30 frames"},
-               "compliance": {"verification_status": "inconclusive", "reason": "no face was visible"}}
-    fusion = fuse(_voice("happy"), no_face, BOTH, {}, SETTINGS)
-    assert "face_not_visible" in fusion["risk_factors"]
-    assert fusion["modalities_not_assessed"] == {"vision": "no face was visible in any of the 30 frames"}
-    assert fusion["emotional_consistency"] == "single_modality"
+    assert summary["medication_adherence"] == "Not assessed - the check-in has no video"
 
 
 @pytest.mark.parametrize("missing", [0, 1, 2])
-def test_each_missing_modality_multiplies_confidence_by_the_penalty(missing):
+def test_each_emotion_side_left_out_multiplies_confidence_by_the_penalty(missing):
     settings = FusionSettings(missing_modality_penalty=0.5)
-    voice, face = _voice("happy", confidence=1.0), _face("happy", confidence=1.0, status="compliant")
-    if missing == 0:
-        fusion = fuse(voice, face, BOTH, {}, settings)
-    elif missing == 1:
-        fusion = fuse(voice, None, ["audio"], {"vision": "no video track"}, settings)
-    else:
-        fusion = fuse(None, None, [], {"audio": "no sound", "vision": "no video"}, settings)
-    assert fusion["confidence"] == (1.0 if missing == 0 else 0.5 if missing == 1 else 0.0)
-    assert len(fusion["modalities_not_assessed"]) == missing
+    voice = emotion("happy", 1.0, validation={"dataset": "d", "n": 10, "accuracy": 0.7})
+    face = emotion("happy", 1.0, validation=VALIDATION)
+    a = audio(voice if missing < 2 else None)
+    v = vision(face if missing < 1 else emotion("happy", 1.0))
+    fusion, _ = run(a, v, settings=settings)
+    assert fusion["confidence"] == (1.0, 0.5, 0.0)[missing]
+    assert len(fusion["emotion_not_used"]) == missing
+
+
+def test_three_moderate_factors_make_high_risk():
+    fusion, _ = run(audio(speech=False), vision(face_detected=False, status="inconclusive"))
+    assert sorted(fusion["risk_factors"]) == ["face_not_visible", "medication_intake_unverified", "no_speech"]
+    assert fusion["risk_level"] == "high"
+    assert run(audio(), vision(face_detected=False, status="inconclusive"))[0]["risk_level"] == "moderate"
+
+
+def test_a_transcript_statement_is_high_risk_for_clinician_review():
+    words = "Some days I want to kill myself but I took my pills".split()
+    transcript = {"enabled": True, "text": " ".join(words), "model": "whisper", "reason": None, "language": "en",
+                  "language_note": "only English is transcribed",
+                  "segments": [{"start": 3.0, "end": 7.0, "text": " ".join(words),
+                                "words": [{"word": w, "start": 3.0 + 0.4 * i, "end": 3.3 + 0.4 * i}
+                                          for i, w in enumerate(words)]}]}
+    fusion, summary = run(audio(transcript=transcript), vision())
+    assert fusion["risk_level"] == "high" and fusion["risk_factors"] == ["transcript_suicide"]
+    evidence = fusion["risk_evidence"][0]["evidence"]
+    assert evidence == ('the patient said "kill myself" at 5.0 s (suicide; for clinician review, not a diagnosis)')
+    [flag] = summary["flags"]
+    assert flag["phrase"] == "kill myself" and flag["start"] == 5.0 and flag["end"] == 5.7
+    assert flag["note"] == "for clinician review, not a diagnosis" and flag["severity"] == "high"
+    assert summary["recommendations"][:2] == [
+        "Review the flagged statements in the transcript (for clinician review, not a diagnosis)",
+        "Contact the patient within 24 hours"]
+    assert summary["transcript_screen"]["assessed"] is True
+    assert summary["transcript_screen"]["language_note"] == "only English is transcribed"
+
+
+def test_without_a_transcript_the_screen_says_it_did_not_run():
+    fusion, summary = run(audio(), vision())
+    assert summary["flags"] == []
+    assert summary["transcript_screen"]["assessed"] is False
+    assert summary["transcript_screen"]["reason"] == "transcription is off (AUDIO_TRANSCRIPT_ENABLED)"
 
 
 def test_without_history_the_summary_says_baseline_was_not_assessed():
-    fusion = fuse(_voice("happy"), _face("happy", status="compliant"), BOTH, {}, SETTINGS)
+    fusion = fuse(audio(), vision(), BOTH, {}, SETTINGS)
     assert fusion["baseline"] is None
-    summary = clinical_summary(fusion, {"verification_status": "compliant"}, "2026-01-01T00:00:00Z")
-    assert summary["change_from_baseline"] == "Change from baseline was not assessed"
+    assert clinical_summary(fusion, None, WHEN)["change_from_baseline"] == "Change from baseline was not assessed"

@@ -10,40 +10,63 @@ from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
 from services.results.ehr import RESULTS_AVAILABLE, encode_results_event, event_id
-from services.results.fhir import FHIR_VERSION, build_bundle, patient_reference
+from services.results.fhir import FHIR_VERSION, UCUM, build_bundle, patient_reference, quantity
 from services.fusion.findings import build_results
 from services.results.user_item import build_user_item
 from shared.job import Job
+from shared.markers import measured, not_assessed
 
 JOB = {"job_id": "job-abc123def456", "patient_id": "patient-001", "s3_key": "uploads/patient-001/job-abc123def456/x.mp4",
        "filename": "x.mp4", "content_type": "video/mp4",
        "created_at": "2024-01-15T12:00:00.000000Z", "started_at": "2024-01-15T12:01:00.000000Z"}
+NOTABLE = {"available": True, "checkins": 6, "mean": 210.0, "sd": 7.07, "z_score": -6.0, "relative_change": -0.286,
+           "notable": True, "direction": "lower"}
+VOCAL = {
+    "speech_rate": {**measured(150.0, "syllables per min", "syllable nuclei (de Jong & Wempe 2009)"),
+                    "baseline": NOTABLE},
+    "pitch_variability": {**measured(2.1, "semitones", "Praat pitch", ["short_speech"]),
+                          "baseline": {"available": False, "checkins": 1, "notable": False,
+                                       "reason": "measured the same way in 1 earlier check-in(s); a baseline needs 3"}},
+    "jitter": {**not_assessed("%", "Praat jitter (local)", "the recording is clipped (3.0 % of speech samples at "
+                                                           "full scale)"), "baseline": {
+        "available": False, "checkins": 0, "notable": False, "reason": "not measured in this check-in"}},
+}
+VIDEO = {"head_movement": {**measured(5.5, "deg/s", "landmarker pose"), "baseline": {
+    "available": True, "checkins": 4, "mean": 6.0, "sd": 0.4, "z_score": -1.0, "relative_change": -0.08,
+    "notable": False}}}
 FUSION = {
     "analysed_at": "2024-01-15T12:05:30.123456Z",
     "multimodal_fusion": {
-        "emotional_consistency": "consistent", "overall_emotion": "happy", "confidence": 0.81, "risk_level": "moderate",
-        "risk_factors": ["medication_intake_unverified"],
-        "risk_evidence": [{"factor": "medication_intake_unverified", "severity": "moderate",
-                           "evidence": "pill detection is not configured"}],
+        "emotional_consistency": "single_modality", "overall_emotion": "happy", "overall_emotion_basis": ["face"],
+        "confidence": 0.54, "risk_level": "moderate", "risk_factors": ["speech_production_below_baseline"],
+        "risk_evidence": [{"factor": "speech_production_below_baseline", "severity": "moderate",
+                           "evidence": "speech rate 150 syllables per min, below the patient's usual 210"}],
         "modalities_assessed": ["audio", "vision"], "modalities_not_assessed": {},
-        "face_emotion": "happy", "voice_emotion": "happy", "method": "rule_based_v2",
-        "baseline": {"available": False, "reason": "first check-in", "changes": []},
+        "emotion_not_used": {"voice": "no validated speech-emotion model is configured"},
+        "face_emotion": "happy", "voice_emotion": None, "method": "rule_based_v3",
+        "adherence": {"status": "not_assessed", "assessed": False, "reason": "no pill detector is configured"},
+        "baseline": {"available": True, "changes": ["speech rate 150 syllables per min, below the patient's usual"]},
     },
-    "clinical_summary": {"emotional_state": "Patient appears in good spirits",
-                         "medication_adherence": "Not verified - pill detection is not configured",
-                         "risk_assessment": "Moderate risk - medication intake unverified",
-                         "recommendations": ["Confirm medication adherence with the patient"],
-                         "change_from_baseline": "First check-in: no baseline yet to compare with",
-                         "generated_by": "rule_based", "timestamp": "2024-01-15T12:05:30.123456Z"},
+    "clinical_summary": {"emotional_state": "Patient appears in good spirits (from the facial expression)",
+                         "medication_adherence": "Not assessed - no pill detector is configured",
+                         "risk_assessment": "Moderate risk - speech production below baseline",
+                         "recommendations": ["Discuss the change from the patient's usual check-ins with them"],
+                         "change_from_baseline": "Compared with the patient's last 6 check-in(s): speech rate ...",
+                         "flags": [], "generated_by": "rule_based", "timestamp": "2024-01-15T12:05:30.123456Z"},
+    "vocal_markers": VOCAL, "video_markers": VIDEO,
 }
-AUDIO = {"audio_emotion": {"primary_emotion": "happy", "confidence": 0.7, "all_emotions": [], "assessed": True,
-                           "method": "prosody_rules_v1"},
-         "vocal_markers": {"pause_ratio": {"value": 0.2, "unit": "fraction"}}}
+AUDIO = {"audio_emotion": {"primary_emotion": None, "confidence": None, "all_emotions": [], "assessed": False,
+                           "method": None, "reason": "no validated speech-emotion model is configured"},
+         "vocal_markers": {}}
 VISION = {"facial_emotion": {"primary_emotion": "happy", "confidence": 0.9, "all_emotions": [], "face_detected": True,
-                             "frame_count": 30, "expressivity": {"blendshape_activity": 0.05}},
+                             "frame_count": 30, "method": "fer + face-api", "assessed": True,
+                             "validation": {"balanced_recall": 0.57, "dataset": "FER2013", "n": 3589}},
+          "video_markers": {},
           "compliance": {"pill_detected": None, "hand_detected": True, "face_detected": True, "compliance_score": None,
-                         "confidence": 0.5, "verification_status": "inconclusive",
-                         "reason": "pill detection is not configured"}}
+                         "confidence": 0.5, "verification_status": "not_assessed", "assessed": False,
+                         "reason": "no pill detector is configured",
+                         "pill_detector": {"configured": False, "model": None, "validated_on_real_pills": False,
+                                           "note": None}}}
 
 
 def _item(fusion: dict, audio: dict | None, vision: dict | None, skipped: dict[str, str] | None = None) -> dict:
@@ -65,59 +88,117 @@ def _resources(bundle: dict) -> dict[str, dict]:
     return found
 
 
-def test_bundle_has_one_valid_observation_per_finding():
-    item = _item(FUSION, AUDIO, VISION)
-    bundle = build_bundle(item, JOB, "schizodot-media", "urn:schizodot:patient-id")
+def _bundle(fusion=FUSION, audio=AUDIO, vision=VISION, skipped=None, job=JOB) -> dict:
+    item = _item(fusion, audio, vision, skipped)
+    return build_bundle(item, job, "schizodot-media", "urn:schizodot:patient-id")
+
+
+def _component(observation: dict, code: str) -> dict:
+    return next(c for c in observation["component"] if c["code"]["coding"][0]["code"] == code)
+
+
+def test_bundle_has_one_valid_observation_per_assessed_finding():
+    bundle = _bundle()
     parsed = Bundle.model_validate_json(json.dumps(bundle))  # the library accepts what we send
-    assert parsed.type == "collection" and len(parsed.entry) == 5
+    assert parsed.type == "collection"
     resources = _resources(bundle)
-    assert set(resources) == {"Media", "Device", "emotional-state", "medication-intake", "risk-level"}
+    # no medication-intake Observation: no pill detector is a fact about the deployment, not the patient
+    assert set(resources) == {"Media", "Device", "vocal-markers", "video-markers", "emotional-state", "risk-level"}
     media_url = f"urn:uuid:{resources['Media']['id']}"
-    for name in ("emotional-state", "medication-intake", "risk-level"):
+    for name in ("vocal-markers", "video-markers", "emotional-state", "risk-level"):
         observation = resources[name]
         Observation.model_validate(observation)
         assert observation["status"] == "final"
         assert observation["subject"]["reference"] == "Patient/patient-001"
         assert observation["effectiveDateTime"] == "2024-01-15T12:05:30.123456Z"
         assert observation["derivedFrom"] == [{"reference": media_url}]
-    assert resources["emotional-state"]["valueCodeableConcept"]["coding"][0]["code"] == "happy"
-    assert resources["emotional-state"]["category"][0]["coding"][0]["code"] == "exam"
-    assert resources["medication-intake"]["valueCodeableConcept"]["coding"][0]["code"] == "inconclusive"
-    pill = next(c for c in resources["medication-intake"]["component"] if c["code"]["coding"][0]["code"] == "pill-visible")
-    assert "valueBoolean" not in pill and pill["dataAbsentReason"]["coding"][0]["code"] == "not-performed"
+    emotion = resources["emotional-state"]
+    assert emotion["valueCodeableConcept"]["coding"][0]["code"] == "happy"
+    assert [c["code"]["coding"][0]["code"] for c in emotion["component"]] == ["facial-emotion", "fusion-confidence"]
+    assert "voice not used: no validated speech-emotion model is configured" in emotion["method"]["text"]
     risk = resources["risk-level"]
     assert risk["valueCodeableConcept"]["coding"][0] == {
         "system": "http://terminology.hl7.org/CodeSystem/risk-probability", "code": "moderate", "display": "Moderate"}
-    assert risk["component"][0]["code"]["coding"][0]["code"] == "medication_intake_unverified"
-    assert any("First check-in" in note["text"] for note in risk["note"])
+    assert risk["component"][0]["code"]["coding"][0]["code"] == "speech_production_below_baseline"
+    assert any(note["text"] == "Not assessed - no pill detector is configured" for note in risk["note"])
     assert resources["Media"]["content"]["url"] == f"s3://schizodot-media/{JOB['s3_key']}"
-    # The same job always gives the same bundle (ids derive from the job id).
-    assert build_bundle(item, JOB, "schizodot-media", "urn:schizodot:patient-id") == bundle
+    assert _bundle() == bundle  # the same job always gives the same bundle (ids derive from the job id)
 
 
-def test_audio_only_checkin_marks_the_face_as_not_performed_never_filled_in():
-    fusion = {**FUSION, "multimodal_fusion": {**FUSION["multimodal_fusion"], "face_emotion": None,
-                                              "modalities_not_assessed": {"vision": "the recording has no video track"}}}
-    item = _item(fusion, AUDIO, None, {"vision": "the recording has no video track"})
-    bundle = build_bundle(item, {**JOB, "content_type": "audio/mp4"}, "b", "urn:schizodot:patient-id")
+def test_markers_carry_values_in_ucum_units_and_the_patients_baseline():
+    resources = _resources(_bundle())
+    vocal = resources["vocal-markers"]
+    assert vocal["category"][0]["coding"][0]["code"] == "exam"
+    rate = _component(vocal, "speech_rate")
+    assert rate["valueQuantity"] == {"value": 150.0, "unit": "syllables per min", "system": UCUM,
+                                     "code": "{syllables}/min"}
+    assert rate["interpretation"][0]["coding"][0]["code"] == "L"
+    assert rate["referenceRange"][0]["text"].startswith("the patient's own baseline: mean 210 syllables per min (sd 7.07)")
+    pitch = _component(vocal, "pitch_variability")
+    assert pitch["valueQuantity"] == {"value": 2.1, "unit": "semitones"}  # UCUM has no semitone: unit text only
+    assert "interpretation" not in pitch and "referenceRange" not in pitch
+    jitter = _component(vocal, "jitter")
+    assert "valueQuantity" not in jitter and jitter["dataAbsentReason"]["coding"][0]["code"] == "not-performed"
+    assert jitter["dataAbsentReason"]["text"].startswith("the recording is clipped")
+    assert any(n["text"] == "pitch_variability (semitones): Praat pitch; quality flags: short_speech"
+               for n in vocal["note"])
+    head = _component(resources["video-markers"], "head_movement")
+    assert head["valueQuantity"]["code"] == "deg/s" and "interpretation" not in head
+    assert "z -1.00" in head["referenceRange"][0]["text"]
+
+
+@pytest.mark.parametrize(("unit", "code"), [("%", "%"), ("Hz", "Hz"), ("dB", "dB"), ("s", "s"), ("per min", "/min"),
+                                            ("count", "{count}"), ("words per min", "{words}/min"),
+                                            ("blendshape activity (0-1)", "1")])
+def test_each_marker_unit_has_its_ucum_code(unit, code):
+    assert quantity(1.5, unit) == {"value": 1.5, "unit": unit, "system": UCUM, "code": code}
+
+
+def test_no_emotion_observation_when_no_emotion_was_assessed():
+    fusion = {**FUSION, "multimodal_fusion": {**FUSION["multimodal_fusion"], "overall_emotion": None,
+                                              "overall_emotion_basis": [], "face_emotion": None,
+                                              "emotional_consistency": "not_assessed", "confidence": 0.0}}
+    assert "emotional-state" not in _resources(_bundle(fusion))
+
+
+def test_intake_is_an_observation_when_a_detector_assessed_it():
+    compliance = {**VISION["compliance"], "verification_status": "inconclusive", "assessed": True,
+                  "pill_detected": False, "reason": "the pill was not seen on the tongue",
+                  "pill_detector": {"configured": True, "model": "pills.onnx", "validated_on_real_pills": False,
+                                    "note": "synthetic-trained, not validated on real pills"}}
+    fusion = {**FUSION, "multimodal_fusion": {**FUSION["multimodal_fusion"], "adherence": {
+        "status": "inconclusive", "assessed": True, "reason": "the pill was not seen on the tongue"}}}
+    intake = _resources(_bundle(fusion, vision={**VISION, "compliance": compliance}))["medication-intake"]
+    Observation.model_validate(intake)
+    assert intake["valueCodeableConcept"]["coding"][0]["code"] == "inconclusive"
+    assert _component(intake, "pill-visible")["valueBoolean"] is False
+    assert [n["text"] for n in intake["note"]] == ["the pill was not seen on the tongue",
+                                                   "synthetic-trained, not validated on real pills"]
+
+
+def test_audio_only_checkin_has_no_face_nor_intake_observation():
+    fusion = {**FUSION, "video_markers": {},
+              "multimodal_fusion": {**FUSION["multimodal_fusion"], "overall_emotion": None, "face_emotion": None,
+                                    "overall_emotion_basis": [],
+                                    "adherence": {"status": "not_assessed", "assessed": False,
+                                                  "reason": "the check-in has no video"},
+                                    "modalities_not_assessed": {"vision": "the recording has no video track"}}}
+    bundle = _bundle(fusion, vision=None, skipped={"vision": "the recording has no video track"},
+                     job={**JOB, "content_type": "audio/mp4"})
     Bundle.model_validate(bundle)
     resources = _resources(bundle)
     assert resources["Media"]["type"]["coding"][0]["code"] == "audio"
-    face = next(c for c in resources["emotional-state"]["component"] if c["code"]["coding"][0]["code"] == "facial-emotion")
-    assert "valueCodeableConcept" not in face
-    assert face["dataAbsentReason"]["text"] == "the recording has no video track"
-    intake = resources["medication-intake"]
-    assert intake["valueCodeableConcept"]["coding"][0]["code"] == "inconclusive"
+    assert set(resources) == {"Media", "Device", "vocal-markers", "risk-level"}
 
 
-def test_emotion_not_assessed_at_all_has_a_data_absent_reason():
-    fusion = {**FUSION, "multimodal_fusion": {**FUSION["multimodal_fusion"], "overall_emotion": None,
-                                              "face_emotion": None, "voice_emotion": None, "confidence": 0.0,
-                                              "modalities_not_assessed": {"audio": "no speech", "vision": "no face"}}}
-    bundle = build_bundle(_item(fusion, None, None), JOB, "b", "urn:schizodot:patient-id")
-    emotion = _resources(bundle)["emotional-state"]
-    assert "valueCodeableConcept" not in emotion
-    assert emotion["dataAbsentReason"]["text"] == "audio: no speech; vision: no face"
+def test_transcript_flags_reach_the_risk_observation_as_notes():
+    flag = {"category": "self_harm", "phrase": "hurt myself", "start": 12.3, "end": 12.9, "severity": "high",
+            "note": "for clinician review, not a diagnosis", "context": "I want to hurt myself",
+            "pattern": "self_harm/hurt_myself"}
+    fusion = {**FUSION, "clinical_summary": {**FUSION["clinical_summary"], "flags": [flag]}}
+    risk = _resources(_bundle(fusion))["risk-level"]
+    assert ('Transcript flag (self harm, for clinician review, not a diagnosis): "hurt myself" at 12.3 s'
+            in [n["text"] for n in risk["note"]])
 
 
 def test_patient_ids_that_are_not_fhir_ids_are_sent_as_identifiers_only():
@@ -134,8 +215,7 @@ def test_the_library_rejects_what_fhir_does_not_allow():
 
 
 def test_results_event_is_a_cloudevent_carrying_the_bundle():
-    item = _item(FUSION, AUDIO, VISION)
-    bundle = build_bundle(item, JOB, "schizodot-media", "urn:schizodot:patient-id")
+    bundle = _bundle()
     event = json.loads(encode_results_event(JOB["job_id"], bundle, "urn:schizodot:results", FHIR_VERSION))
     assert event["specversion"] == "1.0" and event["type"] == RESULTS_AVAILABLE
     assert event["id"] == event_id(JOB["job_id"]) and event["subject"] == JOB["job_id"]
