@@ -56,9 +56,16 @@ def configure_offline(config_dir: Path) -> None:
     SETTINGS.update({"sync": False})
 
 
+TORCH_SIDE = ("the CPU image has no torch: the deepface backend and a .pt detector run in the CUDA image "
+              "(services/vision/Dockerfile --target cuda) or with services/vision/requirements-torch.txt")
+
+
 def resolve_device(device: str) -> str:
     """`auto` is the first GPU when torch sees one, else the CPU."""
-    import torch
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelUnavailable("VISION_DEVICE", device, f"{TORCH_SIDE} ({exc})") from exc
 
     if device == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
@@ -98,9 +105,12 @@ class PillDetector:
                                    f"no class configured for the roles {missing_roles}")
         if not self.path.is_file():
             raise ModelUnavailable(SETTING, self.path, "pill model file not found")
-        configure_offline(config_dir)
+        try:
+            configure_offline(config_dir)
+            from ultralytics import YOLO
+        except ImportError as exc:
+            raise ModelUnavailable(SETTING, self.path, f"{TORCH_SIDE} ({exc})") from exc
         self.device = resolve_device(device)
-        from ultralytics import YOLO
 
         try:
             self._model = YOLO(str(self.path), task="detect")
