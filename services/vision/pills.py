@@ -19,6 +19,7 @@ imported (it reads YOLO_* from the environment at import time).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
@@ -105,12 +106,11 @@ class PillDetector:
                                    f"no class configured for the roles {missing_roles}")
         if not self.path.is_file():
             raise ModelUnavailable(SETTING, self.path, "pill model file not found")
-        try:
-            configure_offline(config_dir)
-            from ultralytics import YOLO
-        except ImportError as exc:
-            raise ModelUnavailable(SETTING, self.path, f"{TORCH_SIDE} ({exc})") from exc
+        if importlib.util.find_spec("ultralytics") is None:
+            raise ModelUnavailable(SETTING, self.path, f"{TORCH_SIDE} (ultralytics is not installed)")
+        configure_offline(config_dir)
         self.device = resolve_device(device)
+        from ultralytics import YOLO
 
         try:
             self._model = YOLO(str(self.path), task="detect")

@@ -68,13 +68,15 @@ def test_cpu_vision_image_is_small_and_carries_no_torch_compiler_or_build_cache(
 @pytest.mark.parametrize("image", IMAGES)
 def test_every_installed_package_has_its_licence_in_the_table(image):
     installed = python_in(image, (), """
-        import importlib.metadata, subprocess
+        import importlib.metadata, os, subprocess
         python = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}
         debian = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\\n"],
                                 capture_output=True, text=True).stdout.split("\\n")
+        notices = [os.path.isfile(f"/usr/share/doc/schizodot/{name}") for name in ("LICENSE", "THIRD_PARTY_LICENSES.md")]
         print(json.dumps({"python": python, "debian": [line.split()[0] for line in debian
-                                                        if line.endswith(" installed")]}))
+                                                        if line.endswith(" installed")], "notices": notices}))
     """)
+    assert installed["notices"] == [True, True], "the image carries LICENSE and THIRD_PARTY_LICENSES.md"
     table = licences.parse(licences.TABLE.read_text())[image]
     listed = {name for name in table if not name.startswith("debian:")}
     shipped = {canonicalize_name(name): version for name, version in installed["python"].items()}
