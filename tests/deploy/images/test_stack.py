@@ -204,14 +204,17 @@ def test_a_checkin_goes_through_the_presigned_upload_to_the_results_api_and_trac
         detail = http.get(f"{results}/api/v1/jobs/{job['job_id']}/detail", headers=auth).json()
         trace_id = detail["job"]["metadata"]["pipeline"]["trace_id"]
         jaeger = stack.url("jaeger")
+        # one consumer span per stage (the stage's work inside it) and the API request that began the job
+        expected = {f"process schizodot-{s}" for s in STAGES} | {"POST /api/v1/analyze"}
         deadline = time.monotonic() + 60
         while True:  # each service exports in batches on its own schedule
             traces = http.get(f"{jaeger}/api/traces/{trace_id}").json()["data"]
-            services = {process["serviceName"] for trace in traces for process in trace["processes"].values()}
-            if services >= {f"schizodot-{s}" for s in STAGES} or time.monotonic() > deadline:
+            spans = [span for trace in traces for span in trace["spans"]]
+            operations = {span["operationName"] for span in spans}
+            if operations >= expected or time.monotonic() > deadline:
                 break
             time.sleep(1)
+        assert operations >= expected, f"missing spans: {expected - operations}"
+        services = {process["serviceName"] for trace in traces for process in trace["processes"].values()}
         assert services >= {f"schizodot-{s}" for s in STAGES}, services
-        spans = [span for trace in traces for span in trace["spans"]]
-        assert any(span["operationName"] == "process schizodot-results" for span in spans)
         assert not [span for span in spans if patient in json.dumps(span)], "a span carries the patient id"
