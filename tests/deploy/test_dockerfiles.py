@@ -86,7 +86,7 @@ def test_the_runtime_stage_comes_before_any_other_variant(service):
     assert not text.startswith("# syntax="), "BuildKit would fetch that frontend from Docker Hub"
     names = [name for name, _base, _steps in stages(service)]
     assert "runtime" in names
-    assert set(names[:names.index("runtime")]) <= {"build", "models", "runtime-base"}
+    assert set(names[:names.index("runtime")]) <= {"build", "models", "app", "runtime-base"}
 
 
 def test_cpu_vision_image_has_no_torch_and_the_cuda_target_has_it():
