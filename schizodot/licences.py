@@ -68,7 +68,8 @@ OVERRIDES: dict[str, tuple[str, str]] = {
 # licences (from /usr/share/doc/<package>/copyright, which the images keep).
 SYSTEM_PACKAGES: dict[str, tuple[str, str]] = {
     "ffmpeg": ("GPL-2.0-or-later (Debian's build)",
-               "FFmpeg is LGPL-2.1+, Debian builds it with GPL parts; run as a separate program"),
+               "FFmpeg is LGPL-2.1+; Debian's build includes GPL parts (with its Apache-2.0 libraries, "
+               "effectively GPL-3.0+); run as a separate program"),
     "tini": ("MIT", ""),
     "libgl1": ("MIT-style (libglvnd)", ""),
     "libegl1": ("MIT-style (libglvnd)", ""),
