@@ -11,7 +11,8 @@ SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng docker-compose chromium
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup system-deps venv models up down status demo test test-fast bench clean check-deploy
+.PHONY: setup system-deps venv models up down status demo test test-fast bench clean check-deploy \
+	images check-images licences
 
 setup: system-deps $(STAMP) $(MODELS_STAMP)
 
@@ -28,14 +29,15 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; \
 	fi
 
-$(STAMP): requirements-dev.txt constraints.txt shared/requirements.txt services/*/requirements.txt pyproject.toml
+$(STAMP): requirements-dev.txt constraints.txt shared/requirements.txt services/*/requirements.txt \
+		services/vision/requirements-torch.txt services/vision/requirements-torch-nodeps.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -r requirements-dev.txt
 	@# moto on its own: resolving it together with aiobotocore backtracks for minutes
 	$(PIP) install -q -c constraints.txt "moto[server]==5.2.5"
 	@# deepface without its declared TensorFlow and third cv2 (its pytorch emotion model needs neither)
-	$(PIP) install -q -c constraints.txt --no-deps deepface==0.0.103
+	$(PIP) install -q -c constraints.txt --no-deps -r services/vision/requirements-torch-nodeps.txt
 	@# ultralytics brings opencv-python and mediapipe opencv-contrib-python: both are cv2;
 	@# the contrib build goes in last so cv2 serves both
 	$(PIP) install -q -c constraints.txt --no-deps --force-reinstall opencv-contrib-python==5.1.0.95
@@ -92,3 +94,22 @@ clean: down
 
 check-deploy: setup
 	$(PY) -m pytest tests/deploy
+
+# --- containers ----------------------------------------------------------------
+# Needs root (or the docker group): installs Debian's docker.io and starts dockerd
+# when there is none, and builds the base image from Debian packages when
+# python:3.11-slim-bookworm cannot be pulled. IMAGES picks some: make images IMAGES="fusion".
+IMAGES ?= ingest fusion results audio vision vision-cuda
+images:
+	bash deploy/docker/images.sh $(IMAGES)
+
+# The images run as docker-compose.yml runs them (moto and Jaeger built locally
+# where they cannot be pulled), checked against the manifests and the licence table.
+check-images: system-deps $(STAMP) images
+	bash deploy/docker/standins.sh
+	$(PY) -m pytest -p no:cacheprovider -s -m images tests/deploy/images
+
+# THIRD_PARTY_LICENSES.md from the requirement files, the installed packages'
+# metadata (pip-licenses) and the model files (schizodot/models.py).
+licences: $(STAMP)
+	$(PY) -m schizodot.licences write

@@ -19,6 +19,7 @@ imported (it reads YOLO_* from the environment at import time).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
@@ -56,9 +57,16 @@ def configure_offline(config_dir: Path) -> None:
     SETTINGS.update({"sync": False})
 
 
+TORCH_SIDE = ("the CPU image has no torch: the deepface backend and a .pt detector run in the CUDA image "
+              "(services/vision/Dockerfile --target cuda) or with services/vision/requirements-torch.txt")
+
+
 def resolve_device(device: str) -> str:
     """`auto` is the first GPU when torch sees one, else the CPU."""
-    import torch
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelUnavailable("VISION_DEVICE", device, f"{TORCH_SIDE} ({exc})") from exc
 
     if device == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
@@ -98,6 +106,8 @@ class PillDetector:
                                    f"no class configured for the roles {missing_roles}")
         if not self.path.is_file():
             raise ModelUnavailable(SETTING, self.path, "pill model file not found")
+        if importlib.util.find_spec("ultralytics") is None:
+            raise ModelUnavailable(SETTING, self.path, f"{TORCH_SIDE} (ultralytics is not installed)")
         configure_offline(config_dir)
         self.device = resolve_device(device)
         from ultralytics import YOLO

@@ -13,28 +13,87 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import AliasChoices
-from pydantic_settings import BaseSettings
 
-from services.audio.settings import AudioSettings
-from services.fusion.settings import FusionSettings
-from services.ingest.settings import IngestSettings
-from services.results.settings import ResultsSettings
-from services.vision.settings import VisionSettings
 from shared.settings import CommonSettings
+from shared.topology import STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 OVERLAYS = ("dev", "prod")
 KEDA_SCHEMA = DEPLOY / "schemas" / "keda-scaledobject.schema.json"
 
-SETTINGS = {
-    "ingest": IngestSettings,
-    "audio": AudioSettings,
-    "vision": VisionSettings,
-    "fusion": FusionSettings,
-    "results": ResultsSettings,
-}
+
+
+def settings_class_of(service: str) -> type:
+    """The service's one pydantic-settings class, found rather than named: the most
+    derived BaseSettings subclass defined in services/<service>/settings.py (else
+    the one its composition root, main.py, imports). Runs inside images too, so
+    it imports what it needs itself."""
+    import importlib
+    import inspect
+
+    from pydantic_settings import BaseSettings
+
+    for module_name in (f"services.{service}.settings", f"services.{service}.main"):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        found = [obj for obj in vars(module).values()
+                 if inspect.isclass(obj) and issubclass(obj, BaseSettings) and obj is not BaseSettings
+                 and obj.__module__.startswith(f"services.{service}")]
+        leaves = [c for c in found if not any(other is not c and issubclass(other, c) for other in found)]
+        if len(leaves) == 1:
+            return leaves[0]
+    raise LookupError(f"no single pydantic-settings class for {service}")
+
+
+def settings_env_names(settings_class: type) -> set[str]:
+    """The environment variables a pydantic-settings class reads (upper-cased, as in
+    containers): aliases as they are, other fields with the class's env_prefix,
+    nested models through env_nested_delimiter, nested settings classes with their
+    own prefix. Runs inside images too, so it imports what it needs itself."""
+    import typing
+
+    from pydantic import AliasChoices, AliasPath, BaseModel
+    from pydantic_settings import BaseSettings
+
+    def models_in(annotation) -> list[type]:
+        if isinstance(annotation, type):
+            return [annotation] if issubclass(annotation, BaseModel) else []
+        return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
+
+    def alias_names(alias) -> list[str]:
+        if isinstance(alias, str):
+            return [alias]
+        if isinstance(alias, AliasChoices):
+            return [n for choice in alias.choices for n in alias_names(choice)]
+        if isinstance(alias, AliasPath):
+            return [str(alias.path[0])]
+        return []
+
+    def walk(model: type, prefix: str, delimiter: str, top: bool) -> set[str]:
+        names: set[str] = set()
+        for field_name, field in model.model_fields.items():
+            aliases = alias_names(field.validation_alias) or alias_names(field.alias)
+            own = aliases if (aliases and top) else [f"{prefix}{aliases[0] if aliases else field_name}"]
+            names.update(n.upper() for n in own)
+            for nested in models_in(field.annotation):
+                if issubclass(nested, BaseSettings):
+                    names |= walk(nested, nested.model_config.get("env_prefix") or "",
+                                  nested.model_config.get("env_nested_delimiter") or "", True)
+                elif delimiter:
+                    for name in own:
+                        names |= walk(nested, f"{name}{delimiter}", delimiter, False)
+        return names
+
+    config = settings_class.model_config
+    return walk(settings_class, config.get("env_prefix") or "", config.get("env_nested_delimiter") or "", True)
+
+
+SETTINGS = {service: settings_class_of(service) for service in STAGES}
 
 # Variables a container may carry that no settings class reads, and who reads them.
 NOT_SETTINGS = {
@@ -72,24 +131,6 @@ def run_tool(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) ->
                           env={**os.environ, **(env or {})})
 
 
-def accepted_env_names(settings_class: type[BaseSettings]) -> set[str]:
-    """The environment variables a settings class reads (upper-cased, as in containers),
-    those of the settings classes it holds included (each has its own prefix)."""
-    prefix = settings_class.model_config.get("env_prefix", "")
-    names: set[str] = set()
-    for field_name, field in settings_class.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseSettings):
-            names.update(accepted_env_names(field.annotation))
-        elif isinstance(alias, str):
-            names.add(alias.upper())
-        elif isinstance(alias, AliasChoices):
-            names.update(str(choice).upper() for choice in alias.choices)
-        else:
-            names.add(f"{prefix}{field_name}".upper())
-    return names
-
-
 class ServiceSettings:
     """What a service process reads: its own settings class and the common one."""
 
@@ -114,7 +155,7 @@ def settings_from(settings_class: type[BaseSettings], env: dict[str, str], monke
 
 
 def unknown_variables(service: str, env: dict[str, str]) -> list[str]:
-    known = accepted_env_names(CommonSettings) | accepted_env_names(SETTINGS[service]) | set(NOT_SETTINGS)
+    known = settings_env_names(CommonSettings) | settings_env_names(SETTINGS[service]) | set(NOT_SETTINGS)
     return sorted(key for key in env if key.upper() not in known)
 
 

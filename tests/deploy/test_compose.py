@@ -95,6 +95,9 @@ def test_services_get_only_variables_their_settings_read(resolved, monkeypatch):
         # docker stops a container after stop_grace_period: leave time to release messages.
         grace = int(service["stop_grace_period"].rstrip("s"))
         assert grace >= settings.shutdown_grace_seconds + 10, stage
-        assert service["read_only"] is True
+        # Locked down as the Kubernetes manifests demand (tests/deploy/test_k8s.py checks those).
+        assert service["read_only"] is True and service["tmpfs"] == ["/tmp"]
+        assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"]
+        assert service["build"]["target"] == "runtime"
     assert settings_from(SETTINGS["ingest"], resolved["services"]["ingest"]["environment"],
                          monkeypatch).api_host == "0.0.0.0"

@@ -66,6 +66,40 @@ def test_dockerfile_sets_only_variables_the_service_reads(service):
     assert unknown_variables(service, env_of(service)) == []
 
 
-def test_vision_has_a_cuda_variant():
-    stages = [rest.split()[-1] for k, rest in instructions("vision") if k == "FROM" and " AS " in rest.upper()]
-    assert "cuda" in stages
+def stages(service: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(name, base, instructions) of each FROM ... AS name stage, in file order."""
+    found: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for keyword, rest in instructions(service):
+        if keyword == "FROM":
+            words = rest.split()
+            found.append((words[-1] if len(words) == 3 and words[1].upper() == "AS" else "", words[0], []))
+        elif found:
+            found[-1][2].append((keyword, rest))
+    return found
+
+
+@pytest.mark.parametrize("service", STAGES)
+def test_the_runtime_stage_comes_before_any_other_variant(service):
+    """`make images` builds --target runtime with the classic builder, which builds
+    every stage before its target: nothing heavier may come first."""
+    text = (REPO / "services" / service / "Dockerfile").read_text()
+    assert not text.startswith("# syntax="), "BuildKit would fetch that frontend from Docker Hub"
+    names = [name for name, _base, _steps in stages(service)]
+    assert "runtime" in names
+    assert set(names[:names.index("runtime")]) <= {"build", "models", "app", "runtime-base"}
+
+
+def test_cpu_vision_image_has_no_torch_and_the_cuda_target_has_it():
+    by_name = {name: (base, steps) for name, base, steps in stages("vision")}
+    runs = {name: " ".join(rest for k, rest in steps if k in ("RUN", "COPY")) for name, (_b, steps) in by_name.items()}
+    assert "requirements-torch" not in runs["build"] and "requirements-torch.txt" in runs["build-torch"]
+    assert "--no-deps -r services/vision/requirements-torch-nodeps.txt" in runs["build-torch"]
+    assert "--from=build /opt/venv" in runs["runtime"] and "--from=build-torch /opt/venv" in runs["cuda"]
+    assert by_name["runtime"][0] == by_name["cuda"][0] == "runtime-base"
+    # MediaPipe links libEGL and libGLESv2 even on the CPU.
+    assert {"libegl1", "libgles2"} <= set(runs["runtime-base"].split())
+    torch_side = {"torch", "torchvision", "ultralytics", "deepface"}
+    core = (REPO / "services/vision/requirements.txt").read_text()
+    assert not [line for line in core.splitlines() if line.split("=")[0].split(">")[0].strip() in torch_side]
+    # No --target means the CPU image.
+    assert instructions("vision")[-1] == ("FROM", "runtime")

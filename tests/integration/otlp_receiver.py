@@ -56,9 +56,9 @@ def _attributes(items: Any) -> dict[str, Any]:
 
 
 class OtlpReceiver:
-    """POST /v1/traces on 127.0.0.1:`port` (0 = a free port)."""
+    """POST /v1/traces on `host`:`port` (0 = a free port)."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
         receiver = self
@@ -87,7 +87,7 @@ class OtlpReceiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = ThreadingHTTPServer((host, port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -127,6 +127,10 @@ class OtlpReceiver:
                     ))
         with self._lock:
             self.spans.extend(received)
+
+    def received(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self.spans)
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         with self._lock:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("deepface", reason="deepface is an optional extra (services/vision/requirements.txt)")
+pytest.importorskip("deepface", reason="deepface is an optional extra (services/vision/requirements-torch-nodeps.txt)")
 torch = pytest.importorskip("torch")
 
 from services.vision.emotion import DEEPFACE_WEIGHTS, EMOTIONS, DeepFaceEmotion  # noqa: E402
