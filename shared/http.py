@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from typing import Any
 
@@ -19,6 +20,7 @@ from shared.errors import ConfigurationError
 from shared.jobs import pipeline_state
 
 log = structlog.get_logger()
+LISTEN_FD_VARIABLE = "SCHIZODOT_LISTEN_FD"
 
 # Said in words instead of echoing a regular expression.
 FIELD_RULES = {
@@ -82,10 +84,14 @@ async def serve_http(app: FastAPI, host: str, port: int, stop: asyncio.Event, *,
     The socket is bound here rather than by uvicorn, which would exit the whole
     process when the port is taken: a stage whose API is optional (results) goes
     on with its queue work; one whose API is its purpose (ingest) fails with the
-    setting to fix.
+    setting to fix. Under the embedded stack's supervisor the socket is
+    inherited instead (SCHIZODOT_LISTEN_FD): every process of the stage accepts
+    on the one socket the supervisor holds, so the API keeps answering while
+    one of them restarts.
     """
     try:
-        sock = socket.create_server((host, port))
+        inherited = os.environ.get(LISTEN_FD_VARIABLE)
+        sock = socket.socket(fileno=int(inherited)) if inherited else socket.create_server((host, port))
     except OSError as error:
         if required:
             raise ConfigurationError(
