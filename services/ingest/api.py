@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Request, Response
 from pydantic import BaseModel
 
 from services.ingest.handlers import new_job_item
 from services.ingest.settings import IngestSettings
-from shared.domain import CheckinRequest, new_job_id, upload_key, utc_now
+from shared.domain import CheckinRequest, job_id_for_event, new_job_id, upload_key, utc_now
 from shared.http import JobStatus, install_readable_validation_errors, job_status_view
-from shared.jobs import JobsRepository
+from shared.jobs import JobsRepository, pipeline_state
 from shared.tracing import start_job_trace
 
 # (key, content type, expiry seconds) -> presigned PUT URL
@@ -45,17 +45,32 @@ def create_app(settings: IngestSettings, jobs: JobsRepository, sign_upload: Uplo
         return {"status": "ok"}
 
     @app.post("/api/v1/analyze", response_model=AnalyzeResponse, status_code=201)
-    async def analyze(request: CheckinRequest, http_request: Request) -> AnalyzeResponse:
-        job_id = new_job_id()
+    async def analyze(
+        request: CheckinRequest,
+        http_request: Request,
+        response: Response,
+        idempotency_key: str | None = Header(None, alias="Idempotency-Key", min_length=8, max_length=200),
+    ) -> AnalyzeResponse:
+        # With an Idempotency-Key, a client that retries after losing the answer gets the same job back.
+        job_id = job_id_for_event(f"idempotency-key:{request.patient_id}", idempotency_key) \
+            if idempotency_key else new_job_id()
         with start_job_trace(job_id, http_request.headers) as job_trace:  # the job's trace starts here
             created_at = utc_now()
             key = upload_key(request.patient_id, job_id, request.filename, created_at)
-            await jobs.create(new_job_item(job_id, request, key, created_at, "Waiting for the upload", "api"))
+            status = "queued"
+            if not await jobs.create(new_job_item(job_id, request, key, created_at, "Waiting for the upload", "api")):
+                existing = await jobs.get(job_id)
+                if existing is None or (existing["patient_id"], existing["filename"], existing["content_type"]) != (
+                        request.patient_id, request.filename, request.content_type):
+                    raise HTTPException(status_code=409,
+                                        detail="this Idempotency-Key was already used for another check-in")
+                key, status, job_trace = existing["s3_key"], existing["status"], pipeline_state(existing)
+                response.status_code = 200
             expires = settings.upload_url_expiry_seconds
             url = await sign_upload(key, request.content_type, expires)
         return AnalyzeResponse(
             job_id=job_id,
-            status="queued",
+            status=status,
             s3_key=key,
             upload_url=url,
             upload_headers={"Content-Type": request.content_type},
