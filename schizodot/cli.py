@@ -75,7 +75,7 @@ EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
 
 
 def _fail(message: str, code: int = EXIT_JOB_FAILED) -> int:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return code
 
 
@@ -151,7 +151,7 @@ def _follow(http: httpx.Client, api: str, job_id: str, timeout: float, policy: R
             now = (status["progress"], status["status"], status.get("message"))
             if lines and now != last:
                 console.print(f"  {time.strftime('%H:%M:%S')} progress {status['progress']:>3}% "
-                              f"{status['status']}: {status.get('message') or ''}", highlight=False)
+                              f"{status['status']}: {status.get('message') or ''}", highlight=False, soft_wrap=True)
             elif status.get("message") and status.get("message") != (last[2] if last else None):
                 bar.console.print(f"  [dim]{time.strftime('%H:%M:%S')}[/] {status['message']}", highlight=False)
             last = now

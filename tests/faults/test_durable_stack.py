@@ -161,6 +161,25 @@ def test_a_power_cut_mid_analysis_is_redelivered_after_the_restart(durable_stack
     assert len(durable_stack.user_items(patient)) == 1
 
 
+def test_the_cli_rides_out_restarts_of_the_api_and_the_aws_server(durable_stack, media_dir):
+    """Every ingest process and the AWS server are SIGKILLed while `schizodot
+    submit` follows its job: it waits, keeps following and prints the result."""
+    clip = samples.checkin_video(media_dir / "cli-restarts.mp4", seconds=20.0)
+    patient = f"patient-{uuid.uuid4().hex[:8]}"
+    client = _start_cli(durable_stack, clip, patient)
+    deadline = time.monotonic() + 120
+    while not any(job["status"] == "processing" for job in _jobs(durable_stack, patient)):
+        assert time.monotonic() < deadline and client.poll() is None, "the job never started"
+        time.sleep(0.2)
+    killed = {name: _kill(durable_stack, name) for name in ("ingest", "ingest-2", "aws")}
+    for name, pid in killed.items():
+        _wait_restarted(durable_stack, name, pid)
+    out, err = client.communicate(timeout=400)
+    assert client.returncode == 0 and "Traceback" not in err, err[-3000:]
+    assert json.loads(out)["user_id"] == patient
+    assert "progress 100% completed" in err  # it kept following to the end
+
+
 def test_reset_wipes_the_data(durable_stack):
     stack.reset(durable_stack.config)  # make reset: stops the stack, deletes the data
     assert not stack.is_running(durable_stack.config)
