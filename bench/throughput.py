@@ -13,6 +13,7 @@ every process (from /proc) and how busy the machine's CPUs were. The stage
 with the highest busy share, or the AWS server when it is, is the bottleneck.
 
     python -m bench.throughput --checkins 16 --in-flight 6      # make bench-throughput
+    python -m bench.throughput --aws-only     # the AWS server alone: requests/s per durability mode
 """
 
 from __future__ import annotations
@@ -134,16 +135,68 @@ def measure(label: str, durability: str, replicas: int, clip: Path, clip_seconds
     }
 
 
+def aws_requests(seconds: float = 8.0) -> list[dict]:
+    """Requests per second the AWS server answers in each durability mode: DynamoDB
+    PutItem, and SQS send + receive + delete of one message (one client, in sequence)."""
+    import subprocess
+    import sys
+
+    from shared.infra import ensure_infrastructure
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="schizodot-aws-bench-") as workdir:
+        for mode, extra in (("memory", []), ("process", ["--sync", "normal"]), ("fsync", ["--sync", "full"])):
+            port = _free_port()
+            command = [sys.executable, "-m", "schizodot.durable_aws", "-p", str(port)]
+            if mode != "memory":
+                command += ["--data-dir", str(Path(workdir) / mode), *extra]
+            server = subprocess.Popen(command, cwd=stack.REPO_ROOT, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            try:
+                stack.wait_for_port(port, 60)
+                settings = CommonSettings(aws_endpoint_url=f"http://127.0.0.1:{port}", aws_region="us-east-1")
+                ensure_infrastructure(settings)
+                dynamodb, sqs = sync_client(settings, "dynamodb"), sync_client(settings, "sqs")
+                queue = sqs.get_queue_url(QueueName=settings.queue_name("audio"))["QueueUrl"]
+                puts, started = 0, time.monotonic()
+                while time.monotonic() - started < seconds / 2:
+                    dynamodb.put_item(TableName=settings.jobs_table, Item={
+                        "job_id": {"S": f"job-{puts}"}, "patient_id": {"S": "bench"},
+                        "created_at": {"S": "2026-01-01T00:00:00Z"}, "status": {"S": "queued"}})
+                    puts += 1
+                put_rate = puts / (time.monotonic() - started)
+                rounds, started = 0, time.monotonic()
+                while time.monotonic() - started < seconds / 2:
+                    sqs.send_message(QueueUrl=queue, MessageBody="x")
+                    for message in sqs.receive_message(QueueUrl=queue).get("Messages", []):
+                        sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+                    rounds += 1
+                rows.append({"durability": mode, "dynamodb_puts_per_second": round(put_rate, 1),
+                             "sqs_round_trips_per_second": round(rounds / (time.monotonic() - started), 1)})
+                print(json.dumps(rows[-1]), flush=True)
+            finally:
+                server.terminate()
+                server.wait(10)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkins", type=int, default=16, help="measured check-ins per configuration")
     parser.add_argument("--in-flight", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each check-in clip")
     parser.add_argument("--only", choices=[c[0] for c in CONFIGURATIONS], action="append")
+    parser.add_argument("--aws-only", action="store_true",
+                        help="only the AWS server's request rates in each durability mode")
     parser.add_argument("--out", type=Path, default=Path("bench/results/throughput.json"))
     args = parser.parse_args()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    if args.aws_only:
+        report = {"aws_requests": aws_requests(), "load_average_at_end": os.getloadavg()}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        return
     clip = samples.checkin_video(samples.cache_dir() / "bench" / f"checkin_{args.seconds:.0f}s.mp4", seconds=args.seconds)
     rows = []
     with tempfile.TemporaryDirectory(prefix="schizodot-throughput-") as workdir:
@@ -154,13 +207,17 @@ def main() -> None:
             rows.append(measure(label, durability, replicas, clip, args.seconds, args.checkins, args.in_flight,
                                 Path(workdir)))
             print(json.dumps(rows[-1]), flush=True)
-    report = {"clip_seconds": args.seconds, "load_average_at_end": os.getloadavg(), "rows": rows}
+    report = {"clip_seconds": args.seconds, "rows": rows, "aws_requests": aws_requests(),
+              "load_average_at_end": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"\n{'configuration':<20}{'check-ins/min':>14}{'media s/s':>11}{'machine CPU':>13}  bottleneck")
     for row in rows:
         print(f"{row['configuration']:<20}{row['checkins_per_minute']:>14}{row['media_seconds_per_wall_second']:>11}"
               f"{row['machine_cpu_busy']:>13.0%}  {row['bottleneck']}")
+    print(f"\n{'AWS server':<20}{'DynamoDB puts/s':>16}{'SQS round trips/s':>19}")
+    for row in report["aws_requests"]:
+        print(f"{row['durability']:<20}{row['dynamodb_puts_per_second']:>16}{row['sqs_round_trips_per_second']:>19}")
 
 
 if __name__ == "__main__":

@@ -211,6 +211,12 @@ def _warnings(logs: Path) -> dict[str, int]:
     return dict(counts.most_common(25))
 
 
+def _restores(log: Path) -> list[str]:
+    """What the AWS server put back at each start, and how long it took."""
+    return [line.split(" INFO ", 1)[1] for line in log.read_text(errors="replace").splitlines()
+            if "durable_aws INFO restored" in line] if log.exists() else []
+
+
 def run_chaos(checkins: int = 40, in_flight: int = 8, *, workdir: Path | None = None, seed: int | None = None,
               kill_interval: tuple[float, float] = (5.0, 12.0), rates: FaultRates = DEFAULT_RATES,
               replicas: dict[str, int] | None = None, clip_seconds: float = 3.0, patients: int = 10,
@@ -271,6 +277,7 @@ def run_chaos(checkins: int = 40, in_flight: int = 8, *, workdir: Path | None = 
         "kills": dict(killed), "restarts": restarts, "faults_injected": proxy.summary(),
         "clip_mix": dict(collections.Counter(Path(r.clip).stem for r in runs)),
         "warnings_logged": _warnings(config.state_dir / "logs"),
+        "aws_restores": _restores(config.state_dir / "logs" / "aws.log"),
         "total_seconds": round(time.monotonic() - started, 1), "passed": None,
     })
     figures["passed"] = passed(figures)
