@@ -275,6 +275,7 @@ def run_chaos(checkins: int = 40, in_flight: int = 8, *, workdir: Path | None = 
         "media_seconds_per_wall_second": round(media_seconds / wall, 2),
         "client_seconds_median": round(sorted(r.seconds for r in runs)[len(runs) // 2], 1),
         "kills": dict(killed), "restarts": restarts, "faults_injected": proxy.summary(),
+        "answers_dropped_after_the_server_acted": dict(proxy.dropped_answers.most_common()),
         "clip_mix": dict(collections.Counter(Path(r.clip).stem for r in runs)),
         "warnings_logged": _warnings(config.state_dir / "logs"),
         "aws_restores": _restores(config.state_dir / "logs" / "aws.log"),

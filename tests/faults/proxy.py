@@ -66,6 +66,8 @@ class FaultProxy:
         self.host = host
         self.port = port
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()  # (service, fault or "ok")
+        # Requests the server carried out whose answer was dropped, by operation: where the retry trap can fire.
+        self.dropped_answers: collections.Counter[str] = collections.Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
@@ -144,6 +146,8 @@ class FaultProxy:
                 await upstream[1].drain()
                 response, close = await _read_response(upstream[0], request.method)
                 if fault == "drop_after":
+                    operation = request.headers.get("x-amz-target", "").rsplit(".", 1)[-1] or request.method
+                    self.dropped_answers[f"{request.service} {operation}"] += 1
                     return  # the server did the work; the client never hears of it
                 writer.write(response)
                 await writer.drain()
