@@ -8,7 +8,8 @@ after another in one invocation, on the same clip, so their ratios compare:
 
 For each: check-ins per minute, media seconds analysed per wall second, and
 where the time went: each stage's busy share (compute seconds / (wall x
-replicas), from the stages' own timing on the job item), the CPU seconds of
+replicas x messages per process), from the stages' own timing on the job
+item: 1.0 means every slot was working all the time), the CPU seconds of
 every process (from /proc) and how busy the machine's CPUs were. The stage
 with the highest busy share, or the AWS server when it is, is the bottleneck.
 
@@ -120,7 +121,8 @@ def measure(label: str, durability: str, replicas: int, clip: Path, clip_seconds
     cpu_by_process_kind: dict[str, float] = collections.defaultdict(float)
     for name, seconds in cpu.items():
         cpu_by_process_kind[stack.Supervisor.service_of(name)] = round(cpu_by_process_kind[stack.Supervisor.service_of(name)] + seconds, 1)
-    busy_share = {stage: round(compute[stage] / (wall * replicas), 2) for stage in ANALYSED}
+    slots = replicas * CommonSettings().concurrency  # messages a stage works on at once
+    busy_share = {stage: round(compute[stage] / (wall * slots), 2) for stage in ANALYSED}
     aws_share = round(cpu_by_process_kind["aws"] / wall, 2)  # moto is one process (threads under the GIL)
     candidates = {**{f"{s} stage": v for s, v in busy_share.items()}, "AWS server": aws_share}
     machine = (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1)
