@@ -1,6 +1,7 @@
 """Benchmark: throughput of the embedded stack against replicas per stage, and
 what keeping the AWS server's data on disk costs. The configurations run one
-after another in one invocation, on the same clip, so their ratios compare:
+after another in one invocation, taking turns (--rounds), on the same clip,
+so that their ratios compare on a machine whose load changes:
 
   memory, 1 replica   moto in memory (no durability), one process per stage
   fsync,  1 replica   the default: every AWS change fsynced before it is acknowledged
@@ -81,9 +82,11 @@ def _one_checkin(http: httpx.Client, api: str, clip: Path, patient: str) -> str:
         time.sleep(0.5)
 
 
-def measure(label: str, durability: str, replicas: int, clip: Path, clip_seconds: float, checkins: int,
-            in_flight: int, workdir: Path) -> dict:
-    config = stack.StackConfig(state_dir=workdir / label.replace(", ", "-").replace(" ", "-"),
+def measure(label: str, durability: str, replicas: int, clip: Path, checkins: int, in_flight: int,
+            workdir: Path) -> dict:
+    """One round of one configuration: a fresh stack, warm-up, then `checkins` measured."""
+    config = stack.StackConfig(state_dir=Path(tempfile.mkdtemp(prefix=label.replace(", ", "-").replace(" ", "-"),
+                                                               dir=workdir)),
                                aws_port=_free_port(), api_port=_free_port(), results_api_port=_free_port(),
                                replicas={name: replicas for name in stack.SERVICES}, durability=durability)
     stack.up(config, timeout=600)
@@ -92,23 +95,25 @@ def measure(label: str, durability: str, replicas: int, clip: Path, clip_seconds
         with httpx.Client(timeout=120) as http:
             for _ in range(min(2, checkins)):  # warm-up: first inferences, caches
                 _one_checkin(http, config.api_url, clip, "bench-warmup")
-            pids = {name: info["pid"] for name, info in
-                    json.loads((config.state_dir / "pids.json").read_text()).items() if name != "supervisor"}
-            cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-            busy_before = _machine_busy()
-            started = time.monotonic()
-            with ThreadPoolExecutor(in_flight) as pool:
-                local = threading.local()
+        pids = {name: info["pid"] for name, info in
+                json.loads((config.state_dir / "pids.json").read_text()).items() if name != "supervisor"}
+        cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        busy_before = _machine_busy()
+        started = time.monotonic()
+        local = threading.local()
 
-                def run(index: int) -> str:
-                    if not hasattr(local, "http"):
-                        local.http = httpx.Client(timeout=120)
-                    return _one_checkin(local.http, config.api_url, clip, f"bench-{index % 4}")
+        def run(index: int) -> str:
+            if not hasattr(local, "http"):
+                local.http = httpx.Client(timeout=120)
+            return _one_checkin(local.http, config.api_url, clip, f"bench-{index % 4}")
 
-                job_ids = list(pool.map(run, range(checkins)))
-            wall = time.monotonic() - started
-            busy_after = _machine_busy()
-            cpu = {name: round(_cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
+        with ThreadPoolExecutor(in_flight) as pool:
+            job_ids = list(pool.map(run, range(checkins)))
+        wall = time.monotonic() - started
+        busy_after = _machine_busy()
+        cpu: dict[str, float] = collections.defaultdict(float)
+        for name, pid in pids.items():
+            cpu[stack.Supervisor.service_of(name)] += _cpu_seconds(pid) - cpu_before[name]
         dynamodb = sync_client(settings, "dynamodb")
         compute: dict[str, float] = collections.defaultdict(float)
         for job_id in job_ids:
@@ -118,73 +123,91 @@ def measure(label: str, durability: str, replicas: int, clip: Path, clip_seconds
                 compute[stage] += job["metadata"]["pipeline"]["stages"][stage]["outputs"]["compute_seconds"]
     finally:
         stack.down(config)
-    cpu_by_process_kind: dict[str, float] = collections.defaultdict(float)
-    for name, seconds in cpu.items():
-        cpu_by_process_kind[stack.Supervisor.service_of(name)] = round(cpu_by_process_kind[stack.Supervisor.service_of(name)] + seconds, 1)
+    return {"checkins": checkins, "wall": wall, "compute": compute, "cpu": cpu,
+            "busy": busy_after[0] - busy_before[0], "total": busy_after[1] - busy_before[1],
+            "load": os.getloadavg()[0]}
+
+
+def summarise(label: str, replicas: int, rounds: list[dict], clip_seconds: float, in_flight: int) -> dict:
+    checkins = sum(r["checkins"] for r in rounds)
+    wall = sum(r["wall"] for r in rounds)
     slots = replicas * CommonSettings().concurrency  # messages a stage works on at once
-    busy_share = {stage: round(compute[stage] / (wall * slots), 2) for stage in ANALYSED}
-    aws_share = round(cpu_by_process_kind["aws"] / wall, 2)  # moto is one process (threads under the GIL)
+    busy_share = {s: round(sum(r["compute"][s] for r in rounds) / (wall * slots), 2) for s in ANALYSED}
+    cpu = {name: round(sum(r["cpu"].get(name, 0.0) for r in rounds), 1) for name in ("aws", *stack.SERVICES)}
+    aws_share = round(cpu["aws"] / wall, 2)  # moto is one process (threads under the GIL): 1.0 is its ceiling
     candidates = {**{f"{s} stage": v for s, v in busy_share.items()}, "AWS server": aws_share}
-    machine = (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1)
     return {
-        "configuration": label, "checkins": checkins, "in_flight": in_flight, "wall_seconds": round(wall, 1),
-        "checkins_per_minute": round(checkins / wall * 60, 2),
+        "configuration": label, "checkins": checkins, "in_flight": in_flight, "rounds": len(rounds),
+        "wall_seconds": round(wall, 1), "checkins_per_minute": round(checkins / wall * 60, 2),
         "media_seconds_per_wall_second": round(checkins * clip_seconds / wall, 2),
-        "stage_busy_share": busy_share, "aws_server_cpu_share": aws_share,
-        "cpu_seconds_by_process": dict(sorted(cpu_by_process_kind.items())),
-        "machine_cpu_busy": round(machine, 2), "cpus": os.cpu_count(),
+        "stage_busy_share": busy_share, "aws_server_cpu_share": aws_share, "cpu_seconds_by_process": cpu,
+        "cpu_seconds_per_checkin": round(sum(cpu.values()) / checkins, 2),
+        "machine_cpu_busy": round(sum(r["busy"] for r in rounds) / max(sum(r["total"] for r in rounds), 1), 2),
+        "load_average_during": [round(r["load"], 1) for r in rounds],
         "bottleneck": max(candidates, key=candidates.get),
     }
 
 
-def aws_requests(seconds: float = 8.0) -> list[dict]:
-    """Requests per second the AWS server answers in each durability mode: DynamoDB
-    PutItem, and SQS send + receive + delete of one message (one client, in sequence)."""
+def aws_requests(rounds: int = 4, slice_seconds: float = 2.0) -> list[dict]:
+    """Requests per second the AWS server answers in each durability mode:
+    DynamoDB PutItem, and SQS send + receive + delete of one message (one
+    client, in sequence). The three servers run side by side and are measured
+    in turns, `rounds` times, so the machine's load falls on each alike."""
     import subprocess
     import sys
 
     from shared.infra import ensure_infrastructure
 
-    rows = []
+    modes = {"memory": [], "process": ["--sync", "normal"], "fsync": ["--sync", "full"]}
+    servers, clients = {}, {}
+    counts = {mode: {"puts": 0, "put_s": 0.0, "rounds": 0, "round_s": 0.0} for mode in modes}
     with tempfile.TemporaryDirectory(prefix="schizodot-aws-bench-") as workdir:
-        for mode, extra in (("memory", []), ("process", ["--sync", "normal"]), ("fsync", ["--sync", "full"])):
-            port = _free_port()
-            command = [sys.executable, "-m", "schizodot.durable_aws", "-p", str(port)]
-            if mode != "memory":
-                command += ["--data-dir", str(Path(workdir) / mode), *extra]
-            server = subprocess.Popen(command, cwd=stack.REPO_ROOT, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
-            try:
+        try:
+            for mode, extra in modes.items():
+                port = _free_port()
+                command = [sys.executable, "-m", "schizodot.durable_aws", "-p", str(port)]
+                if mode != "memory":
+                    command += ["--data-dir", str(Path(workdir) / mode), *extra]
+                servers[mode] = subprocess.Popen(command, cwd=stack.REPO_ROOT, stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL)
                 stack.wait_for_port(port, 60)
                 settings = CommonSettings(aws_endpoint_url=f"http://127.0.0.1:{port}", aws_region="us-east-1")
                 ensure_infrastructure(settings)
-                dynamodb, sqs = sync_client(settings, "dynamodb"), sync_client(settings, "sqs")
-                queue = sqs.get_queue_url(QueueName=settings.queue_name("audio"))["QueueUrl"]
-                puts, started = 0, time.monotonic()
-                while time.monotonic() - started < seconds / 2:
-                    dynamodb.put_item(TableName=settings.jobs_table, Item={
-                        "job_id": {"S": f"job-{puts}"}, "patient_id": {"S": "bench"},
-                        "created_at": {"S": "2026-01-01T00:00:00Z"}, "status": {"S": "queued"}})
-                    puts += 1
-                put_rate = puts / (time.monotonic() - started)
-                rounds, started = 0, time.monotonic()
-                while time.monotonic() - started < seconds / 2:
-                    sqs.send_message(QueueUrl=queue, MessageBody="x")
-                    for message in sqs.receive_message(QueueUrl=queue).get("Messages", []):
-                        sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-                    rounds += 1
-                rows.append({"durability": mode, "dynamodb_puts_per_second": round(put_rate, 1),
-                             "sqs_round_trips_per_second": round(rounds / (time.monotonic() - started), 1)})
-                print(json.dumps(rows[-1]), flush=True)
-            finally:
+                sqs = sync_client(settings, "sqs")
+                clients[mode] = (settings, sync_client(settings, "dynamodb"), sqs,
+                                 sqs.get_queue_url(QueueName=settings.queue_name("audio"))["QueueUrl"])
+            for _ in range(rounds):
+                for mode, (settings, dynamodb, sqs, queue) in clients.items():
+                    tally = counts[mode]
+                    started = time.monotonic()
+                    while time.monotonic() - started < slice_seconds:
+                        dynamodb.put_item(TableName=settings.jobs_table, Item={
+                            "job_id": {"S": f"job-{tally['puts']}"}, "patient_id": {"S": "bench"},
+                            "created_at": {"S": "2026-01-01T00:00:00Z"}, "status": {"S": "queued"}})
+                        tally["puts"] += 1
+                    tally["put_s"] += time.monotonic() - started
+                    started = time.monotonic()
+                    while time.monotonic() - started < slice_seconds:
+                        sqs.send_message(QueueUrl=queue, MessageBody="x")
+                        for message in sqs.receive_message(QueueUrl=queue).get("Messages", []):
+                            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+                        tally["rounds"] += 1
+                    tally["round_s"] += time.monotonic() - started
+        finally:
+            for server in servers.values():
                 server.terminate()
                 server.wait(10)
+    rows = [{"durability": mode, "dynamodb_puts_per_second": round(t["puts"] / t["put_s"], 1),
+             "sqs_round_trips_per_second": round(t["rounds"] / t["round_s"], 1)} for mode, t in counts.items()]
+    for row in rows:
+        print(json.dumps(row), flush=True)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkins", type=int, default=16, help="measured check-ins per configuration")
+    parser.add_argument("--rounds", type=int, default=2, help="turns each configuration takes (a fresh stack each)")
     parser.add_argument("--in-flight", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each check-in clip")
     parser.add_argument("--only", choices=[c[0] for c in CONFIGURATIONS], action="append")
@@ -200,15 +223,18 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=2))
         return
     clip = samples.checkin_video(samples.cache_dir() / "bench" / f"checkin_{args.seconds:.0f}s.mp4", seconds=args.seconds)
-    rows = []
+    chosen = [c for c in CONFIGURATIONS if not args.only or c[0] in args.only]
+    raw: dict[str, list[dict]] = {label: [] for label, _, _ in chosen}
+    per_round = max(1, args.checkins // args.rounds)
     with tempfile.TemporaryDirectory(prefix="schizodot-throughput-") as workdir:
-        for label, durability, replicas in CONFIGURATIONS:
-            if args.only and label not in args.only:
-                continue
-            print(f"{label}: {args.checkins} check-ins of {args.seconds:.0f} s, {args.in_flight} in flight", flush=True)
-            rows.append(measure(label, durability, replicas, clip, args.seconds, args.checkins, args.in_flight,
-                                Path(workdir)))
-            print(json.dumps(rows[-1]), flush=True)
+        for index in range(args.rounds):  # configurations take turns, so load changes fall on each alike
+            for label, durability, replicas in chosen:
+                print(f"round {index + 1}/{args.rounds}, {label}: {per_round} check-ins of {args.seconds:.0f} s, "
+                      f"{args.in_flight} in flight", flush=True)
+                raw[label].append(measure(label, durability, replicas, clip, per_round, args.in_flight, Path(workdir)))
+    rows = [summarise(label, replicas, raw[label], args.seconds, args.in_flight) for label, _, replicas in chosen]
+    for row in rows:
+        print(json.dumps(row), flush=True)
     report = {"clip_seconds": args.seconds, "rows": rows, "aws_requests": aws_requests(),
               "load_average_at_end": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

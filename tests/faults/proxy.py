@@ -72,6 +72,7 @@ class FaultProxy:
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._handlers: set[asyncio.Task] = set()  # held here: a handler whose client left may still await its answer
 
     # -- running -------------------------------------------------------------
 
@@ -124,6 +125,10 @@ class FaultProxy:
     # -- one client connection ---------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
             while True:
