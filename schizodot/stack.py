@@ -215,9 +215,10 @@ class Supervisor:
         """One listening socket per API, held here: the stage's processes all
         accept on it, and connections wait in its backlog while they restart."""
         for service, port_field in API_STAGES.items():
+            host = {**os.environ, **self.config.extra_env}.get(f"{service.upper()}_API_HOST", "127.0.0.1")
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", getattr(self.config, port_field)))
+            sock.bind((host, getattr(self.config, port_field)))
             sock.listen(512)
             sock.set_inheritable(True)
             self.sockets[service] = sock
