@@ -30,6 +30,38 @@ FIELD_RULES = {
 _LOCATIONS = ("body", "query", "path", "header")
 
 
+def _unavailable(error: Exception) -> bool:
+    """A failure of the AWS API that outlasted botocore's own retries: the
+    store is unreachable or throttling, not the request wrong."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(error, (ConnectionError, HTTPClientError)):
+        return True
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error.response.get("Error", {}).get("Code", "")
+        return status >= 500 or "Throttl" in code or code in ("ProvisionedThroughputExceededException",
+                                                             "RequestThrottled", "SlowDown", "RequestLimitExceeded")
+    return False
+
+
+def install_unavailable_dependency_errors(app: FastAPI, retry_after_seconds: int = 2) -> None:
+    """503 with Retry-After, not 500, when the AWS API behind a route is away
+    (restarting, throttling): clients retry a 503; a 500 says the request is at fault."""
+
+    async def unavailable(_request: Request, error: Exception) -> JSONResponse:
+        if not _unavailable(error):
+            raise error
+        log.warning("AWS API unavailable; answered 503", error=type(error).__name__)
+        return JSONResponse(status_code=503, headers={"Retry-After": str(retry_after_seconds)},
+                            content={"detail": "the service's data store is unavailable for a moment; retry shortly"})
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    app.add_exception_handler(BotoCoreError, unavailable)
+    app.add_exception_handler(ClientError, unavailable)
+
+
 def install_readable_validation_errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def readable_validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -100,6 +132,7 @@ async def serve_http(app: FastAPI, host: str, port: int, stop: asyncio.Event, *,
         log.error("API not started; the worker goes on with its queue", host=host, port=port, error=str(error),
                   fix=f"set {port_setting} to a free port")
         return
+    install_unavailable_dependency_errors(app)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
     server.capture_signals = contextlib.nullcontext  # the stage runner owns signals
     serving = asyncio.create_task(server.serve(sockets=[sock]))

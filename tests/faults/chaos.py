@@ -107,24 +107,32 @@ class ChaosMonkey(threading.Thread):
                 pass  # it was restarting
 
 
+_CLIENTS: set[subprocess.Popen] = set()  # running clients, stopped if the run is interrupted
+
+
 def submit(run: ClientRun, env: dict[str, str], timeout: float) -> ClientRun:
     started = time.monotonic()
+    client = subprocess.Popen(
+        [sys.executable, "-m", "schizodot.cli", "--retry-deadline", "300", "submit", run.clip,
+         "--patient-id", run.patient, "--json", "--timeout", str(timeout)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _CLIENTS.add(client)
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "schizodot.cli", "--retry-deadline", "300", "submit", run.clip,
-             "--patient-id", run.patient, "--json", "--timeout", str(timeout)],
-            capture_output=True, text=True, env=env, timeout=timeout + 360)
+        _, stderr = client.communicate(timeout=timeout + 360)
     except subprocess.TimeoutExpired:
+        client.kill()
         run.error = "the client itself hung"
         return run
+    finally:
+        _CLIENTS.discard(client)
     run.seconds = time.monotonic() - started
-    run.returncode = done.returncode
-    run.traceback = "Traceback (most recent call last)" in done.stderr
-    run.progress = [int(value) for value in _PROGRESS.findall(done.stderr)]
-    created = re.search(r"job (job-[0-9a-f]{12}) created", done.stderr)
+    run.returncode = client.returncode
+    run.traceback = "Traceback (most recent call last)" in stderr
+    run.progress = [int(value) for value in _PROGRESS.findall(stderr)]
+    created = re.search(r"job (job-[0-9a-f]{12}) created", stderr)
     run.job_id = created.group(1) if created else None
-    if done.returncode != 0 or run.traceback:
-        run.error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+    if client.returncode != 0 or run.traceback:
+        run.error = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {client.returncode}"
     return run
 
 
@@ -245,13 +253,16 @@ def run_chaos(checkins: int = 40, in_flight: int = 8, *, workdir: Path | None = 
     started = time.monotonic()
     print(f"chaos run {run_id}: {checkins} check-ins, {in_flight} in flight, seed {seed}, workdir {workdir}", flush=True)
     stack.up(config, timeout=300)
+    interrupted = signal.getsignal(signal.SIGINT)
     try:
         proxy.set_rates(rates)
         monkey.start()
+        # Ctrl-C: no new clients, the running ones stopped, then the stack is taken down below.
+        signal.signal(signal.SIGINT, lambda *_: (monkey.stop.set(), [c.kill() for c in list(_CLIENTS)]))
         began = time.monotonic()
         finished = 0
         with ThreadPoolExecutor(max_workers=in_flight) as pool:
-            for run in pool.map(lambda r: submit(r, env, job_timeout), runs):
+            for run in pool.map(lambda r: submit(r, env, job_timeout) if not monkey.stop.is_set() else r, runs):
                 finished += 1
                 if finished % 10 == 0 or run.returncode != 0:
                     print(f"  {finished}/{checkins} clients done ({time.monotonic() - began:.0f} s)"
@@ -264,7 +275,10 @@ def run_chaos(checkins: int = 40, in_flight: int = 8, *, workdir: Path | None = 
         restarts = {name: info["restarts"] for name, info in
                     json.loads((config.state_dir / "pids.json").read_text()).items() if info["restarts"]}
     finally:
+        signal.signal(signal.SIGINT, interrupted)
         monkey.stop.set()
+        for client in list(_CLIENTS):  # only if interrupted: normally every client has finished
+            client.kill()
         stack.down(config)
         proxy.stop()
     killed = collections.Counter(stack.Supervisor.service_of(name) for _, name in monkey.kills)

@@ -95,3 +95,34 @@ def test_cli_reports_an_unreachable_aws_api_in_one_line_with_exit_3():
     assert result.returncode == 3, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: listing the jobs: the AWS API kept failing (EndpointConnectionError")
+
+
+def test_an_api_whose_aws_store_is_away_answers_503_with_retry_after():
+    from botocore.exceptions import ClientError, EndpointConnectionError
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from shared.http import install_unavailable_dependency_errors
+
+    app = FastAPI()
+    install_unavailable_dependency_errors(app)
+
+    @app.get("/away")
+    async def away() -> None:
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    @app.get("/throttled")
+    async def throttled() -> None:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"},
+                           "ResponseMetadata": {"HTTPStatusCode": 400}}, "GetItem")
+
+    @app.get("/wrong")
+    async def wrong() -> None:
+        raise ClientError({"Error": {"Code": "ValidationException"},
+                           "ResponseMetadata": {"HTTPStatusCode": 400}}, "GetItem")
+
+    client = TestClient(app, raise_server_exceptions=False)
+    for path in ("/away", "/throttled"):
+        response = client.get(path)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "2", path
+    assert client.get("/wrong").status_code == 500  # a bug stays a 500
