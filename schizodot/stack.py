@@ -250,11 +250,13 @@ class Supervisor:
                     continue
                 now = time.monotonic()
                 if name not in not_before:
-                    # Restart at once after a long run; back off when it keeps
-                    # exiting soon after start, as a Deployment would (CrashLoopBackOff).
+                    # Restart at once after a long run or a kill from outside (OOM, an
+                    # operator, chaos); back off, up to 10 s, when it keeps exiting by
+                    # itself soon after starting (a crash loop: a missing model, say).
                     ran = now - self.started_at.get(name, now)
-                    self.quick_exits[name] = 0 if ran >= 30 else self.quick_exits[name] + 1
-                    delay = 0 if self.quick_exits[name] <= 1 else min(2 ** (self.quick_exits[name] - 1), 30)
+                    killed = child.returncode is not None and child.returncode < 0
+                    self.quick_exits[name] = 0 if ran >= 30 or killed else self.quick_exits[name] + 1
+                    delay = 0 if self.quick_exits[name] <= 1 else min(2 ** (self.quick_exits[name] - 1), 10)
                     not_before[name] = now + delay
                 if now < not_before[name]:
                     continue
@@ -420,13 +422,18 @@ def status(config: StackConfig) -> int:
     from shared.aws import sync_client
     from shared.settings import CommonSettings
 
+    from botocore.exceptions import BotoCoreError, ClientError
+
     settings = CommonSettings()
     sqs = sync_client(settings, "sqs")
     print(f"\n{'queue':<24}{'waiting':>8}{'in flight':>10}{'dead letters':>14}")
-    for stage in SERVICES:
-        depth = _depth(sqs, settings.queue_name(stage))
-        dead = _depth(sqs, settings.dead_letter_queue_name(stage))
-        print(f"{settings.queue_name(stage):<24}{depth[0]:>8}{depth[1]:>10}{dead[0]:>14}")
+    try:
+        for stage in SERVICES:
+            depth = _depth(sqs, settings.queue_name(stage))
+            dead = _depth(sqs, settings.dead_letter_queue_name(stage))
+            print(f"{settings.queue_name(stage):<24}{depth[0]:>8}{depth[1]:>10}{dead[0]:>14}")
+    except (BotoCoreError, ClientError) as error:  # restarting, say: a line, not a traceback
+        print(f"(the AWS API did not answer: {type(error).__name__}; it may be restarting)")
     if config.metrics_ports:
         print("\nmetrics: " + ", ".join(f"{name} http://127.0.0.1:{port}/metrics"
                                        for name, port in config.metrics_ports.items()))

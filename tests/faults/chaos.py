@@ -78,12 +78,24 @@ def make_clips(folder: Path, seconds: float) -> list[tuple[str, Path]]:
     ]
 
 
-class ChaosMonkey(threading.Thread):
-    """SIGKILLs one process every few seconds: first each kind once (in random
-    order), then any kind at random."""
+def _age(pid: int) -> float:
+    """Seconds since the process started (0 when it is gone)."""
+    try:
+        started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        booted = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return booted - started / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, config: stack.StackConfig, interval: tuple[float, float], rng: random.Random) -> None:
+
+class ChaosMonkey(threading.Thread):
+    """SIGKILLs one running process every few seconds: first each kind once (in
+    random order), then any kind at random."""
+
+    def __init__(self, config: stack.StackConfig, interval: tuple[float, float], rng: random.Random,
+                 min_age: float = 15.0) -> None:
         super().__init__(name="chaos-monkey", daemon=True)
+        self.min_age = min_age
         self.config = config
         self.interval = interval
         self.rng = rng
@@ -96,7 +108,9 @@ class ChaosMonkey(threading.Thread):
         while not self.stop.wait(self.rng.uniform(*self.interval)):
             kind = plan.pop(0) if plan else self.rng.choice(KINDS)
             pids = json.loads((self.config.state_dir / "pids.json").read_text())
-            victims = [name for name in pids if stack.Supervisor.service_of(name) == kind]
+            # A running process, not one still starting after the last kill: that would test only the back-off.
+            victims = [name for name in pids if stack.Supervisor.service_of(name) == kind
+                       and _age(pids[name]["pid"]) >= self.min_age]
             if not victims:
                 continue
             name = self.rng.choice(victims)
@@ -226,7 +240,7 @@ def _restores(log: Path) -> list[str]:
 
 
 def run_chaos(checkins: int = 40, in_flight: int = 8, *, workdir: Path | None = None, seed: int | None = None,
-              kill_interval: tuple[float, float] = (5.0, 12.0), rates: FaultRates = DEFAULT_RATES,
+              kill_interval: tuple[float, float] = (8.0, 16.0), rates: FaultRates = DEFAULT_RATES,
               replicas: dict[str, int] | None = None, clip_seconds: float = 3.0, patients: int = 10,
               job_timeout: float = 900) -> dict[str, Any]:
     seed = seed if seed is not None else random.randrange(2 ** 31)
