@@ -22,6 +22,7 @@ from shared.settings import CommonSettings
 from tests.conftest import RunningStack, free_port
 
 pytestmark = pytest.mark.slow
+SHARED: dict[str, str] = {}  # the patient whose jobs the AWS-kill test completed: the history later tests read
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +116,11 @@ def test_aws_server_killed_mid_run_every_job_completes(durable_stack, media_dir)
     assert sorted(job["status"] for job in jobs) == ["completed"] * 4
     items = durable_stack.user_items(patient)
     assert sorted(item["job_id"] for item in items) == sorted(job["job_id"] for job in jobs)
-    test_aws_server_killed_mid_run_every_job_completes.patient = patient  # the history the next test reads
+    SHARED["patient"] = patient
 
 
 def test_down_and_up_keep_a_patients_history(durable_stack):
-    patient = getattr(test_aws_server_killed_mid_run_every_job_completes, "patient", None)
+    patient = SHARED.get("patient")
     if patient is None:
         pytest.fail("needs the jobs of test_aws_server_killed_mid_run_every_job_completes")
     before = {item["job_id"] for item in durable_stack.user_items(patient)}
@@ -185,7 +186,7 @@ def test_reset_wipes_the_data(durable_stack):
     assert not stack.is_running(durable_stack.config)
     assert not durable_stack.config.aws_data_dir.exists()
     stack.up(durable_stack.config, timeout=300)
-    patient = getattr(test_aws_server_killed_mid_run_every_job_completes, "patient", "patient-none")
+    patient = SHARED.get("patient", "patient-none")
     assert durable_stack.user_items(patient) == []
     assert _jobs(durable_stack, patient) == []
 
