@@ -21,7 +21,9 @@ DynamoDB items come back exactly as they were.
   in flight when the server stopped are redelivered when their timeout lapses,
   and a worker that outlived the restart can still delete with its receipt handle.
 - S3: after a write to an object, that object (all its versions, moto's own
-  pickled form) is stored or removed.
+  pickled form) is stored or removed; multipart uploads in progress are kept
+  too (each upload's description and each part once), so an upload resumes
+  from ListParts after a restart.
 - Everything else that changes state (creating tables, queues, buckets, their
   attributes, notifications) is kept as the request itself and replayed at
   start-up, in order, before the data is put back; a repeated identical request
@@ -30,7 +32,6 @@ DynamoDB items come back exactly as they were.
 The response is sent only after the change is committed to SQLite (WAL,
 `synchronous=FULL` by default: each commit is fsynced, so a power cut loses
 nothing acknowledged; `--sync normal` survives process crashes only).
-In-progress multipart uploads are not kept (a client restarts the upload).
 Only the standard library and moto are imported: compose runs this file in
 moto's own image.
 """
@@ -136,6 +137,11 @@ class Store:
                                               PRIMARY KEY (account, region, tbl, key));
             CREATE TABLE IF NOT EXISTS objects (account TEXT, partition TEXT, bucket TEXT, key TEXT, versions BLOB,
                                                 PRIMARY KEY (account, partition, bucket, key));
+            CREATE TABLE IF NOT EXISTS uploads (account TEXT, partition TEXT, bucket TEXT, upload_id TEXT,
+                                                key TEXT, upload BLOB, PRIMARY KEY (account, partition, bucket, upload_id));
+            CREATE TABLE IF NOT EXISTS upload_parts (account TEXT, partition TEXT, bucket TEXT, upload_id TEXT,
+                                                     part INTEGER, blob BLOB,
+                                                     PRIMARY KEY (account, partition, bucket, upload_id, part));
             CREATE TABLE IF NOT EXISTS messages (account TEXT, region TEXT, queue TEXT, message_id TEXT,
                                                  seq INTEGER, pending INTEGER, message BLOB,
                                                  PRIMARY KEY (account, region, queue, message_id));
@@ -156,7 +162,7 @@ class Store:
         return self._seq
 
     def wipe(self) -> None:
-        for table in ("control", "items", "objects", "messages", "deleted_receipts"):
+        for table in ("control", "items", "objects", "uploads", "upload_parts", "messages", "deleted_receipts"):
             self.db.execute(f"DELETE FROM {table}")
 
 
@@ -241,10 +247,13 @@ class DurableState:
             keys.append(key)
         elif request.method == "POST" and "delete" in urllib.parse.parse_qs(request.query, keep_blank_values=True):
             keys += [urllib.parse.unquote(k) for k in re.findall(r"<Key>(.*?)</Key>", request.body.decode("utf-8", "replace"))]
+        query = urllib.parse.parse_qs(request.query, keep_blank_values=True)
         for partition, backend in list(self.s3[account].items()):
             bucket = backend.buckets.get(bucket_name)
             if bucket is None:
                 continue
+            if key and ("uploads" in query or "uploadId" in query):
+                self._record_uploads(account, partition, bucket, key, query)
             for name in keys:
                 versions = bucket.keys.getlist(name, [])
                 if versions:
@@ -254,6 +263,28 @@ class DurableState:
                     self.store.db.execute(
                         "DELETE FROM objects WHERE account = ? AND partition = ? AND bucket = ? AND key = ?",
                         (account, partition, bucket_name, name))
+
+    def _record_uploads(self, account: str, partition: str, bucket: Any, key: str, query: dict[str, list[str]]) -> None:
+        """Multipart uploads of `key` in progress: each upload's description, and
+        the part this request sent, stored once (not the whole upload per part)."""
+        place = (account, partition, bucket.name)
+        current = {upload_id: upload for upload_id, upload in list(bucket.multiparts.items())
+                   if upload.key_name == key}
+        for upload_id, upload in current.items():
+            description = {name: value for name, value in upload.__dict__.items() if name != "parts"}
+            self.store.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                                  (*place, upload_id, key, pickle.dumps(description)))
+        upload_id = (query.get("uploadId") or [""])[0]
+        number = (query.get("partNumber") or [""])[0]
+        if upload_id in current and number.isdigit() and int(number) in current[upload_id].parts:
+            self.store.db.execute("INSERT OR REPLACE INTO upload_parts VALUES (?, ?, ?, ?, ?, ?)",
+                                  (*place, upload_id, int(number), pickle.dumps(current[upload_id].parts[int(number)])))
+        stored = [row[0] for row in self.store.db.execute(
+            "SELECT upload_id FROM uploads WHERE account = ? AND partition = ? AND bucket = ? AND key = ?", (*place, key))]
+        for gone in set(stored) - set(current):  # completed or aborted
+            for table in ("uploads", "upload_parts"):
+                self.store.db.execute(f"DELETE FROM {table} WHERE account = ? AND partition = ? AND bucket = ? "
+                                      "AND upload_id = ?", (*place, gone))
 
     def record_messages(self) -> None:
         """Store every SQS message whose state differs from what is stored."""
@@ -287,7 +318,7 @@ class DurableState:
     # -- restore ---------------------------------------------------------------
 
     def restore(self, replay: Callable[[dict[str, Any]], int]) -> dict[str, int]:
-        counts = {"control": 0, "items": 0, "objects": 0, "messages": 0}
+        counts = {"control": 0, "items": 0, "objects": 0, "uploads": 0, "messages": 0}
         for (text,) in self.store.db.execute("SELECT request FROM control ORDER BY seq").fetchall():
             replay(json.loads(text))
             counts["control"] += 1
@@ -309,6 +340,20 @@ class DurableState:
                 continue
             bucket.keys.setlist(key, pickle.loads(versions))
             counts["objects"] += 1
+        from moto.s3.models import FakeMultipart
+
+        for account, partition, bucket_name, upload_id, blob in self.store.db.execute(
+                "SELECT account, partition, bucket, upload_id, upload FROM uploads").fetchall():
+            bucket = self.s3[account][partition].buckets.get(bucket_name)
+            if bucket is None:
+                continue
+            upload = FakeMultipart.__new__(FakeMultipart)
+            upload.__dict__.update(pickle.loads(blob))
+            upload.parts = {number: pickle.loads(part) for number, part in self.store.db.execute(
+                "SELECT part, blob FROM upload_parts WHERE account = ? AND partition = ? AND bucket = ? "
+                "AND upload_id = ?", (account, partition, bucket_name, upload_id))}
+            bucket.multiparts[upload_id] = upload
+            counts["uploads"] += 1
         for account, region, queue_name, _, pending, blob in self.store.db.execute(
                 "SELECT account, region, queue, message_id, pending, message FROM messages ORDER BY seq"):
             queue = self._queue(account, region, queue_name)

@@ -135,3 +135,26 @@ def test_deleting_the_data_starts_empty(server, tmp_path):
     shutil.rmtree(server.data_dir)
     server.start()
     assert server.client("dynamodb").list_tables()["TableNames"] == []
+
+
+def test_a_multipart_upload_resumes_across_a_sigkill(server):
+    """The patient page uploads in parts; a restart between parts must not lose them."""
+    settings = server.settings
+    ensure_infrastructure(settings)
+    s3 = server.client("s3")
+    key = "uploads/patient-a/job-0123456789ab/checkin.webm"
+    first, second = os.urandom(5 * 1024 * 1024), os.urandom(1024)
+    upload = s3.create_multipart_upload(Bucket=settings.bucket, Key=key, ContentType="video/webm")["UploadId"]
+    etag = s3.upload_part(Bucket=settings.bucket, Key=key, UploadId=upload, PartNumber=1, Body=first)["ETag"]
+    server.kill()
+    server.start()
+    parts = s3.list_parts(Bucket=settings.bucket, Key=key, UploadId=upload)["Parts"]
+    assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in parts] == [(1, etag, len(first))]
+    etag2 = s3.upload_part(Bucket=settings.bucket, Key=key, UploadId=upload, PartNumber=2, Body=second)["ETag"]
+    s3.complete_multipart_upload(Bucket=settings.bucket, Key=key, UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": etag}, {"PartNumber": 2, "ETag": etag2}]})
+    server.kill()
+    server.start()
+    stored = s3.get_object(Bucket=settings.bucket, Key=key)
+    assert stored["Body"].read() == first + second and stored["ContentType"] == "video/webm"
+    assert s3.list_multipart_uploads(Bucket=settings.bucket).get("Uploads", []) == []  # completed: not kept
