@@ -11,8 +11,8 @@ SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng docker-compose chromium
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup system-deps venv models up down status demo test test-fast bench clean check-deploy \
-	images check-images licences
+.PHONY: setup system-deps venv models up down status reset demo test test-fast bench bench-throughput chaos clean \
+	check-deploy images check-images licences
 
 setup: system-deps $(STAMP) $(MODELS_STAMP)
 
@@ -63,11 +63,17 @@ $(MODELS_STAMP): schizodot/models.py | $(STAMP)
 
 models: $(MODELS_STAMP)
 
+# REPLICAS=vision=2,audio=2: processes per stage (SCHIZODOT_STACK_REPLICAS); the
+# AWS server's data is kept in .stack-data/ across down/up and restarts.
 up: setup
-	$(PY) -m schizodot.stack up
+	$(if $(REPLICAS),SCHIZODOT_STACK_REPLICAS=$(REPLICAS)) $(PY) -m schizodot.stack up
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m schizodot.stack down; fi
+
+# Deletes the embedded AWS server's data (jobs, results, media, queued messages).
+reset:
+	@if [ -x $(PY) ]; then $(PY) -m schizodot.stack reset; else rm -rf .stack-data && echo "deleted .stack-data"; fi
 
 status: $(STAMP)
 	$(PY) -m schizodot.stack status
@@ -89,6 +95,15 @@ test-fast: setup
 bench: setup
 	$(PY) -m bench.pipeline --checkins $${N:-5}
 
+# check-ins/min and media s/s with 1 and 2 replicas per stage, and the cost of durability
+bench-throughput: setup
+	$(PY) -m bench.throughput --checkins $${N:-16} --in-flight $${IN_FLIGHT:-6}
+
+# 200 check-ins, 12 in flight, random SIGKILLs of every process kind, AWS faults; prints the figures
+chaos: setup
+	$(PY) -m tests.faults.chaos --checkins $${N:-200} --in-flight $${IN_FLIGHT:-12}
+
+# Keeps .stack-data/ (patients' data): `make reset` deletes it.
 clean: down
 	rm -rf $(VENV) $(SB_VENV) models .stack .cache
 

@@ -7,6 +7,19 @@
 Talks to the ingest API (SCHIZODOT_API_URL) and reads the tables through the
 AWS settings in the environment. With no AWS_ENDPOINT_URL set and the embedded
 stack running in this folder, it uses the embedded stack.
+
+A server that restarts is waited for: connection errors, 429/502/503/504 and
+AWS throttling are retried with back-off until --retry-deadline (default
+$SCHIZODOT_CLIENT_RETRY_DEADLINE or 120 s); the job is followed throughout.
+
+Exit codes:
+  0  done (submit: the job completed)
+  1  the job failed; its error is printed
+  2  bad usage or input refused (no such file, the API answered 4xx)
+  3  a service stayed unreachable beyond the retry deadline
+  4  the job was still running at --timeout (follow it with `schizodot jobs`)
+  70 an unexpected error (SCHIZODOT_DEBUG=1 shows the traceback)
+  130 interrupted
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import mimetypes
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +41,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from schizodot import stack
+from schizodot.resilience import RetryPolicy, ServiceUnreachable, aws_call, describe, http_request
 from shared.aws import AsyncClients
 from shared.history import PatientHistory
 from shared.jobs import JobsRepository
@@ -55,8 +70,12 @@ def _api_url(args: argparse.Namespace) -> str:
     return (args.api_url or os.environ.get("SCHIZODOT_API_URL") or "http://127.0.0.1:8080").rstrip("/")
 
 
-def _fail(message: str, code: int = 1) -> int:
-    console.print(f"[bold red]error:[/] {message}")
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_STILL_RUNNING = 0, 1, 2, 3, 4
+EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
+
+
+def _fail(message: str, code: int = EXIT_JOB_FAILED) -> int:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return code
 
 
@@ -70,66 +89,83 @@ def _detail(response: httpx.Response) -> str:
 def submit(args: argparse.Namespace) -> int:
     path: Path = args.path
     if not path.is_file():
-        return _fail(f"{path} is not a file", 2)
+        return _fail(f"{path} is not a file", EXIT_USAGE)
     content_type = args.content_type or _TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or ""
+    if any("=" not in item for item in args.metadata):
+        return _fail("--metadata takes KEY=VALUE", EXIT_USAGE)
     metadata = dict(item.split("=", 1) for item in args.metadata)
     api = _api_url(args)
+    policy: RetryPolicy = args.policy
     with httpx.Client(timeout=60) as http:
-        try:
-            created = http.post(f"{api}/api/v1/analyze", json={
-                "patient_id": args.patient_id, "filename": path.name, "content_type": content_type,
-                "metadata": metadata,
-            })
-        except httpx.ConnectError:
-            return _fail(f"cannot reach the ingest API at {api} (is the stack up? `make up`)", 2)
-        if created.status_code != 201:
-            return _fail(f"the check-in was refused ({created.status_code}): {_detail(created)}", 2)
+        # The key makes a retried POST (its answer lost to a restart) return the same job, not a second one.
+        created = http_request(http, "POST", f"{api}/api/v1/analyze", policy=policy, what="creating the job",
+                               headers={"Idempotency-Key": str(uuid.uuid4())}, json={
+                                   "patient_id": args.patient_id, "filename": path.name,
+                                   "content_type": content_type, "metadata": metadata})
+        if created.status_code not in (200, 201):
+            return _fail(f"the check-in was refused ({created.status_code}): {_detail(created)}", EXIT_USAGE)
         job = created.json()
         job_id = job["job_id"]
         trace = job.get("trace_id") or "(tracing off)"
         console.print(f"job [bold]{job_id}[/] created (trace id {trace}); "
                       f"uploading {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
-        with open(path, "rb") as body:
-            uploaded = http.put(job["upload_url"], content=body.read(), headers=job["upload_headers"])
+        # S3 may answer 500 InternalError or 503 SlowDown; a PUT of the same bytes is safe to repeat.
+        uploaded = http_request(http, "PUT", job["upload_url"], policy=policy, what="uploading the check-in",
+                                retry_statuses=frozenset({500, 429, 502, 503, 504}),
+                                content=path.read_bytes(), headers=job["upload_headers"])
         if uploaded.status_code not in (200, 204):
-            return _fail(f"upload failed ({uploaded.status_code}): {uploaded.text[:300]}")
-        status = _follow(http, api, job_id, args.timeout)
+            return _fail(f"upload failed ({uploaded.status_code}): {uploaded.text[:300]}", EXIT_USAGE)
+        status = _follow(http, api, job_id, args.timeout, policy)
     if status is None:
-        return _fail(f"job {job_id} did not finish within {args.timeout:.0f} s; follow it with `schizodot jobs`")
+        return _fail(f"job {job_id} did not finish within {args.timeout:.0f} s; follow it with `schizodot jobs`",
+                     EXIT_STILL_RUNNING)
     if status["status"] == "failed":
         return _fail(f"job {job_id} failed: {status.get('error')}")
-    item = asyncio.run(_result_item(args.patient_id, job_id))
+    item = asyncio.run(_result_item(args.patient_id, job_id, policy))
     if args.json:
         out.print_json(json.dumps(item))
     else:
         print_result(item, status)
-    return 0
+    return EXIT_OK
 
 
-def _follow(http: httpx.Client, api: str, job_id: str, timeout: float) -> dict[str, Any] | None:
+def _follow(http: httpx.Client, api: str, job_id: str, timeout: float, policy: RetryPolicy) -> dict[str, Any] | None:
+    """Poll the job until it ends. Piped output gets one line per change of
+    progress, so logs keep the job's progress history."""
     deadline = time.monotonic() + timeout
+    lines = not console.is_terminal
     with Progress(TextColumn("[bold]{task.fields[state]:<10}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), TextColumn("{task.description}"), console=console) as bar:
+                  TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
+                  disable=lines) as bar:
         task = bar.add_task("waiting for the upload", total=100, state="queued")
-        last_message = None
+        last: tuple = ()
         while time.monotonic() < deadline:
-            response = http.get(f"{api}/api/v1/jobs/{job_id}")
-            response.raise_for_status()
+            response = http_request(http, "GET", f"{api}/api/v1/jobs/{job_id}", policy=policy,
+                                    what="following the job")
+            if response.status_code != 200:
+                raise ServiceUnreachable(f"following the job: the ingest API answered {response.status_code}: "
+                                         f"{_detail(response)}")
             status = response.json()
-            bar.update(task, completed=status["progress"], description=status.get("message") or "", state=status["status"])
-            if status.get("message") != last_message and status.get("message"):
-                last_message = status["message"]
-                bar.console.print(f"  [dim]{time.strftime('%H:%M:%S')}[/] {last_message}")
+            bar.update(task, completed=status["progress"], description=status.get("message") or "",
+                       state=status["status"])
+            now = (status["progress"], status["status"], status.get("message"))
+            if lines and now != last:
+                console.print(f"  {time.strftime('%H:%M:%S')} progress {status['progress']:>3}% "
+                              f"{status['status']}: {status.get('message') or ''}", highlight=False, soft_wrap=True)
+            elif status.get("message") and status.get("message") != (last[2] if last else None):
+                bar.console.print(f"  [dim]{time.strftime('%H:%M:%S')}[/] {status['message']}", highlight=False)
+            last = now
             if status["status"] in ("completed", "failed"):
                 return status
             time.sleep(0.5)
     return None
 
 
-async def _result_item(patient_id: str, job_id: str) -> dict[str, Any] | None:
+async def _result_item(patient_id: str, job_id: str, policy: RetryPolicy) -> dict[str, Any] | None:
     settings = CommonSettings()
     async with AsyncClients(settings) as aws:
-        return await PatientHistory(aws.dynamodb, settings.users_table).for_job(patient_id, job_id)
+        history = PatientHistory(aws.dynamodb, settings.users_table)
+        return await aws_call(lambda: history.for_job(patient_id, job_id), policy=policy, what="reading the result")
 
 
 def print_result(item: dict[str, Any] | None, status: dict[str, Any]) -> None:
@@ -176,8 +212,9 @@ def jobs(args: argparse.Namespace) -> int:
     async def fetch() -> list[dict[str, Any]]:
         settings = CommonSettings()
         async with AsyncClients(settings) as aws:
-            found = await JobsRepository(aws.dynamodb, settings.jobs_table).list_for_patient(
-                args.patient_id, args.limit, args.status)
+            repository = JobsRepository(aws.dynamodb, settings.jobs_table)
+            found = await aws_call(lambda: repository.list_for_patient(args.patient_id, args.limit, args.status),
+                                   policy=args.policy, what="listing the jobs")
             return [job.to_item() for job in found]
 
     found = asyncio.run(fetch())
@@ -198,7 +235,9 @@ def results(args: argparse.Namespace) -> int:
     async def fetch() -> list[dict[str, Any]]:
         settings = CommonSettings()
         async with AsyncClients(settings) as aws:
-            return await PatientHistory(aws.dynamodb, settings.users_table).latest(args.patient_id, args.limit)
+            history = PatientHistory(aws.dynamodb, settings.users_table)
+            return await aws_call(lambda: history.latest(args.patient_id, args.limit), policy=args.policy,
+                                  what="reading the results")
 
     found = asyncio.run(fetch())
     if args.json:
@@ -220,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="schizodot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--api-url", default=None, help="ingest API (default $SCHIZODOT_API_URL or http://127.0.0.1:8080)")
+    parser.add_argument("--retry-deadline", type=float, default=None, metavar="SECONDS",
+                        help="how long transient failures are retried before giving up "
+                             "(default $SCHIZODOT_CLIENT_RETRY_DEADLINE or 120)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("submit", help="upload a check-in, follow it, print the result")
     p.add_argument("path", type=Path)
@@ -245,8 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _use_embedded_stack_if_running()
-    return args.run(args)
+    try:
+        args.policy = RetryPolicy.from_env(args.retry_deadline)
+        _use_embedded_stack_if_running()
+        return args.run(args)
+    except ServiceUnreachable as error:
+        return _fail(str(error), EXIT_UNREACHABLE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as error:  # a bug: one line for people, the traceback on request
+        if os.environ.get("SCHIZODOT_DEBUG"):
+            raise
+        return _fail(f"unexpected error ({describe(error)}); run with SCHIZODOT_DEBUG=1 for the traceback",
+                     EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
                          "--metadata", "session_type=demo"])
         if code == 0:
             cli.main(["jobs", "--patient-id", args.patient_id, "--limit", "5"])
+            print(f"The patient's history is kept in {config.aws_data_dir} across `make down` / `make up` "
+                  f"(`.venv/bin/schizodot results --patient-id {args.patient_id}`); `make reset` deletes it.",
+                  flush=True)
         return code
     finally:
         if started_here and not args.keep_running:

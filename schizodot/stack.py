@@ -1,11 +1,15 @@
-"""The embedded stack: a local AWS-API server (moto) and the five services as
-supervised background processes, as Kubernetes would run them.
+"""The embedded stack: a local AWS-API server (moto, its state kept on disk) and
+the five services as supervised background processes, as Kubernetes would run them.
 
-    python -m schizodot.stack up | down | status | env
+    python -m schizodot.stack up | down | status | env | reset
 
-`up` starts a detached supervisor that runs moto's server on 127.0.0.1,
-creates the queues, tables and bucket (shared.infra, idempotent), starts the
-services and restarts any that dies. State lives in `.stack/` (pids, logs, env).
+`up` starts a detached supervisor that runs the AWS server on 127.0.0.1
+(schizodot.durable_aws: moto with its state in `.stack-data/`), creates the
+queues, tables and bucket (shared.infra, idempotent), starts N processes per
+stage (SCHIZODOT_STACK_REPLICAS, e.g. `vision=2,audio=2`) and restarts any that
+dies. The supervisor owns the ingest and results API sockets and hands them to
+every process of those stages, so the APIs keep answering while one restarts.
+Run state lives in `.stack/` (pids, logs, env); `reset` deletes the stored data.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +37,24 @@ DEFAULT_AWS_PORT = 4566
 DEFAULT_API_PORT = 8080
 DEFAULT_RESULTS_API_PORT = 8081
 DEFAULT_METRICS_PORT = 9464  # OpenTelemetry's Prometheus port; services take 9464..9468
+DEFAULT_DATA_DIR = Path(".stack-data")
+# fsync: every acknowledged change is on disk (survives power loss); process:
+# survives the AWS server's crash, not the machine's; memory: moto as it comes.
+DURABILITY_MODES = ("fsync", "process", "memory")
+API_STAGES = {"ingest": "api_port", "results": "results_api_port"}  # stages that serve HTTP, and their port
+LISTEN_FD_VARIABLE = "SCHIZODOT_LISTEN_FD"  # the API socket a process inherits; read by shared.http.serve_http
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """`vision=2,audio=2` -> {"vision": 2, "audio": 2}; a readable error otherwise."""
+    replicas: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, count = part.partition("=")
+        name = name.strip()
+        if name not in SERVICES or not count.strip().isdigit() or not 1 <= int(count) <= 16:
+            raise ValueError(f"REPLICAS: {part!r} must be <stage>=<1..16> with a stage among {', '.join(SERVICES)}")
+        replicas[name] = int(count)
+    return replicas
 
 
 @dataclass
@@ -45,6 +68,17 @@ class StackConfig:
     pseudonym_key: str = field(default_factory=lambda: secrets.token_hex(16))
     results_api_port: int = DEFAULT_RESULTS_API_PORT
     results_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    replicas: dict[str, int] = field(default_factory=dict)  # stage -> processes; 1 where absent
+    data_dir: Path | None = None  # where the AWS server keeps its state; None: <state_dir>/aws-data
+    durability: str = "fsync"
+
+    @property
+    def aws_data_dir(self) -> Path:
+        return self.data_dir if self.data_dir is not None else self.state_dir / "aws-data"
+
+    def processes(self, service: str) -> list[str]:
+        """The process names of one stage: `vision`, `vision-2`, ..."""
+        return [service if index == 1 else f"{service}-{index}" for index in range(1, self.replicas.get(service, 1) + 1)]
 
     @property
     def endpoint(self) -> str:
@@ -87,16 +121,20 @@ class StackConfig:
         return json.dumps({"state_dir": str(self.state_dir.resolve()), "aws_port": self.aws_port,
                            "api_port": self.api_port, "extra_env": self.extra_env,
                            "metrics_ports": self.metrics_ports, "pseudonym_key": self.pseudonym_key,
-                           "results_api_port": self.results_api_port, "results_api_key": self.results_api_key})
+                           "results_api_port": self.results_api_port, "results_api_key": self.results_api_key,
+                           "replicas": self.replicas, "data_dir": str(self.aws_data_dir.resolve()),
+                           "durability": self.durability})
 
     @classmethod
     def from_json(cls, text: str) -> "StackConfig":
         data = json.loads(text)
         config = cls(Path(data["state_dir"]), data["aws_port"], data["api_port"], data["extra_env"],
                      data.get("metrics_ports", {}))
-        for name in ("pseudonym_key", "results_api_port", "results_api_key"):
+        for name in ("pseudonym_key", "results_api_port", "results_api_key", "replicas", "durability"):
             if data.get(name):
                 setattr(config, name, data[name])
+        if data.get("data_dir"):
+            config.data_dir = Path(data["data_dir"])
         return config
 
 
@@ -108,28 +146,57 @@ class Supervisor:
         self.config = config
         self.logs = config.state_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.names = ["aws"] + [name for service in SERVICES for name in config.processes(service)]
         self.children: dict[str, subprocess.Popen] = {}
-        self.restarts: dict[str, int] = {name: 0 for name in ("aws", *SERVICES)}
+        self.started_at: dict[str, float] = {}
+        self.restarts: dict[str, int] = {name: 0 for name in self.names}
+        self.quick_exits: dict[str, int] = {name: 0 for name in self.names}
+        self.sockets: dict[str, socket.socket] = {}
         self.stopping = False
+
+    @staticmethod
+    def service_of(name: str) -> str:
+        return name.rsplit("-", 1)[0] if name[-1].isdigit() and "-" in name else name
+
+    def _metrics_port(self, name: str) -> int:
+        service = self.service_of(name)
+        if not self.config.metrics_ports.get(service):
+            return 0
+        if name == service:
+            return self.config.metrics_ports[service]
+        extra = [n for n in self.names if n != "aws" and n != self.service_of(n)]  # every second, third ... replica
+        return max(self.config.metrics_ports.values()) + 1 + extra.index(name)
 
     def _env(self, name: str) -> dict[str, str]:
         env = {**os.environ, **self.config.environment(), "PYTHONUNBUFFERED": "1"}
-        if name in SERVICES:
-            env.update(self.config.service_environment(name))
+        service = self.service_of(name)
+        if service in SERVICES:
+            env.update(self.config.service_environment(service))
+            env["SCHIZODOT_METRICS_PORT"] = str(self._metrics_port(name))
             env.update(self.config.extra_env)  # a test's explicit setting wins
+            if service in self.sockets:
+                env[LISTEN_FD_VARIABLE] = str(self.sockets[service].fileno())
         env.setdefault("HF_HUB_OFFLINE", "1")
         return env
 
     def _command(self, name: str) -> list[str]:
         if name == "aws":
-            return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.config.aws_port)]
-        return [sys.executable, "-m", f"services.{name}.main"]
+            command = [sys.executable, "-m", "schizodot.durable_aws", "-H", "127.0.0.1", "-p", str(self.config.aws_port)]
+            if self.config.durability != "memory":
+                command += ["--data-dir", str(self.config.aws_data_dir),
+                            "--sync", "full" if self.config.durability == "fsync" else "normal"]
+            return command
+        return [sys.executable, "-m", f"services.{self.service_of(name)}.main"]
 
     def _start(self, name: str) -> None:
         log = open(self.logs / f"{name}.log", "ab")
+        service = self.service_of(name)
+        inherited = (self.sockets[service].fileno(),) if service in self.sockets else ()
         self.children[name] = subprocess.Popen(
-            self._command(name), stdout=log, stderr=subprocess.STDOUT, env=self._env(name), cwd=REPO_ROOT
+            self._command(name), stdout=log, stderr=subprocess.STDOUT, env=self._env(name), cwd=REPO_ROOT,
+            pass_fds=inherited,
         )
+        self.started_at[name] = time.monotonic()
         self._write_pids()
 
     def _write_pids(self) -> None:
@@ -146,40 +213,70 @@ class Supervisor:
         os.environ.update(self.config.environment())
         ensure_infrastructure(CommonSettings())
 
+    def _bind_api_sockets(self) -> None:
+        """One listening socket per API, held here: the stage's processes all
+        accept on it, and connections wait in its backlog while they restart."""
+        for service, port_field in API_STAGES.items():
+            host = {**os.environ, **self.config.extra_env}.get(f"{service.upper()}_API_HOST", "127.0.0.1")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, getattr(self.config, port_field)))
+            sock.listen(512)
+            sock.set_inheritable(True)
+            self.sockets[service] = sock
+
+    def _aws_ready(self) -> None:
+        """Wait for a (re)started AWS server and make sure the resources exist.
+        A failure here is logged, not fatal: the services retry, and so do we."""
+        try:
+            wait_for_port(self.config.aws_port, 60)
+            self._provision()
+        except Exception as error:  # noqa: BLE001 - the supervisor must outlive its children's troubles
+            print(f"the AWS server is not ready yet: {type(error).__name__}: {error}", flush=True)
+
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
+        self._bind_api_sockets()
         self._start("aws")
-        wait_for_port(self.config.aws_port, 30)
+        wait_for_port(self.config.aws_port, 60)
         self._provision()
-        for name in SERVICES:
+        for name in self.names[1:]:
             self._start(name)
         (self.config.state_dir / "ready").write_text("ok")
-        backoff: dict[str, float] = {}
+        not_before: dict[str, float] = {}
         while not self.stopping:
-            time.sleep(0.5)
+            time.sleep(0.2)
             for name, child in list(self.children.items()):
                 if child.poll() is None or self.stopping:
                     continue
-                # Restart with back-off, as a Deployment would; a fresh AWS
-                # server has lost its state, so provision it again.
-                if time.monotonic() < backoff.get(name, 0):
+                now = time.monotonic()
+                if name not in not_before:
+                    # Restart at once after a long run or a kill from outside (OOM, an
+                    # operator, chaos); back off, up to 10 s, when it keeps exiting by
+                    # itself soon after starting (a crash loop: a missing model, say).
+                    ran = now - self.started_at.get(name, now)
+                    killed = child.returncode is not None and child.returncode < 0
+                    self.quick_exits[name] = 0 if ran >= 30 or killed else self.quick_exits[name] + 1
+                    delay = 0 if self.quick_exits[name] <= 1 else min(2 ** (self.quick_exits[name] - 1), 10)
+                    not_before[name] = now + delay
+                if now < not_before[name]:
                     continue
+                del not_before[name]
                 self.restarts[name] += 1
                 print(f"{name} exited with {child.returncode}; restarting (restart {self.restarts[name]})", flush=True)
                 self._start(name)
                 if name == "aws":
-                    wait_for_port(self.config.aws_port, 30)
-                    self._provision()
-                backoff[name] = time.monotonic() + min(2 ** min(self.restarts[name], 5), 30)
+                    self._aws_ready()
         self._shutdown()
 
     def _shutdown(self) -> None:
-        for name in SERVICES:  # services first, so they can still reach AWS while draining
+        services = [name for name in self.names if name != "aws"]
+        for name in services:  # services first, so they can still reach AWS while draining
             if name in self.children and self.children[name].poll() is None:
                 self.children[name].send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 40
-        for name in SERVICES:
+        for name in services:
             child = self.children.get(name)
             if child is not None:
                 try:
@@ -193,6 +290,8 @@ class Supervisor:
                 aws.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 aws.kill()
+        for sock in self.sockets.values():
+            sock.close()
         for name in ("pids.json", "ready", "env", "config.json"):
             (self.config.state_dir / name).unlink(missing_ok=True)
 
@@ -262,7 +361,10 @@ def up(config: StackConfig, timeout: float = 180) -> None:
     (config.state_dir / "env").write_text(
         "".join(f"export {k}={v}\n" for k, v in config.environment().items())
     )
-    print(f"stack up: AWS API {config.endpoint}, ingest API {config.api_url}, logs in {config.state_dir / 'logs'}")
+    replicas = ", ".join(f"{service}x{config.replicas[service]}" for service in SERVICES if config.replicas.get(service, 1) > 1)
+    stored = "in memory only" if config.durability == "memory" else f"kept in {config.aws_data_dir}"
+    print(f"stack up: AWS API {config.endpoint} (data {stored}), ingest API {config.api_url}"
+          f"{', replicas ' + replicas if replicas else ''}, logs in {config.state_dir / 'logs'}")
 
 
 def _wait_healthy(config: StackConfig, deadline: float) -> None:
@@ -297,6 +399,18 @@ def down(config: StackConfig) -> None:
     print("stack stopped")
 
 
+def reset(config: StackConfig) -> None:
+    """Delete the AWS server's stored data (tables, bucket, queues): the next `up` starts empty."""
+    if is_running(config):
+        down(config)
+    target = config.aws_data_dir
+    if target.exists():
+        shutil.rmtree(target)
+        print(f"deleted the stored AWS data in {target} (jobs, results, media, queued messages)")
+    else:
+        print(f"no stored AWS data in {target}")
+
+
 def status(config: StackConfig) -> int:
     if not is_running(config):
         print("stack not running (start it with `make up`)")
@@ -305,17 +419,23 @@ def status(config: StackConfig) -> int:
     for name, info in _pids(config).items():
         state = "running" if _alive(info["pid"]) else "dead"
         print(f"{name:<12}{info['pid']:>8}  {state:<8}{info['restarts']:>9}")
+    print(f"\nAWS data: {'in memory only' if config.durability == 'memory' else config.aws_data_dir}")
     config.use_in_this_process()
     from shared.aws import sync_client
     from shared.settings import CommonSettings
 
+    from botocore.exceptions import BotoCoreError, ClientError
+
     settings = CommonSettings()
     sqs = sync_client(settings, "sqs")
     print(f"\n{'queue':<24}{'waiting':>8}{'in flight':>10}{'dead letters':>14}")
-    for stage in SERVICES:
-        depth = _depth(sqs, settings.queue_name(stage))
-        dead = _depth(sqs, settings.dead_letter_queue_name(stage))
-        print(f"{settings.queue_name(stage):<24}{depth[0]:>8}{depth[1]:>10}{dead[0]:>14}")
+    try:
+        for stage in SERVICES:
+            depth = _depth(sqs, settings.queue_name(stage))
+            dead = _depth(sqs, settings.dead_letter_queue_name(stage))
+            print(f"{settings.queue_name(stage):<24}{depth[0]:>8}{depth[1]:>10}{dead[0]:>14}")
+    except (BotoCoreError, ClientError) as error:  # restarting, say: a line, not a traceback
+        print(f"(the AWS API did not answer: {type(error).__name__}; it may be restarting)")
     if config.metrics_ports:
         print("\nmetrics: " + ", ".join(f"{name} http://127.0.0.1:{port}/metrics"
                                        for name, port in config.metrics_ports.items()))
@@ -331,20 +451,36 @@ def _depth(sqs, name: str) -> tuple[int, int]:
 
 
 def config_from_env(state_dir: Path = DEFAULT_STATE_DIR) -> StackConfig:
-    # SCHIZODOT_STACK_METRICS_PORT: first of five consecutive /metrics ports; 0 = none.
+    """The stack `make up` starts. SCHIZODOT_STACK_METRICS_PORT: first of five
+    consecutive /metrics ports (further replicas take the next ones); 0 = none.
+    SCHIZODOT_STACK_REPLICAS: processes per stage, `vision=2,audio=2`.
+    SCHIZODOT_STACK_DATA_DIR: where the AWS server keeps its state (default
+    .stack-data/, or <state dir>/aws-data for another state dir).
+    SCHIZODOT_STACK_AWS_DURABILITY: fsync (default), process or memory."""
     metrics_base = int(os.environ.get("SCHIZODOT_STACK_METRICS_PORT", DEFAULT_METRICS_PORT))
+    durability = os.environ.get("SCHIZODOT_STACK_AWS_DURABILITY", "fsync").strip() or "fsync"
+    if durability not in DURABILITY_MODES:
+        raise SystemExit(f"SCHIZODOT_STACK_AWS_DURABILITY={durability!r} must be one of {', '.join(DURABILITY_MODES)}")
+    try:
+        replicas = parse_replicas(os.environ.get("SCHIZODOT_STACK_REPLICAS", ""))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    data_dir = os.environ.get("SCHIZODOT_STACK_DATA_DIR")
     return StackConfig(
         state_dir=state_dir,
         aws_port=int(os.environ.get("SCHIZODOT_STACK_AWS_PORT", DEFAULT_AWS_PORT)),
         api_port=int(os.environ.get("INGEST_API_PORT", DEFAULT_API_PORT)),
         results_api_port=int(os.environ.get("RESULTS_API_PORT", DEFAULT_RESULTS_API_PORT)),
         metrics_ports={name: metrics_base + i for i, name in enumerate(SERVICES)} if metrics_base else {},
+        replicas=replicas,
+        data_dir=Path(data_dir) if data_dir else (DEFAULT_DATA_DIR if state_dir == DEFAULT_STATE_DIR else None),
+        durability=durability,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status", "env", "supervise"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "reset", "supervise"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     args = parser.parse_args(argv)
     if args.command == "supervise":
@@ -357,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         up(config_from_env(args.state_dir) if not is_running(config) else config)
     elif args.command == "down":
         down(config)
+    elif args.command == "reset":
+        reset(config if is_running(config) else config_from_env(args.state_dir))
     elif args.command == "status":
         return status(config)
     elif args.command == "env":

@@ -16,7 +16,11 @@ from botocore.config import Config
 
 from shared.settings import CommonSettings
 
-_RETRIES = {"mode": "standard", "max_attempts": 5}
+
+def retry_config(settings: CommonSettings) -> dict[str, Any]:
+    """botocore's retry mode (`standard`, or `adaptive` which also slows the
+    client down on throttling) and total attempts, the same for every client."""
+    return {"mode": settings.aws_retry_mode, "total_max_attempts": settings.aws_max_attempts}
 
 
 def _client_options(settings: CommonSettings) -> dict[str, Any]:
@@ -32,7 +36,7 @@ def _s3_style(settings: CommonSettings) -> dict[str, str]:
 
 
 def sync_client(settings: CommonSettings, service: str):
-    config = Config(retries=_RETRIES, s3=_s3_style(settings), signature_version="s3v4" if service == "s3" else None)
+    config = Config(retries=retry_config(settings), s3=_s3_style(settings), signature_version="s3v4" if service == "s3" else None)
     return boto3.session.Session().client(service, config=config, **_client_options(settings))
 
 
@@ -50,7 +54,7 @@ class AsyncClients:
     async def __aenter__(self) -> "AsyncClients":
         session = get_session()
         options = _client_options(self._settings)
-        base = AioConfig(retries=_RETRIES, max_pool_connections=self._pool)
+        base = AioConfig(retries=retry_config(self._settings), max_pool_connections=self._pool)
         self.sqs = await self._stack.enter_async_context(
             session.create_client("sqs", config=base, **options)
         )

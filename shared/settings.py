@@ -9,6 +9,8 @@ system's `DYNAMO_TABLE` / `DYNAMO_TABLE_JOBS`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,6 +24,10 @@ class CommonSettings(BaseSettings):
         "us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
     )
     aws_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
+    # botocore's own retry modes and variable names: throttling, 5xx and dropped
+    # connections are retried with back-off inside the SDK (total attempts, first included).
+    aws_retry_mode: Literal["standard", "adaptive"] = Field("standard", validation_alias="AWS_RETRY_MODE")
+    aws_max_attempts: int = Field(8, ge=1, le=20, validation_alias="AWS_MAX_ATTEMPTS")
     jobs_table: str = Field("SchizodotJobs", validation_alias="DYNAMO_TABLE_JOBS")
     users_table: str = Field("SchizodotUsers", validation_alias="DYNAMO_TABLE")
     bucket: str = "schizodot-media"

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Request, Response
 from pydantic import BaseModel
 
 from services.ingest.settings import UploadPolicy
-from shared.domain import CheckinRequest, new_job_id, upload_key, utc_now
+from shared.domain import CheckinRequest, job_id_for_event, new_job_id, upload_key, utc_now
 from shared.http import install_readable_validation_errors
 from shared.job import JobStatus, new_job
 from shared.jobs import JobStore
@@ -45,21 +45,38 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: UploadSigner)
         return {"status": "ok"}
 
     @app.post("/api/v1/analyze", response_model=AnalyzeResponse, status_code=201)
-    async def analyze(request: CheckinRequest, http_request: Request) -> AnalyzeResponse:
-        job_id = new_job_id()
+    async def analyze(
+        request: CheckinRequest,
+        http_request: Request,
+        response: Response,
+        idempotency_key: str | None = Header(None, alias="Idempotency-Key", min_length=8, max_length=200),
+    ) -> AnalyzeResponse:
+        # With an Idempotency-Key, a client that retries after losing the answer gets the same job back.
+        job_id = job_id_for_event(f"idempotency-key:{request.patient_id}", idempotency_key) \
+            if idempotency_key else new_job_id()
         with start_job_trace(job_id, http_request.headers) as job_trace:  # the job's trace starts here
             created_at = utc_now()
             key = upload_key(request.patient_id, job_id, request.filename, created_at)
-            await jobs.create(new_job(
+            status = "queued"
+            created = await jobs.create(new_job(
                 job_id, patient_id=request.patient_id, s3_key=key, filename=request.filename,
                 content_type=request.content_type, created_at=created_at, metadata=request.metadata,
                 message="Waiting for the upload", source="api", trace_fields=job_trace,
             ))
+            if not created:
+                existing = await jobs.get(job_id)
+                if existing is None or (existing.patient_id, existing.filename, existing.content_type) != (
+                        request.patient_id, request.filename, request.content_type):
+                    raise HTTPException(status_code=409,
+                                        detail="this Idempotency-Key was already used for another check-in")
+                key, status = existing.s3_key, existing.status
+                job_trace = {"trace_id": existing.pipeline.trace_id}
+                response.status_code = 200
             expires = uploads.upload_url_expiry_seconds
             url = await sign_upload(key, request.content_type, expires)
         return AnalyzeResponse(
             job_id=job_id,
-            status="queued",
+            status=status,
             s3_key=key,
             upload_url=url,
             upload_headers={"Content-Type": request.content_type},

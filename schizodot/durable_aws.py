@@ -1,0 +1,576 @@
+"""moto's AWS-API server with its state kept on disk: the embedded stack's (and
+compose's) local AWS survives a restart, a SIGKILL and a reboot.
+
+    python -m schizodot.durable_aws -H 127.0.0.1 -p 4566 --data-dir .stack-data/aws
+
+Why this and not moto's recorder or another server: see the README section
+"Durable embedded data". In short, the store holds the *current state* of every
+entity a request touched (an after-image), never the requests themselves, so
+a restart costs time in proportion to what is stored, not to history, and
+nothing random is replayed: SQS message ids and receipt handles, S3 ETags and
+DynamoDB items come back exactly as they were.
+
+- DynamoDB: after a write that succeeded, the items it named (PutItem,
+  UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems) are read back
+  from moto and stored as DynamoDB JSON, or removed.
+- SQS: after any request that may change messages (sends, receives, deletes,
+  visibility changes, purges, and S3 notifications or SNS fan-out, which moto
+  delivers internally), every queue is compared with what is stored and the
+  messages that changed are stored with their receive count, visibility,
+  receipt handles and DLQ moves. Visibility times are wall-clock, so messages
+  in flight when the server stopped are redelivered when their timeout lapses,
+  and a worker that outlived the restart can still delete with its receipt handle.
+- S3: after a write to an object, that object (all its versions, moto's own
+  pickled form) is stored or removed; multipart uploads in progress are kept
+  too (each upload's description and each part once), so an upload resumes
+  from ListParts after a restart.
+- Everything else that changes state (creating tables, queues, buckets, their
+  attributes, notifications) is kept as the request itself and replayed at
+  start-up, in order, before the data is put back; a repeated identical request
+  replaces its earlier copy, so the log stays small.
+
+The response is sent only after the change is committed to SQLite (WAL,
+`synchronous=FULL` by default: each commit is fsynced, so a power cut loses
+nothing acknowledged; `--sync normal` survives process crashes only).
+Only the standard library and moto are imported: compose runs this file in
+moto's own image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+import re
+import signal
+import sqlite3
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+log = logging.getLogger("durable_aws")
+
+FORMAT_VERSION = "1"
+# Receipt handles of deleted messages are kept this long, so that a delete
+# retried across a restart still succeeds (SQS visibility is at most 12 h).
+DELETED_RECEIPT_TTL_SECONDS = 12 * 3600
+
+_DYNAMODB_READS = ("Get", "Query", "Scan", "BatchGet", "TransactGet", "Describe", "List")
+_DYNAMODB_ITEM_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
+_SQS_READS = ("Get", "List")
+_SQS_MESSAGE_ACTIONS = ("SendMessage", "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "DeleteMessageBatch",
+                        "ChangeMessageVisibility", "ChangeMessageVisibilityBatch", "PurgeQueue",
+                        "StartMessageMoveTask", "CancelMessageMoveTask")
+_SNS_MESSAGE_ACTIONS = ("Publish", "PublishBatch")  # their effect is the SQS messages they fan out
+_READ_PREFIXES = ("Get", "List", "Describe", "Query", "Scan", "BatchGet", "Head")
+# Request headers a replayed control request needs (service routing, protocol, account).
+_KEPT_HEADERS = ("HTTP_AUTHORIZATION", "HTTP_X_AMZ_TARGET", "CONTENT_TYPE", "HTTP_HOST", "HTTP_X_AMZ_DATE",
+                 "HTTP_X_AMZ_CONTENT_SHA256", "HTTP_X_AMZN_QUERY_MODE", "HTTP_CONTENT_MD5")
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/")
+
+
+class Request:
+    """What the store needs to know about one request."""
+
+    def __init__(self, environ: dict[str, Any], body: bytes, service: str) -> None:
+        self.environ = environ
+        self.body = body
+        self.service = service
+        self.method = environ.get("REQUEST_METHOD", "GET").upper()
+        self.path = environ.get("PATH_INFO", "") or "/"
+        self.query = environ.get("QUERY_STRING", "")
+        access_key, region = self._credential()
+        self.access_key = access_key
+        self.region = region
+        self.action = self._action()
+
+    def _credential(self) -> tuple[str, str]:
+        found = _CREDENTIAL.search(self.environ.get("HTTP_AUTHORIZATION", ""))
+        if found:
+            return found.group(1), found.group(2)
+        query = urllib.parse.parse_qs(self.query)
+        credential = (query.get("X-Amz-Credential") or [""])[0].split("/")
+        if len(credential) >= 3:
+            return credential[0], credential[2]
+        return "", "us-east-1"
+
+    def _action(self) -> str:
+        target = self.environ.get("HTTP_X_AMZ_TARGET", "")
+        if target:
+            return target.rsplit(".", 1)[-1]
+        if self.environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded") and self.body:
+            form = urllib.parse.parse_qs(self.body.decode("utf-8", "replace"))
+            if "Action" in form:
+                return form["Action"][0]
+        query = urllib.parse.parse_qs(self.query)
+        return (query.get("Action") or [""])[0]
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.body or b"{}")
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+class Store:
+    """The SQLite file: control requests, DynamoDB items, S3 objects, SQS messages."""
+
+    def __init__(self, path: Path, sync: str = "full") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        self.db.executescript("""
+            CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+            CREATE TABLE IF NOT EXISTS control (digest TEXT PRIMARY KEY, seq INTEGER, request TEXT);
+            CREATE TABLE IF NOT EXISTS items (account TEXT, region TEXT, tbl TEXT, key TEXT, item TEXT,
+                                              PRIMARY KEY (account, region, tbl, key));
+            CREATE TABLE IF NOT EXISTS objects (account TEXT, partition TEXT, bucket TEXT, key TEXT, versions BLOB,
+                                                PRIMARY KEY (account, partition, bucket, key));
+            CREATE TABLE IF NOT EXISTS uploads (account TEXT, partition TEXT, bucket TEXT, upload_id TEXT,
+                                                key TEXT, upload BLOB, PRIMARY KEY (account, partition, bucket, upload_id));
+            CREATE TABLE IF NOT EXISTS upload_parts (account TEXT, partition TEXT, bucket TEXT, upload_id TEXT,
+                                                     part INTEGER, blob BLOB,
+                                                     PRIMARY KEY (account, partition, bucket, upload_id, part));
+            CREATE TABLE IF NOT EXISTS messages (account TEXT, region TEXT, queue TEXT, message_id TEXT,
+                                                 seq INTEGER, pending INTEGER, message BLOB,
+                                                 PRIMARY KEY (account, region, queue, message_id));
+            CREATE TABLE IF NOT EXISTS deleted_receipts (account TEXT, region TEXT, queue TEXT, handle TEXT,
+                                                         deleted_at REAL,
+                                                         PRIMARY KEY (account, region, queue, handle));
+        """)
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT_VERSION,))
+        found = self.db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0]
+        if found != FORMAT_VERSION:
+            raise SystemExit(f"{path} is in store format {found}; this server reads format {FORMAT_VERSION}")
+        self._seq = self.db.execute(
+            "SELECT max(m) FROM (SELECT max(seq) AS m FROM control UNION ALL SELECT max(seq) FROM messages)"
+        ).fetchone()[0] or 0
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def wipe(self) -> None:
+        for table in ("control", "items", "objects", "uploads", "upload_parts", "messages", "deleted_receipts"):
+            self.db.execute(f"DELETE FROM {table}")
+
+
+class DurableState:
+    """Moves state between moto's backends and the store."""
+
+    def __init__(self, store: Store) -> None:
+        from moto.dynamodb.models import dynamodb_backends
+        from moto.s3.models import s3_backends
+        from moto.sqs.models import sqs_backends
+
+        self.store = store
+        self.dynamodb = dynamodb_backends
+        self.s3 = s3_backends
+        self.sqs = sqs_backends
+        self._seen: dict[tuple[str, str, str, str], tuple] = {}  # stored SQS messages -> signature
+        self._handles: dict[tuple[str, str, str, str], list[str]] = {}  # their receipt handles so far
+
+    # -- capture ---------------------------------------------------------------
+
+    def record_control(self, request: Request) -> None:
+        kept = {name: request.environ[name] for name in _KEPT_HEADERS if name in request.environ}
+        record = {"method": request.method, "path": request.path, "query": request.query, "environ": kept,
+                  "body": base64.b64encode(request.body).decode()}
+        digest = hashlib.sha256(json.dumps(
+            [request.service, request.method, request.path, request.query, kept.get("HTTP_X_AMZ_TARGET"),
+             record["body"]]).encode()).hexdigest()
+        self.store.db.execute("INSERT INTO control VALUES (?, ?, ?) ON CONFLICT (digest) DO UPDATE SET seq = excluded.seq",
+                              (digest, self.store.next_seq(), json.dumps(record)))
+        if request.service == "dynamodb" and request.action == "DeleteTable":
+            name = request.json_body().get("TableName", "")
+            self.store.db.execute("DELETE FROM items WHERE tbl = ? AND region = ?", (name, request.region))
+
+    def record_items(self, request: Request) -> None:
+        body = request.json_body()
+        targets: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = []  # table, key, item
+        if request.action in ("PutItem",):
+            targets.append((body.get("TableName", ""), None, body.get("Item")))
+        elif request.action in ("UpdateItem", "DeleteItem"):
+            targets.append((body.get("TableName", ""), body.get("Key"), None))
+        elif request.action == "BatchWriteItem":
+            for table, writes in (body.get("RequestItems") or {}).items():
+                for write in writes:
+                    if "PutRequest" in write:
+                        targets.append((table, None, write["PutRequest"].get("Item")))
+                    elif "DeleteRequest" in write:
+                        targets.append((table, write["DeleteRequest"].get("Key"), None))
+        elif request.action == "TransactWriteItems":
+            for entry in body.get("TransactItems") or []:
+                for kind, spec in entry.items():
+                    if kind == "Put":
+                        targets.append((spec.get("TableName", ""), None, spec.get("Item")))
+                    elif kind in ("Update", "Delete"):
+                        targets.append((spec.get("TableName", ""), spec.get("Key"), None))
+        account = self._account(request.access_key)
+        backend = self.dynamodb[account][request.region]
+        for table_name, key, item in targets:
+            try:
+                table = backend.get_table(table_name)
+            except Exception:  # noqa: BLE001 - no such table: nothing was written
+                continue
+            if key is None:
+                key = {name: item[name] for name in (table.hash_key_attr, table.range_key_attr)
+                       if name and item and name in item}
+            stored_key = json.dumps(key, sort_keys=True)
+            current = backend.get_item(table.name, key)
+            if current is None:
+                self.store.db.execute("DELETE FROM items WHERE account = ? AND region = ? AND tbl = ? AND key = ?",
+                                      (account, request.region, table.name, stored_key))
+            else:
+                self.store.db.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?)",
+                                      (account, request.region, table.name, stored_key,
+                                       json.dumps(current.to_json()["Attributes"])))
+
+    def record_objects(self, request: Request) -> None:
+        account = self._account(request.access_key)
+        bucket_name, key = self._s3_target(request, account)
+        if bucket_name is None:
+            return
+        keys: list[str] = []
+        if key:
+            keys.append(key)
+        elif request.method == "POST" and "delete" in urllib.parse.parse_qs(request.query, keep_blank_values=True):
+            keys += [urllib.parse.unquote(k) for k in re.findall(r"<Key>(.*?)</Key>", request.body.decode("utf-8", "replace"))]
+        query = urllib.parse.parse_qs(request.query, keep_blank_values=True)
+        for partition, backend in list(self.s3[account].items()):
+            bucket = backend.buckets.get(bucket_name)
+            if bucket is None:
+                continue
+            if key and ("uploads" in query or "uploadId" in query):
+                self._record_uploads(account, partition, bucket, key, query)
+            for name in keys:
+                versions = bucket.keys.getlist(name, [])
+                if versions:
+                    self.store.db.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
+                                          (account, partition, bucket_name, name, pickle.dumps(list(versions))))
+                else:
+                    self.store.db.execute(
+                        "DELETE FROM objects WHERE account = ? AND partition = ? AND bucket = ? AND key = ?",
+                        (account, partition, bucket_name, name))
+
+    def _record_uploads(self, account: str, partition: str, bucket: Any, key: str, query: dict[str, list[str]]) -> None:
+        """Multipart uploads of `key` in progress: each upload's description, and
+        the part this request sent, stored once (not the whole upload per part)."""
+        place = (account, partition, bucket.name)
+        current = {upload_id: upload for upload_id, upload in list(bucket.multiparts.items())
+                   if upload.key_name == key}
+        for upload_id, upload in current.items():
+            description = {name: value for name, value in upload.__dict__.items() if name != "parts"}
+            self.store.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                                  (*place, upload_id, key, pickle.dumps(description)))
+        upload_id = (query.get("uploadId") or [""])[0]
+        number = (query.get("partNumber") or [""])[0]
+        if upload_id in current and number.isdigit() and int(number) in current[upload_id].parts:
+            self.store.db.execute("INSERT OR REPLACE INTO upload_parts VALUES (?, ?, ?, ?, ?, ?)",
+                                  (*place, upload_id, int(number), pickle.dumps(current[upload_id].parts[int(number)])))
+        stored = [row[0] for row in self.store.db.execute(
+            "SELECT upload_id FROM uploads WHERE account = ? AND partition = ? AND bucket = ? AND key = ?", (*place, key))]
+        for gone in set(stored) - set(current):  # completed or aborted
+            for table in ("uploads", "upload_parts"):
+                self.store.db.execute(f"DELETE FROM {table} WHERE account = ? AND partition = ? AND bucket = ? "
+                                      "AND upload_id = ?", (*place, gone))
+
+    def record_messages(self) -> None:
+        """Store every SQS message whose state differs from what is stored."""
+        present: dict[tuple[str, str, str, str], tuple] = {}
+        for account, region, backend in _backends(self.sqs):
+            for queue in list(backend.queues.values()):
+                pending = set(map(id, list(queue.pending_messages)))
+                for message in list(queue._messages):
+                    signature = (message.receipt_handle, message.approximate_receive_count, message.visible_at,
+                                 message.delayed_until, id(message) in pending)
+                    place = (account, region, queue.name, message.id)
+                    present[place] = signature
+                    if self._seen.get(place) != signature:
+                        self.store.db.execute(
+                            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
+                            "(account, region, queue, message_id) DO UPDATE SET pending = excluded.pending, "
+                            "message = excluded.message",
+                            (*place, self.store.next_seq(), int(signature[-1]), pickle.dumps(message)))
+                        self._handles[place] = list(message.all_receipt_handles)
+        now = time.time()
+        for place in set(self._seen) - set(present):
+            self.store.db.execute(
+                "DELETE FROM messages WHERE account = ? AND region = ? AND queue = ? AND message_id = ?", place)
+            queue = self._queue(*place[:3])
+            for handle in self._handles.pop(place, []):
+                if queue is not None and handle in queue.deleted_messages:  # deleted, not moved to a DLQ
+                    self.store.db.execute("INSERT OR IGNORE INTO deleted_receipts VALUES (?, ?, ?, ?, ?)",
+                                          (*place[:3], handle, now))
+        self._seen = present
+
+    # -- restore ---------------------------------------------------------------
+
+    def restore(self, replay: Callable[[dict[str, Any]], int]) -> dict[str, int]:
+        counts = {"control": 0, "items": 0, "objects": 0, "uploads": 0, "messages": 0}
+        for (text,) in self.store.db.execute("SELECT request FROM control ORDER BY seq").fetchall():
+            replay(json.loads(text))
+            counts["control"] += 1
+        for _, _, backend in _backends(self.sqs):  # replayed notification set-ups sent test events
+            for queue in backend.queues.values():
+                queue._messages = []
+                queue.pending_messages.clear()
+        for account, region, table, item in self.store.db.execute("SELECT account, region, tbl, item FROM items"):
+            try:
+                self.dynamodb[account][region].put_item(table, json.loads(item), overwrite=True)
+                counts["items"] += 1
+            except Exception as error:  # noqa: BLE001 - the table is gone
+                log.warning("item of %s not restored: %s", table, error)
+        for account, partition, bucket_name, key, versions in self.store.db.execute(
+                "SELECT account, partition, bucket, key, versions FROM objects"):
+            bucket = self.s3[account][partition].buckets.get(bucket_name)
+            if bucket is None:
+                log.warning("object in missing bucket %s not restored", bucket_name)
+                continue
+            bucket.keys.setlist(key, pickle.loads(versions))
+            counts["objects"] += 1
+        from moto.s3.models import FakeMultipart
+
+        for account, partition, bucket_name, upload_id, blob in self.store.db.execute(
+                "SELECT account, partition, bucket, upload_id, upload FROM uploads").fetchall():
+            bucket = self.s3[account][partition].buckets.get(bucket_name)
+            if bucket is None:
+                continue
+            upload = FakeMultipart.__new__(FakeMultipart)
+            upload.__dict__.update(pickle.loads(blob))
+            upload.parts = {number: pickle.loads(part) for number, part in self.store.db.execute(
+                "SELECT part, blob FROM upload_parts WHERE account = ? AND partition = ? AND bucket = ? "
+                "AND upload_id = ?", (account, partition, bucket_name, upload_id))}
+            bucket.multiparts[upload_id] = upload
+            counts["uploads"] += 1
+        for account, region, queue_name, _, pending, blob in self.store.db.execute(
+                "SELECT account, region, queue, message_id, pending, message FROM messages ORDER BY seq"):
+            queue = self._queue(account, region, queue_name)
+            if queue is None:
+                continue
+            message = pickle.loads(blob)
+            queue._messages.append(message)
+            if pending:
+                queue.pending_messages.add(message)
+            counts["messages"] += 1
+        cutoff = time.time() - DELETED_RECEIPT_TTL_SECONDS
+        self.store.db.execute("DELETE FROM deleted_receipts WHERE deleted_at < ?", (cutoff,))
+        for account, region, queue_name, handle in self.store.db.execute(
+                "SELECT account, region, queue, handle FROM deleted_receipts"):
+            queue = self._queue(account, region, queue_name)
+            if queue is not None:
+                queue.deleted_messages.add(handle)
+        self._seen, self._handles = {}, {}
+        self.store.db.execute("BEGIN")
+        self.record_messages()  # the baseline; rewrites nothing that is unchanged
+        self.store.db.execute("COMMIT")
+        return counts
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _queue(self, account: str, region: str, name: str) -> Any:
+        try:
+            return self.sqs[account][region].queues.get(name)
+        except KeyError:
+            return None
+
+    @staticmethod
+    def _account(access_key: str) -> str:
+        from moto.core import DEFAULT_ACCOUNT_ID
+
+        if not access_key:
+            return DEFAULT_ACCOUNT_ID
+        from moto.iam.models import get_account_id_from
+
+        return get_account_id_from(access_key)
+
+    def _s3_target(self, request: Request, account: str) -> tuple[str | None, str | None]:
+        host = request.environ.get("HTTP_HOST", "").split(":")[0]
+        path = request.path.lstrip("/")
+        label = host.split(".")[0] if "." in host and not re.fullmatch(r"[\d.]+", host) else ""
+        if label and any(label in backend.buckets for _, backend in list(self.s3[account].items())):
+            return label, path or None  # virtual-hosted style
+        bucket, _, key = path.partition("/")
+        return (bucket or None), (key or None)
+
+
+class DurableApp:
+    """WSGI middleware around moto's dispatcher: commit, then answer."""
+
+    def __init__(self, inner: Any, state: DurableState) -> None:
+        self.inner = inner
+        self.state = state
+        self.lock = threading.Lock()
+
+    def _service(self, environ: dict[str, Any]) -> str:
+        app = self.inner.get_application(environ)
+        for name, instance in self.inner.app_instances.items():
+            if instance is app:
+                return name
+        return ""
+
+    def classify(self, request: Request) -> str:
+        """read | control | items | messages | objects | reset"""
+        service, action, method = request.service, request.action, request.method
+        if request.path.startswith("/moto-api"):
+            return "reset" if method == "POST" and request.path.rstrip("/").endswith("/reset") else "read"
+        if service == "s3":
+            if method in ("GET", "HEAD", "OPTIONS"):
+                return "read"
+            account = self.state._account(request.access_key)
+            bucket, key = self.state._s3_target(request, account)
+            if key or (method == "POST" and "delete" in urllib.parse.parse_qs(request.query, keep_blank_values=True)):
+                return "objects"
+            return "control"
+        if service == "dynamodb":
+            if action.startswith(_DYNAMODB_READS):
+                return "read"
+            return "items" if action in _DYNAMODB_ITEM_WRITES else "control"
+        if service == "sqs":
+            if action.startswith(_SQS_READS):
+                return "read"
+            return "messages" if action in _SQS_MESSAGE_ACTIONS else "control"
+        if service == "sns" and action in _SNS_MESSAGE_ACTIONS:
+            return "messages"
+        if method in ("GET", "HEAD", "OPTIONS") or action.startswith(_READ_PREFIXES):
+            return "read"
+        return "control"
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        body = _read_body(environ)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        request = Request(environ, body, self._service(environ))
+        kind = self.classify(request)
+        environ["wsgi.input"] = io.BytesIO(body)  # the dispatcher may have read it
+        if kind == "read":
+            return self.inner(environ, start_response)
+        captured: dict[str, Any] = {}
+        written: list[bytes] = []
+
+        def capture(status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
+            captured.update(status=status, headers=headers, exc_info=exc_info)
+            return written.append
+
+        result = self.inner(environ, capture)
+        try:
+            written.extend(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        ok = int(captured["status"].split()[0]) < 400
+        try:
+            with self.lock:
+                self.state.store.db.execute("BEGIN")
+                try:
+                    if kind == "reset" and ok:
+                        self.state.store.wipe()
+                    elif kind == "control" and ok:
+                        self.state.record_control(request)
+                    elif kind == "items" and ok:
+                        self.state.record_items(request)
+                    elif kind == "objects":
+                        self.state.record_objects(request)
+                    self.state.record_messages()  # S3 notifications and SNS fan-out land in SQS too
+                    self.state.store.db.execute("COMMIT")
+                except BaseException:
+                    self.state.store.db.execute("ROLLBACK")
+                    raise
+        except Exception:  # the change happened in memory but is not on disk: the client must not think it is
+            log.exception("could not store the effect of %s %s", request.service, request.action or request.path)
+            start_response("500 Internal Server Error", [("Content-Type", "application/json")])
+            return [b'{"__type": "InternalFailure", "message": "the AWS server could not store the change"}']
+        start_response(captured["status"], captured["headers"], captured.get("exc_info"))
+        return written
+
+    def replay(self, record: dict[str, Any]) -> int:
+        environ = {
+            "REQUEST_METHOD": record["method"], "PATH_INFO": record["path"], "QUERY_STRING": record["query"],
+            "SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+            "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.version": (1, 0), **record["environ"],
+        }
+        body = base64.b64decode(record["body"])
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ["wsgi.input"] = io.BytesIO(body)
+        status: list[str] = []
+        result = self.inner(environ, lambda s, h, e=None: status.append(s) or (lambda _data: None))
+        for _ in result:
+            pass
+        if hasattr(result, "close"):
+            result.close()
+        return int(status[0].split()[0]) if status else 500
+
+
+def _backends(backend_dict: Any) -> list[tuple[str, str, Any]]:
+    """(account, region, backend) for every backend moto has made, copied first:
+    another request may be adding one."""
+    return [(account, region, backend) for account, regions in list(backend_dict.items())
+            for region, backend in list(regions.items())]
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    length = environ.get("CONTENT_LENGTH") or ""
+    if length.strip().isdigit():
+        return stream.read(int(length)) if int(length) else b""
+    if environ.get("wsgi.input_terminated") or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return stream.read()
+    return b""
+
+
+def build_app(data_dir: Path | None, sync: str = "full") -> Any:
+    """moto's WSGI app, wrapped to keep its state in `data_dir` (None: in memory)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    inner = DomainDispatcherApplication(create_backend_app)
+    inner.debug = True
+    if data_dir is None:
+        return inner
+    store = Store(Path(data_dir) / "aws.sqlite3", sync)
+    app = DurableApp(inner, DurableState(store))
+    started = time.monotonic()
+    with app.lock:
+        counts = app.state.restore(app.replay)
+    log.info("restored %s from %s in %.2f s", ", ".join(f"{v} {k}" for k, v in counts.items()), store.path,
+             time.monotonic() - started)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=int(os.environ.get("MOTO_PORT", 4566)))
+    parser.add_argument("--data-dir", type=Path, default=os.environ.get("SCHIZODOT_AWS_DATA_DIR") or None,
+                        help="keep the state here (default $SCHIZODOT_AWS_DATA_DIR; unset: in memory, as moto)")
+    parser.add_argument("--sync", choices=["full", "normal"], default=os.environ.get("SCHIZODOT_AWS_SYNC", "full"),
+                        help="full: fsync every change (survives power loss); normal: survives process crashes")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.environ.setdefault("MOTO_PORT", str(args.port))  # moto builds queue URLs with it
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import run_simple
+
+    app = build_app(args.data_dir, args.sync)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    log.info("serving on http://%s:%d (%s)", args.host, args.port,
+             f"state in {args.data_dir}" if args.data_dir else "state in memory")
+    run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
