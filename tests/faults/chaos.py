@@ -38,7 +38,8 @@ from schizodot import samples, stack
 from shared.aws import sync_client
 from shared.dynamo import from_item
 from shared.infra import PATIENT_JOBS_INDEX
-from shared.settings import STAGES, CommonSettings
+from shared.settings import CommonSettings
+from shared.topology import STAGES
 from tests.faults.proxy import FaultProxy, FaultRates
 
 KINDS = ("aws", *stack.SERVICES)  # what the chaos monkey kills
