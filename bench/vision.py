@@ -47,7 +47,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.labelled_faces import LabelledFace, ck_plus, fer2013_samples, labelled_faces
+from bench.labelled_faces import LabelledFace, fer2013_samples, labelled_faces
 from schizodot import samples
 from services.vision.emotion import EMOTIONS
 from services.vision.main import build_analyser
@@ -185,7 +185,8 @@ def _summary(rows: list[dict], classes: list[str]) -> dict:
         "correct": sum(r["got"] == r["truth"] for r in rows),
         "accuracy": round(sum(r["got"] == r["truth"] for r in rows) / n, 3) if n else None,
         "accuracy_of_readings": round(sum(r["got"] == r["truth"] for r in given) / len(given), 3) if given else None,
-        "balanced_recall": round(float(np.mean([recall[c][0] / recall[c][1] for c in present])), 3) if present else None,
+        "balanced_recall": (round(float(np.mean([recall[c][0] / recall[c][1] for c in present])), 3)
+                            if present else None),
         "recall": {c: f"{recall[c][0]}/{recall[c][1]}" for c in present},
     }
 
