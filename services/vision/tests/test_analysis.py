@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -449,3 +450,19 @@ def test_intake_steps_from_a_sequence_of_frames():
     assert "the mouth opened at 0.8 s" in result["reason"]
     assert result["confidence"] == pytest.approx((1 + 1 + 1 + 1 / 3) / 7, abs=0.001)
 
+
+
+def test_the_vision_service_runs_without_torch_or_ultralytics(media):
+    """The CPU vision image carries neither: with no pill detector (or an ONNX one) nothing imports them."""
+    script = (
+        "import sys\n"
+        "sys.modules['torch'] = None; sys.modules['ultralytics'] = None  # importing either now fails\n"
+        "from services.vision.main import build_analyser\n"
+        "from services.vision.settings import VisionSettings\n"
+        "with build_analyser(VisionSettings()) as analyser:\n"
+        f"    result = analyser.analyse({str(media['smile'])!r})\n"
+        "print(result['facial_emotion']['primary_emotion'], result['compliance']['verification_status'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=MODELS.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["happy", "not_assessed"]
