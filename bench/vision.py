@@ -202,12 +202,21 @@ def _confusion(rows: list[dict], classes: list[str]) -> list[str]:
 
 
 def _reliability(points: list[tuple[float, bool]]) -> list[str]:
+    """The reliability table, and the expected calibration error (mean |accuracy - confidence| over bins,
+    weighted by frames)."""
     lines = ["| frame confidence | frames | mean confidence | accuracy |", "|---|---|---|---|"]
+    gap = 0.0
     for lo, hi in zip(RELIABILITY_BINS, RELIABILITY_BINS[1:]):
         inside = [(c, ok) for c, ok in points if lo <= c < hi]
         if inside:
-            lines.append(f"| {lo:.1f}-{min(hi, 1.0):.1f} | {len(inside)} | {np.mean([c for c, _ in inside]):.2f} | "
-                         f"{np.mean([ok for _, ok in inside]):.2f} ({sum(ok for _, ok in inside)}/{len(inside)}) |")
+            confidence, accuracy = np.mean([c for c, _ in inside]), np.mean([ok for _, ok in inside])
+            gap += len(inside) * abs(accuracy - confidence)
+            lines.append(f"| {lo:.1f}-{min(hi, 1.0):.1f} | {len(inside)} | {confidence:.2f} | "
+                         f"{accuracy:.2f} ({sum(ok for _, ok in inside)}/{len(inside)}) |")
+    if points:
+        below = [ok for c, ok in points if c < 0.5]
+        lines.append(f"expected calibration error {gap / len(points):.3f} over {len(points)} frames; "
+                     f"below 0.5: {sum(below)}/{len(below)} right")
     return lines
 
 

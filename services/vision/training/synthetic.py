@@ -56,13 +56,13 @@ class Scene:
     source: str
 
 
-def _frames(path: Path, every_s: float, start_s: float, end_s: float | None) -> list[tuple[float, np.ndarray]]:
+def _frames(path: Path, every_s: float, end_s: float | None) -> list[tuple[float, np.ndarray]]:
     image = cv2.imread(str(path))
     if image is not None:
         return [(0.0, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))]
     cap = cv2.VideoCapture(str(path))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    frames, index, next_t = [], 0, start_s
+    frames, index, next_t = [], 0, 0.0
     while cap.grab():
         t = index / fps
         index += 1
@@ -81,15 +81,18 @@ def _frames(path: Path, every_s: float, start_s: float, end_s: float | None) -> 
 
 def load_scenes(paths: list[tuple[Path, float, float | None]], models_dir: Path,
                 every_s: float = 0.25) -> list[Scene]:
-    """Frames of (path, start s, end s or None) every `every_s` s, located with the analyser's landmarkers."""
+    """Frames of (path, start s, end s or None) every `every_s` s, located with the analyser's landmarkers.
+    A video is tracked from its start (MediaPipe finds a hand at the mouth by following it there)."""
     from services.vision.landmarks import LandmarkModels
 
     models = LandmarkModels(models_dir / "face_landmarker.task", models_dir / "hand_landmarker.task")
     scenes = []
     for path, start, end in paths:
         with models.open_session() as session:
-            for t, rgb in _frames(Path(path), every_s, start, end):
+            for t, rgb in _frames(Path(path), every_s, end):
                 faces, hands = session.detect(rgb, t)
+                if t + 1e-6 < start:
+                    continue
                 face = max(faces, key=lambda f: f.area).landmarks[:, :2] if faces else None
                 scenes.append(Scene(rgb, face, [h.landmarks[:, :2] for h in hands], f"{Path(path).name}@{t:.2f}"))
     return scenes
