@@ -288,6 +288,25 @@ def accuracy(media: Path | None, out: Path) -> dict:
 
 # --- speed --------------------------------------------------------------------------------------
 
+def emotion_cost(analysers: dict, faces: int = 64, rounds: int = 5) -> dict[str, float]:
+    """Milliseconds per face of each emotion backend alone, interleaved rounds (median), in batches
+    of the analyser's batch size: the part of the stage the ensemble changes, without the noise
+    of decoding and landmarks."""
+    from skimage import data as skdata
+
+    from services.vision.emotion import face_crop
+
+    crops = [face_crop(skdata.astronaut(), (181, 72, 270, 177))] * faces
+    times: dict[str, list[float]] = {name: [] for name in analysers}
+    for _ in range(rounds):
+        for name, analyser in analysers.items():
+            started = time.perf_counter()
+            for start in range(0, faces, analyser.batch_size):
+                analyser.emotion.classify_batch(crops[start:start + analyser.batch_size])
+            times[name].append(1000 * (time.perf_counter() - started) / faces)
+    return {name: round(float(np.median(t)), 2) for name, t in times.items()}
+
+
 def speed(lengths: list[float], sizes: list[str], pill_model: Path | None, out: Path) -> list[dict]:
     configs = {name: VisionSettings(**env) for name, env in BACKENDS.items()}
     if pill_model:
@@ -317,8 +336,11 @@ def speed(lengths: list[float], sizes: list[str], pill_model: Path | None, out: 
                     rows.append(row)
                     print(f"{row['clip']:>16} {name:>34} {decode:9.2f} {stage:8.2f} {row['ratio']:6.2f} "
                           f"{row['frames_analysed']:6d} {row['analysed_fps']:6.1f} {row['status']}", flush=True)
+    cost = emotion_cost({name: a for name, a in analysers.items() if name in BACKENDS})
+    print("emotion backend alone, ms per face (median of 5 interleaved rounds): "
+          + ", ".join(f"{name} {ms}" for name, ms in cost.items()))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2))
+    out.write_text(json.dumps({"rows": rows, "emotion_ms_per_face": cost}, indent=2))
     return rows
 
 
