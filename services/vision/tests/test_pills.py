@@ -20,6 +20,7 @@ import pytest
 from skimage import data as skdata
 
 from bench.labelled_faces import feat_photos
+from bench.vision import encode_frames
 from schizodot import samples
 from services.vision.analysis import VisionAnalyser
 from services.vision.compliance import ComplianceTracker
@@ -30,7 +31,6 @@ from services.vision.training.synthetic import (
     CLASS_NAMES, draw_pill, generate, load_scenes, open_mouth_centre,
 )
 from services.vision.training.train import export_onnx, train
-from services.vision.tests.test_analysis import encode_frames
 from shared.errors import ModelUnavailable
 
 MODELS = Path(__file__).resolve().parents[3] / "models"
