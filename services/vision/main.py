@@ -1,4 +1,4 @@
-"""Vision worker: loads every model once, at start-up, and runs the vision stage."""
+"""Vision worker: facial emotion over time, video markers and medication-intake evidence."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from services.vision.analysis import VisionAnalyser
-from services.vision.emotion import DeepFaceEmotion, EmotionClassifier
+from services.vision.emotion import DeepFaceEmotion, EmotionClassifier, EnsembleEmotion, FaceApiEmotion
 from services.vision.handlers import VISION, make_analyse
-from services.vision.pills import PillDetector, resolve_device
+from services.vision.pills import load_pill_detector, resolve_device
 from services.vision.settings import VisionSettings
 from shared.errors import ModelUnavailable
 from shared.modality import ModalityDeps
@@ -23,17 +23,21 @@ def build_analyser(settings: VisionSettings) -> VisionAnalyser:
         if settings.deepface_home is None:
             raise ModelUnavailable("DEEPFACE_HOME", None, "VISION_EMOTION_BACKEND=deepface needs DEEPFACE_HOME")
         emotion: Any = DeepFaceEmotion(settings.deepface_home, device=resolve_device(settings.device))
-    else:
+    elif settings.emotion_backend == "fer":
         emotion = EmotionClassifier(settings.emotion_model_path)
+    else:
+        emotion = EnsembleEmotion([EmotionClassifier(settings.emotion_model_path),
+                                   FaceApiEmotion(settings.face_expression_model_path)])
     detector = None
     if settings.pill_model_path is not None:
-        detector = PillDetector(settings.pill_model_path, classes=settings.pill_classes,
-                                thresholds=settings.pill_thresholds, imgsz=settings.pill_imgsz,
-                                device=settings.device, config_dir=settings.ultralytics_config_dir)
+        detector = load_pill_detector(settings.pill_model_path, classes=settings.pill_classes,
+                                      thresholds=settings.pill_thresholds, imgsz=settings.pill_imgsz,
+                                      device=settings.device, config_dir=settings.ultralytics_config_dir,
+                                      validated_on_real_pills=settings.pill_model_validated_on_real_pills)
     return VisionAnalyser(
         settings.face_landmarker_path, settings.hand_landmarker_path, None,
         sample_fps=settings.sample_fps, max_frames=settings.max_frames, emotion=emotion,
-        pill_detector=detector, pill_sample_fps=settings.pill_sample_fps, batch_size=settings.batch_size,
+        pill_detector=detector, batch_size=settings.batch_size,
     )
 
 

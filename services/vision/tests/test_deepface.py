@@ -37,8 +37,8 @@ def test_loads_weights_from_deepface_home_and_classifies_a_batch(home):
 
     backend = DeepFaceEmotion(home, device="cpu")
     rng = np.random.default_rng(0)
-    faces = [rng.integers(0, 256, (64, 64), dtype=np.uint8) for _ in range(5)]
-    probs = backend.classify_batch(faces)
+    crops = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(5)]  # RGB face crops
+    probs = backend.classify_batch(crops)
     assert probs.shape == (5, len(EMOTIONS))
     assert np.allclose(probs.sum(axis=1), 1.0)
     # the same network run by hand on 48x48 crops scaled 0-1 gives the same answer
@@ -47,6 +47,7 @@ def test_loads_weights_from_deepface_home_and_classifies_a_batch(home):
     net.eval()
     import cv2
 
+    faces = [cv2.resize(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=cv2.INTER_AREA) for c in crops]
     x = np.stack([cv2.resize(f.astype(np.float32) / 255.0, (48, 48)) for f in faces])[:, None]
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
