@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -175,37 +176,51 @@ def print_result(item: dict[str, Any] | None, status: dict[str, Any]) -> None:
     results = item["results"]
     fusion = results["multimodal_fusion"]
     summary = results["clinical_summary"]
-    face = results["facial_emotion"]
-    voice = results["audio_emotion"]
-    compliance = results["compliance"]
     table = Table(title=f"Check-in {item['job_id']} of {item['user_id']} ({item['analyzed_at']})", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("Overall emotion", f"{fusion['overall_emotion']} (confidence {fusion['confidence']:.2f}, "
-                  f"face and voice {fusion['emotional_consistency']})")
-    table.add_row("Face", _emotion_line(face) + (f", {face.get('frames_with_face', face.get('frame_count'))} frames with a face" if face.get("face_detected") else ""))
-    table.add_row("Voice", _emotion_line(voice) + (f" [dim]({voice.get('method')})[/]" if voice.get("method") else ""))
-    markers = results.get("vocal_markers") or {}
-    if markers:
-        shown = ("speech_seconds", "pause_ratio", "f0_mean_hz", "f0_variability", "loudness_mean")
-        table.add_row("Vocal markers", ", ".join(
-            f"{name} {markers[name]['value']} {markers[name]['unit'].split(' (')[0]}" for name in shown
-            if name in markers and markers[name].get("value") is not None))
-    table.add_row("Medication", f"{compliance.get('verification_status')}: face {compliance.get('face_detected')}, "
-                  f"hand {compliance.get('hand_detected')}, pill {compliance.get('pill_detected', 'not assessed')}")
-    table.add_row("Risk", f"[bold]{fusion['risk_level']}[/] " + (", ".join(fusion["risk_factors"]) or "no risk factors"))
-    table.add_row("Emotional state", summary["emotional_state"])
-    table.add_row("Adherence", summary["medication_adherence"])
+    table.add_row("Risk", f"[bold]{fusion['risk_level']}[/] " + (
+        "; ".join(f"{e['factor']} ({e['severity']}): {e['evidence']}" for e in fusion.get("risk_evidence") or [])
+        or "no risk factors"))
+    for flag in summary.get("flags") or []:
+        table.add_row("[red]Flag[/]", f"{flag.get('category', '').replace('_', ' ')}: \"{escape(flag.get('phrase', ''))}\" "
+                                      f"at {flag.get('start', 0):.1f} s ({flag.get('note', '')})")
+    for section, title in (("vocal_markers", "Voice"), ("video_markers", "Face and head")):
+        for name, marker in (results.get(section) or {}).items():
+            table.add_row(f"{title}: {name.replace('_', ' ')}", _marker_line(marker))
+    table.add_row("Facial emotion", _emotion_line(results["facial_emotion"]))
+    table.add_row("Speech emotion", _emotion_line(results["audio_emotion"]))
+    table.add_row("Medication", summary["medication_adherence"])
+    table.add_row("Change from baseline", summary.get("change_from_baseline") or "")
     table.add_row("Assessment", summary["risk_assessment"])
     table.add_row("Recommendations", "\n".join(f"- {r}" for r in summary["recommendations"]))
     table.add_row("Processing time", f"{item['processing_time_seconds']:.1f} s")
     out.print(table)
 
 
+def _marker_line(marker: dict[str, Any]) -> str:
+    """A marker as a clinician reads it: value and unit, the change from the patient's usual, or why not."""
+    if not marker.get("assessed"):
+        return f"[dim]not assessed: {escape(marker.get('reason') or '')}[/]"
+    line = f"{marker['value']:.4g} {marker['unit']}"
+    baseline = marker.get("baseline") or {}
+    if baseline.get("available"):
+        change = baseline.get("relative_change")
+        line += f" (usual {baseline['mean']:.4g}" + (f", {change:+.0%}" if change is not None else "") + ")"
+        if baseline.get("notable"):
+            line += f" [bold yellow]notably {baseline.get('direction')}[/]"
+    elif baseline.get("reason"):
+        line += f" [dim]({baseline['reason']})[/]"
+    if marker.get("quality_flags"):
+        line += f" [dim]flags: {', '.join(marker['quality_flags'])}[/]"
+    return line + f" [dim]{marker['method']}[/]"
+
+
 def _emotion_line(emotion: dict[str, Any]) -> str:
-    if not emotion.get("primary_emotion"):
-        return f"not assessed: {emotion.get('reason', 'no data')}"
-    return f"{emotion['primary_emotion']} ({emotion['confidence']:.2f})"
+    if not emotion.get("assessed", emotion.get("primary_emotion") is not None) or not emotion.get("primary_emotion"):
+        return f"[dim]not assessed: {escape(emotion.get('reason') or 'no data')}[/]"
+    method = f" [dim]{emotion['method']}[/]" if emotion.get("method") else ""
+    return f"{emotion['primary_emotion']} ({emotion['confidence']:.2f}){method}"
 
 
 def jobs(args: argparse.Namespace) -> int:
