@@ -80,9 +80,9 @@ class Storage:
         await self.put_bytes(key, json.dumps(document, separators=(",", ":")).encode(), "application/json")
 
     async def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
-        await self._s3.put_object(
-            Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, ServerSideEncryption="AES256"
-        )
+        # No encryption header: the bucket's default (SSE-KMS with SchizoDot's key) applies, and
+        # the bucket policy refuses a request asking for any other (shared.infra).
+        await self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
 
     async def get_json(self, key: str) -> dict[str, Any]:
         response = await self._s3.get_object(Bucket=self.bucket, Key=key)
