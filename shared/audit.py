@@ -225,3 +225,13 @@ class AuditTrail:
     async def query(self, clinic_id: str, *, since: str | None, patient_ref_: str | None, limit: int,
                     after: str | None) -> tuple[list[dict[str, Any]], str | None]:
         return await self._store.query(clinic_id, since=since, patient_ref_=patient_ref_, limit=limit, after=after)
+
+
+def install_audit_failure_handler(app: Any) -> None:
+    """A record that cannot be written fails the request: 503, and nothing of the PHI is sent."""
+    from fastapi.responses import JSONResponse
+
+    @app.exception_handler(AuditUnavailable)
+    async def audit_unavailable(_request: Any, _error: AuditUnavailable) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": "the audit trail is unavailable; try again"},
+                            headers={"Retry-After": "5"})
