@@ -352,6 +352,8 @@ class PatientLinkStore(Protocol):
     async def consume(self, link_id: str) -> bool:
         """Mark the link used; True exactly once (a conditional write), False if used or expired."""
 
+    async def count_for_patient(self, patient_key_: str) -> int: ...
+
     async def delete_for_patient(self, patient_key_: str) -> int:
         """Erasure: remove every link of a patient; how many there were."""
 
@@ -402,6 +404,12 @@ class DynamoPatientLinks:
             if is_conditional_failure(error):
                 return False
             raise
+
+    async def count_for_patient(self, patient_key_: str) -> int:
+        response = await self._db.query(TableName=self._table, IndexName=self.INDEX, Select="COUNT",
+                                        KeyConditionExpression="patient_key = :p",
+                                        ExpressionAttributeValues={":p": {"S": patient_key_}})
+        return int(response.get("Count", 0))
 
     async def delete_for_patient(self, patient_key_: str) -> int:
         request: dict[str, Any] = {"TableName": self._table, "IndexName": self.INDEX,

@@ -157,6 +157,9 @@ class InMemoryJobs:
         return [job for job_id in self.items if (job := self._load(job_id)) and job.active
                 and job.updated_at < older_than_iso]
 
+    async def delete(self, job_id: str) -> bool:
+        return self.items.pop(job_id, None) is not None
+
 
 class MemoryStorage:
     """`ObjectStore` in memory: objects by (bucket, key)."""
@@ -204,6 +207,9 @@ class MemoryStorage:
     async def abort_uploads(self, prefix: str) -> int:
         return 0  # no multipart uploads in memory
 
+    async def unfinished_uploads(self, prefix: str) -> int:
+        return 0
+
     def put_file(self, key: str, path: Path, bucket: str | None = None) -> None:
         """Place media as an uploader would (tests)."""
         self.objects[(bucket or self.bucket, key)] = (Path(path).read_bytes(), "application/octet-stream")
@@ -228,6 +234,12 @@ class InMemoryHistory:
 
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], dict[str, Any]] = {}  # (user_id, timestamp) -> item
+
+    async def delete_patient(self, patient_key: str) -> int:
+        doomed = [key for key in self.items if key[0] == patient_key]
+        for key in doomed:
+            del self.items[key]
+        return len(doomed)
 
     async def save(self, item: dict[str, Any]) -> bool:
         key = (item["user_id"], item["timestamp"])
@@ -344,6 +356,11 @@ class InMemoryPatientLinks:
             return False
         self.links[link_id] = replace(link, used_at=iso(time.time()))
         return True
+
+    async def count_for_patient(self, patient_key_: str) -> int:
+        from shared.identity import patient_key
+
+        return sum(patient_key(link.clinic_id, link.patient_id) == patient_key_ for link in self.links.values())
 
     async def delete_for_patient(self, patient_key_: str) -> int:
         from shared.identity import patient_key

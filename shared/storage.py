@@ -48,6 +48,9 @@ class ObjectStore(Protocol):
     async def abort_uploads(self, prefix: str) -> int:
         """Abort unfinished multipart uploads under `prefix`; how many."""
 
+    async def unfinished_uploads(self, prefix: str) -> int:
+        """How many multipart uploads under `prefix` are open."""
+
 
 @dataclass(frozen=True)
 class PresignedPost:
@@ -142,6 +145,10 @@ class Storage:
                 first = response["Errors"][0]
                 raise RuntimeError(f"S3 refused to delete {len(response['Errors'])} objects: {first.get('Code')}")
         return len(keys)
+
+    async def unfinished_uploads(self, prefix: str) -> int:
+        response = await self._s3.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+        return len(response.get("Uploads", []))
 
     async def abort_uploads(self, prefix: str) -> int:
         response = await self._s3.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
