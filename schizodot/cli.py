@@ -3,16 +3,19 @@
     schizodot submit PATH --patient-id ID [--json]
     schizodot jobs --patient-id ID [--limit N] [--status S]
     schizodot results --patient-id ID [--limit N] [--json]
+    schizodot token --user dev-clinician          # a signed token from the embedded stack's issuer
 
-Talks to the ingest API (SCHIZODOT_API_URL) and reads the tables through the
-AWS settings in the environment. With no AWS_ENDPOINT_URL set and the embedded
-stack running in this folder, it uses the embedded stack.
+Talks to the ingest API (SCHIZODOT_API_URL) and the results API
+(SCHIZODOT_RESULTS_API_URL) with a credential: `--token` or SCHIZODOT_TOKEN (a
+bearer token from your OIDC provider), or, with the embedded stack, a token its
+development issuer signs for `--user` (default dev-uploader to submit,
+dev-clinician to read). With no AWS_ENDPOINT_URL set and the embedded stack
+running in this folder, it uses the embedded stack.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import mimetypes
 import os
@@ -27,10 +30,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from schizodot import stack
-from shared.aws import AsyncClients
-from shared.history import PatientHistory
-from shared.jobs import JobsRepository
-from shared.settings import CommonSettings
+from schizodot.dev_identity import USERS, DevIssuer
 
 console = Console(stderr=True)
 # Piped output keeps whole ids and timestamps rather than rich's 80-column default.
@@ -55,6 +55,42 @@ def _api_url(args: argparse.Namespace) -> str:
     return (args.api_url or os.environ.get("SCHIZODOT_API_URL") or "http://127.0.0.1:8080").rstrip("/")
 
 
+def _results_url(args: argparse.Namespace) -> str:
+    return (args.results_api_url or os.environ.get("SCHIZODOT_RESULTS_API_URL") or "http://127.0.0.1:8081").rstrip("/")
+
+
+class NoCredential(Exception):
+    pass
+
+
+def _dev_issuer() -> DevIssuer | None:
+    state = os.environ.get("SCHIZODOT_STACK_STATE_DIR") or str(stack.DEFAULT_STATE_DIR)
+    issuer = DevIssuer(Path(state))
+    return issuer if issuer.jwks_path.exists() else None
+
+
+def _auth(args: argparse.Namespace, default_user: str) -> dict[str, str]:
+    """The Authorization header: --token / SCHIZODOT_TOKEN, else the embedded stack's dev issuer."""
+    token = args.token or os.environ.get("SCHIZODOT_TOKEN")
+    if not token:
+        issuer = _dev_issuer()
+        if issuer is None:
+            raise NoCredential("no credential: pass --token or set SCHIZODOT_TOKEN (a bearer token from your "
+                               "identity provider); the embedded stack's users need the stack started here")
+        token = issuer.mint(args.user or default_user)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def token(args: argparse.Namespace) -> int:
+    issuer = _dev_issuer()
+    if issuer is None:
+        return _fail("no embedded stack here: start it (`make up`) or get a token from your identity provider", 2)
+    if args.user not in USERS:
+        return _fail(f"no development user {args.user!r}; choose one of {', '.join(USERS)}", 2)
+    print(issuer.mint(args.user, lifetime=args.lifetime))
+    return 0
+
+
 def _fail(message: str, code: int = 1) -> int:
     console.print(f"[bold red]error:[/] {message}")
     return code
@@ -74,9 +110,13 @@ def submit(args: argparse.Namespace) -> int:
     content_type = args.content_type or _TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or ""
     metadata = dict(item.split("=", 1) for item in args.metadata)
     api = _api_url(args)
+    try:
+        uploader, reader = _auth(args, "dev-uploader"), _auth(args, "dev-clinician")
+    except NoCredential as error:
+        return _fail(str(error), 2)
     with httpx.Client(timeout=60) as http:
         try:
-            created = http.post(f"{api}/api/v1/analyze", json={
+            created = http.post(f"{api}/api/v1/analyze", headers=uploader, json={
                 "patient_id": args.patient_id, "filename": path.name, "content_type": content_type,
                 "metadata": metadata,
             })
@@ -89,16 +129,19 @@ def submit(args: argparse.Namespace) -> int:
         trace = job.get("trace_id") or "(tracing off)"
         console.print(f"job [bold]{job_id}[/] created (trace id {trace}); "
                       f"uploading {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
-        with open(path, "rb") as body:
-            uploaded = http.put(job["upload_url"], content=body.read(), headers=job["upload_headers"])
-        if uploaded.status_code not in (200, 204):
+        with open(path, "rb") as body:  # the presigned POST: S3 checks the size and type it was signed for
+            uploaded = http.post(job["upload_url"], data=job["upload_fields"],
+                                 files={"file": (path.name, body, content_type)})
+        if uploaded.status_code not in (200, 201, 204):
             return _fail(f"upload failed ({uploaded.status_code}): {uploaded.text[:300]}")
-        status = _follow(http, api, job_id, args.timeout)
+        status = _follow(http, api, job_id, args.timeout, uploader)
+        if status is not None and status["status"] == "completed":
+            answer = http.get(f"{_results_url(args)}/api/v1/results/{job_id}", headers=reader)
+            item = answer.json() if answer.status_code == 200 else None
     if status is None:
         return _fail(f"job {job_id} did not finish within {args.timeout:.0f} s; follow it with `schizodot jobs`")
     if status["status"] == "failed":
         return _fail(f"job {job_id} failed: {status.get('error')}")
-    item = asyncio.run(_result_item(args.patient_id, job_id))
     if args.json:
         out.print_json(json.dumps(item))
     else:
@@ -106,14 +149,15 @@ def submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow(http: httpx.Client, api: str, job_id: str, timeout: float) -> dict[str, Any] | None:
+def _follow(http: httpx.Client, api: str, job_id: str, timeout: float,
+            headers: dict[str, str]) -> dict[str, Any] | None:
     deadline = time.monotonic() + timeout
     with Progress(TextColumn("[bold]{task.fields[state]:<10}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), TextColumn("{task.description}"), console=console) as bar:
         task = bar.add_task("waiting for the upload", total=100, state="queued")
         last_message = None
         while time.monotonic() < deadline:
-            response = http.get(f"{api}/api/v1/jobs/{job_id}")
+            response = http.get(f"{api}/api/v1/jobs/{job_id}", headers=headers)
             response.raise_for_status()
             status = response.json()
             bar.update(task, completed=status["progress"], description=status.get("message") or "", state=status["status"])
@@ -126,10 +170,19 @@ def _follow(http: httpx.Client, api: str, job_id: str, timeout: float) -> dict[s
     return None
 
 
-async def _result_item(patient_id: str, job_id: str) -> dict[str, Any] | None:
-    settings = CommonSettings()
-    async with AsyncClients(settings) as aws:
-        return await PatientHistory(aws.dynamodb, settings.users_table).for_job(patient_id, job_id)
+def _read(args: argparse.Namespace, path: str, params: dict[str, Any]) -> Any:
+    """GET from the results API as the reader; raises SystemExit with the reason on refusal."""
+    try:
+        headers = _auth(args, "dev-clinician")
+        response = httpx.get(f"{_results_url(args)}{path}", params=params, headers=headers, timeout=30)
+    except NoCredential as error:
+        raise SystemExit(_fail(str(error), 2)) from error
+    except httpx.ConnectError as error:
+        raise SystemExit(_fail(f"cannot reach the results API at {_results_url(args)} (is the stack up?)", 2)) \
+            from error
+    if response.status_code != 200:
+        raise SystemExit(_fail(f"the results API refused ({response.status_code}): {_detail(response)}", 2))
+    return response.json()
 
 
 def print_result(item: dict[str, Any] | None, status: dict[str, Any]) -> None:
@@ -173,14 +226,8 @@ def _emotion_line(emotion: dict[str, Any]) -> str:
 
 
 def jobs(args: argparse.Namespace) -> int:
-    async def fetch() -> list[dict[str, Any]]:
-        settings = CommonSettings()
-        async with AsyncClients(settings) as aws:
-            found = await JobsRepository(aws.dynamodb, settings.jobs_table).list_for_patient(
-                args.patient_id, args.limit, args.status)
-            return [job.to_item() for job in found]
-
-    found = asyncio.run(fetch())
+    params = {"limit": args.limit, **({"status_filter": args.status} if args.status else {})}
+    found = _read(args, f"/api/v1/patients/{args.patient_id}/jobs", params)["jobs"]
     if args.json:
         out.print_json(json.dumps(found))
         return 0
@@ -195,12 +242,7 @@ def jobs(args: argparse.Namespace) -> int:
 
 
 def results(args: argparse.Namespace) -> int:
-    async def fetch() -> list[dict[str, Any]]:
-        settings = CommonSettings()
-        async with AsyncClients(settings) as aws:
-            return await PatientHistory(aws.dynamodb, settings.users_table).latest(args.patient_id, args.limit)
-
-    found = asyncio.run(fetch())
+    found = _read(args, f"/api/v1/patients/{args.patient_id}/results", {"limit": args.limit})["results"]
     if args.json:
         out.print_json(json.dumps(found))
         return 0
@@ -220,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="schizodot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--api-url", default=None, help="ingest API (default $SCHIZODOT_API_URL or http://127.0.0.1:8080)")
+    parser.add_argument("--results-api-url", default=None,
+                        help="results API (default $SCHIZODOT_RESULTS_API_URL or http://127.0.0.1:8081)")
+    parser.add_argument("--token", default=None, help="bearer token (default $SCHIZODOT_TOKEN)")
+    parser.add_argument("--user", default=None, help="embedded stack only: act as this development user")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("submit", help="upload a check-in, follow it, print the result")
     p.add_argument("path", type=Path)
@@ -240,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=results)
+    for name in ("token", "login"):
+        p = sub.add_parser(name, help="print a signed token for a development user of the embedded stack")
+        p.add_argument("--user", required=True, choices=sorted(USERS))
+        p.add_argument("--lifetime", type=int, default=3600, help="seconds")
+        p.set_defaults(run=token)
     return parser
 
 
