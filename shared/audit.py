@@ -129,45 +129,43 @@ class S3AuditStore:
                     after: str | None) -> tuple[list[dict[str, Any]], str | None]:
         prefix = f"{AUDIT_PREFIX}{clinic_id}/"
         marker = after if after and after.startswith(prefix) else (prefix + since if since else "")
-        versions: dict[str, list[dict[str, Any]]] = {}
-        order: list[str] = []
+        matched: list[str] = []
         scanned, truncated, last_scanned = 0, True, None
         request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
         if marker:
-            request["KeyMarker"] = marker
-        while truncated and scanned < self.MAX_SCANNED and len(order) < limit + 1:
-            response = await self._s3.list_object_versions(**request)
-            for version in response.get("Versions", []):
-                key = version["Key"]
-                if marker and key <= marker:  # some emulators repeat the marker key
-                    continue
-                if key not in versions and key != last_scanned:
-                    scanned += 1
-                    last_scanned = key
-                    if patient_ref_ and f"_{patient_ref_}_" not in key.removeprefix(prefix):
-                        continue
-                    versions[key] = []
-                    order.append(key)
-                versions[key].append(version)
+            request["StartAfter"] = marker
+        while truncated and scanned < self.MAX_SCANNED and len(matched) <= limit:
+            response = await self._s3.list_objects_v2(**request)
+            for item in response.get("Contents", []):
+                key = item["Key"]
+                scanned += 1
+                last_scanned = key
+                if not patient_ref_ or f"_{patient_ref_}_" in key.removeprefix(prefix):
+                    matched.append(key)
+                    if len(matched) > limit:
+                        break
             truncated = bool(response.get("IsTruncated"))
             if truncated:
-                request["KeyMarker"] = response.get("NextKeyMarker")
-                if response.get("NextVersionIdMarker"):
-                    request["VersionIdMarker"] = response["NextVersionIdMarker"]
-        page = order[:limit]
-        records = []
-        for key in page:
-            first = min(versions[key], key=lambda v: v["LastModified"])  # the original; later ones are rewrites
-            body = await self._s3.get_object(Bucket=self.bucket, Key=key, VersionId=first["VersionId"])
-            async with body["Body"] as stream:
-                record = json.loads(await stream.read())
-            if len(versions[key]) > 1:
-                record["overwritten"] = True  # tamper evidence: someone wrote this key again
-            records.append(record)
-        if len(order) > limit:
+                request["ContinuationToken"] = response["NextContinuationToken"]
+        page = matched[:limit]
+        records = [await self._first_version(key) for key in page]
+        if len(matched) > limit:
             return records, page[-1]
         # Stopped after MAX_SCANNED keys with the listing not finished: go on from the last one looked at.
         return records, (last_scanned if truncated else None)
+
+    async def _first_version(self, key: str) -> dict[str, Any]:
+        """A record as first written: later versions of its key are rewrites (flagged, never believed)."""
+        listed = await self._s3.list_object_versions(Bucket=self.bucket, Prefix=key)
+        versions = [v for v in listed.get("Versions", []) if v["Key"] == key]
+        first = min(versions, key=lambda v: v["LastModified"]) if versions else None
+        body = await self._s3.get_object(Bucket=self.bucket, Key=key,
+                                         **({"VersionId": first["VersionId"]} if first else {}))
+        async with body["Body"] as stream:
+            record = json.loads(await stream.read())
+        if len(versions) > 1:
+            record["overwritten"] = True  # tamper evidence: someone wrote this key again
+        return record
 
 
 class AuditTrail:

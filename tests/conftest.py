@@ -132,6 +132,8 @@ def running_stack(tmp_path_factory) -> RunningStack:
             "SCHIZODOT_MAX_RECEIVE_COUNT": "3",
             "SCHIZODOT_RETRY_BACKOFF_SECONDS": "1",
             "SCHIZODOT_SHUTDOWN_GRACE_SECONDS": "20",
+            "INGEST_CHECKINS_PER_WINDOW": "30",  # per credential and minute (tests/integration/test_access.py)
+            "RESULTS_ERASURE_SWEEP_DELAY_SECONDS": "3",  # the erasure's late sweep, soon
         },
     )
     stack.up(config, timeout=240)
