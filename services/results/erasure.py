@@ -215,8 +215,8 @@ async def take_inventory(key: str, deps: ErasureDeps) -> Inventory:
         if job.active:
             found.active_job_ids.append(job.job_id)
         bucket = job.pipeline.bucket
-        if job.s3_key and (bucket in (None, deps.storage.bucket)) and await deps.storage.exists(job.s3_key):
-            media.add(job.s3_key)
+        if job.s3_key and bucket in (None, deps.storage.bucket):  # listed, not read: no GetObject on media
+            media.update(k for k in await deps.storage.list_keys(job.s3_key) if k == job.s3_key)
         for artifact in await deps.storage.list_keys(f"artifacts/{job.job_id}/"):
             (found.evidence_frames if "/evidence/" in artifact else found.artifacts).append(artifact)
     media.update(await deps.storage.list_keys(f"{UPLOAD_PREFIX}{key}/"))
