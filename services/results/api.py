@@ -340,7 +340,9 @@ def audit_routes(audit: AuditTrail, admins, max_page_size: int) -> APIRouter:
         stamp = _utc_stamp(since) if since else None
         reference = audit.ref_of(who, patient_id) if patient_id else None
         records, more = await audit.query(who.clinic_id, since=stamp, patient_ref_=reference, limit=limit, after=after)
-        await audit.record(AuditEvent("audit.read", who, patient_id=patient_id, detail={"count": len(records)}))
+        # Recorded without the patient: a read of the trail must not add to the very listing it pages through.
+        await audit.record(AuditEvent("audit.read", who, detail={"count": len(records),
+                                                                 "patient_filter": patient_id is not None}))
         return AuditPage(count=len(records), records=records, next_token=_b64({"after": more}) if more else None)
 
     return router

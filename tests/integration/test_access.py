@@ -291,10 +291,11 @@ def test_reads_and_writes_of_phi_are_audited_and_clinic_admins_query_them(runnin
     # The other clinic's probe is in its own trail, as not found; never in dev-clinic's.
     theirs = [r for r in _audit(running_stack, "other-admin", since=since) if r["job_id"] == job_id]
     assert [(r["action"], r["outcome"]) for r in theirs] == [("result.read", "not_found")]
-    # Paged: one record a page gives the same records (and then the audit reads themselves, also audited).
+    # Paged: one record a page gives the same records.
     paged = [r["record_id"] for r in _audit(running_stack, patient_id=patient, limit=1)]
-    assert paged[:len(records)] == [r["record_id"] for r in records]
-    assert {r["action"] for r in _audit(running_stack, patient_id=patient)} >= {"audit.read"}
+    assert paged == [r["record_id"] for r in records]
+    # Reading the trail is itself audited (without a patient, so a listing never outruns itself).
+    assert "audit.read" in {r["action"] for r in _audit(running_stack, since=since)}
 
 
 def _everything_stored(stack, *, audit: bool = True) -> str:
