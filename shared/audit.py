@@ -158,7 +158,7 @@ class S3AuditStore:
         """A record as first written: later versions of its key are rewrites (flagged, never believed)."""
         listed = await self._s3.list_object_versions(Bucket=self.bucket, Prefix=key)
         versions = [v for v in listed.get("Versions", []) if v["Key"] == key]
-        first = min(versions, key=lambda v: v["LastModified"]) if versions else None
+        first = versions[-1] if versions else None  # S3 lists a key's versions newest first
         body = await self._s3.get_object(Bucket=self.bucket, Key=key,
                                          **({"VersionId": first["VersionId"]} if first else {}))
         async with body["Body"] as stream:
