@@ -269,9 +269,12 @@ def ensure_audit_bucket(settings: CommonSettings, key_arn: str) -> None:
     """The append-only audit trail: Object Lock in compliance mode (shared.audit says why)."""
     s3 = sync_client(settings, "s3")
     _create_bucket(s3, settings, settings.audit_bucket, ObjectLockEnabledForBucket=True)
-    s3.put_object_lock_configuration(Bucket=settings.audit_bucket, ObjectLockConfiguration={
-        "ObjectLockEnabled": "Enabled",
-        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": settings.audit_retention_days}}})
+    lock = {"ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": settings.audit_retention_days}}}
+    current = s3.get_object_lock_configuration(Bucket=settings.audit_bucket).get("ObjectLockConfiguration", {})
+    if current.get("Rule", {}).get("DefaultRetention", {}).get("Days") != settings.audit_retention_days \
+            or current.get("Rule", {}).get("DefaultRetention", {}).get("Mode") != "COMPLIANCE":
+        s3.put_object_lock_configuration(Bucket=settings.audit_bucket, ObjectLockConfiguration=lock)
     _protect_bucket(s3, settings, settings.audit_bucket, key_arn)
 
 
