@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from schizodot import samples, stack
+from schizodot.dev_identity import DevIssuer
 from shared.aws import sync_client
 from shared.dynamo import from_item
 from shared.job import Job
@@ -37,11 +38,13 @@ def run(checkins: int, seconds: float, config: stack.StackConfig) -> dict:
     settings = CommonSettings(aws_endpoint_url=config.endpoint, aws_region="us-east-1")
     dynamodb = sync_client(settings, "dynamodb")
     rows = []
-    with httpx.Client(timeout=60) as http:
+    token = DevIssuer(config.state_dir).mint("dev-uploader", lifetime=24 * 3600)
+    with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {token}"}) as http:
         for index in range(checkins):
             created = http.post(f"{config.api_url}/api/v1/analyze", json={
                 "patient_id": "bench-patient", "filename": clip.name, "content_type": "video/mp4"}).json()
-            http.put(created["upload_url"], content=clip.read_bytes(), headers=created["upload_headers"])
+            httpx.post(created["upload_url"], data=created["upload_fields"],
+                       files={"file": (clip.name, clip.read_bytes(), "video/mp4")}, timeout=60)
             uploaded_at = time.time()
             while True:
                 job = from_item(dynamodb.get_item(TableName=settings.jobs_table, ConsistentRead=True,

@@ -3,19 +3,23 @@
     schizodot submit PATH --patient-id ID [--json]
     schizodot jobs --patient-id ID [--limit N] [--status S]
     schizodot results --patient-id ID [--limit N] [--json]
+    schizodot token --user dev-clinician          # a signed token from the embedded stack's issuer
 
-Talks to the ingest API (SCHIZODOT_API_URL) and reads the tables through the
-AWS settings in the environment. With no AWS_ENDPOINT_URL set and the embedded
-stack running in this folder, it uses the embedded stack.
+Talks to the ingest API (SCHIZODOT_API_URL) and the results API
+(SCHIZODOT_RESULTS_API_URL) with a credential: `--token` or SCHIZODOT_TOKEN (a
+bearer token from your OIDC provider), or, with the embedded stack, a token its
+development issuer signs for `--user` (default dev-uploader to submit,
+dev-clinician to read). With no AWS_ENDPOINT_URL set and the embedded stack
+running in this folder, it uses the embedded stack.
 
-A server that restarts is waited for: connection errors, 429/502/503/504 and
-AWS throttling are retried with back-off until --retry-deadline (default
+A server that restarts is waited for: connection errors and 429/502/503/504 are
+retried with back-off until --retry-deadline (default
 $SCHIZODOT_CLIENT_RETRY_DEADLINE or 120 s); the job is followed throughout.
 
 Exit codes:
   0  done (submit: the job completed)
   1  the job failed; its error is printed
-  2  bad usage or input refused (no such file, the API answered 4xx)
+  2  bad usage or input refused (no such file, no credential, the API answered 4xx)
   3  a service stayed unreachable beyond the retry deadline
   4  the job was still running at --timeout (follow it with `schizodot jobs`)
   70 an unexpected error (SCHIZODOT_DEBUG=1 shows the traceback)
@@ -25,7 +29,6 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import mimetypes
 import os
@@ -42,11 +45,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from schizodot import stack
-from schizodot.resilience import RetryPolicy, ServiceUnreachable, aws_call, describe, http_request
-from shared.aws import AsyncClients
-from shared.history import PatientHistory
-from shared.jobs import JobsRepository
-from shared.settings import CommonSettings
+from schizodot.dev_identity import USERS, DevIssuer
+from schizodot.resilience import RetryPolicy, ServiceUnreachable, describe, http_request
 
 console = Console(stderr=True)
 # Piped output keeps whole ids and timestamps rather than rich's 80-column default.
@@ -55,6 +55,9 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 _TYPES = {".m4a": "audio/mp4", ".wav": "audio/wav", ".mp3": "audio/mpeg", ".mov": "video/quicktime",
           ".avi": "video/x-msvideo", ".mpeg": "video/mpeg", ".mpg": "video/mpeg", ".mp4": "video/mp4",
           ".webm": "video/webm"}
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_STILL_RUNNING = 0, 1, 2, 3, 4
+EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
 
 
 def _use_embedded_stack_if_running() -> None:
@@ -71,12 +74,45 @@ def _api_url(args: argparse.Namespace) -> str:
     return (args.api_url or os.environ.get("SCHIZODOT_API_URL") or "http://127.0.0.1:8080").rstrip("/")
 
 
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_STILL_RUNNING = 0, 1, 2, 3, 4
-EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
+def _results_url(args: argparse.Namespace) -> str:
+    return (args.results_api_url or os.environ.get("SCHIZODOT_RESULTS_API_URL") or "http://127.0.0.1:8081").rstrip("/")
+
+
+class NoCredential(Exception):
+    pass
+
+
+def _dev_issuer() -> DevIssuer | None:
+    state = os.environ.get("SCHIZODOT_STACK_STATE_DIR") or str(stack.DEFAULT_STATE_DIR)
+    issuer = DevIssuer(Path(state))
+    return issuer if issuer.jwks_path.exists() else None
+
+
+def _auth(args: argparse.Namespace, default_user: str) -> dict[str, str]:
+    """The Authorization header: --token / SCHIZODOT_TOKEN, else the embedded stack's dev issuer."""
+    token = args.token or os.environ.get("SCHIZODOT_TOKEN")
+    if not token:
+        issuer = _dev_issuer()
+        if issuer is None:
+            raise NoCredential("no credential: pass --token or set SCHIZODOT_TOKEN (a bearer token from your "
+                               "identity provider); the embedded stack's users need the stack started here")
+        token = issuer.mint(args.user or default_user)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def token(args: argparse.Namespace) -> int:
+    issuer = _dev_issuer()
+    if issuer is None:
+        return _fail("no embedded stack here: start it (`make up`) or get a token from your identity provider",
+                     EXIT_USAGE)
+    if args.user not in USERS:
+        return _fail(f"no development user {args.user!r}; choose one of {', '.join(USERS)}", EXIT_USAGE)
+    print(issuer.mint(args.user, lifetime=args.lifetime))
+    return EXIT_OK
 
 
 def _fail(message: str, code: int = EXIT_JOB_FAILED) -> int:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return code
 
 
@@ -97,10 +133,14 @@ def submit(args: argparse.Namespace) -> int:
     metadata = dict(item.split("=", 1) for item in args.metadata)
     api = _api_url(args)
     policy: RetryPolicy = args.policy
+    try:
+        uploader, reader = _auth(args, "dev-uploader"), _auth(args, "dev-clinician")
+    except NoCredential as error:
+        return _fail(str(error), EXIT_USAGE)
     with httpx.Client(timeout=60) as http:
         # The key makes a retried POST (its answer lost to a restart) return the same job, not a second one.
         created = http_request(http, "POST", f"{api}/api/v1/analyze", policy=policy, what="creating the job",
-                               headers={"Idempotency-Key": str(uuid.uuid4())}, json={
+                               headers={**uploader, "Idempotency-Key": str(uuid.uuid4())}, json={
                                    "patient_id": args.patient_id, "filename": path.name,
                                    "content_type": content_type, "metadata": metadata})
         if created.status_code not in (200, 201):
@@ -110,19 +150,24 @@ def submit(args: argparse.Namespace) -> int:
         trace = job.get("trace_id") or "(tracing off)"
         console.print(f"job [bold]{job_id}[/] created (trace id {trace}); "
                       f"uploading {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
-        # S3 may answer 500 InternalError or 503 SlowDown; a PUT of the same bytes is safe to repeat.
-        uploaded = http_request(http, "PUT", job["upload_url"], policy=policy, what="uploading the check-in",
-                                retry_statuses=frozenset({500, 429, 502, 503, 504}),
-                                content=path.read_bytes(), headers=job["upload_headers"])
-        if uploaded.status_code not in (200, 204):
+        # The presigned POST: S3 checks the size and type it was signed for. S3 may answer 500
+        # InternalError or 503 SlowDown; posting the same bytes to the same key is safe to repeat.
+        uploaded = http_request(http, "POST", job["upload_url"], policy=policy, what="uploading the check-in",
+                                retry_statuses=frozenset({500, 429, 502, 503, 504}), data=job["upload_fields"],
+                                files={"file": (path.name, path.read_bytes(), content_type)})
+        if uploaded.status_code not in (200, 201, 204):
             return _fail(f"upload failed ({uploaded.status_code}): {uploaded.text[:300]}", EXIT_USAGE)
-        status = _follow(http, api, job_id, args.timeout, policy)
+        status = _follow(http, api, job_id, args.timeout, policy, uploader)
+        item = None
+        if status is not None and status["status"] == "completed":
+            answer = http_request(http, "GET", f"{_results_url(args)}/api/v1/results/{job_id}", policy=policy,
+                                  what="reading the result", headers=reader)
+            item = answer.json() if answer.status_code == 200 else None
     if status is None:
         return _fail(f"job {job_id} did not finish within {args.timeout:.0f} s; follow it with `schizodot jobs`",
                      EXIT_STILL_RUNNING)
     if status["status"] == "failed":
         return _fail(f"job {job_id} failed: {status.get('error')}")
-    item = asyncio.run(_result_item(args.patient_id, job_id, policy))
     if args.json:
         out.print_json(json.dumps(item))
     else:
@@ -130,7 +175,8 @@ def submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _follow(http: httpx.Client, api: str, job_id: str, timeout: float, policy: RetryPolicy) -> dict[str, Any] | None:
+def _follow(http: httpx.Client, api: str, job_id: str, timeout: float, policy: RetryPolicy,
+            headers: dict[str, str]) -> dict[str, Any] | None:
     """Poll the job until it ends. Piped output gets one line per change of
     progress, so logs keep the job's progress history."""
     deadline = time.monotonic() + timeout
@@ -142,7 +188,7 @@ def _follow(http: httpx.Client, api: str, job_id: str, timeout: float, policy: R
         last: tuple = ()
         while time.monotonic() < deadline:
             response = http_request(http, "GET", f"{api}/api/v1/jobs/{job_id}", policy=policy,
-                                    what="following the job")
+                                    what="following the job", headers=headers)
             if response.status_code != 200:
                 raise ServiceUnreachable(f"following the job: the ingest API answered {response.status_code}: "
                                          f"{_detail(response)}")
@@ -162,11 +208,18 @@ def _follow(http: httpx.Client, api: str, job_id: str, timeout: float, policy: R
     return None
 
 
-async def _result_item(patient_id: str, job_id: str, policy: RetryPolicy) -> dict[str, Any] | None:
-    settings = CommonSettings()
-    async with AsyncClients(settings) as aws:
-        history = PatientHistory(aws.dynamodb, settings.users_table)
-        return await aws_call(lambda: history.for_job(patient_id, job_id), policy=policy, what="reading the result")
+def _read(args: argparse.Namespace, path: str, params: dict[str, Any]) -> Any:
+    """GET from the results API as the reader; raises SystemExit with the reason on refusal."""
+    try:
+        headers = _auth(args, "dev-clinician")
+    except NoCredential as error:
+        raise SystemExit(_fail(str(error), EXIT_USAGE)) from error
+    with httpx.Client(timeout=30) as http:
+        response = http_request(http, "GET", f"{_results_url(args)}{path}", policy=args.policy,
+                                what="reading the results API", params=params, headers=headers)
+    if response.status_code != 200:
+        raise SystemExit(_fail(f"the results API refused ({response.status_code}): {_detail(response)}", EXIT_USAGE))
+    return response.json()
 
 
 def print_result(item: dict[str, Any] | None, status: dict[str, Any]) -> None:
@@ -224,15 +277,8 @@ def _emotion_line(emotion: dict[str, Any]) -> str:
 
 
 def jobs(args: argparse.Namespace) -> int:
-    async def fetch() -> list[dict[str, Any]]:
-        settings = CommonSettings()
-        async with AsyncClients(settings) as aws:
-            repository = JobsRepository(aws.dynamodb, settings.jobs_table)
-            found = await aws_call(lambda: repository.list_for_patient(args.patient_id, args.limit, args.status),
-                                   policy=args.policy, what="listing the jobs")
-            return [job.to_item() for job in found]
-
-    found = asyncio.run(fetch())
+    params = {"limit": args.limit, **({"status_filter": args.status} if args.status else {})}
+    found = _read(args, f"/api/v1/patients/{args.patient_id}/jobs", params)["jobs"]
     if args.json:
         out.print_json(json.dumps(found))
         return 0
@@ -247,14 +293,7 @@ def jobs(args: argparse.Namespace) -> int:
 
 
 def results(args: argparse.Namespace) -> int:
-    async def fetch() -> list[dict[str, Any]]:
-        settings = CommonSettings()
-        async with AsyncClients(settings) as aws:
-            history = PatientHistory(aws.dynamodb, settings.users_table)
-            return await aws_call(lambda: history.latest(args.patient_id, args.limit), policy=args.policy,
-                                  what="reading the results")
-
-    found = asyncio.run(fetch())
+    found = _read(args, f"/api/v1/patients/{args.patient_id}/results", {"limit": args.limit})["results"]
     if args.json:
         out.print_json(json.dumps(found))
         return 0
@@ -274,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="schizodot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--api-url", default=None, help="ingest API (default $SCHIZODOT_API_URL or http://127.0.0.1:8080)")
+    parser.add_argument("--results-api-url", default=None,
+                        help="results API (default $SCHIZODOT_RESULTS_API_URL or http://127.0.0.1:8081)")
+    parser.add_argument("--token", default=None, help="bearer token (default $SCHIZODOT_TOKEN)")
+    parser.add_argument("--user", default=None, help="embedded stack only: act as this development user")
     parser.add_argument("--retry-deadline", type=float, default=None, metavar="SECONDS",
                         help="how long transient failures are retried before giving up "
                              "(default $SCHIZODOT_CLIENT_RETRY_DEADLINE or 120)")
@@ -297,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=results)
+    for name in ("token", "login"):
+        p = sub.add_parser(name, help="print a signed token for a development user of the embedded stack")
+        p.add_argument("--user", required=True, choices=sorted(USERS))
+        p.add_argument("--lifetime", type=int, default=3600, help="seconds")
+        p.set_defaults(run=token)
     return parser
 
 

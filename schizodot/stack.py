@@ -28,6 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from schizodot.dev_identity import DevIssuer
 from shared.topology import STAGES
 
 SERVICES = STAGES  # one process per stage
@@ -67,7 +68,6 @@ class StackConfig:
     # One key for the whole stack, so a patient's log reference is the same in every service.
     pseudonym_key: str = field(default_factory=lambda: secrets.token_hex(16))
     results_api_port: int = DEFAULT_RESULTS_API_PORT
-    results_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     replicas: dict[str, int] = field(default_factory=dict)  # stage -> processes; 1 where absent
     data_dir: Path | None = None  # where the AWS server keeps its state; None: <state_dir>/aws-data
     durability: str = "fsync"
@@ -99,7 +99,8 @@ class StackConfig:
             "SCHIZODOT_API_URL": self.api_url,
             "RESULTS_API_PORT": str(self.results_api_port),
             "SCHIZODOT_RESULTS_API_URL": f"http://127.0.0.1:{self.results_api_port}",
-            "SCHIZODOT_RESULTS_API_KEY": self.results_api_key,  # for clients (curl -H "X-API-Key: ...")
+            "SCHIZODOT_STACK_STATE_DIR": str(self.state_dir.resolve()),  # the CLI mints dev tokens from it
+            **DevIssuer(self.state_dir).environment(),  # issue 12: the development issuer's JWKS
             **self.extra_env,
         }
 
@@ -109,7 +110,6 @@ class StackConfig:
             "SCHIZODOT_METRICS_PORT": str(self.metrics_ports.get(service, 0)),
             "SCHIZODOT_METRICS_HOST": "127.0.0.1",
             "SCHIZODOT_PSEUDONYM_KEY": self.pseudonym_key,
-            "RESULTS_API_KEYS": self.results_api_key,
         }
 
     def use_in_this_process(self) -> None:
@@ -121,7 +121,7 @@ class StackConfig:
         return json.dumps({"state_dir": str(self.state_dir.resolve()), "aws_port": self.aws_port,
                            "api_port": self.api_port, "extra_env": self.extra_env,
                            "metrics_ports": self.metrics_ports, "pseudonym_key": self.pseudonym_key,
-                           "results_api_port": self.results_api_port, "results_api_key": self.results_api_key,
+                           "results_api_port": self.results_api_port,
                            "replicas": self.replicas, "data_dir": str(self.aws_data_dir.resolve()),
                            "durability": self.durability})
 
@@ -130,7 +130,7 @@ class StackConfig:
         data = json.loads(text)
         config = cls(Path(data["state_dir"]), data["aws_port"], data["api_port"], data["extra_env"],
                      data.get("metrics_ports", {}))
-        for name in ("pseudonym_key", "results_api_port", "results_api_key", "replicas", "durability"):
+        for name in ("pseudonym_key", "results_api_port", "replicas", "durability"):
             if data.get(name):
                 setattr(config, name, data[name])
         if data.get("data_dir"):

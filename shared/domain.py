@@ -15,6 +15,7 @@ from shared.errors import InputError
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{3,100}$"
 JOB_ID_PATTERN = re.compile(r"^job-[0-9a-f]{12}$")
 RESERVED_METADATA_KEY = "pipeline"  # job metadata key the stages keep their state under
+CLINIC_METADATA_KEY = "clinic_id"  # job metadata key of the clinic the job belongs to (set by SchizoDot)
 
 # What a check-in may declare itself to be, and which kind of recording that is.
 ACCEPTED_CONTENT_TYPES: dict[str, str] = {
@@ -49,9 +50,11 @@ def new_job_id() -> str:
     return f"job-{secrets.token_hex(6)}"
 
 
-def job_id_for_event(source: str, event_id: str) -> str:
-    """The same upstream event always names the same job, so redelivery creates nothing new."""
-    return "job-" + hashlib.sha256(f"{source}\n{event_id}".encode()).hexdigest()[:12]
+def job_id_for_event(source: str, event_id: str, clinic_id: str | None = None) -> str:
+    """The same upstream event always names the same job, so redelivery creates nothing new;
+    two clinics' EHRs that happen to use the same source and id never share a job."""
+    scope = f"{clinic_id}\n" if clinic_id else ""
+    return "job-" + hashlib.sha256(f"{scope}{source}\n{event_id}".encode()).hexdigest()[:12]
 
 
 def _safe_filename(value: str) -> str:
@@ -71,8 +74,9 @@ def _accepted_content_type(value: str) -> str:
 
 
 def _no_reserved_key(value: dict[str, Any]) -> dict[str, Any]:
-    if RESERVED_METADATA_KEY in value:
-        raise ValueError(f"metadata key '{RESERVED_METADATA_KEY}' is reserved")
+    for reserved in (RESERVED_METADATA_KEY, CLINIC_METADATA_KEY):
+        if reserved in value:
+            raise ValueError(f"metadata key '{reserved}' is reserved")
     return value
 
 

@@ -16,14 +16,15 @@ import base64
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from shared.domain import Filename, Metadata, PatientId
+from shared.identity import CLINIC_ID_PATTERN
 from shared.errors import MalformedMessage
 
 CHECKIN_SUBMITTED = "org.schizodot.checkin.submitted.v1"  # upstream EHR -> ingest
@@ -35,6 +36,7 @@ FUSION_COMPLETED = "org.schizodot.fusion.completed.v1"  # fusion -> results
 TRACING_EXTENSION = ("traceparent", "tracestate")
 
 _FORMAT = JSONFormat()
+ClinicId = Annotated[str, StringConstraints(pattern=CLINIC_ID_PATTERN)]
 Data = TypeVar("Data", bound=BaseModel)
 
 
@@ -44,8 +46,9 @@ class CheckinSubmitted(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     TYPE: ClassVar[str] = CHECKIN_SUBMITTED
 
-    patient_id: PatientId
-    s3_key: str = Field(min_length=1, max_length=1024)
+    clinic_id: ClinicId  # must be the sender's clinic (the ingest API checks it against the credential)
+    patient_id: PatientId  # clinic-local
+    s3_key: str = Field(min_length=1, max_length=1024)  # under incoming/<clinic_id>/ of the media bucket
     bucket: str | None = None  # defaults to the media bucket
     filename: Filename | None = None
     content_type: str | None = None

@@ -9,6 +9,7 @@ so a fake cannot drift from what DynamoDB, S3 and SQS do.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from shared.job import (
 from shared.jobs import FailureReason, StageRun
 from shared.messaging import Accepted, Delivery
 from shared.runner import Stage, StageRunner
-from shared.storage import MediaUnavailable
+from shared.storage import MediaUnavailable, PresignedPost
 
 
 class InMemoryJobs:
@@ -156,6 +157,9 @@ class InMemoryJobs:
         return [job for job_id in self.items if (job := self._load(job_id)) and job.active
                 and job.updated_at < older_than_iso]
 
+    async def delete(self, job_id: str) -> bool:
+        return self.items.pop(job_id, None) is not None
+
 
 class MemoryStorage:
     """`ObjectStore` in memory: objects by (bucket, key)."""
@@ -188,6 +192,24 @@ class MemoryStorage:
     async def presigned_upload(self, key: str, content_type: str, expires_in: int) -> str:
         return f"memory://{self.bucket}/{key}?content-type={content_type}&expires={expires_in}"
 
+    async def presigned_post(self, key: str, content_type: str, max_bytes: int, expires_in: int) -> PresignedPost:
+        return PresignedPost(f"memory://{self.bucket}", {"key": key, "Content-Type": content_type,
+                                                         "max_bytes": str(max_bytes), "expires": str(expires_in)})
+
+    async def list_keys(self, prefix: str, bucket: str | None = None) -> list[str]:
+        return sorted(k for b, k in self.objects if b == (bucket or self.bucket) and k.startswith(prefix))
+
+    async def delete_keys(self, keys: list[str], bucket: str | None = None) -> int:
+        for key in keys:
+            self.objects.pop((bucket or self.bucket, key), None)
+        return len(keys)
+
+    async def abort_uploads(self, prefix: str) -> int:
+        return 0  # no multipart uploads in memory
+
+    async def unfinished_uploads(self, prefix: str) -> int:
+        return 0
+
     def put_file(self, key: str, path: Path, bucket: str | None = None) -> None:
         """Place media as an uploader would (tests)."""
         self.objects[(bucket or self.bucket, key)] = (Path(path).read_bytes(), "application/octet-stream")
@@ -212,6 +234,12 @@ class InMemoryHistory:
 
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], dict[str, Any]] = {}  # (user_id, timestamp) -> item
+
+    async def delete_patient(self, patient_key: str) -> int:
+        doomed = [key for key in self.items if key[0] == patient_key]
+        for key in doomed:
+            del self.items[key]
+        return len(doomed)
 
     async def save(self, item: dict[str, Any]) -> bool:
         key = (item["user_id"], item["timestamp"])
@@ -262,3 +290,104 @@ async def deliver(runner: StageRunner[Any, Any], body: str, *, message_id: str =
     accepted = await runner.accept(delivery)
     await accepted.work()
     return accepted
+
+
+# --- identity and the audit trail (issue 12) --------------------------------------------------
+
+
+class InMemoryApiKeys:
+    """`shared.auth.ApiKeyStore` in memory."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+
+    async def create(self, name: str, role: Any, clinic_id: str, created_by: str) -> tuple[Any, str]:
+        from shared.auth import ApiKey, iso, new_api_key_secret, sha256
+
+        key_id, secret, whole = new_api_key_secret()
+        key = ApiKey(key_id, name, role, clinic_id, iso(time.time()), created_by)
+        self.items[key_id] = {"key": key, "secret_sha256": sha256(secret)}
+        return key, whole
+
+    async def find(self, key_id: str) -> tuple[Any, str] | None:
+        found = self.items.get(key_id)
+        return (found["key"], found["secret_sha256"]) if found else None
+
+    async def list_for_clinic(self, clinic_id: str) -> list[Any]:
+        return [found["key"] for found in self.items.values() if found["key"].clinic_id == clinic_id]
+
+    async def revoke(self, key_id: str, clinic_id: str) -> Any | None:
+        from dataclasses import replace
+
+        from shared.auth import iso
+
+        found = self.items.get(key_id)
+        if found is None or found["key"].clinic_id != clinic_id:
+            return None
+        if not found["key"].revoked_at:
+            found["key"] = replace(found["key"], revoked_at=iso(time.time()))
+        return found["key"]
+
+
+class InMemoryPatientLinks:
+    """`shared.auth.PatientLinkStore` in memory."""
+
+    def __init__(self) -> None:
+        self.links: dict[str, Any] = {}
+
+    async def issue(self, clinic_id: str, patient_id: str, job_id: str, created_by: str,
+                    expires_in: int) -> tuple[Any, str]:
+        from shared.auth import PatientLink, new_link_token, now_epoch
+
+        link_id, token = new_link_token()
+        self.links[link_id] = PatientLink(link_id, clinic_id, patient_id, job_id, created_by, now_epoch() + expires_in)
+        return self.links[link_id], token
+
+    async def find(self, link_id: str) -> Any | None:
+        return self.links.get(link_id)
+
+    async def consume(self, link_id: str) -> bool:
+        from dataclasses import replace
+
+        from shared.auth import iso, now_epoch
+
+        link = self.links.get(link_id)
+        if link is None or link.used_at or link.expires_at <= now_epoch():
+            return False
+        self.links[link_id] = replace(link, used_at=iso(time.time()))
+        return True
+
+    async def count_for_patient(self, patient_key_: str) -> int:
+        from shared.identity import patient_key
+
+        return sum(patient_key(link.clinic_id, link.patient_id) == patient_key_ for link in self.links.values())
+
+    async def delete_for_patient(self, patient_key_: str) -> int:
+        from shared.identity import patient_key
+
+        doomed = [i for i, link in self.links.items() if patient_key(link.clinic_id, link.patient_id) == patient_key_]
+        for link_id in doomed:
+            del self.links[link_id]
+        return len(doomed)
+
+
+class MemoryAuditStore:
+    """`shared.audit.AuditStore` in memory: records by key, as the S3 store orders them."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self.failing = False  # a broken store, to test that a failed write fails the request
+
+    async def append(self, record: Any) -> None:
+        if self.failing:
+            raise ConnectionError("audit store unavailable")
+        self.records.setdefault(record.key(), record.model_dump(mode="json"))
+
+    async def query(self, clinic_id: str, *, since: str | None, patient_ref_: str | None, limit: int,
+                    after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        prefix = f"audit/{clinic_id}/"
+        marker = after or (prefix + since if since else "")
+        keys = [k for k in sorted(self.records) if k.startswith(prefix) and k > marker
+                and (not patient_ref_ or f"_{patient_ref_}_" in k.removeprefix(prefix))]
+        page = keys[:limit]
+        return [self.records[k] for k in page], (page[-1] if len(keys) > limit else None)

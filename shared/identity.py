@@ -14,6 +14,7 @@ imports nothing but the standard library and pydantic.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +52,8 @@ class Principal(BaseModel):
     patient_id: str | None = None
     job_id: str | None = None
     display_name: str | None = None
+    # The API key's id or the patient link's id (a hash), for revocation and one-time use.
+    credential_id: str | None = None
 
     def may(self, *roles: Role) -> bool:
         return self.role in roles
@@ -58,3 +61,54 @@ class Principal(BaseModel):
     def owns(self, clinic_id: str | None) -> bool:
         """True when a resource of ``clinic_id`` is this caller's clinic's (never for operators)."""
         return self.clinic_id is not None and clinic_id == self.clinic_id
+
+    @property
+    def patient_key(self) -> str | None:
+        """A patient link's patient as stored (``clinic.patient``); None for other principals."""
+        if self.patient_id is None or self.clinic_id is None:
+            return None
+        return patient_key(self.clinic_id, self.patient_id)
+
+    def key_of(self, patient_id: str) -> str:
+        """The stored key of ``patient_id`` in this caller's clinic (a ValueError for operators)."""
+        if self.clinic_id is None:
+            raise ValueError("this principal belongs to no clinic")
+        return patient_key(self.clinic_id, patient_id)
+
+
+# --- clinics and the patient key ------------------------------------------------------------
+#
+# Two clinics may both have a "patient-001". Everything stored about a patient is
+# keyed by the *patient key*, the clinic-local id prefixed with its clinic
+# ("clinic-a.patient-001"): SchizodotJobs.patient_id (and so the GSI),
+# SchizodotUsers.user_id, upload keys. A clinic's data can then never mix with
+# another's (a fusion baseline, a history page, an erasure all read one clinic's
+# partition), and a request for another clinic's patient reads an empty partition,
+# exactly like a patient that does not exist. The APIs show the clinic-local id.
+
+CLINIC_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
+PATIENT_KEY_SEPARATOR = "."  # in neither a clinic id nor a patient id (shared.domain.PATIENT_ID_PATTERN)
+_CLINIC = re.compile(CLINIC_ID_PATTERN)
+
+
+def is_clinic_id(value: object) -> bool:
+    return isinstance(value, str) and _CLINIC.match(value) is not None
+
+
+def patient_key(clinic_id: str, patient_id: str) -> str:
+    """The stored key of a clinic's patient."""
+    if not is_clinic_id(clinic_id):
+        raise ValueError(f"not a clinic id: {clinic_id!r}")
+    if PATIENT_KEY_SEPARATOR in patient_id:
+        raise ValueError("a clinic-local patient id has no '.'")
+    return f"{clinic_id}{PATIENT_KEY_SEPARATOR}{patient_id}"
+
+
+def split_patient_key(key: str) -> tuple[str | None, str]:
+    """(clinic id, clinic-local patient id) of a stored key; (None, key) for a key without a clinic."""
+    clinic, separator, local = key.partition(PATIENT_KEY_SEPARATOR)
+    return (clinic, local) if separator and is_clinic_id(clinic) else (None, key)
+
+
+def local_patient_id(key: str) -> str:
+    return split_patient_key(key)[1]

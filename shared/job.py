@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain import RESERVED_METADATA_KEY
+from shared.domain import CLINIC_METADATA_KEY, RESERVED_METADATA_KEY
+from shared.identity import local_patient_id
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 ACTIVE_STATUSES = (QUEUED, PROCESSING)
@@ -142,10 +143,14 @@ class _JobState(BaseModel):
 
 
 class Job(_JobState, _Record):
-    """A SchizodotJobs item. `metadata` is the caller's; the stages' state is `pipeline`."""
+    """A SchizodotJobs item. `metadata` is the caller's; the stages' state is `pipeline`.
+
+    `patient_id` is the stored patient key (`clinic.patient`, shared.identity), and
+    `clinic_id` the clinic the job belongs to, kept as `metadata.clinic_id`."""
 
     patient_id: str
     s3_key: str
+    clinic_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     pipeline: PipelineState = Field(default_factory=PipelineState)
 
@@ -153,13 +158,15 @@ class Job(_JobState, _Record):
     def from_item(cls, item: dict[str, Any]) -> "Job":
         metadata = dict(item.get("metadata") or {})
         pipeline = metadata.pop(RESERVED_METADATA_KEY, None) or {}
-        return cls.model_validate({**item, "metadata": metadata, "pipeline": pipeline})
+        clinic = metadata.pop(CLINIC_METADATA_KEY, None)
+        return cls.model_validate({**item, "metadata": metadata, "pipeline": pipeline, "clinic_id": clinic})
 
     def to_item(self) -> dict[str, Any]:
         """The stored shape: what was set, with the pipeline state under `metadata.pipeline`."""
-        item = self.model_dump(mode="json", exclude_unset=True, exclude={"pipeline", "metadata"})
+        item = self.model_dump(mode="json", exclude_unset=True, exclude={"pipeline", "metadata", "clinic_id"})
         pipeline = self.pipeline.model_dump(mode="json", exclude_unset=True)
-        item["metadata"] = {**self.metadata, RESERVED_METADATA_KEY: pipeline}
+        clinic = {CLINIC_METADATA_KEY: self.clinic_id} if self.clinic_id else {}
+        item["metadata"] = {**self.metadata, **clinic, RESERVED_METADATA_KEY: pipeline}
         return item
 
     @property
@@ -186,10 +193,12 @@ def new_job(
     source: str,
     metadata: dict[str, Any] | None = None,
     trace_fields: dict[str, Any] | None = None,
+    clinic_id: str | None = None,
 ) -> Job:
-    """A new job, status `queued`, as the schema's example item has it."""
+    """A new job, status `queued`, as the schema's example item has it (`patient_id`: the stored key)."""
     return Job.model_validate({
         "job_id": job_id, "patient_id": patient_id, "status": QUEUED, "s3_key": s3_key, "filename": filename,
+        "clinic_id": clinic_id,
         "content_type": content_type, "created_at": created_at, "updated_at": created_at, "progress": 0,
         "message": message, "metadata": metadata or {},
         # The trace id for people, the trace context for the stage that continues after the upload.
@@ -256,6 +265,7 @@ class JobStatus(_JobState):
     @classmethod
     def of(cls, job: Job, *, with_patient: bool) -> "JobStatus":
         fields = job.model_dump(include=set(cls.model_fields) & set(Job.model_fields))
+        fields["patient_id"] = local_patient_id(job.patient_id)  # the clinic's own id, never the stored key
         if not with_patient:
             fields.pop("patient_id", None)
             fields.pop("s3_key", None)  # upload keys name the patient

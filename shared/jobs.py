@@ -97,6 +97,9 @@ class JobStore(Protocol):
     async def find_stuck(self, older_than_iso: str) -> list[Job]:
         """Active jobs not updated since `older_than_iso` (for the sweeper)."""
 
+    async def delete(self, job_id: str) -> bool:
+        """Erasure only: remove the item (True when there was one)."""
+
 
 @dataclass(frozen=True)
 class _Written:
@@ -307,6 +310,11 @@ class JobsRepository:
             if "LastEvaluatedKey" not in response:
                 return stuck
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    async def delete(self, job_id: str) -> bool:
+        response = await self._db.delete_item(TableName=self._table, Key={"job_id": {"S": job_id}},
+                                              ReturnValues="ALL_OLD")
+        return "Attributes" in response
 
     async def _update(
         self,

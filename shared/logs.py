@@ -29,7 +29,7 @@ from opentelemetry import trace
 _PATIENT_FIELDS = ("patient_id", "user_id")
 _DROPPED_FIELDS = ("transcript", "transcription")
 # Upload keys name the patient (shared.domain.upload_key): uploads/<patient>/<job>/...
-_UPLOAD_KEY_PATIENT = re.compile(r"(uploads/)([A-Za-z0-9_-]{3,100})(/)")
+_UPLOAD_KEY_PATIENT = re.compile(r"(uploads/)([A-Za-z0-9_.-]{3,170})(/)")  # the patient key: clinic.patient
 _key = secrets.token_bytes(32)  # replaced by configure_logging; random means "not linkable across processes"
 
 

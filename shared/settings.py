@@ -49,7 +49,22 @@ class CommonSettings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535)  # /metrics for Prometheus; 0 = off
     metrics_host: str = "0.0.0.0"  # Prometheus scrapes from elsewhere in a cluster
     queue_metrics_interval_seconds: float = Field(15.0, gt=0)
-    pseudonym_key: str | None = None  # HMAC key for patient references in logs; one for all services
+    pseudonym_key: str | None = Field(None, repr=False)  # HMAC key for patient references in logs and
+    # the audit trail; one for all services, a secret (the APIs refuse to start without it)
+
+    # Protected health information (issue 12): where identities, the audit trail and
+    # erasures are kept, the KMS key everything is encrypted with, and retention.
+    api_keys_table: str = "SchizodotApiKeys"
+    patient_links_table: str = "SchizodotPatientLinks"
+    rate_limits_table: str = "SchizodotRateLimits"
+    erasures_table: str = "SchizodotErasures"
+    audit_bucket: str = "schizodot-audit"
+    audit_retention_days: int = Field(2190, ge=1)  # Object Lock, compliance mode: six years (HIPAA)
+    kms_key_alias: str = "alias/schizodot"
+    media_retention_days: int = Field(30, ge=1)  # raw uploads expire (S3 lifecycle); findings stay until erased
+    # The bucket policy (TLS only, KMS only) on real AWS; "auto" skips it on a local
+    # endpoint, whose emulators evaluate its conditions without the request's context.
+    bucket_policy: Literal["auto", "enforce", "skip"] = "auto"
 
     def queue_name(self, stage: str) -> str:
         return f"{self.queue_prefix}{stage}"

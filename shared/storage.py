@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +36,32 @@ class ObjectStore(Protocol):
     async def get_json(self, key: str) -> dict[str, Any]: ...
 
     async def presigned_upload(self, key: str, content_type: str, expires_in: int) -> str: ...
+
+    async def presigned_post(self, key: str, content_type: str, max_bytes: int, expires_in: int) -> PresignedPost:
+        """A form upload S3 itself bounds (see `post_conditions`)."""
+
+    async def list_keys(self, prefix: str, bucket: str | None = None) -> list[str]: ...
+
+    async def delete_keys(self, keys: list[str], bucket: str | None = None) -> int:
+        """Delete these objects (missing ones are no error); how many were asked for."""
+
+    async def abort_uploads(self, prefix: str) -> int:
+        """Abort unfinished multipart uploads under `prefix`; how many."""
+
+    async def unfinished_uploads(self, prefix: str) -> int:
+        """How many multipart uploads under `prefix` are open."""
+
+
+@dataclass(frozen=True)
+class PresignedPost:
+    url: str
+    fields: dict[str, str]
+
+
+def post_conditions(content_type: str, max_bytes: int) -> list:
+    """What S3 checks on a presigned POST besides the key it was signed for: the exact
+    content type, and a body of 1 byte to `max_bytes` (an oversized or retyped file is refused)."""
+    return [{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]]
 
 
 class Storage:
@@ -80,9 +107,9 @@ class Storage:
         await self.put_bytes(key, json.dumps(document, separators=(",", ":")).encode(), "application/json")
 
     async def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
-        await self._s3.put_object(
-            Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, ServerSideEncryption="AES256"
-        )
+        # No encryption header: the bucket's default (SSE-KMS with SchizoDot's key) applies, and
+        # the bucket policy refuses a request asking for any other (shared.infra).
+        await self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
 
     async def get_json(self, key: str) -> dict[str, Any]:
         response = await self._s3.get_object(Bucket=self.bucket, Key=key)
@@ -95,6 +122,49 @@ class Storage:
             Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
             ExpiresIn=expires_in,
         )
+
+    async def presigned_post(self, key: str, content_type: str, max_bytes: int, expires_in: int) -> PresignedPost:
+        return await sign_post(self._s3, self.bucket, key, content_type, max_bytes, expires_in)
+
+    async def list_keys(self, prefix: str, bucket: str | None = None) -> list[str]:
+        request = {"Bucket": bucket or self.bucket, "Prefix": prefix}
+        keys: list[str] = []
+        while True:
+            response = await self._s3.list_objects_v2(**request)
+            keys += [item["Key"] for item in response.get("Contents", [])]
+            if not response.get("IsTruncated"):
+                return keys
+            request["ContinuationToken"] = response["NextContinuationToken"]
+
+    async def delete_keys(self, keys: list[str], bucket: str | None = None) -> int:
+        for start in range(0, len(keys), 1000):
+            batch = keys[start:start + 1000]
+            response = await self._s3.delete_objects(
+                Bucket=bucket or self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            if response.get("Errors"):
+                first = response["Errors"][0]
+                raise RuntimeError(f"S3 refused to delete {len(response['Errors'])} objects: {first.get('Code')}")
+        return len(keys)
+
+    async def unfinished_uploads(self, prefix: str) -> int:
+        response = await self._s3.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+        return len(response.get("Uploads", []))
+
+    async def abort_uploads(self, prefix: str) -> int:
+        response = await self._s3.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+        uploads = response.get("Uploads", [])
+        for upload in uploads:
+            await self._s3.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        return len(uploads)
+
+
+async def sign_post(s3: Any, bucket: str, key: str, content_type: str, max_bytes: int, expires_in: int) -> PresignedPost:
+    """A presigned POST (aiobotocore's async signer, or boto3's for a client aimed at a public endpoint)."""
+    signed = s3.generate_presigned_post(bucket, key, Fields={"Content-Type": content_type},
+                                        Conditions=post_conditions(content_type, max_bytes), ExpiresIn=expires_in)
+    if hasattr(signed, "__await__"):
+        signed = await signed
+    return PresignedPost(url=signed["url"], fields=dict(signed["fields"]))
 
 
 def _code(error: Exception) -> str | None:

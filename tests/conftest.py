@@ -17,8 +17,10 @@ import httpx
 import pytest
 
 from schizodot import samples, stack
+from schizodot.dev_identity import DEV_CLINIC, DevIssuer
 from shared.aws import sync_client
 from shared.dynamo import from_item
+from shared.identity import patient_key
 from shared.settings import CommonSettings
 
 
@@ -48,16 +50,32 @@ class RunningStack:
 
         return json.loads((self.config.state_dir / "pids.json").read_text())
 
+    @property
+    def results_api(self) -> str:
+        return f"http://127.0.0.1:{self.config.results_api_port}"
+
+    def token(self, user: str = "dev-uploader", **claims: Any) -> str:
+        """A real token signed by the stack's development issuer."""
+        return DevIssuer(self.config.state_dir).mint(user, **claims)
+
+    def auth(self, user: str = "dev-uploader") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user)}"}
+
     # -- the clinic app's path ---------------------------------------------
-    def submit(self, path: Path, patient_id: str, content_type: str = "video/mp4") -> str:
+    def submit(self, path: Path, patient_id: str, content_type: str = "video/mp4", user: str = "dev-uploader") -> str:
         with httpx.Client(timeout=30) as http:
-            created = http.post(f"{self.api}/api/v1/analyze", json={
+            created = http.post(f"{self.api}/api/v1/analyze", headers=self.auth(user), json={
                 "patient_id": patient_id, "filename": path.name, "content_type": content_type})
             assert created.status_code == 201, created.text
             job = created.json()
-            uploaded = http.put(job["upload_url"], content=path.read_bytes(), headers=job["upload_headers"])
-            assert uploaded.status_code == 200, uploaded.text
+            uploaded = http.post(job["upload_url"], data=job["upload_fields"],
+                                 files={"file": (path.name, path.read_bytes(), content_type)})
+            assert uploaded.status_code in (200, 204), uploaded.text
         return job["job_id"]
+
+    def stored_key(self, patient_id: str, clinic: str = DEV_CLINIC) -> str:
+        """How a clinic's patient is stored (shared.identity.patient_key)."""
+        return patient_key(clinic, patient_id)
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         response = self.client("dynamodb").get_item(
@@ -76,10 +94,10 @@ class RunningStack:
             time.sleep(0.2)
         raise AssertionError(f"job {job_id} did not finish in {timeout} s: {self.job(job_id)}")
 
-    def user_items(self, patient_id: str) -> list[dict[str, Any]]:
+    def user_items(self, patient_id: str, clinic: str = DEV_CLINIC) -> list[dict[str, Any]]:
         response = self.client("dynamodb").query(
             TableName=self.settings.users_table, KeyConditionExpression="user_id = :u",
-            ExpressionAttributeValues={":u": {"S": patient_id}})
+            ExpressionAttributeValues={":u": {"S": patient_key(clinic, patient_id)}})
         return [from_item(item) for item in response["Items"]]
 
     def queue_url(self, name: str) -> str:
@@ -114,6 +132,8 @@ def running_stack(tmp_path_factory) -> RunningStack:
             "SCHIZODOT_MAX_RECEIVE_COUNT": "3",
             "SCHIZODOT_RETRY_BACKOFF_SECONDS": "1",
             "SCHIZODOT_SHUTDOWN_GRACE_SECONDS": "20",
+            "INGEST_CHECKINS_PER_WINDOW": "30",  # per credential and minute (tests/integration/test_access.py)
+            "RESULTS_ERASURE_SWEEP_DELAY_SECONDS": "3",  # the erasure's late sweep, soon
         },
     )
     stack.up(config, timeout=240)

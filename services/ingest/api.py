@@ -1,26 +1,66 @@
-"""The check-in HTTP API a clinic app talks to (the seed system's routes).
+"""The check-in HTTP API: clinic apps, EHRs and patients' one-time links come in here.
 
-POST /api/v1/analyze creates the job and hands back a presigned upload URL;
-the job starts when the upload lands (S3 notification on the ingest queue).
+Every route but /health needs a credential (shared.auth, checked before routing)
+and names the roles that may call it (403 for any other); a job of another clinic
+is 404 exactly like one that does not exist. Check-in creation is limited per
+credential (429 with Retry-After) and audited (shared.audit).
+
+- `POST /api/v1/analyze` creates the job and hands back a presigned POST whose
+  policy fixes the key, the content type and a size of 1 byte to
+  `SCHIZODOT_MAX_UPLOAD_BYTES`: S3 itself refuses an oversized or retyped file.
+  The job starts when the upload lands (S3 notification on the ingest queue).
+- `POST /api/v1/patient-links` creates a check-in for a patient to record and a
+  one-time link to it; `POST /api/v1/patient-link/upload`, called with the link,
+  uses it up (a conditional write: once) and returns the presigned POST.
+- `POST /api/v1/events` takes an EHR's `checkin.submitted` CloudEvent for media
+  under `incoming/<clinic>/`, checks that its clinic is the sender's and puts it
+  on the ingest queue.
+- `GET /api/v1/jobs/{job_id}`: status and progress, without the patient.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from fastapi import FastAPI, Header, HTTPException, Request, Response
-from pydantic import BaseModel
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.ingest.settings import UploadPolicy
-from shared.domain import CheckinRequest, job_id_for_event, new_job_id, upload_key, utc_now
+from services.ingest.handlers import ehr_media_problem
+from services.ingest.settings import CheckinLimits, UploadPolicy
+from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
+from shared.auth import Authenticator, PatientLinkStore, allow, install_authentication, principal_dependency
+from shared.domain import (
+    JOB_ID_PATTERN,
+    CheckinRequest,
+    Metadata,
+    PatientId,
+    job_id_for_event,
+    new_job_id,
+    upload_key,
+    utc_now,
+)
+from shared.errors import MalformedMessage
+from shared.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, describe_validation_error, event_data
 from shared.http import install_readable_validation_errors
+from shared.identity import Principal, Role
 from shared.job import JobStatus, new_job
 from shared.jobs import JobStore
+from shared.ratelimit import RateLimiter
+from shared.storage import PresignedPost
 from shared.tracing import start_job_trace
 
-# (key, content type, expiry seconds) -> presigned PUT URL
-UploadSigner = Callable[[str, str, int], Awaitable[str]]
+# (key, content type, max bytes, expiry seconds) -> presigned POST
+PostSigner = Callable[[str, str, int, int], Awaitable[PresignedPost]]
+EventQueue = Callable[[str], Awaitable[str]]  # an event's JSON body -> the SQS message id
+
+CREATES_CHECKINS = (Role.UPLOADER, Role.CLINIC_ADMIN, Role.EHR_INTEGRATION)
+ISSUES_LINKS = (Role.UPLOADER, Role.CLINICIAN, Role.CLINIC_ADMIN)
+READS_JOB_STATUS = (Role.UPLOADER, Role.CLINICIAN, Role.CLINIC_ADMIN, Role.EHR_INTEGRATION)
+LINK_RECORDING = "checkin-recording"  # the file name of a check-in recorded through a patient link
+JobId = Path(pattern=JOB_ID_PATTERN.pattern, description="e.g. job-abc123def456")
 
 
 class AnalyzeResponse(BaseModel):
@@ -28,69 +68,197 @@ class AnalyzeResponse(BaseModel):
     status: str
     s3_key: str
     upload_url: str
-    upload_method: str = "PUT"
-    upload_headers: dict[str, str]
+    upload_method: str = "POST"
+    upload_fields: dict[str, str] = Field(description="form fields to send before the file (multipart/form-data)")
+    max_bytes: int
     expires_in: int
     expires_at: str
     trace_id: str | None = None  # find the job's trace in Jaeger by it
 
 
-def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: UploadSigner) -> FastAPI:
-    app = FastAPI(title="SchizoDot ingest API", version="1")
+class PatientLinkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
+    patient_id: PatientId
+    metadata: Metadata = Field(default_factory=dict)
+    expires_in: int | None = Field(None, ge=60, description="seconds; at most INGEST_PATIENT_LINK_MAX_SECONDS")
+
+
+class PatientLinkResponse(BaseModel):
+    job_id: str
+    token: str = Field(description="shown once; the link's only copy")
+    url: str = Field(description="the patient page, with the token in the fragment (never sent to a server)")
+    expires_at: str
+
+
+class LinkUploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content_type: str = Field(min_length=1, max_length=200)
+
+
+class EventAccepted(BaseModel):
+    job_id: str
+    message_id: str
+
+
+@dataclass
+class IngestAccess:
+    """Who may do what: the authenticator, the audit trail, the limiter and the links."""
+
+    authenticator: Authenticator
+    audit: AuditTrail
+    limiter: RateLimiter
+    links: PatientLinkStore
+    limits: CheckinLimits
+
+
+def _expires_at(seconds: int) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, access: IngestAccess,
+               enqueue_event: EventQueue | None = None) -> FastAPI:
+    app = FastAPI(title="SchizoDot ingest API", version="1",
+                  description="Check-ins. Send a bearer token (`Authorization: Bearer …`), an API key "
+                              "(`X-API-Key`) or, for a patient, the one-time link's token.")
+    install_authentication(app, access.authenticator)
     install_readable_validation_errors(app)
+    install_audit_failure_handler(app)
+    principal = principal_dependency(access.authenticator)
+    audit, limits = access.audit, access.limits
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/api/v1/analyze", response_model=AnalyzeResponse, status_code=201)
+    async def limit_checkins(who: Principal) -> None:
+        """Check-in creation per credential, across every API process (429 with Retry-After)."""
+        bucket = f"checkins:{who.credential.value}:{who.credential_id or who.subject}"
+        verdict = await access.limiter.hit(bucket, limits.checkins_per_window, limits.window_seconds)
+        if not verdict.allowed:
+            raise HTTPException(status_code=429, headers={"Retry-After": str(verdict.retry_after)},
+                                detail=f"too many check-ins: at most {limits.checkins_per_window} every "
+                                       f"{limits.window_seconds} s per credential; try again later")
+
+    async def signed_post(key: str, content_type: str) -> tuple[PresignedPost, int]:
+        expires = uploads.upload_url_expiry_seconds
+        return await sign_upload(key, content_type, uploads.max_upload_bytes, expires), expires
+
+    @app.post("/api/v1/analyze", response_model=AnalyzeResponse, status_code=201, tags=["check-ins"])
     async def analyze(
         request: CheckinRequest,
         http_request: Request,
         response: Response,
+        who: Principal = Depends(allow(principal, *CREATES_CHECKINS)),
         idempotency_key: str | None = Header(None, alias="Idempotency-Key", min_length=8, max_length=200),
     ) -> AnalyzeResponse:
-        # With an Idempotency-Key, a client that retries after losing the answer gets the same job back.
-        job_id = job_id_for_event(f"idempotency-key:{request.patient_id}", idempotency_key) \
-            if idempotency_key else new_job_id()
+        """Create a check-in for a patient of the caller's clinic; upload the file with the presigned POST.
+
+        With an Idempotency-Key, a client that retries after losing the answer gets the same job back
+        (200); the key is scoped to the patient of the caller's clinic."""
+        await limit_checkins(who)
+        stored = who.key_of(request.patient_id)
+        job_id = job_id_for_event(f"idempotency-key:{stored}", idempotency_key) if idempotency_key else new_job_id()
         with start_job_trace(job_id, http_request.headers) as job_trace:  # the job's trace starts here
             created_at = utc_now()
-            key = upload_key(request.patient_id, job_id, request.filename, created_at)
+            key = upload_key(stored, job_id, request.filename, created_at)
             status = "queued"
+            await audit.record(AuditEvent("checkin.create", who, patient_id=request.patient_id, job_id=job_id))
             created = await jobs.create(new_job(
-                job_id, patient_id=request.patient_id, s3_key=key, filename=request.filename,
+                job_id, patient_id=stored, s3_key=key, filename=request.filename, clinic_id=who.clinic_id,
                 content_type=request.content_type, created_at=created_at, metadata=request.metadata,
                 message="Waiting for the upload", source="api", trace_fields=job_trace,
             ))
             if not created:
                 existing = await jobs.get(job_id)
                 if existing is None or (existing.patient_id, existing.filename, existing.content_type) != (
-                        request.patient_id, request.filename, request.content_type):
+                        stored, request.filename, request.content_type):
                     raise HTTPException(status_code=409,
                                         detail="this Idempotency-Key was already used for another check-in")
                 key, status = existing.s3_key, existing.status
                 job_trace = {"trace_id": existing.pipeline.trace_id}
                 response.status_code = 200
-            expires = uploads.upload_url_expiry_seconds
-            url = await sign_upload(key, request.content_type, expires)
+            post, expires = await signed_post(key, request.content_type)
         return AnalyzeResponse(
-            job_id=job_id,
-            status=status,
-            s3_key=key,
-            upload_url=url,
-            upload_headers={"Content-Type": request.content_type},
-            expires_in=expires,
-            expires_at=(datetime.now(timezone.utc) + timedelta(seconds=expires)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            job_id=job_id, status=status, s3_key=key, upload_url=post.url, upload_fields=post.fields,
+            max_bytes=uploads.max_upload_bytes, expires_in=expires, expires_at=_expires_at(expires),
             trace_id=job_trace.get("trace_id"),
         )
 
-    @app.get("/api/v1/jobs/{job_id}", response_model=JobStatus)
-    async def job_status(job_id: str) -> JobStatus:
+    @app.post("/api/v1/patient-links", response_model=PatientLinkResponse, status_code=201, tags=["check-ins"])
+    async def issue_link(body: PatientLinkRequest, who: Principal = Depends(allow(principal, *ISSUES_LINKS))
+                         ) -> PatientLinkResponse:
+        """A check-in for the patient to record, and a one-time link to it (its token is shown only here)."""
+        await limit_checkins(who)
+        lifetime = min(body.expires_in or limits.patient_link_seconds, limits.patient_link_max_seconds)
+        job_id = new_job_id()
+        created_at = utc_now()
+        stored = who.key_of(body.patient_id)
+        await audit.record(AuditEvent("checkin.link_issued", who, patient_id=body.patient_id, job_id=job_id,
+                                      detail={"expires_in": lifetime}))
+        with start_job_trace(job_id, {}) as job_trace:
+            await jobs.create(new_job(
+                job_id, patient_id=stored, s3_key=upload_key(stored, job_id, LINK_RECORDING, created_at),
+                filename=LINK_RECORDING, content_type="video/webm", created_at=created_at, clinic_id=who.clinic_id,
+                metadata=body.metadata, message="Waiting for the patient's recording", source="patient_link",
+                trace_fields=job_trace))
+        assert who.clinic_id is not None  # roles that issue links belong to a clinic
+        link, token = await access.links.issue(who.clinic_id, body.patient_id, job_id, who.subject, lifetime)
+        return PatientLinkResponse(job_id=job_id, token=token, url=f"{limits.patient_page_url}#token={token}",
+                                   expires_at=_expires_at(lifetime))
+
+    @app.post("/api/v1/patient-link/upload", response_model=AnalyzeResponse, status_code=201, tags=["check-ins"])
+    async def link_upload(body: LinkUploadRequest,
+                          who: Principal = Depends(allow(principal, Role.PATIENT_LINK))) -> AnalyzeResponse:
+        """Use the link's one upload: a presigned POST for its check-in (a second call is 401)."""
+        job = await jobs.get(who.job_id or "")
+        if job is None or not who.owns(job.clinic_id) or job.patient_id != who.patient_key:
+            raise HTTPException(status_code=404, detail="this link does not lead to a check-in")
+        try:
+            content_type = CheckinRequest(patient_id=who.patient_id or "xxx", filename="x",
+                                          content_type=body.content_type).content_type
+        except ValidationError as error:
+            raise HTTPException(status_code=422, detail=describe_validation_error(error)) from error
+        if not who.credential_id or not await access.links.consume(who.credential_id):
+            raise HTTPException(status_code=401, detail="authentication required", headers={"WWW-Authenticate": "Bearer"})
+        await audit.record(AuditEvent("checkin.upload_authorized", who, patient_id=who.patient_id, job_id=job.job_id))
+        post, expires = await signed_post(job.s3_key, content_type)
+        return AnalyzeResponse(job_id=job.job_id, status=job.status, s3_key=job.s3_key, upload_url=post.url,
+                               upload_fields=post.fields, max_bytes=uploads.max_upload_bytes, expires_in=expires,
+                               expires_at=_expires_at(expires))
+
+    @app.post("/api/v1/events", response_model=EventAccepted, status_code=202, tags=["check-ins"])
+    async def submit_event(request: Request, who: Principal = Depends(allow(principal, Role.EHR_INTEGRATION))
+                           ) -> EventAccepted:
+        """An EHR's `checkin.submitted` CloudEvent (structured JSON) for media already under
+        `incoming/<clinic>/` of the media bucket; the clinic must be the credential's."""
+        if enqueue_event is None:
+            raise HTTPException(status_code=503, detail="events are not accepted by this deployment")
+        body = await request.body()
+        try:
+            event = decode_event(json.loads(body))
+            submitted = event_data(event, CheckinSubmitted, CHECKIN_SUBMITTED)
+        except (ValueError, MalformedMessage) as error:
+            raise HTTPException(status_code=422, detail=str(error)) from error
+        if not who.owns(submitted.clinic_id):
+            raise HTTPException(status_code=404, detail=f"no clinic {submitted.clinic_id}")
+        problem = ehr_media_problem(submitted)
+        if problem:
+            raise HTTPException(status_code=422, detail=problem)
+        await limit_checkins(who)
+        job_id = job_id_for_event(event.get_source(), event.get_id(), submitted.clinic_id)
+        await audit.record(AuditEvent("checkin.event_submitted", who, patient_id=submitted.patient_id, job_id=job_id))
+        message_id = await enqueue_event(body.decode())
+        return EventAccepted(job_id=job_id, message_id=message_id)
+
+    @app.get("/api/v1/jobs/{job_id}", response_model=JobStatus, tags=["check-ins"])
+    async def job_status(job_id: str = JobId, who: Principal = Depends(allow(principal, *READS_JOB_STATUS))
+                         ) -> JobStatus:
+        """Status and progress. No patient id and no findings: those are the results API's."""
         job = await jobs.get(job_id)
-        if job is None:
+        if job is None or not who.owns(job.clinic_id):
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
-        # This API takes uploads without authentication: it never shows whose job it is.
         return JobStatus.of(job, with_patient=False)
 
     return app

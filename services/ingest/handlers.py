@@ -38,6 +38,8 @@ from shared.events import (
     parse_json,
     tracing_carrier,
 )
+from shared.identity import is_clinic_id, patient_key
+from shared.infra import EHR_MEDIA_PREFIX
 from shared.job import PipelinePlan, new_job, plan_weights
 from shared.runner import Emit, Inbound, RejectedEvent, Stage, StageOutcome, Work
 from shared.storage import ObjectStore
@@ -93,12 +95,28 @@ def _upload(record: Any) -> Inbound[MediaArrived]:
     return Inbound(job_id, MediaArrived(job_id=job_id, bucket=bucket, s3_key=key), trace_from_job=True)
 
 
+def ehr_media_problem(submitted: CheckinSubmitted) -> str | None:
+    """Why an EHR event may not point at its media (None when it may): an EHR's media are its
+    own clinic's, under `incoming/<clinic>/` of the media bucket, never another clinic's uploads."""
+    prefix = f"{EHR_MEDIA_PREFIX}{submitted.clinic_id}/"
+    if submitted.bucket is not None:
+        return f"bucket: EHR media must be in the media bucket under {prefix}; leave bucket out"
+    if not submitted.s3_key.startswith(prefix) or ".." in submitted.s3_key.split("/"):
+        return f"s3_key: must be under {prefix}"
+    return None
+
+
 def _checkin_event(message: Any) -> Inbound[MediaArrived]:
     event = decode_event(message)
-    job_id = job_id_for_event(event.get_source(), event.get_id())
+    data = event.get_data()
+    clinic = data.get("clinic_id") if isinstance(data, dict) else None
+    job_id = job_id_for_event(event.get_source(), event.get_id(), clinic if is_clinic_id(clinic) else None)
     try:
         submitted = event_data(event, CheckinSubmitted)
         key = submitted.s3_key
+        problem = ehr_media_problem(submitted)
+        if problem:
+            raise MalformedMessage(f"invalid event data: {problem}")
         filename = submitted.filename or PurePosixPath(key).name
         content_type = submitted.content_type or _EXTENSION_TYPES.get(PurePosixPath(key).suffix.lower(), "")
         if not content_type:
@@ -113,25 +131,29 @@ def _checkin_event(message: Any) -> Inbound[MediaArrived]:
     except MalformedMessage as error:
         raise _rejected(event, job_id, str(error)) from error
     created_at = utc_now()
-    job = new_job(job_id, patient_id=request.patient_id, s3_key=key, filename=request.filename,
+    job = new_job(job_id, patient_id=patient_key(submitted.clinic_id, request.patient_id), s3_key=key,
+                  filename=request.filename, clinic_id=submitted.clinic_id,
                   content_type=request.content_type, created_at=created_at, metadata=request.metadata,
                   message="Check-in received from upstream system", source="event")
-    return Inbound(job_id, MediaArrived(job_id=job_id, bucket=submitted.bucket, s3_key=key), new_job=job,
+    return Inbound(job_id, MediaArrived(job_id=job_id, bucket=None, s3_key=key), new_job=job,
                    event_id=event.get_id(), trace_carrier=tracing_carrier(event))
 
 
 def _rejected(event: Any, job_id: str, reason: str) -> MalformedMessage:
-    """The event is dead-lettered; when it names a valid patient, that patient's job says why."""
+    """The event is dead-lettered; when it names a valid clinic and patient, that patient's job says why."""
     data = event.get_data()
     patient_id = data.get("patient_id") if isinstance(data, dict) else None
+    clinic = data.get("clinic_id") if isinstance(data, dict) else None
     try:
         CheckinRequest.model_validate({"patient_id": patient_id, "filename": "x.mp4", "content_type": "video/mp4"})
-    except ValidationError:
+        if not is_clinic_id(clinic):
+            raise ValueError("no clinic")
+    except ValueError:  # pydantic's ValidationError included
         error = MalformedMessage(reason)
     else:
-        job = new_job(job_id, patient_id=patient_id, s3_key=str(data.get("s3_key", "")),
+        job = new_job(job_id, patient_id=patient_key(clinic, patient_id), s3_key=str(data.get("s3_key", "")),
                       filename=str(data.get("filename") or ""), content_type=str(data.get("content_type") or ""),
-                      created_at=utc_now(), message="Check-in event rejected", source="event")
+                      created_at=utc_now(), message="Check-in event rejected", source="event", clinic_id=clinic)
         error = RejectedEvent(reason, job)
     error.trace_carrier = tracing_carrier(event)
     return error

@@ -21,6 +21,18 @@ class UploadPolicy(StageSettings):
     work_dir: Path = Path(tempfile.gettempdir())
 
 
+class CheckinLimits(StageSettings):
+    """Abuse limits and patient links (`INGEST_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", frozen=True)
+
+    checkins_per_window: int = Field(60, ge=1)  # check-ins one credential may create per window (429 beyond)
+    window_seconds: int = Field(60, ge=1)
+    patient_link_seconds: int = Field(12 * 3600, ge=60)  # a link's default lifetime
+    patient_link_max_seconds: int = Field(7 * 24 * 3600, ge=60)
+    patient_page_url: str = "/checkin"  # where links point (the patient page, issue 13); absolute in production
+
+
 class IngestSettings(StageSettings):
     model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", frozen=True)
 
@@ -31,3 +43,4 @@ class IngestSettings(StageSettings):
     # on the host sees http://localhost:4566). Unset: the same endpoint.
     public_s3_endpoint_url: str | None = None
     uploads: UploadPolicy = Field(default_factory=UploadPolicy)
+    limits: CheckinLimits = Field(default_factory=CheckinLimits)

@@ -20,7 +20,9 @@ from services.results.fhir import FHIR_VERSION, build_bundle
 from services.results.settings import ResultsSettings
 from services.results.user_item import build_user_item, job_summary
 from services.results.writer import ResultsStore
+from shared.audit import AuditTrail
 from shared.events import FusionCompleted
+from shared.identity import local_patient_id
 from shared.job import QUEUED
 from shared.jobs import JobStore
 from shared.runner import Stage, StageOutcome, Work, parse_stage_event
@@ -36,6 +38,13 @@ class ResultsDeps:
     storage: ObjectStore  # fusion's findings document; the media bucket, for the FHIR Media URL
     writer: ResultsStore
     ehr: EhrPublisher | None = None
+    audit: AuditTrail | None = None  # results sent to the EHR are PHI leaving: audited (required when ehr is on)
+
+
+def clinic_view(item: dict, job_item: dict) -> tuple[dict, dict]:
+    """The item and job as the clinic knows them: its own patient id, not the stored key."""
+    local = local_patient_id(item["user_id"])
+    return {**item, "user_id": local}, {**job_item, "patient_id": local}
 
 
 async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageOutcome:
@@ -47,8 +56,13 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
         saved = await deps.writer.save(item)
     message = "Analysis completed successfully"
     if deps.ehr is not None and deps.ehr.enabled:
-        bundle = build_bundle(item, job.to_item(), deps.storage.bucket, deps.settings.fhir_patient_identifier_system)
+        shown_item, shown_job = clinic_view(item, job.to_item())
+        bundle = build_bundle(shown_item, shown_job, deps.storage.bucket, deps.settings.fhir_patient_identifier_system)
         try:
+            if deps.audit is None:
+                raise RuntimeError("no audit trail: results are not sent to the EHR unaudited")
+            await deps.audit.record_system("ehr.results_sent", clinic_id=job.clinic_id,
+                                           stored_patient_key=job.patient_id, job_id=job.job_id)
             with tracer.start_as_current_span("send results to the EHR"):
                 await deps.ehr.publish(job.job_id, encode_results_event(job.job_id, bundle, deps.ehr.source, FHIR_VERSION))
         except Exception as error:

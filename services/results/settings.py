@@ -1,13 +1,9 @@
 """The results stage's settings (`RESULTS_*`)."""
 
-from typing import Annotated
-
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from shared.settings import StageSettings
-
-Csv = Annotated[tuple[str, ...], NoDecode]  # comma-separated in the environment
 
 
 class ResultsSettings(StageSettings):
@@ -21,11 +17,13 @@ class ResultsSettings(StageSettings):
     # The read API (served by the results worker).
     api_host: str = "127.0.0.1"
     api_port: int = Field(8081, ge=0, le=65535)
-    # Credentials: API keys (sent as `X-API-Key`) and bearer tokens
-    # (`Authorization: Bearer ...`). With none set, every data route answers 401.
-    api_keys: Csv = Field((), repr=False)
-    api_bearer_tokens: Csv = Field((), repr=False)
+    # Who may call it: shared.auth (SCHIZODOT_AUTH_* for people's tokens; API keys in
+    # SchizodotApiKeys, managed through the API by clinic admins).
     api_max_page_size: int = Field(100, ge=1, le=1000)
+    # DELETE /api/v1/patients/{id} waits this long for the erasure's receipt, then answers 202.
+    erasure_wait_seconds: float = Field(20.0, ge=0, le=120)
+    # The late sweep for what a stage stopped mid-work may still write (at most SQS's 900 s delay).
+    erasure_sweep_delay_seconds: int = Field(900, ge=0, le=900)
 
     # Results out to the EHR: a CloudEvent with a FHIR R4 bundle per completed
     # job, to an SQS queue and/or an SNS topic. Off when neither is set.
@@ -33,10 +31,3 @@ class ResultsSettings(StageSettings):
     ehr_topic_arn: str | None = None
     # Identifier system the EHR knows our patient ids by (FHIR Patient.identifier.system).
     fhir_patient_identifier_system: str = "urn:schizodot:patient-id"
-
-    @field_validator("api_keys", "api_bearer_tokens", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value

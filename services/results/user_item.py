@@ -27,6 +27,9 @@ def build_user_item(job: Job, findings: dict[str, Any]) -> dict[str, Any]:
         "processing_time_seconds": _seconds_between(job.started_at or job.created_at, analysed_at),
         "status": "completed",
         "results": findings["results"],
+        # Added to the seed's attributes (issue 12): the clinic the result belongs to. `user_id`
+        # is the stored patient key (clinic.patient), so one clinic's history never holds another's.
+        **({"clinic_id": job.clinic_id} if job.clinic_id else {}),
     }
 
 

@@ -12,6 +12,9 @@ class ResultsStore(Protocol):
         """Save a job's item once. True when the item is stored as given, now or by an
         earlier try of the same save; False when its key holds another item."""
 
+    async def delete_patient(self, patient_key: str) -> int:
+        """Erasure: remove every item of the patient; how many there were."""
+
 
 class ResultsWriter:
     """`ResultsStore` on DynamoDB (in memory: `shared.fakes.InMemoryHistory`)."""
@@ -22,3 +25,18 @@ class ResultsWriter:
 
     async def save(self, item: dict[str, Any]) -> bool:
         return await put_if_absent(self._db, self._table, item, "user_id")
+
+    async def delete_patient(self, patient_key: str) -> int:
+        request: dict[str, Any] = {"TableName": self._table, "KeyConditionExpression": "user_id = :u",
+                                   "ExpressionAttributeValues": {":u": {"S": patient_key}},
+                                   "ProjectionExpression": "user_id, #t", "ExpressionAttributeNames": {"#t": "timestamp"},
+                                   "ConsistentRead": True}
+        deleted = 0
+        while True:
+            response = await self._db.query(**request)
+            for key in response.get("Items", []):
+                await self._db.delete_item(TableName=self._table, Key=key)
+                deleted += 1
+            if "LastEvaluatedKey" not in response:
+                return deleted
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]

@@ -29,9 +29,13 @@ WRITES = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dyn
 CONSUME = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
 
 
+KMS_KEY_ID = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+
+
 def load(service: str) -> dict:
     text = (DEPLOY / "iam" / f"schizodot-{service}.json").read_text()
-    return json.loads(text.replace("${AWS_REGION}", REGION).replace("${AWS_ACCOUNT_ID}", ACCOUNT))
+    return json.loads(text.replace("${AWS_REGION}", REGION).replace("${AWS_ACCOUNT_ID}", ACCOUNT)
+                      .replace("${SCHIZODOT_KMS_KEY_ID}", KMS_KEY_ID))
 
 
 def _listed(value) -> list[str]:
@@ -72,7 +76,8 @@ def test_documents_are_well_formed_and_name_no_wildcard_grants(service):
 def test_only_the_results_role_writes_patient_history():
     for service in STAGES:
         writes = [a for a in WRITES if allowed(load(service), a, USERS)]
-        assert writes == (["dynamodb:PutItem"] if service == "results" else []), service
+        # results saves each job's item, and deletes a patient's items on erasure (issue 12)
+        assert writes == (["dynamodb:PutItem", "dynamodb:DeleteItem"] if service == "results" else []), service
 
 
 def test_only_the_results_role_may_write_a_jobs_results():
@@ -83,7 +88,8 @@ def test_only_the_results_role_may_write_a_jobs_results():
             assert not conditionally_denied(policy, "dynamodb:UpdateItem", JOBS, "results")
         else:
             assert conditionally_denied(policy, "dynamodb:UpdateItem", JOBS, "results"), service
-    assert not any(allowed(load(s), "dynamodb:DeleteItem", JOBS) for s in STAGES)
+    # Only erasure deletes a job, and only the results role runs erasures (issue 12).
+    assert [s for s in STAGES if allowed(load(s), "dynamodb:DeleteItem", JOBS)] == ["results"]
     assert [s for s in STAGES if allowed(load(s), "dynamodb:PutItem", JOBS)] == ["ingest"]
 
 
@@ -99,7 +105,9 @@ def test_each_role_uses_only_its_own_queues(service):
             assert not allowed(policy, action, dead_letters), (action, stage)
         # Its own DLQ's depth is a metric the worker reports (shared/worker.py watch_queue_depth).
         assert allowed(policy, "sqs:GetQueueAttributes", dead_letters) == own, stage
-        assert allowed(policy, "sqs:SendMessage", queue) == (stage in PUBLISHES[service]), stage
+        # The ingest API puts EHR events on its own queue (POST /api/v1/events, issue 12).
+        sends = stage in PUBLISHES[service] or (service == stage == "ingest")
+        assert allowed(policy, "sqs:SendMessage", queue) == sends, stage
         assert allowed(policy, "sqs:SendMessage", dead_letters) == own, stage
         for action in ("sqs:PurgeQueue", "sqs:DeleteQueue", "sqs:SetQueueAttributes", "sqs:CreateQueue"):
             assert not allowed(policy, action, queue) and not allowed(policy, action, dead_letters)
@@ -117,7 +125,9 @@ def test_each_role_reaches_only_its_own_s3_prefixes(service):
         assert allowed(policy, "s3:PutObject", artifact) == (stage == service), stage
         readers = {"audio": {"fusion", "results"}, "vision": {"fusion", "results"}, "fusion": {"results"}}[stage]
         assert allowed(policy, "s3:GetObject", artifact) == (service in readers), stage
-    for action in ("s3:DeleteObject", "s3:PutBucketPolicy", "s3:PutBucketNotification", "s3:DeleteBucket"):
+    # Only erasure deletes media and artifacts, and only the results role runs erasures (issue 12).
+    assert allowed(policy, "s3:DeleteObject", upload) == (service == "results")
+    for action in ("s3:PutBucketPolicy", "s3:PutBucketNotification", "s3:DeleteBucket"):
         assert not allowed(policy, action, upload) and not allowed(policy, action, f"arn:aws:s3:::{SETTINGS.bucket}")
     assert not allowed(policy, "s3:GetObject", OBJECT + "elsewhere/secret.txt")
 

@@ -13,6 +13,8 @@ import pytest
 from schizodot import samples
 from shared.messaging import ERROR_ATTRIBUTE
 
+from schizodot.dev_identity import DEV_CLINIC
+
 from .test_pipeline import ehr_event
 
 pytestmark = pytest.mark.slow
@@ -64,13 +66,13 @@ def test_uploaded_bad_media_fails_the_job_with_a_readable_error(running_stack, b
     ],
 )
 def test_analyze_api_rejects_bad_requests_with_422(running_stack, body, expected):
-    response = httpx.post(f"{running_stack.api}/api/v1/analyze", json=body, timeout=10)
+    response = httpx.post(f"{running_stack.api}/api/v1/analyze", json=body, headers=running_stack.auth(), timeout=10)
     assert response.status_code == 422
     assert expected in response.json()["detail"]
 
 
 def test_unknown_job_is_404(running_stack):
-    response = httpx.get(f"{running_stack.api}/api/v1/jobs/job-000000000000", timeout=10)
+    response = httpx.get(f"{running_stack.api}/api/v1/jobs/job-000000000000", headers=running_stack.auth(), timeout=10)
     assert response.status_code == 404
 
 
@@ -101,14 +103,15 @@ def test_malformed_event_json_is_dead_lettered_with_the_reason(running_stack):
 
 def test_event_missing_fields_is_dead_lettered_and_its_patient_sees_a_failed_job(running_stack):
     patient = _patient()
-    event = json.loads(ehr_event("incoming/x.mp4", patient, str(uuid.uuid4())))
+    event = json.loads(ehr_event(f"incoming/{DEV_CLINIC}/x.mp4", patient, str(uuid.uuid4())))
     del event["data"]["s3_key"]
     _send_ingest(running_stack, json.dumps(event))
     message = _dead_letter_with(running_stack, patient)
     assert "s3_key: Field required" in message["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
     jobs = running_stack.client("dynamodb").query(
         TableName=running_stack.settings.jobs_table, IndexName="patient_id-created_at-index",
-        KeyConditionExpression="patient_id = :p", ExpressionAttributeValues={":p": {"S": patient}})["Items"]
+        KeyConditionExpression="patient_id = :p",
+        ExpressionAttributeValues={":p": {"S": running_stack.stored_key(patient)}})["Items"]
     assert len(jobs) == 1 and jobs[0]["status"]["S"] == "failed"
     assert "s3_key: Field required" in jobs[0]["error"]["S"]
 
@@ -123,9 +126,9 @@ def test_event_without_cloudevents_attributes_is_dead_lettered(running_stack):
 def test_event_for_missing_s3_object_fails_the_job(running_stack):
     patient = _patient()
     event_id = str(uuid.uuid4())
-    _send_ingest(running_stack, ehr_event(f"incoming/{uuid.uuid4().hex}.mp4", patient, event_id))
+    _send_ingest(running_stack, ehr_event(f"incoming/{DEV_CLINIC}/{uuid.uuid4().hex}.mp4", patient, event_id))
     from shared.domain import job_id_for_event
 
-    job = running_stack.wait_for_job(job_id_for_event("urn:ehr:test", event_id), timeout=60)
+    job = running_stack.wait_for_job(job_id_for_event("urn:ehr:test", event_id, DEV_CLINIC), timeout=60)
     assert job["status"] == "failed"
     assert "the media file does not exist" in job["error"]

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from schizodot import stack
+from schizodot.dev_identity import DEV_CLINIC
 from shared.domain import job_id_for_event
 from shared.events import CHECKIN_SUBMITTED
 from shared.job import Job
@@ -195,18 +196,18 @@ def test_an_ehr_event_continues_the_senders_trace(traced_stack, checkin_clip):
     """The CloudEvents distributed-tracing extension starts the job's trace where the EHR's is."""
     running = traced_stack.running
     patient = f"patient-{uuid.uuid4().hex[:8]}"
-    key = f"incoming/{uuid.uuid4().hex}/checkin.mp4"
+    key = f"incoming/{DEV_CLINIC}/{uuid.uuid4().hex}/checkin.mp4"
     running.client("s3").put_object(Bucket=running.settings.bucket, Key=key, Body=checkin_clip.read_bytes())
     sender_trace, sender_span = secrets.token_hex(16), secrets.token_hex(8)
     event = {
         "specversion": "1.0", "id": f"evt-{uuid.uuid4().hex[:8]}", "source": "urn:ehr:observability-test",
         "type": CHECKIN_SUBMITTED, "time": "2026-11-25T10:00:00Z", "datacontenttype": "application/json",
         "traceparent": f"00-{sender_trace}-{sender_span}-01",
-        "data": {"patient_id": patient, "s3_key": key, "content_type": "video/mp4"},
+        "data": {"clinic_id": DEV_CLINIC, "patient_id": patient, "s3_key": key, "content_type": "video/mp4"},
     }
     running.client("sqs").send_message(
         QueueUrl=running.queue_url(running.settings.queue_name("ingest")), MessageBody=json.dumps(event))
-    job = running.wait_for_job(job_id_for_event(event["source"], event["id"]), timeout=120)
+    job = running.wait_for_job(job_id_for_event(event["source"], event["id"], DEV_CLINIC), timeout=120)
     assert job["status"] == "completed", job.get("error")
     assert Job.from_item(job).pipeline.trace_id == sender_trace
     spans = _completed_trace(traced_stack.receiver, sender_trace)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from schizodot import samples
+from schizodot.dev_identity import DEV_CLINIC
 from shared.events import CHECKIN_SUBMITTED
 from shared.job import Job
 
@@ -36,12 +37,14 @@ def test_uploaded_checkin_completes_with_seed_shaped_results(running_stack, chec
     assert all(p < 100 for p in progress[:-1] if p != 100) and progress[-1] == 100
     for attribute in ("created_at", "updated_at", "started_at", "completed_at", "s3_key", "filename", "content_type"):
         assert job[attribute], attribute
-    assert job["s3_key"].startswith(f"uploads/{patient}/{job_id}/")
+    assert job["s3_key"].startswith(f"uploads/{running_stack.stored_key(patient)}/{job_id}/")
+    assert job["patient_id"] == running_stack.stored_key(patient) and job["metadata"]["clinic_id"] == DEV_CLINIC
     assert set(job["results"]) >= {"emotion_summary", "compliance_score", "risk_level"}
     assert job.get("error") is None
 
     [item] = running_stack.user_items(patient)
-    assert item["job_id"] == job_id and item["user_id"] == patient and item["status"] == "completed"
+    assert item["job_id"] == job_id and item["user_id"] == running_stack.stored_key(patient)
+    assert item["status"] == "completed" and item["clinic_id"] == DEV_CLINIC
     assert item["analysis_type"] == "multimodal"
     assert item["timestamp"] == item["analyzed_at"]
     assert 0 < item["processing_time_seconds"] < 120
@@ -80,12 +83,13 @@ def test_uploaded_checkin_completes_with_seed_shaped_results(running_stack, chec
     assert summary["generated_by"] == "rule_based" and summary["recommendations"]
     assert job["results"]["risk_level"] == fusion["risk_level"]
 
-    # The same result through the results service's read API, which needs a credential.
-    env = running_stack.env()
-    url = f"{env['SCHIZODOT_RESULTS_API_URL']}/api/v1/results/{job_id}"
-    served = httpx.get(url, headers={"X-API-Key": env["SCHIZODOT_RESULTS_API_KEY"]}, timeout=10)
-    assert served.status_code == 200 and served.json()["job_id"] == job_id
+    # The same result through the results service's read API, which needs a credential,
+    # shows the clinic's own patient id, and is another clinic's "not found".
+    url = f"{running_stack.results_api}/api/v1/results/{job_id}"
+    served = httpx.get(url, headers=running_stack.auth("dev-clinician"), timeout=10)
+    assert served.status_code == 200 and served.json()["job_id"] == job_id and served.json()["user_id"] == patient
     assert httpx.get(url, timeout=10).status_code == 401
+    assert httpx.get(url, headers=running_stack.auth("other-clinician"), timeout=10).status_code == 404
 
 
 def test_audio_only_and_silent_video_skip_a_modality_and_say_so(running_stack, media_dir):
@@ -117,7 +121,7 @@ def test_audio_only_and_silent_video_skip_a_modality_and_say_so(running_stack, m
 
 def ehr_event(key: str, patient: str, event_id: str, **data_overrides) -> str:
     """A check-in event as an upstream EHR publishes it (CloudEvents 1.0, structured JSON)."""
-    data = {"patient_id": patient, "s3_key": key, "content_type": "video/mp4",
+    data = {"clinic_id": DEV_CLINIC, "patient_id": patient, "s3_key": key, "content_type": "video/mp4",
             "metadata": {"session_type": "weekly_checkin"}, **data_overrides}
     return json.dumps({
         "specversion": "1.0", "id": event_id, "source": "urn:ehr:test", "type": CHECKIN_SUBMITTED,
@@ -127,7 +131,7 @@ def ehr_event(key: str, patient: str, event_id: str, **data_overrides) -> str:
 
 def test_ehr_event_delivered_twice_makes_one_job_and_one_result(running_stack, checkin_clip):
     patient = _patient()
-    key = f"incoming/ehr/{uuid.uuid4().hex}.mp4"
+    key = f"incoming/{DEV_CLINIC}/{uuid.uuid4().hex}.mp4"
     running_stack.client("s3").put_object(Bucket=running_stack.settings.bucket, Key=key, Body=checkin_clip.read_bytes())
     body = ehr_event(key, patient, event_id=str(uuid.uuid4()))
     sqs = running_stack.client("sqs")
@@ -140,7 +144,8 @@ def test_ehr_event_delivered_twice_makes_one_job_and_one_result(running_stack, c
     while not jobs and time.monotonic() < deadline:
         jobs = running_stack.client("dynamodb").query(
             TableName=running_stack.settings.jobs_table, IndexName="patient_id-created_at-index",
-            KeyConditionExpression="patient_id = :p", ExpressionAttributeValues={":p": {"S": patient}})["Items"]
+            KeyConditionExpression="patient_id = :p",
+            ExpressionAttributeValues={":p": {"S": running_stack.stored_key(patient)}})["Items"]
         time.sleep(0.2)
     assert len(jobs) == 1
     job_id = jobs[0]["job_id"]["S"]
@@ -164,7 +169,7 @@ def test_cli_submit_prints_the_result_and_reads_history(running_stack, checkin_c
         capture_output=True, text=True, env=env, timeout=240,
     )
     assert submitted.returncode == 0, submitted.stderr
-    item = json.loads(submitted.stdout)
+    item = json.loads(submitted.stdout)  # read back through the results API as dev-clinician
     assert item["user_id"] == patient and SEED_RESULT_KEYS <= set(item["results"])
     assert "Analysis completed successfully" in submitted.stderr  # followed the job's messages
 

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -27,11 +28,18 @@ from shared.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
 from shared.job import Job, plan_weights
 from shared.jobs import JobsRepository
 from shared.markers import measured, parse
+from schizodot.dev_identity import DEV_CLINIC, DevIssuer
+from shared.audit import AuditTrail, S3AuditStore
+from shared.identity import patient_key
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-API_KEY = "test-key-" + uuid.uuid4().hex
-BEARER = "test-token-" + uuid.uuid4().hex
+CLINIC = DEV_CLINIC  # every patient here is dev-clinic's; other-clinic's users must not see them
+
+
+def key(patient: str) -> str:
+    """How dev-clinic's patient is stored."""
+    return patient_key(CLINIC, patient)
 
 
 def _now(offset_days: float = 0) -> str:
@@ -47,7 +55,8 @@ def _job_id() -> str:
 
 
 class Workers:
-    def __init__(self, settings, ehr_queue_url: str, api_port: int, logs: Path) -> None:
+    def __init__(self, settings, ehr_queue_url: str, api_port: int, logs: Path, issuer: DevIssuer) -> None:
+        self.issuer = issuer
         self.settings = settings
         self.ehr_queue_url = ehr_queue_url
         self.api = f"http://127.0.0.1:{api_port}"
@@ -56,8 +65,8 @@ class Workers:
     def http(self, **headers: str) -> httpx.Client:
         return httpx.Client(base_url=self.api, timeout=10, headers=headers)
 
-    def authed(self) -> httpx.Client:
-        return self.http(**{"X-API-Key": API_KEY})
+    def authed(self, user: str = "dev-clinician") -> httpx.Client:
+        return self.http(Authorization=f"Bearer {self.issuer.mint(user)}")
 
     def job(self, job_id: str) -> dict | None:
         async def body(aws):
@@ -83,16 +92,19 @@ async def _with_aws(settings, body):
         return await body(aws)
 
 
+ISSUER_DIR = Path(tempfile.mkdtemp(prefix="results-api-issuer-"))
+
+
 def worker_env(settings, api_port: int, ehr_queue_url: str) -> dict[str, str]:
     return {
+        **DevIssuer(ISSUER_DIR).environment(), "SCHIZODOT_PSEUDONYM_KEY": "results-api-tests",
         **os.environ,
         "AWS_ENDPOINT_URL": settings.aws_endpoint_url, "AWS_REGION": settings.aws_region,
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "SCHIZODOT_WAIT_TIME_SECONDS": "1", "PYTHONUNBUFFERED": "1",
         # the sweeper must leave other tests' deliberately old jobs alone
         "RESULTS_STUCK_AFTER_SECONDS": str(30 * 24 * 3600), "RESULTS_SWEEP_INTERVAL_SECONDS": "3600",
-        "RESULTS_API_PORT": str(api_port), "RESULTS_API_KEYS": f"other-key,{API_KEY}",
-        "RESULTS_API_BEARER_TOKENS": BEARER, "RESULTS_EHR_QUEUE_URL": ehr_queue_url,
+        "RESULTS_API_PORT": str(api_port), "RESULTS_EHR_QUEUE_URL": ehr_queue_url,
         # the LLM summary is on; moto's server cannot run Bedrock's Converse, so every call fails
         "FUSION_LLM_ENABLED": "true", "FUSION_LLM_MAX_ATTEMPTS": "1",
     }
@@ -111,7 +123,7 @@ def workers(aws_server, tmp_path_factory):
         with open(logs / f"{service}.log", "wb") as log:
             processes.append(subprocess.Popen([sys.executable, "-m", f"services.{service}.main"], cwd=REPO,
                                               env=env, stdout=log, stderr=subprocess.STDOUT))
-    running = Workers(settings, ehr_queue_url, api_port, logs)
+    running = Workers(settings, ehr_queue_url, api_port, logs, DevIssuer(ISSUER_DIR))
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -170,7 +182,8 @@ def _vision(activity: float, status: str) -> dict:
 def _history_item(patient: str, days_ago: float, activity: float, status: str) -> dict:
     stamp = _now(-days_ago)
     audio, vision = _audio(), _vision(activity, status)
-    return {"user_id": patient, "timestamp": stamp, "job_id": _job_id(), "s3_key": f"uploads/{patient}/x.mp4",
+    return {"user_id": key(patient), "clinic_id": CLINIC, "timestamp": stamp, "job_id": _job_id(),
+            "s3_key": f"uploads/{key(patient)}/x.mp4",
             "analysis_type": "multimodal", "analyzed_at": stamp, "processing_time_seconds": 3.0,
             "status": "completed",
             "results": {"audio_emotion": audio["audio_emotion"], "facial_emotion": vision["facial_emotion"],
@@ -200,11 +213,11 @@ def submit_analysed_checkin(settings, patient: str, audio: dict | None, vision: 
             await aws.s3.put_object(Bucket=settings.bucket, Key=artifact_key(job_id, modality),
                                     Body=json.dumps(document).encode())
         await JobsRepository(aws.dynamodb, settings.jobs_table).create(Job.from_item({
-            "job_id": job_id, "patient_id": patient, "status": "processing",
-            "s3_key": f"uploads/{patient}/{job_id}/20260101T000000Z_checkin.mp4", "filename": "checkin.mp4",
+            "job_id": job_id, "patient_id": key(patient), "status": "processing",
+            "s3_key": f"uploads/{key(patient)}/{job_id}/20260101T000000Z_checkin.mp4", "filename": "checkin.mp4",
             "content_type": "video/mp4" if vision else "audio/mp4", "created_at": created, "updated_at": created,
             "started_at": created, "progress": 70, "message": "analysed",
-            "metadata": {"pipeline": {
+            "metadata": {"clinic_id": CLINIC, "pipeline": {
                 "source": "api", "expected": list(documents), "skipped": skipped or {},
                 "weights": plan_weights(list(documents)),
                 "stages": {m: {"state": "done", "message_id": f"m-{m}", "credited": 0, "attempts": 1,
@@ -312,7 +325,7 @@ def test_first_audio_only_checkin_has_no_baseline_and_names_the_missing_face(wor
 
 @pytest.mark.parametrize("headers", [
     {}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}, {"Authorization": "Bearer wrong"},
-    {"Authorization": f"Basic {BEARER}"}, {"Authorization": f"Bearer {API_KEY}"},  # a key is not a token
+    {"Authorization": "Basic ZGV2OmRldg=="}, {"Authorization": "Bearer sdk_0123456789abcdef_" + "k" * 43},
 ])
 def test_unauthenticated_calls_get_401_and_learn_nothing(workers, headers):
     paths = ["/api/v1/jobs/job-000000000000", "/api/v1/jobs/not-a-job", "/api/v1/patients/p!/jobs?limit=0",
@@ -340,7 +353,7 @@ def test_job_status_detail_and_errors(workers):
     patient = _patient()
     job_id = submit_analysed_checkin(settings, patient, _audio(), _vision(0.08, "inconclusive"))
     workers.wait_for_job(job_id)
-    with workers.http(Authorization=f"Bearer {BEARER}") as http:  # the bearer token works as well as a key
+    with workers.authed("dev-ehr") as http:  # an EHR integration reads its clinic's jobs too
         status = http.get(f"/api/v1/jobs/{job_id}").json()
         assert status["status"] == "completed" and status["progress"] == 100
         assert status["patient_id"] == patient and status["modalities"] == ["audio", "vision"]
@@ -354,12 +367,16 @@ def test_job_status_detail_and_errors(workers):
         assert http.get("/api/v1/results/job-000000000000").status_code == 404
     ensure_job = _job_id()
     asyncio.run(_with_aws(settings, lambda aws: JobsRepository(aws.dynamodb, settings.jobs_table).create(Job.from_item({
-        "job_id": ensure_job, "patient_id": patient, "status": "queued", "s3_key": "k", "created_at": _now(),
-        "updated_at": _now(), "progress": 0, "metadata": {"pipeline": {"stages": {}}}}))))
+        "job_id": ensure_job, "patient_id": key(patient), "status": "queued", "s3_key": "k", "created_at": _now(),
+        "updated_at": _now(), "progress": 0, "metadata": {"clinic_id": CLINIC, "pipeline": {"stages": {}}}}))))
     with workers.authed() as http:
         pending = http.get(f"/api/v1/results/{ensure_job}")
         assert pending.status_code == 404 and pending.json()["detail"] == f"job {ensure_job} has no result (queued)"
         assert http.get(f"/api/v1/jobs/{ensure_job}/detail").json()["result"] is None
+    with workers.authed("other-clinician") as http:  # another clinic's clinician: exactly "no such job"
+        theirs = http.get(f"/api/v1/jobs/{job_id}")
+        assert theirs.status_code == 404 and theirs.json()["detail"] == f"no job {job_id}"
+        assert http.get(f"/api/v1/patients/{patient}/jobs").json() == {"patient_id": patient, "count": 0, "jobs": []}
 
 
 def test_patient_jobs_newest_first_with_limit_and_status_filter(workers):
@@ -371,9 +388,9 @@ def test_patient_jobs_newest_first_with_limit_and_status_filter(workers):
         jobs = JobsRepository(aws.dynamodb, settings.jobs_table)
         for age, job_id in zip((4, 3, 2, 1), ids):
             stamp = _now(-age)
-            await jobs.create(Job.from_item({"job_id": job_id, "patient_id": patient, "status": "queued",
+            await jobs.create(Job.from_item({"job_id": job_id, "patient_id": key(patient), "status": "queued",
                                              "s3_key": "k", "created_at": stamp, "updated_at": stamp, "progress": 0,
-                                             "metadata": {"pipeline": {"stages": {}}}}))
+                                             "metadata": {"clinic_id": CLINIC, "pipeline": {"stages": {}}}}))
         await jobs.fail(ids[1], "the file is not a video: it is a JPEG image")
     asyncio.run(_with_aws(settings, body))
     with workers.authed() as http:
@@ -473,15 +490,16 @@ def test_an_unreachable_ehr_is_retried_then_the_job_completes_saying_so(aws_serv
         await storage.put_json(artifact_key(job_id, "fusion"), findings)
         created = _now()
         await jobs.create(Job.from_item({
-            "job_id": job_id, "patient_id": patient, "status": "processing", "s3_key": "uploads/k.m4a",
+            "job_id": job_id, "patient_id": key(patient), "status": "processing", "s3_key": "uploads/k.m4a",
             "created_at": created, "updated_at": created, "progress": 80,
-            "metadata": {"pipeline": {"expected": ["audio"], "skipped": skipped,
+            "metadata": {"clinic_id": CLINIC, "pipeline": {"expected": ["audio"], "skipped": skipped,
                                       "stages": {s: {"state": "done", "message_id": f"m-{s}",
                                                      "outputs": {"artifact_key": artifact_key(job_id, s)}}
                                                  for s in ("audio", "fusion")}}}}))
         queues, _ = await resolve_queues(aws.sqs, settings, "results")
+        audit = AuditTrail(S3AuditStore(aws.s3, settings.audit_bucket), "results-api-tests", "schizodot-results")
         deps = ResultsDeps(ResultsSettings(), storage, ResultsWriter(aws.dynamodb, settings.users_table),
-                           EhrPublisher(aws.sqs, None, gone, None))
+                           EhrPublisher(aws.sqs, None, gone, None), audit)
         runner = StageRunner(RESULTS, deps, jobs, storage, Publisher(aws.sqs, queues, "urn:test"))
 
         def delivery(attempt: int) -> Delivery:

@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _start(module: str, settings, extra: dict[str, str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "AWS_ENDPOINT_URL": settings.aws_endpoint_url, "AWS_REGION": settings.aws_region,
+           "SCHIZODOT_PSEUDONYM_KEY": "startup-tests",  # the APIs refuse to start without it (issue 12)
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "SCHIZODOT_METRICS_PORT": "0",
            **extra}
     return subprocess.run([sys.executable, "-m", module], cwd=REPO, env=env, capture_output=True, text=True,

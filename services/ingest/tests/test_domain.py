@@ -35,7 +35,7 @@ def test_content_type_parameters_are_accepted_and_normalised():
 
 
 def test_cloudevent_round_trip_and_wrong_type():
-    data = CheckinSubmitted(patient_id="patient-001", s3_key="incoming/a.mp4")
+    data = CheckinSubmitted(clinic_id="clinic-a", patient_id="patient-001", s3_key="incoming/clinic-a/a.mp4")
     body = encode_event(CHECKIN_SUBMITTED, "urn:test", "job-x", data)
     event = decode_event(body)
     assert event.get_specversion() == "1.0" and event.get_subject() == "job-x" and event.get_id()

@@ -44,6 +44,7 @@ def _upload_notice(bucket: str, key: str) -> str:
 
 
 def _ehr_event(event_id: str, **data) -> str:
+    data.setdefault("clinic_id", "clinic-a")
     return json.dumps({"specversion": "1.0", "id": event_id, "source": "urn:ehr:test", "type": CHECKIN_SUBMITTED,
                        "datacontenttype": "application/json", "data": data})
 
@@ -83,12 +84,14 @@ def test_an_upload_notice_names_the_job_in_its_key_and_continues_the_jobs_trace(
 
 
 def test_an_ehr_event_brings_its_job_and_the_same_event_always_names_the_same_job():
-    body = _ehr_event("evt-1", patient_id="patient-001", s3_key="incoming/a.MOV", metadata={"session_type": "weekly"})
+    body = _ehr_event("evt-1", patient_id="patient-001", s3_key="incoming/clinic-a/a.MOV", metadata={"session_type": "weekly"})
     [inbound] = parse_ingest_message(body)
-    assert inbound.job_id == job_id_for_event("urn:ehr:test", "evt-1") == parse_ingest_message(body)[0].job_id
+    assert inbound.job_id == job_id_for_event("urn:ehr:test", "evt-1", "clinic-a") == parse_ingest_message(body)[0].job_id
+    # Another clinic's EHR using the same source and event id names another job.
+    assert job_id_for_event("urn:ehr:test", "evt-1", "clinic-b") != inbound.job_id
     job = inbound.new_job
-    assert (job.patient_id, job.s3_key, job.filename, job.content_type) == (
-        "patient-001", "incoming/a.MOV", "a.MOV", "video/quicktime")
+    assert (job.patient_id, job.clinic_id, job.s3_key, job.filename, job.content_type) == (
+        "clinic-a.patient-001", "clinic-a", "incoming/clinic-a/a.MOV", "a.MOV", "video/quicktime")
     assert job.status == "queued" and job.metadata == {"session_type": "weekly"} and job.pipeline.source == "event"
     assert inbound.event.bucket is None  # the media bucket
 
@@ -96,12 +99,25 @@ def test_an_ehr_event_brings_its_job_and_the_same_event_always_names_the_same_jo
 def test_an_unreadable_event_naming_a_patient_leaves_a_failed_job_and_is_dead_lettered():
     with pytest.raises(RejectedEvent, match="s3_key: Field required") as rejected:
         parse_ingest_message(_ehr_event("evt-2", patient_id="patient-001"))
-    assert rejected.value.job.patient_id == "patient-001" and rejected.value.job.message == "Check-in event rejected"
+    assert rejected.value.job.patient_id == "clinic-a.patient-001" and rejected.value.job.clinic_id == "clinic-a"
+    assert rejected.value.job.message == "Check-in event rejected"
     with pytest.raises(RejectedEvent, match="does not say what the media is"):
-        parse_ingest_message(_ehr_event("evt-3", patient_id="patient-001", s3_key="incoming/a.bin"))
+        parse_ingest_message(_ehr_event("evt-3", patient_id="patient-001", s3_key="incoming/clinic-a/a.bin"))
     with pytest.raises(MalformedMessage) as anonymous:
-        parse_ingest_message(_ehr_event("evt-4", patient_id="p!", s3_key="incoming/a.mp4"))
+        parse_ingest_message(_ehr_event("evt-4", patient_id="p!", s3_key="incoming/clinic-a/a.mp4"))
     assert not isinstance(anonymous.value, RejectedEvent)
+
+
+def test_an_ehr_event_may_point_only_at_its_own_clinics_incoming_media():
+    for key in ("uploads/clinic-b.patient-001/job-0123456789ab/x.mp4", "incoming/clinic-b/a.mp4",
+                "incoming/clinic-a/../clinic-b/a.mp4"):
+        with pytest.raises(RejectedEvent, match="s3_key: must be under incoming/clinic-a/"):
+            parse_ingest_message(_ehr_event(f"evt-{key}", patient_id="patient-001", s3_key=key))
+    with pytest.raises(RejectedEvent, match="bucket: EHR media must be in the media bucket"):
+        parse_ingest_message(_ehr_event("evt-b", patient_id="patient-001", s3_key="incoming/clinic-a/a.mp4",
+                                        bucket="another-bucket"))
+    with pytest.raises(MalformedMessage, match="clinic_id"):  # no clinic: nobody's job
+        parse_ingest_message(_ehr_event("evt-c", patient_id="patient-001", s3_key="incoming/a.mp4", clinic_id="A B"))
 
     fakes = FakeAdapters()
 
@@ -109,7 +125,7 @@ def test_an_unreadable_event_naming_a_patient_leaves_a_failed_job_and_is_dead_le
         accepted = await _runner(fakes).accept(_delivery(_ehr_event("evt-5", patient_id="patient-001")))
         with pytest.raises(MalformedMessage):
             await accepted.work()
-        return await fakes.jobs.get(job_id_for_event("urn:ehr:test", "evt-5"))
+        return await fakes.jobs.get(job_id_for_event("urn:ehr:test", "evt-5", "clinic-a"))
 
     job = asyncio.run(scenario())
     assert job.status == "failed" and "the check-in event was rejected: invalid event data: s3_key" in job.error
@@ -164,19 +180,19 @@ def test_an_audio_only_recording_skips_vision_and_says_why(clips):
 
 def test_an_ehr_event_delivered_twice_makes_one_job_and_asks_again_only_what_was_asked(clips):
     fakes = FakeAdapters()
-    fakes.storage.put_file("incoming/ehr.mp4", clips["video"])
-    body = _ehr_event("evt-6", patient_id="patient-002", s3_key="incoming/ehr.mp4")
+    fakes.storage.put_file("incoming/clinic-a/ehr.mp4", clips["video"])
+    body = _ehr_event("evt-6", patient_id="patient-002", s3_key="incoming/clinic-a/ehr.mp4")
 
     async def scenario():
         runner = _runner(fakes)
         await deliver(runner, body, message_id="m-1")
         await deliver(runner, body, message_id="m-2")  # at-least-once: the same event again
-        return await fakes.jobs.list_for_patient("patient-002")
+        return await fakes.jobs.list_for_patient("clinic-a.patient-002")
 
     [job] = asyncio.run(scenario())
     assert job.pipeline.source == "event" and job.pipeline.stages["ingest"].attempts == 1
     sent = [(to, event.s3_key) for to, event in fakes.publisher.sent]
-    assert sent == [("audio", "incoming/ehr.mp4"), ("vision", "incoming/ehr.mp4")] * 2  # re-announced, not redone
+    assert sent == [("audio", "incoming/clinic-a/ehr.mp4"), ("vision", "incoming/clinic-a/ehr.mp4")] * 2  # re-announced, not redone
 
 
 @pytest.mark.parametrize("case, expected", [

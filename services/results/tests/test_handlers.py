@@ -14,9 +14,10 @@ import pytest
 from services.results.ehr import EhrPublisher
 from services.results.handlers import RESULTS, ResultsDeps
 from services.results.settings import ResultsSettings
+from shared.audit import AuditTrail, AuditUnavailable, patient_ref
 from shared.domain import artifact_key, utc_now
 from shared.events import FusionCompleted, encode_event
-from shared.fakes import FakeAdapters, deliver
+from shared.fakes import FakeAdapters, MemoryAuditStore, deliver
 from shared.job import PipelinePlan, new_job, plan_weights
 
 RESULTS_MAP = {
@@ -33,6 +34,13 @@ RESULTS_MAP = {
 }
 
 
+PATIENT_KEY = "clinic-a.patient-001"  # patient-001 of clinic-a, as stored
+
+
+def _audit(store: MemoryAuditStore | None = None) -> AuditTrail:
+    return AuditTrail(store or MemoryAuditStore(), "test-pseudonym-key", "schizodot-results")
+
+
 class StandInSqs:
     def __init__(self, fail: bool) -> None:
         self.fail, self.sent = fail, []
@@ -46,9 +54,9 @@ class StandInSqs:
 
 async def _fused(fakes: FakeAdapters) -> str:
     job_id = f"job-{uuid.uuid4().hex[:12]}"
-    await fakes.jobs.create(new_job(job_id, patient_id="patient-001", s3_key=f"uploads/patient-001/{job_id}/x.mp4",
+    await fakes.jobs.create(new_job(job_id, patient_id=PATIENT_KEY, s3_key=f"uploads/{PATIENT_KEY}/{job_id}/x.mp4",
                                     filename="x.mp4", content_type="video/mp4", created_at=utc_now(), message="q",
-                                    source="api"))
+                                    source="api", clinic_id="clinic-a"))
     for stage in ("ingest", "audio", "vision", "fusion"):
         run = await fakes.jobs.claim_stage(job_id, stage, f"m-{stage}", "x")
         plan = PipelinePlan(expected=["audio", "vision"], weights=plan_weights(["audio", "vision"])) \
@@ -59,10 +67,11 @@ async def _fused(fakes: FakeAdapters) -> str:
     return job_id
 
 
-def _completion(fakes: FakeAdapters, ehr: EhrPublisher | None, *, final_attempt: bool = False):
+def _completion(fakes: FakeAdapters, ehr: EhrPublisher | None, *, final_attempt: bool = False,
+                audit: AuditTrail | None = None):
     async def scenario():
         job_id = await _fused(fakes)
-        deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, ehr)
+        deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, ehr, audit or _audit())
         body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
         await deliver(fakes.runner(RESULTS, deps), body, final_attempt=final_attempt)
         return job_id, await fakes.jobs.get(job_id)
@@ -73,20 +82,36 @@ def _completion(fakes: FakeAdapters, ehr: EhrPublisher | None, *, final_attempt:
 def test_the_findings_are_saved_as_the_patients_item_and_the_job_completes():
     fakes = FakeAdapters()
     job_id, job = _completion(fakes, None)
-    [item] = asyncio.run(fakes.history.latest("patient-001"))
+    [item] = asyncio.run(fakes.history.latest(PATIENT_KEY))
     assert item["job_id"] == job_id and item["results"] == RESULTS_MAP and item["analysis_type"] == "multimodal"
+    assert item["clinic_id"] == "clinic-a" and item["user_id"] == PATIENT_KEY  # the clinic, added to the seed's attributes
     assert job.status == "completed" and job.progress == 100 and job.message == "Analysis completed successfully"
     assert job.results == {"emotion_summary": "calm", "compliance_score": None, "risk_level": "low",
                            "verification_status": "inconclusive"}
     assert fakes.publisher.sent == []  # the last stage: nothing after it
 
 
-def test_the_ehr_gets_the_fhir_bundle_before_the_job_completes():
-    fakes, sqs = FakeAdapters(), StandInSqs(fail=False)
-    job_id, job = _completion(fakes, EhrPublisher(sqs, None, "https://sqs/ehr-inbox", None))
+def test_the_ehr_gets_the_fhir_bundle_before_the_job_completes_audited_with_the_clinics_own_patient_id():
+    fakes, sqs, store = FakeAdapters(), StandInSqs(fail=False), MemoryAuditStore()
+    job_id, job = _completion(fakes, EhrPublisher(sqs, None, "https://sqs/ehr-inbox", None), audit=_audit(store))
     [event] = sqs.sent
     assert event["subject"] == job_id and event["data"]["resourceType"] == "Bundle"
     assert job.status == "completed"
+    subjects = {json.dumps(e["resource"]["subject"]) for e in event["data"]["entry"] if "subject" in e["resource"]}
+    assert subjects and all('"Patient/patient-001"' in s and "clinic-a." not in s for s in subjects)
+    [record] = store.records.values()
+    assert (record["action"], record["clinic_id"], record["job_id"], record["role"]) == \
+        ("ehr.results_sent", "clinic-a", job_id, "service")
+    assert record["patient_ref"] == patient_ref("test-pseudonym-key", PATIENT_KEY)
+
+
+def test_results_are_not_sent_to_the_ehr_while_the_audit_trail_fails():
+    store = MemoryAuditStore()
+    store.failing = True
+    sqs = StandInSqs(fail=False)
+    with pytest.raises(AuditUnavailable):
+        _completion(FakeAdapters(), EhrPublisher(sqs, None, "https://sqs/ehr-inbox", None), audit=_audit(store))
+    assert sqs.sent == []
 
 
 def test_an_unreachable_ehr_is_retried_and_only_the_last_attempt_completes_without_it():
@@ -100,7 +125,7 @@ def test_an_unreachable_ehr_is_retried_and_only_the_last_attempt_completes_witho
 async def _first_attempt(fakes: FakeAdapters) -> str:
     job_id = await _fused(fakes)
     deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history,
-                       EhrPublisher(StandInSqs(fail=True), None, "https://sqs/ehr", None))
+                       EhrPublisher(StandInSqs(fail=True), None, "https://sqs/ehr", None), _audit())
     body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
     with pytest.raises(ConnectionError, match="does not answer"):
         await deliver(fakes.runner(RESULTS, deps), body)

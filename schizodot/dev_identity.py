@@ -1,0 +1,102 @@
+"""The embedded stack's development identity provider: real signed tokens, no server.
+
+On first use it makes an ES256 key pair in the stack's state dir
+(`<state>/identity/issuer-key.pem`, mode 0600) and publishes the public half as a
+JWKS file the services are pointed at (`SCHIZODOT_AUTH_JWKS_FILE`). `mint` signs a
+token for one of the named development users: one per role in the clinic
+`dev-clinic`, and a second clinic `other-clinic` for tests of clinic scoping.
+
+    python -m schizodot.cli token --user dev-clinician      # prints a token
+
+It is for the embedded stack and tests only: a deployment points
+`SCHIZODOT_AUTH_ISSUER`, `SCHIZODOT_AUTH_AUDIENCE` and `SCHIZODOT_AUTH_JWKS_URL` at
+its OIDC provider (README, "Identity").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+ISSUER = "https://dev-issuer.schizodot.invalid"
+AUDIENCE = "schizodot"
+ALGORITHM = "ES256"
+DEV_CLINIC = "dev-clinic"
+OTHER_CLINIC = "other-clinic"
+
+
+@dataclass(frozen=True)
+class DevUser:
+    name: str
+    role: str
+    clinic: str | None
+    display: str
+
+
+USERS = {u.name: u for u in (
+    DevUser("dev-uploader", "uploader", DEV_CLINIC, "Clinic app (development)"),
+    DevUser("dev-clinician", "clinician", DEV_CLINIC, "Dr Dev Clinician"),
+    DevUser("dev-admin", "clinic_admin", DEV_CLINIC, "Dev Clinic Admin"),
+    DevUser("dev-ehr", "ehr_integration", DEV_CLINIC, "EHR integration (development)"),
+    DevUser("dev-operator", "operator", None, "Dev Operator"),
+    DevUser("other-uploader", "uploader", OTHER_CLINIC, "Other clinic's app"),
+    DevUser("other-clinician", "clinician", OTHER_CLINIC, "Dr Other Clinician"),
+    DevUser("other-admin", "clinic_admin", OTHER_CLINIC, "Other Clinic Admin"),
+    DevUser("other-ehr", "ehr_integration", OTHER_CLINIC, "Other clinic's EHR"),
+)}
+
+
+class DevIssuer:
+    def __init__(self, state_dir: Path) -> None:
+        self.folder = Path(state_dir) / "identity"
+        self.key_path = self.folder / "issuer-key.pem"
+        self.jwks_path = self.folder / "jwks.json"
+
+    def ensure(self) -> "DevIssuer":
+        """Make the key pair and the JWKS once (kept across restarts of the stack)."""
+        if self.key_path.exists() and self.jwks_path.exists():
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        descriptor = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(pem)
+        public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+        public.update({"kid": f"dev-{uuid.uuid4().hex[:8]}", "alg": ALGORITHM, "use": "sig"})
+        self.jwks_path.write_text(json.dumps({"keys": [public]}, indent=2))
+        return self
+
+    @property
+    def kid(self) -> str:
+        return json.loads(self.jwks_path.read_text())["keys"][0]["kid"]
+
+    def mint(self, user: str, lifetime: int = 3600, **overrides: object) -> str:
+        """A token for a development user (`overrides` replace claims, for tests)."""
+        if user not in USERS:
+            raise KeyError(f"no development user {user!r}; choose one of {', '.join(USERS)}")
+        self.ensure()
+        who = USERS[user]
+        now = int(time.time())
+        claims: dict[str, object] = {"iss": ISSUER, "aud": AUDIENCE, "sub": who.name, "iat": now, "nbf": now,
+                                     "exp": now + lifetime, "name": who.display, "schizodot_role": who.role}
+        if who.clinic:
+            claims["schizodot_clinic"] = who.clinic
+        claims.update(overrides)
+        key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": self.kid})  # type: ignore[arg-type]
+
+    def environment(self) -> dict[str, str]:
+        """What the services need to check these tokens."""
+        self.ensure()
+        return {"SCHIZODOT_AUTH_ISSUER": ISSUER, "SCHIZODOT_AUTH_AUDIENCE": AUDIENCE,
+                "SCHIZODOT_AUTH_JWKS_FILE": str(self.jwks_path.resolve())}

@@ -1,0 +1,307 @@
+"""Erasure of a patient: media, artifacts, evidence frames, jobs, results and links.
+
+`DELETE /api/v1/patients/{patient_id}` records an erasure (`SchizodotErasures`:
+who asked, the clinic, the patient's *pseudonym*, never the id) and puts an
+`erasure.requested` event on the erasure queue (shared.topology.WORK_QUEUES). The
+results worker consumes it with the same consumer as every stage (long poll,
+heartbeat, retries with back-off, dead letters), so an erasure survives a crash:
+the message comes back and the work resumes. Every step is idempotent:
+
+1. inventory: every job of the patient key (the GSI), its media object and its
+   `artifacts/<job>/` prefix (evidence frames included), anything else under
+   `uploads/<patient key>/`, unfinished multipart uploads there, the patient's
+   SchizodotUsers items and patient links. The counts of the first complete
+   inventory are recorded once (a conditional write) and are the receipt: a run
+   resumed after a crash deletes what is left without counting it twice;
+2. jobs still running are failed ("the patient's data was erased"), which stops
+   every later stage (their claims and writes are conditional on an active job);
+3. everything in the inventory is deleted; a second inventory must come back empty
+   (if a stopped stage wrote meanwhile, it is deleted too);
+4. the erasure is marked done and audited (`erasure.completed` with the counts);
+5. a late sweep, `RESULTS_ERASURE_SWEEP_DELAY_SECONDS` later, repeats 1-3 for
+   what a stage that was mid-work when its job was failed may still have written
+   (an artifact); what it finds is added to the receipt as `late`.
+
+Erasing a patient that has nothing is a receipt with zero counts. The audit
+trail (Object Lock) keeps the pseudonymous records, the erasure's included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from shared.audit import AuditTrail
+from shared.auth import PatientLinkStore
+from shared.history import HistoryReader
+from shared.domain import utc_now
+from shared.dynamo import from_item, is_conditional_failure, to_attribute, to_item
+from shared.errors import MalformedMessage
+from shared.events import decode_event, encode_event, event_data
+from shared.identity import patient_key
+from shared.infra import UPLOAD_PREFIX
+from shared.jobs import JobStore
+from shared.messaging import Accepted, Delivery
+from shared.storage import ObjectStore
+
+log = structlog.get_logger()
+
+ERASURE_REQUESTED = "org.schizodot.erasure.requested.v1"
+ERASURE_QUEUE = "erasure"
+CATEGORIES = ("media", "artifacts", "evidence_frames", "unfinished_uploads", "jobs", "results", "patient_links")
+
+
+class ErasureRequested(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    TYPE: ClassVar[str] = ERASURE_REQUESTED
+
+    erasure_id: str
+    clinic_id: str
+    patient_id: str  # clinic-local; travels only on the encrypted queue
+    sweep: bool = False  # the late sweep
+
+
+class Receipt(BaseModel):
+    erasure_id: str
+    status: str  # requested | running | done
+    patient_id: str | None = None  # echoed to the caller only; never stored
+    requested_at: str
+    finished_at: str | None = None
+    counts: dict[str, int] | None = None
+    late: dict[str, int] | None = None
+
+
+class ResultsEraser(Protocol):
+    async def delete_patient(self, patient_key: str) -> int: ...
+
+
+class ErasureStore(Protocol):
+    async def create(self, erasure_id: str, clinic_id: str, patient_ref: str, requested_by: str) -> None: ...
+    async def get(self, erasure_id: str) -> dict[str, Any] | None: ...
+    async def set_counts(self, erasure_id: str, counts: dict[str, int]) -> dict[str, int]:
+        """Record the receipt's counts once; returns the counts recorded (the first run's)."""
+    async def finish(self, erasure_id: str, *, late: dict[str, int] | None = None) -> None: ...
+
+
+class DynamoErasures:
+    """`ErasureStore` on `SchizodotErasures` (key `erasure_id`)."""
+
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    async def create(self, erasure_id: str, clinic_id: str, patient_ref: str, requested_by: str) -> None:
+        await self._db.put_item(TableName=self._table, Item=to_item({
+            "erasure_id": erasure_id, "clinic_id": clinic_id, "patient_ref": patient_ref,
+            "requested_by": requested_by, "requested_at": utc_now(), "status": "requested"}),
+            ConditionExpression="attribute_not_exists(erasure_id)")
+
+    async def get(self, erasure_id: str) -> dict[str, Any] | None:
+        response = await self._db.get_item(TableName=self._table, Key={"erasure_id": {"S": erasure_id}},
+                                           ConsistentRead=True)
+        return from_item(response["Item"]) if "Item" in response else None
+
+    async def set_counts(self, erasure_id: str, counts: dict[str, int]) -> dict[str, int]:
+        try:
+            await self._db.update_item(
+                TableName=self._table, Key={"erasure_id": {"S": erasure_id}},
+                UpdateExpression="SET #counts = :counts, #status = :running",
+                ConditionExpression="attribute_exists(erasure_id) AND attribute_not_exists(#counts)",
+                ExpressionAttributeNames={"#counts": "counts", "#status": "status"},
+                ExpressionAttributeValues={":counts": to_attribute(counts), ":running": {"S": "running"}})
+            return counts
+        except Exception as error:
+            if not is_conditional_failure(error):
+                raise
+        record = await self.get(erasure_id)
+        return (record or {}).get("counts") or counts
+
+    async def finish(self, erasure_id: str, *, late: dict[str, int] | None = None) -> None:
+        update = "SET #status = :done, finished_at = if_not_exists(finished_at, :now)"
+        values: dict[str, Any] = {":done": {"S": "done"}, ":now": {"S": utc_now()}}
+        if late is not None:
+            update += ", late = :late"
+            values[":late"] = to_attribute(late)
+        await self._db.update_item(TableName=self._table, Key={"erasure_id": {"S": erasure_id}},
+                                   UpdateExpression=update, ExpressionAttributeNames={"#status": "status"},
+                                   ExpressionAttributeValues=values)
+
+
+class MemoryErasures:
+    """`ErasureStore` in memory."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+
+    async def create(self, erasure_id: str, clinic_id: str, patient_ref: str, requested_by: str) -> None:
+        self.records[erasure_id] = {"erasure_id": erasure_id, "clinic_id": clinic_id, "patient_ref": patient_ref,
+                                    "requested_by": requested_by, "requested_at": utc_now(), "status": "requested"}
+
+    async def get(self, erasure_id: str) -> dict[str, Any] | None:
+        return dict(self.records[erasure_id]) if erasure_id in self.records else None
+
+    async def set_counts(self, erasure_id: str, counts: dict[str, int]) -> dict[str, int]:
+        record = self.records[erasure_id]
+        record.setdefault("counts", counts)
+        record["status"] = "running"
+        return record["counts"]
+
+    async def finish(self, erasure_id: str, *, late: dict[str, int] | None = None) -> None:
+        record = self.records[erasure_id]
+        record["status"] = "done"
+        record.setdefault("finished_at", utc_now())
+        if late is not None:
+            record["late"] = late
+
+
+def new_erasure_id() -> str:
+    return f"erasure-{secrets.token_hex(8)}"
+
+
+def receipt_of(record: dict[str, Any], patient_id: str | None = None) -> Receipt:
+    return Receipt(erasure_id=record["erasure_id"], status=record["status"], patient_id=patient_id,
+                   requested_at=record["requested_at"], finished_at=record.get("finished_at"),
+                   counts=record.get("counts"), late=record.get("late"))
+
+
+@dataclass
+class Inventory:
+    """What is stored of one patient, by category."""
+
+    job_ids: list[str] = field(default_factory=list)
+    active_job_ids: list[str] = field(default_factory=list)
+    media: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+    evidence_frames: list[str] = field(default_factory=list)
+    results: int = 0
+    links: int = 0
+    unfinished_uploads: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"media": len(self.media), "artifacts": len(self.artifacts),
+                "evidence_frames": len(self.evidence_frames), "unfinished_uploads": self.unfinished_uploads,
+                "jobs": len(self.job_ids), "results": self.results, "patient_links": self.links}
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.counts().values())
+
+
+@dataclass
+class ErasureDeps:
+    jobs: JobStore
+    storage: ObjectStore
+    results: ResultsEraser
+    history: HistoryReader
+    links: PatientLinkStore
+    erasures: ErasureStore
+    audit: AuditTrail
+    schedule_sweep: Any  # async (ErasureRequested) -> None: the late sweep, delayed
+    max_jobs: int = 100_000
+
+
+async def take_inventory(key: str, deps: ErasureDeps) -> Inventory:
+    found = Inventory()
+    jobs = await deps.jobs.list_for_patient(key, limit=deps.max_jobs)
+    media: set[str] = set()
+    for job in jobs:
+        found.job_ids.append(job.job_id)
+        if job.active:
+            found.active_job_ids.append(job.job_id)
+        bucket = job.pipeline.bucket
+        if job.s3_key and bucket in (None, deps.storage.bucket):  # listed, not read: no GetObject on media
+            media.update(k for k in await deps.storage.list_keys(job.s3_key) if k == job.s3_key)
+        for artifact in await deps.storage.list_keys(f"artifacts/{job.job_id}/"):
+            (found.evidence_frames if "/evidence/" in artifact else found.artifacts).append(artifact)
+    media.update(await deps.storage.list_keys(f"{UPLOAD_PREFIX}{key}/"))
+    found.media = sorted(media)
+    found.unfinished_uploads = await deps.storage.unfinished_uploads(f"{UPLOAD_PREFIX}{key}/")
+    found.results = len(await deps.history.latest(key, deps.max_jobs))
+    found.links = await deps.links.count_for_patient(key)
+    return found
+
+
+async def delete_inventory(key: str, found: Inventory, deps: ErasureDeps) -> None:
+    for job_id in found.active_job_ids:  # stops every later stage: their writes need an active job
+        await deps.jobs.fail(job_id, "the patient's data was erased", "erasure", reason="other")
+    await deps.storage.delete_keys(found.media + found.artifacts + found.evidence_frames)
+    await deps.storage.abort_uploads(f"{UPLOAD_PREFIX}{key}/")
+    await deps.results.delete_patient(key)
+    await deps.links.delete_for_patient(key)
+    for job_id in found.job_ids:
+        await deps.jobs.delete(job_id)
+
+
+async def erase(request: ErasureRequested, deps: ErasureDeps) -> None:
+    """One delivery of an erasure: idempotent, resumable."""
+    record = await deps.erasures.get(request.erasure_id)
+    if record is None:
+        raise MalformedMessage(f"no erasure {request.erasure_id} was requested")
+    if record["status"] == "done" and not request.sweep:
+        return  # a duplicate delivery
+    key = patient_key(request.clinic_id, request.patient_id)
+    found = await take_inventory(key, deps)
+    if request.sweep:
+        late = found.counts()
+        await delete_inventory(key, found, deps)
+        await deps.erasures.finish(request.erasure_id, late=late)
+        if not found.empty:
+            await deps.audit.record_system("erasure.late_sweep", clinic_id=request.clinic_id, stored_patient_key=key,
+                                           detail={"erasure_id": request.erasure_id, "counts": late})
+        log.info("erasure late sweep done", erasure_id=request.erasure_id, found=sum(late.values()))
+        return
+    counts = await deps.erasures.set_counts(request.erasure_id, found.counts())
+    await delete_inventory(key, found, deps)
+    for _ in range(3):  # a stage stopped mid-work may have written meanwhile
+        again = await take_inventory(key, deps)
+        if again.empty:
+            break
+        await delete_inventory(key, again, deps)
+    else:
+        raise RuntimeError("the patient's data kept reappearing; the erasure will be retried")
+    await deps.audit.record_system("erasure.completed", clinic_id=request.clinic_id, stored_patient_key=key,
+                                   detail={"erasure_id": request.erasure_id, "counts": counts})
+    await deps.erasures.finish(request.erasure_id)
+    await deps.schedule_sweep(request.model_copy(update={"sweep": True}))
+    log.info("patient erased", erasure_id=request.erasure_id, removed=sum(counts.values()))
+
+
+class ErasureHandler:
+    """`shared.messaging.MessageHandler` for the erasure queue."""
+
+    stage = ERASURE_QUEUE
+
+    def __init__(self, deps: ErasureDeps) -> None:
+        self.deps = deps
+
+    async def accept(self, delivery: Delivery) -> Accepted:
+        try:
+            request = event_data(decode_event(delivery.body), ErasureRequested, ERASURE_REQUESTED)
+        except MalformedMessage as error:
+            failure = error
+
+            async def reject() -> None:
+                raise failure
+
+            return Accepted(work=reject)
+        return Accepted(work=lambda: erase(request, self.deps))
+
+
+def encode_erasure(request: ErasureRequested) -> str:
+    return encode_event(ERASURE_REQUESTED, "urn:schizodot:results", request.erasure_id, request)
+
+
+async def wait_for_erasure(erasures: ErasureStore, erasure_id: str, seconds: float) -> dict[str, Any] | None:
+    """The erasure's record once done, or as it stands after `seconds`."""
+    deadline = time.monotonic() + seconds
+    record = await erasures.get(erasure_id)
+    while record is not None and record["status"] != "done" and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        record = await erasures.get(erasure_id)
+    return record
