@@ -38,14 +38,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
+from urllib.parse import quote
 
 import jwt
 import structlog
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.dynamo import from_item, is_conditional_failure, to_item
 from shared.identity import CredentialKind, Principal, Role, is_clinic_id, patient_key, split_patient_key
@@ -79,7 +80,7 @@ class AuthSettings(BaseSettings):
     audience: str | None = None  # the token's `aud` must contain it
     jwks_url: str | None = None  # the provider's JWKS endpoint (OIDC discovery's `jwks_uri`)
     jwks_file: Path | None = None  # or a JWKS file (Kubernetes Secret / ConfigMap, the embedded stack)
-    algorithms: tuple[str, ...] = ALLOWED_ALGORITHMS
+    algorithms: Annotated[tuple[str, ...], NoDecode] = ALLOWED_ALGORITHMS
     role_claim: str = "schizodot_role"  # a dotted path (e.g. `realm_access.roles`); a string or a list
     clinic_claim: str = "schizodot_clinic"
     name_claim: str = "name"
@@ -88,7 +89,7 @@ class AuthSettings(BaseSettings):
     # A bearer token may also come in this cookie, on paths under `cookie_paths` only
     # (pages a browser navigates to; their routers check Origin on writes).
     session_cookie: str | None = None
-    cookie_paths: tuple[str, ...] = ()
+    cookie_paths: Annotated[tuple[str, ...], NoDecode] = ()  # comma-separated in the environment
 
     @field_validator("algorithms", mode="before")
     @classmethod
@@ -510,11 +511,16 @@ def unauthenticated_response() -> JSONResponse:
 
 
 def install_authentication(app: FastAPI, authenticator: Authenticator, *, open_paths: Iterable[str] = OPEN_PATHS,
-                           open_prefixes: Iterable[str] = ()) -> None:
+                           open_prefixes: Iterable[str] = (), login_pages: dict[str, str] | None = None) -> None:
     """Every path but the open ones needs a credential, checked before routing and validation,
     so a caller without one learns nothing (not even whether a route or a job exists).
-    Also gives each request an id (`X-Request-ID`, kept if the caller sent a well-formed one)."""
+    Also gives each request an id (`X-Request-ID`, kept if the caller sent a well-formed one).
+
+    `login_pages` ({path prefix: sign-in page}): a browser asking for a page under the prefix
+    without a valid credential is sent to the sign-in page instead of a 401 (the same answer
+    for every path under it, existing or not)."""
     exact, prefixes = frozenset(open_paths), tuple(open_prefixes)
+    logins = dict(login_pages or {})
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next):
@@ -528,6 +534,11 @@ def install_authentication(app: FastAPI, authenticator: Authenticator, *, open_p
                     request.state.principal = await authenticator.authenticate(request)
                 except AuthenticationFailed as error:
                     log.info("request not authenticated", reason=str(error), path=_route_shape(path))
+                    login = next((page for prefix, page in logins.items() if path.startswith(prefix)), None)
+                    if login and request.method in SAFE_METHODS and "text/html" in request.headers.get("accept", ""):
+                        response = RedirectResponse(f"{login}?next={quote(path, safe='/')}", status_code=303)
+                        response.headers["X-Request-ID"] = request_id
+                        return response
                     response = unauthenticated_response()
                     response.headers["X-Request-ID"] = request_id
                     return response

@@ -9,10 +9,11 @@ system's `DYNAMO_TABLE` / `DYNAMO_TABLE_JOBS`.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class CommonSettings(BaseSettings):
@@ -65,6 +66,22 @@ class CommonSettings(BaseSettings):
     # The bucket policy (TLS only, KMS only) on real AWS; "auto" skips it on a local
     # endpoint, whose emulators evaluate its conditions without the request's context.
     bucket_policy: Literal["auto", "enforce", "skip"] = "auto"
+
+    # The clinic's door (issue 13): alerts and the clinic's patients (both results-only
+    # tables), each clinic's settings (prompts, time zone, alert rules and where alerts
+    # go; read by ingest and results), and the browser origins (the patient page's, the
+    # console's) allowed to send media straight to the bucket (its CORS rule; none: no rule).
+    alerts_table: str = "SchizodotAlerts"
+    clinic_patients_table: str = "SchizodotClinicPatients"
+    clinics_file: Path | None = None
+    browser_origins: Annotated[tuple[str, ...], NoDecode] = ()  # comma-separated in the environment
+
+    @field_validator("browser_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+        return value
 
     def queue_name(self, stage: str) -> str:
         return f"{self.queue_prefix}{stage}"
