@@ -40,6 +40,12 @@ def sync_client(settings: CommonSettings, service: str):
     return boto3.session.Session().client(service, config=config, **_client_options(settings))
 
 
+def async_client(settings: CommonSettings, service: str) -> Any:
+    """One more async client (e.g. SNS), configured as the others; an async context manager."""
+    return get_session().create_client(service, config=AioConfig(retries=retry_config(settings)),
+                                       **_client_options(settings))
+
+
 class AsyncClients:
     """The async SQS, DynamoDB and S3 clients of one worker process, opened together."""
 

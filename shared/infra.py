@@ -34,6 +34,11 @@ from shared.topology import STAGES, WORK_QUEUES
 
 UPLOAD_PREFIX = "uploads/"
 EHR_MEDIA_PREFIX = "incoming/"  # media an EHR event points at: incoming/<clinic>/...
+ALERTS_QUEUE = "alerts"  # shared.topology.WORK_QUEUES: schizodot-alerts and schizodot-alerts-dlq
+# SchizodotAlerts' indexes: a clinic's open alerts (sparse: `open_since` exists only while
+# an alert is open) and one patient's alerts (`patient_key`, shared.identity.patient_key).
+OPEN_ALERTS_INDEX = "clinic_id-open_since-index"
+PATIENT_ALERTS_INDEX = "patient_key-alert_id-index"
 _THROUGHPUT = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
 
 
@@ -90,6 +95,22 @@ def security_table_definitions(settings: CommonSettings) -> list[dict]:
          "GlobalSecondaryIndexes": [_index("patient_key-index", "patient_key")], "ProvisionedThroughput": _THROUGHPUT},
         {"TableName": settings.rate_limits_table, **_string_keys("bucket"), "ProvisionedThroughput": _THROUGHPUT},
         {"TableName": settings.erasures_table, **_string_keys("erasure_id"), "ProvisionedThroughput": _THROUGHPUT},
+    ]
+
+
+def clinic_table_definitions(settings: CommonSettings) -> list[dict]:
+    """Alerts (key clinic + alert id) and the clinic's patients (key clinic + clinic-local patient id),
+    both written by the results service only (services/results/alerts)."""
+    alerts = _string_keys("clinic_id", "alert_id")
+    alerts["AttributeDefinitions"] += [{"AttributeName": "open_since", "AttributeType": "S"},
+                                       {"AttributeName": "patient_key", "AttributeType": "S"}]
+    return [
+        {"TableName": settings.alerts_table, **alerts,
+         "GlobalSecondaryIndexes": [_index(OPEN_ALERTS_INDEX, "clinic_id", "open_since"),
+                                    _index(PATIENT_ALERTS_INDEX, "patient_key", "alert_id")],
+         "ProvisionedThroughput": _THROUGHPUT},
+        {"TableName": settings.clinic_patients_table, **_string_keys("clinic_id", "patient_id"),
+         "ProvisionedThroughput": _THROUGHPUT},
     ]
 
 
@@ -174,6 +195,7 @@ def ensure_tables(settings: CommonSettings, key_arn: str | None = None) -> None:
         jobs_table_definition(settings.jobs_table),
         users_table_definition(settings.users_table),
         *security_table_definitions(settings),
+        *clinic_table_definitions(settings),
     ):
         if definition["TableName"] not in existing:
             dynamodb.create_table(**definition, **table_encryption(key_arn))
@@ -226,6 +248,17 @@ def bucket_policy_document(bucket: str, key_arn: str) -> dict:
              "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}}},
         ],
     }
+
+
+def browser_cors(settings: CommonSettings) -> dict | None:
+    """The media bucket's CORS rule for the patient page's uploads (presigned UploadPart
+    PUTs, or the presigned POST) and the console's presigned GETs of video and evidence
+    frames; None when no browser origin is configured (`SCHIZODOT_BROWSER_ORIGINS`)."""
+    if not settings.browser_origins:
+        return None
+    return {"CORSRules": [{"ID": "schizodot-browsers", "AllowedOrigins": list(settings.browser_origins),
+                           "AllowedMethods": ["GET", "HEAD", "PUT", "POST"],
+                           "AllowedHeaders": ["content-type", "range"], "MaxAgeSeconds": 600}]}
 
 
 def media_lifecycle(settings: CommonSettings) -> dict:
@@ -286,6 +319,9 @@ def ensure_bucket(settings: CommonSettings, ingest_queue_url: str, key_arn: str 
     _create_bucket(s3, settings, settings.bucket)
     _protect_bucket(s3, settings, settings.bucket, key_arn)
     s3.put_bucket_lifecycle_configuration(Bucket=settings.bucket, LifecycleConfiguration=media_lifecycle(settings))
+    cors = browser_cors(settings)
+    if cors is not None:
+        s3.put_bucket_cors(Bucket=settings.bucket, CORSConfiguration=cors)
     queue_arn = sqs.get_queue_attributes(QueueUrl=ingest_queue_url, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
@@ -325,8 +361,6 @@ def ensure_infrastructure(settings: CommonSettings) -> QueueUrls:
     ensure_tables(settings, key_arn)
     ensure_bucket(settings, urls.queues["ingest"], key_arn)
     ensure_audit_bucket(settings, key_arn)
-    from services.results.alerts.infra import ensure_alert_resources  # issue 13: alerts tables and queue
-    ensure_alert_resources(settings)
     return urls
 
 

@@ -7,7 +7,8 @@ and decides what a failure means:
   reason, since no retry can fix it;
 - `InputError`: the check-in cannot be analysed; the job fails with the
   message and the delivery is done;
-- anything else: retried with back-off; on the last allowed receive the job
+- anything else: retried with back-off (the error's `retry_after_seconds` when it
+  has one, else exponential); on the last allowed receive the job
   fails with the reason and the message is dead-lettered. The queue's
   RedrivePolicy stays as the safety net for workers that die on a message.
 On stop (SIGTERM) it takes no new messages, lets in-flight ones finish within
@@ -288,7 +289,10 @@ class QueueConsumer:
                 )
             await self._dead_letter(delivery, reason, "retries_exhausted")
             return "dead_lettered"
-        delay = min(self._settings.retry_backoff_seconds * 2 ** (delivery.receive_count - 1), 900)
+        # A handler that knows better says when to try again (an alert's webhook back-off).
+        asked = getattr(error, "retry_after_seconds", None)
+        delay = asked if isinstance(asked, int) and 0 <= asked <= 43200 else min(
+            self._settings.retry_backoff_seconds * 2 ** (delivery.receive_count - 1), 900)
         log.warning("handler failed; will retry", job_id=job_id, error=reason,
                     attempt=delivery.receive_count, retry_in_s=delay, exc_info=error)
         await self._change_visibility(delivery, delay)

@@ -15,8 +15,10 @@ from shared.events import AnalysisRequested, FusionCompleted, ModalityAnalysed, 
 STAGES = ("ingest", "audio", "vision", "fusion", "results")
 
 # Queues of work that is not a check-in, and the service that consumes each: an
-# erasure is a job of its own, resumable after a crash like any stage's message.
-WORK_QUEUES: dict[str, str] = {"erasure": "results"}
+# erasure is a job of its own, resumable after a crash like any stage's message; an
+# alert is delivered to the clinic's webhook or SNS topic from its queue, retried with
+# back-off and dead-lettered like any message.
+WORK_QUEUES: dict[str, str] = {"erasure": "results", "alerts": "results"}
 
 # The stages each stage sends to.
 PUBLISHES_TO: dict[str, tuple[str, ...]] = {

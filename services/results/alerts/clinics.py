@@ -2,7 +2,7 @@
 rules and where alerts are delivered.
 
 One JSON file (`SCHIZODOT_CLINICS_FILE`) holds every clinic; the ingest service
-reads its `checkin` sections from the same file. A clinic without an entry gets
+reads its `checkin` sections from the same file (services/ingest/patient/script.py). A clinic without an entry gets
 `default`. Secrets are never in the file: a webhook names the file or the
 environment variable that holds its signing secret.
 
@@ -23,6 +23,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.errors import ConfigurationError
+
+
+class ClinicsFileError(ConfigurationError, ValueError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "SCHIZODOT_CLINICS_FILE")
 
 
 class AlertRules(BaseModel):
@@ -118,11 +125,11 @@ class ClinicDirectory:
 
     @classmethod
     def from_file(cls, path: Path) -> "ClinicDirectory":
-        """Raises ValueError naming the problem: the service should not start on a bad file."""
+        """Raises ConfigurationError (a ValueError too) naming the problem: the service does not start on a bad file."""
         try:
             parsed = _ClinicsFile.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
         except (OSError, ValueError) as error:
-            raise ValueError(f"the clinics file {path} cannot be used: {error}") from error
+            raise ClinicsFileError(f"the clinics file {path} cannot be used: {error}") from error
         return cls(parsed.default, parsed.clinics)
 
     def get(self, clinic_id: str) -> ClinicProfile:

@@ -1,18 +1,21 @@
 """Delivering an alert, once, to the clinic's webhook and/or SNS topic.
 
-The alerts queue (`schizodot-alerts`, with its dead-letter queue) carries
-`AlertEvent`s: a clinic id and an alert id, no PHI. `deliver_alert` is a plain
-function of one event that the stage runner calls per message:
+The alerts queue (`schizodot-alerts`, with its dead-letter queue; shared.topology
+WORK_QUEUES) carries `AlertEvent`s as CloudEvents (`org.schizodot.alert.raised.v1`):
+a clinic id and an alert id, no PHI. The results worker consumes it with the
+consumer every stage uses (`AlertsHandler`); `deliver_alert` is a plain function of
+one event it calls per message:
 
 - every configured channel not yet delivered is tried; a success is recorded
   (`delivered`) and never repeated, so a redelivered message sends nothing twice;
 - a failure (HTTP status outside 2xx, timeout, refused connection, SNS error)
   is recorded on the alert (`retrying`, attempts, last error) and raised as
-  `DeliveryFailed` with a back-off delay: the runner leaves the message
-  invisible that long and SQS delivers it again; after the queue's
-  maxReceiveCount SQS moves it to the dead-letter queue, whose handler
-  `mark_dead_lettered` records that on the alert. The alert stays open and
-  visible in the console the whole time: delivery and acknowledgement are apart.
+  `DeliveryFailed` with a back-off delay: the consumer leaves the message
+  invisible that long (`retry_after_seconds`) and SQS delivers it again; on the
+  last allowed receive (`SCHIZODOT_MAX_RECEIVE_COUNT`) the handler records the
+  alert as dead-lettered (`mark_dead_lettered`) and the consumer moves the message
+  to the dead-letter queue, where an operator can redrive it. The alert stays open
+  and visible in the console the whole time: delivery and acknowledgement are apart.
 
 Webhooks follow the Standard Webhooks specification (standardwebhooks.com):
 headers `webhook-id` (the alert id, stable across retries, so a receiver can
@@ -38,10 +41,14 @@ from standardwebhooks import Webhook
 
 from services.results.alerts.clinics import ClinicDirectory, WebhookTarget
 from services.results.alerts.store import Alert, AlertStore, ChannelDelivery
+from shared.errors import MalformedMessage
+from shared.events import decode_event, encode_event, event_data
+from shared.messaging import Accepted, Delivery
 
 log = structlog.get_logger()
 
-EVENT_TYPE = "alert.created"
+EVENT_TYPE = "alert.created"  # the webhook's and SNS message's type
+ALERT_RAISED = "org.schizodot.alert.raised.v1"  # the alerts queue's CloudEvent type
 USER_AGENT = "SchizoDot-Alerts/1"
 
 
@@ -52,6 +59,10 @@ class AlertEvent(BaseModel):
 
     clinic_id: str
     alert_id: str
+
+
+def encode_alert_event(event: AlertEvent) -> str:
+    return encode_event(ALERT_RAISED, "urn:schizodot:results", event.alert_id, event)
 
 
 class DeliveryFailed(Exception):
@@ -203,3 +214,33 @@ async def mark_dead_lettered(event: AlertEvent, deps: DeliveryDeps) -> dict[str,
     log.error("alert could not be delivered; it stays open in the console", alert_id=alert.alert_id,
               channels=states)
     return states
+
+
+class AlertsHandler:
+    """`shared.messaging.MessageHandler` for the alerts queue: deliver, or say when to try again;
+    on the last allowed receive, record the alert as dead-lettered (the consumer then moves the
+    message to the dead-letter queue)."""
+
+    def __init__(self, deps: DeliveryDeps) -> None:
+        self.deps = deps
+
+    async def accept(self, delivery: Delivery) -> Accepted:
+        try:
+            event = event_data(decode_event(delivery.body), AlertEvent, ALERT_RAISED)
+        except MalformedMessage as error:
+            failure = error
+
+            async def reject() -> None:
+                raise failure
+
+            return Accepted(work=reject)
+
+        async def work() -> None:
+            try:
+                await deliver_alert(event, self.deps, delivery.receive_count)
+            except DeliveryFailed:
+                if delivery.final_attempt:
+                    await mark_dead_lettered(event, self.deps)
+                raise
+
+        return Accepted(work=work)

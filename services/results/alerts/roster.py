@@ -3,8 +3,9 @@
 SchizodotUsers is keyed by patient, so "which patients does this clinic have"
 cannot be read from it. The results service records every stored result here
 (`record_checkin`); the console's patient list and the no-check-in sweep read
-it. Key: `clinic_id` (hash) + `patient_id` (range). `last_checkin_at` only
-moves forward, so a redelivered older result cannot set it back.
+it. Key: `clinic_id` (hash) + `patient_id` (range, the clinic's own id; the
+table is defined in shared/infra.py). `last_checkin_at` only moves forward, so
+a redelivered older result cannot set it back. Erasure removes the patient's row.
 """
 
 from __future__ import annotations
@@ -13,20 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.dynamo import from_item, is_conditional_failure
-
-ROSTER_TABLE = "SchizodotClinicPatients"
-
-
-def roster_table_definition(name: str = ROSTER_TABLE) -> dict[str, Any]:
-    return {
-        "TableName": name,
-        "AttributeDefinitions": [{"AttributeName": "clinic_id", "AttributeType": "S"},
-                                 {"AttributeName": "patient_id", "AttributeType": "S"}],
-        "KeySchema": [{"AttributeName": "clinic_id", "KeyType": "HASH"},
-                      {"AttributeName": "patient_id", "KeyType": "RANGE"}],
-        "ProvisionedThroughput": {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
-    }
-
 
 @dataclass(frozen=True)
 class RosterEntry:
@@ -41,10 +28,12 @@ class Roster(Protocol):
     async def get(self, clinic_id: str, patient_id: str) -> RosterEntry | None: ...
     async def patients(self, clinic_id: str) -> list[RosterEntry]: ...
     async def clinics(self) -> list[str]: ...
+    async def delete(self, clinic_id: str, patient_id: str) -> bool:
+        """Erasure: remove the patient from the clinic's list (True when it was there)."""
 
 
 class DynamoRoster:
-    def __init__(self, dynamodb: Any, table_name: str = ROSTER_TABLE) -> None:
+    def __init__(self, dynamodb: Any, table_name: str) -> None:
         self._db = dynamodb
         self._table = table_name
 
@@ -62,7 +51,8 @@ class DynamoRoster:
 
     async def get(self, clinic_id: str, patient_id: str) -> RosterEntry | None:
         response = await self._db.get_item(
-            TableName=self._table, Key={"clinic_id": {"S": clinic_id}, "patient_id": {"S": patient_id}})
+            TableName=self._table, Key={"clinic_id": {"S": clinic_id}, "patient_id": {"S": patient_id}},
+            ConsistentRead=True)
         return _entry(from_item(response["Item"])) if "Item" in response else None
 
     async def patients(self, clinic_id: str) -> list[RosterEntry]:
@@ -87,6 +77,12 @@ class DynamoRoster:
                 return sorted(found)
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
+    async def delete(self, clinic_id: str, patient_id: str) -> bool:
+        response = await self._db.delete_item(
+            TableName=self._table, Key={"clinic_id": {"S": clinic_id}, "patient_id": {"S": patient_id}},
+            ReturnValues="ALL_OLD")
+        return "Attributes" in response
+
 
 def _entry(item: dict[str, Any]) -> RosterEntry:
     return RosterEntry(item["clinic_id"], item["patient_id"], item.get("last_checkin_at"), item.get("last_job_id"))
@@ -109,3 +105,6 @@ class InMemoryRoster:
 
     async def clinics(self) -> list[str]:
         return sorted({c for c, _ in self.entries})
+
+    async def delete(self, clinic_id: str, patient_id: str) -> bool:
+        return self.entries.pop((clinic_id, patient_id), None) is not None

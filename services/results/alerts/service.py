@@ -4,9 +4,9 @@
 stored once by id, and an alert whose delivery never started is queued again).
 It records the check-in on the clinic's roster, then stores and queues every
 alert the clinic's rules raise. `sweep` raises "no check-in for N days" alerts
-for every clinic; run it on a schedule (a Kubernetes CronJob, or a periodic task
-of the results service). `acknowledge` closes an alert with the clinician's
-note; the console audits it (issue 12's audit trail is called there).
+for every clinic; the results worker runs it every `RESULTS_ALERT_SWEEP_INTERVAL_SECONDS`
+(every replica may: an alert is stored once by its id). `acknowledge` closes an alert
+with the clinician's note; the console audits it first (shared.audit).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from services.results.alerts.clinics import ClinicDirectory
-from services.results.alerts.delivery import AlertEvent
+from services.results.alerts.delivery import AlertEvent, encode_alert_event
 from services.results.alerts.roster import Roster
 from services.results.alerts.rules import AlertDraft, evaluate, missed_checkins
 from services.results.alerts.store import Alert, AlertStore, alert_id_for
@@ -29,12 +29,17 @@ class AlertQueue(Protocol):
 
 
 class SqsAlertQueue:
-    def __init__(self, sqs: Any, queue_url: str) -> None:
+    """The alerts queue, by URL or by name (its URL looked up on first use)."""
+
+    def __init__(self, sqs: Any, queue: str) -> None:
         self._sqs = sqs
-        self._url = queue_url
+        self._url = queue if queue.startswith(("https://", "http://")) else None
+        self._name = queue
 
     async def send(self, event: AlertEvent) -> None:
-        await self._sqs.send_message(QueueUrl=self._url, MessageBody=event.model_dump_json())
+        if self._url is None:
+            self._url = (await self._sqs.get_queue_url(QueueName=self._name))["QueueUrl"]
+        await self._sqs.send_message(QueueUrl=self._url, MessageBody=encode_alert_event(event))
 
 
 def _utc_now() -> datetime:
@@ -51,7 +56,8 @@ class AlertService:
         self._clock = clock
 
     async def on_result(self, clinic_id: str, item: dict[str, Any], earlier: list[dict[str, Any]]) -> list[Alert]:
-        """`item`: the SchizodotUsers item just stored; `earlier`: the patient's results before it."""
+        """`item`: the SchizodotUsers item just stored, as the clinic knows it (`user_id` the clinic's own
+        patient id); `earlier`: the patient's results before it, newest first, in the same shape."""
         await self.roster.record_checkin(clinic_id, item["user_id"], item["job_id"], item["timestamp"])
         drafts = evaluate(item, [e for e in earlier if e.get("job_id") != item.get("job_id")],
                           self.clinics.get(clinic_id).alerts)

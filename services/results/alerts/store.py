@@ -6,9 +6,11 @@ with a hash of (clinic, patient, rule, trigger): the same finding evaluated
 twice (a redelivered result, a repeated sweep) names the same alert, and
 `put_new` stores it once.
 
-Two indexes: `open_since` exists only while an alert is open, so the sparse
-index `clinic_id-open_since-index` lists a clinic's open alerts without reading
-acknowledged ones; `patient_key` (clinic#patient) finds one patient's alerts.
+Two indexes (the table is defined with the others in shared/infra.py):
+`open_since` exists only while an alert is open, so the sparse index
+`clinic_id-open_since-index` lists a clinic's open alerts without reading
+acknowledged ones; `patient_key` (the stored patient key `clinic.patient`,
+shared.identity) finds one patient's alerts, for the patient page and erasure.
 
 Delivery state is kept per channel (`delivery.webhook`, `delivery.sns`):
 pending -> delivered, or retrying (attempts, last error) -> dead_lettered when
@@ -24,40 +26,13 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.dynamo import from_item, is_conditional_failure, to_attribute, to_item
+from shared.identity import patient_key
+from shared.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX
 
-ALERTS_TABLE = "SchizodotAlerts"
-OPEN_INDEX = "clinic_id-open_since-index"
-PATIENT_INDEX = "patient_key-alert_id-index"
 NOTE_MAX = 2000
 
 Severity = Literal["low", "moderate", "high"]
 ChannelState = Literal["pending", "delivered", "retrying", "dead_lettered"]
-
-
-def alerts_table_definition(name: str = ALERTS_TABLE) -> dict[str, Any]:
-    throughput = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
-    return {
-        "TableName": name,
-        "AttributeDefinitions": [
-            {"AttributeName": "clinic_id", "AttributeType": "S"},
-            {"AttributeName": "alert_id", "AttributeType": "S"},
-            {"AttributeName": "open_since", "AttributeType": "S"},
-            {"AttributeName": "patient_key", "AttributeType": "S"},
-        ],
-        "KeySchema": [{"AttributeName": "clinic_id", "KeyType": "HASH"},
-                      {"AttributeName": "alert_id", "KeyType": "RANGE"}],
-        "GlobalSecondaryIndexes": [
-            {"IndexName": OPEN_INDEX,
-             "KeySchema": [{"AttributeName": "clinic_id", "KeyType": "HASH"},
-                           {"AttributeName": "open_since", "KeyType": "RANGE"}],
-             "Projection": {"ProjectionType": "ALL"}, "ProvisionedThroughput": throughput},
-            {"IndexName": PATIENT_INDEX,
-             "KeySchema": [{"AttributeName": "patient_key", "KeyType": "HASH"},
-                           {"AttributeName": "alert_id", "KeyType": "RANGE"}],
-             "Projection": {"ProjectionType": "ALL"}, "ProvisionedThroughput": throughput},
-        ],
-        "ProvisionedThroughput": throughput,
-    }
 
 
 def alert_id_for(clinic_id: str, patient_id: str, rule: str, trigger: str, triggered_at: str) -> str:
@@ -98,7 +73,7 @@ class Alert(BaseModel):
 
     def to_item(self) -> dict[str, Any]:
         item = self.model_dump(mode="json", exclude_none=True)
-        item["patient_key"] = f"{self.clinic_id}#{self.patient_id}"
+        item["patient_key"] = patient_key(self.clinic_id, self.patient_id)
         if self.state == "open":
             item["open_since"] = self.created_at
         return item
@@ -121,10 +96,12 @@ class AlertStore(Protocol):
     async def for_patient(self, clinic_id: str, patient_id: str, limit: int = 50) -> list[Alert]: ...
     async def acknowledge(self, clinic_id: str, alert_id: str, by: str, note: str, at: str) -> Alert | None: ...
     async def record_delivery(self, clinic_id: str, alert_id: str, channel: str, delivery: ChannelDelivery) -> None: ...
+    async def delete_for_patient(self, clinic_id: str, patient_id: str) -> int:
+        """Erasure: remove every alert of the patient; how many there were."""
 
 
 class DynamoAlertStore:
-    def __init__(self, dynamodb: Any, table_name: str = ALERTS_TABLE) -> None:
+    def __init__(self, dynamodb: Any, table_name: str) -> None:
         self._db = dynamodb
         self._table = table_name
 
@@ -156,14 +133,29 @@ class DynamoAlertStore:
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     async def open_alerts(self, clinic_id: str) -> list[Alert]:
-        return await self._query(IndexName=OPEN_INDEX, KeyConditionExpression="clinic_id = :c",
+        return await self._query(IndexName=OPEN_ALERTS_INDEX, KeyConditionExpression="clinic_id = :c",
                                  ExpressionAttributeValues={":c": {"S": clinic_id}}, ScanIndexForward=False)
 
     async def for_patient(self, clinic_id: str, patient_id: str, limit: int = 50) -> list[Alert]:
-        found = await self._query(IndexName=PATIENT_INDEX, KeyConditionExpression="patient_key = :p",
-                                  ExpressionAttributeValues={":p": {"S": f"{clinic_id}#{patient_id}"}},
+        found = await self._query(IndexName=PATIENT_ALERTS_INDEX, KeyConditionExpression="patient_key = :p",
+                                  ExpressionAttributeValues={":p": {"S": patient_key(clinic_id, patient_id)}},
                                   ScanIndexForward=False, Limit=limit)
         return found[:limit]
+
+    async def delete_for_patient(self, clinic_id: str, patient_id: str) -> int:
+        request: dict[str, Any] = {"TableName": self._table, "IndexName": PATIENT_ALERTS_INDEX,
+                                   "KeyConditionExpression": "patient_key = :p",
+                                   "ExpressionAttributeValues": {":p": {"S": patient_key(clinic_id, patient_id)}},
+                                   "ProjectionExpression": "clinic_id, alert_id"}
+        deleted = 0
+        while True:
+            response = await self._db.query(**request)
+            for key in response.get("Items", []):
+                await self._db.delete_item(TableName=self._table, Key=key)
+                deleted += 1
+            if "LastEvaluatedKey" not in response:
+                return deleted
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     async def acknowledge(self, clinic_id: str, alert_id: str, by: str, note: str, at: str) -> Alert | None:
         """None when there is no such alert; AlreadyAcknowledged when someone was first."""
@@ -242,3 +234,9 @@ class InMemoryAlertStore:
         alert = self.items.get((clinic_id, alert_id))
         if alert is not None and (alert.delivery.get(channel) or ChannelDelivery()).state != "delivered":
             alert.delivery[channel] = delivery
+
+    async def delete_for_patient(self, clinic_id: str, patient_id: str) -> int:
+        mine = [key for key, alert in self.items.items() if key[0] == clinic_id and alert.patient_id == patient_id]
+        for key in mine:
+            del self.items[key]
+        return len(mine)

@@ -1,8 +1,9 @@
 """Alerts raised, queued on a real SQS queue (moto's server) with its dead-letter
-queue, delivered to a real HTTP receiver that verifies the Standard Webhooks
-signature, and to SNS. The small loop here stands for the stage runner: it
-receives, calls the handler, and on DeliveryFailed keeps the message invisible
-for the back-off the handler asks for, so SQS redelivers it."""
+queue, delivered by the consumer every stage runs (shared.messaging.QueueConsumer
+with `AlertsHandler`) to a real HTTP receiver that verifies the Standard Webhooks
+signature, and to SNS. On DeliveryFailed the consumer keeps the message invisible
+for the back-off the handler asks for, so SQS redelivers it; on the last allowed
+receive the alert is marked dead-lettered and the message moves to the DLQ."""
 
 from __future__ import annotations
 
@@ -23,17 +24,19 @@ from standardwebhooks import Webhook
 from services.results.alerts.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 from services.results.alerts.delivery import (
     AlertEvent,
+    AlertsHandler,
     DeliveryDeps,
     DeliveryFailed,
     RetryPolicy,
     deliver_alert,
-    mark_dead_lettered,
 )
-from services.results.alerts.infra import ALERTS_QUEUE
 from services.results.alerts.roster import DynamoRoster
 from services.results.alerts.service import AlertService, SqsAlertQueue
 from services.results.alerts.store import DynamoAlertStore
 from shared.aws import AsyncClients, sync_client
+from shared.fakes import InMemoryJobs
+from shared.infra import ALERTS_QUEUE
+from shared.messaging import QueueConsumer
 from tests.browser.contract_items import history
 from tests.conftest import free_port
 
@@ -72,37 +75,33 @@ def directory(clinic: str, url: str | None, topic: str | None = None) -> ClinicD
         name="North", timezone="Europe/Berlin", delivery=AlertDelivery(webhook=webhook, sns_topic_arn=topic))})
 
 
-async def run_queue(sqs, queue_url: str, dlq_url: str, deps: DeliveryDeps, max_seconds: float = 40) -> list[str]:
-    """Stands for the stage runner on the alerts queue and its DLQ; returns what happened, in order."""
-    log: list[str] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + max_seconds
-    while loop.time() < deadline:
-        got = await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1,
-                                        AttributeNames=["ApproximateReceiveCount"])
-        for message in got.get("Messages", []):
-            attempt = int(message["Attributes"]["ApproximateReceiveCount"])
-            try:
-                await deliver_alert(AlertEvent.model_validate_json(message["Body"]), deps, attempt)
-            except DeliveryFailed as failure:
-                log.append(f"retry after {failure.retry_after_seconds}s: {failure}")
-                await sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"],
-                                                    VisibilityTimeout=failure.retry_after_seconds)
-            else:
-                log.append("delivered")
-                await sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-                return log
-        dead = await sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=1, WaitTimeSeconds=0)
-        for message in dead.get("Messages", []):
-            await mark_dead_lettered(AlertEvent.model_validate_json(message["Body"]), deps)
-            await sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
-            log.append("dead-lettered")
-            return log
-    raise AssertionError(f"nothing final within {max_seconds} s: {log}")
+async def run_queue(sqs, settings, queue_url: str, dlq_url: str, deps: DeliveryDeps, clinic: str, alert_id: str,
+                    max_seconds: float = 40) -> list[str]:
+    """The results worker's alerts consumer on this queue until the alert's delivery is final;
+    returns the states the webhook channel went through, in order."""
+    states: list[str] = []
+    stop = asyncio.Event()
+    consumer = QueueConsumer(sqs=sqs, jobs=InMemoryJobs(), stage=ALERTS_QUEUE, queue_url=queue_url,
+                             dead_letter_url=dlq_url, handler=AlertsHandler(deps), settings=settings)
+    running = asyncio.create_task(consumer.run(stop))
+    deadline = asyncio.get_running_loop().time() + max_seconds
+    try:
+        while asyncio.get_running_loop().time() < deadline:
+            alert = await deps.alerts.get(clinic, alert_id)
+            channel = next(iter(alert.delivery.values()), None) if alert else None
+            if channel is not None and (not states or states[-1] != f"{channel.state}:{channel.attempts}"):
+                states.append(f"{channel.state}:{channel.attempts}")
+            if channel is not None and channel.state in ("delivered", "dead_lettered"):
+                return states
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"nothing final within {max_seconds} s: {states}")
+    finally:
+        stop.set()
+        await running
 
 
 def queues(settings, max_receive: int = 5):
-    """A fresh alerts queue and DLQ for one test, as ensure_alert_resources makes them."""
+    """A fresh alerts queue and DLQ for one test, as shared.infra makes them."""
     sqs = sync_client(settings, "sqs")
     name = f"{settings.queue_name(ALERTS_QUEUE)}-{uuid.uuid4().hex[:8]}"
     dlq = sqs.create_queue(QueueName=name + "-dlq")["QueueUrl"]
@@ -112,13 +111,22 @@ def queues(settings, max_receive: int = 5):
     return url, dlq
 
 
+def consumer_settings(settings, max_receive: int = 5):
+    return settings.model_copy(update={"max_receive_count": max_receive, "wait_time_seconds": 1,
+                                       "visibility_timeout_seconds": 30, "concurrency": 1})
+
+
 def high_risk_history(patient: str, clinic: str):
     return history(patient, clinic, 4, risks=["low", "low", "low", "high"])
 
 
-async def raise_alerts(clients, queue_url, clinics, clinic, patient):
-    service = AlertService(DynamoAlertStore(clients.dynamodb), DynamoRoster(clients.dynamodb), clinics,
-                           SqsAlertQueue(clients.sqs, queue_url))
+def alert_service(settings, clients, clinics, queue, **options) -> AlertService:
+    return AlertService(DynamoAlertStore(clients.dynamodb, settings.alerts_table),
+                        DynamoRoster(clients.dynamodb, settings.clinic_patients_table), clinics, queue, **options)
+
+
+async def raise_alerts(settings, clients, queue_url, clinics, clinic, patient):
+    service = alert_service(settings, clients, clinics, SqsAlertQueue(clients.sqs, queue_url))
     items = high_risk_history(patient, clinic)
     created = await service.on_result(clinic, items[-1], list(reversed(items[:-1])))
     again = await service.on_result(clinic, items[-1], list(reversed(items[:-1])))  # a redelivered result
@@ -132,23 +140,27 @@ def test_a_receiver_that_answers_500_gets_retries_and_the_alert_stays_open_until
             clinics = directory(clinic, url)
             async with AsyncClients(aws_server) as clients, httpx.AsyncClient() as http:
                 raised_on, _ = queues(aws_server)
-                service, created, again = await raise_alerts(clients, raised_on, clinics, clinic, patient)
+                service, created, again = await raise_alerts(aws_server, clients, raised_on, clinics, clinic, patient)
                 assert [a.rule for a in created] == ["risk", "baseline_decline"] and again == []
                 queued = (await clients.sqs.receive_message(QueueUrl=raised_on, MaxNumberOfMessages=10))["Messages"]
                 # queued again by the repeat, since its delivery had not started (a crash between store and
                 # queue loses nothing); delivery is recorded per channel, so nothing is sent twice
-                assert {json.loads(m["Body"])["alert_id"] for m in queued} == {a.alert_id for a in created}
-                assert all(set(json.loads(m["Body"])) == {"clinic_id", "alert_id"} for m in queued)  # no PHI queued
+                events = [json.loads(m["Body"]) for m in queued]
+                assert {e["data"]["alert_id"] for e in events} == {a.alert_id for a in created}
+                assert all(set(e["data"]) == {"clinic_id", "alert_id"} for e in events)  # no PHI queued
+                assert {e["type"] for e in events} == {"org.schizodot.alert.raised.v1"}
                 # the risk alert's message meets the failing receiver
                 queue_url, dlq_url = queues(aws_server)
                 deps = DeliveryDeps(service.alerts, clinics, http, console_url="https://results.example/console",
                                     retry=RetryPolicy(base_seconds=1, max_seconds=1))
                 risk = next(a for a in created if a.rule == "risk")
                 await SqsAlertQueue(clients.sqs, queue_url).send(AlertEvent(clinic_id=clinic, alert_id=risk.alert_id))
-                log = await run_queue(clients.sqs, queue_url, dlq_url, deps)
-                return risk, log, await service.alerts.get(clinic, risk.alert_id), service
-        risk, log, stored, service = asyncio.run(scenario())
-    assert log[:2] == ["retry after 1s: webhook: the receiver answered HTTP 500"] * 2 and log[2] == "delivered"
+                log = await run_queue(clients.sqs, consumer_settings(aws_server), queue_url, dlq_url, deps, clinic,
+                                      risk.alert_id)
+                dead = await clients.sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=0)
+                return risk, log, await service.alerts.get(clinic, risk.alert_id), dead.get("Messages", [])
+        risk, log, stored, dead = asyncio.run(scenario())
+    assert log == ["retrying:1", "retrying:2", "delivered:3"] and dead == []
     assert len(received) == 3
     assert {r["headers"]["webhook-id"] for r in received} == {risk.alert_id}  # receivers can drop duplicates
     for request in received:
@@ -170,7 +182,8 @@ def test_a_failing_delivery_is_visible_on_the_alert_while_it_retries(aws_server)
         async def scenario():
             clinics = directory(clinic, url)
             async with AsyncClients(aws_server) as clients, httpx.AsyncClient() as http:
-                service, created, _ = await raise_alerts(clients, queues(aws_server)[0], clinics, clinic, patient)
+                service, created, _ = await raise_alerts(aws_server, clients, queues(aws_server)[0], clinics, clinic,
+                                                         patient)
                 deps = DeliveryDeps(service.alerts, clinics, http, retry=RetryPolicy(base_seconds=1, max_seconds=1))
                 with pytest.raises(DeliveryFailed):
                     await deliver_alert(AlertEvent(clinic_id=clinic, alert_id=created[0].alert_id), deps, 1)
@@ -190,15 +203,20 @@ def test_a_receiver_that_keeps_failing_is_dead_lettered_and_the_alert_stays_open
             async with AsyncClients(settings) as clients, httpx.AsyncClient() as http:
                 # a queue that gives up after 2 receives, as maxReceiveCount does in production after more
                 queue_url, dlq_url = queues(settings, max_receive=2)
-                service, created, _ = await raise_alerts(clients, queue_url, clinics, clinic, patient)
+                service, created, _ = await raise_alerts(settings, clients, queue_url, clinics, clinic, patient)
                 await clients.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)  # hidden for 30 s
                 await SqsAlertQueue(clients.sqs, queue_url).send(AlertEvent(clinic_id=clinic, alert_id=created[0].alert_id))
                 deps = DeliveryDeps(service.alerts, clinics, http, retry=RetryPolicy(1, 1))
-                log = await run_queue(clients.sqs, queue_url, dlq_url, deps)
-                return log, await service.alerts.get(clinic, created[0].alert_id), service
-        log, stored, service = asyncio.run(scenario())
-    assert log == ["retry after 1s: webhook: the receiver answered HTTP 500"] * 2 + ["dead-lettered"]
+                log = await run_queue(clients.sqs, consumer_settings(settings, max_receive=2), queue_url, dlq_url,
+                                      deps, clinic, created[0].alert_id)
+                dead = await clients.sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1,
+                                                         MessageAttributeNames=["All"])
+                return log, await service.alerts.get(clinic, created[0].alert_id), dead["Messages"]
+        log, stored, dead = asyncio.run(scenario())
+    assert log == ["retrying:1", "dead_lettered:2"]
     assert len(received) == 2
+    assert len(dead) == 1 and "the receiver answered HTTP 500" in dead[0]["MessageAttributes"]["schizodot_error"][
+        "StringValue"]  # kept for an operator to read and redrive
     assert stored.state == "open"
     assert stored.delivery["webhook"].state == "dead_lettered"
     assert stored.delivery["webhook"].last_error == "the receiver answered HTTP 500"
@@ -217,7 +235,8 @@ def test_alerts_go_to_the_clinics_sns_topic_once(aws_server):
         async with AsyncClients(aws_server) as clients, httpx.AsyncClient() as http:
             async with get_session().create_client("sns", region_name=aws_server.aws_region,
                                                    endpoint_url=aws_server.aws_endpoint_url) as sns_client:
-                service, created, _ = await raise_alerts(clients, queues(aws_server)[0], clinics, clinic, patient)
+                service, created, _ = await raise_alerts(aws_server, clients, queues(aws_server)[0], clinics, clinic,
+                                                         patient)
                 deps = DeliveryDeps(service.alerts, clinics, http, sns=sns_client)
                 event = AlertEvent(clinic_id=clinic, alert_id=created[0].alert_id)
                 assert await deliver_alert(event, deps) == {"sns": "delivered"}
@@ -242,8 +261,8 @@ def test_the_sweep_raises_no_checkin_alerts_once(aws_server):
             class Queue:
                 async def send(self, event):
                     sent.append(event)
-            service = AlertService(DynamoAlertStore(clients.dynamodb), DynamoRoster(clients.dynamodb), clinics,
-                                   Queue(), clock=lambda: datetime(2026, 12, 20, tzinfo=timezone.utc))
+            service = alert_service(aws_server, clients, clinics, Queue(),
+                                    clock=lambda: datetime(2026, 12, 20, tzinfo=timezone.utc))
             await service.roster.record_checkin(clinic, "patient-301", "job-000000000301", "2026-12-01T09:00:00Z")
             await service.roster.record_checkin(clinic, "patient-302", "job-000000000302", "2026-12-19T09:00:00Z")
             first = [a for a in await service.sweep() if a.clinic_id == clinic]

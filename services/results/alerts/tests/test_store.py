@@ -26,7 +26,8 @@ async def stores(kind: str, settings):
         yield InMemoryAlertStore(), InMemoryRoster()
         return
     async with AsyncClients(settings) as clients:
-        yield DynamoAlertStore(clients.dynamodb), DynamoRoster(clients.dynamodb)
+        yield (DynamoAlertStore(clients.dynamodb, settings.alerts_table),
+               DynamoRoster(clients.dynamodb, settings.clinic_patients_table))
 
 
 def alert(clinic: str, patient: str, rule: str, at: str, trigger: str = "job-000000000001") -> Alert:
@@ -71,6 +72,13 @@ def test_alert_store_contract(kind, aws_server):
             assert stored.delivery["webhook"].state == "delivered" and stored.delivery["webhook"].attempts == 2
             assert stored.evidence == {"x": 1.5} and stored.summary == "<b>risky</b>"
             assert await alerts.get(other, second.alert_id) is None
+
+            # erasure: every alert of the patient goes, nobody else's
+            assert await alerts.delete_for_patient(clinic, "patient-1") == 2
+            assert await alerts.for_patient(clinic, "patient-1") == []
+            assert await alerts.delete_for_patient(clinic, "patient-1") == 0
+            assert [a.alert_id for a in await alerts.for_patient(clinic, "patient-2")] == [third.alert_id]
+            assert len(await alerts.for_patient(other, "patient-1")) == 1
     asyncio.run(scenario())
 
 
@@ -89,4 +97,6 @@ def test_roster_contract(kind, aws_server):
             assert (await roster.get(clinic, "patient-1")).last_checkin_at == "2026-11-05T10:00:00Z"
             assert await roster.get(clinic, "patient-9") is None
             assert clinic in await roster.clinics()
+            assert await roster.delete(clinic, "patient-1") and not await roster.delete(clinic, "patient-1")
+            assert [e.patient_id for e in await roster.patients(clinic)] == ["patient-2"]
     asyncio.run(scenario())
