@@ -1,6 +1,6 @@
 """`schizodot`: submit a check-in as a clinic app would and read a patient's history.
 
-    schizodot submit PATH --patient-id ID [--json]
+    schizodot submit PATH --patient-id ID [--analyses audio,vision,transcript] [--threshold NAME=VALUE] [--json]
     schizodot jobs --patient-id ID [--limit N] [--status S]
     schizodot results --patient-id ID [--limit N] [--json]
     schizodot token --user dev-clinician          # a signed token from the embedded stack's issuer
@@ -131,6 +131,10 @@ def submit(args: argparse.Namespace) -> int:
     if any("=" not in item for item in args.metadata):
         return _fail("--metadata takes KEY=VALUE", EXIT_USAGE)
     metadata = dict(item.split("=", 1) for item in args.metadata)
+    try:
+        options = checkin_options(args.analyses, args.threshold)
+    except ValueError as error:
+        return _fail(str(error), EXIT_USAGE)
     api = _api_url(args)
     policy: RetryPolicy = args.policy
     try:
@@ -142,7 +146,7 @@ def submit(args: argparse.Namespace) -> int:
         created = http_request(http, "POST", f"{api}/api/v1/analyze", policy=policy, what="creating the job",
                                headers={**uploader, "Idempotency-Key": str(uuid.uuid4())}, json={
                                    "patient_id": args.patient_id, "filename": path.name,
-                                   "content_type": content_type, "metadata": metadata})
+                                   "content_type": content_type, "metadata": metadata, "options": options})
         if created.status_code not in (200, 201):
             return _fail(f"the check-in was refused ({created.status_code}): {_detail(created)}", EXIT_USAGE)
         job = created.json()
@@ -173,6 +177,28 @@ def submit(args: argparse.Namespace) -> int:
     else:
         print_result(item, status)
     return EXIT_OK
+
+
+def checkin_options(analyses: str | None, thresholds: list[str]) -> dict[str, Any]:
+    """--analyses audio,vision,transcript and --threshold NAME=VALUE as the API's `options`
+    (shared.options checks them here too, so a mistake is caught before anything is sent)."""
+    from pydantic import ValidationError
+
+    from shared.options import CheckinOptions
+
+    chosen: dict[str, Any] = {}
+    if analyses is not None:
+        chosen["analyses"] = [a.strip() for a in analyses.split(",") if a.strip()]
+    if any("=" not in item for item in thresholds):
+        raise ValueError("--threshold takes NAME=VALUE, e.g. baseline_window=5")
+    if thresholds:
+        chosen["thresholds"] = {name.strip(): value.strip() for name, value in (t.split("=", 1) for t in thresholds)}
+    try:
+        return CheckinOptions.model_validate(chosen).stored()
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in error.errors())
+        raise ValueError(f"invalid check-in options: {problems}") from None
 
 
 def _follow(http: httpx.Client, api: str, job_id: str, timeout: float, policy: RetryPolicy,
@@ -328,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--json", action="store_true", help="print the SchizodotUsers item as JSON")
+    p.add_argument("--analyses", default=None, metavar="LIST",
+                   help="analyses for this check-in, of audio,vision,transcript (default: the deployment's)")
+    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="a fusion threshold for this check-in: baseline_window, baseline_min_checkins, "
+                        "missed_medication_streak")
     p.set_defaults(run=submit)
     p = sub.add_parser("jobs", help="a patient's jobs, newest first")
     p.add_argument("--patient-id", required=True)

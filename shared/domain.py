@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.errors import InputError
+from shared.options import CheckinOptions
 
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{3,100}$"
 JOB_ID_PATTERN = re.compile(r"^job-[0-9a-f]{12}$")
@@ -95,6 +96,8 @@ class CheckinRequest(BaseModel):
     filename: Filename
     content_type: ContentType
     metadata: Metadata = Field(default_factory=dict)
+    options: CheckinOptions = Field(default_factory=CheckinOptions, description="analyses and thresholds "
+                                    "for this check-in (shared.options); none: the deployment's defaults")
 
 
 def upload_key(patient_id: str, job_id: str, filename: str, created_at: str) -> str:

@@ -24,8 +24,9 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from shared.domain import Filename, Metadata, PatientId
-from shared.identity import CLINIC_ID_PATTERN
 from shared.errors import MalformedMessage
+from shared.identity import CLINIC_ID_PATTERN
+from shared.options import CheckinOptions
 
 CHECKIN_SUBMITTED = "org.schizodot.checkin.submitted.v1"  # upstream EHR -> ingest
 ANALYSIS_REQUESTED = "org.schizodot.analysis.requested.v1"  # ingest -> audio, vision
@@ -53,6 +54,7 @@ class CheckinSubmitted(BaseModel):
     filename: Filename | None = None
     content_type: str | None = None
     metadata: Metadata = Field(default_factory=dict)
+    options: CheckinOptions = Field(default_factory=CheckinOptions)  # analyses and thresholds (shared.options)
 
 
 class StageEvent(BaseModel):

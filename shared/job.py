@@ -11,6 +11,7 @@ what the stages add lives under `metadata.pipeline`:
       bucket          where the media is
       expected        the modalities to analyse ("audio", "vision")
       skipped         modality -> why it is not analysed, in words
+      options         what the check-in asked for (shared.options.CheckinOptions): analyses, thresholds
       weights         stage -> its share of the progress bar
       stages.<stage>  StageRecord: who holds the stage, its state, credit and outputs
 
@@ -25,10 +26,11 @@ import enum
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from shared.domain import CLINIC_METADATA_KEY, RESERVED_METADATA_KEY
 from shared.identity import local_patient_id
+from shared.options import CheckinOptions
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 ACTIVE_STATUSES = (QUEUED, PROCESSING)
@@ -107,6 +109,11 @@ class PipelineState(_Record):
     skipped: dict[str, str] = Field(default_factory=dict)
     weights: dict[str, int] = Field(default_factory=dict)
     stages: dict[str, StageRecord] = Field(default_factory=dict)
+    options: CheckinOptions = Field(default_factory=CheckinOptions)
+
+    @field_serializer("options")
+    def _only_what_was_set(self, options: CheckinOptions) -> dict[str, Any]:
+        return options.stored()
 
     def weight(self, stage: str) -> int:
         """The stage's share of the progress bar (ingest's is known before the plan is)."""
@@ -194,15 +201,17 @@ def new_job(
     metadata: dict[str, Any] | None = None,
     trace_fields: dict[str, Any] | None = None,
     clinic_id: str | None = None,
+    options: CheckinOptions | None = None,
 ) -> Job:
     """A new job, status `queued`, as the schema's example item has it (`patient_id`: the stored key)."""
+    chosen = {"options": options.stored()} if options is not None and not options.is_default else {}
     return Job.model_validate({
         "job_id": job_id, "patient_id": patient_id, "status": QUEUED, "s3_key": s3_key, "filename": filename,
         "clinic_id": clinic_id,
         "content_type": content_type, "created_at": created_at, "updated_at": created_at, "progress": 0,
         "message": message, "metadata": metadata or {},
         # The trace id for people, the trace context for the stage that continues after the upload.
-        "pipeline": {"source": source, "stages": {}, **(trace_fields or {})},
+        "pipeline": {"source": source, "stages": {}, **chosen, **(trace_fields or {})},
     })
 
 

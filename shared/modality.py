@@ -23,6 +23,7 @@ from opentelemetry import trace
 from shared.blocking import run_blocking
 from shared.domain import utc_now
 from shared.events import AnalysisRequested, ModalityAnalysed
+from shared.options import CheckinOptions
 from shared.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
 from shared.storage import ObjectStore
 
@@ -30,8 +31,18 @@ log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.modality")
 
 Progress = Callable[[float, str], None]
-# (media file, progress callback, job id) -> the modality's findings
-Analyse = Callable[[Path, Progress, str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Checkin:
+    """What an analyser may need of the check-in besides its media: its job id and options."""
+
+    job_id: str
+    options: CheckinOptions = CheckinOptions()
+
+
+# (media file, progress callback, the check-in) -> the modality's findings
+Analyse = Callable[[Path, Progress, Checkin], dict[str, Any]]
 
 
 @dataclass
@@ -57,7 +68,8 @@ async def analyse_media(work: Work[AnalysisRequested], deps: ModalityDeps) -> St
         with tracer.start_as_current_span(f"{modality} analysis") as span:
             span.set_attribute("schizodot.job_id", request.job_id)
             span.set_attribute("schizodot.stage", modality)
-            result = await run_blocking(deps.executor, deps.analyse, path, progress, request.job_id)
+            checkin = Checkin(request.job_id, work.job.pipeline.options)
+            result = await run_blocking(deps.executor, deps.analyse, path, progress, checkin)
             _describe_analysis(span, modality, result)
         compute_seconds = round(time.monotonic() - started, 3)
     log.info("modality analysed", modality=modality, compute_seconds=compute_seconds)

@@ -85,8 +85,9 @@ class AudioAnalyser:
             self.models["transcript"] = transcriber.name
         self._lock = threading.Lock()
 
-    def analyse(self, wav_path: Path, on_progress: ProgressCallback | None = None) -> dict:
+    def analyse(self, wav_path: Path, on_progress: ProgressCallback | None = None, *, transcribe: bool = True) -> dict:
         """Analyse one WAV file (16 kHz mono is read in chunks; other formats are converted in memory).
+        `transcribe=False`: no transcript for this check-in (its options did not ask for one).
 
         Returns a JSON-serialisable dict. Raises ``InputError`` when the file cannot
         be decoded as audio and ``FileNotFoundError`` when it does not exist (a
@@ -96,8 +97,9 @@ class AudioAnalyser:
         with self._lock, AudioFile(Path(wav_path)) as audio:
             progress(0.0, "reading audio")
             # shares of the progress bar: VAD, voice measures, model emotion, transcript
+            transcriber = self._transcriber if transcribe else None
             spans = {"vad": 0.4, "voice": 0.2, "emotion": 0.15 if self._emotion_model else 0.0,
-                     "transcript": 0.4 if self._transcriber else 0.0}
+                     "transcript": 0.4 if transcriber else 0.0}
             scale = 0.95 / sum(spans.values())
 
             timing, padded, power = self._detect_speech(audio, progress, spans["vad"] * scale)
@@ -115,7 +117,8 @@ class AudioAnalyser:
             done += spans["voice"] * scale
 
             windows = speech_windows(padded, MAX_WINDOW_SECONDS)
-            transcript = self._transcribe(audio, windows, progress, done, spans["transcript"] * scale)
+            transcript = self._transcribe(audio, windows, progress, done, spans["transcript"] * scale, transcriber,
+                                          requested=transcribe)
             done += spans["transcript"] * scale
             words = sum(len(s["words"]) for s in transcript["segments"]) if transcript["enabled"] else None
             speech_emotion = self._emotion(audio, windows, timing, progress, done, spans["emotion"] * scale)
@@ -172,13 +175,16 @@ class AudioAnalyser:
             progress(done + share * (i + 1) / len(windows), f"classifying speech emotion ({i + 1}/{len(windows)})")
         return emotion.labelled(model, {label: total / weight for label, total in totals.items()})
 
-    def _transcribe(self, audio, windows, progress, done, share) -> dict:
-        if self._transcriber is None:
-            return {"enabled": False, "text": None, "segments": [], "model": None,
-                    "reason": "transcription is off (AUDIO_TRANSCRIPT_ENABLED)"}
+    def _transcribe(self, audio, windows, progress, done, share, transcriber: Transcriber | None,
+                    requested: bool) -> dict:
+        if transcriber is None:
+            reason = ("transcription is off (AUDIO_TRANSCRIPT_ENABLED)" if self._transcriber is None
+                      else "the transcript was not requested for this check-in")
+            return {"enabled": False, "text": None, "segments": [], "model": None, "reason": reason,
+                    "requested": requested}
         segments: list[dict] = []
         for i, (start, end, _speech) in enumerate(windows):
-            segments += self._transcriber.transcribe(audio.read(start, end), offset=start)
+            segments += transcriber.transcribe(audio.read(start, end), offset=start)
             progress(done + share * (i + 1) / len(windows), f"transcribing ({i + 1}/{len(windows)})")
         reason = None
         if not windows:
@@ -186,5 +192,5 @@ class AudioAnalyser:
         elif not segments:
             reason = "speech was detected but no words were recognised"
         return {"enabled": True, "text": " ".join(seg["text"] for seg in segments), "segments": segments,
-                "model": self._transcriber.name, "reason": reason,
-                "language": self._transcriber.language, "language_note": self._transcriber.language_note}
+                "model": transcriber.name, "reason": reason, "requested": True,
+                "language": transcriber.language, "language_note": transcriber.language_note}

@@ -6,7 +6,7 @@ analyser off the event loop with progress, store its findings as
 track as 16 kHz mono WAV (shared.media.extract_audio: a file without one fails
 the job in words) and hands it to `AudioAnalyser` (speech activity, vocal
 markers, speech emotion where a validated model is configured, transcript
-where enabled).
+where the deployment enables it and the check-in's options ask for it).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.media import extract_audio
-from shared.modality import Analyse, Progress, modality_stage
+from shared.modality import Analyse, Checkin, Progress, modality_stage
 
 if TYPE_CHECKING:  # the analyser's models are the composition root's to load
     from services.audio.analysis import AudioAnalyser
@@ -24,10 +24,12 @@ AUDIO = modality_stage("audio")
 
 
 def make_analyse(analyser: AudioAnalyser, sample_rate: int) -> Analyse:
-    def analyse(media_path: Path, progress: Progress, _job_id: str = "") -> dict:  # the job id: unused here
+    def analyse(media_path: Path, progress: Progress, checkin: Checkin | None = None) -> dict:
         progress(0.02, "extracting the sound track")
         wav = extract_audio(media_path, media_path.with_suffix(".wav"), sample_rate=sample_rate)
         # extraction is the first ~5 % of the work; the analyser reports the rest
-        return analyser.analyse(wav, lambda fraction, message: progress(0.05 + 0.95 * fraction, message))
+        transcribe = checkin is None or checkin.options.wants("transcript")  # the check-in's options
+        return analyser.analyse(wav, lambda fraction, message: progress(0.05 + 0.95 * fraction, message),
+                                transcribe=transcribe)
 
     return analyse

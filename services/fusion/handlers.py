@@ -3,7 +3,8 @@
 The last modality to finish sends the notice that fuses; an earlier one is
 acknowledged without running the stage. Fusion reads the modalities' artifacts
 (where the job record says they are) and the patient's earlier results
-(`shared.history`, read only), applies the rules (rules.py, baseline.py), writes
+(`shared.history`, read only), applies the rules (rules.py, baseline.py) with the
+thresholds the check-in's options set (else `FUSION_*`), writes
 the clinical summary (an LLM only as an opt-in, llm.py) and stores one findings
 document, `artifacts/<job>/fusion.json`: the seed-shaped `results` map of the
 SchizodotUsers item (findings.py), which results saves as it is.
@@ -27,6 +28,7 @@ from shared.domain import utc_now
 from shared.events import FusionCompleted, ModalityAnalysed
 from shared.history import HistoryReader
 from shared.job import Job
+from shared.options import FusionThresholds
 from shared.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
 from shared.storage import ObjectStore
 
@@ -49,8 +51,19 @@ def all_modalities_analysed(notice: ModalityAnalysed, job: Job) -> bool:
     return not waiting
 
 
+def options_report(job: Job, settings: FusionSettings) -> dict[str, Any]:
+    """What the check-in asked for and what applied, for the result (`results.options`)."""
+    options = job.pipeline.options
+    return {"analyses_requested": list(options.analyses) if options.analyses is not None else None,
+            "modalities_analysed": list(job.pipeline.expected),
+            "thresholds": {name: getattr(settings, name) for name in FusionThresholds.model_fields},
+            "thresholds_set_on_checkin": options.thresholds.given()}
+
+
 async def fuse_findings(work: Work[ModalityAnalysed], deps: FusionDeps) -> StageOutcome:
-    job, settings = work.job, deps.settings
+    job = work.job
+    # The clinic's thresholds set on this check-in replace the deployment's (shared.options).
+    settings = deps.settings.model_copy(update=job.pipeline.options.thresholds.given())
     started = time.monotonic()
     documents = await load_modality_results(deps.storage, job)
     audio, vision = documents.get("audio"), documents.get("vision")
@@ -69,6 +82,7 @@ async def fuse_findings(work: Work[ModalityAnalysed], deps: FusionDeps) -> Stage
     # vocal_markers and video_markers come back from `compare` each with its baseline block
     results = build_results({"multimodal_fusion": fusion, "clinical_summary": summary, **baseline.markers},
                             audio, vision, job.pipeline.skipped)
+    results["options"] = options_report(job, settings)
     compute_seconds = round(time.monotonic() - started, 3)
     return StageOutcome(
         message=f"Findings combined: risk {fusion['risk_level']}",

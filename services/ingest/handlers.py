@@ -8,7 +8,8 @@ event that cannot be read but names a patient leaves a failed job the EHR can se
 
 The stage downloads the media, checks it (`shared.media.probe`: an unreadable
 file fails the job with the reason in words), decides which modalities to
-analyse and each stage's share of the progress bar, and asks audio and vision.
+analyse (those the recording has, of those the check-in's options ask for) and
+each stage's share of the progress bar, and asks audio and vision.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from shared.events import (
 from shared.identity import is_clinic_id, patient_key
 from shared.infra import EHR_MEDIA_PREFIX
 from shared.job import PipelinePlan, new_job, plan_weights
+from shared.options import NOT_REQUESTED
 from shared.runner import Emit, Inbound, RejectedEvent, Stage, StageOutcome, Work
 from shared.storage import ObjectStore
 
@@ -125,7 +127,7 @@ def _checkin_event(message: Any) -> Inbound[MediaArrived]:
                 "does not say what the media is"
             )
         request = CheckinRequest(patient_id=submitted.patient_id, filename=filename, content_type=content_type,
-                                 metadata=submitted.metadata)
+                                 metadata=submitted.metadata, options=submitted.options)
     except ValidationError as error:
         raise _rejected(event, job_id, describe_validation_error(error)) from error
     except MalformedMessage as error:
@@ -134,7 +136,7 @@ def _checkin_event(message: Any) -> Inbound[MediaArrived]:
     job = new_job(job_id, patient_id=patient_key(submitted.clinic_id, request.patient_id), s3_key=key,
                   filename=request.filename, clinic_id=submitted.clinic_id,
                   content_type=request.content_type, created_at=created_at, metadata=request.metadata,
-                  message="Check-in received from upstream system", source="event")
+                  message="Check-in received from upstream system", source="event", options=request.options)
     return Inbound(job_id, MediaArrived(job_id=job_id, bucket=None, s3_key=key), new_job=job,
                    event_id=event.get_id(), trace_carrier=tracing_carrier(event))
 
@@ -176,12 +178,18 @@ async def check_media(work: Work[MediaArrived], deps: IngestDeps) -> StageOutcom
             info = await run_blocking(None, lambda: media.probe(
                 path, min_duration_seconds=limits.min_duration_seconds, max_duration_seconds=limits.max_duration_seconds,
             ))
-    modalities = [m for m, present in (("audio", info.has_audio), ("vision", info.has_video)) if present]
+    options = work.job.pipeline.options
     skipped = {}
-    if not info.has_audio:
-        skipped["audio"] = "the recording has no sound track"
-    if not info.has_video:
-        skipped["vision"] = "the recording has no video track"
+    for modality, present, missing in (("audio", info.has_audio, "the recording has no sound track"),
+                                       ("vision", info.has_video, "the recording has no video track")):
+        if not options.wants(modality):
+            skipped[modality] = NOT_REQUESTED  # the check-in's options (shared.options)
+        elif not present:
+            skipped[modality] = missing
+    modalities = [m for m in ("audio", "vision") if m not in skipped]
+    if not modalities:
+        raise InputError("the check-in asked only for analyses of a track the recording does not have: "
+                         + "; ".join(f"{m}: {why}" for m, why in skipped.items()))
     described = ", ".join(f"{m} skipped: {why}" for m, why in skipped.items())
     log.info("analysis requested", modalities=modalities)
     return StageOutcome(

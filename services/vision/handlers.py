@@ -14,7 +14,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.modality import Analyse, Progress, modality_stage
+from shared.modality import Analyse, Checkin, Progress, modality_stage
 from shared.storage import ObjectStore
 
 if TYPE_CHECKING:  # the analyser's models are the composition root's to load
@@ -26,8 +26,8 @@ S3_TIMEOUT_S = 60
 
 
 def make_analyse(analyser: VisionAnalyser, storage: ObjectStore, loop: asyncio.AbstractEventLoop) -> Analyse:
-    def analyse(path: Path, progress: Progress, job_id: str) -> dict:
-        return analyser.analyse(path, progress, evidence=s3_evidence_sink(storage, job_id, loop))
+    def analyse(path: Path, progress: Progress, checkin: Checkin) -> dict:
+        return analyser.analyse(path, progress, evidence=s3_evidence_sink(storage, checkin.job_id, loop))
 
     return analyse
 
