@@ -10,8 +10,11 @@ credential (429 with Retry-After) and audited (shared.audit).
   `SCHIZODOT_MAX_UPLOAD_BYTES`: S3 itself refuses an oversized or retyped file.
   The job starts when the upload lands (S3 notification on the ingest queue).
 - `POST /api/v1/patient-links` creates a check-in for a patient to record and a
-  one-time link to it; `POST /api/v1/patient-link/upload`, called with the link,
-  uses it up (a conditional write: once) and returns the presigned POST.
+  one-time link to it, to the patient page (`/checkin`, services/ingest/patient),
+  whose API (`/api/v1/checkin/...`) uploads the recording in parts, resumably, and
+  uses the link up when S3 has all of it. `POST /api/v1/patient-link/upload`,
+  called with the link, is the same one recording in a single presigned POST for
+  apps that cannot send parts: it uses the link up at once (a conditional write).
 - `POST /api/v1/events` takes an EHR's `checkin.submitted` CloudEvent for media
   under `incoming/<clinic>/`, checks that its clinic is the sender's and puts it
   on the ingest queue.
@@ -25,13 +28,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.ingest.handlers import ehr_media_problem
 from services.ingest.settings import CheckinLimits, UploadPolicy
 from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
-from shared.auth import Authenticator, PatientLinkStore, allow, install_authentication, principal_dependency
+from shared.auth import (
+    OPEN_PATHS,
+    Authenticator,
+    PatientLinkStore,
+    allow,
+    install_authentication,
+    principal_dependency,
+)
 from shared.domain import (
     JOB_ID_PATTERN,
     CheckinRequest,
@@ -48,6 +58,7 @@ from shared.http import install_readable_validation_errors
 from shared.identity import Principal, Role
 from shared.job import JobStatus, new_job
 from shared.jobs import JobStore
+from shared.options import CheckinOptions
 from shared.ratelimit import RateLimiter
 from shared.storage import PresignedPost
 from shared.tracing import start_job_trace
@@ -81,6 +92,8 @@ class PatientLinkRequest(BaseModel):
 
     patient_id: PatientId
     metadata: Metadata = Field(default_factory=dict)
+    options: CheckinOptions = Field(default_factory=CheckinOptions,
+                                    description="analyses and thresholds for the check-in (shared.options)")
     expires_in: int | None = Field(None, ge=60, description="seconds; at most INGEST_PATIENT_LINK_MAX_SECONDS")
 
 
@@ -117,12 +130,31 @@ def _expires_at(seconds: int) -> str:
     return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass
+class PatientPage:
+    """The patient page and its API (services/ingest/patient), mounted beside this API."""
+
+    router: APIRouter
+    open_paths: tuple[str, ...]
+    open_prefixes: tuple[str, ...]
+
+
+RecordingArrived = Callable[[str], Awaitable[bool]]  # S3 holds the object at this key
+
+
 def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, access: IngestAccess,
-               enqueue_event: EventQueue | None = None) -> FastAPI:
+               enqueue_event: EventQueue | None = None, patient_page: PatientPage | None = None,
+               recording_arrived: RecordingArrived | None = None) -> FastAPI:
     app = FastAPI(title="SchizoDot ingest API", version="1",
                   description="Check-ins. Send a bearer token (`Authorization: Bearer …`), an API key "
-                              "(`X-API-Key`) or, for a patient, the one-time link's token.")
-    install_authentication(app, access.authenticator)
+                              "(`X-API-Key`) or, for a patient, the one-time link's token. The patient page is "
+                              "at /checkin.")
+    if patient_page is not None:
+        install_authentication(app, access.authenticator, open_paths=OPEN_PATHS | set(patient_page.open_paths),
+                               open_prefixes=patient_page.open_prefixes)
+        app.include_router(patient_page.router)
+    else:
+        install_authentication(app, access.authenticator)
     install_readable_validation_errors(app)
     install_audit_failure_handler(app)
     principal = principal_dependency(access.authenticator)
@@ -168,7 +200,7 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
             created = await jobs.create(new_job(
                 job_id, patient_id=stored, s3_key=key, filename=request.filename, clinic_id=who.clinic_id,
                 content_type=request.content_type, created_at=created_at, metadata=request.metadata,
-                message="Waiting for the upload", source="api", trace_fields=job_trace,
+                message="Waiting for the upload", source="api", trace_fields=job_trace, options=request.options,
             ))
             if not created:
                 existing = await jobs.get(job_id)
@@ -202,7 +234,7 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
                 job_id, patient_id=stored, s3_key=upload_key(stored, job_id, LINK_RECORDING, created_at),
                 filename=LINK_RECORDING, content_type="video/webm", created_at=created_at, clinic_id=who.clinic_id,
                 metadata=body.metadata, message="Waiting for the patient's recording", source="patient_link",
-                trace_fields=job_trace))
+                trace_fields=job_trace, options=body.options))
         assert who.clinic_id is not None  # roles that issue links belong to a clinic
         link, token = await access.links.issue(who.clinic_id, body.patient_id, job_id, who.subject, lifetime)
         return PatientLinkResponse(job_id=job_id, token=token, url=f"{limits.patient_page_url}#token={token}",
@@ -220,6 +252,8 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
                                           content_type=body.content_type).content_type
         except ValidationError as error:
             raise HTTPException(status_code=422, detail=describe_validation_error(error)) from error
+        if job.status != "queued" or (recording_arrived is not None and await recording_arrived(job.s3_key)):
+            raise HTTPException(status_code=409, detail="this check-in was already received; the link is used")
         if not who.credential_id or not await access.links.consume(who.credential_id):
             raise HTTPException(status_code=401, detail="authentication required", headers={"WWW-Authenticate": "Bearer"})
         await audit.record(AuditEvent("checkin.upload_authorized", who, patient_id=who.patient_id, job_id=job.job_id))

@@ -30,7 +30,7 @@ class CheckinLimits(StageSettings):
     window_seconds: int = Field(60, ge=1)
     patient_link_seconds: int = Field(12 * 3600, ge=60)  # a link's default lifetime
     patient_link_max_seconds: int = Field(7 * 24 * 3600, ge=60)
-    patient_page_url: str = "/checkin"  # where links point (the patient page, issue 13); absolute in production
+    patient_page_url: str = "/checkin"  # where links point (the patient page); its public address in production
 
 
 class IngestSettings(StageSettings):
@@ -42,5 +42,8 @@ class IngestSettings(StageSettings):
     # service reaches (compose: the service sees http://moto:4566, a browser
     # on the host sees http://localhost:4566). Unset: the same endpoint.
     public_s3_endpoint_url: str | None = None
+    # The patient page (/checkin) uploads in parts of this size (S3 wants at least 5 MiB for
+    # every part but the last), each its own presigned URL; SCHIZODOT_MAX_UPLOAD_BYTES bounds the whole.
+    patient_part_bytes: int = Field(8 * 1024**2, ge=1)
     uploads: UploadPolicy = Field(default_factory=UploadPolicy)
     limits: CheckinLimits = Field(default_factory=CheckinLimits)

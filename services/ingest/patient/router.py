@@ -3,11 +3,10 @@
 The page (`GET {page_path}`) is static and holds no PHI: the one-time link
 carries its token in the URL fragment (`/checkin#token=...`), which browsers
 never send to a server or put in a Referer. The page's script sends it as a
-bearer token to the API below, where `link_principal` (the ingest service's
-patient-link verifier, issue 12) turns it into a `Principal` bound to one
-patient and one check-in. Every API route:
+bearer token to the API below, where shared.auth turns it into a patient-link
+`Principal` bound to one clinic, one patient and one check-in. Every API route:
 
-- 403 for a principal that is not a patient link (a role that may not call it);
+- 403 for a principal that is not a patient link (the one 403, `shared.auth.allow`);
 - 404 when the link's check-in does not exist, is another patient's, or belongs
   to another clinic, in the same words, so nothing can be probed.
 
@@ -19,6 +18,15 @@ its analysis has come. Routes (under `api_prefix`):
   POST /upload/resume    {upload_id, size} -> parts S3 has, fresh URLs for the rest (410: cannot resume)
   POST /upload/complete  {upload_id, size} -> "received" (the S3 event starts the pipeline)
   GET  /status           state and progress, for the "received" and thank-you screens
+
+**The link's one recording.** A link gives its check-in exactly one recording.
+`/upload/complete` hands the recording over: S3 completes the upload from its own
+part list, and the link is used up (`PatientLinkStore.consume`, a conditional
+write). From then on the link only reads (GET /session, /status) until it expires;
+any write with it is 401, and a check-in whose recording has arrived refuses a new
+upload (409) whichever way the link was used. (`POST /api/v1/patient-link/upload`,
+the single presigned POST of services/ingest/api.py, follows the same rule for
+apps that cannot send parts.) Every step is audited.
 """
 
 from __future__ import annotations
@@ -27,14 +35,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import structlog
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
 from services.ingest.patient.script import CheckinScript, ScriptCatalog
-from services.ingest.patient.uploads import MultipartStore, UploadGone, UploadPolicy, UploadRefused
+from services.ingest.patient.uploads import MultipartPolicy, MultipartStore, UploadGone, UploadRefused
+from shared.audit import AuditEvent, AuditTrail
+from shared.auth import PatientLinkStore, allow
 from shared.identity import Principal, Role
+from shared.job import COMPLETED, FAILED, PROCESSING, Job
+
+log = structlog.get_logger()
 
 HERE = Path(__file__).resolve().parent
 STATIC_FILES = {"checkin.js": "text/javascript; charset=utf-8", "checkin.css": "text/css; charset=utf-8"}
@@ -45,14 +59,9 @@ State = Literal["awaiting_recording", "received", "analysing", "done", "not_anal
 
 
 class CheckinJobs(Protocol):
-    """Reads SchizodotJobs (shared.jobs.JobsRepository has this method)."""
+    """Reads SchizodotJobs (shared.jobs.JobStore)."""
 
-    async def get(self, job_id: str) -> dict[str, Any] | None: ...
-
-
-def job_clinic(job: dict[str, Any]) -> str | None:
-    """The clinic a job belongs to (issue 12 records it in the job's metadata)."""
-    return (job.get("metadata") or {}).get("clinic_id")
+    async def get(self, job_id: str) -> Job | None: ...
 
 
 class StatusView(BaseModel):
@@ -108,24 +117,32 @@ def _page_headers(upload_origin: str) -> dict[str, str]:
     }
 
 
+def open_paths(page_path: str = "/checkin") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(paths, prefixes) served without a credential: the page and its script and style (no PHI)."""
+    return (page_path,), (f"{page_path}/static/",)
+
+
 def create_patient_router(
     *,
-    link_principal: Callable[..., Any],
+    principal: Callable[..., Any],
     jobs: CheckinJobs,
     store: MultipartStore,
     scripts: ScriptCatalog,
-    policy: UploadPolicy,
+    policy: MultipartPolicy,
     upload_origin: str,
+    links: PatientLinkStore,
+    audit: AuditTrail,
     page_path: str = "/checkin",
     api_prefix: str = "/api/v1/checkin",
 ) -> APIRouter:
     """The patient page and its API.
 
-    `link_principal`: a FastAPI dependency returning the caller's `Principal`
-    (401 itself for a missing, expired or used link). `upload_origin`: the
+    `principal`: shared.auth's dependency returning the caller's `Principal`
+    (401 for a missing, expired or used link). `upload_origin`: the
     scheme://host[:port] the phone uploads to (the S3 endpoint it reaches), for
     the page's Content-Security-Policy.
     """
+    patient_links = allow(principal, Role.PATIENT_LINK)
     router = APIRouter()
     templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape())
     page = templates.get_template("checkin.html").render(
@@ -143,76 +160,77 @@ def create_patient_router(
         return Response((HERE / "static" / name).read_bytes(), media_type=STATIC_FILES[name],
                         headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
-    async def linked_job(principal: Principal = Depends(link_principal)) -> tuple[Principal, dict[str, Any]]:
-        if principal.role is not Role.PATIENT_LINK:
-            raise HTTPException(status_code=403, detail="this page is for patients' check-in links")
-        job = await jobs.get(principal.job_id) if principal.job_id else None
-        if job is None or job.get("patient_id") != principal.patient_id or not principal.owns(job_clinic(job)):
+    async def linked_job(who: Principal = Depends(patient_links)) -> tuple[Principal, Job]:
+        job = await jobs.get(who.job_id) if who.job_id else None
+        if job is None or job.patient_id != who.patient_key or not who.owns(job.clinic_id):
             raise HTTPException(status_code=404, detail=NOT_FOUND)
-        return principal, job
+        return who, job
 
-    async def state_of(job: dict[str, Any]) -> StatusView:
-        status = job.get("status")
-        if status == "processing":
-            return StatusView(state="analysing", progress=min(int(job.get("progress") or 0), 99))
-        if status == "completed":
+    async def state_of(job: Job) -> StatusView:
+        if job.status == PROCESSING:
+            return StatusView(state="analysing", progress=min(job.progress, 99))
+        if job.status == COMPLETED:
             return StatusView(state="done", progress=100)
-        arrived = await store.exists(job["s3_key"])
-        if status == "failed":
+        arrived = await store.exists(job.s3_key)
+        if job.status == FAILED:
             return StatusView(state="not_analysed" if arrived else "closed")
         return StatusView(state="received" if arrived else "awaiting_recording")
 
-    async def awaiting(job: dict[str, Any]) -> None:
+    async def awaiting(job: Job) -> None:
         if (await state_of(job)).state != "awaiting_recording":
             raise HTTPException(status_code=409, detail="this check-in was already received; the link is used")
 
-    async def plan(job: dict[str, Any], upload_id: str, size: int, done: set[int],
+    async def record(who: Principal, action: str, job: Job, **detail: Any) -> None:
+        await audit.record(AuditEvent(action, who, patient_id=who.patient_id, job_id=job.job_id, detail=detail))
+
+    async def plan(job: Job, upload_id: str, size: int, done: set[int],
                    content_type: str | None = None) -> UploadPlan:
         result = UploadPlan(upload_id=upload_id, size=size, part_bytes=policy.part_bytes, content_type=content_type,
                             done=sorted(done), expires_in=policy.url_expiry_seconds, parts=[])
         for part in policy.plan(size):
             if part.number not in done:
-                url = await store.presign_part(job["s3_key"], upload_id, part.number, part.size,
+                url = await store.presign_part(job.s3_key, upload_id, part.number, part.size,
                                                policy.url_expiry_seconds)
                 result.parts.append(SignedPart(number=part.number, size=part.size, url=url))
         return result
 
     @router.get(api_prefix + "/session", response_model=SessionView, tags=["patient check-in"])
-    async def session(linked: tuple[Principal, dict[str, Any]] = Depends(linked_job)) -> SessionView:
+    async def session(linked: tuple[Principal, Job] = Depends(linked_job)) -> SessionView:
         principal, job = linked
         status = await state_of(job)
-        return SessionView(**status.model_dump(), checkin_id=job["job_id"], script=scripts.for_clinic(principal.clinic_id),
+        return SessionView(**status.model_dump(), checkin_id=job.job_id, script=scripts.for_clinic(principal.clinic_id),
                            max_bytes=policy.max_bytes, part_bytes=policy.part_bytes,
                            accepted_types=policy.accepted_types)
 
     @router.get(api_prefix + "/status", response_model=StatusView, tags=["patient check-in"])
-    async def status(linked: tuple[Principal, dict[str, Any]] = Depends(linked_job)) -> StatusView:
+    async def status(linked: tuple[Principal, Job] = Depends(linked_job)) -> StatusView:
         return await state_of(linked[1])
 
     @router.post(api_prefix + "/upload", response_model=UploadPlan, status_code=201, tags=["patient check-in"])
     async def start_upload(body: UploadStart,
-                           linked: tuple[Principal, dict[str, Any]] = Depends(linked_job)) -> UploadPlan:
-        _, job = linked
+                           linked: tuple[Principal, Job] = Depends(linked_job)) -> UploadPlan:
+        who, job = linked
         await awaiting(job)
         try:
             content_type = policy.content_type(body.content_type)
             policy.plan(body.size)
         except UploadRefused as error:
             raise HTTPException(status_code=422, detail=str(error)) from error
-        key = job["s3_key"]
+        key = job.s3_key
         for stale in await store.open_uploads(key):  # one open upload per check-in, the newest
             await store.abort(key, stale)
+        await record(who, "checkin.upload_started", job, bytes=body.size)
         upload_id = await store.create(key, content_type)
         return await plan(job, upload_id, body.size, set(), content_type)
 
     @router.post(api_prefix + "/upload/resume", response_model=UploadPlan, tags=["patient check-in"])
     async def resume_upload(body: UploadContinue,
-                            linked: tuple[Principal, dict[str, Any]] = Depends(linked_job)) -> UploadPlan:
+                            linked: tuple[Principal, Job] = Depends(linked_job)) -> UploadPlan:
         _, job = linked
         await awaiting(job)
         try:
             planned = {p.number: p.size for p in policy.plan(body.size)}
-            stored = await store.list_parts(job["s3_key"], body.upload_id)
+            stored = await store.list_parts(job.s3_key, body.upload_id)
         except UploadRefused as error:
             raise HTTPException(status_code=422, detail=str(error)) from error
         except UploadGone as error:
@@ -222,18 +240,29 @@ def create_patient_router(
 
     @router.post(api_prefix + "/upload/complete", response_model=StatusView, tags=["patient check-in"])
     async def complete_upload(body: UploadContinue,
-                              linked: tuple[Principal, dict[str, Any]] = Depends(linked_job)) -> StatusView:
-        _, job = linked
-        key = job["s3_key"]
+                              linked: tuple[Principal, Job] = Depends(linked_job)) -> StatusView:
+        who, job = linked
+        key = job.s3_key
         try:
             parts = policy.check_complete(body.size, await store.list_parts(key, body.upload_id))
-            await store.complete(key, body.upload_id, parts)
         except UploadRefused as error:
             raise HTTPException(status_code=422, detail=str(error)) from error
         except UploadGone as error:
             if await store.exists(key):  # completed already (a retried request): the same answer
                 return await state_of(job)
             raise HTTPException(status_code=410, detail="this upload can no longer be resumed") from error
+        await awaiting(job)  # the check-in takes one recording, however the link was used
+        await record(who, "checkin.recording_received", job, bytes=body.size)
+        try:
+            await store.complete(key, body.upload_id, parts)
+        except UploadGone as error:
+            if await store.exists(key):
+                return await state_of(job)
+            raise HTTPException(status_code=410, detail="this upload can no longer be resumed") from error
+        # S3 has the recording (its notification starts the analysis): the link's one recording is
+        # handed over. Used up after, not before: a failure above leaves the patient a link to try again.
+        if not who.credential_id or not await links.consume(who.credential_id):
+            log.warning("a patient link's recording arrived after the link was used or expired", job_id=job.job_id)
         return await state_of(job)
 
     return router

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.errors import ConfigurationError
+
 
 class Step(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -76,13 +78,14 @@ class ScriptCatalog:
     def from_file(cls, path: Path) -> "ScriptCatalog":
         """Read the clinics file (JSON: {"default": {"checkin": ...}, "clinics": {id: {"checkin": ...}}}).
 
-        A malformed file raises ValueError naming the problem, so the service
-        refuses to start rather than showing patients the wrong questions.
+        A malformed file raises ConfigurationError naming the problem and the setting,
+        so the service refuses to start rather than showing patients the wrong questions.
         """
         try:
             parsed = _ClinicsFile.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
         except (OSError, ValueError) as error:
-            raise ValueError(f"the clinics file {path} cannot be used: {error}") from error
+            raise ConfigurationError(f"the clinics file {path} cannot be used: {error}",
+                                     "SCHIZODOT_CLINICS_FILE") from error
         return cls(parsed.default.checkin, {cid: entry.checkin for cid, entry in parsed.clinics.items()})
 
     def for_clinic(self, clinic_id: str | None) -> CheckinScript:

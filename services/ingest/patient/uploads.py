@@ -27,7 +27,7 @@ against an S3 emulator configured to allow them).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -58,7 +58,7 @@ class StoredPart:
 
 
 @dataclass(frozen=True)
-class UploadPolicy:
+class MultipartPolicy:
     max_bytes: int
     part_bytes: int = 8 * 1024**2
     url_expiry_seconds: int = 900
@@ -134,7 +134,6 @@ class S3MultipartStore:
     s3: Any
     signer: Any
     bucket: str
-    encryption: dict[str, str] = field(default_factory=lambda: {"ServerSideEncryption": "AES256"})
 
     @property
     def origin(self) -> str:
@@ -145,8 +144,9 @@ class S3MultipartStore:
         return f"{parts.scheme}://{parts.netloc}"
 
     async def create(self, key: str, content_type: str) -> str:
-        response = await self.s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type,
-                                                         **self.encryption)
+        # No encryption asked for: the bucket's default (SSE-KMS with the project's key, shared.infra)
+        # applies, and its policy refuses a request naming another encryption.
+        response = await self.s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
         return response["UploadId"]
 
     async def presign_part(self, key: str, upload_id: str, number: int, size: int, expires_in: int) -> str:

@@ -1,4 +1,5 @@
-"""The patient check-in API against a real S3 and DynamoDB (moto's server over HTTP).
+"""The patient check-in API against a real S3 and DynamoDB (moto's server over HTTP), mounted on the
+ingest API as the service composes it, with real patient links issued through the API.
 
 Uploads go to presigned UploadPart URLs exactly as the phone sends them.
 Parts are 64 KiB here (S3's 5 MiB floor is lowered in the emulator) so that a
@@ -17,16 +18,15 @@ import pytest
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from fastapi import FastAPI, Header, HTTPException
 
-from services.ingest.patient import S3MultipartStore, ScriptCatalog, UploadPolicy, create_patient_router
+from schizodot.dev_identity import DEV_CLINIC
+from services.ingest.patient import ScriptCatalog
 from services.ingest.patient.script import CheckinScript, Step
-from shared.aws import AsyncClients, sync_client
-from shared.identity import CredentialKind, Principal, Role
-from shared.jobs import JobsRepository
+from services.ingest.patient.tests.app import ingest_site
+from shared.aws import sync_client
+from shared.dynamo import to_item
 
 PART = 64 * 1024
-CLINIC = "clinic-north"
 
 
 @pytest.fixture(autouse=True)
@@ -34,44 +34,36 @@ def small_parts(monkeypatch):
     monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", PART)
 
 
-def link(job_id: str, patient_id: str = "patient-101", clinic: str = CLINIC, role: Role = Role.PATIENT_LINK):
-    return Principal(subject=f"link-{job_id}", role=role, clinic_id=clinic, credential=CredentialKind.PATIENT_LINK,
-                     patient_id=patient_id, job_id=job_id)
-
-
-async def verify_link(authorization: str | None = Header(None)) -> Principal:
-    """Stands for issue 12's verifier; every test overrides it with the principal it needs."""
-    raise HTTPException(status_code=401, detail="authentication required")
-
-
-def job_item(job_id: str, patient_id: str = "patient-101", clinic: str | None = CLINIC, status: str = "queued"):
-    return {"job_id": job_id, "patient_id": patient_id, "status": status,
-            "s3_key": f"uploads/{patient_id}/{job_id}/20261130T120000Z_checkin.webm", "filename": "checkin.webm",
-            "content_type": "video/webm", "created_at": "2026-11-30T12:00:00.000000Z",
-            "updated_at": "2026-11-30T12:00:00.000000Z", "progress": 0, "message": "Waiting for the upload",
-            "metadata": {"clinic_id": clinic} if clinic else {}}
-
-
 @asynccontextmanager
-async def patient_api(settings, principal: Principal | None = None, max_bytes: int = 10 * PART,
-                      script: CheckinScript | None = None):
-    async with AsyncClients(settings) as clients:
-        jobs = JobsRepository(clients.dynamodb, settings.jobs_table)
-        store = S3MultipartStore(clients.s3, sync_client(settings, "s3"), settings.bucket)
-        app = FastAPI()
-        app.include_router(create_patient_router(
-            link_principal=verify_link, jobs=jobs, store=store,
-            scripts=ScriptCatalog(clinics={CLINIC: script} if script else {}),
-            policy=UploadPolicy(max_bytes=max_bytes, part_bytes=PART, url_expiry_seconds=300),
-            upload_origin=store.origin))
-        if principal is not None:
-            app.dependency_overrides[verify_link] = lambda: principal
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as http:
-            yield http, jobs, store
+async def patient_api(settings, state_dir, max_bytes: int = 10 * PART, script: CheckinScript | None = None):
+    async with ingest_site(settings, state_dir, part_bytes=PART, max_bytes=max_bytes,
+                           scripts=ScriptCatalog(clinics={DEV_CLINIC: script} if script else {})) as site:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=site.app), base_url="http://ingest") as http:
+            yield http, site
 
 
-def new_job_id() -> str:
-    return "job-" + os.urandom(6).hex()
+def new_patient() -> str:
+    return "patient-" + os.urandom(4).hex()
+
+
+async def issue_link(http, site, patient_id: str | None = None, **body) -> dict:
+    """A check-in and its one-time link, as a clinician asks for it."""
+    response = await http.post("/api/v1/patient-links", headers=site.auth("dev-clinician"),
+                               json={"patient_id": patient_id or new_patient(), **body})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def bearer(link: dict | str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {link['token'] if isinstance(link, dict) else link}"}
+
+
+def update_job(settings, job_id: str, **fields: object) -> None:
+    names = {f"#{k}": k for k in fields}
+    sync_client(settings, "dynamodb").update_item(
+        TableName=settings.jobs_table, Key={"job_id": {"S": job_id}},
+        UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields), ExpressionAttributeNames=names,
+        ExpressionAttributeValues={f":{k}": v for k, v in to_item(fields).items()})
 
 
 def put_parts(plan: dict, data: bytes, numbers: set[int] | None = None) -> None:
@@ -83,76 +75,79 @@ def put_parts(plan: dict, data: bytes, numbers: set[int] | None = None) -> None:
                 assert response.status_code == 200, response.text
 
 
-def test_the_page_is_served_with_its_own_assets_and_a_strict_policy(aws_server):
+def test_the_page_is_served_with_its_own_assets_and_a_strict_policy(aws_server, tmp_path):
     async def scenario():
-        async with patient_api(aws_server) as (http, _, store):
-            page = await http.get("/checkin")
+        async with patient_api(aws_server, tmp_path) as (http, site):
+            page = await http.get("/checkin")  # no credential: the page holds no PHI; the token is in the fragment
             assert page.status_code == 200
             assert 'src="/checkin/static/checkin.js"' in page.text and 'data-api="/api/v1/checkin"' in page.text
             assert "http" not in page.text.replace('content="', "")  # no asset from anywhere else
             policy = page.headers["content-security-policy"]
-            assert "script-src 'self'" in policy and f"connect-src 'self' {store.origin}" in policy
+            assert "script-src 'self'" in policy and f"connect-src 'self' {site.store.origin}" in policy
             assert page.headers["referrer-policy"] == "no-referrer"
             script = await http.get("/checkin/static/checkin.js")
             assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
             assert (await http.get("/checkin/static/..%2Frouter.py")).status_code == 404
             assert (await http.get("/checkin/static/router.py")).status_code == 404
+            assert (await http.get("/checkin/other")).status_code == 401  # only the page itself is open
     asyncio.run(scenario())
 
 
-def test_a_link_without_a_valid_token_is_refused(aws_server):
+def test_a_link_without_a_valid_token_is_refused(aws_server, tmp_path):
     async def scenario():
-        async with patient_api(aws_server) as (http, _, _):
-            response = await http.get("/api/v1/checkin/session", headers={"Authorization": "Bearer expired"})
-            assert response.status_code == 401
+        async with patient_api(aws_server, tmp_path) as (http, _):
+            for token in ("expired", "spl_" + "x" * 43):
+                response = await http.get("/api/v1/checkin/session", headers=bearer(token))
+                assert response.status_code == 401 and response.json() == {"detail": "authentication required"}
+            assert (await http.get("/api/v1/checkin/session")).status_code == 401
     asyncio.run(scenario())
 
 
-def test_only_patient_links_may_call_it(aws_server):
+def test_only_patient_links_may_call_it(aws_server, tmp_path):
     async def scenario():
-        job_id = new_job_id()
-        clinician = link(job_id, role=Role.CLINICIAN).model_copy(update={"credential": CredentialKind.BEARER})
-        async with patient_api(aws_server, clinician) as (http, jobs, _):
-            await jobs.create(job_item(job_id))
-            assert (await http.get("/api/v1/checkin/session")).status_code == 403
+        async with patient_api(aws_server, tmp_path) as (http, site):
+            response = await http.get("/api/v1/checkin/session", headers=site.auth("dev-clinician"))
+            assert response.status_code == 403 and response.json() == {"detail": "your role may not call this route"}
     asyncio.run(scenario())
 
 
-def test_another_clinics_or_patients_checkin_looks_exactly_like_a_missing_one(aws_server):
+def test_another_clinics_or_patients_checkin_looks_exactly_like_a_missing_one(aws_server, tmp_path):
     async def scenario():
-        ours, theirs, unowned = new_job_id(), new_job_id(), new_job_id()
-        answers = []
-        for principal in (link(ours, clinic="clinic-south"), link(ours, patient_id="patient-999"),
-                          link(new_job_id()), link(unowned)):
-            async with patient_api(aws_server, principal) as (http, jobs, _):
-                await jobs.create(job_item(ours))
-                await jobs.create(job_item(theirs, clinic="clinic-south"))
-                await jobs.create(job_item(unowned, clinic=None))  # no clinic recorded: nobody's
+        async with patient_api(aws_server, tmp_path) as (http, site):
+            ours = await issue_link(http, site)
+            job = await site.jobs.get(ours["job_id"])
+            patient = job.patient_id.split(".", 1)[1]
+            links = site.access.links
+            tokens = [(await links.issue("other-clinic", patient, ours["job_id"], "t", 600))[1],  # another clinic's
+                      (await links.issue(DEV_CLINIC, "patient-999", ours["job_id"], "t", 600))[1],  # another patient's
+                      (await links.issue(DEV_CLINIC, patient, "job-000000000000", "t", 600))[1]]  # no such check-in
+            answers = []
+            for token in tokens:
                 for path in ("/session", "/status"):
-                    response = await http.get("/api/v1/checkin" + path)
+                    response = await http.get("/api/v1/checkin" + path, headers=bearer(token))
                     answers.append((response.status_code, response.json()))
-                response = await http.post("/api/v1/checkin/upload", json={"content_type": "video/webm", "size": 10})
+                response = await http.post("/api/v1/checkin/upload", headers=bearer(token),
+                                           json={"content_type": "video/webm", "size": 10})
                 answers.append((response.status_code, response.json()))
-        assert {a[0] for a in answers} == {404}
-        assert len({str(a[1]) for a in answers}) == 1
+            assert {a[0] for a in answers} == {404}
+            assert len({str(a[1]) for a in answers}) == 1
     asyncio.run(scenario())
 
 
-def test_session_shows_the_clinics_script_and_never_findings(aws_server):
+def test_session_shows_the_clinics_script_and_never_findings(aws_server, tmp_path):
     script = CheckinScript(prompts=(Step(id="voices", text="Have you heard voices this week?"),), dosing_steps=())
     async def scenario():
-        job_id = new_job_id()
-        async with patient_api(aws_server, link(job_id), script=script) as (http, jobs, _):
-            await jobs.create({**job_item(job_id), "status": "completed", "progress": 100,
-                               "results": {"risk_level": "high"}})
-            await jobs.create(job_item(other := new_job_id()))
-            session = (await http.get("/api/v1/checkin/session")).json()
+        async with patient_api(aws_server, tmp_path, script=script) as (http, site):
+            done = await issue_link(http, site)
+            update_job(aws_server, done["job_id"], status="completed", progress=100, results={"risk_level": "high"})
+            session = (await http.get("/api/v1/checkin/session", headers=bearer(done))).json()
             assert session["state"] == "done" and session["progress"] == 100
             assert [p["text"] for p in session["script"]["prompts"]] == ["Have you heard voices this week?"]
             assert "risk" not in str(session) and "results" not in session
-        async with patient_api(aws_server, link(other, clinic=CLINIC)) as (http, _, _):
-            session = (await http.get("/api/v1/checkin/session")).json()
-            assert session["state"] == "awaiting_recording" and session["checkin_id"] == other
+        async with patient_api(aws_server, tmp_path) as (http, site):
+            other = await issue_link(http, site)
+            session = (await http.get("/api/v1/checkin/session", headers=bearer(other))).json()
+            assert session["state"] == "awaiting_recording" and session["checkin_id"] == other["job_id"]
             assert [p["id"] for p in session["script"]["prompts"]] == [
                 "mood", "medication", "side_effects", "sleep", "anything_else"]
             assert [p["id"] for p in session["script"]["dosing_steps"]] == [
@@ -160,101 +155,134 @@ def test_session_shows_the_clinics_script_and_never_findings(aws_server):
     asyncio.run(scenario())
 
 
-def test_a_recording_uploads_in_parts_and_the_link_is_then_used(aws_server):
+def test_a_recording_uploads_in_parts_and_the_link_is_then_used(aws_server, tmp_path):
     data = os.urandom(3 * PART + 1234)
     async def scenario():
-        job_id = new_job_id()
-        async with patient_api(aws_server, link(job_id)) as (http, jobs, _):
-            await jobs.create(job_item(job_id))
-            response = await http.post("/api/v1/checkin/upload",
+        async with patient_api(aws_server, tmp_path) as (http, site):
+            link = await issue_link(http, site, options={"analyses": ["vision"]})
+            job = await site.jobs.get(link["job_id"])
+            assert job.pipeline.options.analyses == ("vision",)  # the link's check-in keeps its options
+            response = await http.post("/api/v1/checkin/upload", headers=bearer(link),
                                        json={"content_type": "video/webm;codecs=vp8,opus", "size": len(data)})
             assert response.status_code == 201, response.text
             plan = response.json()
             assert [(p["number"], p["size"]) for p in plan["parts"]] == [(1, PART), (2, PART), (3, PART), (4, 1234)]
             assert plan["content_type"] == "video/webm" and plan["done"] == []
             await asyncio.to_thread(put_parts, plan, data)
-            done = await http.post("/api/v1/checkin/upload/complete",
+            done = await http.post("/api/v1/checkin/upload/complete", headers=bearer(link),
                                    json={"upload_id": plan["upload_id"], "size": len(data)})
             assert done.status_code == 200 and done.json()["state"] == "received"
-            again = await http.post("/api/v1/checkin/upload", json={"content_type": "video/webm", "size": 10})
-            assert again.status_code == 409 and "already received" in again.json()["detail"]
-            assert (await http.get("/api/v1/checkin/status")).json() == {"state": "received", "progress": 0}
-        stored = sync_client(aws_server, "s3").get_object(Bucket=aws_server.bucket, Key=job_item(job_id)["s3_key"])
-        assert stored["Body"].read() == data and stored["ContentType"] == "video/webm"
+            # the link's one recording is handed over: it writes nothing more, by either upload route
+            for path, body in (("/api/v1/checkin/upload", {"content_type": "video/webm", "size": 10}),
+                               ("/api/v1/checkin/upload/complete", {"upload_id": plan["upload_id"], "size": len(data)}),
+                               ("/api/v1/patient-link/upload", {"content_type": "video/webm"})):
+                again = await http.post(path, headers=bearer(link), json=body)
+                assert again.status_code == 401, path
+            # ... and still reads its check-in's state, for the page's "received" and "thank you"
+            assert (await http.get("/api/v1/checkin/status", headers=bearer(link))).json() == {
+                "state": "received", "progress": 0}
+            trail, _ = await site.access.audit.query(DEV_CLINIC, since=None, patient_ref_=None, limit=1000, after=None)
+            mine = [r["action"] for r in trail if r["job_id"] == link["job_id"]]
+            assert mine == ["checkin.link_issued", "checkin.upload_started", "checkin.recording_received"]
+            return job.s3_key
+    key = asyncio.run(scenario())
+    stored = sync_client(aws_server, "s3").get_object(Bucket=aws_server.bucket, Key=key)
+    assert stored["Body"].read() == data and stored["ContentType"] == "video/webm"
+    assert stored["ServerSideEncryption"] == "aws:kms"  # the bucket's default: the page asks for none
+
+
+def test_a_link_used_for_the_single_presigned_post_cannot_also_send_parts(aws_server, tmp_path):
+    async def scenario():
+        async with patient_api(aws_server, tmp_path) as (http, site):
+            link = await issue_link(http, site)
+            form = await http.post("/api/v1/patient-link/upload", headers=bearer(link),
+                                   json={"content_type": "video/mp4"})
+            assert form.status_code == 201
+            parts = await http.post("/api/v1/checkin/upload", headers=bearer(link),
+                                    json={"content_type": "video/webm", "size": 10})
+            assert parts.status_code == 401  # one recording per link, whichever way it is sent
+            # a recording that arrived by another way also closes the check-in to a fresh link's upload
+            fresh = await issue_link(http, site)
+            job = await site.jobs.get(fresh["job_id"])
+            sync_client(aws_server, "s3").put_object(Bucket=aws_server.bucket, Key=job.s3_key, Body=b"x" * 100)
+            for path, body in (("/api/v1/checkin/upload", {"content_type": "video/webm", "size": 10}),
+                               ("/api/v1/patient-link/upload", {"content_type": "video/webm"})):
+                refused = await http.post(path, headers=bearer(fresh), json=body)
+                assert refused.status_code == 409 and "already received" in refused.json()["detail"], path
     asyncio.run(scenario())
 
 
-def test_an_interrupted_upload_resumes_with_the_parts_s3_already_has(aws_server):
+def test_an_interrupted_upload_resumes_with_the_parts_s3_already_has(aws_server, tmp_path):
     data = os.urandom(3 * PART + 10)
     async def scenario():
-        job_id = new_job_id()
-        async with patient_api(aws_server, link(job_id)) as (http, jobs, store):
-            await jobs.create(job_item(job_id))
-            plan = (await http.post("/api/v1/checkin/upload",
+        async with patient_api(aws_server, tmp_path) as (http, site):
+            link = await issue_link(http, site)
+            plan = (await http.post("/api/v1/checkin/upload", headers=bearer(link),
                                     json={"content_type": "video/mp4", "size": len(data)})).json()
             await asyncio.to_thread(put_parts, plan, data, {1, 2})  # then the connection dropped
-            early = await http.post("/api/v1/checkin/upload/complete",
+            early = await http.post("/api/v1/checkin/upload/complete", headers=bearer(link),
                                     json={"upload_id": plan["upload_id"], "size": len(data)})
             assert early.status_code == 422 and "2 of 4 parts have not arrived" in early.json()["detail"]
-            resumed = (await http.post("/api/v1/checkin/upload/resume",
+            resumed = (await http.post("/api/v1/checkin/upload/resume", headers=bearer(link),
                                        json={"upload_id": plan["upload_id"], "size": len(data)})).json()
             assert resumed["done"] == [1, 2] and [p["number"] for p in resumed["parts"]] == [3, 4]
             await asyncio.to_thread(put_parts, resumed, data)
-            done = await http.post("/api/v1/checkin/upload/complete",
+            done = await http.post("/api/v1/checkin/upload/complete", headers=bearer(link),
                                    json={"upload_id": plan["upload_id"], "size": len(data)})
             assert done.json()["state"] == "received"
-            # a retried complete after success gets the same answer
-            again = await http.post("/api/v1/checkin/upload/complete",
-                                    json={"upload_id": plan["upload_id"], "size": len(data)})
-            assert again.status_code == 200 and again.json()["state"] == "received"
-        body = sync_client(aws_server, "s3").get_object(Bucket=aws_server.bucket, Key=job_item(job_id)["s3_key"])
-        assert body["Body"].read() == data
-    asyncio.run(scenario())
+            return (await site.jobs.get(link["job_id"])).s3_key
+    key = asyncio.run(scenario())
+    body = sync_client(aws_server, "s3").get_object(Bucket=aws_server.bucket, Key=key)
+    assert body["Body"].read() == data
 
 
-def test_an_upload_s3_no_longer_knows_cannot_be_resumed_but_can_start_again(aws_server):
+def test_an_upload_s3_no_longer_knows_cannot_be_resumed_but_can_start_again(aws_server, tmp_path):
     async def scenario():
-        job_id = new_job_id()
-        async with patient_api(aws_server, link(job_id)) as (http, jobs, store):
-            await jobs.create(job_item(job_id))
-            plan = (await http.post("/api/v1/checkin/upload", json={"content_type": "video/webm", "size": 100})).json()
-            await store.abort(job_item(job_id)["s3_key"], plan["upload_id"])  # e.g. a lifecycle rule expired it
-            gone = await http.post("/api/v1/checkin/upload/resume", json={"upload_id": plan["upload_id"], "size": 100})
+        async with patient_api(aws_server, tmp_path) as (http, site):
+            link = await issue_link(http, site)
+            key = (await site.jobs.get(link["job_id"])).s3_key
+            plan = (await http.post("/api/v1/checkin/upload", headers=bearer(link),
+                                    json={"content_type": "video/webm", "size": 100})).json()
+            await site.store.abort(key, plan["upload_id"])  # e.g. a lifecycle rule expired it
+            gone = await http.post("/api/v1/checkin/upload/resume", headers=bearer(link),
+                                   json={"upload_id": plan["upload_id"], "size": 100})
             assert gone.status_code == 410 and "can no longer be resumed" in gone.json()["detail"]
-            fresh = await http.post("/api/v1/checkin/upload", json={"content_type": "video/webm", "size": 100})
+            fresh = await http.post("/api/v1/checkin/upload", headers=bearer(link),
+                                    json={"content_type": "video/webm", "size": 100})
             assert fresh.status_code == 201 and fresh.json()["upload_id"] != plan["upload_id"]
             # starting again leaves one open upload for the check-in, not one per try
-            again = (await http.post("/api/v1/checkin/upload", json={"content_type": "video/webm", "size": 100})).json()
-            assert await store.open_uploads(job_item(job_id)["s3_key"]) == [again["upload_id"]]
+            again = (await http.post("/api/v1/checkin/upload", headers=bearer(link),
+                                     json={"content_type": "video/webm", "size": 100})).json()
+            assert await site.store.open_uploads(key) == [again["upload_id"]]
     asyncio.run(scenario())
 
 
-def test_oversized_or_wrongly_typed_recordings_are_refused_before_anything_is_stored(aws_server):
+def test_oversized_or_wrongly_typed_recordings_are_refused_before_anything_is_stored(aws_server, tmp_path):
     async def scenario():
-        job_id = new_job_id()
-        async with patient_api(aws_server, link(job_id), max_bytes=4 * PART) as (http, jobs, store):
-            await jobs.create(job_item(job_id))
-            big = await http.post("/api/v1/checkin/upload", json={"content_type": "video/webm", "size": 4 * PART + 1})
+        async with patient_api(aws_server, tmp_path, max_bytes=4 * PART) as (http, site):
+            link = await issue_link(http, site)
+            big = await http.post("/api/v1/checkin/upload", headers=bearer(link),
+                                  json={"content_type": "video/webm", "size": 4 * PART + 1})
             assert big.status_code == 422 and "the most that can be sent is" in big.json()["detail"]
-            image = await http.post("/api/v1/checkin/upload", json={"content_type": "image/png", "size": 100})
+            image = await http.post("/api/v1/checkin/upload", headers=bearer(link),
+                                    json={"content_type": "image/png", "size": 100})
             assert image.status_code == 422 and "cannot be sent" in image.json()["detail"]
-            empty = await http.post("/api/v1/checkin/upload", json={"content_type": "video/webm", "size": 0})
+            empty = await http.post("/api/v1/checkin/upload", headers=bearer(link),
+                                    json={"content_type": "video/webm", "size": 0})
             assert empty.status_code == 422
-            assert await store.open_uploads(job_item(job_id)["s3_key"]) == []
+            assert await site.store.open_uploads((await site.jobs.get(link["job_id"])).s3_key) == []
     asyncio.run(scenario())
 
 
-def test_each_part_url_is_signed_for_its_exact_length(aws_server):
+def test_each_part_url_is_signed_for_its_exact_length(aws_server, tmp_path):
     """S3 checks the SigV4 signature over the signed headers, content-length among
     them: a body of any other length gets SignatureDoesNotMatch. (moto does not
     check signatures, so this recomputes them with botocore's signer.)"""
     async def scenario():
-        job_id = new_job_id()
-        async with patient_api(aws_server, link(job_id)) as (http, jobs, _):
-            await jobs.create(job_item(job_id))
-            plan = (await http.post("/api/v1/checkin/upload",
+        async with patient_api(aws_server, tmp_path) as (http, site):
+            link = await issue_link(http, site)
+            return (await http.post("/api/v1/checkin/upload", headers=bearer(link),
                                     json={"content_type": "video/webm", "size": PART + 7})).json()
-        return plan
     plan = asyncio.run(scenario())
     credentials = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
     for part in plan["parts"]:
