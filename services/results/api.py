@@ -44,7 +44,16 @@ from services.results.erasure import (
 )
 from services.results.settings import ResultsSettings
 from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
-from shared.auth import API_KEY_ROLES, ApiKeyStore, Authenticator, allow, install_authentication, principal_dependency
+from services.results.console.router import open_paths as console_open_paths
+from shared.auth import (
+    API_KEY_ROLES,
+    OPEN_PATHS,
+    ApiKeyStore,
+    Authenticator,
+    allow,
+    install_authentication,
+    principal_dependency,
+)
 from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.history import HistoryReader
 from shared.http import install_readable_validation_errors
@@ -169,14 +178,23 @@ class ResultsAccess:
     enqueue_erasure: Enqueue
 
 
-def create_app(settings: ResultsSettings, jobs: JobStore, history: HistoryReader, access: ResultsAccess) -> FastAPI:
+def create_app(settings: ResultsSettings, jobs: JobStore, history: HistoryReader, access: ResultsAccess,
+               console: APIRouter | None = None, console_prefix: str = "/console") -> FastAPI:
+    """The API, and the clinician console (`console`, services/results/console) mounted beside it."""
     app = FastAPI(
         title="SchizoDot results API",
         version="1",
         description="A clinic's patients' analysis history and job status, erasure, the audit trail and API keys. "
-                    "Send a bearer token (`Authorization: Bearer …`) or an API key (`X-API-Key`).",
+                    "Send a bearer token (`Authorization: Bearer …`) or an API key (`X-API-Key`). "
+                    f"The clinician console is at {console_prefix}/.",
     )
-    install_authentication(app, access.authenticator)
+    if console is not None:
+        paths, prefixes = console_open_paths(console_prefix)
+        install_authentication(app, access.authenticator, open_paths=OPEN_PATHS | set(paths),
+                               open_prefixes=prefixes, login_pages={console_prefix: f"{console_prefix}/login"})
+        app.include_router(console)
+    else:
+        install_authentication(app, access.authenticator)
     install_readable_validation_errors(app)
     install_audit_failure_handler(app)
     principal = principal_dependency(access.authenticator)

@@ -1,4 +1,5 @@
-"""Erasure of a patient: media, artifacts, evidence frames, jobs, results and links.
+"""Erasure of a patient: media, artifacts, evidence frames, jobs, results, links, alerts
+and the clinic's patient list.
 
 `DELETE /api/v1/patients/{patient_id}` records an erasure (`SchizodotErasures`:
 who asked, the clinic, the patient's *pseudonym*, never the id) and puts an
@@ -10,7 +11,8 @@ the message comes back and the work resumes. Every step is idempotent:
 1. inventory: every job of the patient key (the GSI), its media object and its
    `artifacts/<job>/` prefix (evidence frames included), anything else under
    `uploads/<patient key>/`, unfinished multipart uploads there, the patient's
-   SchizodotUsers items and patient links. The counts of the first complete
+   SchizodotUsers items, patient links, alerts (SchizodotAlerts) and their row on
+   the clinic's patient list (SchizodotClinicPatients). The counts of the first complete
    inventory are recorded once (a conditional write) and are the receipt: a run
    resumed after a crash deletes what is left without counting it twice;
 2. jobs still running are failed ("the patient's data was erased"), which stops
@@ -44,7 +46,7 @@ from shared.domain import utc_now
 from shared.dynamo import from_item, is_conditional_failure, to_attribute, to_item
 from shared.errors import MalformedMessage
 from shared.events import decode_event, encode_event, event_data
-from shared.identity import patient_key
+from shared.identity import patient_key, split_patient_key
 from shared.infra import UPLOAD_PREFIX
 from shared.jobs import JobStore
 from shared.messaging import Accepted, Delivery
@@ -54,7 +56,8 @@ log = structlog.get_logger()
 
 ERASURE_REQUESTED = "org.schizodot.erasure.requested.v1"
 ERASURE_QUEUE = "erasure"
-CATEGORIES = ("media", "artifacts", "evidence_frames", "unfinished_uploads", "jobs", "results", "patient_links")
+CATEGORIES = ("media", "artifacts", "evidence_frames", "unfinished_uploads", "jobs", "results", "patient_links",
+              "alerts", "clinic_patients")
 
 
 class ErasureRequested(BaseModel):
@@ -182,11 +185,14 @@ class Inventory:
     results: int = 0
     links: int = 0
     unfinished_uploads: int = 0
+    alerts: int = 0
+    clinic_patients: int = 0  # the patient's row on the clinic's patient list (0 or 1)
 
     def counts(self) -> dict[str, int]:
         return {"media": len(self.media), "artifacts": len(self.artifacts),
                 "evidence_frames": len(self.evidence_frames), "unfinished_uploads": self.unfinished_uploads,
-                "jobs": len(self.job_ids), "results": self.results, "patient_links": self.links}
+                "jobs": len(self.job_ids), "results": self.results, "patient_links": self.links,
+                "alerts": self.alerts, "clinic_patients": self.clinic_patients}
 
     @property
     def empty(self) -> bool:
@@ -203,6 +209,8 @@ class ErasureDeps:
     erasures: ErasureStore
     audit: AuditTrail
     schedule_sweep: Any  # async (ErasureRequested) -> None: the late sweep, delayed
+    alerts: Any = None  # services.results.alerts.store.AlertStore
+    roster: Any = None  # services.results.alerts.roster.Roster
     max_jobs: int = 100_000
 
 
@@ -224,6 +232,12 @@ async def take_inventory(key: str, deps: ErasureDeps) -> Inventory:
     found.unfinished_uploads = await deps.storage.unfinished_uploads(f"{UPLOAD_PREFIX}{key}/")
     found.results = len(await deps.history.latest(key, deps.max_jobs))
     found.links = await deps.links.count_for_patient(key)
+    clinic, local = split_patient_key(key)
+    if clinic is not None:
+        if deps.alerts is not None:
+            found.alerts = len(await deps.alerts.for_patient(clinic, local, limit=deps.max_jobs))
+        if deps.roster is not None:
+            found.clinic_patients = int(await deps.roster.get(clinic, local) is not None)
     return found
 
 
@@ -234,6 +248,12 @@ async def delete_inventory(key: str, found: Inventory, deps: ErasureDeps) -> Non
     await deps.storage.abort_uploads(f"{UPLOAD_PREFIX}{key}/")
     await deps.results.delete_patient(key)
     await deps.links.delete_for_patient(key)
+    clinic, local = split_patient_key(key)
+    if clinic is not None:
+        if deps.alerts is not None:
+            await deps.alerts.delete_for_patient(clinic, local)
+        if deps.roster is not None:
+            await deps.roster.delete(clinic, local)
     for job_id in found.job_ids:
         await deps.jobs.delete(job_id)
 

@@ -2,9 +2,10 @@
 
 It reads fusion's findings document (where the job record says it is), saves
 the patient's SchizodotUsers item once whatever the deliveries, sends the FHIR
-bundle to the EHR when that is configured (before completing: a crash in
-between re-sends rather than loses it) and completes the job. The sweeper
-fails jobs that stopped making progress.
+bundle to the EHR when that is configured, raises the clinic's alerts on the new
+result (services/results/alerts: stored once by id, queued for delivery), each
+before completing (a crash in between does them again rather than losing them),
+and completes the job. The sweeper fails jobs that stopped making progress.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 import structlog
 from opentelemetry import trace
 
+from services.results.alerts.service import AlertService
 from services.results.ehr import EhrPublisher, encode_results_event
 from services.results.fhir import FHIR_VERSION, build_bundle
 from services.results.settings import ResultsSettings
@@ -22,6 +24,7 @@ from services.results.user_item import build_user_item, job_summary
 from services.results.writer import ResultsStore
 from shared.audit import AuditTrail
 from shared.events import FusionCompleted
+from shared.history import HistoryReader
 from shared.identity import local_patient_id
 from shared.job import QUEUED
 from shared.jobs import JobStore
@@ -39,6 +42,13 @@ class ResultsDeps:
     writer: ResultsStore
     ehr: EhrPublisher | None = None
     audit: AuditTrail | None = None  # results sent to the EHR are PHI leaving: audited (required when ehr is on)
+    alerts: AlertService | None = None  # the clinic's alert rules on each new result
+    history: HistoryReader | None = None  # the patient's earlier results, for the alert rules
+
+
+def local_item(item: dict) -> dict:
+    """A SchizodotUsers item as its clinic knows it: `user_id` the clinic's own patient id."""
+    return {**item, "user_id": local_patient_id(item["user_id"])}
 
 
 def clinic_view(item: dict, job_item: dict) -> tuple[dict, dict]:
@@ -72,8 +82,29 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
             reason = f"{type(error).__name__}: {error}"[:300]
             log.error("results could not be sent to the EHR; job completed without it", error=reason)
             message = f"Analysis completed; sending it to the EHR failed: {reason}"
+    if deps.alerts is not None and job.clinic_id:
+        try:
+            await raise_alerts(job.clinic_id, item, deps)
+        except Exception as error:
+            if not work.final_attempt:
+                raise  # retried: alerts are stored once by id, so a repeat raises nothing twice
+            reason = f"{type(error).__name__}: {error}"[:300]
+            log.error("alert rules could not run; job completed without them", error=reason)
+            message = f"{message}; raising alerts failed: {reason}"
     log.info("results saved; job completed", saved=saved, risk_level=item["results"]["multimodal_fusion"]["risk_level"])
     return StageOutcome(message=message, job_results=job_summary(item))
+
+
+async def raise_alerts(clinic_id: str, item: dict, deps: ResultsDeps) -> None:
+    assert deps.alerts is not None and deps.history is not None
+    earlier = [local_item(i) for i in await deps.history.latest(item["user_id"], deps.settings.alert_history + 1)
+               if i.get("job_id") != item["job_id"]][: deps.settings.alert_history]
+    with tracer.start_as_current_span("raise alerts") as span:
+        span.set_attribute("schizodot.job_id", item["job_id"])
+        raised = await deps.alerts.on_result(clinic_id, local_item(item), earlier)
+        span.set_attribute("schizodot.alerts_raised", len(raised))
+    if raised:
+        log.info("alerts raised", rules=[a.rule for a in raised])
 
 
 RESULTS = Stage(name="results", parse=parse_stage_event(FusionCompleted), handle=save_results,

@@ -1,6 +1,6 @@
 """The results stage's settings (`RESULTS_*`)."""
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import StageSettings
@@ -31,3 +31,29 @@ class ResultsSettings(StageSettings):
     ehr_topic_arn: str | None = None
     # Identifier system the EHR knows our patient ids by (FHIR Patient.identifier.system).
     fhir_patient_identifier_system: str = "urn:schizodot:patient-id"
+
+    # The clinician console (served at /console by the results API). Who may sign in with a
+    # cookie: SCHIZODOT_AUTH_SESSION_COOKIE and SCHIZODOT_AUTH_COOKIE_PATHS=/console (shared.auth).
+    console_enabled: bool = True
+    # The console's public address, for the links in alerts sent to webhooks (e.g.
+    # https://results.clinic.example/console); unset: alerts carry no link.
+    console_url: str | None = None
+    console_history_limit: int = Field(100, ge=1, le=1000)  # check-ins drawn on a patient's page
+    media_url_seconds: int = Field(120, ge=10, le=3600)  # lifetime of the presigned GETs of video and frames
+    # The S3 endpoint browsers fetch media from, when it differs from the one this service
+    # reaches (compose: http://localhost:4566 against http://moto:4566). Unset: the same.
+    public_s3_endpoint_url: str | None = None
+
+    # Alerts (services/results/alerts): delivery back-off on the alerts queue (base x 2^(attempt-1),
+    # capped, with jitter; SCHIZODOT_MAX_RECEIVE_COUNT attempts, then dead-lettered) and the
+    # no-check-in sweep, run every this many seconds by the worker.
+    alert_retry_base_seconds: float = Field(10.0, gt=0, le=3600)
+    alert_retry_max_seconds: float = Field(900.0, gt=0, le=43200)
+    alert_sweep_interval_seconds: float = Field(3600.0, gt=0)
+    # Earlier results the alert rules look at (a missed-medication streak needs that many).
+    alert_history: int = Field(50, ge=1, le=500)
+
+    @field_validator("console_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value

@@ -1,22 +1,26 @@
 """The clinician console: server-rendered pages, plots, exports and alert acknowledgement.
 
-`create_console_router` returns a router the results service mounts; it keeps
-no state of its own. Every route:
+`create_console_router` returns a router the results service mounts (its
+composition root, services/results/main.py); it keeps no state of its own. Every
+route but the sign-in page and the static files:
 
-1. asks `principal` (issue 12's dependency: 401 for no or a bad credential) who
-   is calling; roles other than clinician and clinic_admin get 403;
-2. scopes to the principal's clinic: a patient not on the clinic's roster, or a
-   check-in of another clinic, is "not found" in exactly the words and status
-   of one that does not exist;
-3. records an audit event before serving anything (`AuditTrail`); a failing
-   audit fails the request.
+1. asks `principal` (shared.auth: a bearer token, or the session cookie on the
+   console's paths; 401 without a valid one) who is calling; roles other than
+   clinician and clinic_admin get the one 403 (`shared.auth.allow`);
+2. scopes to the principal's clinic: patients are read under the clinic's patient
+   key (shared.identity), and a patient not on the clinic's roster, or a check-in of
+   another clinic, is "not found" in exactly the words and status of one that does
+   not exist;
+3. records an audit event (shared.audit) before serving anything; a failing audit
+   fails the request (503).
 
 Pages are HTML with every script, style and font served here (plotly.js from
 the plotly wheel); free text is escaped by Jinja's autoescaping, figures travel
 as JSON. The video and evidence frames are 303 redirects to presigned GETs
 that live `media_url_seconds`. Times are the clinic's, with the zone shown.
-POSTs (acknowledge) are refused unless they come from this site (Origin and
-Sec-Fetch-Site), since browsers send credentials with cross-site forms.
+POSTs (acknowledge) need the form's CSRF token when the caller came by cookie
+(sessions.py) and are refused unless they come from this site (Origin and
+Sec-Fetch-Site).
 """
 
 from __future__ import annotations
@@ -41,9 +45,15 @@ from services.results.alerts.findings import MEDICATION_WORDS, checkin_time, cli
 from services.results.alerts.roster import Roster
 from services.results.alerts.store import NOTE_MAX, AlertStore, AlreadyAcknowledged
 from services.results.console import exports, plots, series, views
-from services.results.console.ports import AuditEvent, AuditTrail, ConsoleJobs, MediaLinks, ResultsHistory
+from services.results.console.ports import AuditEvent, MediaLinks
+from services.results.console.sessions import ConsoleSessions
+from shared.audit import AuditTrail
+from shared.auth import allow
 from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.history import HistoryReader
 from shared.identity import Principal, Role
+from shared.job import Job
+from shared.jobs import JobStore
 
 HERE = Path(__file__).resolve().parent
 CONSOLE_ROLES = (Role.CLINICIAN, Role.CLINIC_ADMIN)
@@ -51,8 +61,11 @@ PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.mi
 STATIC = {
     "console.css": (HERE / "static" / "console.css", "text/css; charset=utf-8"),
     "console.js": (HERE / "static" / "console.js", "text/javascript; charset=utf-8"),
+    "login.js": (HERE / "static" / "login.js", "text/javascript; charset=utf-8"),
     "plotly.min.js": (PLOTLY_JS, "text/javascript; charset=utf-8"),
 }
+# Served without a credential (they hold no PHI): the results app opens them in shared.auth.
+OPEN_SUFFIXES = ("/login", "/logout")
 _PATIENT = re.compile(PATIENT_ID_PATTERN)
 _STEP = re.compile(r"^[a-z_]{1,40}$")
 LIST_CONCURRENCY = 16  # history reads at once for the patient list (one query per patient)
@@ -67,24 +80,35 @@ class Caller:
     principal: Principal
     clinic_id: str
     clinic: ClinicProfile
+    csrf: str = ""  # the token its forms carry (sessions.py)
+
+    def key_of(self, patient_id: str) -> str:
+        return self.principal.key_of(patient_id)
+
+
+def open_paths(prefix: str = "/console") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(paths, prefixes) of the console served without a credential: sign-in and static files."""
+    return tuple(prefix + suffix for suffix in OPEN_SUFFIXES), (f"{prefix}/static/",)
 
 
 def create_console_router(
     *,
     principal: Callable[..., Any],
-    jobs: ConsoleJobs,
-    history: ResultsHistory,
+    jobs: JobStore,
+    history: HistoryReader,
     roster: Roster,
     alerts: AlertStore,
     media: MediaLinks,
     audit: AuditTrail,
     clinics: ClinicDirectory,
+    sessions: ConsoleSessions | None = None,
     prefix: str = "/console",
     media_url_seconds: int = 120,
     history_limit: int = 100,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> APIRouter:
     router = APIRouter(prefix=prefix, include_in_schema=False)
+    clinicians = allow(principal, *CONSOLE_ROLES)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     env.globals.update(prefix=prefix, MEDICATION_WORDS=MEDICATION_WORDS)
     env.filters["local"] = lambda value, zone: views.local_time(value, zone)
@@ -99,15 +123,16 @@ def create_console_router(
         "X-Content-Type-Options": "nosniff",
     }
 
-    async def caller(who: Principal = Depends(principal)) -> Caller:
-        if who.role not in CONSOLE_ROLES or not who.clinic_id:
-            raise HTTPException(status_code=403, detail="the console is for clinicians")
-        return Caller(who, who.clinic_id, clinics.get(who.clinic_id))
+    async def caller(request: Request, who: Principal = Depends(clinicians)) -> Caller:
+        assert who.clinic_id is not None  # clinicians and clinic admins belong to a clinic
+        return Caller(who, who.clinic_id, clinics.get(who.clinic_id),
+                      sessions.csrf_token(request) if sessions else "")
 
     def page(name: str, c: Caller, status: int = 200, **context: Any) -> HTMLResponse:
         body = env.get_template(name).render(clinic=c.clinic, clinic_id=c.clinic_id, zone=c.clinic.zone,
                                              zone_now=clock().astimezone(c.clinic.zone).strftime("%Z"),
-                                             user=c.principal.display_name or c.principal.subject, **context)
+                                             user=c.principal.display_name or c.principal.subject, csrf=c.csrf,
+                                             signed_in_by_cookie=bool(c.csrf), **context)
         return HTMLResponse(body, status_code=status, headers=headers)
 
     async def record(c: Caller, action: str, outcome: str = "success", **fields: Any) -> None:
@@ -120,11 +145,11 @@ def create_console_router(
             raise NotFound()
 
     async def clinic_history(c: Caller, patient_id: str, limit: int) -> list[dict[str, Any]]:
-        return [i for i in await history.latest(patient_id, limit) if clinic_of(i) == c.clinic_id]
+        return [i for i in await history.latest(c.key_of(patient_id), limit) if clinic_of(i) == c.clinic_id]
 
     async def checkin_of(c: Caller, patient_id: str, job_id: str, action: str) -> dict[str, Any]:
         await patient_of(c, patient_id, action)
-        item = await history.for_job(patient_id, job_id) if JOB_ID_PATTERN.match(job_id) else None
+        item = await history.for_job(c.key_of(patient_id), job_id) if JOB_ID_PATTERN.match(job_id) else None
         if item is None or clinic_of(item) != c.clinic_id:
             await record(c, action, "not_found", patient_id=patient_id)
             raise NotFound()
@@ -132,6 +157,50 @@ def create_console_router(
 
     def not_found(c: Caller) -> HTMLResponse:
         return page("not_found.html", c, status=404)
+
+    login_page = env.get_template("login.html")
+    login_headers = {**headers, "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"),
+        "Referrer-Policy": "no-referrer"}
+
+    def login_response(status: int = 200, problem: str | None = None, next_path: str = "") -> HTMLResponse:
+        body = login_page.render(problem=problem, next=_local_path(next_path, prefix),
+                                 cookies=bool(sessions and sessions.enabled))
+        return HTMLResponse(body, status_code=status, headers=login_headers)
+
+    @router.get("/login", response_class=HTMLResponse)
+    async def login_form(next: str = "") -> HTMLResponse:
+        """The sign-in page: a login link's token arrives in the fragment; a token can also be pasted."""
+        return login_response(next_path=next)
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        _same_site(request)
+        form = parse_qs((await request.body()).decode("utf-8", "replace")[:65536])
+        token, next_path = (form.get("token") or [""])[0], (form.get("next") or [""])[0]
+        if sessions is None or not sessions.enabled:
+            return login_response(404, "Sign-in by cookie is off here: your clinic signs you in with its own "
+                                       "login (SCHIZODOT_AUTH_SESSION_COOKIE is not set).")
+        if not token.strip():
+            return login_response(422, "Paste your token, or open the sign-in link you were sent.", next_path)
+        try:
+            who, seconds = await sessions.sign_in(token)
+        except HTTPException as error:
+            return login_response(error.status_code, str(error.detail), next_path)
+        if who.role not in CONSOLE_ROLES:
+            return login_response(403, "The console is for clinicians and clinic admins.", next_path)
+        response = RedirectResponse(_local_path(next_path, prefix) or f"{prefix}/", status_code=303)
+        response.headers["Set-Cookie"] = sessions.cookie_header(request, token.strip(), seconds)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        response = RedirectResponse(f"{prefix}/login", status_code=303)
+        if sessions is not None and sessions.cookie:
+            response.headers["Set-Cookie"] = sessions.clear_header(request)
+        return response
 
     @router.get("/static/{name}")
     async def static(name: str) -> Response:
@@ -179,9 +248,8 @@ def create_console_router(
         for s in series.marker_series(oldest_first, c.clinic.zone):
             marker_plots.append({"series": s, "figure": plots.marker_figure(s, zone_name) if s.has_data else None})
         expressivity = next((p for p in marker_plots if p["series"].key == "facial_expressivity"), None)
-        active = [j for j in await jobs.list_for_patient(patient_id, limit=10)
-                  if j.get("status") in ("queued", "processing")
-                  and (j.get("metadata") or {}).get("clinic_id") == c.clinic_id]
+        active = [j for j in await jobs.list_for_patient(c.key_of(patient_id), limit=10)
+                  if j.active and j.clinic_id == c.clinic_id]
         patient_alerts = views.alert_sort(await alerts.for_patient(c.clinic_id, patient_id))
         await record(c, "console.patient_view", patient_id=patient_id, detail={"checkins": len(items)})
         risk = series.risk_series(oldest_first, c.clinic.zone)
@@ -200,9 +268,8 @@ def create_console_router(
             item = await checkin_of(c, patient_id, job_id, "console.checkin_view")
         except NotFound:
             return not_found(c)
-        job = await jobs.get(job_id)
-        if job is not None and (job.get("patient_id") != patient_id
-                                or (job.get("metadata") or {}).get("clinic_id") not in (None, c.clinic_id)):
+        job: Job | None = await jobs.get(job_id)
+        if job is not None and (job.patient_id != c.key_of(patient_id) or job.clinic_id != c.clinic_id):
             job = None
         view = views.checkin_view(item, job, c.clinic.zone)
         facial = (item.get("results") or {}).get("facial_emotion") or {}
@@ -217,22 +284,23 @@ def create_console_router(
                     summary=(item.get("results") or {}).get("clinical_summary") or {},
                     compliance=(item.get("results") or {}).get("compliance") or {})
 
-    async def media_redirect(c: Caller, patient_id: str, job_id: str, action: str, key_of) -> Response:
+    async def media_redirect(c: Caller, patient_id: str, job_id: str, action: str, key_of, what: str) -> Response:
         try:
             item = await checkin_of(c, patient_id, job_id, action)
         except NotFound:
             return not_found(c)
         key = key_of(item)
         if not key:
-            await record(c, action, "not_found", patient_id=patient_id, job_id=job_id)
+            await record(c, action, "not_found", patient_id=patient_id, job_id=job_id, detail={"media": what})
             return not_found(c)
-        await record(c, action, patient_id=patient_id, job_id=job_id, detail={"key": key})
+        await record(c, action, patient_id=patient_id, job_id=job_id, detail={"media": what})
         return RedirectResponse(await media.presign_get(key, media_url_seconds), status_code=303,
                                 headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
     @router.get("/patients/{patient_id}/checkins/{job_id}/video")
     async def video(patient_id: str, job_id: str, c: Caller = Depends(caller)):
-        return await media_redirect(c, patient_id, job_id, "console.video_get", lambda item: item.get("s3_key"))
+        return await media_redirect(c, patient_id, job_id, "console.video_get", lambda item: item.get("s3_key"),
+                                    "video")
 
     @router.get("/patients/{patient_id}/checkins/{job_id}/evidence/{step}")
     async def evidence(patient_id: str, job_id: str, step: str, c: Caller = Depends(caller)):
@@ -245,7 +313,8 @@ def create_console_router(
                 if found.get("step") == step and key and str(key).startswith(f"artifacts/{job_id}/"):
                     return str(key)
             return None
-        return await media_redirect(c, patient_id, job_id, "console.evidence_get", key_of)
+        return await media_redirect(c, patient_id, job_id, "console.evidence_get", key_of,
+                                    f"evidence:{step}" if _STEP.match(step) else "evidence")
 
     @router.get("/patients/{patient_id}/history.csv")
     async def export_csv(patient_id: str, c: Caller = Depends(caller)):
@@ -279,6 +348,8 @@ def create_console_router(
     async def acknowledge(alert_id: str, request: Request, c: Caller = Depends(caller)):
         _same_site(request)
         form = parse_qs((await request.body()).decode("utf-8", "replace")[:16384])
+        if sessions is not None:
+            sessions.check_csrf(request, (form.get("csrf") or [""])[0])
         note = (form.get("note") or [""])[0].strip()
         back = (form.get("back") or [""])[0]
         alert = await alerts.get(c.clinic_id, alert_id) if len(alert_id) < 80 else None
@@ -300,6 +371,14 @@ def create_console_router(
         return RedirectResponse(f"{target}#alert-{alert_id}", status_code=303)
 
     return router
+
+
+def _local_path(path: str, prefix: str) -> str:
+    """`path` if it is a page of the console (never another site: no open redirect), else ''."""
+    parts = urlsplit(path)
+    if parts.scheme or parts.netloc or not parts.path.startswith(prefix + "/") or "\\" in path:
+        return ""
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _same_site(request: Request) -> None:

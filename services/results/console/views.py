@@ -24,6 +24,7 @@ from services.results.alerts.findings import (
 )
 from services.results.alerts.roster import RosterEntry
 from services.results.alerts.store import Alert
+from shared.job import Job
 
 TREND_MARKERS = ("speech_rate", "pitch_variability", "facial_expressivity", "speaking_fraction")
 STEP_LABELS = {
@@ -193,9 +194,26 @@ class CheckinView:
     not_assessed: list[NotAssessed]
     methods: list[tuple[str, str]]
     metadata: list[tuple[str, str]] = field(default_factory=list)
+    options: list[tuple[str, str]] = field(default_factory=list)  # what the check-in asked for, and what applied
 
 
-def checkin_view(item: dict[str, Any], job: dict[str, Any] | None, zone: ZoneInfo) -> CheckinView:
+def options_view(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """The check-in's options as the result reports them (`results.options`, written by fusion)."""
+    options = results.get("options") or {}
+    if not options:
+        return []
+    requested = options.get("analyses_requested")
+    shown = [("Analyses", ", ".join(requested) if requested else "the deployment's defaults (every modality the "
+                                                                   "recording has; the transcript where enabled)")]
+    thresholds = options.get("thresholds") or {}
+    set_here = options.get("thresholds_set_on_checkin") or {}
+    for name, value in sorted(thresholds.items()):
+        shown.append((name.replace("_", " ").capitalize(),
+                      f"{value} ({'set on this check-in' if name in set_here else 'the clinic default'})"))
+    return shown
+
+
+def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo) -> CheckinView:
     results = results_of(item)
     readings = markers(item)
     compliance = results.get("compliance") or {}
@@ -226,7 +244,9 @@ def checkin_view(item: dict[str, Any], job: dict[str, Any] | None, zone: ZoneInf
     for modality, reason in ((results.get("multimodal_fusion") or {}).get("modalities_not_assessed") or {}).items():
         missing.append(NotAssessed(f"{modality.capitalize()} in the risk level", str(reason)))
     if not transcript.get("enabled"):
-        missing.append(NotAssessed("Transcript", "transcription is not enabled for this clinic"))
+        screen = (results.get("clinical_summary") or {}).get("transcript_screen") or {}
+        missing.append(NotAssessed("Transcript", str(transcript.get("reason") or screen.get("reason")
+                                                     or "transcription is not enabled")))
 
     methods: list[tuple[str, str]] = []
     facial = results.get("facial_emotion") or {}
@@ -246,13 +266,13 @@ def checkin_view(item: dict[str, Any], job: dict[str, Any] | None, zone: ZoneInf
     if detector.get("model"):
         methods.append(("Pill detector", str(detector["model"])))
 
-    metadata = {**((job or {}).get("metadata") or {}), **(item.get("metadata") or {})}
+    metadata = {**(job.metadata if job else {}), **(item.get("metadata") or {})}
     shown = [(str(k), _plain(v)) for k, v in sorted(metadata.items()) if k not in ("pipeline", "clinic_id")]
     return CheckinView(
         item=item, when=fmt_local(checkin_time(item), zone), risk=risk_level(item), medication=medication_status(item),
         vocal=[r for r in readings if r.group == "vocal_markers"], video=[r for r in readings if r.group == "video_markers"],
         steps=steps, evidence_steps=evidence, transcript=highlight(text, [f["phrase"] for f in flags]) if text else None,
-        flags=flags, not_assessed=missing, methods=methods, metadata=shown,
+        flags=flags, not_assessed=missing, methods=methods, metadata=shown, options=options_view(results),
     )
 
 

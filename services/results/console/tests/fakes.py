@@ -1,68 +1,53 @@
-"""In-memory SchizodotJobs and SchizodotUsers with the methods the console uses, and a console app for tests."""
+"""The results API with the console mounted, on in-memory adapters (shared.fakes) and real
+identity: tokens signed by a development issuer in a temporary folder, checked by
+shared.auth exactly as in the service, with the session cookie on /console."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from fastapi import Cookie, FastAPI, Header, HTTPException
 
+from schizodot.dev_identity import AUDIENCE, ISSUER, DevIssuer
 from services.results.alerts.clinics import ClinicDirectory, ClinicProfile
 from services.results.alerts.roster import InMemoryRoster
 from services.results.alerts.store import InMemoryAlertStore
-from services.results.console.ports import RecordingAudit, S3MediaLinks
+from services.results.api import ResultsAccess, create_app
+from services.results.console.ports import S3MediaLinks
 from services.results.console.router import create_console_router
-from shared.identity import CredentialKind, Principal, Role
+from services.results.console.sessions import ConsoleSessions, derive_key
+from services.results.erasure import MemoryErasures
+from services.results.settings import ResultsSettings
+from shared.audit import AuditTrail
+from shared.auth import Authenticator, AuthSettings, principal_dependency
+from shared.fakes import InMemoryApiKeys, InMemoryHistory, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore
+from shared.identity import patient_key
+
+COOKIE = "schizodot_session"
+PSEUDONYM_KEY = "console-test-pseudonym-key"
+# name -> (development user whose role it has, its clinic)
+USERS = {"north": ("dev-clinician", "clinic-north"), "south": ("dev-clinician", "clinic-south"),
+         "north-admin": ("dev-admin", "clinic-north"), "uploader": ("dev-uploader", "clinic-north")}
 
 
-class FakeHistory:
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-
-    async def latest(self, patient_id: str, limit: int = 10) -> list[dict[str, Any]]:
-        mine = sorted((i for i in self.items if i["user_id"] == patient_id), key=lambda i: i["timestamp"],
-                      reverse=True)
-        return mine[:limit]
-
-    async def for_job(self, patient_id: str, job_id: str) -> dict[str, Any] | None:
-        return next((i for i in self.items if i["user_id"] == patient_id and i["job_id"] == job_id), None)
-
-
-class FakeJobs:
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-
-    async def get(self, job_id: str) -> dict[str, Any] | None:
-        return self.jobs.get(job_id)
-
-    async def list_for_patient(self, patient_id: str, limit: int = 20, status: str | None = None):
-        found = [j for j in self.jobs.values() if j["patient_id"] == patient_id and (not status or j["status"] == status)]
-        return sorted(found, key=lambda j: j["created_at"], reverse=True)[:limit]
-
-
-def clinician(clinic: str = "clinic-north", role: Role = Role.CLINICIAN, name: str = "Dr Ada") -> Principal:
-    return Principal(subject=f"user-{clinic}-{role.value}", role=role, clinic_id=clinic,
-                     credential=CredentialKind.BEARER, display_name=name)
-
-
-PRINCIPALS = {"north": clinician("clinic-north"), "south": clinician("clinic-south", name="Dr South"),
-              "uploader": clinician("clinic-north", Role.UPLOADER)}
-
-
-async def test_principal(x_test_user: str | None = Header(None), test_user: str | None = Cookie(None)) -> Principal:
-    """Stands for issue 12's dependency: a principal by name (a header, or a cookie for browsers), else 401."""
-    name = x_test_user or test_user
-    if name in PRINCIPALS:
-        return PRINCIPALS[name]
-    raise HTTPException(status_code=401, detail="authentication required")
+def stored(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items in the clinic's view (`user_id` the clinic's own id) as SchizodotUsers holds them."""
+    return [{**item, "user_id": patient_key(item["clinic_id"], item["user_id"])} for item in items]
 
 
 class Console:
-    def __init__(self, audit=None, now: datetime | None = None, endpoint: str = "http://127.0.0.1:9") -> None:
-        self.history, self.jobs = FakeHistory(), FakeJobs()
-        self.roster, self.alerts, self.audit = InMemoryRoster(), InMemoryAlertStore(), audit or RecordingAudit()
+    def __init__(self, state_dir: Path, now: datetime | None = None, endpoint: str = "http://127.0.0.1:9") -> None:
+        self.issuer = DevIssuer(state_dir).ensure()
+        auth = AuthSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=self.issuer.jwks_path, session_cookie=COOKIE,
+                            cookie_paths=("/console",))
+        self.authenticator = Authenticator(auth, InMemoryApiKeys(), InMemoryPatientLinks())
+        self.audit_store = MemoryAuditStore()
+        self.audit = AuditTrail(self.audit_store, PSEUDONYM_KEY, "schizodot-results")
+        self.history, self.jobs = InMemoryHistory(), InMemoryJobs()
+        self.roster, self.alerts = InMemoryRoster(), InMemoryAlertStore()
         self.clinics = ClinicDirectory(clinics={
             "clinic-north": ClinicProfile(name="North Clinic", timezone="Europe/Berlin"),
             "clinic-south": ClinicProfile(name="South Clinic", timezone="America/New_York")})
@@ -71,12 +56,32 @@ class Console:
                               config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
         self.media = S3MediaLinks(signer, "schizodot-media")
         now = now or datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
-        self.app = FastAPI()
-        self.app.include_router(create_console_router(
-            principal=test_principal, jobs=self.jobs, history=self.history, roster=self.roster, alerts=self.alerts,
-            media=self.media, audit=self.audit, clinics=self.clinics, clock=lambda: now))
+        sessions = ConsoleSessions(self.authenticator, derive_key(PSEUDONYM_KEY, "console-csrf"), COOKIE)
+        console = create_console_router(
+            principal=principal_dependency(self.authenticator), jobs=self.jobs, history=self.history,
+            roster=self.roster, alerts=self.alerts, media=self.media, audit=self.audit, clinics=self.clinics,
+            sessions=sessions, clock=lambda: now)
+
+        async def no_erasures(body: str) -> str:
+            raise AssertionError("no erasure here")
+
+        self.app = create_app(ResultsSettings(), self.jobs, self.history,
+                              ResultsAccess(self.authenticator, self.audit, InMemoryApiKeys(), MemoryErasures(),
+                                            no_erasures), console=console)
+
+    def token(self, name: str, **claims: Any) -> str:
+        user, clinic = USERS[name]
+        return self.issuer.mint(user, schizodot_clinic=clinic, **claims)
+
+    def headers(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(name)}"}
 
     async def add(self, items: list[dict[str, Any]]) -> None:
-        self.history.items += items
+        """Results in the clinic's view, stored as the results stage stores them, and on the roster."""
+        for item in stored(items):
+            await self.history.save(item)
         for item in items:
             await self.roster.record_checkin(item["clinic_id"], item["user_id"], item["job_id"], item["timestamp"])
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        return sorted(self.audit_store.records.values(), key=lambda r: r["at"])
