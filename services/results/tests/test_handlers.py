@@ -130,3 +130,58 @@ async def _first_attempt(fakes: FakeAdapters) -> str:
     with pytest.raises(ConnectionError, match="does not answer"):
         await deliver(fakes.runner(RESULTS, deps), body)
     return (await fakes.jobs.get(job_id)).status
+
+
+# --- alerts on each new result -----------------------------------------------------------------
+
+class RecordingQueue:
+    def __init__(self) -> None:
+        self.sent = []
+
+    async def send(self, event) -> None:
+        self.sent.append(event)
+
+
+def _with_alerts(rules: dict, *, earlier: int = 0, repeat: bool = False):
+    from services.results.alerts.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
+    from services.results.alerts.roster import InMemoryRoster
+    from services.results.alerts.service import AlertService
+    from services.results.alerts.store import InMemoryAlertStore
+
+    fakes, queue = FakeAdapters(), RecordingQueue()
+    webhook = WebhookTarget(url="https://ehr.example/hooks", secret_env="UNUSED_HERE")
+    clinics = ClinicDirectory(clinics={"clinic-a": ClinicProfile(alerts=rules,
+                                                                 delivery=AlertDelivery(webhook=webhook))})
+    service = AlertService(InMemoryAlertStore(), InMemoryRoster(), clinics, queue)
+
+    async def scenario():
+        for n in range(earlier):  # the patient's earlier check-ins
+            await fakes.history.save({"user_id": PATIENT_KEY, "timestamp": f"2026-01-0{n + 1}T10:00:00.000000Z",
+                                      "job_id": f"job-00000000000{n}", "clinic_id": "clinic-a",
+                                      "results": RESULTS_MAP})
+        job_id = await _fused(fakes)
+        deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, None, _audit(), alerts=service,
+                           history=fakes.history)
+        body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
+        await deliver(fakes.runner(RESULTS, deps), body)
+        if repeat:  # the same result again (a redelivery after a crash before the job completed)
+            await service.on_result("clinic-a", {**(await fakes.history.latest(PATIENT_KEY, 1))[0],
+                                                 "user_id": "patient-001"}, [])
+        return job_id, service
+
+    return asyncio.run(scenario()), queue
+
+
+def test_a_saved_result_raises_the_clinics_alerts_under_its_own_patient_id_and_queues_them_once():
+    (job_id, service), queue = _with_alerts({"risk_levels": ["low", "moderate", "high"]}, earlier=2, repeat=True)
+    alerts = asyncio.run(service.alerts.open_alerts("clinic-a"))
+    assert [(a.rule, a.patient_id, a.job_id, a.severity) for a in alerts] == [("risk", "patient-001", job_id, "low")]
+    assert [e.alert_id for e in queue.sent] == [alerts[0].alert_id] * 2  # queued again: delivery had not started
+    entry = asyncio.run(service.roster.get("clinic-a", "patient-001"))
+    assert entry is not None and entry.last_job_id == job_id  # the console's patient list
+
+
+def test_a_clinic_whose_rules_do_not_fire_gets_no_alert_but_its_patient_is_listed():
+    (job_id, service), queue = _with_alerts({"risk_levels": ["high"]})
+    assert asyncio.run(service.alerts.open_alerts("clinic-a")) == [] and queue.sent == []
+    assert asyncio.run(service.roster.get("clinic-a", "patient-001")).last_job_id == job_id
