@@ -217,6 +217,22 @@ def test_the_transcript_has_words_with_timings_and_never_reaches_the_logs(transc
         assert word not in logged.lower()
 
 
+def test_a_checkin_that_does_not_ask_for_the_transcript_gets_none_even_where_it_is_enabled(transcribing, speech,
+                                                                                          analyse, tmp_path):
+    from shared.modality import Checkin
+    from shared.options import CheckinOptions
+
+    _transcriber, transcribe_on = transcribing
+    without = Checkin("job-000000000001", CheckinOptions(analyses=["audio", "vision"]))
+    transcript = transcribe_on(speech, lambda *_: None, without)["transcript"]
+    assert transcript["enabled"] is False and transcript["text"] is None and transcript["segments"] == []
+    assert transcript["reason"] == "the transcript was not requested for this check-in"
+    # asked for where the deployment has no transcriber: a fact about the deployment, said as such
+    asked = Checkin("job-000000000002", CheckinOptions(analyses=["audio", "transcript"]))
+    transcript = analyse(speech, lambda *_: None, asked)["transcript"]
+    assert transcript["enabled"] is False and transcript["reason"] == "transcription is off (AUDIO_TRANSCRIPT_ENABLED)"
+
+
 def test_silence_and_noise_get_no_invented_transcript(transcribing, tmp_path):
     _transcriber, analyse = transcribing
     for name, samples in (("silence", np.zeros(5 * RATE)),

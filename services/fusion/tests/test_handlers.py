@@ -17,6 +17,7 @@ from shared.events import FusionCompleted, ModalityAnalysed, encode_event
 from shared.fakes import FakeAdapters, deliver
 from shared.job import PipelinePlan, new_job, plan_weights
 from shared.markers import measured
+from shared.options import CheckinOptions
 
 AUDIO = {"audio_emotion": {"primary_emotion": None, "confidence": None, "all_emotions": [], "assessed": False,
                            "method": None, "reason": "no validated speech-emotion model is configured"},
@@ -43,11 +44,13 @@ class FailingWriter:
         raise TimeoutError("the model did not answer")
 
 
-async def _analysed(fakes: FakeAdapters, patient: str, done: tuple[str, ...], expected=("audio", "vision")) -> str:
+async def _analysed(fakes: FakeAdapters, patient: str, done: tuple[str, ...], expected=("audio", "vision"),
+                    options: CheckinOptions | None = None) -> str:
     """A job whose modalities in `done` have stored their findings."""
     job_id = f"job-{uuid.uuid4().hex[:12]}"
     await fakes.jobs.create(new_job(job_id, patient_id=patient, s3_key="uploads/x", filename="x.mp4",
-                                    content_type="video/mp4", created_at=utc_now(), message="q", source="api"))
+                                    content_type="video/mp4", created_at=utc_now(), message="q", source="api",
+                                    options=options))
     ingest = await fakes.jobs.claim_stage(job_id, "ingest", "m-ingest", "x")
     await fakes.jobs.finish_stage(ingest, "x", {}, PipelinePlan(expected=list(expected), weights=plan_weights(list(expected)),
                                                                 skipped={m: "not in the recording" for m in
@@ -118,6 +121,42 @@ def test_the_patients_own_history_is_the_baseline():
 
     fusion = asyncio.run(scenario())["results"]["multimodal_fusion"]
     assert fusion["baseline"]["available"] is True and fusion["baseline"]["checkins_compared"] == 3
+
+
+def _history(fakes: FakeAdapters, patient: str, checkins: int) -> None:
+    now = datetime.now(timezone.utc)
+    for days in range(1, checkins + 1):
+        stamp = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        asyncio.run(fakes.history.save({
+            "user_id": patient, "timestamp": stamp, "job_id": f"job-{days:012x}", "s3_key": "k",
+            "analysis_type": "multimodal", "analyzed_at": stamp, "status": "completed",
+            "results": {"facial_emotion": VISION["facial_emotion"], "vocal_markers": AUDIO["vocal_markers"],
+                        "compliance": VISION["compliance"], "multimodal_fusion": {"risk_level": "low"}}}))
+
+
+def test_the_thresholds_set_on_the_checkin_are_applied_and_shown_in_the_result():
+    fakes = FakeAdapters()
+    _history(fakes, "patient-008", 3)
+    options = CheckinOptions(analyses=["audio", "vision"], thresholds={"baseline_window": 2,
+                                                                         "baseline_min_checkins": 2})
+
+    async def scenario(chosen):
+        job_id = await _analysed(fakes, "patient-008", ("audio", "vision"), options=chosen)
+        await deliver(fakes.runner(FUSION, _deps(fakes)), _notice(job_id, "vision"))
+        return (await fakes.storage.get_json(artifact_key(job_id, "fusion")))["results"]
+
+    results = asyncio.run(scenario(options))
+    assert results["multimodal_fusion"]["baseline"]["checkins_compared"] == 2  # the window given, not FUSION_'s 10
+    speech = results["vocal_markers"]["speech_rate"]["baseline"]
+    assert speech["available"] and speech["checkins"] == 2
+    assert results["options"] == {
+        "analyses_requested": ["audio", "vision"], "modalities_analysed": ["audio", "vision"],
+        "thresholds": {"baseline_window": 2, "baseline_min_checkins": 2, "missed_medication_streak": 3},
+        "thresholds_set_on_checkin": {"baseline_window": 2, "baseline_min_checkins": 2}}
+    default = asyncio.run(scenario(None))
+    assert default["multimodal_fusion"]["baseline"]["checkins_compared"] == 3
+    assert default["options"]["analyses_requested"] is None and default["options"]["thresholds_set_on_checkin"] == {}
+    assert default["options"]["thresholds"]["baseline_window"] == 10
 
 
 def test_a_failing_llm_leaves_the_rule_based_summary_saying_why():

@@ -18,6 +18,7 @@ from shared.errors import InputError, MalformedMessage
 from shared.events import CHECKIN_SUBMITTED, AnalysisRequested
 from shared.fakes import FakeAdapters, deliver
 from shared.job import new_job
+from shared.options import CheckinOptions
 from shared.runner import RejectedEvent
 from shared.storage import MediaUnavailable
 
@@ -49,13 +50,13 @@ def _ehr_event(event_id: str, **data) -> str:
                        "datacontenttype": "application/json", "data": data})
 
 
-async def _uploaded(fakes: FakeAdapters, path, content_type="video/mp4") -> tuple[str, str]:
+async def _uploaded(fakes: FakeAdapters, path, content_type="video/mp4", options=None) -> tuple[str, str]:
     """A job as the API made it, with its media uploaded."""
     job_id, created = f"job-{uuid.uuid4().hex[:12]}", utc_now()
     key = upload_key("patient-001", job_id, path.name, created)
     await fakes.jobs.create(new_job(job_id, patient_id="patient-001", s3_key=key, filename=path.name,
                                     content_type=content_type, created_at=created, message="Waiting for the upload",
-                                    source="api", trace_fields={"trace_id": "a" * 32,
+                                    source="api", options=options, trace_fields={"trace_id": "a" * 32,
                                                                 "trace_context": {"traceparent": "00-" + "a" * 32
                                                                                   + "-" + "b" * 16 + "-01"}}))
     fakes.storage.put_file(key, path)
@@ -176,6 +177,36 @@ def test_an_audio_only_recording_skips_vision_and_says_why(clips):
     assert job.pipeline.expected == ["audio"] and job.pipeline.skipped == {"vision": "the recording has no video track"}
     assert [to for to, _ in fakes.publisher.sent] == ["audio"]
     assert job.message.endswith("(vision skipped: the recording has no video track)")
+
+
+def test_only_the_analyses_the_checkin_asks_for_are_planned(clips):
+    fakes = FakeAdapters()
+
+    async def scenario(analyses):
+        job_id, key = await _uploaded(fakes, clips["video"], options=CheckinOptions(analyses=analyses))
+        fakes.publisher.sent.clear()
+        await deliver(_runner(fakes), _upload_notice(fakes.storage.bucket, key))
+        return await fakes.jobs.get(job_id), [to for to, _ in fakes.publisher.sent]
+
+    job, sent = asyncio.run(scenario(["vision"]))
+    assert job.pipeline.expected == ["vision"] and sent == ["vision"]
+    assert job.pipeline.skipped == {"audio": "not requested for this check-in"}
+    assert job.pipeline.weights == {"ingest": 10, "fusion": 10, "vision": 70}
+    job, sent = asyncio.run(scenario(["audio", "transcript"]))
+    assert job.pipeline.expected == ["audio"] and sent == ["audio"]
+    assert job.pipeline.options.wants("transcript")  # audio reads it from the job
+
+
+def test_asking_only_for_a_track_the_recording_lacks_fails_the_checkin_in_words(clips):
+    fakes = FakeAdapters()
+
+    async def scenario():
+        job_id, key = await _uploaded(fakes, clips["voice"], "audio/mp4", options=CheckinOptions(analyses=["vision"]))
+        await deliver(_runner(fakes), _upload_notice(fakes.storage.bucket, key))
+        return await fakes.jobs.get(job_id)
+
+    with pytest.raises(InputError, match="audio: not requested for this check-in; vision: the recording has no video track"):
+        asyncio.run(scenario())
 
 
 def test_an_ehr_event_delivered_twice_makes_one_job_and_asks_again_only_what_was_asked(clips):
