@@ -55,7 +55,7 @@ def build_patient_page(context: StageContext[IngestSettings], access: Access) ->
 
 async def serve_api(context: StageContext[IngestSettings], stop: asyncio.Event) -> None:
     settings = context.settings
-    access = build_access(context.common, context.aws, service="schizodot-ingest")
+    access = build_access(context.common, context.aws, service="schizodot-ingest", auth=settings.auth)
     ingest_queue = context.queue_urls["ingest"]
 
     async def enqueue_event(body: str) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.auth import AuthSettings
 from shared.settings import StageSettings
 
 
@@ -47,3 +48,4 @@ class IngestSettings(StageSettings):
     patient_part_bytes: int = Field(8 * 1024**2, ge=1)
     uploads: UploadPolicy = Field(default_factory=UploadPolicy)
     limits: CheckinLimits = Field(default_factory=CheckinLimits)
+    auth: AuthSettings = Field(default_factory=AuthSettings)  # who people are (SCHIZODOT_AUTH_*, shared.auth)

@@ -56,7 +56,8 @@ def _once(context: StageContext[ResultsSettings], name: str, build: Callable[[],
 
 
 def _access(context: StageContext[ResultsSettings]) -> Access:
-    return _once(context, "_access", lambda: build_access(context.common, context.aws, service=SERVICE))
+    return _once(context, "_access", lambda: build_access(context.common, context.aws, service=SERVICE,
+                                                                    auth=context.settings.auth))
 
 
 def _clinics(context: StageContext[ResultsSettings]) -> ClinicDirectory:

@@ -3,6 +3,7 @@
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.auth import AuthSettings
 from shared.settings import StageSettings
 
 
@@ -13,6 +14,9 @@ class ResultsSettings(StageSettings):
     # that died on every retry, an upload that never came).
     stuck_after_seconds: int = Field(1800, ge=60)
     sweep_interval_seconds: float = Field(60.0, gt=0)
+
+    # Who people are (SCHIZODOT_AUTH_*, shared.auth): the OIDC issuer, and the console's session cookie.
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     # The read API (served by the results worker).
     api_host: str = "127.0.0.1"

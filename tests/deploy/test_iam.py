@@ -12,9 +12,9 @@ from fnmatch import fnmatchcase
 import pytest
 
 from shared.domain import artifact_key
-from shared.infra import PATIENT_JOBS_INDEX, UPLOAD_PREFIX
+from shared.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX, PATIENT_JOBS_INDEX, UPLOAD_PREFIX
 from shared.settings import CommonSettings
-from shared.topology import PUBLISHES_TO, STAGES
+from shared.topology import PUBLISHES_TO, STAGES, WORK_QUEUES
 from tests.deploy.support import DEPLOY
 
 REGION, ACCOUNT = "eu-west-1", "123456789012"
@@ -117,7 +117,8 @@ def test_each_role_uses_only_its_own_queues(service):
 def test_each_role_reaches_only_its_own_s3_prefixes(service):
     policy = load(service)
     upload = OBJECT + f"{UPLOAD_PREFIX}patient-001/job-1/20261125T100000Z_checkin.mp4"
-    reads_media = service in ("ingest", "audio", "vision")
+    # results reads media for the console's short-lived presigned GETs of the video (issue 13)
+    reads_media = service in ("ingest", "audio", "vision", "results")
     assert allowed(policy, "s3:GetObject", upload) == reads_media
     assert allowed(policy, "s3:PutObject", upload) == (service == "ingest")  # presigned PUTs
     for stage in ("audio", "vision", "fusion"):
@@ -151,3 +152,44 @@ def test_each_role_can_do_what_its_code_does():
         pairs += [("sqs:GetQueueUrl", SQS + SETTINGS.queue_name(s)) for s in PUBLISHES[service]]
         missing = [pair for pair in pairs if not allowed(policy, *pair)]
         assert missing == [], service
+
+
+@pytest.mark.parametrize("queue", sorted(WORK_QUEUES))
+def test_work_queues_are_consumed_only_by_their_service(queue):
+    owner = WORK_QUEUES[queue]
+    url, dead_letters = SQS + SETTINGS.queue_name(queue), SQS + SETTINGS.dead_letter_queue_name(queue)
+    for service in STAGES:
+        policy = load(service)
+        for action in CONSUME + ("sqs:SendMessage",):
+            assert allowed(policy, action, url) == (service == owner), (service, action)
+        assert allowed(policy, "sqs:SendMessage", dead_letters) == (service == owner), service
+        for action in CONSUME:  # dead letters are for people to read and redrive
+            assert not allowed(policy, action, dead_letters), (service, action)
+
+
+def test_only_the_results_role_keeps_alerts_and_the_clinics_patients():
+    alerts, patients = TABLE + SETTINGS.alerts_table, TABLE + SETTINGS.clinic_patients_table
+    for service in STAGES:
+        policy = load(service)
+        for table in (alerts, patients):
+            for action in ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"):
+                assert allowed(policy, action, table) == (service == "results"), (service, table, action)
+        assert allowed(policy, "dynamodb:Query", f"{alerts}/index/{OPEN_ALERTS_INDEX}") == (service == "results")
+        assert allowed(policy, "dynamodb:Query", f"{alerts}/index/{PATIENT_ALERTS_INDEX}") == (service == "results")
+        assert allowed(policy, "dynamodb:PutItem", alerts) == (service == "results")
+        assert allowed(policy, "dynamodb:Scan", patients) == (service == "results")  # the no-check-in sweep
+        topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:schizodot-alerts-clinic-north"
+        assert allowed(policy, "sns:Publish", topic) == (service == "results")
+        assert not allowed(policy, "sns:Publish", f"arn:aws:sns:{REGION}:{ACCOUNT}:someone-elses-topic")
+
+
+def test_the_patient_page_uploads_in_parts_under_uploads_only():
+    policy = load("ingest")
+    upload = OBJECT + f"{UPLOAD_PREFIX}clinic-a.patient-001/job-1/20261125T100000Z_checkin-recording"
+    for action in ("s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"):
+        assert allowed(policy, action, upload), action
+        assert not allowed(policy, action, OBJECT + artifact_key("job-1", "vision")), action
+    assert allowed(policy, "s3:ListBucketMultipartUploads", f"arn:aws:s3:::{SETTINGS.bucket}")
+    for service in STAGES:
+        if service not in ("ingest", "results"):  # results aborts a patient's unfinished uploads on erasure
+            assert not allowed(load(service), "s3:AbortMultipartUpload", upload), service
