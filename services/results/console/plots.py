@@ -64,13 +64,27 @@ def marker_figure(series: Series, zone_name: str) -> dict[str, Any]:
     return {"data": data, "layout": _layout(series.label, f"{series.label} ({series.unit})", zone_name)}
 
 
+NO_READING = "no reading"  # a face frame the emotion networks did not read (vision's `no_reading` says why)
+
+
 def emotion_timeline_figure(timeline: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
-    order = labels or sorted({str(p.get("emotion")) for p in timeline})
+    def label(point: dict[str, Any]) -> str:
+        return str(point["emotion"]) if point.get("emotion") else NO_READING
+
+    def hover(point: dict[str, Any]) -> str:
+        if not point.get("emotion"):
+            return html.escape(str(point.get("no_reading") or "the networks gave no reading"))
+        return f"confidence {float(point.get('confidence') or 0):.2f}"
+
+    shown = {label(p) for p in timeline}
+    order = [o for o in (labels or sorted(shown - {NO_READING})) if o in shown or labels] + (
+        [NO_READING] if NO_READING in shown else [])
     trace = {"type": "scatter", "mode": "markers", "name": "top emotion",
-             "x": [p.get("t") for p in timeline], "y": [html.escape(str(p.get("emotion"))) for p in timeline],
-             "text": [f"confidence {float(p.get('confidence') or 0):.2f}" for p in timeline],
+             "x": [p.get("t") for p in timeline], "y": [html.escape(label(p)) for p in timeline],
+             "text": [hover(p) for p in timeline],
              "hovertemplate": "%{x:.2f} s: %{y}<br>%{text}<extra></extra>",
-             "marker": {"size": [6 + 12 * float(p.get("confidence") or 0) for p in timeline], "color": LINE}}
+             "marker": {"size": [6 + 12 * float(p.get("confidence") or 0) if p.get("emotion") else 6 for p in timeline],
+                        "color": [LINE if p.get("emotion") else "#6b7580" for p in timeline]}}
     return {"data": [trace], "layout": {
         "title": {"text": "Facial emotion over the recording", "font": {"size": 15}},
         "xaxis": {"title": {"text": "seconds into the recording"}},

@@ -161,8 +161,7 @@ def create_console_router(
     login_page = env.get_template("login.html")
     login_headers = {**headers, "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"),
-        "Referrer-Policy": "no-referrer"}
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'")}
 
     def login_response(status: int = 200, problem: str | None = None, next_path: str = "") -> HTMLResponse:
         body = login_page.render(problem=problem, next=_local_path(next_path, prefix),
@@ -386,5 +385,9 @@ def _same_site(request: Request) -> None:
     if site is not None and site not in ("same-origin", "none"):
         raise HTTPException(status_code=403, detail="cross-site requests are refused")
     origin = request.headers.get("origin")
-    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+    # A page under `Referrer-Policy: no-referrer` posts `Origin: null`; then only the browser's
+    # own Sec-Fetch-Site may vouch for it.
+    if origin == "null" and site != "same-origin":
+        raise HTTPException(status_code=403, detail="cross-site requests are refused")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
         raise HTTPException(status_code=403, detail="cross-site requests are refused")

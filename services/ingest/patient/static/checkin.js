@@ -369,7 +369,17 @@
 
   function uploadProblem(error) {
     if (error && error.status === 409) { followCheckin({ state: "received", progress: 0 }); return; }
-    if (error && error.status === 401) { linkProblem(error); return; }
+    if (error && error.status === 401) {
+      // The link is used up once the recording is handed over: if an answer was lost on the way,
+      // the check-in's state (which a used link may still read) says whether it arrived.
+      api("GET", "/status").then(function (status) {
+        if (status.state === "awaiting_recording") { linkProblem(error); return; }
+        db.remove(session.checkin_id).catch(function () {});
+        recording = null;
+        followCheckin(status);
+      }, function () { linkProblem(error); });
+      return;
+    }
     var message;
     if (error && error.status === 410) {
       recording.uploadId = null;

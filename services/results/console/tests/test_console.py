@@ -280,5 +280,8 @@ def test_sign_in_refuses_bad_tokens_other_roles_and_other_sites(console):
         uploader = sign_in(console.token("uploader"))
         assert uploader.status_code == 403 and "for clinicians" in uploader.text
         assert sign_in(console.token("north"), Origin="https://evil.example").status_code == 403
+        assert sign_in(console.token("north"), Origin="null").status_code == 403  # an opaque origin, unvouched
+        vouched = sign_in(console.token("north"), Origin="null", **{"Sec-Fetch-Site": "same-origin"})
+        assert vouched.status_code == 303  # a no-referrer page of this site: the browser says same-origin
         ok = sign_in(console.token("north"))
         assert ok.status_code == 303 and ok.headers["location"] == "/console/"  # never to another site
