@@ -43,7 +43,8 @@ DEFAULT_DATA_DIR = Path(".stack-data")
 # survives the AWS server's crash, not the machine's; memory: moto as it comes.
 DURABILITY_MODES = ("fsync", "process", "memory")
 API_STAGES = {"ingest": "api_port", "results": "results_api_port"}  # stages that serve HTTP, and their port
-LISTEN_FD_VARIABLE = "SCHIZODOT_LISTEN_FD"  # the API socket a process inherits; read by shared.http.serve_http
+LISTEN_FD_VARIABLE = "SCHIZODOT_LISTEN_FD"
+SESSION_COOKIE = "schizodot_session"  # the console's sign-in cookie (SCHIZODOT_AUTH_SESSION_COOKIE)  # the API socket a process inherits; read by shared.http.serve_http
 
 
 def parse_replicas(text: str) -> dict[str, int]:
@@ -88,6 +89,14 @@ class StackConfig:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def results_url(self) -> str:
+        return f"http://127.0.0.1:{self.results_api_port}"
+
+    @property
+    def console_url(self) -> str:
+        return f"{self.results_url}/console"
+
     def environment(self) -> dict[str, str]:
         """What a client or service needs to talk to this stack."""
         return {
@@ -101,6 +110,12 @@ class StackConfig:
             "SCHIZODOT_RESULTS_API_URL": f"http://127.0.0.1:{self.results_api_port}",
             "SCHIZODOT_STACK_STATE_DIR": str(self.state_dir.resolve()),  # the CLI mints dev tokens from it
             **DevIssuer(self.state_dir).environment(),  # issue 12: the development issuer's JWKS
+            # The patient page and the clinician console (issue 13): where links point, the console's
+            # address in alerts, and browsers signing in to the console with a cookie.
+            "INGEST_PATIENT_PAGE_URL": f"{self.api_url}/checkin",
+            "RESULTS_CONSOLE_URL": self.console_url,
+            "SCHIZODOT_AUTH_SESSION_COOKIE": SESSION_COOKIE,
+            "SCHIZODOT_AUTH_COOKIE_PATHS": "/console",
             **self.extra_env,
         }
 

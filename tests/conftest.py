@@ -118,12 +118,47 @@ class RunningStack:
                 return found
 
 
+# Clinics of the browser tests (tests/browser/test_checkin_to_console.py): one whose rules raise an
+# alert on every check-in, delivered to the test's webhook receiver, and one whose receiver answers 500.
+E2E_CLINIC, FAILING_CLINIC = "e2e-clinic", "e2e-failing"
+
+
 @pytest.fixture(scope="session")
-def running_stack(tmp_path_factory) -> RunningStack:
+def webhook_receiver():
+    from tests.webhooks import WebhookReceiver
+
+    receiver = WebhookReceiver(statuses={f"/hooks/{FAILING_CLINIC}": 500}).start()
+    yield receiver
+    receiver.stop()
+
+
+def _clinics_file(folder: Path, receiver_url: str) -> Path:
+    import json
+
+    from tests.webhooks import SECRET_ENV
+
+    def clinic(name: str, zone: str, slug: str) -> dict:
+        return {"name": name, "timezone": zone, "alerts": {"risk_levels": ["low", "moderate", "high"]},
+                "delivery": {"webhook": {"url": f"{receiver_url}/hooks/{slug}", "secret_env": SECRET_ENV,
+                                         "timeout_seconds": 5}}}
+
+    path = folder / "clinics.json"
+    path.write_text(json.dumps({"default": {"timezone": "UTC"}, "clinics": {
+        E2E_CLINIC: clinic("Browser Test Clinic", "Europe/Berlin", E2E_CLINIC),
+        FAILING_CLINIC: clinic("Failing Receiver Clinic", "America/New_York", FAILING_CLINIC)}}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory, webhook_receiver) -> RunningStack:
     """The embedded stack as `make up` runs it, on free ports, with short
-    visibility timeouts and few retries so redelivery tests run in seconds."""
+    visibility timeouts and few retries so redelivery tests run in seconds, and the
+    browser tests' clinics (their alerts go to `webhook_receiver`, retried within seconds)."""
+    from tests.webhooks import SECRET, SECRET_ENV
+
+    state_dir = tmp_path_factory.mktemp("stack")
     config = stack.StackConfig(
-        state_dir=tmp_path_factory.mktemp("stack"),
+        state_dir=state_dir,
         aws_port=free_port(),
         api_port=free_port(),
         results_api_port=free_port(),
@@ -134,6 +169,14 @@ def running_stack(tmp_path_factory) -> RunningStack:
             "SCHIZODOT_SHUTDOWN_GRACE_SECONDS": "20",
             "INGEST_CHECKINS_PER_WINDOW": "30",  # per credential and minute (tests/integration/test_access.py)
             "RESULTS_ERASURE_SWEEP_DELAY_SECONDS": "3",  # the erasure's late sweep, soon
+            "SCHIZODOT_CLINICS_FILE": str(_clinics_file(state_dir, webhook_receiver.url)),
+            SECRET_ENV: SECRET,
+            "RESULTS_ALERT_RETRY_BASE_SECONDS": "2",
+            "RESULTS_ALERT_RETRY_MAX_SECONDS": "4",
+            # the patient page sends parts of 256 KiB (the AWS server's 5 MiB floor lowered), so a
+            # recording of a few seconds goes in several
+            "S3_UPLOAD_PART_MIN_SIZE": str(256 * 1024),
+            "INGEST_PATIENT_PART_BYTES": str(256 * 1024),
         },
     )
     stack.up(config, timeout=240)

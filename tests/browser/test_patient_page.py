@@ -3,88 +3,64 @@
 recording goes to S3 (moto's server over HTTP) as a multipart upload, through a
 dropped connection that resumes, and through one that cannot resume.
 
-The patient-link verifier here stands for issue 12's: a token table, 401 for
-an unknown or expired token. Parts are 32 KiB (the emulator's 5 MiB floor is
-lowered) so that a few seconds of video make several parts.
+The page and its API are the ingest service's, composed as services/ingest/main.py
+composes them, with real one-time links issued through the API and checked by
+shared.auth. Parts are 32 KiB (the emulator's 5 MiB floor is lowered) so that a few
+seconds of video make several parts. (test_checkin_to_console.py sends a recording
+through the whole pipeline of the embedded stack.)
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import time
 import uuid
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
-from fastapi import FastAPI, Header, HTTPException
 
-from services.ingest.patient import S3MultipartStore, ScriptCatalog, UploadPolicy, create_patient_router
-from shared.aws import AsyncClients, sync_client
+from services.ingest.patient.tests.app import ingest_site
+from shared.aws import sync_client
 from shared.dynamo import to_item
-from shared.identity import CredentialKind, Principal, Role
-from shared.jobs import JobsRepository
 from tests.browser.servers import BackgroundServer
 
 PART = 32 * 1024
-CLINIC = "clinic-north"
 STEP_SECONDS = 0.7  # time on each prompt while recording
 
 
-class LinkTokens:
-    """Stands for issue 12's patient-link verifier."""
-
-    def __init__(self) -> None:
-        self.tokens: dict[str, Principal] = {}
-
-    def issue(self, job_id: str, patient_id: str) -> str:
-        token = secrets.token_urlsafe(24)
-        self.tokens[token] = Principal(subject=f"link-{job_id}", role=Role.PATIENT_LINK, clinic_id=CLINIC,
-                                       credential=CredentialKind.PATIENT_LINK, patient_id=patient_id, job_id=job_id)
-        return token
-
-    async def __call__(self, authorization: str | None = Header(None)) -> Principal:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or token not in self.tokens:
-            raise HTTPException(status_code=401, detail="authentication required")
-        return self.tokens[token]
-
-
 @pytest.fixture(scope="module")
-def ingest(aws_server):
+def ingest(aws_server, tmp_path_factory):
     import moto.s3.models as s3_models
 
     saved = s3_models.S3_UPLOAD_PART_MIN_SIZE
     s3_models.S3_UPLOAD_PART_MIN_SIZE = PART
-    links = LinkTokens()
+    state_dir = tmp_path_factory.mktemp("page-identity")
+    sites = []
 
     @asynccontextmanager
     async def app_factory():
-        async with AsyncClients(aws_server) as clients:
-            store = S3MultipartStore(clients.s3, sync_client(aws_server, "s3"), aws_server.bucket)
-            app = FastAPI()
-            app.include_router(create_patient_router(
-                link_principal=links, jobs=JobsRepository(clients.dynamodb, aws_server.jobs_table), store=store,
-                scripts=ScriptCatalog(), policy=UploadPolicy(max_bytes=400 * PART, part_bytes=PART),
-                upload_origin=store.origin))
-            yield app
+        async with ingest_site(aws_server, state_dir, part_bytes=PART, max_bytes=400 * PART) as site:
+            sites.append(site)
+            yield site.app
 
     with BackgroundServer(app_factory) as server:
-        yield server, links
+        yield server, sites[0]
     s3_models.S3_UPLOAD_PART_MIN_SIZE = saved
 
 
-def new_checkin(settings, links: LinkTokens, **job: object) -> tuple[str, str, str]:
-    job_id, patient_id = "job-" + uuid.uuid4().hex[:12], "patient-" + uuid.uuid4().hex[:6]
-    key = f"uploads/{patient_id}/{job_id}/20261130T120000Z_checkin.webm"
-    item = {"job_id": job_id, "patient_id": patient_id, "status": "queued", "s3_key": key,
-            "filename": "checkin.webm", "content_type": "video/webm", "created_at": "2026-11-30T12:00:00.000000Z",
-            "updated_at": "2026-11-30T12:00:00.000000Z", "progress": 0, "message": "Waiting for the upload",
-            "metadata": {"clinic_id": CLINIC, "pipeline": {"source": "patient_link", "stages": {}}}, **job}
-    sync_client(settings, "dynamodb").put_item(TableName=settings.jobs_table, Item=to_item(item))
-    return job_id, key, links.issue(job_id, patient_id)
+def new_checkin(settings, ingest) -> tuple[str, str, str]:
+    """A check-in and its one-time link, issued through the API as a clinician would: (job id, media key, token)."""
+    server, site = ingest
+    response = httpx.post(f"{server.url}/api/v1/patient-links", headers=site.auth("dev-clinician"), timeout=30,
+                          json={"patient_id": "patient-" + uuid.uuid4().hex[:6]})
+    assert response.status_code == 201, response.text
+    link = response.json()
+    item = sync_client(settings, "dynamodb").get_item(TableName=settings.jobs_table, ConsistentRead=True,
+                                                      Key={"job_id": {"S": link["job_id"]}})["Item"]
+    return link["job_id"], item["s3_key"]["S"], link["token"]
 
 
 def update_job(settings, job_id: str, **fields: object) -> None:
@@ -143,8 +119,8 @@ def stored_object(settings, key: str, tmp_path) -> dict:
 
 def test_a_patient_records_and_sends_a_checkin_through_a_dropped_connection(browser, ingest, aws_server,
                                                                              screenshots, tmp_path):
-    server, links = ingest
-    job_id, key, token = new_checkin(aws_server, links)
+    server, _ = ingest
+    job_id, key, token = new_checkin(aws_server, ingest)
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
                                   has_touch=True)
     page = context.new_page()
@@ -236,8 +212,8 @@ def test_a_patient_records_and_sends_a_checkin_through_a_dropped_connection(brow
 
 def test_an_upload_that_cannot_resume_says_so_and_keeps_the_recording_for_another_try(browser, ingest, aws_server,
                                                                                        screenshots, tmp_path):
-    server, links = ingest
-    job_id, key, token = new_checkin(aws_server, links)
+    server, _ = ingest
+    job_id, key, token = new_checkin(aws_server, ingest)
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     page = context.new_page()
     drop = {"on": True}
@@ -268,7 +244,7 @@ def test_an_upload_that_cannot_resume_says_so_and_keeps_the_recording_for_anothe
 
 
 def test_an_expired_or_used_link_says_so_plainly(browser, ingest, aws_server, screenshots):
-    server, links = ingest
+    server, _ = ingest
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
     page.goto(f"{server.url}/checkin#token=expired-or-unknown")
@@ -282,7 +258,7 @@ def test_an_expired_or_used_link_says_so_plainly(browser, ingest, aws_server, sc
     page.wait_for_selector("#screen-invalid:not([hidden])")
     assert "opens from the check-in link your clinic sent you" in page.text_content("#invalid-reason")
 
-    job_id, key, token = new_checkin(aws_server, links)
+    job_id, key, token = new_checkin(aws_server, ingest)
     sync_client(aws_server, "s3").put_object(Bucket=aws_server.bucket, Key=key, Body=b"x" * 100)
     page = context.new_page()  # a fresh page: a new fragment alone would not reload the old one
     page.goto(f"{server.url}/checkin#token={token}")
@@ -292,8 +268,8 @@ def test_an_expired_or_used_link_says_so_plainly(browser, ingest, aws_server, sc
 
 def test_a_browser_without_camera_permission_gets_instructions(browser_without_camera_permission, ingest, aws_server,
                                                                screenshots):
-    server, links = ingest
-    _, _, token = new_checkin(aws_server, links)
+    server, _ = ingest
+    _, _, token = new_checkin(aws_server, ingest)
     context = browser_without_camera_permission.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
     page.goto(f"{server.url}/checkin#token={token}")
