@@ -24,6 +24,8 @@ VIDEO = {
     "facial_expressivity": ("blendshape activity (0-1)", "mediapipe face_landmarker blendshapes", 0.08, -0.004),
     "positive_expression_share": ("%", "fer 25.10.3 tflite + face-api", 24.0, -1.0),
     "head_movement": ("deg/s", "mediapipe face_landmarker transformation matrix", 6.0, 0.1),
+    # never happy in any check-in: a baseline mean of 0, so no relative change (as fusion leaves it out)
+    "happy_share": ("%", "fer 25.10.3 tflite + face-api", 0.0, 0.0),
 }
 NOT_ASSESSED = {"jitter": ("%", "praat-parselmouth 0.4.7", "the voice was too quiet to measure jitter reliably")}
 
@@ -37,7 +39,7 @@ def _marker(value: float, unit: str, method: str, earlier: list[float]) -> dict[
         sd = statistics.pstdev(earlier) or abs(mean) * 0.05 or 1.0
         z = (value - mean) / sd
         baseline = Baseline(available=True, checkins=len(earlier), mean=round(mean, 3), sd=round(sd, 3),
-                            z_score=round(z, 2), relative_change=round((value - mean) / abs(mean), 3),
+                            z_score=round(z, 2), relative_change=round((value - mean) / abs(mean), 3) if mean else None,
                             notable=abs(z) >= 2, direction="lower" if z < 0 else "higher")
     return Marker(assessed=True, value=round(value, 3), unit=unit, method=method,
                   baseline=baseline).as_dict()

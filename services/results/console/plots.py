@@ -19,7 +19,7 @@ RISK_COLOURS = ["#1a7f37", "#b35900", "#b00020"]  # low, moderate, high (>= 4.5:
 
 
 def _t(values: list[datetime]) -> list[str]:
-    return [v.strftime("%Y-%m-%d %H:%M") for v in values]
+    return [v.strftime("%Y-%m-%d %H:%M:%S") for v in values]  # to the second: two check-ins may share a minute
 
 
 def _layout(title: str, y_title: str, zone_name: str, **extra: Any) -> dict[str, Any]:
