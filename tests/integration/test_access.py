@@ -99,6 +99,17 @@ ROUTES = {
     "list API keys": (("results", "GET", "/api/v1/api-keys", None), {**ALL_403, "clinic_admin": (200, 200)}),
     "create API key": (("results", "POST", "/api/v1/api-keys", "key"), {**ALL_403, "clinic_admin": (201, 201)}),
     "revoke API key": (("results", "DELETE", "/api/v1/api-keys/{key}", None), ADMIN_ONLY),
+    # issue 13: the patient page's API (a link reads its own check-in, whichever clinic issued it) and the console
+    "patient check-in session": (("ingest", "GET", "/api/v1/checkin/session", None),
+                                 {**ALL_403, "patient-link": (200, 200)}),
+    "patient check-in upload": (("ingest", "POST", "/api/v1/checkin/upload", "parts"),
+                                {**ALL_403, "patient-link": (201, 201)}),
+    "console patient list": (("results", "GET", "/console/", None),
+                             {**ALL_403, "clinician": (200, 200), "clinic_admin": (200, 200)}),
+    "console patient page": (("results", "GET", "/console/patients/{patient}", None),
+                             {**ALL_403, "clinician": (200, 404), "clinic_admin": (200, 404)}),
+    "console history export": (("results", "GET", "/console/patients/{patient}/history.csv", None),
+                               {**ALL_403, "clinician": (200, 404), "clinic_admin": (200, 404)}),
 }
 
 
@@ -114,6 +125,7 @@ def test_every_route_by_every_role_of_the_own_and_another_clinic(running_stack, 
             headers = _headers(running_stack, role, side)
             payload = {"checkin": {"patient_id": _patient(), "filename": "c.mp4", "content_type": "video/mp4"},
                        "link": {"patient_id": _patient()}, "upload": {"content_type": "video/webm"},
+                       "parts": {"content_type": "video/webm", "size": 1000},
                        "event": _event(DEV_CLINIC), "key": {"name": "matrix", "role": "uploader"}}.get(body)
             url = base + path.format(job=world["job"], patient=world["patient"], nobody=_patient(),
                                      erasure=world["erasure"], key=world["key"])
@@ -335,6 +347,7 @@ def test_erasure_removes_everything_of_the_patient_and_nothing_of_another_clinic
     assert receipt["status"] == "done" and receipt["patient_id"] == patient
     counts = receipt["counts"]
     assert counts["media"] == 1 and counts["results"] == 1 and counts["jobs"] == 2 and counts["patient_links"] == 1
+    assert counts["clinic_patients"] == 1  # on the console's patient list until erased (its alerts go too)
     assert counts["artifacts"] >= 3 and counts["evidence_frames"] >= 1
 
     deadline = time.monotonic() + 60  # the late sweep (RESULTS_ERASURE_SWEEP_DELAY_SECONDS=3)
@@ -360,6 +373,37 @@ def test_erasure_removes_everything_of_the_patient_and_nothing_of_another_clinic
     again = httpx.delete(f"{running_stack.results_api}/api/v1/patients/{patient}",
                          headers=running_stack.auth("dev-admin"), timeout=60)
     assert again.status_code == 200 and set(again.json()["counts"].values()) == {0}  # idempotent
+
+
+def test_erasure_removes_the_patients_alerts_and_their_place_on_the_clinics_list(running_stack, checkin_clip):
+    """A clinic whose rules raise an alert on every check-in (tests/conftest.py, E2E_CLINIC)."""
+    from tests.conftest import E2E_CLINIC
+
+    def as_(user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {running_stack.token(user, schizodot_clinic=E2E_CLINIC)}"}
+
+    patient = _patient()
+    with httpx.Client(timeout=60) as http:
+        job = http.post(f"{running_stack.api}/api/v1/analyze", headers=as_("dev-uploader"), json={
+            "patient_id": patient, "filename": "c.mp4", "content_type": "video/mp4"}).json()
+        http.post(job["upload_url"], data=job["upload_fields"],
+                  files={"file": ("c.mp4", checkin_clip.read_bytes(), "video/mp4")}).raise_for_status()
+        assert running_stack.wait_for_job(job["job_id"])["status"] == "completed"
+        alerts = running_stack.client("dynamodb").query(
+            TableName=running_stack.settings.alerts_table, IndexName="patient_key-alert_id-index",
+            KeyConditionExpression="patient_key = :p",
+            ExpressionAttributeValues={":p": {"S": running_stack.stored_key(patient, E2E_CLINIC)}})["Items"]
+        assert len(alerts) == 1
+        assert http.get(f"{running_stack.results_api}/console/patients/{patient}", headers=as_("dev-clinician")
+                        ).status_code == 200
+        erased = http.delete(f"{running_stack.results_api}/api/v1/patients/{patient}", headers=as_("dev-admin"))
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["counts"]["alerts"] == 1 and erased.json()["counts"]["clinic_patients"] == 1
+        assert http.get(f"{running_stack.results_api}/console/patients/{patient}", headers=as_("dev-clinician")
+                        ).status_code == 404  # gone from the console, as if never there
+    for table in (running_stack.settings.alerts_table, running_stack.settings.clinic_patients_table):
+        items = running_stack.client("dynamodb").scan(TableName=table)["Items"]
+        assert patient not in json.dumps([from_item(i) for i in items]), table
 
 
 def test_an_ehr_event_through_the_api_must_name_the_senders_clinic_and_media(running_stack, checkin_clip):
