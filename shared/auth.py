@@ -48,7 +48,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.dynamo import from_item, is_conditional_failure, to_item
+from shared.dynamo import delete_queried, from_item, is_conditional_failure, to_item
 from shared.identity import CredentialKind, Principal, Role, is_clinic_id, patient_key, split_patient_key
 
 log = structlog.get_logger()
@@ -413,18 +413,9 @@ class DynamoPatientLinks:
         return int(response.get("Count", 0))
 
     async def delete_for_patient(self, patient_key_: str) -> int:
-        request: dict[str, Any] = {"TableName": self._table, "IndexName": self.INDEX,
-                                   "KeyConditionExpression": "patient_key = :p",
-                                   "ExpressionAttributeValues": {":p": {"S": patient_key_}}}
-        deleted = 0
-        while True:
-            response = await self._db.query(**request)
-            for item in response.get("Items", []):
-                await self._db.delete_item(TableName=self._table, Key={"link_id": item["link_id"]})
-                deleted += 1
-            if "LastEvaluatedKey" not in response:
-                return deleted
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return await delete_queried(self._db, self._table, {
+            "IndexName": self.INDEX, "KeyConditionExpression": "patient_key = :p",
+            "ExpressionAttributeValues": {":p": {"S": patient_key_}}}, ("link_id",))
 
 
 # --- one authenticator for every API ------------------------------------------------------------

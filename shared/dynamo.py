@@ -68,3 +68,18 @@ async def put_if_absent(dynamodb: Any, table: str, item: dict[str, Any], key_att
         if is_conditional_failure(error):
             return conditional_failure_item(error) == from_item(stored)
         raise
+
+
+async def delete_queried(dynamodb: Any, table: str, query: dict[str, Any], key_attributes: tuple[str, ...]) -> int:
+    """Erasure: delete every item a query finds (all its pages); how many there were.
+    `query` is a Query request without TableName; `key_attributes` the table's key."""
+    request: dict[str, Any] = {**query, "TableName": table}
+    deleted = 0
+    while True:
+        response = await dynamodb.query(**request)
+        for item in response.get("Items", []):
+            await dynamodb.delete_item(TableName=table, Key={name: item[name] for name in key_attributes})
+            deleted += 1
+        if "LastEvaluatedKey" not in response:
+            return deleted
+        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]

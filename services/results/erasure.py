@@ -301,15 +301,8 @@ class ErasureHandler:
         self.deps = deps
 
     async def accept(self, delivery: Delivery) -> Accepted:
-        try:
-            request = event_data(decode_event(delivery.body), ErasureRequested, ERASURE_REQUESTED)
-        except MalformedMessage as error:
-            failure = error
-
-            async def reject() -> None:
-                raise failure
-
-            return Accepted(work=reject)
+        # A message that is not an erasure raises MalformedMessage here: the consumer dead-letters it.
+        request = event_data(decode_event(delivery.body), ErasureRequested, ERASURE_REQUESTED)
         return Accepted(work=lambda: erase(request, self.deps))
 
 

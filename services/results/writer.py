@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from shared.dynamo import put_if_absent
+from shared.dynamo import delete_queried, put_if_absent
 
 
 class ResultsStore(Protocol):
@@ -27,16 +27,7 @@ class ResultsWriter:
         return await put_if_absent(self._db, self._table, item, "user_id")
 
     async def delete_patient(self, patient_key: str) -> int:
-        request: dict[str, Any] = {"TableName": self._table, "KeyConditionExpression": "user_id = :u",
-                                   "ExpressionAttributeValues": {":u": {"S": patient_key}},
-                                   "ProjectionExpression": "user_id, #t", "ExpressionAttributeNames": {"#t": "timestamp"},
-                                   "ConsistentRead": True}
-        deleted = 0
-        while True:
-            response = await self._db.query(**request)
-            for key in response.get("Items", []):
-                await self._db.delete_item(TableName=self._table, Key=key)
-                deleted += 1
-            if "LastEvaluatedKey" not in response:
-                return deleted
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return await delete_queried(self._db, self._table, {
+            "KeyConditionExpression": "user_id = :u", "ExpressionAttributeValues": {":u": {"S": patient_key}},
+            "ProjectionExpression": "user_id, #t", "ExpressionAttributeNames": {"#t": "timestamp"},
+            "ConsistentRead": True}, ("user_id", "timestamp"))

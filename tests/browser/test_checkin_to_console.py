@@ -199,7 +199,9 @@ def test_a_checkin_recorded_on_the_phone_reaches_the_console_with_its_alert(
     assert problems == []
     context.close()
 
-    timings = {"upload_s": round(received_at - sent_at, 1), "analysis_s": round(analysed_at - received_at, 1),
+    media = job["metadata"]["pipeline"]["media"]
+    timings = {"recording_s": media["duration_seconds"], "video": f"{media.get('width')}x{media.get('height')}",
+               "upload_s": round(received_at - sent_at, 1), "analysis_s": round(analysed_at - received_at, 1),
                "send_to_console_s": round(shown_at - sent_at, 1), "recording_bytes": declared[0]["size"],
                "parts": len(parts)}
     (screenshots / "checkin-timings.json").write_text(json.dumps(timings, indent=2))

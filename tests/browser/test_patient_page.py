@@ -22,9 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from services.ingest.patient.tests.app import ingest_site
+from services.ingest.patient.tests.app import ingest_site, update_job
 from shared.aws import sync_client
-from shared.dynamo import to_item
 from tests.browser.servers import BackgroundServer
 
 PART = 32 * 1024
@@ -61,14 +60,6 @@ def new_checkin(settings, ingest) -> tuple[str, str, str]:
     item = sync_client(settings, "dynamodb").get_item(TableName=settings.jobs_table, ConsistentRead=True,
                                                       Key={"job_id": {"S": link["job_id"]}})["Item"]
     return link["job_id"], item["s3_key"]["S"], link["token"]
-
-
-def update_job(settings, job_id: str, **fields: object) -> None:
-    names = {f"#{k}": k for k in fields}
-    sync_client(settings, "dynamodb").update_item(
-        TableName=settings.jobs_table, Key={"job_id": {"S": job_id}},
-        UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields), ExpressionAttributeNames=names,
-        ExpressionAttributeValues={f":{k}": v for k, v in to_item(fields).items()})
 
 
 def record(page, screenshots=None) -> dict:

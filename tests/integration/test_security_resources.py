@@ -10,7 +10,7 @@ import pytest
 
 from shared.audit import AuditRecord, S3AuditStore
 from shared.aws import AsyncClients, sync_client
-from shared.infra import bucket_policy_document, ensure_infrastructure, media_lifecycle
+from shared.infra import browser_cors, bucket_policy_document, ensure_bucket, ensure_infrastructure, media_lifecycle
 from shared.ratelimit import DynamoRateLimiter
 from shared.topology import STAGES, WORK_QUEUES
 
@@ -34,10 +34,29 @@ def test_everything_is_encrypted_with_the_customer_managed_key(aws_server):
                 "KmsMasterKeyId"] == settings.kms_key_alias, name
     dynamodb = sync_client(settings, "dynamodb")
     for table in (settings.jobs_table, settings.users_table, settings.api_keys_table, settings.patient_links_table,
-                  settings.rate_limits_table, settings.erasures_table):
+                  settings.rate_limits_table, settings.erasures_table, settings.alerts_table,
+                  settings.clinic_patients_table):
         sse = dynamodb.describe_table(TableName=table)["Table"]["SSEDescription"]
         assert (sse["Status"], sse["SSEType"], sse["KMSMasterKeyArn"]) == ("ENABLED", "KMS", key_arn), table
     ensure_infrastructure(settings)  # idempotent
+
+
+def test_browsers_of_the_configured_origins_may_upload_and_read_media_and_no_others(aws_server):
+    """The patient page sends parts straight to the bucket and the console shows media from it: a CORS rule
+    for exactly the configured origins (SCHIZODOT_BROWSER_ORIGINS), none without them."""
+    settings = aws_server.model_copy(update={"browser_origins": ("https://checkin.clinic.example",
+                                                                 "https://results.clinic.example")})
+    queue = sync_client(settings, "sqs").get_queue_url(QueueName=settings.queue_name("ingest"))["QueueUrl"]
+    s3 = sync_client(settings, "s3")
+    try:
+        ensure_bucket(settings, queue)
+        [rule] = s3.get_bucket_cors(Bucket=settings.bucket)["CORSRules"]
+    finally:  # the browser tests' pages on 127.0.0.1 share this bucket
+        s3.delete_bucket_cors(Bucket=settings.bucket)
+    assert rule["AllowedOrigins"] == ["https://checkin.clinic.example", "https://results.clinic.example"]
+    assert set(rule["AllowedMethods"]) == {"GET", "HEAD", "PUT", "POST"} and "*" not in rule["AllowedHeaders"]
+    assert "ExposeHeaders" not in rule  # the page never reads ETags: the service completes uploads from S3's list
+    assert browser_cors(aws_server) is None
 
 
 def test_raw_media_expire_after_the_retention_period(aws_server):

@@ -41,7 +41,6 @@ from standardwebhooks import Webhook
 
 from services.results.alerts.clinics import ClinicDirectory, WebhookTarget
 from services.results.alerts.store import Alert, AlertStore, ChannelDelivery
-from shared.errors import MalformedMessage
 from shared.events import decode_event, encode_event, event_data
 from shared.messaging import Accepted, Delivery
 
@@ -225,15 +224,8 @@ class AlertsHandler:
         self.deps = deps
 
     async def accept(self, delivery: Delivery) -> Accepted:
-        try:
-            event = event_data(decode_event(delivery.body), AlertEvent, ALERT_RAISED)
-        except MalformedMessage as error:
-            failure = error
-
-            async def reject() -> None:
-                raise failure
-
-            return Accepted(work=reject)
+        # A message that is not an alert event raises MalformedMessage here: the consumer dead-letters it.
+        event = event_data(decode_event(delivery.body), AlertEvent, ALERT_RAISED)
 
         async def work() -> None:
             try:

@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.dynamo import from_item, is_conditional_failure, to_attribute, to_item
+from shared.dynamo import delete_queried, from_item, is_conditional_failure, to_attribute, to_item
 from shared.identity import patient_key
 from shared.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX
 
@@ -143,19 +143,9 @@ class DynamoAlertStore:
         return found[:limit]
 
     async def delete_for_patient(self, clinic_id: str, patient_id: str) -> int:
-        request: dict[str, Any] = {"TableName": self._table, "IndexName": PATIENT_ALERTS_INDEX,
-                                   "KeyConditionExpression": "patient_key = :p",
-                                   "ExpressionAttributeValues": {":p": {"S": patient_key(clinic_id, patient_id)}},
-                                   "ProjectionExpression": "clinic_id, alert_id"}
-        deleted = 0
-        while True:
-            response = await self._db.query(**request)
-            for key in response.get("Items", []):
-                await self._db.delete_item(TableName=self._table, Key=key)
-                deleted += 1
-            if "LastEvaluatedKey" not in response:
-                return deleted
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return await delete_queried(self._db, self._table, {
+            "IndexName": PATIENT_ALERTS_INDEX, "KeyConditionExpression": "patient_key = :p",
+            "ExpressionAttributeValues": {":p": {"S": patient_key(clinic_id, patient_id)}}}, ("clinic_id", "alert_id"))
 
     async def acknowledge(self, clinic_id: str, alert_id: str, by: str, note: str, at: str) -> Alert | None:
         """None when there is no such alert; AlreadyAcknowledged when someone was first."""

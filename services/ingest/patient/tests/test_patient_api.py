@@ -22,9 +22,8 @@ from botocore.credentials import Credentials
 from schizodot.dev_identity import DEV_CLINIC
 from services.ingest.patient import ScriptCatalog
 from services.ingest.patient.script import CheckinScript, Step
-from services.ingest.patient.tests.app import ingest_site
+from services.ingest.patient.tests.app import ingest_site, update_job
 from shared.aws import sync_client
-from shared.dynamo import to_item
 
 PART = 64 * 1024
 
@@ -56,14 +55,6 @@ async def issue_link(http, site, patient_id: str | None = None, **body) -> dict:
 
 def bearer(link: dict | str) -> dict[str, str]:
     return {"Authorization": f"Bearer {link['token'] if isinstance(link, dict) else link}"}
-
-
-def update_job(settings, job_id: str, **fields: object) -> None:
-    names = {f"#{k}": k for k in fields}
-    sync_client(settings, "dynamodb").update_item(
-        TableName=settings.jobs_table, Key={"job_id": {"S": job_id}},
-        UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields), ExpressionAttributeNames=names,
-        ExpressionAttributeValues={f":{k}": v for k, v in to_item(fields).items()})
 
 
 def put_parts(plan: dict, data: bytes, numbers: set[int] | None = None) -> None:
