@@ -173,15 +173,16 @@ def test_the_protection_of_phi_survives_a_sigkill_and_provisioning_again(server)
     lock = s3.get_object_lock_configuration(Bucket=settings.audit_bucket)["ObjectLockConfiguration"]
     s3.put_object(Bucket=settings.audit_bucket, Key="audit/dev-clinic/record.json", Body=b"{}")
 
-    server.kill()
-    server.start()
+    for _ in range(2):  # the second time after provisioning again has repeated every set-up request
+        server.kill()
+        server.start()
 
-    assert kms.describe_key(KeyId=settings.kms_key_alias)["KeyMetadata"]["Arn"] == key["Arn"]
-    assert kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"]
-    assert kms.list_resource_tags(KeyId=key["KeyId"])["Tags"] == [{"TagKey": "app", "TagValue": "schizodot"}]
-    assert kms.decrypt(CiphertextBlob=sealed)["Plaintext"] == b"phi"
-    assert s3.get_object_lock_configuration(Bucket=settings.audit_bucket)["ObjectLockConfiguration"] == lock
-    ensure_infrastructure(settings)  # what the supervisor does after restarting the AWS server
-    assert [k["KeyId"] for k in kms.list_keys()["Keys"]] == [key["KeyId"]]
+        assert kms.describe_key(KeyId=settings.kms_key_alias)["KeyMetadata"]["Arn"] == key["Arn"]
+        assert kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"]
+        assert kms.list_resource_tags(KeyId=key["KeyId"])["Tags"] == [{"TagKey": "app", "TagValue": "schizodot"}]
+        assert kms.decrypt(CiphertextBlob=sealed)["Plaintext"] == b"phi"
+        assert s3.get_object_lock_configuration(Bucket=settings.audit_bucket)["ObjectLockConfiguration"] == lock
+        ensure_infrastructure(settings)  # what the supervisor does after restarting the AWS server
+        assert [k["KeyId"] for k in kms.list_keys()["Keys"]] == [key["KeyId"]]
     described = dynamodb.describe_table(TableName=settings.jobs_table)["Table"]
     assert described["SSEDescription"]["KMSMasterKeyArn"] == key["Arn"]
