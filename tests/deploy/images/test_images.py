@@ -145,8 +145,8 @@ def test_deployment_names_only_what_its_image_has(overlay, service):
             AuthSettings()
             extra = settings_env_names(AuthSettings)
         args = {args!r}
-        paths = [value for value in os.environ.values() if value.startswith("/") and not value.startswith("/tmp")
-                 and ":" not in value]
+        paths = [value for value in {sorted(env.values())!r} if value.startswith("/") and not value.startswith("/tmp")
+                 and ":" not in value]  # what the Deployment names (imports, cv2's, may add variables of their own)
         print(json.dumps({{
             "names": sorted(settings_env_names(settings_class) | settings_env_names(CommonSettings) | extra),
             "program": shutil.which(args[0]) is not None,
