@@ -31,7 +31,8 @@ system-deps:
 	fi
 
 $(STAMP): requirements-dev.txt constraints.txt shared/requirements.txt services/*/requirements.txt \
-		services/vision/requirements-torch.txt services/vision/requirements-torch-nodeps.txt pyproject.toml
+		services/vision/requirements-torch.txt services/vision/requirements-torch-nodeps.txt \
+		services/vision/requirements-models.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -r requirements-dev.txt

@@ -41,10 +41,12 @@ def run(checkins: int, seconds: float, config: stack.StackConfig) -> dict:
     token = DevIssuer(config.state_dir).mint("dev-uploader", lifetime=24 * 3600)
     with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {token}"}) as http:
         for index in range(checkins):
-            created = http.post(f"{config.api_url}/api/v1/analyze", json={
-                "patient_id": "bench-patient", "filename": clip.name, "content_type": "video/mp4"}).json()
+            answer = http.post(f"{config.api_url}/api/v1/analyze", json={
+                "patient_id": "bench-patient", "filename": clip.name, "content_type": "video/mp4"})
+            answer.raise_for_status()
+            created = answer.json()
             httpx.post(created["upload_url"], data=created["upload_fields"],
-                       files={"file": (clip.name, clip.read_bytes(), "video/mp4")}, timeout=60)
+                       files={"file": (clip.name, clip.read_bytes(), "video/mp4")}, timeout=60).raise_for_status()
             uploaded_at = time.time()
             while True:
                 job = from_item(dynamodb.get_item(TableName=settings.jobs_table, ConsistentRead=True,

@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 
 from schizodot import samples, stack
+from schizodot.dev_identity import DevIssuer
 from shared.aws import sync_client
 from shared.dynamo import from_item
 from shared.settings import CommonSettings
@@ -67,12 +68,20 @@ def _machine_busy() -> tuple[float, float]:
     return float(sum(values) - idle), float(sum(values))
 
 
+def _client(config: stack.StackConfig) -> httpx.Client:
+    """As a clinic app: the development issuer's uploader, with a token for the whole run."""
+    token = DevIssuer(config.state_dir).mint("dev-uploader", lifetime=24 * 3600)
+    return httpx.Client(timeout=120, headers={"Authorization": f"Bearer {token}"})
+
+
 def _one_checkin(http: httpx.Client, api: str, clip: Path, patient: str) -> str:
     created = http.post(f"{api}/api/v1/analyze", json={
         "patient_id": patient, "filename": clip.name, "content_type": "video/mp4"})
     created.raise_for_status()
     job = created.json()
-    http.put(job["upload_url"], content=clip.read_bytes(), headers=job["upload_headers"]).raise_for_status()
+    # The presigned POST carries its own signature: no bearer token goes to S3.
+    httpx.post(job["upload_url"], data=job["upload_fields"], timeout=120,
+               files={"file": (clip.name, clip.read_bytes(), "video/mp4")}).raise_for_status()
     while True:
         status = http.get(f"{api}/api/v1/jobs/{job['job_id']}").json()
         if status["status"] in ("completed", "failed"):
@@ -92,7 +101,7 @@ def measure(label: str, durability: str, replicas: int, clip: Path, checkins: in
     stack.up(config, timeout=600)
     settings = CommonSettings(aws_endpoint_url=config.endpoint, aws_region="us-east-1")
     try:
-        with httpx.Client(timeout=120) as http:
+        with _client(config) as http:
             for _ in range(min(2, checkins)):  # warm-up: first inferences, caches
                 _one_checkin(http, config.api_url, clip, "bench-warmup")
         pids = {name: info["pid"] for name, info in
@@ -104,7 +113,7 @@ def measure(label: str, durability: str, replicas: int, clip: Path, checkins: in
 
         def run(index: int) -> str:
             if not hasattr(local, "http"):
-                local.http = httpx.Client(timeout=120)
+                local.http = _client(config)
             return _one_checkin(local.http, config.api_url, clip, f"bench-{index % 4}")
 
         with ThreadPoolExecutor(in_flight) as pool:

@@ -8,15 +8,25 @@ token for one of the named development users: one per role in the clinic
 
     python -m schizodot.cli token --user dev-clinician      # prints a token
 
-It is for the embedded stack and tests only: a deployment points
+docker compose runs this file on its own (it needs only PyJWT and cryptography,
+which the API images carry) as the `dev-issuer` step: `init` makes the keys in a
+volume and publishes the JWKS to the volume the APIs read, and
+
+    docker compose run --rm dev-issuer token --user dev-clinician
+
+prints a token for compose users.
+
+It is for the embedded stack, compose and tests only: a deployment points
 `SCHIZODOT_AUTH_ISSUER`, `SCHIZODOT_AUTH_AUDIENCE` and `SCHIZODOT_AUTH_JWKS_URL` at
 its OIDC provider (README, "Identity").
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -100,3 +110,36 @@ class DevIssuer:
         self.ensure()
         return {"SCHIZODOT_AUTH_ISSUER": ISSUER, "SCHIZODOT_AUTH_AUDIENCE": AUDIENCE,
                 "SCHIZODOT_AUTH_JWKS_FILE": str(self.jwks_path.resolve())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`init` (keys, and the JWKS published where the APIs read it) and `token`, for compose."""
+    parser = argparse.ArgumentParser(description="SchizoDot's development token issuer (not for production)")
+    parser.add_argument("--dir", type=Path, default=Path(os.environ.get("SCHIZODOT_DEV_ISSUER_DIR", ".stack")),
+                        help="where the keys live (default $SCHIZODOT_DEV_ISSUER_DIR or .stack)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="make the key pair once; copy the public JWKS to --publish")
+    init.add_argument("--publish", type=Path, default=None, help="a JWKS file for the APIs (no private key)")
+    token = sub.add_parser("token", help="print a signed token for a development user")
+    token.add_argument("--user", required=True, choices=sorted(USERS))
+    token.add_argument("--lifetime", type=int, default=3600, help="seconds")
+    args = parser.parse_args(argv)
+    issuer = DevIssuer(args.dir)
+    if args.command == "token":
+        if not issuer.jwks_path.exists():
+            print(f"no development issuer in {args.dir}: run `init` first", file=sys.stderr)
+            return 2
+        print(issuer.mint(args.user, lifetime=args.lifetime))
+        return 0
+    issuer.ensure()
+    if args.publish is not None:
+        args.publish.parent.mkdir(parents=True, exist_ok=True)
+        partial = args.publish.with_name(f".{args.publish.name}.partial")
+        partial.write_text(issuer.jwks_path.read_text())
+        os.replace(partial, args.publish)  # the APIs never read half a file
+    print(f"development issuer {ISSUER} (key id {issuer.kid}); JWKS at {args.publish or issuer.jwks_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

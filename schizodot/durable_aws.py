@@ -24,16 +24,23 @@ DynamoDB items come back exactly as they were.
   pickled form) is stored or removed; multipart uploads in progress are kept
   too (each upload's description and each part once), so an upload resumes
   from ListParts after a restart.
+- KMS: after a request that changes keys or aliases, every key of that
+  account and region (its id, key material, rotation, aliases and tags) is
+  stored, and put back before anything else: a replayed CreateKey would make
+  a key with a new id and new material, orphaning what names the old one.
 - Everything else that changes state (creating tables, queues, buckets, their
   attributes, notifications) is kept as the request itself and replayed at
   start-up, in order, before the data is put back; a repeated identical request
-  replaces its earlier copy, so the log stays small.
+  replaces its earlier copy, so the log stays small (a request that then fails
+  for want of what a later one makes is replayed again after the rest). The
+  headers that shape such a request (`x-amz-bucket-object-lock-enabled`, say)
+  are kept with it.
 
 The response is sent only after the change is committed to SQLite (WAL,
 `synchronous=FULL` by default: each commit is fsynced, so a power cut loses
 nothing acknowledged; `--sync normal` survives process crashes only).
-Only the standard library and moto are imported: compose runs this file in
-moto's own image.
+Only the standard library and moto (with cryptography, its dependency) are
+imported: compose runs this file in moto's own image.
 """
 
 from __future__ import annotations
@@ -71,9 +78,18 @@ _SQS_MESSAGE_ACTIONS = ("SendMessage", "SendMessageBatch", "ReceiveMessage", "De
                         "StartMessageMoveTask", "CancelMessageMoveTask")
 _SNS_MESSAGE_ACTIONS = ("Publish", "PublishBatch")  # their effect is the SQS messages they fan out
 _READ_PREFIXES = ("Get", "List", "Describe", "Query", "Scan", "BatchGet", "Head")
-# Request headers a replayed control request needs (service routing, protocol, account).
+# KMS calls that use a key without changing it (no store write for them).
+_KMS_USES = ("Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+             "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GenerateRandom", "GenerateMac",
+             "VerifyMac", "Sign", "Verify", "DeriveSharedSecret")
+# Request headers a replayed control request needs (service routing, protocol, account); and every
+# other x-amz-* header but the per-request ones, since some shape what is made (S3's
+# x-amz-bucket-object-lock-enabled, x-amz-object-ownership, x-amz-acl on CreateBucket).
 _KEPT_HEADERS = ("HTTP_AUTHORIZATION", "HTTP_X_AMZ_TARGET", "CONTENT_TYPE", "HTTP_HOST", "HTTP_X_AMZ_DATE",
                  "HTTP_X_AMZ_CONTENT_SHA256", "HTTP_X_AMZN_QUERY_MODE", "HTTP_CONTENT_MD5")
+_PER_REQUEST_HEADERS = ("HTTP_X_AMZ_SECURITY_TOKEN", "HTTP_X_AMZ_USER_AGENT", "HTTP_X_AMZ_SDK_CHECKSUM_ALGORITHM",
+                        "HTTP_X_AMZ_CHECKSUM_CRC32", "HTTP_X_AMZ_CHECKSUM_CRC32C", "HTTP_X_AMZ_CHECKSUM_SHA1",
+                        "HTTP_X_AMZ_CHECKSUM_SHA256", "HTTP_X_AMZ_DECODED_CONTENT_LENGTH")
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/")
 
 
@@ -145,6 +161,8 @@ class Store:
             CREATE TABLE IF NOT EXISTS messages (account TEXT, region TEXT, queue TEXT, message_id TEXT,
                                                  seq INTEGER, pending INTEGER, message BLOB,
                                                  PRIMARY KEY (account, region, queue, message_id));
+            CREATE TABLE IF NOT EXISTS kms_keys (account TEXT, region TEXT, key_id TEXT, key BLOB,
+                                                 PRIMARY KEY (account, region, key_id));
             CREATE TABLE IF NOT EXISTS deleted_receipts (account TEXT, region TEXT, queue TEXT, handle TEXT,
                                                          deleted_at REAL,
                                                          PRIMARY KEY (account, region, queue, handle));
@@ -162,7 +180,8 @@ class Store:
         return self._seq
 
     def wipe(self) -> None:
-        for table in ("control", "items", "objects", "uploads", "upload_parts", "messages", "deleted_receipts"):
+        for table in ("control", "items", "objects", "uploads", "upload_parts", "messages", "deleted_receipts",
+                      "kms_keys"):
             self.db.execute(f"DELETE FROM {table}")
 
 
@@ -171,11 +190,13 @@ class DurableState:
 
     def __init__(self, store: Store) -> None:
         from moto.dynamodb.models import dynamodb_backends
+        from moto.kms.models import kms_backends
         from moto.s3.models import s3_backends
         from moto.sqs.models import sqs_backends
 
         self.store = store
         self.dynamodb = dynamodb_backends
+        self.kms = kms_backends
         self.s3 = s3_backends
         self.sqs = sqs_backends
         self._seen: dict[tuple[str, str, str, str], tuple] = {}  # stored SQS messages -> signature
@@ -184,7 +205,8 @@ class DurableState:
     # -- capture ---------------------------------------------------------------
 
     def record_control(self, request: Request) -> None:
-        kept = {name: request.environ[name] for name in _KEPT_HEADERS if name in request.environ}
+        kept = {name: value for name, value in request.environ.items()
+                if name in _KEPT_HEADERS or (name.startswith("HTTP_X_AMZ_") and name not in _PER_REQUEST_HEADERS)}
         record = {"method": request.method, "path": request.path, "query": request.query, "environ": kept,
                   "body": base64.b64encode(request.body).decode()}
         digest = hashlib.sha256(json.dumps(
@@ -236,6 +258,15 @@ class DurableState:
                 self.store.db.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?)",
                                       (account, request.region, table.name, stored_key,
                                        json.dumps(current.to_json()["Attributes"])))
+
+    def record_keys(self, request: Request) -> None:
+        """Every KMS key of the request's account and region, as it is now."""
+        account = self._account(request.access_key)
+        backend = self.kms[account][request.region]
+        self.store.db.execute("DELETE FROM kms_keys WHERE account = ? AND region = ?", (account, request.region))
+        for key_id, key in list(backend.keys.items()):
+            self.store.db.execute("INSERT INTO kms_keys VALUES (?, ?, ?, ?)",
+                                  (account, request.region, key_id, _dump_kms_key(key, backend)))
 
     def record_objects(self, request: Request) -> None:
         account = self._account(request.access_key)
@@ -318,10 +349,26 @@ class DurableState:
     # -- restore ---------------------------------------------------------------
 
     def restore(self, replay: Callable[[dict[str, Any]], int]) -> dict[str, int]:
-        counts = {"control": 0, "items": 0, "objects": 0, "uploads": 0, "messages": 0}
-        for (text,) in self.store.db.execute("SELECT request FROM control ORDER BY seq").fetchall():
-            replay(json.loads(text))
-            counts["control"] += 1
+        counts = {"kms_keys": 0, "control": 0, "items": 0, "objects": 0, "uploads": 0, "messages": 0}
+        for account, region, key_id, blob in self.store.db.execute(
+                "SELECT account, region, key_id, key FROM kms_keys").fetchall():
+            backend = self.kms[account][region]
+            backend.keys[key_id] = _load_kms_key(blob, backend)
+            counts["kms_keys"] += 1
+        # Every stored request succeeded once. A repeat moved it to the end (so the last setting
+        # wins), which can put it after one that needs it: provisioning again after a restart
+        # repeats CreateBucket after PutObjectLockConfiguration. So what fails is replayed
+        # again after the rest, until a pass makes no progress.
+        pending = [json.loads(text) for (text,) in
+                   self.store.db.execute("SELECT request FROM control ORDER BY seq").fetchall()]
+        counts["control"] = len(pending)
+        while pending:
+            failed = [record for record in pending if replay(record) >= 400]
+            if len(failed) == len(pending):
+                break
+            pending = failed
+        for record in pending:  # its resource was deleted later: nothing to set up
+            log.info("not replayed: %s %s?%s", record["method"], record["path"], record["query"][:80])
         for _, _, backend in _backends(self.sqs):  # replayed notification set-ups sent test events
             for queue in backend.queues.values():
                 queue._messages = []
@@ -421,7 +468,7 @@ class DurableApp:
         return ""
 
     def classify(self, request: Request) -> str:
-        """read | control | items | messages | objects | reset"""
+        """read | control | items | messages | objects | keys | reset"""
         service, action, method = request.service, request.action, request.method
         if request.path.startswith("/moto-api"):
             return "reset" if method == "POST" and request.path.rstrip("/").endswith("/reset") else "read"
@@ -443,6 +490,8 @@ class DurableApp:
             return "messages" if action in _SQS_MESSAGE_ACTIONS else "control"
         if service == "sns" and action in _SNS_MESSAGE_ACTIONS:
             return "messages"
+        if service == "kms":
+            return "read" if action.startswith(_READ_PREFIXES) or action in _KMS_USES else "keys"
         if method in ("GET", "HEAD", "OPTIONS") or action.startswith(_READ_PREFIXES):
             return "read"
         return "control"
@@ -482,6 +531,8 @@ class DurableApp:
                         self.state.record_items(request)
                     elif kind == "objects":
                         self.state.record_objects(request)
+                    elif kind == "keys" and ok:
+                        self.state.record_keys(request)
                     self.state.record_messages()  # S3 notifications and SNS fan-out land in SQS too
                     self.state.store.db.execute("COMMIT")
                 except BaseException:
@@ -511,6 +562,44 @@ class DurableApp:
         if hasattr(result, "close"):
             result.close()
         return int(status[0].split()[0]) if status else 500
+
+
+def _dump_kms_key(key: Any, backend: Any) -> bytes:
+    """A moto KMS key as bytes: its attributes, its private key as PKCS#8 (the
+    cryptography object does not pickle) and its tags."""
+    from cryptography.hazmat.primitives import serialization
+
+    state = dict(key.__dict__)
+    signer = state.pop("private_key", None)
+    private = None
+    if signer is not None:
+        inner = dict(signer.__dict__)
+        pem = inner.pop("private_key").private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption())
+        private = (type(signer).__module__, type(signer).__qualname__, inner, pem)
+    tags = backend.tagger.list_tags_for_resource(key.id).get("Tags", [])
+    return pickle.dumps({"key": state, "private": private, "tags": tags})
+
+
+def _load_kms_key(blob: bytes, backend: Any) -> Any:
+    import importlib
+
+    from cryptography.hazmat.primitives import serialization
+    from moto.kms.models import Key
+
+    data = pickle.loads(blob)
+    key = Key.__new__(Key)
+    key.__dict__.update(data["key"])
+    if data["private"] is not None:
+        module, name, inner, pem = data["private"]
+        signer_class = getattr(importlib.import_module(module), name)
+        signer = signer_class.__new__(signer_class)
+        signer.__dict__.update(inner)
+        signer.private_key = serialization.load_pem_private_key(pem, password=None)
+        key.private_key = signer
+    if data["tags"]:
+        backend.tagger.tag_resource(key.id, data["tags"])
+    return key
 
 
 def _backends(backend_dict: Any) -> list[tuple[str, str, Any]]:

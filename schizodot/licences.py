@@ -38,6 +38,7 @@ class ImageSpec:
     requirements: tuple[str, ...]  # installed with their dependencies
     no_deps: tuple[str, ...] = ()  # installed with --no-deps
     default_path: bool = True  # what `docker compose up` and the manifests run by default
+    target: str = "runtime"  # the Dockerfile stage the image is built from (deploy/docker/images.sh)
 
 
 IMAGES: tuple[ImageSpec, ...] = (
@@ -48,7 +49,7 @@ IMAGES: tuple[ImageSpec, ...] = (
     ImageSpec("results", "services/results/Dockerfile", ("services/results/requirements.txt",)),
     # GPU nodes, and a `.pt` pill detector or the deepface backend: opt-in.
     ImageSpec("vision-cuda", "services/vision/Dockerfile", ("services/vision/requirements-torch.txt",),
-              no_deps=("services/vision/requirements-torch-nodeps.txt",), default_path=False),
+              no_deps=("services/vision/requirements-torch-nodeps.txt",), default_path=False, target="cuda"),
 )
 
 # Installed into every venv by `python -m venv`; not dependencies of the service.
@@ -183,23 +184,41 @@ def closure(spec: ImageSpec) -> dict[str, str]:
 
 
 def system_packages(spec: ImageSpec) -> list[str]:
-    """The Debian packages the image's Dockerfile installs."""
+    """The Debian packages the image's Dockerfile installs in the stages the image is
+    built on: its target and the stages that one is FROM. What a build stage installs
+    for itself (npm in vision's model stage) does not ship: only the files a later
+    stage copies from it do."""
     text = re.sub(r"\\\n", " ", (REPO / spec.dockerfile).read_text())
+    stages: dict[str, tuple[str, str]] = {}  # stage -> (what it is FROM, its instructions)
+    for chunk in re.split(r"^FROM\s+", text, flags=re.MULTILINE)[1:]:
+        header, _, body = chunk.partition("\n")
+        words = header.split()
+        if len(words) >= 3 and words[1].lower() == "as":
+            stages[words[2]] = (words[0], body)
+    chain: list[str] = []
+    stage = spec.target
+    while stage in stages and stage not in chain:
+        chain.append(stage)
+        stage = stages[stage][0]
+    if not chain:
+        raise LookupError(f"{spec.dockerfile} has no stage {spec.target!r}")
     packages: list[str] = []
-    for match in re.finditer(r"apt-get install -y --no-install-recommends ([^&;\n]+)", text):
-        packages += [p for p in match.group(1).split() if p not in packages]
+    for stage in reversed(chain):
+        for match in re.finditer(r"apt-get install -y --no-install-recommends ([^&;\n]+)", stages[stage][1]):
+            packages += [p for p in match.group(1).split() if p not in packages]
     return packages
 
 
 def model_files() -> list[tuple[str, str, str, str]]:
     """(file, carrier package, licence, what it is) for every model file models.py fetches."""
-    from schizodot.models import MODEL_FILES
+    from schizodot.models import MODEL_FILES, NPM_MODEL_FILES
 
     rows = []
-    for model in MODEL_FILES:
-        carrier = re.split(r"==|@(?=\d)", getattr(model, "requirement", "") or model.filename)[0]
+    for model in (*MODEL_FILES, *NPM_MODEL_FILES):
+        source = getattr(model, "requirement", None) or getattr(model, "package", "")
+        carrier = re.split(r"==|@(?=\d)", source or model.filename)[0]
         licence, what = MODEL_LICENCES.get(carrier, ("", ""))
-        rows.append((model.filename, getattr(model, "requirement", ""), licence, what))
+        rows.append((model.filename, source, licence, what))
     return rows
 
 

@@ -3,8 +3,9 @@ retried with capped exponential back-off and full jitter (tenacity) until a
 deadline; only a failure that outlasts it is reported, as one readable line.
 
 Transient: connection refused, reset or closed, timeouts, HTTP 502/503/504 and
-429 (waiting at least what `Retry-After` asks), and for AWS calls whatever
-botocore's own retries gave up on (throttling, 5xx, endpoint unreachable).
+429 (waiting at least what `Retry-After` asks). The clients speak only to the
+APIs (and S3's presigned POST); an API whose AWS store is away after botocore's
+retries answers 503 with Retry-After (shared.http), which is retried here too.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ from __future__ import annotations
 import email.utils
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import tenacity
 
-T = TypeVar("T")
 RETRIED_STATUSES = frozenset({429, 502, 503, 504})
 DEFAULT_DEADLINE_SECONDS = 120.0
 DEADLINE_VARIABLE = "SCHIZODOT_CLIENT_RETRY_DEADLINE"
@@ -100,35 +100,6 @@ def http_request(http: httpx.Client, method: str, url: str, *, policy: RetryPoli
         raise ServiceUnreachable(f"{what}: cannot reach {httpx.URL(url).netloc.decode()} "
                                  f"({describe(error)}) for {policy.deadline_seconds:.0f} s") from None
     raise AssertionError("unreachable")  # tenacity either returns or raises
-
-
-def _aws_transient(error: BaseException) -> bool:
-    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
-
-    if isinstance(error, (ConnectionError, HTTPClientError)):
-        return True  # endpoint unreachable, connection closed or reset, timeouts
-    if isinstance(error, ClientError):
-        response = error.response
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        code = response.get("Error", {}).get("Code", "")
-        return status >= 500 or status == 429 or "Throttl" in code or code in (
-            "ProvisionedThroughputExceededException", "RequestThrottled", "SlowDown", "RequestLimitExceeded")
-    return False
-
-
-async def aws_call(call: Callable[[], Awaitable[T]], *, policy: RetryPolicy, what: str) -> T:
-    """An AWS read, retried beyond botocore's own attempts until the deadline
-    (the AWS server may be restarting)."""
-    try:
-        async for attempt in tenacity.AsyncRetrying(**policy.retrying(_aws_transient)):
-            with attempt:
-                return await call()
-    except Exception as error:
-        if _aws_transient(error):
-            raise ServiceUnreachable(f"{what}: the AWS API kept failing ({describe(error)}) for "
-                                     f"{policy.deadline_seconds:.0f} s") from None
-        raise
-    raise AssertionError("unreachable")
 
 
 def describe(error: BaseException) -> str:

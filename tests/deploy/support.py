@@ -95,6 +95,21 @@ def settings_env_names(settings_class: type) -> set[str]:
 
 SETTINGS = {service: settings_class_of(service) for service in STAGES}
 
+
+def serves_api(service: str) -> bool:
+    """Whether the service has an HTTP API (services/<service>/api.py): its process then also
+    reads shared.auth's AuthSettings (SCHIZODOT_AUTH_*), how people's tokens are checked."""
+    return (REPO / "services" / service / "api.py").exists()
+
+
+def extra_settings_of(service: str) -> list[type]:
+    """Settings classes a service process reads besides its own and CommonSettings."""
+    if not serves_api(service):
+        return []
+    from shared.auth import AuthSettings
+
+    return [AuthSettings]
+
 # Variables a container may carry that no settings class reads, and who reads them.
 NOT_SETTINGS = {
     "AWS_ACCESS_KEY_ID": "botocore",
@@ -156,6 +171,8 @@ def settings_from(settings_class: type[BaseSettings], env: dict[str, str], monke
 
 def unknown_variables(service: str, env: dict[str, str]) -> list[str]:
     known = settings_env_names(CommonSettings) | settings_env_names(SETTINGS[service]) | set(NOT_SETTINGS)
+    for extra in extra_settings_of(service):
+        known |= settings_env_names(extra)
     return sorted(key for key in env if key.upper() not in known)
 
 

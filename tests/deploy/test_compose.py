@@ -101,3 +101,36 @@ def test_services_get_only_variables_their_settings_read(resolved, monkeypatch):
         assert service["build"]["target"] == "runtime"
     assert settings_from(SETTINGS["ingest"], resolved["services"]["ingest"]["environment"],
                          monkeypatch).api_host == "0.0.0.0"
+
+
+def test_the_apis_check_tokens_of_the_development_issuer_which_alone_holds_its_key(resolved, monkeypatch):
+    from shared.auth import AuthSettings
+
+    services = resolved["services"]
+    issuer = services["dev-issuer"]
+    assert issuer["entrypoint"] == ["python", "/opt/schizodot/dev_identity.py"]
+    published = issuer["command"][issuer["command"].index("--publish") + 1]
+    assert issuer["read_only"] is True and issuer["cap_drop"] == ["ALL"]
+    assert named_volumes(issuer)["dev-issuer"] == (issuer["environment"]["SCHIZODOT_DEV_ISSUER_DIR"], "rw")
+    for api in ("ingest", "results"):
+        service = services[api]
+        auth = settings_from(AuthSettings, service["environment"], monkeypatch)
+        assert auth.bearer_configured and auth.issuer == "https://dev-issuer.schizodot.invalid"
+        assert str(auth.jwks_file) == published
+        mounts = named_volumes(service)
+        assert mounts["auth-jwks"][1] == "ro" and "dev-issuer" not in mounts  # never the private key
+        assert str(auth.jwks_file).startswith(mounts["auth-jwks"][0] + "/")
+        assert service["depends_on"]["dev-issuer"]["condition"] == "service_completed_successfully"
+        assert service["environment"]["SCHIZODOT_PSEUDONYM_KEY"]  # the APIs refuse to start without it
+    for stage in set(STAGES) - {"ingest", "results"}:
+        assert not [k for k in services[stage]["environment"] if k.startswith("SCHIZODOT_AUTH_")], stage
+
+
+def named_volumes(service: dict) -> dict[str, tuple[str, str]]:
+    """volume -> (target, mode) of a service as `docker-compose config` prints it (`name:target:mode`)."""
+    found = {}
+    for entry in service.get("volumes", []):
+        source, target, mode = (entry.split(":") + ["rw"])[:3]
+        if not source.startswith(("/", ".")):
+            found[source] = (target, mode)
+    return found

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from shared.auth import AuthSettings
 from shared.topology import STAGES
 from tests.deploy.support import (
     KEDA_SCHEMA,
@@ -85,7 +86,11 @@ def test_container_settings_are_the_services_own(overlay, monkeypatch):
             assert ports["http"] == settings.api_port and settings.api_host == "0.0.0.0"
         if stage == "results":
             assert ports["http"] == settings.api_port and settings.api_host == "0.0.0.0"
-            assert {"secretRef": {"name": "schizodot-results-api", "optional": True}} in container["envFrom"]
+        # The pseudonym key comes from a Secret made outside the repository, required by every service.
+        assert {"secretRef": {"name": "schizodot-secrets"}} in container["envFrom"], stage
+        if stage in ("ingest", "results"):  # the APIs check people's tokens against the provider's JWKS
+            auth = settings_from(AuthSettings, env, monkeypatch)
+            assert auth.bearer_configured and auth.jwks_url and auth.jwks_url.startswith("https://"), stage
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

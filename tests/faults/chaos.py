@@ -5,7 +5,8 @@ fails, delays and drops a few percent of all AWS requests.
     make chaos                                   # 200 check-ins, 12 in flight
     python -m tests.faults.chaos --checkins 40 --in-flight 8
 
-Clients are real `schizodot submit` processes. Clips are made here: short
+Clients are real `schizodot submit` processes, authenticated as the embedded
+stack's development uploader (tokens signed by its issuer). Clips are made here: short
 videos with a face and speech, audio-only recordings and silent videos. At the
 end it checks, reading the AWS server directly (not through the proxy):
 every job completed, one SchizodotUsers item per job, no dead letters that are
@@ -35,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from schizodot import samples, stack
+from schizodot.dev_identity import DEV_CLINIC
 from shared.aws import sync_client
 from shared.dynamo import from_item
+from shared.identity import patient_key
 from shared.infra import PATIENT_JOBS_INDEX
 from shared.settings import CommonSettings
 from shared.topology import STAGES
@@ -162,12 +165,13 @@ def _all_pages(call, **request) -> list[dict]:
 
 
 def verify(settings: CommonSettings, runs: list[ClientRun], patients: list[str]) -> dict[str, Any]:
-    """The figures, read from the AWS server itself."""
+    """The figures, read from the AWS server itself. The clients submit as the development
+    clinic's uploader, so each patient is stored under that clinic's patient key."""
     dynamodb = sync_client(settings, "dynamodb")
     sqs = sync_client(settings, "sqs")
     jobs: list[dict[str, Any]] = []
     users: list[dict[str, Any]] = []
-    for patient in patients:
+    for patient in (patient_key(DEV_CLINIC, patient) for patient in patients):
         jobs += [from_item(i) for i in _all_pages(
             dynamodb.query, TableName=settings.jobs_table, IndexName=PATIENT_JOBS_INDEX,
             KeyConditionExpression="patient_id = :p", ExpressionAttributeValues={":p": {"S": patient}})]

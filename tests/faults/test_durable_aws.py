@@ -158,3 +158,31 @@ def test_a_multipart_upload_resumes_across_a_sigkill(server):
     stored = s3.get_object(Bucket=settings.bucket, Key=key)
     assert stored["Body"].read() == first + second and stored["ContentType"] == "video/webm"
     assert s3.list_multipart_uploads(Bucket=settings.bucket).get("Uploads", []) == []  # completed: not kept
+
+
+def test_the_protection_of_phi_survives_a_sigkill_and_provisioning_again(server):
+    """The KMS key keeps its id and material (what the tables, queues and buckets
+    name, and what decrypts earlier ciphertexts), the audit bucket its Object Lock;
+    so the supervisor's provisioning after a restart, with records already in the
+    audit bucket, changes nothing."""
+    settings = server.settings
+    ensure_infrastructure(settings)
+    kms, s3, dynamodb = server.client("kms"), server.client("s3"), server.client("dynamodb")
+    key = kms.describe_key(KeyId=settings.kms_key_alias)["KeyMetadata"]
+    sealed = kms.encrypt(KeyId=settings.kms_key_alias, Plaintext=b"phi")["CiphertextBlob"]
+    lock = s3.get_object_lock_configuration(Bucket=settings.audit_bucket)["ObjectLockConfiguration"]
+    s3.put_object(Bucket=settings.audit_bucket, Key="audit/dev-clinic/record.json", Body=b"{}")
+
+    for _ in range(2):  # the second time after provisioning again has repeated every set-up request
+        server.kill()
+        server.start()
+
+        assert kms.describe_key(KeyId=settings.kms_key_alias)["KeyMetadata"]["Arn"] == key["Arn"]
+        assert kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"]
+        assert kms.list_resource_tags(KeyId=key["KeyId"])["Tags"] == [{"TagKey": "app", "TagValue": "schizodot"}]
+        assert kms.decrypt(CiphertextBlob=sealed)["Plaintext"] == b"phi"
+        assert s3.get_object_lock_configuration(Bucket=settings.audit_bucket)["ObjectLockConfiguration"] == lock
+        ensure_infrastructure(settings)  # what the supervisor does after restarting the AWS server
+        assert [k["KeyId"] for k in kms.list_keys()["Keys"]] == [key["KeyId"]]
+    described = dynamodb.describe_table(TableName=settings.jobs_table)["Table"]
+    assert described["SSEDescription"]["KMSMasterKeyArn"] == key["Arn"]

@@ -192,10 +192,11 @@ def test_reset_wipes_the_data(durable_stack):
 
 
 def _jobs(running: RunningStack, patient: str) -> list[dict]:
+    """The patient's jobs as stored (under the clinic's patient key), read from the AWS server itself."""
     from shared.dynamo import from_item
     from shared.infra import PATIENT_JOBS_INDEX
 
     response = running.client("dynamodb").query(
         TableName=running.settings.jobs_table, IndexName=PATIENT_JOBS_INDEX,
-        KeyConditionExpression="patient_id = :p", ExpressionAttributeValues={":p": {"S": patient}})
+        KeyConditionExpression="patient_id = :p", ExpressionAttributeValues={":p": {"S": running.stored_key(patient)}})
     return [from_item(item) for item in response["Items"]]

@@ -139,11 +139,16 @@ def test_deployment_names_only_what_its_image_has(overlay, service):
         settings_class = settings_class_of({service!r})
         settings_class()  # the Deployment's values, validated by the image's settings classes
         CommonSettings()
+        extra = set()
+        if importlib.util.find_spec("services.{service}.api") is not None:  # an API: people's tokens too
+            from shared.auth import AuthSettings
+            AuthSettings()
+            extra = settings_env_names(AuthSettings)
         args = {args!r}
-        paths = [value for value in os.environ.values() if value.startswith("/") and not value.startswith("/tmp")
-                 and ":" not in value]
+        paths = [value for value in {sorted(env.values())!r} if value.startswith("/") and not value.startswith("/tmp")
+                 and ":" not in value]  # what the Deployment names (imports, cv2's, may add variables of their own)
         print(json.dumps({{
-            "names": sorted(settings_env_names(settings_class) | settings_env_names(CommonSettings)),
+            "names": sorted(settings_env_names(settings_class) | settings_env_names(CommonSettings) | extra),
             "program": shutil.which(args[0]) is not None,
             "module": args[1] != "-m" or importlib.util.find_spec(args[2]) is not None,
             "missing": [p for p in paths if not os.path.exists(p)],

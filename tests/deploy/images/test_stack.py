@@ -1,8 +1,12 @@
 """docker-compose.yml, the file users run, started from the built images and
 locked down as the Kubernetes manifests demand: every healthcheck passes, the
 manifests' probes answer, a write outside /tmp fails, and one real check-in
-goes through the presigned upload, its result comes back through the results
-API and its trace through the OTLP endpoint (read back with Jaeger's query API).
+goes through as users make one: tokens from compose's development issuer
+(`docker compose run --rm dev-issuer token --user ...`), the check-in created by
+the clinic's uploader and sent with the presigned POST, its result read through
+the results API by the clinic's clinician (another clinic's sees nothing), the
+audit trail read by the clinic's admin, and its trace through the OTLP endpoint
+(read back with Jaeger's query API), with no patient id in any span.
 
 Host ports are free ones unless SCHIZODOT_CHECK_AWS_PORT, _INGEST_PORT,
 _RESULTS_PORT or _JAEGER_PORT name them; the project is `schizodot-check`, so a
@@ -16,13 +20,15 @@ import secrets
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
 from schizodot import samples
+from schizodot.dev_identity import DEV_CLINIC
+from shared.identity import patient_key
 from shared.topology import STAGES
 from tests.conftest import free_port
 from tests.deploy.images.engine import TAG, docker
@@ -40,8 +46,8 @@ JOB_TIMEOUT = float(os.environ.get("SCHIZODOT_CHECK_JOB_TIMEOUT", "600"))
 class ComposeStack:
     env: dict[str, str]
     ports: dict[str, int]
-    api_key: str
     timings: dict[str, float]
+    tokens: dict[str, str] = field(default_factory=dict)
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run([tool("docker-compose"), "-p", PROJECT, "-f", str(REPO / "docker-compose.yml"),
@@ -65,6 +71,16 @@ class ComposeStack:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
+    def auth(self, user: str) -> dict[str, str]:
+        """A development user's bearer token, as a compose user gets one (README, "Getting a token")."""
+        if user not in self.tokens:
+            started = time.monotonic()
+            minted = self.compose("run", "--rm", "--no-deps", "-T", "dev-issuer", "token", "--user", user,
+                                  timeout=120)
+            self.tokens[user] = minted.stdout.strip().splitlines()[-1]
+            self.timings[f"token {user}"] = time.monotonic() - started
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
 
 def _port(name: str) -> int:
     return int(os.environ.get(f"SCHIZODOT_CHECK_{name.upper()}_PORT") or free_port())
@@ -73,7 +89,6 @@ def _port(name: str) -> int:
 @pytest.fixture(scope="module")
 def stack(request) -> ComposeStack:
     ports = {name: _port(name) for name in ("aws", "ingest", "results", "jaeger")}
-    api_key = secrets.token_urlsafe(24)
     env = {key: value for key, value in os.environ.items() if not key.startswith("COMPOSE_")}
     env.update({
         "SCHIZODOT_IMAGE_TAG": TAG,
@@ -83,9 +98,9 @@ def stack(request) -> ComposeStack:
         "JAEGER_UI_HOST_PORT": str(ports["jaeger"]),
         # the uploader (this test) reaches the AWS server on the host's port
         "INGEST_PUBLIC_S3_ENDPOINT_URL": f"http://localhost:{ports['aws']}",
-        "RESULTS_API_KEYS": api_key,
+        "SCHIZODOT_PSEUDONYM_KEY": secrets.token_hex(32),  # as a deployment sets one in .env
     })
-    running = ComposeStack(env, ports, api_key, {})
+    running = ComposeStack(env, ports, {})
     running.compose("down", "-v", "--remove-orphans", check=False)  # what a killed earlier run left
     started = time.monotonic()
     try:
@@ -117,19 +132,21 @@ def _wait_until_healthy(running: ComposeStack) -> None:
     while True:
         health = {service: running.state(service).get("Health", {}).get("Status") for service in HEALTHY}
         init = running.state("aws-init")
+        issuer = running.state("dev-issuer")
         jaeger = running.state("jaeger")
-        if init["Status"] == "exited" and init["ExitCode"] != 0:
-            raise AssertionError(f"aws-init failed (exit {init['ExitCode']})")
+        for name, step in (("aws-init", init), ("dev-issuer", issuer)):
+            if step["Status"] == "exited" and step["ExitCode"] != 0:
+                raise AssertionError(f"{name} failed (exit {step['ExitCode']})")
         looping = [s for s in HEALTHY if json.loads(docker("inspect", running.container(s)).stdout)[0]
                    ["RestartCount"] >= 3]
         if looping:
             raise AssertionError(f"restarting again and again: {looping} (their logs follow)")
         if all(status == "healthy" for status in health.values()) and init["Status"] == "exited" \
-                and jaeger["Status"] == "running":
+                and issuer["Status"] == "exited" and jaeger["Status"] == "running":
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"not healthy after {STACK_TIMEOUT:.0f} s: {health}, aws-init {init['Status']}, "
-                                 f"jaeger {jaeger['Status']}")
+                                 f"dev-issuer {issuer['Status']}, jaeger {jaeger['Status']}")
         time.sleep(2)
 
 
@@ -170,22 +187,27 @@ def test_a_checkin_goes_through_the_presigned_upload_to_the_results_api_and_trac
     clip = samples.checkin_video(tmp_path / "checkin.mp4", seconds=6.0,
                                  text="Good morning. I feel fine today and I took my tablet.")
     patient = f"patient-{uuid.uuid4().hex[:8]}"
+    uploader, clinician = stack.auth("dev-uploader"), stack.auth("dev-clinician")
     started = time.monotonic()
     with httpx.Client(timeout=30) as http:
-        created = http.post(f"{stack.url('ingest')}/api/v1/analyze", json={
-            "patient_id": patient, "filename": clip.name, "content_type": "video/mp4"})
+        checkin = {"patient_id": patient, "filename": clip.name, "content_type": "video/mp4"}
+        analyze = f"{stack.url('ingest')}/api/v1/analyze"
+        assert http.post(analyze, json=checkin).status_code == 401
+        created = http.post(analyze, json=checkin, headers=uploader)
         assert created.status_code == 201, created.text
         job = created.json()
+        # The presigned POST: S3 (moto in its container) checks the policy it was signed with.
         assert job["upload_url"].startswith(f"http://localhost:{stack.ports['aws']}/")
-        uploaded = http.put(job["upload_url"], content=clip.read_bytes(), headers=job["upload_headers"])
-        assert uploaded.status_code == 200, uploaded.text
+        uploaded = http.post(job["upload_url"], data=job["upload_fields"],
+                             files={"file": (clip.name, clip.read_bytes(), "video/mp4")})
+        assert uploaded.status_code in (200, 204), uploaded.text
 
         results = stack.url("results")
-        auth = {"X-API-Key": stack.api_key}
-        assert http.get(f"{results}/api/v1/jobs/{job['job_id']}").status_code == 401
+        status_url = f"{results}/api/v1/jobs/{job['job_id']}"
+        assert http.get(status_url).status_code == 401
         deadline = time.monotonic() + JOB_TIMEOUT
         while True:
-            status = http.get(f"{results}/api/v1/jobs/{job['job_id']}", headers=auth)
+            status = http.get(status_url, headers=clinician)
             assert status.status_code == 200, status.text
             if status.json()["status"] in ("completed", "failed") or time.monotonic() > deadline:
                 break
@@ -193,15 +215,29 @@ def test_a_checkin_goes_through_the_presigned_upload_to_the_results_api_and_trac
         assert status.json()["status"] == "completed", status.json()
         print(f"check-in: uploaded and completed in {time.monotonic() - started:.1f} s")
 
-        result = http.get(f"{results}/api/v1/results/{job['job_id']}", headers=auth)
+        result = http.get(f"{results}/api/v1/results/{job['job_id']}", headers=clinician)
         assert result.status_code == 200, result.text
         item = result.json()
-        assert (item["user_id"], item["job_id"]) == (patient, job["job_id"])
+        assert (item["user_id"], item["job_id"]) == (patient, job["job_id"])  # the clinic's own patient id
         facial = item["results"]["facial_emotion"]
         assert facial["face_detected"] is True and facial["frame_count"] > 0  # MediaPipe ran in the image
+        # The ensemble ran: fer's network and face-api's, converted at build time and baked into the image.
+        assert "fer" in facial["method"] and "face-api" in facial["method"], facial["method"]
+        assert "face_expression.onnx" in facial["models"], facial["models"]
         assert "audio_emotion" in item["results"]
+        # Another clinic's clinician: exactly what a job that does not exist looks like.
+        elsewhere = http.get(f"{results}/api/v1/results/{job['job_id']}", headers=stack.auth("other-clinician"))
+        missing = http.get(f"{results}/api/v1/results/job-000000000000", headers=stack.auth("other-clinician"))
+        assert elsewhere.status_code == missing.status_code == 404
+        assert elsewhere.json()["detail"] == missing.json()["detail"].replace("job-000000000000", job["job_id"])
 
-        detail = http.get(f"{results}/api/v1/jobs/{job['job_id']}/detail", headers=auth).json()
+        # The audit trail (aws-init made its bucket under Object Lock) has the creation and the reads.
+        audit = http.get(f"{results}/api/v1/audit", params={"patient_id": patient}, headers=stack.auth("dev-admin"))
+        assert audit.status_code == 200, audit.text
+        actions = [record["action"] for record in audit.json()["records"]]
+        assert "checkin.create" in actions and len(actions) >= 3, actions
+
+        detail = http.get(f"{results}/api/v1/jobs/{job['job_id']}/detail", headers=clinician).json()
         trace_id = detail["job"]["metadata"]["pipeline"]["trace_id"]
         jaeger = stack.url("jaeger")
         # one consumer span per stage (the stage's work inside it) and the API request that began the job
@@ -217,4 +253,8 @@ def test_a_checkin_goes_through_the_presigned_upload_to_the_results_api_and_trac
         assert operations >= expected, f"missing spans: {expected - operations}"
         services = {process["serviceName"] for trace in traces for process in trace["processes"].values()}
         assert services >= {f"schizodot-{s}" for s in STAGES}, services
-        assert not [span for span in spans if patient in json.dumps(span)], "a span carries the patient id"
+        stored = patient_key(DEV_CLINIC, patient)
+        assert not [span for span in spans if patient in json.dumps(span) or stored in json.dumps(span)], \
+            "a span carries the patient id"
+    print("tokens from the dev-issuer step: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds
+                                                         in stack.timings.items() if name.startswith("token")))
