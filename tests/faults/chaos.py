@@ -104,13 +104,14 @@ class ChaosMonkey(threading.Thread):
         self.interval = interval
         self.rng = rng
         self.stop = threading.Event()
+        self.covered = threading.Event()  # every kind has been killed once
         self.kills: list[tuple[float, str]] = []
 
     def run(self) -> None:
         plan = list(KINDS)
         self.rng.shuffle(plan)
         while not self.stop.wait(self.rng.uniform(*self.interval)):
-            kind = plan.pop(0) if plan else self.rng.choice(KINDS)
+            kind = plan[0] if plan else self.rng.choice(KINDS)
             pids = json.loads((self.config.state_dir / "pids.json").read_text())
             # A running process, not one still starting after the last kill: that would test only the back-off.
             victims = [name for name in pids if stack.Supervisor.service_of(name) == kind
@@ -122,7 +123,11 @@ class ChaosMonkey(threading.Thread):
                 os.kill(pids[name]["pid"], signal.SIGKILL)
                 self.kills.append((time.monotonic(), name))
             except ProcessLookupError:
-                pass  # it was restarting
+                continue  # it was restarting: that kind is still to kill
+            if plan and plan[0] == kind:
+                plan.pop(0)
+            if not plan:
+                self.covered.set()
 
 
 _CLIENTS: set[subprocess.Popen] = set()  # running clients, stopped if the run is interrupted
@@ -280,8 +285,17 @@ def run_chaos(checkins: int = 40, in_flight: int = 8, *, workdir: Path | None = 
         signal.signal(signal.SIGINT, lambda *_: (monkey.stop.set(), [c.kill() for c in list(_CLIENTS)]))
         began = time.monotonic()
         finished = 0
+        # On a fast machine the check-ins could all be done before the monkey has killed every kind once:
+        # the last `in_flight` wait for that, so every kind dies while check-ins are still to come.
+        held_back = set(range(max(0, checkins - in_flight), checkins))
+
+        def client(run: ClientRun) -> ClientRun:
+            if run.index in held_back:
+                monkey.covered.wait(timeout=len(KINDS) * (kill_interval[1] + monkey.min_age))
+            return submit(run, env, job_timeout) if not monkey.stop.is_set() else run
+
         with ThreadPoolExecutor(max_workers=in_flight) as pool:
-            for run in pool.map(lambda r: submit(r, env, job_timeout) if not monkey.stop.is_set() else r, runs):
+            for run in pool.map(client, runs):
                 finished += 1
                 if finished % 10 == 0 or run.returncode != 0:
                     print(f"  {finished}/{checkins} clients done ({time.monotonic() - began:.0f} s)"
