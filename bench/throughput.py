@@ -37,6 +37,7 @@ from schizodot import samples, stack
 from schizodot.dev_identity import DevIssuer
 from shared.aws import sync_client
 from shared.dynamo import from_item
+from shared.job import Job
 from shared.settings import CommonSettings
 
 ANALYSED = ("ingest", "audio", "vision", "fusion")  # stages that record compute_seconds
@@ -126,10 +127,10 @@ def measure(label: str, durability: str, replicas: int, clip: Path, checkins: in
         dynamodb = sync_client(settings, "dynamodb")
         compute: dict[str, float] = collections.defaultdict(float)
         for job_id in job_ids:
-            job = from_item(dynamodb.get_item(TableName=settings.jobs_table, Key={"job_id": {"S": job_id}},
-                                              ConsistentRead=True)["Item"])
+            job = Job.from_item(from_item(dynamodb.get_item(TableName=settings.jobs_table, Key={"job_id": {"S": job_id}},
+                                              ConsistentRead=True)["Item"]))
             for stage in ANALYSED:
-                compute[stage] += job["metadata"]["pipeline"]["stages"][stage]["outputs"]["compute_seconds"]
+                compute[stage] += job.pipeline.stages[stage].outputs.compute_seconds or 0.0
     finally:
         stack.down(config)
     return {"checkins": checkins, "wall": wall, "compute": compute, "cpu": cpu,

@@ -34,6 +34,7 @@ import httpx
 import pypdf
 import pytest
 
+from shared.job import Job
 from tests.browser.conftest import launch_with_fake_devices
 from tests.browser.test_console import XSS, points, wait_for_plots
 from tests.browser.test_patient_page import check_contrast, record, wait_until
@@ -119,7 +120,7 @@ def test_a_checkin_recorded_on_the_phone_reaches_the_console_with_its_alert(
     assert "risk" not in page.text_content("body").lower()  # never the findings
     job = stack.job(link["job_id"])
     assert job["status"] == "completed" and job["metadata"]["clinic_id"] == E2E_CLINIC
-    assert set(job["metadata"]["pipeline"]["expected"]) == {"audio", "vision"}  # sound and picture both arrived
+    assert set(Job.from_item(job).pipeline.expected) == {"audio", "vision"}  # sound and picture both arrived
     used = httpx.post(f"{stack.api}/api/v1/checkin/upload", headers={"Authorization": f"Bearer {link['token']}"},
                       json={"content_type": "video/webm", "size": 10}, timeout=30)
     assert used.status_code == 401  # the link's one recording is in
@@ -199,7 +200,7 @@ def test_a_checkin_recorded_on_the_phone_reaches_the_console_with_its_alert(
     assert problems == []
     context.close()
 
-    media = job["metadata"]["pipeline"]["media"]
+    media = Job.from_item(job).pipeline.media or {}
     timings = {"recording_s": media["duration_seconds"], "video": f"{media.get('width')}x{media.get('height')}",
                "upload_s": round(received_at - sent_at, 1), "analysis_s": round(analysed_at - received_at, 1),
                "send_to_console_s": round(shown_at - sent_at, 1), "recording_bytes": declared[0]["size"],

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from schizodot import samples, stack
+from shared.job import Job
 from shared.settings import CommonSettings
 from tests.conftest import RunningStack, free_port
 
@@ -158,7 +159,7 @@ def test_a_power_cut_mid_analysis_is_redelivered_after_the_restart(durable_stack
     stack.up(durable_stack.config, timeout=300)
     job = durable_stack.wait_for_job(job_id, timeout=300)
     assert job["status"] == "completed", job.get("error")
-    assert job["metadata"]["pipeline"]["stages"]["vision"]["attempts"] == 2  # the same message, again
+    assert Job.from_item(job).pipeline.stages["vision"].attempts == 2  # the same message, again
     assert len(durable_stack.user_items(patient)) == 1
 
 

@@ -29,6 +29,7 @@ import pytest
 from schizodot import samples
 from schizodot.dev_identity import DEV_CLINIC
 from shared.identity import patient_key
+from shared.job import Job
 from shared.topology import STAGES
 from tests.conftest import free_port
 from tests.deploy.images.engine import TAG, docker
@@ -238,7 +239,7 @@ def test_a_checkin_goes_through_the_presigned_upload_to_the_results_api_and_trac
         assert "checkin.create" in actions and len(actions) >= 3, actions
 
         detail = http.get(f"{results}/api/v1/jobs/{job['job_id']}/detail", headers=clinician).json()
-        trace_id = detail["job"]["metadata"]["pipeline"]["trace_id"]
+        trace_id = Job.from_item(detail["job"]).pipeline.trace_id
         jaeger = stack.url("jaeger")
         # one consumer span per stage (the stage's work inside it) and the API request that began the job
         expected = {f"process schizodot-{s}" for s in STAGES} | {"POST /api/v1/analyze"}
