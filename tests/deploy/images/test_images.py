@@ -133,6 +133,7 @@ def test_deployment_names_only_what_its_image_has(overlay, service):
     # variable the Deployment sets, accepts their values, and the paths they name exist.
     env = container_env(docs, service)
     args = container["args"]
+    mounts = sorted(m["mountPath"] for m in container.get("volumeMounts", []) if m["mountPath"] != "/tmp")
     found = python_in(image, (settings_class_of, settings_env_names), f"""
         import importlib.util, os, shutil
         from shared.settings import CommonSettings
@@ -145,8 +146,10 @@ def test_deployment_names_only_what_its_image_has(overlay, service):
             AuthSettings()
             extra = settings_env_names(AuthSettings)
         args = {args!r}
+        mounted = {mounts!r}  # the pod provides these (ConfigMaps, Secrets), not the image
         paths = [value for value in {sorted(env.values())!r} if value.startswith("/") and not value.startswith("/tmp")
-                 and ":" not in value]  # what the Deployment names (imports, cv2's, may add variables of their own)
+                 and ":" not in value  # what the Deployment names (imports, cv2's, may add variables of their own)
+                 and not any(value == m or value.startswith(m.rstrip("/") + "/") for m in mounted)]
         print(json.dumps({{
             "names": sorted(settings_env_names(settings_class) | settings_env_names(CommonSettings) | extra),
             "program": shutil.which(args[0]) is not None,
