@@ -147,8 +147,10 @@ def test_deployment_names_only_what_its_image_has(overlay, service):
             extra = settings_env_names(AuthSettings)
         args = {args!r}
         mounted = {mounts!r}  # the pod provides these (ConfigMaps, Secrets), not the image
-        paths = [value for value in {sorted(env.values())!r} if value.startswith("/") and not value.startswith("/tmp")
-                 and ":" not in value  # what the Deployment names (imports, cv2's, may add variables of their own)
+        # The files and folders the Deployment names (variables named *_PATH, *_FILE, *_DIR; a value
+        # such as the cookie's URL path /console is not one), other than /tmp and what the pod mounts.
+        paths = [value for name, value in {sorted(env.items())!r} if name.endswith(("_PATH", "_FILE", "_DIR"))
+                 and value.startswith("/") and not value.startswith("/tmp")
                  and not any(value == m or value.startswith(m.rstrip("/") + "/") for m in mounted)]
         print(json.dumps({{
             "names": sorted(settings_env_names(settings_class) | settings_env_names(CommonSettings) | extra),
