@@ -60,6 +60,18 @@ def _access(context: StageContext[ResultsSettings]) -> Access:
                                                                     auth=context.settings.auth))
 
 
+def _history(context: StageContext[ResultsSettings]) -> PatientHistory:
+    return _once(context, "_history", lambda: PatientHistory(context.aws.dynamodb, context.common.users_table))
+
+
+def _writer(context: StageContext[ResultsSettings]) -> ResultsWriter:
+    return _once(context, "_writer", lambda: ResultsWriter(context.aws.dynamodb, context.common.users_table))
+
+
+def _erasures(context: StageContext[ResultsSettings]) -> DynamoErasures:
+    return _once(context, "_erasures", lambda: DynamoErasures(context.aws.dynamodb, context.common.erasures_table))
+
+
 def _clinics(context: StageContext[ResultsSettings]) -> ClinicDirectory:
     """The clinics file (SCHIZODOT_CLINICS_FILE); a bad one stops the worker at start-up, naming the problem."""
     path = context.common.clinics_file
@@ -83,9 +95,8 @@ def build_deps(context: StageContext[ResultsSettings]) -> ResultsDeps:
     )
     if not ehr.enabled:
         log.info("EHR delivery off: set RESULTS_EHR_QUEUE_URL or RESULTS_EHR_TOPIC_ARN to send FHIR results")
-    return ResultsDeps(settings, context.storage, ResultsWriter(context.aws.dynamodb, common.users_table), ehr,
-                       _access(context).audit, alerts=_alert_service(context),
-                       history=PatientHistory(context.aws.dynamodb, common.users_table))
+    return ResultsDeps(settings, context.storage, _writer(context), ehr, _access(context).audit,
+                       alerts=_alert_service(context), history=_history(context))
 
 
 async def _every(seconds: float, stop: asyncio.Event, what: str, work: Callable[[], Awaitable[object]]) -> None:
@@ -117,7 +128,7 @@ async def _queue_pair(context: StageContext[ResultsSettings], name: str) -> tupl
 
 
 def _console(context: StageContext[ResultsSettings], access: Access):
-    settings, common, aws = context.settings, context.common, context.aws
+    settings, common = context.settings, context.common
     # Presigning is local computation: a client aimed at the public endpoint signs URLs browsers reach.
     signer = sync_client(common.model_copy(update={"aws_endpoint_url": settings.public_s3_endpoint_url})
                          if settings.public_s3_endpoint_url else common, "s3")
@@ -126,23 +137,23 @@ def _console(context: StageContext[ResultsSettings], access: Access):
     sessions = ConsoleSessions(access.authenticator, derive_key(common.pseudonym_key, "console-csrf"),
                                access.authenticator.settings.session_cookie)
     return create_console_router(
-        principal=access.principal, jobs=context.jobs, history=PatientHistory(aws.dynamodb, common.users_table),
+        principal=access.principal, jobs=context.jobs, history=_history(context),
         roster=alerts.roster, alerts=alerts.alerts, media=S3MediaLinks(signer, common.bucket), audit=access.audit,
         clinics=_clinics(context), sessions=sessions, media_url_seconds=settings.media_url_seconds,
         history_limit=settings.console_history_limit)
 
 
 async def serve_api(context: StageContext[ResultsSettings], stop: asyncio.Event) -> None:
-    settings, common = context.settings, context.common
+    settings = context.settings
     access = _access(context)
     queue, _ = await _queue_pair(context, ERASURE_QUEUE)
 
     async def enqueue_erasure(body: str) -> str:
         return (await context.aws.sqs.send_message(QueueUrl=queue, MessageBody=body))["MessageId"]
 
-    app = create_app(settings, context.jobs, PatientHistory(context.aws.dynamodb, common.users_table),
+    app = create_app(settings, context.jobs, _history(context),
                      ResultsAccess(access.authenticator, access.audit, access.api_keys,
-                                   DynamoErasures(context.aws.dynamodb, common.erasures_table), enqueue_erasure),
+                                   _erasures(context), enqueue_erasure),
                      console=_console(context, access) if settings.console_enabled else None)
     await serve_http(app, settings.api_host, settings.api_port, stop, port_setting="RESULTS_API_PORT",
                      required=False)  # saving results matters more than serving reads
@@ -159,7 +170,7 @@ async def _consume(context: StageContext[ResultsSettings], name: str, handler: M
 
 async def run_erasures(context: StageContext[ResultsSettings], stop: asyncio.Event) -> None:
     """Erasures are jobs of their own on the erasure queue."""
-    common, aws = context.common, context.aws
+    aws = context.aws
     access = _access(context)
     queue, _ = await _queue_pair(context, ERASURE_QUEUE)
     delay = context.settings.erasure_sweep_delay_seconds
@@ -169,9 +180,8 @@ async def run_erasures(context: StageContext[ResultsSettings], stop: asyncio.Eve
         await aws.sqs.send_message(QueueUrl=queue, MessageBody=encode_erasure(request), DelaySeconds=delay)
 
     deps = ErasureDeps(jobs=context.jobs, storage=context.storage,
-                       results=ResultsWriter(aws.dynamodb, common.users_table),
-                       history=PatientHistory(aws.dynamodb, common.users_table), links=access.links,
-                       erasures=DynamoErasures(aws.dynamodb, common.erasures_table), audit=access.audit,
+                       results=_writer(context), history=_history(context), links=access.links,
+                       erasures=_erasures(context), audit=access.audit,
                        schedule_sweep=schedule_sweep, alerts=alerts.alerts, roster=alerts.roster)
     await _consume(context, ERASURE_QUEUE, ErasureHandler(deps), stop)
 

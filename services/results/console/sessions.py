@@ -65,28 +65,29 @@ class ConsoleSessions:
 
     def cookie_header(self, request: Request, token: str, seconds: int) -> str:
         secure = "; Secure" if _https(request) else ""
-        return (f"{self.cookie}={token}; Max-Age={seconds}; Path={self.path}; HttpOnly; SameSite=Strict{secure}")
+        return f"{self.cookie}={token}; Max-Age={seconds}; Path={self.path}; HttpOnly; SameSite=Strict{secure}"
 
     def clear_header(self, request: Request) -> str:
-        secure = "; Secure" if _https(request) else ""
-        return f"{self.cookie}=; Max-Age=0; Path={self.path}; HttpOnly; SameSite=Strict{secure}"
+        return self.cookie_header(request, "", 0)
 
     def _session(self, request: Request) -> str | None:
         if not self.cookie or request.headers.get("authorization") or request.headers.get("x-api-key"):
             return None  # a header credential: a browser never sends one by itself, nothing to forge
         return request.cookies.get(self.cookie)
 
+    def _mac(self, session: str) -> str:
+        return hmac.new(self.csrf_key, session.encode(), hashlib.sha256).hexdigest()
+
     def csrf_token(self, request: Request) -> str:
         """The token the page's forms carry (empty when the caller did not come by cookie)."""
         session = self._session(request)
-        return hmac.new(self.csrf_key, session.encode(), hashlib.sha256).hexdigest() if session else ""
+        return self._mac(session) if session else ""
 
     def check_csrf(self, request: Request, presented: str) -> None:
         session = self._session(request)
         if session is None:
             return
-        expected = hmac.new(self.csrf_key, session.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, presented or ""):
+        if not hmac.compare_digest(self._mac(session), presented or ""):
             raise HTTPException(status_code=403, detail="the form is out of date; reload the page and try again")
 
 
