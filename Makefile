@@ -6,7 +6,6 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 MODELS_STAMP := models/.fetched
-SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng docker-compose chromium npm
 
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
@@ -16,19 +15,12 @@ export HF_HUB_OFFLINE := 1
 
 setup: system-deps $(STAMP) $(MODELS_STAMP)
 
-# ffmpeg/ffprobe (probing, audio extraction), espeak-ng (speech for fixtures),
-# npm (`make models` takes face-api's expression weights from its npm package) and
-# docker-compose 1.29 (only to validate docker-compose.yml offline; no engine needed)
-# and chromium (the browser tests drive Debian's build; `playwright install` cannot download one)
+# ffmpeg/ffprobe (probing, audio extraction), espeak-ng (speech for fixtures), npm
+# (`make models` takes face-api's weights from npm), chromium (browser tests) and
+# docker-compose 1.29 (validates docker-compose.yml offline): only the missing ones,
+# and never Debian's npm beside NodeSource's (deploy/setup/system-packages.sh)
 system-deps:
-	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "Installing system packages for:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg espeak-ng chromium npm >/dev/null && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; \
-	fi
+	@bash deploy/setup/system-packages.sh
 
 $(STAMP): requirements-dev.txt constraints.txt shared/requirements.txt services/*/requirements.txt \
 		services/vision/requirements-torch.txt services/vision/requirements-torch-nodeps.txt \

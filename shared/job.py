@@ -12,6 +12,7 @@ what the stages add lives under `metadata.pipeline`:
       expected        the modalities to analyse ("audio", "vision")
       skipped         modality -> why it is not analysed, in words
       options         what the check-in asked for (shared.options.CheckinOptions): analyses, thresholds
+      timeline        when each prompt and dosing step was shown (shared.timeline), as given; absent without one
       weights         stage -> its share of the progress bar
       stages.<stage>  StageRecord: who holds the stage, its state, credit and outputs
 
@@ -110,6 +111,7 @@ class PipelineState(_Record):
     weights: dict[str, int] = Field(default_factory=dict)
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     options: CheckinOptions = Field(default_factory=CheckinOptions)
+    timeline: list[dict[str, Any]] | None = None  # shared.timeline.CheckinTimeline.stored()
 
     @field_serializer("options")
     def _only_what_was_set(self, options: CheckinOptions) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from shared.events import AnalysisRequested, ModalityAnalysed
 from shared.options import CheckinOptions
 from shared.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
 from shared.storage import ObjectStore
+from shared.timeline import CheckinTimeline
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.modality")
@@ -35,10 +36,12 @@ Progress = Callable[[float, str], None]
 
 @dataclass(frozen=True)
 class Checkin:
-    """What an analyser may need of the check-in besides its media: its job id and options."""
+    """What an analyser may need of the check-in besides its media: its job id, options and
+    timeline (None where the check-in carries none)."""
 
     job_id: str
     options: CheckinOptions = CheckinOptions()
+    timeline: CheckinTimeline | None = None
 
 
 # (media file, progress callback, the check-in) -> the modality's findings
@@ -68,7 +71,8 @@ async def analyse_media(work: Work[AnalysisRequested], deps: ModalityDeps) -> St
         with tracer.start_as_current_span(f"{modality} analysis") as span:
             span.set_attribute("schizodot.job_id", request.job_id)
             span.set_attribute("schizodot.stage", modality)
-            checkin = Checkin(request.job_id, work.job.pipeline.options)
+            checkin = Checkin(request.job_id, work.job.pipeline.options,
+                              CheckinTimeline.of(work.job.pipeline.timeline))
             result = await run_blocking(deps.executor, deps.analyse, path, progress, checkin)
             _describe_analysis(span, modality, result)
         compute_seconds = round(time.monotonic() - started, 3)
