@@ -78,7 +78,7 @@ demo: setup
 test: setup $(SB_STAMP)
 	$(PY) -m pytest
 	@echo "speechbrain backend (its own venv: speechbrain needs a torchaudio matching its torch)"
-	$(SB_PY) -m pytest -p no:cacheprovider services/audio/tests/test_speechbrain_backend.py services/audio/tests/test_analysis.py
+	SCHIZODOT_REQUIRE_SPEECHBRAIN=1 $(SB_PY) -m pytest -p no:cacheprovider services/audio/tests/test_speechbrain_backend.py services/audio/tests/test_analysis.py
 
 # The fast tests: the handlers and the runner on in-memory fakes, the fakes' side of the
 # adapters' contract tests, shared/, the rules, media checks and deploy files; no server,

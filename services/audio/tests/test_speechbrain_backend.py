@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -23,9 +24,17 @@ from shared.errors import ModelUnavailable
 REPO = Path(__file__).resolve().parents[3]
 VAD_MODEL = REPO / "models" / "silero_vad.onnx"
 HAVE_SPEECHBRAIN = importlib.util.find_spec("speechbrain") is not None
+# `make test` sets this for its .venv-speechbrain run, so a venv without speechbrain fails there
+# instead of skipping the very tests that run it.
+SPEECHBRAIN_REQUIRED = os.environ.get("SCHIZODOT_REQUIRE_SPEECHBRAIN") == "1"
 needs_speechbrain = pytest.mark.skipif(
     not HAVE_SPEECHBRAIN, reason="speechbrain is installed only in .venv-speechbrain (make test runs these there)"
 )
+
+
+def test_the_speechbrain_run_has_speechbrain():
+    if SPEECHBRAIN_REQUIRED:
+        assert HAVE_SPEECHBRAIN, "SCHIZODOT_REQUIRE_SPEECHBRAIN=1 but this venv has no speechbrain: run `make test`"
 
 LABELS = ("neu", "ang", "hap", "sad")  # IEMOCAP's four classes, as its label encoder writes them
 

@@ -45,12 +45,13 @@ class FailingWriter:
 
 
 async def _analysed(fakes: FakeAdapters, patient: str, done: tuple[str, ...], expected=("audio", "vision"),
-                    options: CheckinOptions | None = None) -> str:
+                    options: CheckinOptions | None = None, job_id: str | None = None,
+                    clinic_id: str | None = None) -> str:
     """A job whose modalities in `done` have stored their findings."""
-    job_id = f"job-{uuid.uuid4().hex[:12]}"
+    job_id = job_id or f"job-{uuid.uuid4().hex[:12]}"
     await fakes.jobs.create(new_job(job_id, patient_id=patient, s3_key="uploads/x", filename="x.mp4",
                                     content_type="video/mp4", created_at=utc_now(), message="q", source="api",
-                                    options=options))
+                                    options=options, clinic_id=clinic_id))
     ingest = await fakes.jobs.claim_stage(job_id, "ingest", "m-ingest", "x")
     await fakes.jobs.finish_stage(ingest, "x", {}, PipelinePlan(expected=list(expected), weights=plan_weights(list(expected)),
                                                                 skipped={m: "not in the recording" for m in
@@ -104,18 +105,16 @@ def test_the_first_notice_waits_and_the_last_one_fuses_once():
 
 
 def test_the_patients_own_history_is_the_baseline():
+    """Only the patient's own check-ins count: another patient of the clinic, and another
+    clinic's patient with the same clinic-local id, are in the store with more check-ins."""
     fakes = FakeAdapters()
-    now = datetime.now(timezone.utc)
-    for days in (1, 2, 3):
-        stamp = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        asyncio.run(fakes.history.save({
-            "user_id": "patient-007", "timestamp": stamp, "job_id": f"job-{days:012x}", "s3_key": "k",
-            "analysis_type": "multimodal", "analyzed_at": stamp, "status": "completed",
-            "results": {"facial_emotion": VISION["facial_emotion"], "vocal_markers": AUDIO["vocal_markers"],
-                        "compliance": VISION["compliance"], "multimodal_fusion": {"risk_level": "low"}}}))
+    _history(fakes, "clinic-a.patient-007", 3)
+    _history(fakes, "clinic-a.patient-008", 5)  # another patient of the same clinic
+    _history(fakes, "clinic-b.patient-007", 4)  # another clinic's namesake
 
     async def scenario():
-        job_id = await _analysed(fakes, "patient-007", ("audio", "vision"))
+        job_id = f"job-{uuid.uuid4().hex[:12]}"
+        await _analysed(fakes, "clinic-a.patient-007", ("audio", "vision"), job_id=job_id, clinic_id="clinic-a")
         await deliver(fakes.runner(FUSION, _deps(fakes)), _notice(job_id, "vision"))
         return await fakes.storage.get_json(artifact_key(job_id, "fusion"))
 

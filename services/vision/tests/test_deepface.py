@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import deepface  # noqa: F401 - `make setup` installs it (requirements-torch-nodeps.txt): missing is a failure
 import numpy as np
 import pytest
+import torch
 
-pytest.importorskip("deepface", reason="deepface is an optional extra (services/vision/requirements-torch-nodeps.txt)")
-torch = pytest.importorskip("torch")
-
-from services.vision.emotion import DEEPFACE_WEIGHTS, EMOTIONS, DeepFaceEmotion  # noqa: E402
-from shared.errors import ModelUnavailable  # noqa: E402
+from services.vision.emotion import DEEPFACE_WEIGHTS, EMOTIONS, DeepFaceEmotion
+from shared.errors import ModelUnavailable
 
 
 @pytest.fixture(scope="module")
