@@ -147,6 +147,13 @@ class KnownSentence:
     words: int
 
 
+def sentence_of(subject: str, verb: str, obj: str, time: str) -> KnownSentence:
+    """A chosen sentence, its syllables and words counted from ``PHRASES`` (the one table of truths)."""
+    parts = [next(p for p in PHRASES[slot] if p[0] == text)
+             for slot, text in (("subject", subject), ("verb", verb), ("object", obj), ("time", time))]
+    return KnownSentence(" ".join(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts))
+
+
 def known_sentence(rng: np.random.Generator) -> KnownSentence:
     parts = [PHRASES[slot][rng.integers(len(PHRASES[slot]))] for slot in ("subject", "verb", "object", "time")]
     return KnownSentence(" ".join(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts))

@@ -234,10 +234,11 @@ def test_an_upload_that_cannot_resume_says_so_and_keeps_the_recording_for_anothe
     context.close()
 
 
-def test_an_expired_or_used_link_says_so_plainly(browser, ingest, aws_server, screenshots):
+def test_an_unknown_link_gets_the_plain_expired_or_used_message(browser, ingest, aws_server, screenshots):
     server, _ = ingest
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
+    # an unknown token: the page cannot tell unknown, expired and used apart, and says so in one message
     page.goto(f"{server.url}/checkin#token=expired-or-unknown")
     page.wait_for_selector("#screen-invalid:not([hidden])")
     assert page.text_content("#invalid-reason") == "This check-in link has expired or has already been used."

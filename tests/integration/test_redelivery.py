@@ -75,12 +75,30 @@ def test_worker_killed_mid_stage_is_redelivered_and_job_completes_once(running_s
 
 
 def test_sigterm_lets_the_worker_finish_or_release_its_message(running_stack, long_clip):
+    """SIGTERM is not SIGKILL: the worker exits 0 after finishing its message within the
+    grace period (one attempt) or releasing it for redelivery at once (visibility 0, logged
+    by the stopping process; a second attempt), never leaving it to its visibility timeout."""
     patient = f"patient-{uuid.uuid4().hex[:8]}"
     job_id = running_stack.submit(long_clip, patient)
-    _wait_for_stage(running_stack, job_id, "vision", "running")
+    _wait_for_vision_progress(running_stack, job_id)  # mid-analysis: a message is in flight
+    logs = running_stack.config.state_dir / "logs"
+    supervisor_lines = len((logs / "supervisor.log").read_text(errors="replace").splitlines())
+    vision_log_offset = (logs / "vision.log").stat().st_size
     _kill_and_wait_for_restart(running_stack, "vision", signal.SIGTERM)
+
+    exits = [line for line in (logs / "supervisor.log").read_text(errors="replace").splitlines()[supervisor_lines:]
+             if line.startswith("vision exited with")]
+    assert exits and exits[0].startswith("vision exited with 0;"), exits  # a clean exit, not killed by the signal
+    with open(logs / "vision.log", "rb") as log:
+        log.seek(vision_log_offset)
+        after_the_signal = log.read().decode(errors="replace")
+    released = any("released unfinished message for redelivery" in line and job_id in line
+                   for line in after_the_signal.splitlines())
     job = running_stack.wait_for_job(job_id, timeout=240)
     assert job["status"] == "completed", job.get("error")
+    vision = Job.from_item(job).pipeline.stages["vision"]
+    # released: delivered once more; not released: it must have finished within the grace period
+    assert vision.attempts == (2 if released else 1), (released, vision)
     assert len(running_stack.user_items(patient)) == 1
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -12,6 +14,7 @@ from shared.audit import AuditRecord, S3AuditStore
 from shared.aws import AsyncClients, sync_client
 from shared.infra import browser_cors, bucket_policy_document, ensure_bucket, ensure_infrastructure, media_lifecycle
 from shared.ratelimit import DynamoRateLimiter
+from shared.settings import CommonSettings
 from shared.topology import STAGES, WORK_QUEUES
 
 
@@ -110,20 +113,22 @@ def test_the_audit_trail_keeps_what_was_first_written(aws_server):
         s3.delete_object(Bucket=settings.audit_bucket, Key=record.key(), VersionId=versions[-1]["VersionId"])
 
 
-def test_the_checkin_limit_holds_across_processes(aws_server):
-    """Two API processes (two clients) hitting one credential's window at once: exactly `limit` pass."""
-    settings = aws_server
-
-    async def replica(hits: int) -> list[bool]:
+def _replica_hits(settings: CommonSettings, hits: int) -> list[bool]:
+    """One API process's share: `hits` concurrent check-in creations on one credential."""
+    async def replica() -> list[bool]:
         async with AsyncClients(settings) as aws:
             limiter = DynamoRateLimiter(aws.dynamodb, settings.rate_limits_table)
             verdicts = await asyncio.gather(*(limiter.hit("checkins:test:replicas", 15, 3600) for _ in range(hits)))
             return [v.allowed for v in verdicts]
 
-    async def both():
-        return await asyncio.gather(replica(20), replica(20))
+    return asyncio.run(replica())
 
-    first, second = asyncio.run(both())
+
+def test_the_checkin_limit_holds_across_processes(aws_server):
+    """Two processes hitting one credential's window at once: exactly `limit` pass."""
+    settings = aws_server
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        first, second = pool.map(_replica_hits, [settings, settings], [20, 20])
     assert sum(first) + sum(second) == 15
     item = sync_client(settings, "dynamodb").scan(TableName=settings.rate_limits_table)["Items"]
     assert any(json.dumps(i).count("checkins:test:replicas") for i in item)

@@ -26,9 +26,9 @@ from shared.markers import parse
 REPO = Path(__file__).resolve().parents[3]
 VAD_MODEL = REPO / "models" / "silero_vad.onnx"
 RATE = known.RATE
-SENTENCES = (known.KnownSentence("I took my medication this morning", 9, 6),
-             known.KnownSentence("the children visited the hospital on Sunday", 13, 7),
-             known.KnownSentence("my sister painted the kitchen yesterday", 11, 6))
+SENTENCES = (known.sentence_of("I", "took", "my medication", "this morning"),
+             known.sentence_of("the children", "visited", "the hospital", "on Sunday"),
+             known.sentence_of("my sister", "painted", "the kitchen", "yesterday"))
 
 
 @pytest.fixture(scope="module")

@@ -64,9 +64,9 @@ def test_syllable_nuclei_of_known_sentences():
     import parselmouth
 
     counted, truth = 0, 0
-    for sentence in (known.KnownSentence("my brother looked at the river last night", 10, 8),
-                     known.KnownSentence("the doctor found a banana after dinner", 11, 7),
-                     known.KnownSentence("we cleaned the window together", 7, 5)):
+    for sentence in (known.sentence_of("my brother", "looked at", "the river", "last night"),
+                     known.sentence_of("the doctor", "found", "a banana", "after dinner"),
+                     known.sentence_of("we", "cleaned", "the window", "together")):
         speech = known.speak(sentence.text, speed=150)
         counted += syllable_nuclei(parselmouth.Sound(speech.astype(np.float64), sampling_frequency=known.RATE))
         truth += sentence.syllables
