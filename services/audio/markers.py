@@ -10,8 +10,9 @@ Every marker has a unit, its method and quality flags (``quality.py``). A marker
 is reported as a finding only when
 
 1. its method's validity was measured against known ground truth
-   (``VALIDATED``; the figures, with their counts, are in the README and come from
-   ``python -m bench.audio --validity``), and
+   (``VALIDATED``, read from the bench output stored beside this module,
+   ``validity.json``, written by ``python -m bench.audio --validity --write``;
+   the figures, with their counts, are also in the README), and
 2. the recording supports it (enough speech, voicing, no clipping where clipping
    voids it, one voice for pitch).
 
@@ -20,7 +21,10 @@ Otherwise it is ``assessed: false`` with the reason, never a guess.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from services.audio.quality import AudioQuality
 from services.audio.timing import SpeechTiming
@@ -69,9 +73,32 @@ METHODS: Mapping[str, str] = {
 }
 WORDS_METHOD = "transcript words per minute of speaking time (first to last speech)"
 
-# Markers whose method's validity was measured against known ground truth by
-# `python -m bench.audio --validity` (figures and counts: README, "Vocal markers").
-VALIDATED: frozenset[str] = frozenset(UNITS)
+# The stored output of `python -m bench.audio --validity --write`: each marker's errors
+# against a truth known by construction, per recording condition.
+VALIDITY_FILE = Path(__file__).with_name("validity.json")
+# A marker's method is valid when, in every condition the bench ran, it measured at least
+# this share of the known signals and its values follow the truth this closely (Pearson r).
+MIN_MEASURED_SHARE = 0.95
+MIN_CORRELATION = 0.6  # shimmer, the weakest, reads 0.65-0.87 (README, "Vocal markers")
+
+
+def validated_markers(report: Mapping[str, Any]) -> frozenset[str]:
+    """The markers a bench validity output shows measuring their known truth."""
+    passed = set()
+    for name in UNITS:
+        rows = report.get("markers", {}).get(name) or {}
+        if rows and all(row["n"] > 0 and row["measured"] >= MIN_MEASURED_SHARE * row["n"]
+                        and row.get("r", 0.0) >= MIN_CORRELATION for row in rows.values()):
+            passed.add(name)
+    return frozenset(passed)
+
+
+def load_validity(path: Path = VALIDITY_FILE) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# Markers whose method's validity was measured: what the stored bench output shows, nothing more.
+VALIDATED: frozenset[str] = validated_markers(load_validity())
 
 # Which recording conditions weaken which markers (see quality.py).
 _TIMING = ("speaking_fraction", "pause_count", "pause_rate", "mean_pause_duration")
