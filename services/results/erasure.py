@@ -68,6 +68,9 @@ class ErasureRequested(BaseModel):
     clinic_id: str
     patient_id: str  # clinic-local; travels only on the encrypted queue
     sweep: bool = False  # the late sweep
+    # The late sweep's: the erased jobs, whose artifacts a stage stopped mid-work may still write
+    # (their job items are gone by then, so the patient's job index no longer finds them).
+    job_ids: tuple[str, ...] = ()
 
 
 class Receipt(BaseModel):
@@ -214,9 +217,12 @@ class ErasureDeps:
     max_jobs: int = 100_000
 
 
-async def take_inventory(key: str, deps: ErasureDeps) -> Inventory:
+async def take_inventory(key: str, deps: ErasureDeps, erased_jobs: tuple[str, ...] = ()) -> Inventory:
     found = Inventory()
     jobs = await deps.jobs.list_for_patient(key, limit=deps.max_jobs)
+    for job_id in sorted(set(erased_jobs) - {job.job_id for job in jobs}):
+        for artifact in await deps.storage.list_keys(f"artifacts/{job_id}/"):
+            (found.evidence_frames if "/evidence/" in artifact else found.artifacts).append(artifact)
     media: set[str] = set()
     for job in jobs:
         found.job_ids.append(job.job_id)
@@ -266,7 +272,7 @@ async def erase(request: ErasureRequested, deps: ErasureDeps) -> None:
     if record["status"] == "done" and not request.sweep:
         return  # a duplicate delivery
     key = patient_key(request.clinic_id, request.patient_id)
-    found = await take_inventory(key, deps)
+    found = await take_inventory(key, deps, request.job_ids)
     if request.sweep:
         late = found.counts()
         await delete_inventory(key, found, deps)
@@ -278,17 +284,19 @@ async def erase(request: ErasureRequested, deps: ErasureDeps) -> None:
         return
     counts = await deps.erasures.set_counts(request.erasure_id, found.counts())
     await delete_inventory(key, found, deps)
+    erased_jobs = set(found.job_ids)
     for _ in range(3):  # a stage stopped mid-work may have written meanwhile
-        again = await take_inventory(key, deps)
+        again = await take_inventory(key, deps, tuple(erased_jobs))
         if again.empty:
             break
+        erased_jobs.update(again.job_ids)
         await delete_inventory(key, again, deps)
     else:
         raise RuntimeError("the patient's data kept reappearing; the erasure will be retried")
     await deps.audit.record_system("erasure.completed", clinic_id=request.clinic_id, stored_patient_key=key,
                                    detail={"erasure_id": request.erasure_id, "counts": counts})
     await deps.erasures.finish(request.erasure_id)
-    await deps.schedule_sweep(request.model_copy(update={"sweep": True}))
+    await deps.schedule_sweep(request.model_copy(update={"sweep": True, "job_ids": tuple(sorted(erased_jobs))}))
     log.info("patient erased", erasure_id=request.erasure_id, removed=sum(counts.values()))
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from services.results.alerts.roster import InMemoryRoster
 from services.results.alerts.store import Alert, InMemoryAlertStore, alert_id_for
 from services.results.erasure import ErasureDeps, ErasureRequested, MemoryErasures, erase
@@ -60,3 +62,92 @@ def test_erasure_removes_the_patients_alerts_and_roster_row_and_only_theirs():
     assert asyncio.run(roster.get("clinic-b", "patient-001")) is not None
     assert [r["action"] for r in audit_store.records.values()] == ["erasure.completed"]
     assert len(swept) == 1 and swept[0].sweep
+
+
+class _CrashOnceStorage(MemoryStorage):
+    """Storage whose first delete dies (the worker crashed mid-erasure); later ones work."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.crashed = False
+
+    async def delete_keys(self, keys, bucket=None):
+        if not self.crashed:
+            self.crashed = True
+            raise ConnectionError("the worker died mid-erasure")
+        return await super().delete_keys(keys, bucket)
+
+
+def _deps(storage, jobs, erasures, audit_store, swept) -> ErasureDeps:
+    history = InMemoryHistory()
+
+    async def schedule_sweep(request):
+        swept.append(request)
+
+    return ErasureDeps(jobs=jobs, storage=storage, results=history, history=history, links=InMemoryPatientLinks(),
+                       erasures=erasures, audit=AuditTrail(audit_store, "k", "schizodot-results"),
+                       schedule_sweep=schedule_sweep)
+
+
+def test_a_job_in_flight_is_failed_then_erased_and_what_its_stage_writes_late_is_swept():
+    jobs, storage, erasures, audit_store, swept = InMemoryJobs(), MemoryStorage(), MemoryErasures(), MemoryAuditStore(), []
+    deps = _deps(storage, jobs, erasures, audit_store, swept)
+    job_id, key = "job-0000000000f1", "uploads/clinic-a.patient-001/job-0000000000f1.mp4"
+    failed = []
+    real_fail = jobs.fail
+
+    async def fail(job_id_, message, stage, **kwargs):
+        failed.append((job_id_, message, stage))
+        return await real_fail(job_id_, message, stage, **kwargs)
+
+    jobs.fail = fail
+
+    async def scenario():
+        await jobs.create(new_job(job_id, patient_id="clinic-a.patient-001", s3_key=key, filename="f",
+                                  content_type="video/mp4", created_at="2026-11-01T10:00:00Z", message="m",
+                                  source="api", clinic_id="clinic-a"))
+        await storage.put_bytes(key, b"media", "video/mp4")
+        await jobs.claim_stage(job_id, "vision", "m-vision", "x")  # vision is mid-analysis
+        await erasures.create("erasure-00000000000000f1", "clinic-a", "pt-x", "dev-admin")
+        request = ErasureRequested(erasure_id="erasure-00000000000000f1", clinic_id="clinic-a",
+                                   patient_id="patient-001")
+        await erase(request, deps)
+        after_erasure = (await jobs.get(job_id), await storage.list_keys(""))
+        await storage.put_json(f"artifacts/{job_id}/vision.json", {"late": True})  # the stage wrote before it stopped
+        await erase(swept[0], deps)
+        return after_erasure, await storage.list_keys(""), await erasures.get("erasure-00000000000000f1")
+
+    (job_after, keys_after), keys_at_end, record = asyncio.run(scenario())
+    assert failed == [(job_id, "the patient's data was erased", "erasure")]  # stopped before anything was deleted
+    assert job_after is None and keys_after == [] and keys_at_end == []
+    assert record["counts"]["jobs"] == 1 and record["counts"]["media"] == 1
+    assert record["late"]["artifacts"] == 1
+    assert [r["action"] for r in audit_store.records.values()] == ["erasure.completed", "erasure.late_sweep"]
+
+
+def test_an_erasure_that_crashes_midway_resumes_and_counts_once():
+    jobs, storage, erasures, audit_store, swept = (InMemoryJobs(), _CrashOnceStorage(), MemoryErasures(),
+                                                   MemoryAuditStore(), [])
+    deps = _deps(storage, jobs, erasures, audit_store, swept)
+    job_id, key = "job-0000000000f2", "uploads/clinic-a.patient-002/job-0000000000f2.mp4"
+
+    async def scenario():
+        await jobs.create(new_job(job_id, patient_id="clinic-a.patient-002", s3_key=key, filename="f",
+                                  content_type="video/mp4", created_at="2026-11-01T10:00:00Z", message="m",
+                                  source="api", clinic_id="clinic-a"))
+        await storage.put_bytes(key, b"media", "video/mp4")
+        await storage.put_json(f"artifacts/{job_id}/audio.json", {})
+        await erasures.create("erasure-00000000000000f2", "clinic-a", "pt-y", "dev-admin")
+        request = ErasureRequested(erasure_id="erasure-00000000000000f2", clinic_id="clinic-a",
+                                   patient_id="patient-002")
+        with pytest.raises(ConnectionError):
+            await erase(request, deps)  # the first delivery dies after the inventory was recorded
+        midway = await erasures.get("erasure-00000000000000f2")
+        await erase(request, deps)  # SQS delivers it again
+        return midway, await erasures.get("erasure-00000000000000f2"), await storage.list_keys("")
+
+    midway, record, keys = asyncio.run(scenario())
+    assert midway["status"] == "running" and midway["counts"]["media"] == 1 and midway["counts"]["artifacts"] == 1
+    assert record["status"] == "done" and record["counts"] == midway["counts"]  # counted once, by the first run
+    assert keys == []
+    assert [r["action"] for r in audit_store.records.values()] == ["erasure.completed"] and len(swept) == 1
