@@ -54,7 +54,7 @@ from shared.domain import (
 )
 from shared.errors import MalformedMessage
 from shared.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, describe_validation_error, event_data
-from shared.http import install_readable_validation_errors
+from shared.http import EVENT_BYTES, install_readable_validation_errors, install_request_body_limit
 from shared.identity import Principal, Role
 from shared.job import JobStatus, new_job
 from shared.jobs import JobStore
@@ -157,6 +157,7 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
         install_authentication(app, access.authenticator)
     install_readable_validation_errors(app)
     install_audit_failure_handler(app)
+    install_request_body_limit(app, limits={"/api/v1/events": EVENT_BYTES})  # forms and JSON: small
     principal = principal_dependency(access.authenticator)
     audit, limits = access.audit, access.limits
 
