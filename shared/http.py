@@ -26,7 +26,7 @@ LISTEN_FD_VARIABLE = "SCHIZODOT_LISTEN_FD"
 # Said in words instead of echoing a regular expression.
 FIELD_RULES = {
     "patient_id": "must be 3 to 100 letters, digits, '_' or '-'",
-    "job_id": "must look like job-<12 hexadecimal digits>",
+    "job_id": "must look like job-<32 hexadecimal digits>",
 }
 _LOCATIONS = ("body", "query", "path", "header")
 
