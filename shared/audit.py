@@ -138,11 +138,18 @@ class S3AuditStore:
         request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
         if marker:
             request["KeyMarker"] = marker
+        # The first key after a marker that is no key of its own, as S3 lists it: moto's version listing
+        # leaves that one out (real S3 does not), so it is asked for once more, as a current key.
+        first_after = []
+        if marker:
+            probe = await self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, StartAfter=marker, MaxKeys=1)
+            first_after = [item["Key"] for item in probe.get("Contents", [])]
         while truncated and scanned < self.MAX_SCANNED and len(matched) <= limit:
             response = await self._s3.list_object_versions(**request)
             floor = last_scanned or marker  # a key's versions may span pages; some servers repeat the marker
-            keys = sorted({item["Key"] for item in (*response.get("Versions", []), *response.get("DeleteMarkers", []))
-                           if item["Key"] > floor})
+            keys = sorted({item["Key"] for item in (*response.get("Versions", []), *response.get("DeleteMarkers", []),
+                                                    *[{"Key": key} for key in first_after]) if item["Key"] > floor})
+            first_after = []
             for key in keys:
                 scanned += 1
                 last_scanned = key

@@ -32,9 +32,12 @@ def test_audit_delete_marker_is_shown_and_flagged_as_tampering(aws_server):
             first_page = await store.query("clinic-hide", since=None, patient_ref_="pt-0000000000000001", limit=2,
                                            after=None)
             rest = await store.query("clinic-hide", since=None, patient_ref_=None, limit=2, after=first_page[1])
-            return everything, first_page, rest
+            since = await store.query("clinic-hide", since="2026-01-31T00:00:00Z", patient_ref_=None, limit=10,
+                                      after=None)
+            return everything, first_page, rest, since
 
-    (found, more), (page, after), (rest, end) = asyncio.run(scenario())
+    (found, more), (page, after), (rest, end), (since, _) = asyncio.run(scenario())
+    assert [r["actor"] for r in since] == ["dr-1", "dr-2", "dr-3"] and since[1]["deleted"] is True
     listed = sync_client(settings, "s3").list_objects_v2(Bucket=settings.audit_bucket, Prefix="audit/clinic-hide/")
     assert records[1].key() not in [item["Key"] for item in listed.get("Contents", [])]  # hidden from a listing
     assert more is None and [r["actor"] for r in found] == ["dr-1", "dr-2", "dr-3"]
