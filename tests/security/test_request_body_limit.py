@@ -109,3 +109,39 @@ def test_request_body_limit_is_sized_per_route(tmp_path):
     declared = [(b"content-length", str(HUGE).encode())]
     status, pulled, _ = _post_streamed(limited, "/api/v1/events", chunks=HUGE // MIB, headers=declared)
     assert status == 413 and pulled == 0
+
+
+def test_request_body_limit_of_the_ingest_api_is_small_for_json_and_larger_for_events(tmp_path):
+    from schizodot.dev_identity import DevIssuer
+    from services.ingest.api import IngestAccess, create_app
+    from services.ingest.settings import CheckinLimits, UploadPolicy
+    from shared.audit import AuditTrail
+    from shared.auth import Authenticator, AuthSettings
+    from shared.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore
+    from shared.ratelimit import MemoryRateLimiter
+
+    issuer = DevIssuer(tmp_path)
+    auth = Authenticator(AuthSettings(**{k.removeprefix("SCHIZODOT_AUTH_").lower(): v
+                                         for k, v in issuer.environment().items()}),
+                         InMemoryApiKeys(), InMemoryPatientLinks())
+    fakes = FakeAdapters()
+
+    async def enqueue(body: str) -> str:
+        return "m-1"
+
+    app = create_app(UploadPolicy(), fakes.jobs, fakes.storage.presigned_post,
+                     IngestAccess(auth, AuditTrail(MemoryAuditStore(), "unit-test-key", "test"), MemoryRateLimiter(),
+                                  InMemoryPatientLinks(), CheckinLimits()), enqueue_event=enqueue)
+    bulky = {"note": "x" * (200 * 1024)}  # 200 KiB of metadata
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as http:
+        headers = {"Authorization": f"Bearer {issuer.mint('dev-ehr')}"}
+        analyze = http.post("/api/v1/analyze", headers=headers, json={
+            "patient_id": "patient-1", "filename": "a.mp4", "content_type": "video/mp4", "metadata": bulky})
+        assert analyze.status_code == 413
+        event = http.post("/api/v1/events", headers=headers, json={
+            "specversion": "1.0", "id": "evt-big", "source": "urn:ehr:x", "type": "org.schizodot.checkin.submitted.v1",
+            "datacontenttype": "application/json", "data": {"clinic_id": "dev-clinic", "patient_id": "patient-1",
+                                                           "s3_key": "incoming/dev-clinic/a.mp4", "metadata": bulky}})
+        assert event.status_code != 413, event.text
