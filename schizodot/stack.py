@@ -66,8 +66,10 @@ class StackConfig:
     api_port: int = DEFAULT_API_PORT
     extra_env: dict[str, str] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)  # service -> /metrics port; none = off
-    # One key for the whole stack, so a patient's log reference is the same in every service.
+    # One key for the whole stack, so a patient's log reference is the same in every service; kept
+    # with the stored data (`load_stack_secrets`), so the audit trail's references stay comparable.
     pseudonym_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    console_csrf_key: str = field(default_factory=lambda: secrets.token_hex(32))  # the console's form tokens
     results_api_port: int = DEFAULT_RESULTS_API_PORT
     replicas: dict[str, int] = field(default_factory=dict)  # stage -> processes; 1 where absent
     data_dir: Path | None = None  # where the AWS server keeps its state; None: <state_dir>/aws-data
@@ -116,6 +118,7 @@ class StackConfig:
             "RESULTS_CONSOLE_URL": self.console_url,
             "SCHIZODOT_AUTH_SESSION_COOKIE": SESSION_COOKIE,
             "SCHIZODOT_AUTH_COOKIE_PATHS": "/console",
+            "SCHIZODOT_EMBEDDED_STACK": "true",  # loopback, one machine: plain http:// webhooks allowed
             **self.extra_env,
         }
 
@@ -125,6 +128,7 @@ class StackConfig:
             "SCHIZODOT_METRICS_PORT": str(self.metrics_ports.get(service, 0)),
             "SCHIZODOT_METRICS_HOST": "127.0.0.1",
             "SCHIZODOT_PSEUDONYM_KEY": self.pseudonym_key,
+            "RESULTS_CONSOLE_CSRF_KEY": self.console_csrf_key,
         }
 
     def use_in_this_process(self) -> None:
@@ -136,6 +140,7 @@ class StackConfig:
         return json.dumps({"state_dir": str(self.state_dir.resolve()), "aws_port": self.aws_port,
                            "api_port": self.api_port, "extra_env": self.extra_env,
                            "metrics_ports": self.metrics_ports, "pseudonym_key": self.pseudonym_key,
+                           "console_csrf_key": self.console_csrf_key,
                            "results_api_port": self.results_api_port,
                            "replicas": self.replicas, "data_dir": str(self.aws_data_dir.resolve()),
                            "durability": self.durability})
@@ -145,7 +150,7 @@ class StackConfig:
         data = json.loads(text)
         config = cls(Path(data["state_dir"]), data["aws_port"], data["api_port"], data["extra_env"],
                      data.get("metrics_ports", {}))
-        for name in ("pseudonym_key", "results_api_port", "replicas", "durability"):
+        for name in ("pseudonym_key", "console_csrf_key", "results_api_port", "replicas", "durability"):
             if data.get(name):
                 setattr(config, name, data[name])
         if data.get("data_dir"):
@@ -311,6 +316,28 @@ class Supervisor:
             (self.config.state_dir / name).unlink(missing_ok=True)
 
 
+SECRETS_FILE = "stack-secrets.json"
+
+
+def load_stack_secrets(config: StackConfig) -> None:
+    """The stack's pseudonym and CSRF keys, kept beside its stored data (`<data dir>/stack-secrets.json`,
+    0600, the folder 0700): a patient's `patient_ref` in the audit trail stays the same across `up`s,
+    as long as the data does (`reset` deletes both). With data in memory only, fresh keys each time."""
+    if config.durability == "memory":
+        return
+    folder = config.aws_data_dir
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / SECRETS_FILE
+    if not path.exists():
+        data = json.dumps({"pseudonym_key": config.pseudonym_key, "console_csrf_key": config.console_csrf_key})
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(data)
+    stored = json.loads(path.read_text())
+    config.pseudonym_key = stored["pseudonym_key"]
+    config.console_csrf_key = stored.get("console_csrf_key") or config.console_csrf_key
+
+
 def wait_for_port(port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -358,7 +385,10 @@ def up(config: StackConfig, timeout: float = 180) -> None:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 raise SystemExit(f"port {port} is in use: stop what listens there or choose another port")
     (config.state_dir / "ready").unlink(missing_ok=True)
-    (config.state_dir / "config.json").write_text(config.to_json())
+    load_stack_secrets(config)
+    saved = config.state_dir / "config.json"
+    saved.touch(mode=0o600)  # it holds the keys
+    saved.write_text(config.to_json())
     (config.state_dir / "logs").mkdir(exist_ok=True)
     log = open(config.state_dir / "logs" / "supervisor.log", "ab")
     supervisor = subprocess.Popen(

@@ -21,7 +21,6 @@ from shared.auth import (
     PatientLinkStore,
     principal_dependency,
 )
-from shared.errors import ConfigurationError
 from shared.ratelimit import DynamoRateLimiter, RateLimiter
 from shared.settings import CommonSettings
 
@@ -44,10 +43,8 @@ class Access:
 
 def build_access(common: CommonSettings, aws: Any, *, service: str, auth: AuthSettings | None = None) -> Access:
     """From a worker's AWS clients (`shared.aws.AsyncClients`)."""
-    if not common.pseudonym_key:
-        raise ConfigurationError(
-            "the audit trail needs a pseudonym key: set SCHIZODOT_PSEUDONYM_KEY to a secret (e.g. `openssl rand "
-            "-hex 32`), the same for every service", "SCHIZODOT_PSEUDONYM_KEY")
+    common.check_pseudonym_key(required=True)
+    assert common.pseudonym_key
     auth = auth or AuthSettings()
     if not auth.bearer_configured:
         log.warning("bearer tokens are refused: set SCHIZODOT_AUTH_ISSUER, SCHIZODOT_AUTH_AUDIENCE and "

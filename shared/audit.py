@@ -13,7 +13,9 @@ the item, and IAM cannot require the condition that would stop it, so a role tha
 may add records could also rewrite them. Under Object Lock nobody, the root user
 included, can delete or shorten the retention of a version; writing the same key
 again only adds a version, and the reader always takes a key's *first* version (and
-flags keys that have more). The services' roles may only PutObject under `audit/`
+flags keys that have more). A delete without a version id is still allowed and adds a
+delete marker, which hides the key from a plain listing: the reader lists versions and
+flags such a record `deleted`. The services' roles may only PutObject under `audit/`
 (deploy/iam); only the results role, which serves `GET /api/v1/audit`, may list and
 read. Keys sort by clinic and time, so "since" is a listing start and pages are
 listing continuations; the patient filter reads the pseudonym in the key name.
@@ -131,13 +133,24 @@ class S3AuditStore:
         marker = after if after and after.startswith(prefix) else (prefix + since if since else "")
         matched: list[str] = []
         scanned, truncated, last_scanned = 0, True, None
+        # Versions, not current keys: a delete marker (Object Lock allows one) hides a key from a
+        # plain listing, and the record behind it must still be shown, flagged.
         request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
         if marker:
-            request["StartAfter"] = marker
+            request["KeyMarker"] = marker
+        # The first key after a marker that is no key of its own, as S3 lists it: moto's version listing
+        # leaves that one out (real S3 does not), so it is asked for once more, as a current key.
+        first_after = []
+        if marker:
+            probe = await self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, StartAfter=marker, MaxKeys=1)
+            first_after = [item["Key"] for item in probe.get("Contents", [])]
         while truncated and scanned < self.MAX_SCANNED and len(matched) <= limit:
-            response = await self._s3.list_objects_v2(**request)
-            for item in response.get("Contents", []):
-                key = item["Key"]
+            response = await self._s3.list_object_versions(**request)
+            floor = last_scanned or marker  # a key's versions may span pages; some servers repeat the marker
+            keys = sorted({item["Key"] for item in (*response.get("Versions", []), *response.get("DeleteMarkers", []),
+                                                    *[{"Key": key} for key in first_after]) if item["Key"] > floor})
+            first_after = []
+            for key in keys:
                 scanned += 1
                 last_scanned = key
                 if not patient_ref_ or f"_{patient_ref_}_" in key.removeprefix(prefix):
@@ -146,7 +159,8 @@ class S3AuditStore:
                         break
             truncated = bool(response.get("IsTruncated"))
             if truncated:
-                request["ContinuationToken"] = response["NextContinuationToken"]
+                request["KeyMarker"] = response["NextKeyMarker"]
+                request["VersionIdMarker"] = response.get("NextVersionIdMarker", "")
         page = matched[:limit]
         records = [await self._first_version(key) for key in page]
         if len(matched) > limit:
@@ -155,16 +169,21 @@ class S3AuditStore:
         return records, (last_scanned if truncated else None)
 
     async def _first_version(self, key: str) -> dict[str, Any]:
-        """A record as first written: later versions of its key are rewrites (flagged, never believed)."""
+        """A record as first written: later versions of its key are rewrites (flagged, never believed),
+        and a delete marker is an attempt to hide it (flagged `deleted`)."""
         listed = await self._s3.list_object_versions(Bucket=self.bucket, Prefix=key)
         versions = [v for v in listed.get("Versions", []) if v["Key"] == key]
+        hidden = any(m["Key"] == key for m in listed.get("DeleteMarkers", []))
         first = versions[-1] if versions else None  # S3 lists a key's versions newest first
-        body = await self._s3.get_object(Bucket=self.bucket, Key=key,
-                                         **({"VersionId": first["VersionId"]} if first else {}))
+        if first is None:
+            return {"key": key, "deleted": True, "missing": True}  # a marker and no version: cannot happen under the lock
+        body = await self._s3.get_object(Bucket=self.bucket, Key=key, VersionId=first["VersionId"])
         async with body["Body"] as stream:
             record = json.loads(await stream.read())
         if len(versions) > 1:
             record["overwritten"] = True  # tamper evidence: someone wrote this key again
+        if hidden:
+            record["deleted"] = True  # tamper evidence: someone tried to delete it
         return record
 
 

@@ -7,11 +7,14 @@ Three kinds of credential, each turned into a `shared.identity.Principal`:
   when it changes), and so are the issuer, audience, expiry and not-before (with
   `leeway_seconds`). Only RS256 and ES256 are accepted, and the algorithm must be
   the one the key is for, so `alg: none` and an HS256 token "signed" with the
-  public key are refused. The role and clinic come from configurable claims.
+  public key are refused. A token claiming a lifetime longer than
+  `max_token_lifetime_seconds` is refused too. The role and clinic come from
+  configurable claims.
 - **Systems**: API keys (`X-API-Key: sdk_<id>_<secret>`), stored in
   `SchizodotApiKeys` as a SHA-256 of the secret (the secret is 256 random bits,
-  so a slow hash adds nothing), each with a name, a role, a clinic and
-  created/revoked times. A revoked key is refused at once (no cache).
+  so a slow hash adds nothing), each with a name, a role, a clinic,
+  created/revoked times and an optional expiry. A revoked or expired key is
+  refused at once (no cache).
 - **Patients**: one-time links (`Authorization: Bearer spl_<secret>`), stored in
   `SchizodotPatientLinks` the same way, bound to one clinic, one patient and one
   check-in (job), short-lived. `consume` is a conditional write that succeeds
@@ -85,6 +88,9 @@ class AuthSettings(BaseSettings):
     clinic_claim: str = "schizodot_clinic"
     name_claim: str = "name"
     leeway_seconds: int = Field(30, ge=0, le=300)
+    # The longest lifetime a token may claim (`exp - iat`, or `exp - now` without `iat`): a stolen
+    # token with a 10-year `exp` must not work for 10 years. Providers issue minutes to hours.
+    max_token_lifetime_seconds: int = Field(12 * 3600, ge=60)
     jwks_cache_seconds: int = Field(300, ge=0)
     # A bearer token may also come in this cookie, on paths under `cookie_paths` only
     # (pages a browser navigates to; their routers check Origin on writes).
@@ -194,13 +200,19 @@ class TokenVerifier:
         if key.algorithm_name != algorithm:  # an RSA key never checks an ES256 token, nor the reverse
             raise AuthenticationFailed("the key is not for this algorithm")
         try:
-            return jwt.decode(
+            claims = jwt.decode(
                 token, key.key, algorithms=[algorithm], audience=settings.audience, issuer=settings.issuer,
                 leeway=settings.leeway_seconds,
                 options={"require": ["exp", "iss", "aud", "sub"], "verify_signature": True},
             )
         except jwt.PyJWTError as error:
             raise AuthenticationFailed(type(error).__name__) from error
+        # PyJWT has checked that exp and iat are numbers and iat is not in the future.
+        lifetime = claims["exp"] - claims.get("iat", time.time())
+        if lifetime > settings.max_token_lifetime_seconds:
+            raise AuthenticationFailed(f"the token's lifetime ({lifetime:.0f} s) exceeds "
+                                       f"SCHIZODOT_AUTH_MAX_TOKEN_LIFETIME_SECONDS")
+        return claims
 
     def principal(self, claims: dict[str, Any]) -> Principal:
         settings = self._settings
@@ -242,15 +254,22 @@ class ApiKey:
     created_at: str
     created_by: str
     revoked_at: str | None = None
+    expires_at: str | None = None  # ISO 8601 UTC; None: until revoked
 
     def view(self) -> dict[str, Any]:
         return {"key_id": self.key_id, "name": self.name, "role": self.role.value, "clinic_id": self.clinic_id,
-                "created_at": self.created_at, "created_by": self.created_by, "revoked_at": self.revoked_at}
+                "created_at": self.created_at, "created_by": self.created_by, "revoked_at": self.revoked_at,
+                "expires_at": self.expires_at}
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= iso(time.time() if now is None else now)
 
 
 class ApiKeyStore(Protocol):
-    async def create(self, name: str, role: Role, clinic_id: str, created_by: str) -> tuple[ApiKey, str]:
-        """A new key and its secret (`sdk_<id>_<secret>`), shown once and stored only hashed."""
+    async def create(self, name: str, role: Role, clinic_id: str, created_by: str,
+                     expires_in: int | None = None) -> tuple[ApiKey, str]:
+        """A new key and its secret (`sdk_<id>_<secret>`), shown once and stored only hashed;
+        refused from `expires_in` seconds on, when given."""
 
     async def find(self, key_id: str) -> tuple[ApiKey, str] | None:
         """The key and its secret's SHA-256."""
@@ -267,9 +286,19 @@ def new_api_key_secret() -> tuple[str, str, str]:
     return key_id, secret, f"{API_KEY_PREFIX}{key_id}_{secret}"
 
 
+def new_api_key(name: str, role: Role, clinic_id: str, created_by: str,
+                expires_in: int | None = None) -> tuple[ApiKey, str, str]:
+    """(the key's record, its secret, the whole key) of a new key; every store makes them here."""
+    key_id, secret, whole = new_api_key_secret()
+    now = time.time()
+    key = ApiKey(key_id, name, role, clinic_id, iso(now), created_by,
+                 expires_at=iso(now + expires_in) if expires_in is not None else None)
+    return key, secret, whole
+
+
 def _api_key_of(item: dict[str, Any]) -> ApiKey:
     return ApiKey(item["key_id"], item["name"], Role(item["role"]), item["clinic_id"], item["created_at"],
-                  item.get("created_by", ""), item.get("revoked_at"))
+                  item.get("created_by", ""), item.get("revoked_at"), item.get("expires_at"))
 
 
 class DynamoApiKeys:
@@ -281,11 +310,11 @@ class DynamoApiKeys:
         self._db = dynamodb
         self._table = table
 
-    async def create(self, name: str, role: Role, clinic_id: str, created_by: str) -> tuple[ApiKey, str]:
-        key_id, secret, whole = new_api_key_secret()
-        key = ApiKey(key_id, name, role, clinic_id, iso(time.time()), created_by)
-        item = {**key.view(), "secret_sha256": sha256(secret)}
-        item.pop("revoked_at")
+    async def create(self, name: str, role: Role, clinic_id: str, created_by: str,
+                     expires_in: int | None = None) -> tuple[ApiKey, str]:
+        key, secret, whole = new_api_key(name, role, clinic_id, created_by, expires_in)
+        item = {k: v for k, v in key.view().items() if v is not None}
+        item["secret_sha256"] = sha256(secret)
         await self._db.put_item(TableName=self._table, Item=to_item(item),
                                 ConditionExpression="attribute_not_exists(key_id)")
         return key, whole
@@ -471,6 +500,8 @@ class Authenticator:
         key = found[0]
         if key.revoked_at:
             raise AuthenticationFailed("revoked API key")
+        if key.expired():
+            raise AuthenticationFailed("expired API key")
         return Principal(subject=f"key:{key.name}", role=key.role, clinic_id=key.clinic_id,
                          credential=CredentialKind.API_KEY, credential_id=key.key_id, display_name=key.name)
 
@@ -524,7 +555,7 @@ def install_authentication(app: FastAPI, authenticator: Authenticator, *, open_p
                 try:
                     request.state.principal = await authenticator.authenticate(request)
                 except AuthenticationFailed as error:
-                    log.info("request not authenticated", reason=str(error), path=_route_shape(path))
+                    log.info("request not authenticated", reason=str(error), path=_route_shape(app, path))
                     login = next((page for prefix, page in logins.items() if path.startswith(prefix)), None)
                     if login and request.method in SAFE_METHODS and "text/html" in request.headers.get("accept", ""):
                         response = RedirectResponse(f"{login}?next={quote(path, safe='/')}", status_code=303)
@@ -544,9 +575,25 @@ def install_authentication(app: FastAPI, authenticator: Authenticator, *, open_p
             request_id_var.reset(token)
 
 
-def _route_shape(path: str) -> str:
-    """A path for the log without the ids in it (patient ids are PHI)."""
-    return "/".join(part if part.isalpha() or part in ("api", "v1") else "…" for part in path.split("/"))
+def _route_shape(app: FastAPI, path: str) -> str:
+    """A path for the log with every segment that is not a word of the app's own routes
+    (`/api/v1/patients/{patient_id}/results` gives api, v1, patients, results) replaced: a
+    patient id may have any shape, all letters included (PHI)."""
+    words = getattr(app.state, "route_words", None)
+    if words is None:  # the routes are all declared by the first request
+        words = app.state.route_words = frozenset(_static_segments(app.router.routes))
+    return "/".join(part if not part or part in words else "…" for part in path.split("/"))
+
+
+def _static_segments(routes: Iterable[Any]) -> Iterable[str]:
+    for route in routes:
+        for template in (getattr(route, "path", None),
+                         getattr(getattr(route, "include_context", None), "prefix", None)):
+            if isinstance(template, str):
+                yield from (part for part in template.split("/") if part and "{" not in part)
+        nested = getattr(getattr(route, "original_router", route), "routes", None)  # included routers, mounts
+        if isinstance(nested, list):
+            yield from _static_segments(nested)
 
 
 def principal_dependency(authenticator: Authenticator) -> Callable[[Request], Awaitable[Principal]]:

@@ -14,7 +14,9 @@ from shared.errors import InputError
 from shared.options import CheckinOptions
 
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{3,100}$"
-JOB_ID_PATTERN = re.compile(r"^job-[0-9a-f]{12}$")
+# job-<32 hex digits> (128 bits); job-<12 hex digits> is how ids were made before issue 19 and stays valid.
+JOB_ID_PATTERN = re.compile(r"^job-(?:[0-9a-f]{32}|[0-9a-f]{12})$")
+_JOB_ID_HEX_DIGITS = 32
 RESERVED_METADATA_KEY = "pipeline"  # job metadata key the stages keep their state under
 CLINIC_METADATA_KEY = "clinic_id"  # job metadata key of the clinic the job belongs to (set by SchizoDot)
 
@@ -48,14 +50,18 @@ def utc_now() -> str:
 
 
 def new_job_id() -> str:
-    return f"job-{secrets.token_hex(6)}"
+    return f"job-{secrets.token_hex(_JOB_ID_HEX_DIGITS // 2)}"
 
 
 def job_id_for_event(source: str, event_id: str, clinic_id: str | None = None) -> str:
     """The same upstream event always names the same job, so redelivery creates nothing new;
-    two clinics' EHRs that happen to use the same source and id never share a job."""
+    two clinics' EHRs that happen to use the same source and id never share a job.
+
+    128 bits of SHA-256: the fields are the sender's choice, and with 48 bits a sender could
+    search for an event naming another clinic's job. Whoever takes over an existing job still
+    checks that it is the same clinic's and patient's (`same_checkin`)."""
     scope = f"{clinic_id}\n" if clinic_id else ""
-    return "job-" + hashlib.sha256(f"{scope}{source}\n{event_id}".encode()).hexdigest()[:12]
+    return "job-" + hashlib.sha256(f"{scope}{source}\n{event_id}".encode()).hexdigest()[:_JOB_ID_HEX_DIGITS]
 
 
 def _safe_filename(value: str) -> str:

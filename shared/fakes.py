@@ -301,12 +301,12 @@ class InMemoryApiKeys:
     def __init__(self) -> None:
         self.items: dict[str, dict[str, Any]] = {}
 
-    async def create(self, name: str, role: Any, clinic_id: str, created_by: str) -> tuple[Any, str]:
-        from shared.auth import ApiKey, iso, new_api_key_secret, sha256
+    async def create(self, name: str, role: Any, clinic_id: str, created_by: str,
+                     expires_in: int | None = None) -> tuple[Any, str]:
+        from shared.auth import new_api_key, sha256
 
-        key_id, secret, whole = new_api_key_secret()
-        key = ApiKey(key_id, name, role, clinic_id, iso(time.time()), created_by)
-        self.items[key_id] = {"key": key, "secret_sha256": sha256(secret)}
+        key, secret, whole = new_api_key(name, role, clinic_id, created_by, expires_in)
+        self.items[key.key_id] = {"key": key, "secret_sha256": sha256(secret)}
         return key, whole
 
     async def find(self, key_id: str) -> tuple[Any, str] | None:

@@ -1,12 +1,16 @@
-"""What the HTTP APIs (ingest, results) share: 422s a person can read, and serving
-inside a stage process. (The job status they serve is `shared.job.JobStatus`.)"""
+"""What the HTTP APIs (ingest, results) share: 422s a person can read, a limit on
+request bodies, and serving inside a stage process. (The job status they serve is
+`shared.job.JobStatus`.)"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 import uvicorn
@@ -22,9 +26,15 @@ LISTEN_FD_VARIABLE = "SCHIZODOT_LISTEN_FD"
 # Said in words instead of echoing a regular expression.
 FIELD_RULES = {
     "patient_id": "must be 3 to 100 letters, digits, '_' or '-'",
-    "job_id": "must look like job-<12 hexadecimal digits>",
+    "job_id": "must look like job-<32 hexadecimal digits>",
 }
 _LOCATIONS = ("body", "query", "path", "header")
+
+# Request bodies: forms and JSON (the console's sign-in and forms, check-ins, patient links,
+# API keys) are small; an EHR's CloudEvent may carry metadata and a timeline. Media never
+# pass through the APIs (they go to S3 with presigned requests).
+FORM_AND_JSON_BYTES = 64 * 1024
+EVENT_BYTES = 1024 * 1024
 
 
 def _unavailable(error: Exception) -> bool:
@@ -57,6 +67,81 @@ def install_unavailable_dependency_errors(app: FastAPI, retry_after_seconds: int
 
     app.add_exception_handler(BotoCoreError, unavailable)
     app.add_exception_handler(ClientError, unavailable)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestBodyLimit:
+    """ASGI middleware: a request whose body is larger than its route's limit gets 413, refused
+    by its `Content-Length` before anything is read, or, without one (chunked), as soon as the
+    bytes received pass the limit. The server never holds more than the limit and one chunk,
+    so a client that needs no credential (`/console/login`) cannot make the process grow.
+
+    `limits`: {path prefix: bytes}, the longest matching prefix wins; `default_bytes` elsewhere.
+    """
+
+    def __init__(self, app: Any, *, default_bytes: int = FORM_AND_JSON_BYTES,
+                 limits: Mapping[str, int] | None = None) -> None:
+        self.app = app
+        self.default_bytes = default_bytes
+        self.limits = sorted((limits or {}).items(), key=lambda item: -len(item[0]))
+
+    def limit_for(self, path: str) -> int:
+        return next((size for prefix, size in self.limits if path.startswith(prefix)), self.default_bytes)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        declared = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _refuse(send, limit)
+            return
+        received, refused, started = 0, False, False
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received, refused
+            if refused:
+                raise _BodyTooLarge()
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if refused:
+                return  # whatever the app made of the cut body (FastAPI: a 400): the 413 goes instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:  # noqa: BLE001 - _BodyTooLarge, possibly wrapped by the app's task groups
+            if not refused:
+                raise
+        if refused and not started:
+            await _refuse(send, limit)
+
+
+async def _refuse(send: Any, limit: int) -> None:
+    body = json.dumps({"detail": f"the request body is larger than this route accepts ({limit} bytes)"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def install_request_body_limit(app: FastAPI, *, default_bytes: int = FORM_AND_JSON_BYTES,
+                               limits: Mapping[str, int] | None = None) -> None:
+    """The body limit, outermost: installed last, it runs before every other middleware."""
+    app.add_middleware(RequestBodyLimit, default_bytes=default_bytes, limits=limits)
 
 
 def install_readable_validation_errors(app: FastAPI) -> None:

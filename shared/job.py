@@ -182,6 +182,11 @@ class Job(_JobState, _Record):
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
+    def same_checkin(self, other: "Job") -> bool:
+        """Whether `other`, a job made again under this id (a redelivered event), is this job's clinic's
+        and patient's: anything else is an id collision, never to be merged into this job."""
+        return (self.clinic_id, self.patient_id) == (other.clinic_id, other.patient_id)
+
     def with_trace(self, trace_fields: dict[str, Any]) -> "Job":
         """This job continuing the trace `trace_fields` names (shared.tracing.job_trace_fields)."""
         if not trace_fields:

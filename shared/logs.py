@@ -9,7 +9,8 @@ copy the context (see `shared.worker.run_blocking`). Standard-library loggers
 PHI: a `patient_id`/`user_id` field becomes `patient_ref`, a keyed pseudonym
 (HMAC-SHA256 with `SCHIZODOT_PSEUDONYM_KEY`, so the same patient has the same
 reference in every service); patient ids inside upload keys
-(`uploads/<patient>/...`) in any text, exception text included, are replaced
+(`uploads/<patient>/...`) and the EHR's own names of its media
+(`incoming/<clinic>/<name>`) in any text, exception text included, are replaced
 the same way; transcript fields are dropped.
 """
 
@@ -30,6 +31,10 @@ _PATIENT_FIELDS = ("patient_id", "user_id")
 _DROPPED_FIELDS = ("transcript", "transcription")
 # Upload keys name the patient (shared.domain.upload_key): uploads/<patient>/<job>/...
 _UPLOAD_KEY_PATIENT = re.compile(r"(uploads/)([A-Za-z0-9_.-]{3,170})(/)")  # the patient key: clinic.patient
+# An EHR's media keys (shared.infra.EHR_MEDIA_PREFIX) are named by the EHR and may carry anything,
+# a patient's name included: incoming/<clinic>/<whatever>, up to a space, a quote or a bracket.
+_EHR_KEY_NAME = re.compile(r"(incoming/[a-z0-9][a-z0-9-]{1,62}/)([^\s\"'<>()\[\]{},]+)")
+_KEY_PREFIXES = ("uploads/", "incoming/")
 _key = secrets.token_bytes(32)  # replaced by configure_logging; random means "not linkable across processes"
 
 
@@ -40,13 +45,14 @@ def pseudonymise(patient_id: str) -> str:
 
 
 def redact(text: str) -> str:
-    """`text` with the patient ids it is known to carry (upload keys) pseudonymised."""
-    return _UPLOAD_KEY_PATIENT.sub(lambda m: f"{m.group(1)}{pseudonymise(m.group(2))}{m.group(3)}", text)
+    """`text` with the patient ids it is known to carry (upload keys, EHR media keys) pseudonymised."""
+    text = _UPLOAD_KEY_PATIENT.sub(lambda m: f"{m.group(1)}{pseudonymise(m.group(2))}{m.group(3)}", text)
+    return _EHR_KEY_NAME.sub(lambda m: f"{m.group(1)}{pseudonymise(m.group(2))}", text)
 
 
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
-        return redact(value) if "uploads/" in value else value
+        return redact(value) if any(prefix in value for prefix in _KEY_PREFIXES) else value
     if isinstance(value, dict):
         return {k: _redact_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -57,6 +57,16 @@ class Inbound(Generic[E]):
     trace_from_job: bool = False  # no context travels with it: continue the trace stored on the job
 
 
+class JobIdCollision(MalformedMessage):
+    """An event naming a job that is another clinic's or another patient's: dead-lettered, and
+    the job it names is left as it is."""
+
+
+def _collision(job_id: str) -> JobIdCollision:
+    return JobIdCollision(f"the event names job {job_id}, which is another check-in's (another clinic or "
+                          "patient); send the event again with a new id")
+
+
 class RejectedEvent(MalformedMessage):
     """An event that cannot be read but names a patient: it is dead-lettered, and
     the job it would have made is recorded as failed so the sender can see why."""
@@ -160,7 +170,10 @@ class StageRunner(Generic[E, D]):
 
         async def reject() -> None:
             if job is not None:  # exists already on redelivery; fail() is a no-op then
-                await self._jobs.create(job.with_trace(job_trace_fields()))
+                if not await self._jobs.create(job.with_trace(job_trace_fields())):
+                    existing = await self._jobs.get(job.job_id)
+                    if existing is not None and not existing.same_checkin(job):
+                        raise _collision(job.job_id) from error  # never fail another clinic's job
                 await self._jobs.fail(job.job_id, f"the check-in event was rejected: {error}", self.stage.name,
                                       reason="input")
             raise error
@@ -188,8 +201,11 @@ class StageRunner(Generic[E, D]):
         if inbound.new_job is not None:
             job = inbound.new_job.with_trace(job_trace_fields())
             created = await self._jobs.create(job)
+            known = job if created else await self._jobs.get(inbound.job_id)
+            if known is not None and not known.same_checkin(job):
+                log.error("check-in event names another check-in's job; dead-lettered", event_id=inbound.event_id)
+                raise _collision(inbound.job_id)
             log.info("check-in event accepted", new_job=created, event_id=inbound.event_id)
-            known = job if created else None
         job = known or await self._jobs.get(inbound.job_id)
         if job is None:
             log.info("stage not run", outcome=ClaimOutcome.NO_SUCH_JOB.value)

@@ -16,6 +16,11 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+# Pseudonym keys published as defaults (this repository's compose file and .env.example used the first).
+DEVELOPMENT_PSEUDONYM_KEYS = frozenset({"local-development-only", "changeme", "change-me", "secret", "development",
+                                        "dev", "test", "testing"})
+
+
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SCHIZODOT_", populate_by_name=True, extra="ignore", frozen=True
@@ -51,7 +56,27 @@ class CommonSettings(BaseSettings):
     metrics_host: str = "0.0.0.0"  # Prometheus scrapes from elsewhere in a cluster
     queue_metrics_interval_seconds: float = Field(15.0, gt=0)
     pseudonym_key: str | None = Field(None, repr=False)  # HMAC key for patient references in logs and
-    # the audit trail; one for all services, a secret (the APIs refuse to start without it)
+    # the audit trail; one for all services, a secret (the APIs refuse to start without it, and every
+    # service refuses a published development key outside the embedded stack)
+    # Set by the embedded stack (schizodot.stack) only: one machine, loopback, development. It alone
+    # may use a published development pseudonym key and plain http:// webhooks.
+    embedded_stack: bool = False
+
+    def check_pseudonym_key(self, *, required: bool) -> None:
+        """ConfigurationError when the key is missing (and `required`) or is a published development
+        key outside the embedded stack: anyone could reverse the patient references made with it."""
+        from shared.errors import ConfigurationError
+
+        if not self.pseudonym_key:
+            if required:
+                raise ConfigurationError(
+                    "the audit trail needs a pseudonym key: set SCHIZODOT_PSEUDONYM_KEY to a secret (e.g. `openssl "
+                    "rand -hex 32`), the same for every service", "SCHIZODOT_PSEUDONYM_KEY")
+            return
+        if self.pseudonym_key.strip().lower() in DEVELOPMENT_PSEUDONYM_KEYS and not self.embedded_stack:
+            raise ConfigurationError(
+                "SCHIZODOT_PSEUDONYM_KEY is a published development key: set a secret of your own "
+                "(e.g. `openssl rand -hex 32`), the same for every service", "SCHIZODOT_PSEUDONYM_KEY")
 
     # Protected health information (issue 12): where identities, the audit trail and
     # erasures are kept, the KMS key everything is encrypted with, and retention.

@@ -79,6 +79,7 @@ def run_stage(
     meter_provider = configure_metrics(service_name, common)
     instrument_aws()
     try:
+        common.check_pseudonym_key(required=False)  # the APIs require one (shared.access)
         asyncio.run(_serve(stage, settings, common, build_deps, side_tasks))
     except ConfigurationError as error:  # a missing model, a taken port, ...
         log.error("cannot start as configured", error=str(error), setting=error.setting)

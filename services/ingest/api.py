@@ -54,8 +54,8 @@ from shared.domain import (
 )
 from shared.errors import MalformedMessage
 from shared.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, describe_validation_error, event_data
-from shared.http import install_readable_validation_errors
-from shared.identity import Principal, Role
+from shared.http import EVENT_BYTES, install_readable_validation_errors, install_request_body_limit
+from shared.identity import Principal, Role, patient_key
 from shared.job import JobStatus, new_job
 from shared.jobs import JobStore
 from shared.options import CheckinOptions
@@ -157,6 +157,7 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
         install_authentication(app, access.authenticator)
     install_readable_validation_errors(app)
     install_audit_failure_handler(app)
+    install_request_body_limit(app, limits={"/api/v1/events": EVENT_BYTES})  # forms and JSON: small
     principal = principal_dependency(access.authenticator)
     audit, limits = access.audit, access.limits
 
@@ -282,6 +283,12 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
             raise HTTPException(status_code=422, detail=problem)
         await limit_checkins(who)
         job_id = job_id_for_event(event.get_source(), event.get_id(), submitted.clinic_id)
+        existing = await jobs.get(job_id)
+        if existing is not None and (existing.clinic_id, existing.patient_id) != (
+                submitted.clinic_id, patient_key(submitted.clinic_id, submitted.patient_id)):
+            # A collision (or a reused event id for another patient): refused, never merged.
+            raise HTTPException(status_code=409, detail="this event's id was already used for another check-in; "
+                                                        "send it with a new id")
         await audit.record(AuditEvent("checkin.event_submitted", who, patient_id=submitted.patient_id, job_id=job_id))
         message_id = await enqueue_event(body.decode())
         return EventAccepted(job_id=job_id, message_id=message_id)

@@ -56,7 +56,7 @@ from shared.auth import (
 )
 from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.history import HistoryReader
-from shared.http import install_readable_validation_errors
+from shared.http import install_readable_validation_errors, install_request_body_limit
 from shared.identity import Principal, Role, local_patient_id
 from shared.job import COMPLETED, FAILED, Job, JobStatus
 from shared.jobs import JobStore
@@ -115,6 +115,8 @@ class NewApiKey(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9 ._-]+$")
     role: Literal["uploader", "clinician", "ehr_integration"]
+    expires_in: int | None = Field(None, ge=60, le=10 * 366 * 24 * 3600,
+                                   description="seconds until the key is refused; none: until revoked")
 
 
 class ApiKeyView(BaseModel):
@@ -125,6 +127,7 @@ class ApiKeyView(BaseModel):
     created_at: str
     created_by: str
     revoked_at: str | None = None
+    expires_at: str | None = None
 
 
 class CreatedApiKey(ApiKeyView):
@@ -197,6 +200,7 @@ def create_app(settings: ResultsSettings, jobs: JobStore, history: HistoryReader
         install_authentication(app, access.authenticator)
     install_readable_validation_errors(app)
     install_audit_failure_handler(app)
+    install_request_body_limit(app)  # forms (the console's sign-in included) and JSON: small
     principal = principal_dependency(access.authenticator)
 
     @app.get("/health", tags=["health"])
@@ -376,8 +380,9 @@ def api_key_routes(access: ResultsAccess, admins) -> APIRouter:
         assert who.clinic_id is not None
         role = Role(body.role)
         assert role in API_KEY_ROLES
-        key, secret = await keys.create(body.name, role, who.clinic_id, who.subject)
-        await audit.record(AuditEvent("api_key.create", who, detail={"key_id": key.key_id, "role": role.value}))
+        key, secret = await keys.create(body.name, role, who.clinic_id, who.subject, body.expires_in)
+        await audit.record(AuditEvent("api_key.create", who, detail={"key_id": key.key_id, "role": role.value,
+                                                                     "expires_at": key.expires_at}))
         return CreatedApiKey(**key.view(), api_key=secret)
 
     @router.get("/api/v1/api-keys", response_model=list[ApiKeyView])

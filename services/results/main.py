@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -36,6 +37,7 @@ from services.results.settings import ResultsSettings
 from services.results.writer import ResultsWriter
 from shared.access import Access, build_access
 from shared.aws import async_client, sync_client
+from shared.errors import ConfigurationError
 from shared.history import PatientHistory
 from shared.http import serve_http
 from shared.infra import ALERTS_QUEUE
@@ -74,8 +76,9 @@ def _erasures(context: StageContext[ResultsSettings]) -> DynamoErasures:
 
 def _clinics(context: StageContext[ResultsSettings]) -> ClinicDirectory:
     """The clinics file (SCHIZODOT_CLINICS_FILE); a bad one stops the worker at start-up, naming the problem."""
-    path = context.common.clinics_file
-    return _once(context, "_clinic_directory", lambda: ClinicDirectory.from_file(path) if path else ClinicDirectory())
+    path, embedded = context.common.clinics_file, context.common.embedded_stack
+    return _once(context, "_clinic_directory", lambda: ClinicDirectory.from_file(
+        path, plain_http_webhooks=embedded) if path else ClinicDirectory())
 
 
 def _alert_service(context: StageContext[ResultsSettings]) -> AlertService:
@@ -129,13 +132,17 @@ async def _queue_pair(context: StageContext[ResultsSettings], name: str) -> tupl
 
 def _console(context: StageContext[ResultsSettings], access: Access):
     settings, common = context.settings, context.common
+    cookie = access.authenticator.settings.session_cookie
+    if cookie and not settings.console_csrf_key:
+        raise ConfigurationError("the console's sign-in cookie needs a CSRF key of its own: set RESULTS_CONSOLE_CSRF_KEY "
+                                 "to a secret (e.g. `openssl rand -hex 32`), the same for every results replica",
+                                 "RESULTS_CONSOLE_CSRF_KEY")
     # Presigning is local computation: a client aimed at the public endpoint signs URLs browsers reach.
     signer = sync_client(common.model_copy(update={"aws_endpoint_url": settings.public_s3_endpoint_url})
                          if settings.public_s3_endpoint_url else common, "s3")
     alerts = _alert_service(context)
-    assert common.pseudonym_key  # build_access refused to start without it
-    sessions = ConsoleSessions(access.authenticator, derive_key(common.pseudonym_key, "console-csrf"),
-                               access.authenticator.settings.session_cookie)
+    csrf_key = derive_key(settings.console_csrf_key, "console-csrf") if settings.console_csrf_key else secrets.token_bytes(32)
+    sessions = ConsoleSessions(access.authenticator, csrf_key, cookie)  # no cookie: no form token is ever checked
     return create_console_router(
         principal=access.principal, jobs=context.jobs, history=_history(context),
         roster=alerts.roster, alerts=alerts.alerts, media=S3MediaLinks(signer, common.bucket), audit=access.audit,
@@ -195,7 +202,8 @@ async def run_alert_delivery(context: StageContext[ResultsSettings], stop: async
         http = await resources.enter_async_context(httpx.AsyncClient())
         sns = await resources.enter_async_context(async_client(context.common, "sns")) if uses_sns else None
         deps = DeliveryDeps(_alert_service(context).alerts, clinics, http, sns=sns, console_url=settings.console_url,
-                            retry=RetryPolicy(settings.alert_retry_base_seconds, settings.alert_retry_max_seconds))
+                            retry=RetryPolicy(settings.alert_retry_base_seconds, settings.alert_retry_max_seconds),
+                            audit=_access(context).audit)
         await _consume(context, ALERTS_QUEUE, AlertsHandler(deps), stop)
 
 

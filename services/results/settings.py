@@ -39,6 +39,9 @@ class ResultsSettings(StageSettings):
     # The clinician console (served at /console by the results API). Who may sign in with a
     # cookie: SCHIZODOT_AUTH_SESSION_COOKIE and SCHIZODOT_AUTH_COOKIE_PATHS=/console (shared.auth).
     console_enabled: bool = True
+    # The key of the console's CSRF tokens (HMAC of the session), its own secret, the same for every
+    # results replica; required when browsers sign in with the cookie (e.g. `openssl rand -hex 32`).
+    console_csrf_key: str | None = Field(None, repr=False)
     # The console's public address, for the links in alerts sent to webhooks (e.g.
     # https://results.clinic.example/console); unset: alerts carry no link.
     console_url: str | None = None

@@ -121,7 +121,9 @@ def test_the_apis_check_tokens_of_the_development_issuer_which_alone_holds_its_k
         assert mounts["auth-jwks"][1] == "ro" and "dev-issuer" not in mounts  # never the private key
         assert str(auth.jwks_file).startswith(mounts["auth-jwks"][0] + "/")
         assert service["depends_on"]["dev-issuer"]["condition"] == "service_completed_successfully"
-        assert service["environment"]["SCHIZODOT_PSEUDONYM_KEY"]  # the APIs refuse to start without it
+        # no default key: the APIs refuse to start without one from .env, and a published one anywhere
+        assert "SCHIZODOT_PSEUDONYM_KEY" in service["environment"] and not service["environment"]["SCHIZODOT_PSEUDONYM_KEY"]
+    assert "RESULTS_CONSOLE_CSRF_KEY" in services["results"]["environment"]
     for stage in set(STAGES) - {"ingest", "results"}:
         assert not [k for k in services[stage]["environment"] if k.startswith("SCHIZODOT_AUTH_")], stage
 

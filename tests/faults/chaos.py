@@ -152,7 +152,7 @@ def submit(run: ClientRun, env: dict[str, str], timeout: float) -> ClientRun:
     run.returncode = client.returncode
     run.traceback = "Traceback (most recent call last)" in stderr
     run.progress = [int(value) for value in _PROGRESS.findall(stderr)]
-    created = re.search(r"job (job-[0-9a-f]{12}) created", stderr)
+    created = re.search(r"job (job-[0-9a-f]{32}) created", stderr)
     run.job_id = created.group(1) if created else None
     if client.returncode != 0 or run.traceback:
         run.error = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {client.returncode}"

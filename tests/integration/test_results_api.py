@@ -363,7 +363,7 @@ def test_job_status_detail_and_errors(workers):
         missing = http.get("/api/v1/jobs/job-000000000000")
         assert missing.status_code == 404 and missing.json()["detail"] == "no job job-000000000000"
         bad = http.get("/api/v1/jobs/job-123")
-        assert bad.status_code == 422 and bad.json()["detail"] == "job_id: must look like job-<12 hexadecimal digits>"
+        assert bad.status_code == 422 and bad.json()["detail"] == "job_id: must look like job-<32 hexadecimal digits>"
         assert http.get("/api/v1/results/job-000000000000").status_code == 404
     ensure_job = _job_id()
     asyncio.run(_with_aws(settings, lambda aws: JobsRepository(aws.dynamodb, settings.jobs_table).create(Job.from_item({

@@ -124,12 +124,21 @@ class ClinicDirectory:
         self._clinics = dict(clinics or {})
 
     @classmethod
-    def from_file(cls, path: Path) -> "ClinicDirectory":
-        """Raises ConfigurationError (a ValueError too) naming the problem: the service does not start on a bad file."""
+    def from_file(cls, path: Path, *, plain_http_webhooks: bool = False) -> "ClinicDirectory":
+        """Raises ConfigurationError (a ValueError too) naming the problem: the service does not start on a bad file.
+
+        Alerts name patients: a webhook must be https://, except on the embedded stack
+        (`plain_http_webhooks`: one machine, a receiver on loopback)."""
         try:
             parsed = _ClinicsFile.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
         except (OSError, ValueError) as error:
             raise ClinicsFileError(f"the clinics file {path} cannot be used: {error}") from error
+        if not plain_http_webhooks:
+            for name, profile in [("default", parsed.default), *parsed.clinics.items()]:
+                webhook = profile.delivery.webhook
+                if webhook is not None and not webhook.url.lower().startswith("https://"):
+                    raise ClinicsFileError(f"the clinics file {path} cannot be used: {name}: the webhook URL must "
+                                           "start with https:// (alerts name patients)")
         return cls(parsed.default, parsed.clinics)
 
     def get(self, clinic_id: str) -> ClinicProfile:

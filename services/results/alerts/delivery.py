@@ -24,6 +24,7 @@ drop duplicates), `webhook-timestamp` (Unix seconds) and `webhook-signature`
 `whsec_...`). Receivers verify with any Standard Webhooks library and reject
 timestamps older than a few minutes. The body names the patient (the clinic's
 own system needs it to act) and links to the console; findings stay there.
+Every send, webhook or SNS, each attempt, is audited first (`alert.sent`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from standardwebhooks import Webhook
 
 from services.results.alerts.clinics import ClinicDirectory, WebhookTarget
 from services.results.alerts.store import Alert, AlertStore, ChannelDelivery
+from shared.audit import AuditTrail
 from shared.events import decode_event, encode_event, event_data
 from shared.messaging import Accepted, Delivery
 
@@ -92,6 +94,7 @@ class DeliveryDeps:
     sns: Any | None = None  # an SNS client (aiobotocore), when any clinic uses a topic
     console_url: str | None = None  # e.g. https://results.clinic.example/console
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    audit: AuditTrail | None = None  # every send is audited first (`alert.sent`); without a trail nothing is sent
 
 
 def alert_document(alert: Alert, console_url: str | None) -> dict[str, Any]:
@@ -151,6 +154,22 @@ class _ChannelError(Exception):
     pass
 
 
+async def _audit_send(alert: Alert, channel: str, attempt: int, deps: DeliveryDeps) -> None:
+    """The alert names the patient and leaves the system: recorded before it goes, as results sent
+    to the EHR are; a record that cannot be written stops the send (retried like a failed one)."""
+    from shared.identity import patient_key
+
+    if deps.audit is None:
+        raise _ChannelError("no audit trail: alerts are not sent unaudited")
+    try:
+        await deps.audit.record_system("alert.sent", clinic_id=alert.clinic_id,
+                                       stored_patient_key=patient_key(alert.clinic_id, alert.patient_id),
+                                       job_id=alert.job_id, detail={"alert_id": alert.alert_id, "channel": channel,
+                                                                    "attempt": attempt, "rule": alert.rule})
+    except Exception as error:  # AuditUnavailable
+        raise _ChannelError(f"the audit trail is unavailable ({type(error).__name__})") from error
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -175,6 +194,7 @@ async def deliver_alert(event: AlertEvent, deps: DeliveryDeps, attempt: int = 1)
             continue
         now = _now()
         try:
+            await _audit_send(alert, channel, previous.attempts + 1, deps)
             if channel == "webhook":
                 await _post_webhook(delivery.webhook, alert, deps)  # type: ignore[arg-type]
             else:

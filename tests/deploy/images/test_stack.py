@@ -99,7 +99,8 @@ def stack(request) -> ComposeStack:
         "JAEGER_UI_HOST_PORT": str(ports["jaeger"]),
         # the uploader (this test) reaches the AWS server on the host's port
         "INGEST_PUBLIC_S3_ENDPOINT_URL": f"http://localhost:{ports['aws']}",
-        "SCHIZODOT_PSEUDONYM_KEY": secrets.token_hex(32),  # as a deployment sets one in .env
+        "SCHIZODOT_PSEUDONYM_KEY": secrets.token_hex(32),  # as a deployment sets them in .env
+        "RESULTS_CONSOLE_CSRF_KEY": secrets.token_hex(32),
     })
     running = ComposeStack(env, ports, {})
     running.compose("down", "-v", "--remove-orphans", check=False)  # what a killed earlier run left

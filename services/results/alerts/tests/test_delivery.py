@@ -34,13 +34,15 @@ from services.results.alerts.delivery import (
 from services.results.alerts.roster import DynamoRoster
 from services.results.alerts.service import AlertService, SqsAlertQueue
 from services.results.alerts.store import DynamoAlertStore
+from shared.audit import AuditTrail
 from shared.aws import AsyncClients, sync_client
-from shared.fakes import InMemoryJobs
+from shared.fakes import InMemoryJobs, MemoryAuditStore
 from shared.infra import ALERTS_QUEUE
 from shared.messaging import QueueConsumer
 from tests.browser.contract_items import history
 from tests.conftest import free_port
 
+AUDIT = AuditTrail(MemoryAuditStore(), "alerts-test-key", "schizodot-results")
 SECRET = "whsec_" + base64.b64encode(b"clinic-north-signing-secret-0123").decode()
 
 
@@ -152,7 +154,7 @@ def test_a_receiver_that_answers_500_gets_retries_and_the_alert_stays_open_until
                 assert {e["type"] for e in events} == {"org.schizodot.alert.raised.v1"}
                 # the risk alert's message meets the failing receiver
                 queue_url, dlq_url = queues(aws_server)
-                deps = DeliveryDeps(service.alerts, clinics, http, console_url="https://results.example/console",
+                deps = DeliveryDeps(service.alerts, clinics, http, audit=AUDIT, console_url="https://results.example/console",
                                     retry=RetryPolicy(base_seconds=1, max_seconds=1))
                 risk = next(a for a in created if a.rule == "risk")
                 await SqsAlertQueue(clients.sqs, queue_url).send(AlertEvent(clinic_id=clinic, alert_id=risk.alert_id))
@@ -186,7 +188,7 @@ def test_a_failing_delivery_is_visible_on_the_alert_while_it_retries(aws_server)
             async with AsyncClients(aws_server) as clients, httpx.AsyncClient() as http:
                 service, created, _ = await raise_alerts(aws_server, clients, queues(aws_server)[0], clinics, clinic,
                                                          patient)
-                deps = DeliveryDeps(service.alerts, clinics, http, retry=RetryPolicy(base_seconds=1, max_seconds=1))
+                deps = DeliveryDeps(service.alerts, clinics, http, audit=AUDIT, retry=RetryPolicy(base_seconds=1, max_seconds=1))
                 with pytest.raises(DeliveryFailed):
                     await deliver_alert(AlertEvent(clinic_id=clinic, alert_id=created[0].alert_id), deps, 1)
                 stored = await service.alerts.get(clinic, created[0].alert_id)
@@ -208,7 +210,7 @@ def test_a_receiver_that_keeps_failing_is_dead_lettered_and_the_alert_stays_open
                 service, created, _ = await raise_alerts(settings, clients, queue_url, clinics, clinic, patient)
                 await clients.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)  # hidden for 30 s
                 await SqsAlertQueue(clients.sqs, queue_url).send(AlertEvent(clinic_id=clinic, alert_id=created[0].alert_id))
-                deps = DeliveryDeps(service.alerts, clinics, http, retry=RetryPolicy(1, 1))
+                deps = DeliveryDeps(service.alerts, clinics, http, audit=AUDIT, retry=RetryPolicy(1, 1))
                 log = await run_queue(clients.sqs, consumer_settings(settings, max_receive=2), queue_url, dlq_url,
                                       deps, clinic, created[0].alert_id)
                 dead = await clients.sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1,
@@ -239,7 +241,7 @@ def test_alerts_go_to_the_clinics_sns_topic_once(aws_server):
                                                    endpoint_url=aws_server.aws_endpoint_url) as sns_client:
                 service, created, _ = await raise_alerts(aws_server, clients, queues(aws_server)[0], clinics, clinic,
                                                          patient)
-                deps = DeliveryDeps(service.alerts, clinics, http, sns=sns_client)
+                deps = DeliveryDeps(service.alerts, clinics, http, audit=AUDIT, sns=sns_client)
                 event = AlertEvent(clinic_id=clinic, alert_id=created[0].alert_id)
                 assert await deliver_alert(event, deps) == {"sns": "delivered"}
                 assert await deliver_alert(event, deps) == {"sns": "delivered"}  # redelivered: not sent again

@@ -43,7 +43,8 @@ class Console:
         self.issuer = DevIssuer(state_dir).ensure()
         auth = AuthSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=self.issuer.jwks_path, session_cookie=COOKIE,
                             cookie_paths=("/console",))
-        self.authenticator = Authenticator(auth, InMemoryApiKeys(), InMemoryPatientLinks())
+        self.api_keys = InMemoryApiKeys()  # the API's key routes and the authenticator share it, as in the service
+        self.authenticator = Authenticator(auth, self.api_keys, InMemoryPatientLinks())
         self.audit_store = MemoryAuditStore()
         self.audit = AuditTrail(self.audit_store, PSEUDONYM_KEY, "schizodot-results")
         self.history, self.jobs = InMemoryHistory(), InMemoryJobs()
@@ -66,7 +67,7 @@ class Console:
             raise AssertionError("no erasure here")
 
         self.app = create_app(ResultsSettings(), self.jobs, self.history,
-                              ResultsAccess(self.authenticator, self.audit, InMemoryApiKeys(), MemoryErasures(),
+                              ResultsAccess(self.authenticator, self.audit, self.api_keys, MemoryErasures(),
                                             no_erasures), console=console)
 
     def token(self, name: str, **claims: Any) -> str:
