@@ -644,10 +644,12 @@ class AccessGuard:
       policy), and is neither stale nor expired; anything else is 403.
     - A presigned POST keeps to its policy's conditions (bucket, key, content
       type, size), as S3 checks them.
-    - No CORS: moto's server answers every origin (flask-cors), so any web page
-      open on the machine could read and write through it. Preflights are
-      refused and Access-Control-* headers removed; browsers never talk to this
-      server (patients upload through ingest).
+    - No CORS for any other origin: moto's server answers every origin
+      (flask-cors), so any web page open on the machine could read and write
+      through it. Its Access-Control-* headers are removed; only the origins
+      named in `browser_origins` (SCHIZODOT_BROWSER_ORIGINS: the stack's own
+      patient page, which still sends its parts here with presigned URLs) get
+      a preflight answered and their origin allowed; any other is refused.
     - moto's management API (/moto-api: reset, state, dashboard) is refused.
 
     Why not moto's own check (INITIAL_NO_AUTH_ACTION_COUNT): it accepts only
@@ -655,20 +657,31 @@ class AccessGuard:
     IAM policies for every caller, and does not check presigned URLs or POSTs.
     """
 
-    def __init__(self, inner: Any, access_key: str, secret_key: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, inner: Any, access_key: str, secret_key: str, browser_origins: tuple[str, ...] = (),
+                 clock: Callable[[], float] = time.time) -> None:
         if not access_key or not secret_key:
             raise ValueError("the AWS server needs an access key and a secret key to check signatures against")
         self.inner = inner
         self.access_key = access_key
         self.secret_key = secret_key
+        self.browser_origins = browser_origins
         self.clock = clock
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
         if path.startswith("/moto-api"):
             return _refuse(environ, start_response, "AccessDenied", "moto's management API is not served here")
+        origin = environ.get("HTTP_ORIGIN", "")
+        allowed = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")] \
+            if origin and origin in self.browser_origins else []
         if environ.get("REQUEST_METHOD", "").upper() == "OPTIONS":
-            return _refuse(environ, start_response, "AccessDenied", "cross-origin requests are not served (no CORS)")
+            if not allowed:
+                return _refuse(environ, start_response, "AccessDenied", "cross-origin requests are not served")
+            start_response("200 OK", [*allowed, ("Access-Control-Allow-Methods", "GET, HEAD, PUT, POST"),
+                                      ("Access-Control-Allow-Headers",
+                                       environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")),
+                                      ("Access-Control-Max-Age", "600"), ("Content-Length", "0")])
+            return [b""]
         declared_length = environ.get("CONTENT_LENGTH", "")
         body = _read_body(environ)
         environ["wsgi.input"] = io.BytesIO(body)
@@ -679,7 +692,7 @@ class AccessGuard:
 
         def without_cors(status: str, headers: list, exc_info: Any = None) -> Any:
             return start_response(status, [(name, value) for name, value in headers
-                                           if not name.lower().startswith("access-control-")], exc_info)
+                                           if not name.lower().startswith("access-control-")] + allowed, exc_info)
 
         return self.inner(environ, without_cors)
 
@@ -919,7 +932,8 @@ def _read_body(environ: dict[str, Any]) -> bytes:
     return b""
 
 
-def build_app(data_dir: Path | None, sync: str = "full", credentials: tuple[str, str] | None = None) -> Any:
+def build_app(data_dir: Path | None, sync: str = "full", credentials: tuple[str, str] | None = None,
+              browser_origins: tuple[str, ...] = ()) -> Any:
     """moto's WSGI app, wrapped to keep its state in `data_dir` (None: in memory) and, given
     (access key, secret key), to answer only requests signed with them (AccessGuard)."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -935,7 +949,7 @@ def build_app(data_dir: Path | None, sync: str = "full", credentials: tuple[str,
             counts = app.state.restore(app.replay)
         log.info("restored %s from %s in %.2f s", ", ".join(f"{v} {k}" for k, v in counts.items()), store.path,
                  time.monotonic() - started)
-    return AccessGuard(app, *credentials) if credentials is not None else app
+    return AccessGuard(app, *credentials, browser_origins) if credentials is not None else app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -958,7 +972,8 @@ def main(argv: list[str] | None = None) -> int:
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import run_simple
 
-    app = build_app(args.data_dir, args.sync, credentials)
+    origins = tuple(o.strip() for o in os.environ.get("SCHIZODOT_BROWSER_ORIGINS", "").split(",") if o.strip())
+    app = build_app(args.data_dir, args.sync, credentials, origins)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log.info("serving on http://%s:%d (%s)", args.host, args.port,
              f"state in {args.data_dir}" if args.data_dir else "state in memory")

@@ -121,6 +121,8 @@ class StackConfig:
             "RESULTS_CONSOLE_URL": self.console_url,
             "SCHIZODOT_AUTH_SESSION_COOKIE": SESSION_COOKIE,
             "SCHIZODOT_AUTH_COOKIE_PATHS": "/console",
+            # the one browser origin the AWS server (and the bucket's CORS rule) lets in: the patient page
+            "SCHIZODOT_BROWSER_ORIGINS": self.api_url,
             **self.extra_env,
         }
 

@@ -13,6 +13,7 @@ from shared.settings import CommonSettings
 from tests.conftest import free_port
 
 SECRET = "the-servers-own-secret"
+PATIENT_PAGE = "http://127.0.0.1:8080"  # the one browser origin it lets in
 
 
 class AwsServer:
@@ -31,7 +32,8 @@ class AwsServer:
              *extra],
             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY,
-                 "AWS_SECRET_ACCESS_KEY": SECRET})
+                 "AWS_SECRET_ACCESS_KEY": SECRET,
+                 "SCHIZODOT_BROWSER_ORIGINS": PATIENT_PAGE})
         wait_for_port(self.port, 60)
         return self
 

@@ -16,7 +16,7 @@ import yaml
 from botocore.exceptions import ClientError
 
 from shared.infra import ensure_infrastructure
-from tests.security.aws_server import AwsServer
+from tests.security.aws_server import PATIENT_PAGE, AwsServer
 
 pytestmark = pytest.mark.server
 VIDEO = b"\x1aE\xdf\xa3 a patient's recording " * 64
@@ -122,6 +122,9 @@ def test_embedded_aws_server_serves_no_cors_and_no_moto_api(aws):
     url = aws.client("s3").generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
     answer = httpx.get(url, headers=evil)
     assert answer.status_code == 200 and not [h for h in answer.headers if h.lower().startswith("access-control-")]
+    own = httpx.options(f"{aws.endpoint}/{bucket}/{key}",
+                        headers={"Origin": PATIENT_PAGE, "Access-Control-Request-Method": "PUT"})
+    assert own.status_code == 200 and own.headers["Access-Control-Allow-Origin"] == PATIENT_PAGE
     assert httpx.post(f"{aws.endpoint}/moto-api/reset", headers=evil).status_code == 403
     assert httpx.get(f"{aws.endpoint}/moto-api/data.json").status_code == 403
     assert aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == VIDEO  # nothing was wiped
@@ -154,4 +157,3 @@ def test_compose_publishes_only_the_apis():
             if name in ("ingest", "results"):
                 continue
             assert str(published).startswith("127.0.0.1:"), (name, published)
-    assert "INGEST_PUBLIC_S3_ENDPOINT_URL" not in compose["services"]["ingest"]["environment"]
