@@ -225,8 +225,9 @@ def main() -> None:
                         help="only the AWS server's request rates in each durability mode")
     parser.add_argument("--out", type=Path, default=Path("bench/results/throughput.json"))
     args = parser.parse_args()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", stack.AWS_ACCESS_KEY)
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault(stack.AWS_SECRET_VARIABLE, os.environ["AWS_SECRET_ACCESS_KEY"])  # its stacks sign so too
     if args.aws_only:
         report = {"aws_requests": aws_requests(), "load_average_at_end": os.getloadavg()}
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import calendar
 import hashlib
+import hmac
 import io
 import json
 import logging
@@ -141,7 +143,11 @@ class Store:
     """The SQLite file: control requests, DynamoDB items, S3 objects, SQS messages."""
 
     def __init__(self, path: Path, sync: str = "full") -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_directory(path.parent)
+        for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if name.exists():
+                name.chmod(0o600)  # a store made before files were private
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # SQLite gives -wal and -shm its mode
         self.path = path
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -174,6 +180,18 @@ class Store:
         self._seq = self.db.execute(
             "SELECT max(m) FROM (SELECT max(seq) AS m FROM control UNION ALL SELECT max(seq) FROM messages)"
         ).fetchone()[0] or 0
+        self.purge_uploads_from_control()
+
+    def purge_uploads_from_control(self) -> int:
+        """Delete control rows that are uploads (older servers logged a POST upload, body and all, as
+        set-up and replayed it on every start, bringing back an erased patient's video)."""
+        uploads = [digest for digest, text in self.db.execute("SELECT digest, request FROM control").fetchall()
+                   if _is_form(json.loads(text).get("environ", {}).get("CONTENT_TYPE", ""))]
+        for digest in uploads:
+            self.db.execute("DELETE FROM control WHERE digest = ?", (digest,))
+        if uploads:
+            log.warning("removed %d uploads kept by mistake as set-up requests", len(uploads))
+        return len(uploads)
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -205,6 +223,10 @@ class DurableState:
     # -- capture ---------------------------------------------------------------
 
     def record_control(self, request: Request) -> None:
+        if _is_form(request.environ.get("CONTENT_TYPE", "")):
+            # A form's body is an upload (a patient's video): never a set-up request to replay.
+            log.warning("a form request was not kept as set-up: %s %s", request.method, request.path)
+            return
         kept = {name: value for name, value in request.environ.items()
                 if name in _KEPT_HEADERS or (name.startswith("HTTP_X_AMZ_") and name not in _PER_REQUEST_HEADERS)}
         record = {"method": request.method, "path": request.path, "query": request.query, "environ": kept,
@@ -278,6 +300,10 @@ class DurableState:
             keys.append(key)
         elif request.method == "POST" and "delete" in urllib.parse.parse_qs(request.query, keep_blank_values=True):
             keys += [urllib.parse.unquote(k) for k in re.findall(r"<Key>(.*?)</Key>", request.body.decode("utf-8", "replace"))]
+        elif _is_post_upload(request.method, request.query, request.environ.get("CONTENT_TYPE", "")):
+            form = PostForm.parse(request.environ.get("CONTENT_TYPE", ""), request.body)
+            if form.key:
+                keys.append(form.key)
         query = urllib.parse.parse_qs(request.query, keep_blank_values=True)
         for partition, backend in list(self.s3[account].items()):
             bucket = backend.buckets.get(bucket_name)
@@ -479,6 +505,8 @@ class DurableApp:
             bucket, key = self.state._s3_target(request, account)
             if key or (method == "POST" and "delete" in urllib.parse.parse_qs(request.query, keep_blank_values=True)):
                 return "objects"
+            if _is_post_upload(request.method, request.query, request.environ.get("CONTENT_TYPE", "")):
+                return "objects"  # a browser-style POST upload: its key is in the form, not the path
             return "control"
         if service == "dynamodb":
             if action.startswith(_DYNAMODB_READS):
@@ -602,6 +630,289 @@ def _load_kms_key(blob: bytes, backend: Any) -> Any:
     return key
 
 
+# --- the checks AWS makes before a service sees a request --------------------
+
+MAX_CLOCK_SKEW_SECONDS = 15 * 60  # AWS refuses a signed request older (or newer) than this
+_SIGNED_PREFIX = "AWS4-HMAC-SHA256 "
+
+
+class AccessGuard:
+    """WSGI middleware in front of moto: what AWS checks and moto's server does not.
+
+    - Every request is signed with the configured credentials (SigV4: an
+      Authorization header, a presigned URL's query, or a presigned POST's
+      policy), and is neither stale nor expired; anything else is 403.
+    - A presigned POST keeps to its policy's conditions (bucket, key, content
+      type, size), as S3 checks them.
+    - No CORS for any other origin: moto's server answers every origin
+      (flask-cors), so any web page open on the machine could read and write
+      through it. Its Access-Control-* headers are removed; only the origins
+      named in `browser_origins` (SCHIZODOT_BROWSER_ORIGINS: the stack's own
+      patient page, which still sends its parts here with presigned URLs) get
+      a preflight answered and their origin allowed; any other is refused.
+    - moto's management API (/moto-api: reset, state, dashboard) is refused.
+
+    Why not moto's own check (INITIAL_NO_AUTH_ACTION_COUNT): it accepts only
+    access keys made through its IAM API (random secrets, held in memory), needs
+    IAM policies for every caller, and does not check presigned URLs or POSTs.
+    """
+
+    def __init__(self, inner: Any, access_key: str, secret_key: str, browser_origins: tuple[str, ...] = (),
+                 clock: Callable[[], float] = time.time) -> None:
+        if not access_key or not secret_key:
+            raise ValueError("the AWS server needs an access key and a secret key to check signatures against")
+        self.inner = inner
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.browser_origins = browser_origins
+        self.clock = clock
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "") or "/"
+        if path.startswith("/moto-api"):
+            return _refuse(environ, start_response, "AccessDenied", "moto's management API is not served here")
+        origin = environ.get("HTTP_ORIGIN", "")
+        allowed = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")] \
+            if origin and origin in self.browser_origins else []
+        if environ.get("REQUEST_METHOD", "").upper() == "OPTIONS":
+            if not allowed:
+                return _refuse(environ, start_response, "AccessDenied", "cross-origin requests are not served")
+            start_response("200 OK", [*allowed, ("Access-Control-Allow-Methods", "GET, HEAD, PUT, POST"),
+                                      ("Access-Control-Allow-Headers",
+                                       environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")),
+                                      ("Access-Control-Max-Age", "600"), ("Content-Length", "0")])
+            return [b""]
+        declared_length = environ.get("CONTENT_LENGTH", "")
+        body = _read_body(environ)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        problem = self.problem(environ, body, declared_length)
+        if problem is not None:
+            return _refuse(environ, start_response, *problem)
+
+        def without_cors(status: str, headers: list, exc_info: Any = None) -> Any:
+            return start_response(status, [(name, value) for name, value in headers
+                                           if not name.lower().startswith("access-control-")] + allowed, exc_info)
+
+        return self.inner(environ, without_cors)
+
+    def problem(self, environ: dict[str, Any], body: bytes, declared_length: str) -> tuple[str, str] | None:
+        """(code, message) when the request must be refused; None when it is signed and in date."""
+        authorization = environ.get("HTTP_AUTHORIZATION", "")
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        if authorization.startswith(_SIGNED_PREFIX):
+            return self._header_problem(environ, body, authorization, declared_length)
+        if "X-Amz-Signature" in query:
+            return self._query_problem(environ, query, declared_length)
+        if _is_post_upload(environ.get("REQUEST_METHOD", ""), environ.get("QUERY_STRING", ""),
+                           environ.get("CONTENT_TYPE", "")):
+            return self._post_problem(environ, body)
+        return "AccessDenied", "the request is not signed (AWS Signature Version 4 is required)"
+
+    def _header_problem(self, environ: dict[str, Any], body: bytes, authorization: str,
+                        declared_length: str) -> tuple[str, str] | None:
+        fields = dict(part.strip().partition("=")[::2] for part in authorization[len(_SIGNED_PREFIX):].split(","))
+        scope = fields.get("Credential", "").split("/")
+        if len(scope) != 5 or not hmac.compare_digest(scope[0], self.access_key):
+            return "InvalidAccessKeyId", "the access key is not this server's"
+        timestamp = environ.get("HTTP_X_AMZ_DATE", "")
+        stale = self._stale(timestamp)
+        if stale:
+            return "RequestTimeTooSkewed", stale
+        signed = [name for name in fields.get("SignedHeaders", "").split(";") if name]
+        expected = self._signature(environ, _raw_uri(environ), signed, scope, timestamp, declared_length, body)
+        if not hmac.compare_digest(expected, fields.get("Signature", "")):
+            return "SignatureDoesNotMatch", "the request's signature does not match its content and credentials"
+        return None
+
+    def _query_problem(self, environ: dict[str, Any], query: dict[str, list[str]],
+                       declared_length: str) -> tuple[str, str] | None:
+        first = {name: values[0] for name, values in query.items()}
+        scope = first.get("X-Amz-Credential", "").split("/")
+        if first.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256" or len(scope) != 5 \
+                or not hmac.compare_digest(scope[0], self.access_key):
+            return "InvalidAccessKeyId", "the access key is not this server's"
+        timestamp, expires = first.get("X-Amz-Date", ""), first.get("X-Amz-Expires", "")
+        signed_at = _parse_amz_date(timestamp)
+        if signed_at is None or not expires.isdigit():
+            return "AccessDenied", "the presigned URL has no valid date or lifetime"
+        if self.clock() > signed_at + int(expires):
+            return "AccessDenied", "the presigned URL has expired"
+        if signed_at > self.clock() + MAX_CLOCK_SKEW_SECONDS:
+            return "RequestTimeTooSkewed", "the presigned URL is dated in the future"
+        path, _, raw_query = _raw_uri(environ).partition("?")
+        unsigned = "&".join(pair for pair in raw_query.split("&") if not pair.startswith("X-Amz-Signature="))
+        signed = [name for name in first.get("X-Amz-SignedHeaders", "").split(";") if name]
+        expected = self._signature(environ, f"{path}?{unsigned}", signed, scope, timestamp, declared_length, b"",
+                                   presigned_for=int(expires))
+        if not hmac.compare_digest(expected, first.get("X-Amz-Signature", "")):
+            return "SignatureDoesNotMatch", "the presigned URL's signature does not match"
+        return None
+
+    def _post_problem(self, environ: dict[str, Any], body: bytes) -> tuple[str, str] | None:
+        form = PostForm.parse(environ.get("CONTENT_TYPE", ""), body)
+        scope = form.fields.get("x-amz-credential", "").split("/")
+        if form.fields.get("x-amz-algorithm") != "AWS4-HMAC-SHA256" or len(scope) != 5 \
+                or not hmac.compare_digest(scope[0], self.access_key):
+            return "InvalidAccessKeyId", "the form's access key is not this server's"
+        policy_text = form.fields.get("policy", "")
+        key = _signing_key(self.secret_key, scope[1], scope[2], scope[3])
+        expected = hmac.new(key, policy_text.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, form.fields.get("x-amz-signature", "")):
+            return "SignatureDoesNotMatch", "the form's policy signature does not match"
+        try:
+            policy = json.loads(base64.b64decode(policy_text))
+            expiration = calendar.timegm(time.strptime(policy["expiration"][:19], "%Y-%m-%dT%H:%M:%S"))
+        except (ValueError, KeyError, TypeError):
+            return "InvalidPolicyDocument", "the form's policy cannot be read"
+        if self.clock() > expiration:
+            return "AccessDenied", "the form's policy has expired"
+        bucket = (environ.get("PATH_INFO", "") or "/").lstrip("/").partition("/")[0]
+        broken = form.broken_condition(policy.get("conditions") or [], bucket)
+        return ("AccessDenied", f"the upload breaks its policy: {broken}") if broken else None
+
+    def _stale(self, timestamp: str) -> str | None:
+        signed_at = _parse_amz_date(timestamp)
+        if signed_at is None:
+            return "the request has no X-Amz-Date"
+        if abs(self.clock() - signed_at) > MAX_CLOCK_SKEW_SECONDS:
+            return "the request's date is more than 15 minutes from the server's clock"
+        return None
+
+    def _signature(self, environ: dict[str, Any], uri: str, signed: list[str], scope: list[str], timestamp: str,
+                   declared_length: str, body: bytes, presigned_for: int | None = None) -> str:
+        """The signature this server would make for the request (botocore's SigV4, moto's dependency)."""
+        from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        headers = {name: _header(environ, name, declared_length) for name in signed}
+        host = environ.get("HTTP_HOST", "localhost")
+        request = AWSRequest(method=environ.get("REQUEST_METHOD", "GET").upper(), url=f"http://{host}{uri}",
+                             headers=headers, data=body)
+        request.context["timestamp"] = timestamp
+        credentials = Credentials(self.access_key, self.secret_key)
+        _, _, region, service, _ = scope
+        if presigned_for is not None:
+            auth: Any = S3SigV4QueryAuth(credentials, service, region, expires=presigned_for)
+        elif service == "s3":
+            auth = S3SigV4Auth(credentials, service, region)
+        else:
+            auth = SigV4Auth(credentials, service, region)
+        canonical = auth.canonical_request(request)
+        return auth.signature(auth.string_to_sign(request, canonical), request)
+
+
+class PostForm:
+    """A presigned POST's form: its fields (names lower-cased, as S3 compares them) and its file."""
+
+    def __init__(self, fields: dict[str, str], filename: str, size: int) -> None:
+        self.fields = fields
+        self.filename = filename
+        self.size = size
+
+    @classmethod
+    def parse(cls, content_type: str, body: bytes) -> "PostForm":
+        from werkzeug.formparser import parse_form_data
+
+        environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(body)),
+                   "wsgi.input": io.BytesIO(body)}
+        _, form, files = parse_form_data(environ)
+        upload = files.get("file")
+        size = 0
+        if upload is not None:
+            upload.stream.seek(0, io.SEEK_END)
+            size = upload.stream.tell()
+        return cls({name.lower(): value for name, value in form.items()},
+                   (upload.filename or "") if upload is not None else "", size)
+
+    @property
+    def key(self) -> str:
+        return self.fields.get("key", "").replace("${filename}", self.filename)
+
+    def broken_condition(self, conditions: list[Any], bucket: str) -> str | None:
+        """The first condition of the policy the form breaks, in words; None when it keeps them all."""
+        checks: list[tuple[str, str, Any]] = []
+        for condition in conditions:
+            if isinstance(condition, dict):
+                checks += [("eq", name, value) for name, value in condition.items()]
+            elif isinstance(condition, list) and condition and condition[0] == "content-length-range":
+                low, high = int(condition[1]), int(condition[2])
+                if not low <= self.size <= high:
+                    return f"the file is {self.size} bytes; it must be {low} to {high}"
+            elif isinstance(condition, list) and len(condition) == 3:
+                checks.append((str(condition[0]).lower(), str(condition[1]).lstrip("$"), condition[2]))
+            else:
+                return "a condition cannot be read"
+        for operator, name, value in checks:
+            actual = bucket if name.lower() == "bucket" else self.key if name.lower() == "key" \
+                else self.fields.get(name.lower(), "")
+            if operator == "eq" and actual != value:
+                return f"{name} must be {value!r}"
+            if operator == "starts-with" and not actual.startswith(value):
+                return f"{name} must start with {value!r}"
+            if operator not in ("eq", "starts-with"):
+                return f"unknown condition {operator!r}"
+        return None
+
+
+def _refuse(environ: dict[str, Any], start_response: Any, code: str, message: str) -> list[bytes]:
+    """403 in the shape the caller's protocol reads (JSON for X-Amz-Target APIs, XML for S3 and query APIs)."""
+    status = "400 Bad Request" if code == "InvalidPolicyDocument" else "403 Forbidden"
+    if environ.get("HTTP_X_AMZ_TARGET") or "json" in environ.get("CONTENT_TYPE", ""):
+        start_response(status, [("Content-Type", "application/x-amz-json-1.0")])
+        return [json.dumps({"__type": code, "message": message}).encode()]
+    start_response(status, [("Content-Type", "application/xml")])
+    return [f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message>"
+            f"</Error>".encode()]
+
+
+def _header(environ: dict[str, Any], name: str, declared_length: str) -> str:
+    if name == "content-length":
+        return declared_length
+    if name == "content-type":
+        return environ.get("CONTENT_TYPE", "")
+    return environ.get("HTTP_" + name.upper().replace("-", "_"), "")
+
+
+def _raw_uri(environ: dict[str, Any]) -> str:
+    """The path and query as the client sent them (signatures cover the encoded form)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        return raw
+    query = environ.get("QUERY_STRING", "")
+    return urllib.parse.quote(environ.get("PATH_INFO", "") or "/") + (f"?{query}" if query else "")
+
+
+def _parse_amz_date(text: str) -> float | None:
+    try:
+        return calendar.timegm(time.strptime(text, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        return None
+
+
+def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    key = ("AWS4" + secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
+def _is_form(content_type: str) -> bool:
+    return content_type.lower().startswith("multipart/form-data")
+
+
+def _is_post_upload(method: str, query: str, content_type: str) -> bool:
+    """S3's browser-style upload: a form POSTed to the bucket itself, no subresource."""
+    return method.upper() == "POST" and not query and _is_form(content_type)
+
+
+def _private_directory(path: Path) -> None:
+    """The data directory, readable by this user only (it holds patients' media and records)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+
+
 def _backends(backend_dict: Any) -> list[tuple[str, str, Any]]:
     """(account, region, backend) for every backend moto has made, copied first:
     another request may be adding one."""
@@ -621,39 +932,48 @@ def _read_body(environ: dict[str, Any]) -> bytes:
     return b""
 
 
-def build_app(data_dir: Path | None, sync: str = "full") -> Any:
-    """moto's WSGI app, wrapped to keep its state in `data_dir` (None: in memory)."""
+def build_app(data_dir: Path | None, sync: str = "full", credentials: tuple[str, str] | None = None,
+              browser_origins: tuple[str, ...] = ()) -> Any:
+    """moto's WSGI app, wrapped to keep its state in `data_dir` (None: in memory) and, given
+    (access key, secret key), to answer only requests signed with them (AccessGuard)."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     inner = DomainDispatcherApplication(create_backend_app)
     inner.debug = True
-    if data_dir is None:
-        return inner
-    store = Store(Path(data_dir) / "aws.sqlite3", sync)
-    app = DurableApp(inner, DurableState(store))
-    started = time.monotonic()
-    with app.lock:
-        counts = app.state.restore(app.replay)
-    log.info("restored %s from %s in %.2f s", ", ".join(f"{v} {k}" for k, v in counts.items()), store.path,
-             time.monotonic() - started)
-    return app
+    app: Any = inner
+    if data_dir is not None:
+        store = Store(Path(data_dir) / "aws.sqlite3", sync)
+        app = DurableApp(inner, DurableState(store))
+        started = time.monotonic()
+        with app.lock:
+            counts = app.state.restore(app.replay)
+        log.info("restored %s from %s in %.2f s", ", ".join(f"{v} {k}" for k, v in counts.items()), store.path,
+                 time.monotonic() - started)
+    return AccessGuard(app, *credentials, browser_origins) if credentials is not None else app
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-H", "--host", default=os.environ.get("SCHIZODOT_AWS_HOST", "127.0.0.1"),
+                        help="the address to listen on (default $SCHIZODOT_AWS_HOST, else loopback only)")
     parser.add_argument("-p", "--port", type=int, default=int(os.environ.get("MOTO_PORT", 4566)))
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("SCHIZODOT_AWS_DATA_DIR") or None,
                         help="keep the state here (default $SCHIZODOT_AWS_DATA_DIR; unset: in memory, as moto)")
     parser.add_argument("--sync", choices=["full", "normal"], default=os.environ.get("SCHIZODOT_AWS_SYNC", "full"),
                         help="full: fsync every change (survives power loss); normal: survives process crashes")
     args = parser.parse_args(argv)
+    credentials = (os.environ.get("AWS_ACCESS_KEY_ID", ""), os.environ.get("AWS_SECRET_ACCESS_KEY", ""))
+    if not all(credentials):
+        parser.error("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: every request's signature is checked "
+                     "against them")
+    os.umask(0o077)  # the store and anything else this server writes: this user's only
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     os.environ.setdefault("MOTO_PORT", str(args.port))  # moto builds queue URLs with it
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import run_simple
 
-    app = build_app(args.data_dir, args.sync)
+    origins = tuple(o.strip() for o in os.environ.get("SCHIZODOT_BROWSER_ORIGINS", "").split(",") if o.strip())
+    app = build_app(args.data_dir, args.sync, credentials, origins)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log.info("serving on http://%s:%d (%s)", args.host, args.port,
              f"state in {args.data_dir}" if args.data_dir else "state in memory")

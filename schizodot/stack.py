@@ -39,6 +39,8 @@ DEFAULT_API_PORT = 8080
 DEFAULT_RESULTS_API_PORT = 8081
 DEFAULT_METRICS_PORT = 9464  # OpenTelemetry's Prometheus port; services take 9464..9468
 DEFAULT_DATA_DIR = Path(".stack-data")
+AWS_ACCESS_KEY = "schizodot-local"  # the embedded AWS server's one access key (its secret is per stack)
+AWS_SECRET_VARIABLE = "SCHIZODOT_STACK_AWS_SECRET_KEY"
 # fsync: every acknowledged change is on disk (survives power loss); process:
 # survives the AWS server's crash, not the machine's; memory: moto as it comes.
 DURABILITY_MODES = ("fsync", "process", "memory")
@@ -74,6 +76,9 @@ class StackConfig:
     replicas: dict[str, int] = field(default_factory=dict)  # stage -> processes; 1 where absent
     data_dir: Path | None = None  # where the AWS server keeps its state; None: <state_dir>/aws-data
     durability: str = "fsync"
+    # The AWS server answers only requests signed with this secret (schizodot.durable_aws.AccessGuard);
+    # a new one per `up` unless SCHIZODOT_STACK_AWS_SECRET_KEY names one (the tests do).
+    aws_secret_key: str = field(default_factory=lambda: os.environ.get(AWS_SECRET_VARIABLE) or secrets.token_hex(20))
 
     @property
     def aws_data_dir(self) -> Path:
@@ -103,8 +108,8 @@ class StackConfig:
         """What a client or service needs to talk to this stack."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret_key,
             "AWS_REGION": "us-east-1",
             "INGEST_API_PORT": str(self.api_port),
             "SCHIZODOT_API_URL": self.api_url,
@@ -119,6 +124,8 @@ class StackConfig:
             "SCHIZODOT_AUTH_SESSION_COOKIE": SESSION_COOKIE,
             "SCHIZODOT_AUTH_COOKIE_PATHS": "/console",
             "SCHIZODOT_EMBEDDED_STACK": "true",  # loopback, one machine: plain http:// webhooks allowed
+            # the one browser origin the AWS server (and the bucket's CORS rule) lets in: the patient page
+            "SCHIZODOT_BROWSER_ORIGINS": self.api_url,
             **self.extra_env,
         }
 
@@ -132,9 +139,13 @@ class StackConfig:
         }
 
     def use_in_this_process(self) -> None:
-        """Point this process's AWS clients at the stack (variables already set win)."""
+        """Point this process's AWS clients at the stack (variables already set win, but for the
+        credentials: the stack's AWS server accepts its own only)."""
         for key, value in self.environment().items():
-            os.environ.setdefault(key, value)
+            if key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                os.environ[key] = value
+            else:
+                os.environ.setdefault(key, value)
 
     def to_json(self) -> str:
         return json.dumps({"state_dir": str(self.state_dir.resolve()), "aws_port": self.aws_port,
@@ -143,14 +154,15 @@ class StackConfig:
                            "console_csrf_key": self.console_csrf_key,
                            "results_api_port": self.results_api_port,
                            "replicas": self.replicas, "data_dir": str(self.aws_data_dir.resolve()),
-                           "durability": self.durability})
+                           "durability": self.durability, "aws_secret_key": self.aws_secret_key})
 
     @classmethod
     def from_json(cls, text: str) -> "StackConfig":
         data = json.loads(text)
         config = cls(Path(data["state_dir"]), data["aws_port"], data["api_port"], data["extra_env"],
                      data.get("metrics_ports", {}))
-        for name in ("pseudonym_key", "console_csrf_key", "results_api_port", "replicas", "durability"):
+        for name in ("pseudonym_key", "console_csrf_key", "results_api_port", "replicas", "durability",
+                     "aws_secret_key"):
             if data.get(name):
                 setattr(config, name, data[name])
         if data.get("data_dir"):

@@ -214,8 +214,10 @@ def fake_or_real(request, make_fake, make_real):
 def _dummy_aws_credentials():
     if aws_target() == "aws":
         return  # the ambient credentials (profile, SSO, instance role) must win
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+    for key, value in {"AWS_ACCESS_KEY_ID": stack.AWS_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         os.environ.setdefault(key, value)
+    # the stacks the tests start sign with the same secret, so these clients reach them too
+    os.environ.setdefault(stack.AWS_SECRET_VARIABLE, os.environ["AWS_SECRET_ACCESS_KEY"])
 
 
 @pytest.fixture(scope="session")

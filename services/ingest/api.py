@@ -209,6 +209,12 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
                         stored, request.filename, request.content_type):
                     raise HTTPException(status_code=409,
                                         detail="this Idempotency-Key was already used for another check-in")
+                if existing.status != "queued" or (recording_arrived is not None
+                                                   and await recording_arrived(existing.s3_key)):
+                    # An upload form now could overwrite the recording its findings came from.
+                    raise HTTPException(status_code=409,
+                                        detail="this check-in's recording was already received; no new upload "
+                                               "form is given for it (use a new Idempotency-Key for a new check-in)")
                 key, status = existing.s3_key, existing.status
                 job_trace = {"trace_id": existing.pipeline.trace_id}
                 response.status_code = 200

@@ -270,8 +270,8 @@ def run_chaos(checkins: int = 40, in_flight: int = 8, *, workdir: Path | None = 
     patient_ids = [f"chaos-{run_id}-{index:02d}" for index in range(patients)]
     runs = [ClientRun(i, patient_ids[i % patients], str(clips[rng.choice((0, 0, 1, 2))][1])) for i in range(checkins)]
     env = {**os.environ, **config.environment(), "PYTHONPATH": str(stack.REPO_ROOT)}
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # a local server takes any key
-        os.environ.setdefault(key, "testing")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the stack's AWS server takes its own key only
+        os.environ[key] = config.environment()[key]
     direct = CommonSettings(aws_endpoint_url=config.endpoint, aws_region="us-east-1")
     monkey = ChaosMonkey(config, kill_interval, rng)
     started = time.monotonic()
