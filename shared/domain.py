@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from shared.errors import InputError
 from shared.options import CheckinOptions
+from shared.timeline import TimelineField
 
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{3,100}$"
 JOB_ID_PATTERN = re.compile(r"^job-[0-9a-f]{12}$")
@@ -98,6 +99,8 @@ class CheckinRequest(BaseModel):
     metadata: Metadata = Field(default_factory=dict)
     options: CheckinOptions = Field(default_factory=CheckinOptions, description="analyses and thresholds "
                                     "for this check-in (shared.options); none: the deployment's defaults")
+    timeline: TimelineField | None = Field(None, description="when each prompt and dosing step was shown, in ms "
+                                           "from the start of the recording (shared.timeline); none: no timeline")
 
 
 def upload_key(patient_id: str, job_id: str, filename: str, created_at: str) -> str:
