@@ -115,5 +115,6 @@ def job_id_from_upload_key(key: str) -> str | None:
     return None
 
 
-def artifact_key(job_id: str, name: str) -> str:
-    return f"artifacts/{job_id}/{name}.json"
+def artifact_key(job_id: str, name: str, suffix: str = ".json") -> str:
+    """Where a job's artifact lives: its stages' JSON documents, evidence frames, the review clip."""
+    return f"artifacts/{job_id}/{name}{suffix}"

@@ -19,7 +19,7 @@ JPEG = b"\xff\xd8\xff\xe0" + bytes(64)
 
 
 class StandInAnalyser:
-    def analyse(self, path, progress, evidence):
+    def analyse(self, path, progress, evidence, timeline=None, clip=None):
         progress(0.5, "analysed 2/4 frames")
         key = evidence("hand_to_mouth.jpg", JPEG)
         return {"frames_analysed": 4, "compliance": {"verification_status": "inconclusive",
