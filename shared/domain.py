@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from shared.errors import InputError
 from shared.options import CheckinOptions
+from shared.timeline import TimelineField
 
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{3,100}$"
 # job-<32 hex digits> (128 bits); job-<12 hex digits> is how ids were made before issue 19 and stays valid.
@@ -104,6 +105,8 @@ class CheckinRequest(BaseModel):
     metadata: Metadata = Field(default_factory=dict)
     options: CheckinOptions = Field(default_factory=CheckinOptions, description="analyses and thresholds "
                                     "for this check-in (shared.options); none: the deployment's defaults")
+    timeline: TimelineField | None = Field(None, description="when each prompt and dosing step was shown, in ms "
+                                           "from the start of the recording (shared.timeline); none: no timeline")
 
 
 def upload_key(patient_id: str, job_id: str, filename: str, created_at: str) -> str:
@@ -118,5 +121,6 @@ def job_id_from_upload_key(key: str) -> str | None:
     return None
 
 
-def artifact_key(job_id: str, name: str) -> str:
-    return f"artifacts/{job_id}/{name}.json"
+def artifact_key(job_id: str, name: str, suffix: str = ".json") -> str:
+    """Where a job's artifact lives: its stages' JSON documents, evidence frames, the review clip."""
+    return f"artifacts/{job_id}/{name}{suffix}"

@@ -27,6 +27,7 @@ from shared.domain import Filename, Metadata, PatientId
 from shared.errors import MalformedMessage
 from shared.identity import CLINIC_ID_PATTERN
 from shared.options import CheckinOptions
+from shared.timeline import TimelineField
 
 CHECKIN_SUBMITTED = "org.schizodot.checkin.submitted.v1"  # upstream EHR -> ingest
 ANALYSIS_REQUESTED = "org.schizodot.analysis.requested.v1"  # ingest -> audio, vision
@@ -55,6 +56,7 @@ class CheckinSubmitted(BaseModel):
     content_type: str | None = None
     metadata: Metadata = Field(default_factory=dict)
     options: CheckinOptions = Field(default_factory=CheckinOptions)  # analyses and thresholds (shared.options)
+    timeline: TimelineField | None = None  # when each prompt and dosing step was shown (shared.timeline)
 
 
 class StageEvent(BaseModel):

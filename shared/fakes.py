@@ -22,6 +22,7 @@ from shared.job import (
     DONE,
     FAILED,
     PROCESSING,
+    QUEUED,
     RUNNING,
     Announcement,
     ClaimOutcome,
@@ -150,6 +151,14 @@ class InMemoryJobs:
         now = utc_now()
         job.status, job.error, job.message = FAILED, error, failure_message(error, stage)
         job.completed_at, job.updated_at = now, now
+        self._store(job)
+        return True
+
+    async def record_timeline(self, job_id: str, timeline: list[dict[str, Any]]) -> bool:
+        job = self._load(job_id)
+        if job is None or job.status != QUEUED:
+            return False
+        job.pipeline.timeline, job.updated_at = list(timeline), utc_now()
         self._store(job)
         return True
 

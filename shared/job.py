@@ -13,6 +13,7 @@ what the stages add lives under `metadata.pipeline`:
       skipped         modality -> why it is not analysed, in words
       options         what the check-in asked for (shared.options.CheckinOptions): analyses, thresholds
       timeline        when each prompt and dosing step was shown (shared.timeline), as given; absent without one
+      timeline_flags  ingest, once the recording's length is known: steps clipped or dropped at its end, in words
       weights         stage -> its share of the progress bar
       stages.<stage>  StageRecord: who holds the stage, its state, credit and outputs
 
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from shared.domain import CLINIC_METADATA_KEY, RESERVED_METADATA_KEY
 from shared.identity import local_patient_id
 from shared.options import CheckinOptions
+from shared.timeline import CheckinTimeline
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 ACTIVE_STATUSES = (QUEUED, PROCESSING)
@@ -98,6 +100,7 @@ class PipelinePlan(_Record):
     expected: list[str] | None = None
     skipped: dict[str, str] | None = None
     weights: dict[str, int] | None = None
+    timeline_flags: list[str] | None = None
 
 
 class PipelineState(_Record):
@@ -112,6 +115,7 @@ class PipelineState(_Record):
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     options: CheckinOptions = Field(default_factory=CheckinOptions)
     timeline: list[dict[str, Any]] | None = None  # shared.timeline.CheckinTimeline.stored()
+    timeline_flags: list[str] = Field(default_factory=list)  # shared.timeline.TimelineWindows.flags
 
     @field_serializer("options")
     def _only_what_was_set(self, options: CheckinOptions) -> dict[str, Any]:
@@ -209,9 +213,12 @@ def new_job(
     trace_fields: dict[str, Any] | None = None,
     clinic_id: str | None = None,
     options: CheckinOptions | None = None,
+    timeline: CheckinTimeline | None = None,
 ) -> Job:
     """A new job, status `queued`, as the schema's example item has it (`patient_id`: the stored key)."""
-    chosen = {"options": options.stored()} if options is not None and not options.is_default else {}
+    chosen: dict[str, Any] = {"options": options.stored()} if options is not None and not options.is_default else {}
+    if timeline is not None:
+        chosen["timeline"] = timeline.stored()
     return Job.model_validate({
         "job_id": job_id, "patient_id": patient_id, "status": QUEUED, "s3_key": s3_key, "filename": filename,
         "clinic_id": clinic_id,

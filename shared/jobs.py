@@ -94,6 +94,10 @@ class JobStore(Protocol):
     async def fail(self, job_id: str, error: str, stage: str | None = None, *, reason: FailureReason = "other") -> bool:
         """End an active job as failed with an error a person can act on."""
 
+    async def record_timeline(self, job_id: str, timeline: list[dict[str, Any]]) -> bool:
+        """Keep a check-in's timeline (shared.timeline, stored form) on a job still waiting for its
+        recording; False when the job is gone or has started (its stages read the timeline then)."""
+
     async def find_stuck(self, older_than_iso: str) -> list[Job]:
         """Active jobs not updated since `older_than_iso` (for the sweeper)."""
 
@@ -290,6 +294,14 @@ class JobsRepository:
             {"#error": "error"},
             {":failed": FAILED, ":error": error, ":now": now, ":message": failure_message(error, stage)},
             landed=lambda job: job.status == FAILED and job.completed_at == now and job.error == error,
+        )
+        return written.ok
+
+    async def record_timeline(self, job_id: str, timeline: list[dict[str, Any]]) -> bool:
+        written = await self._update(
+            job_id, "SET #md.#pl.#timeline = :timeline, updated_at = :now", "#status = :queued",
+            {"#timeline": "timeline"}, {":timeline": timeline, ":now": utc_now()},
+            landed=lambda job: job.status == QUEUED and job.pipeline.timeline == timeline,
         )
         return written.ok
 

@@ -23,9 +23,9 @@ A check-in without a timeline works as before and says so (`NO_TIMELINE_REASON`)
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
 
 MAX_TIMELINE_STEPS = 60  # 20 prompts and 10 dosing steps fit twice over
 MAX_SHOWN_AT_MS = 3_600_000  # an hour: far beyond any recording limit
@@ -119,3 +119,19 @@ def windows(timeline: CheckinTimeline, duration_s: float) -> TimelineWindows:
         kept.append(StepWindow(step_id=entry.step_id, kind=entry.kind, start_s=round(start, 3),
                                end_s=round(min(end, duration_s), 3), clipped=clipped))
     return TimelineWindows(windows=tuple(kept), flags=tuple(flags))
+
+
+
+def _checked(entries: list[TimelineEntry]) -> CheckinTimeline:
+    try:
+        return CheckinTimeline(entries=tuple(entries))
+    except ValidationError as error:  # the order rules, in their own words
+        raise ValueError("; ".join(item["msg"].removeprefix("Value error, ") for item in error.errors())) from None
+
+
+# A request field holding a timeline: given and answered as the list of entries (errors name
+# `timeline.<index>.<field>`), validated whole as a CheckinTimeline and handed on as one.
+TimelineField = Annotated[list[TimelineEntry], Field(min_length=1, max_length=MAX_TIMELINE_STEPS),
+                          BeforeValidator(lambda v: list(v.entries) if isinstance(v, CheckinTimeline) else v),
+                          AfterValidator(_checked),
+                          PlainSerializer(lambda timeline: timeline.stored(), return_type=list)]

@@ -61,6 +61,7 @@ from shared.jobs import JobStore
 from shared.options import CheckinOptions
 from shared.ratelimit import RateLimiter
 from shared.storage import PresignedPost
+from shared.timeline import TimelineField
 from shared.tracing import start_job_trace
 
 # (key, content type, max bytes, expiry seconds) -> presigned POST
@@ -108,6 +109,8 @@ class LinkUploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     content_type: str = Field(min_length=1, max_length=200)
+    timeline: TimelineField | None = Field(None, description="when each prompt and dosing step was shown "
+                                           "(shared.timeline)")
 
 
 class EventAccepted(BaseModel):
@@ -202,6 +205,7 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
                 job_id, patient_id=stored, s3_key=key, filename=request.filename, clinic_id=who.clinic_id,
                 content_type=request.content_type, created_at=created_at, metadata=request.metadata,
                 message="Waiting for the upload", source="api", trace_fields=job_trace, options=request.options,
+                timeline=request.timeline,
             ))
             if not created:
                 existing = await jobs.get(job_id)
@@ -260,6 +264,8 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
         except ValidationError as error:
             raise HTTPException(status_code=422, detail=describe_validation_error(error)) from error
         if job.status != "queued" or (recording_arrived is not None and await recording_arrived(job.s3_key)):
+            raise HTTPException(status_code=409, detail="this check-in was already received; the link is used")
+        if body.timeline is not None and not await jobs.record_timeline(job.job_id, body.timeline.stored()):
             raise HTTPException(status_code=409, detail="this check-in was already received; the link is used")
         if not who.credential_id or not await access.links.consume(who.credential_id):
             raise HTTPException(status_code=401, detail="authentication required", headers={"WWW-Authenticate": "Bearer"})

@@ -45,6 +45,7 @@ from shared.job import PipelinePlan, new_job, plan_weights
 from shared.options import NOT_REQUESTED
 from shared.runner import Emit, Inbound, RejectedEvent, Stage, StageOutcome, Work
 from shared.storage import ObjectStore
+from shared.timeline import CheckinTimeline, windows
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.ingest")
@@ -127,7 +128,8 @@ def _checkin_event(message: Any) -> Inbound[MediaArrived]:
                 "does not say what the media is"
             )
         request = CheckinRequest(patient_id=submitted.patient_id, filename=filename, content_type=content_type,
-                                 metadata=submitted.metadata, options=submitted.options)
+                                 metadata=submitted.metadata, options=submitted.options,
+                                 timeline=submitted.timeline)
     except ValidationError as error:
         raise _rejected(event, job_id, describe_validation_error(error)) from error
     except MalformedMessage as error:
@@ -136,7 +138,8 @@ def _checkin_event(message: Any) -> Inbound[MediaArrived]:
     job = new_job(job_id, patient_id=patient_key(submitted.clinic_id, request.patient_id), s3_key=key,
                   filename=request.filename, clinic_id=submitted.clinic_id,
                   content_type=request.content_type, created_at=created_at, metadata=request.metadata,
-                  message="Check-in received from upstream system", source="event", options=request.options)
+                  message="Check-in received from upstream system", source="event", options=request.options,
+                  timeline=request.timeline)
     return Inbound(job_id, MediaArrived(job_id=job_id, bucket=None, s3_key=key), new_job=job,
                    event_id=event.get_id(), trace_carrier=tracing_carrier(event))
 
@@ -191,16 +194,25 @@ async def check_media(work: Work[MediaArrived], deps: IngestDeps) -> StageOutcom
         raise InputError("the check-in asked only for analyses of a track the recording does not have: "
                          + "; ".join(f"{m}: {why}" for m, why in skipped.items()))
     described = ", ".join(f"{m} skipped: {why}" for m, why in skipped.items())
+    timeline_flags = _timeline_flags(work.job.pipeline.timeline, info.duration_seconds)
     log.info("analysis requested", modalities=modalities)
     return StageOutcome(
         message=f"Media checked ({info.duration_seconds:.1f} s); analysing {' and '.join(modalities)}"
         + (f" ({described})" if described else ""),
         outputs={"size_bytes": size, "compute_seconds": round(time.monotonic() - started, 3)},
         plan=PipelinePlan(media=info.to_dict(), bucket=bucket, expected=modalities, skipped=skipped,
-                          weights=plan_weights(modalities)),
+                          weights=plan_weights(modalities),
+                          **({"timeline_flags": timeline_flags} if timeline_flags is not None else {})),
         emit=tuple(Emit(m, AnalysisRequested(job_id=arrived.job_id, bucket=bucket, s3_key=arrived.s3_key))
                    for m in modalities),
     )
+
+
+def _timeline_flags(stored: list[dict] | None, duration_seconds: float) -> list[str] | None:
+    """Steps of the check-in's timeline shown after the recording ended or running past its end, in
+    words (None without a timeline: nothing to record)."""
+    timeline = CheckinTimeline.of(stored)
+    return list(windows(timeline, duration_seconds).flags) if timeline is not None else None
 
 
 INGEST = Stage(name="ingest", parse=parse_ingest_message, handle=check_media,

@@ -33,6 +33,7 @@ import numpy as np
 
 from services.vision import video_markers as vm
 from services.vision.compliance import ComplianceTracker, mouth_box
+from services.vision.dosing import ClipSink, DosingEvidence, cut_clip, face_continuity, plan_clip
 from services.vision.emotion import (
     EMOTIONS, MIN_VOTE_CONFIDENCE, MIN_VOTE_CONFIDENCE_COVERED, EmotionClassifier, EnsembleEmotion, FaceApiEmotion,
     face_crop, validation_for,
@@ -43,6 +44,7 @@ from services.vision.landmarks import LandmarkModels, LandmarkSession
 from services.vision.pills import Crop, PillDetector, fingertip_crop, mouth_crop
 from services.vision.quality import FaceQuality, assess, video_flags
 from shared.errors import InputError
+from shared.timeline import NO_TIMELINE_REASON, CheckinTimeline, windows
 
 # The detector looks at the mouth from this jawOpen on (a pill goes in before the mouth is
 # wide open), and at the fingertips of every hand in view.
@@ -94,6 +96,8 @@ class VideoScan:
     max_faces: int = 0
     brightness: list[float] = field(default_factory=list)
     pending: list[PillCheck] = field(default_factory=list)
+    dosing: DosingEvidence | None = None  # with a timeline: one frame per dosing step, from its window
+    face_counts: list[tuple[float, int]] = field(default_factory=list)  # (t, faces seen) per sampled frame
 
 
 @dataclass
@@ -151,11 +155,14 @@ class VisionAnalyser:
             self.models["pills"] = self._pills.describe()
 
     def analyse(self, video_path: Path, on_progress: ProgressCallback | None = None,
-                evidence: EvidenceSink | None = None) -> dict:
+                evidence: EvidenceSink | None = None, timeline: CheckinTimeline | None = None,
+                clip: ClipSink | None = None) -> dict:
         """Analyse one video. Raises InputError when the file is not a decodable video.
 
         `evidence(name, jpeg) -> reference`, when given, stores the annotated
         frame that best shows each intake step; the references are in the result.
+        `timeline` (shared.timeline): each dosing step is looked for in its window, one frame each
+        (services/vision/dosing.py). `clip(name, mp4) -> reference` stores the review clip.
 
         `on_progress(fraction, message)` is called about every 10% of the sampled
         frames and once at the end; an exception it raises aborts the analysis
@@ -164,13 +171,14 @@ class VisionAnalyser:
         with self._lock:
             if self.emotion is None:
                 raise RuntimeError("this VisionAnalyser has been closed")
-            return self._analyse(Path(video_path), on_progress, evidence)
+            return self._analyse(Path(video_path), on_progress, evidence, timeline, clip)
 
     # ------------------------------------------------------------------
 
-    def _analyse(self, path: Path, on_progress: ProgressCallback | None, sink: EvidenceSink | None) -> dict:
+    def _analyse(self, path: Path, on_progress: ProgressCallback | None, sink: EvidenceSink | None,
+                 timeline: CheckinTimeline | None = None, clip: ClipSink | None = None) -> dict:
         started = time.perf_counter()
-        scan, sampler, fps = self._scan(path, on_progress, collect_evidence=sink is not None)
+        scan, sampler, fps = self._scan(path, on_progress, collect_evidence=sink is not None, timeline=timeline)
         stats = sampler.stats
         duration = stats.last_t + (1.0 / fps if fps else 0.0)
         interval = duration / scan.analysed
@@ -178,7 +186,7 @@ class VisionAnalyser:
         return {
             "facial_emotion": self._facial_emotion(scan, readings),
             "video_markers": self._video_markers(scan, readings, interval),
-            "compliance": self._compliance(scan, sink),
+            "compliance": self._compliance(scan, sink, path, duration, timeline, clip),
             "frames_analysed": scan.analysed,
             "duration_seconds": round(duration, 3),
             "fps": round(float(fps), 3) if fps else None,
@@ -195,14 +203,15 @@ class VisionAnalyser:
             "analysis_seconds": round(time.perf_counter() - started, 3),
         }
 
-    def _scan(self, path: Path, on_progress: ProgressCallback | None,
-              collect_evidence: bool) -> tuple[VideoScan, FrameSampler, float | None]:
+    def _scan(self, path: Path, on_progress: ProgressCallback | None, collect_evidence: bool,
+              timeline: CheckinTimeline | None = None) -> tuple[VideoScan, FrameSampler, float | None]:
         """Every sampled frame through the landmarkers (and the pill detector's queue), in time order."""
         cap, info = open_video(path)
         interval, expected = plan_sampling(info, self.sample_fps, self.max_frames)
         detector = self._pills.provenance.as_block(self._pills.path.name) if self._pills is not None else None
         note = detector["note"] if detector else None
         scan = VideoScan(ComplianceTracker(detector), EvidenceCollector(note) if collect_evidence else None)
+        scan.dosing = DosingEvidence(timeline, note) if timeline is not None else None
         sampler = FrameSampler(cap, info, interval, self.max_frames)
         next_decile = 1  # report when the fraction reaches the next tenth
         with sampler, self._landmarks.open_session() as session:
@@ -230,6 +239,7 @@ class VisionAnalyser:
         scan.analysed += 1
         scan.max_faces = max(scan.max_faces, len(faces))
         scan.frames_with_multiple_faces += len(faces) > 1
+        scan.face_counts.append((frame.t, len(faces)))
         scan.brightness.append(float(frame.rgb[::16, ::16].mean()))
         primary = max(faces, key=lambda f: f.area) if faces else None
         hand_lms = [h.landmarks for h in hands]
@@ -246,7 +256,10 @@ class VisionAnalyser:
         tracker = scan.tracker
         mouth_face = tracker.mouth_face(frame.t, face_lms)  # before `add` records this frame's face
         seen = tracker.add(frame.t, face_lms, jaw, hand_lms)
-        if scan.collector is not None:
+        if scan.dosing is not None:
+            scan.dosing.offer_frame(frame.t, frame.rgb, seen, [], _landmark_boxes(mouth_face, hand_lms),
+                                    hands=bool(hand_lms), jaw_open=jaw)
+        elif scan.collector is not None:
             for step, strength in seen.items():
                 scan.collector.offer(step, strength, frame.t, frame.rgb, [], _landmark_boxes(mouth_face, hand_lms))
         if self._pills is not None:
@@ -270,7 +283,10 @@ class VisionAnalyser:
             detections = [d.placed(c) for c in check.crops for d in next(found)]
             mouth_checked = any(c.kind == "mouth" for c in check.crops)
             seen = scan.tracker.add_detections(check.t, detections, check.mouth_face, mouth_checked, check.jaw_open)
-            if scan.collector is not None:
+            if scan.dosing is not None:
+                scan.dosing.offer_frame(check.t, check.rgb, seen, detections,
+                                        _landmark_boxes(check.mouth_face, check.hands))
+            elif scan.collector is not None:
                 for step, strength in seen.items():
                     scan.collector.offer(step, strength, check.t, check.rgb, detections,
                                          _landmark_boxes(check.mouth_face, check.hands))
@@ -355,15 +371,40 @@ class VisionAnalyser:
             "face_in_view_share": vm.face_in_view_share(len(faces), scan.analysed, view_flags),
         }
 
-    def _compliance(self, scan: VideoScan, sink: EvidenceSink | None) -> dict:
+    def _compliance(self, scan: VideoScan, sink: EvidenceSink | None, path: Path, duration: float,
+                    timeline: CheckinTimeline | None, clip: ClipSink | None) -> dict:
         compliance = scan.tracker.result()
         compliance["evidence_frames"] = []
-        if scan.collector is not None:
+        final = windows(timeline, duration) if timeline is not None else None
+        if scan.dosing is not None:
+            frames, dosing_steps = scan.dosing.save(sink, duration)
+            compliance["evidence_frames"] = frames
+            compliance["dosing_steps"] = dosing_steps
+            by_cue = {frame["step"]: frame["key"] for frame in frames}
+            for step in compliance["steps"]:
+                step["evidence_frame"] = by_cue.get(step["step"])
+        elif scan.collector is not None:
             saved = scan.collector.save(sink)
-            compliance["evidence_frames"] = [{"step": step, **info} for step, info in saved.items()]
+            compliance["evidence_frames"] = [{"step": step, "step_id": None, **info} for step, info in saved.items()]
             for step in compliance["steps"]:
                 step["evidence_frame"] = saved.get(step["step"], {}).get("key")
+        compliance["timeline"] = ({"used": True, "flags": list(final.flags)} if final is not None
+                                  else {"used": False, "reason": NO_TIMELINE_REASON})
+        plan = plan_clip(final, scan.tracker.hand_to_mouth.first_seen_s, duration)
+        span = (plan["start_s"], plan["end_s"]) if "start_s" in plan else None
+        compliance["review_clip"] = self._review_clip(path, plan, clip)
+        compliance["face_continuity"] = face_continuity(
+            span, plan.get("source"), scan.face_counts, [(f.t, f.crop, f.quality.covered) for f in scan.faces])
         return compliance
+
+    @staticmethod
+    def _review_clip(path: Path, plan: dict, clip: ClipSink | None) -> dict:
+        if "start_s" not in plan:
+            return {"key": None, **plan}
+        if clip is None:
+            return {"key": None, **plan, "reason": "no clip store was given to this analysis"}
+        key = clip("review_clip.mp4", cut_clip(path, plan["start_s"], plan["end_s"]))
+        return {"key": key, **plan}
 
     def close(self) -> None:
         """Release the emotion models (landmarkers are closed after each video)."""

@@ -14,11 +14,13 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shared.domain import artifact_key
 from shared.modality import Analyse, Checkin, Progress, modality_stage
 from shared.storage import ObjectStore
 
 if TYPE_CHECKING:  # the analyser's models are the composition root's to load
     from services.vision.analysis import VisionAnalyser
+    from services.vision.dosing import ClipSink
     from services.vision.evidence import EvidenceSink
 
 VISION = modality_stage("vision")
@@ -27,17 +29,28 @@ S3_TIMEOUT_S = 60
 
 def make_analyse(analyser: VisionAnalyser, storage: ObjectStore, loop: asyncio.AbstractEventLoop) -> Analyse:
     def analyse(path: Path, progress: Progress, checkin: Checkin) -> dict:
-        return analyser.analyse(path, progress, evidence=s3_evidence_sink(storage, checkin.job_id, loop))
+        return analyser.analyse(path, progress, evidence=s3_evidence_sink(storage, checkin.job_id, loop),
+                                timeline=checkin.timeline, clip=s3_clip_sink(storage, checkin.job_id, loop))
 
     return analyse
 
 
 def s3_evidence_sink(storage: ObjectStore, job_id: str, loop: asyncio.AbstractEventLoop) -> EvidenceSink:
     """Writes evidence JPEGs next to the job's artifacts, from the analyser's thread."""
+    return _artifact_sink(storage, job_id, loop, "evidence/", "image/jpeg")
 
-    def put(name: str, jpeg: bytes) -> str:
-        key = f"artifacts/{job_id}/evidence/{name}"
-        asyncio.run_coroutine_threadsafe(storage.put_bytes(key, jpeg, "image/jpeg"), loop).result(S3_TIMEOUT_S)
+
+def s3_clip_sink(storage: ObjectStore, job_id: str, loop: asyncio.AbstractEventLoop) -> ClipSink:
+    """Writes the review clip next to the job's artifacts (`artifacts/<job>/review_clip.mp4`)."""
+    return _artifact_sink(storage, job_id, loop, "", "video/mp4")
+
+
+def _artifact_sink(storage: ObjectStore, job_id: str, loop: asyncio.AbstractEventLoop, folder: str,
+                   content_type: str):
+    def put(name: str, body: bytes) -> str:
+        stem, dot, suffix = name.rpartition(".")
+        key = artifact_key(job_id, folder + stem, dot + suffix)
+        asyncio.run_coroutine_threadsafe(storage.put_bytes(key, body, content_type), loop).result(S3_TIMEOUT_S)
         return key
 
     return put

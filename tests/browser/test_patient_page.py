@@ -158,6 +158,18 @@ def test_a_patient_records_and_sends_a_checkin_through_a_dropped_connection(brow
     wait_until(page, "document.body.dataset.upload === 'paused'", 30)
     context.set_offline(True)  # the phone has lost its network
     size = declared[0]["size"]
+    timeline = declared[0]["timeline"]  # when each step was shown, sent with the recording
+    assert [(e["step_id"], e["kind"]) for e in timeline] == [
+        ("mood", "prompt"), ("medication", "prompt"), ("side_effects", "prompt"), ("sleep", "prompt"),
+        ("anything_else", "prompt"), ("show_pill", "dosing"), ("place_on_tongue", "dosing"),
+        ("close_mouth", "dosing"), ("show_empty", "dosing")]
+    times = [e["shown_at_ms"] for e in timeline]
+    assert times[0] < 500 and all(later - earlier >= 0.6 * STEP_SECONDS * 1000
+                                  for earlier, later in zip(times, times[1:])), times
+    item = sync_client(aws_server, "dynamodb").get_item(TableName=aws_server.jobs_table, ConsistentRead=True,
+                                                        Key={"job_id": {"S": job_id}})["Item"]
+    kept = item["metadata"]["M"]["pipeline"]["M"]["timeline"]["L"]
+    assert [int(e["M"]["shown_at_ms"]["N"]) for e in kept] == times  # kept on the check-in
     assert declared[0]["content_type"].startswith("video/webm") and size > 4 * PART, declared
     assert "The connection dropped" in page.text_content("#upload-problem-text")
     percent = page.eval_on_selector("#upload-progress", "p => p.value")

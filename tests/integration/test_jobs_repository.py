@@ -297,3 +297,24 @@ def test_every_conditional_write_that_landed_counts_as_done_when_its_retry_is_re
 async def _on_aws(settings, body):
     async with AsyncClients(settings) as aws:
         return await body(aws)
+
+
+def test_a_timeline_is_kept_only_on_a_job_still_waiting_for_its_recording(with_jobs):
+    timeline = [{"step_id": "mood", "kind": "prompt", "shown_at_ms": 0},
+                {"step_id": "show_pill", "kind": "dosing", "shown_at_ms": 4200}]
+
+    async def body(jobs):
+        waiting, started = _new_id(), _new_id()
+        await jobs.create(_job(waiting))
+        await jobs.create(_job(started))
+        await jobs.claim_stage(started, "ingest", "m-1", "checking")
+        kept = await jobs.record_timeline(waiting, timeline)
+        again = await jobs.record_timeline(waiting, timeline)  # a retried request: the same answer
+        refused = await jobs.record_timeline(started, timeline)
+        missing = await jobs.record_timeline("job-000000000000", timeline)
+        return kept, again, refused, missing, await jobs.get(waiting), await jobs.get(started)
+
+    kept, again, refused, missing, waiting, started = with_jobs(body)
+    assert (kept, again, refused, missing) == (True, True, False, False)
+    assert waiting.pipeline.timeline == timeline and waiting.to_item()["metadata"]["pipeline"]["timeline"] == timeline
+    assert started.pipeline.timeline is None

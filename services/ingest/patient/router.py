@@ -14,7 +14,8 @@ The API never returns findings: only whether the recording arrived and how far
 its analysis has come. Routes (under `api_prefix`):
 
   GET  /session          the clinic's script, the upload limits, the check-in's state
-  POST /upload           start a multipart upload: {content_type, size} -> part URLs
+  POST /upload           start a multipart upload: {content_type, size, timeline?} -> part URLs
+                         (the timeline, when each prompt and step was shown, is kept on the job)
   POST /upload/resume    {upload_id, size} -> parts S3 has, fresh URLs for the rest (410: cannot resume)
   POST /upload/complete  {upload_id, size} -> "received" (the S3 event starts the pipeline)
   GET  /status           state and progress, for the "received" and thank-you screens
@@ -47,6 +48,7 @@ from shared.audit import AuditEvent, AuditTrail
 from shared.auth import PatientLinkStore, allow
 from shared.identity import Principal, Role
 from shared.job import COMPLETED, FAILED, PROCESSING, Job
+from shared.timeline import TimelineField
 
 log = structlog.get_logger()
 
@@ -59,9 +61,11 @@ State = Literal["awaiting_recording", "received", "analysing", "done", "not_anal
 
 
 class CheckinJobs(Protocol):
-    """Reads SchizodotJobs (shared.jobs.JobStore)."""
+    """Reads SchizodotJobs and keeps a recording's timeline (shared.jobs.JobStore)."""
 
     async def get(self, job_id: str) -> Job | None: ...
+
+    async def record_timeline(self, job_id: str, timeline: list[dict[str, Any]]) -> bool: ...
 
 
 class StatusView(BaseModel):
@@ -80,6 +84,8 @@ class SessionView(StatusView):
 class UploadStart(BaseModel):
     content_type: str = Field(min_length=1, max_length=200)
     size: int = Field(ge=1)
+    timeline: TimelineField | None = Field(None, description="when the page showed each prompt and dosing step, "
+                                           "in ms from the start of the recording (shared.timeline)")
 
 
 class UploadContinue(BaseModel):
@@ -219,7 +225,11 @@ def create_patient_router(
         key = job.s3_key
         for stale in await store.open_uploads(key):  # one open upload per check-in, the newest
             await store.abort(key, stale)
-        await record(who, "checkin.upload_started", job, bytes=body.size)
+        # The timeline is kept before any byte is sent: the analysis starts the moment S3 has the recording.
+        if body.timeline is not None and not await jobs.record_timeline(job.job_id, body.timeline.stored()):
+            raise HTTPException(status_code=409, detail="this check-in was already received; the link is used")
+        await record(who, "checkin.upload_started", job, bytes=body.size, timeline_steps=len(body.timeline.entries)
+                     if body.timeline is not None else 0)
         upload_id = await store.create(key, content_type)
         return await plan(job, upload_id, body.size, set(), content_type)
 

@@ -22,6 +22,7 @@
   var chunks = [];
   var stepIndex = 0;
   var steps = [];
+  var timeline = [];  // [{step_id, kind, shown_at_ms}]: when each step appeared, from the recording's start
   var startedAt = 0;
   var timerHandle = null;
   var uploading = false;
@@ -116,7 +117,7 @@
   function saveRecording() {
     return db.put(session.checkin_id, {
       blob: recording.blob, type: recording.type, seconds: recording.seconds,
-      uploadId: recording.uploadId || null, savedAt: Date.now()
+      uploadId: recording.uploadId || null, timeline: recording.timeline || null, savedAt: Date.now()
     }).catch(function () { /* storage full or blocked: the upload still runs from memory */ });
   }
 
@@ -136,7 +137,8 @@
           return db.get(data.checkin_id).catch(function () { return null; });
         }).then(function (saved) {
           if (saved && saved.blob) {
-            recording = { blob: saved.blob, type: saved.type, seconds: saved.seconds, uploadId: saved.uploadId };
+            recording = { blob: saved.blob, type: saved.type, seconds: saved.seconds, uploadId: saved.uploadId,
+              timeline: saved.timeline || null };
             text("saved-info", "A check-in you recorded earlier (" + duration(saved.seconds) +
               ") is saved on this device and has not reached your clinic yet.");
             show("saved");
@@ -152,9 +154,11 @@
   function fillIntro() {
     var script = session.script;
     steps = script.prompts.map(function (p, i) {
-      return { kind: "Question " + (i + 1) + " of " + script.prompts.length, text: p.text, hint: p.hint };
+      return { id: p.id, type: "prompt", kind: "Question " + (i + 1) + " of " + script.prompts.length,
+        text: p.text, hint: p.hint };
     }).concat(script.dosing_steps.map(function (p, i) {
-      return { kind: "Medication step " + (i + 1) + " of " + script.dosing_steps.length, text: p.text, hint: p.hint };
+      return { id: p.id, type: "dosing", kind: "Medication step " + (i + 1) + " of " + script.dosing_steps.length,
+        text: p.text, hint: p.hint };
     }));
     fillList("intro-prompts", script.prompts);
     fillList("intro-dosing", script.dosing_steps);
@@ -225,6 +229,7 @@
     recorder.onstop = finishRecording;
     recorder.start(1000);
     startedAt = Date.now();
+    timeline = [];
     $("rec-indicator").hidden = false;
     $("rec-start").hidden = true;
     $("next-step").hidden = false;
@@ -244,6 +249,9 @@
 
   function showStep() {
     var step = steps[stepIndex];
+    if (recorder && recorder.state === "recording") {
+      timeline.push({ step_id: step.id, kind: step.type, shown_at_ms: Math.max(0, Date.now() - startedAt) });
+    }
     text("step-count", step.kind);
     text("prompt-text", step.text);
     text("prompt-hint", step.hint || "");
@@ -262,7 +270,8 @@
     var seconds = (Date.now() - startedAt) / 1000;
     var type = (recorder.mimeType || chunks.length && chunks[0].type || "video/webm");
     stopCamera();
-    recording = { blob: new Blob(chunks, { type: type }), type: type, seconds: seconds, uploadId: null };
+    recording = { blob: new Blob(chunks, { type: type }), type: type, seconds: seconds, uploadId: null,
+      timeline: timeline.slice() };
     showReview();
   }
 
@@ -300,7 +309,7 @@
     var size = recording.blob.size;
     var planned = recording.uploadId
       ? api("POST", "/upload/resume", { upload_id: recording.uploadId, size: size })
-      : api("POST", "/upload", { content_type: recording.type, size: size });
+      : api("POST", "/upload", uploadStart(size));
     if (recording.uploadId) { text("upload-status", "Carrying on from where it stopped..."); }
     return planned.then(function (plan) {
       recording.uploadId = plan.upload_id;
@@ -314,6 +323,13 @@
         followCheckin(status);
       });
     });
+  }
+
+  // The timeline travels with the recording (kept on the check-in before any part is sent).
+  function uploadStart(size) {
+    var body = { content_type: recording.type, size: size };
+    if (recording.timeline && recording.timeline.length) { body.timeline = recording.timeline; }
+    return body;
   }
 
   function partRange(number, partBytes, size) {

@@ -297,3 +297,24 @@ def resign(url: str, content_length: int, credentials: Credentials) -> str:
                               expires=int(query["X-Amz-Expires"][0]))
     canonical = signer.canonical_request(request)
     return signer.signature(signer.string_to_sign(request, canonical), request)
+
+
+def test_the_pages_timeline_is_kept_on_the_checkin_and_a_bad_one_refused_before_anything_is_stored(
+        aws_server, tmp_path):
+    timeline = [{"step_id": "mood", "kind": "prompt", "shown_at_ms": 0},
+                {"step_id": "show_pill", "kind": "dosing", "shown_at_ms": 30500}]
+
+    async def scenario():
+        async with patient_api(aws_server, tmp_path) as (http, site):
+            link = await issue_link(http, site)
+            refused = await http.post("/api/v1/checkin/upload", headers=bearer(link), json={
+                "content_type": "video/webm", "size": 10, "timeline": list(reversed(timeline))})
+            assert refused.status_code == 422 and "out of order" in refused.text, refused.text
+            assert (await site.jobs.get(link["job_id"])).pipeline.timeline is None
+            started = await http.post("/api/v1/checkin/upload", headers=bearer(link),
+                                      json={"content_type": "video/webm", "size": 10, "timeline": timeline})
+            assert started.status_code == 201, started.text
+            return await site.jobs.get(link["job_id"])
+
+    job = asyncio.run(scenario())
+    assert job.pipeline.timeline == timeline and job.status == "queued"

