@@ -148,3 +148,35 @@ def test_the_store_layout_and_bad_input(store):
 
     asyncio.run(scenario())
     assert frame_key(CLINIC, "f0001", "json") == "pill-labels/clinic-a/frames/f0001.json"
+
+
+def test_the_vision_worker_uses_a_clinic_detector_only_while_it_is_live(tmp_path):
+    from services.vision.clinic_detectors import ClinicDetectors
+
+    async def scenario():
+        store = InMemoryPillLabels()
+        frames = [await add_frame(store, i, pill=i % 2 == 0) for i in range(40)]
+        train, heldout = split(frames)
+        record = new_record(CLINIC, b"model v1", "k", train, heldout, await evaluate(store, heldout, blob_detector),
+                            Gate(min_frames=5))
+        await store.save_model(CLINIC, record.version, b"model v1")
+        loaded: list[bytes] = []
+        detectors = ClinicDetectors(store, asyncio.get_running_loop(), tmp_path,
+                                    load=lambda path: loaded.append(path.read_bytes()) or f"detector {path.name}")
+
+        def look(clinic):
+            return asyncio.to_thread(detectors.for_clinic, clinic)
+
+        assert await look("clinic-without-one") == (None, None) and await look(None) == (None, None)
+        await store.save_record(record)
+        detector, block = await look(CLINIC)
+        assert record.live and detector == f"detector {record.version}.onnx" and block["used"] is True
+        assert block["version"] == record.version and block["validation"]["frames"] == len(heldout)
+        await look(CLINIC)
+        assert loaded == [b"model v1"]  # fetched and loaded once per version
+        record.live, record.reason = False, "switched off: precision below 0.95 (...)"
+        await store.save_record(record)
+        detector, block = await look(CLINIC)
+        assert detector is None and block["used"] is False and block["reason"].startswith("switched off")
+
+    asyncio.run(scenario())
