@@ -335,6 +335,40 @@ def results(args: argparse.Namespace) -> int:
     return 0
 
 
+def pills(args: argparse.Namespace) -> int:
+    """`pills train|status --clinic C`: the clinic's own pill detector (services/vision/training/clinic.py).
+    Reads and writes the clinic's labelled frames in S3 directly (AWS_ENDPOINT_URL for the embedded stack)."""
+    import asyncio
+
+    from shared.aws import AsyncClients
+    from shared.pill_labels import Gate, PillLabels
+    from shared.settings import CommonSettings
+    from shared.storage import Storage
+
+    async def run() -> dict[str, Any] | None:
+        settings = CommonSettings()
+        async with AsyncClients(settings) as clients:
+            store = PillLabels(Storage(clients.s3, settings.bucket))
+            if args.pills_command == "status":
+                record = await store.record(args.clinic)
+                return record.results_block() if record else None
+            from services.vision.training.clinic import train_clinic
+
+            gate = Gate(min_precision=args.min_precision, min_recall=args.min_recall, min_frames=args.min_frames)
+            record = await train_clinic(store, args.clinic, gate=gate, epochs=args.epochs, imgsz=args.imgsz,
+                                        device=args.device)
+            return record.results_block()
+
+    try:
+        block = asyncio.run(run())
+    except ValueError as error:
+        return _fail(str(error))
+    if block is None:
+        return _fail(f"clinic {args.clinic!r} has no pill detector yet (run `schizodot pills train --clinic ...`)")
+    print(json.dumps(block, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="schizodot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -371,6 +405,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=results)
+    p = sub.add_parser("pills", help="a clinic's own pill detector: train it on reviewed frames, or its status")
+    pills_sub = p.add_subparsers(dest="pills_command", required=True)
+    for name, help_text in (("train", "train on the clinic's reviewed frames, validate on a held-out split"),
+                            ("status", "the clinic's detector: version, validation figures, live or off")):
+        q = pills_sub.add_parser(name, help=help_text)
+        q.add_argument("--clinic", required=True)
+        q.set_defaults(run=pills)
+        if name == "train":
+            q.add_argument("--epochs", type=int, default=60)
+            q.add_argument("--imgsz", type=int, default=640)
+            q.add_argument("--device", default="auto")
+            q.add_argument("--min-precision", type=float, default=0.95)
+            q.add_argument("--min-recall", type=float, default=0.90)
+            q.add_argument("--min-frames", type=int, default=200)
     for name in ("token", "login"):
         p = sub.add_parser(name, help="print a signed token for a development user of the embedded stack")
         p.add_argument("--user", required=True, choices=sorted(USERS))

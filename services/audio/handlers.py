@@ -6,7 +6,8 @@ analyser off the event loop with progress, store its findings as
 track as 16 kHz mono WAV (shared.media.extract_audio: a file without one fails
 the job in words) and hands it to `AudioAnalyser` (speech activity, vocal
 markers, speech emotion where a validated model is configured, transcript
-where the deployment enables it and the check-in's options ask for it).
+where the deployment enables it and the check-in's options ask for it), and
+the patient's self-report of the medication from the transcript (self_report.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.audio.self_report import self_report
 from shared.media import extract_audio
 from shared.modality import Analyse, Checkin, Progress, modality_stage
 
@@ -29,7 +31,11 @@ def make_analyse(analyser: AudioAnalyser, sample_rate: int) -> Analyse:
         wav = extract_audio(media_path, media_path.with_suffix(".wav"), sample_rate=sample_rate)
         # extraction is the first ~5 % of the work; the analyser reports the rest
         transcribe = checkin is None or checkin.options.wants("transcript")  # the check-in's options
-        return analyser.analyse(wav, lambda fraction, message: progress(0.05 + 0.95 * fraction, message),
-                                transcribe=transcribe)
+        result = analyser.analyse(wav, lambda fraction, message: progress(0.05 + 0.95 * fraction, message),
+                                  transcribe=transcribe)
+        # the spoken answer to the medication prompt, classified (self_report.py); never observed intake
+        result["self_report"] = self_report(result.get("transcript"), checkin.timeline if checkin else None,
+                                            result["duration_seconds"])
+        return result
 
     return analyse

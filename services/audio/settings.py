@@ -18,8 +18,9 @@ class AudioSettings(StageSettings):
     # AUDIO_SPEECHBRAIN_MODEL_DIR (needs requirements-speechbrain.txt; see emotion.py).
     emotion_backend: Literal["none", "speechbrain"] = "none"
     speechbrain_model_dir: Path | None = None
-    # The transcript is patient speech: off unless a deployment asks for it.
-    transcript_enabled: bool = False
+    # On by default: the medication self-report and the transcript flags read it. It is patient
+    # speech (kept in the results, never logged); a check-in's options may leave it out.
+    transcript_enabled: bool = True
     whisper_model_path: Path = Path("models/whisper-tiny.en")
     # CPU threads for the models (Whisper, torch); the worker runs one analysis at a time.
     model_threads: int = Field(2, ge=1, le=64)

@@ -19,6 +19,16 @@ def _no_video_compliance(reason: str) -> dict[str, Any]:
             "confidence": None, "verification_status": "not_assessed", "assessed": False, "reason": reason}
 
 
+def _self_report(audio: dict[str, Any] | None, skipped: dict[str, str]) -> dict[str, Any]:
+    """What the patient said about the medication (audio's `self_report`): never observed intake,
+    so it sits beside the verification status and no rule reads it as verification."""
+    report = (audio or {}).get("self_report")
+    if report:
+        return report
+    return {"classification": None, "words": [], "method": None, "window_source": None, "assessed": False,
+            "observed": False, "reason": skipped.get("audio", "no audio was analysed")}
+
+
 def _markers(section: str, fusion_document: dict[str, Any], stage: dict[str, Any] | None) -> dict[str, Any]:
     """A stage's markers with fusion's baseline block on each (the stage's own when fusion had none)."""
     return fusion_document.get(section) or (stage or {}).get(section) or {}
@@ -30,7 +40,9 @@ def build_results(
     vision: dict[str, Any] | None,
     skipped: dict[str, str],
 ) -> dict[str, Any]:
-    compliance = (vision or {}).get("compliance") or _no_video_compliance(skipped.get("vision", "no video was analysed"))
+    compliance = dict((vision or {}).get("compliance")
+                      or _no_video_compliance(skipped.get("vision", "no video was analysed")))
+    compliance["self_report"] = _self_report(audio, skipped)
     results = {
         "audio_emotion": (audio or {}).get("audio_emotion")
         or _not_assessed("audio", skipped.get("audio", "no audio was analysed")),

@@ -156,8 +156,10 @@ class VisionAnalyser:
 
     def analyse(self, video_path: Path, on_progress: ProgressCallback | None = None,
                 evidence: EvidenceSink | None = None, timeline: CheckinTimeline | None = None,
-                clip: ClipSink | None = None) -> dict:
+                clip: ClipSink | None = None, pill_detector: PillDetector | None = None) -> dict:
         """Analyse one video. Raises InputError when the file is not a decodable video.
+
+        `pill_detector`, when given, replaces the deployment's for this video (a clinic's own, live detector).
 
         `evidence(name, jpeg) -> reference`, when given, stores the annotated
         frame that best shows each intake step; the references are in the result.
@@ -171,7 +173,19 @@ class VisionAnalyser:
         with self._lock:
             if self.emotion is None:
                 raise RuntimeError("this VisionAnalyser has been closed")
-            return self._analyse(Path(video_path), on_progress, evidence, timeline, clip)
+            if pill_detector is None:
+                return self._analyse(Path(video_path), on_progress, evidence, timeline, clip)
+            # a clinic's own detector (services/vision/clinic_detectors.py) for this video only
+            deployment, self._pills = self._pills, pill_detector
+            self.models["pills"] = pill_detector.describe()
+            try:
+                return self._analyse(Path(video_path), on_progress, evidence, timeline, clip)
+            finally:
+                self._pills = deployment
+                if deployment is not None:
+                    self.models["pills"] = deployment.describe()
+                else:
+                    self.models.pop("pills", None)
 
     # ------------------------------------------------------------------
 

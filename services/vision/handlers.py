@@ -20,6 +20,7 @@ from shared.storage import ObjectStore
 
 if TYPE_CHECKING:  # the analyser's models are the composition root's to load
     from services.vision.analysis import VisionAnalyser
+    from services.vision.clinic_detectors import ClinicDetectors
     from services.vision.dosing import ClipSink
     from services.vision.evidence import EvidenceSink
 
@@ -27,10 +28,17 @@ VISION = modality_stage("vision")
 S3_TIMEOUT_S = 60
 
 
-def make_analyse(analyser: VisionAnalyser, storage: ObjectStore, loop: asyncio.AbstractEventLoop) -> Analyse:
+def make_analyse(analyser: VisionAnalyser, storage: ObjectStore, loop: asyncio.AbstractEventLoop,
+                 clinic_detectors: ClinicDetectors | None = None) -> Analyse:
     def analyse(path: Path, progress: Progress, checkin: Checkin) -> dict:
-        return analyser.analyse(path, progress, evidence=s3_evidence_sink(storage, checkin.job_id, loop),
-                                timeline=checkin.timeline, clip=s3_clip_sink(storage, checkin.job_id, loop))
+        detector, block = (clinic_detectors.for_clinic(checkin.clinic_id) if clinic_detectors is not None
+                           else (None, None))
+        result = analyser.analyse(path, progress, evidence=s3_evidence_sink(storage, checkin.job_id, loop),
+                                  timeline=checkin.timeline, clip=s3_clip_sink(storage, checkin.job_id, loop),
+                                  pill_detector=detector)
+        if block is not None:  # the clinic's own detector: which version, its figures, live or why not
+            result["compliance"]["clinic_detector"] = block
+        return result
 
     return analyse
 

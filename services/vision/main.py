@@ -7,12 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from services.vision.analysis import VisionAnalyser
+from services.vision.clinic_detectors import ClinicDetectors
 from services.vision.emotion import DeepFaceEmotion, EmotionClassifier, EnsembleEmotion, FaceApiEmotion
 from services.vision.handlers import VISION, make_analyse
 from services.vision.pills import load_pill_detector, resolve_device
 from services.vision.settings import VisionSettings
 from shared.errors import ModelUnavailable
 from shared.modality import ModalityDeps
+from shared.pill_labels import PillLabels
 from shared.worker import StageContext, run_stage
 
 
@@ -44,7 +46,9 @@ def build_analyser(settings: VisionSettings) -> VisionAnalyser:
 def build_deps(context: StageContext[VisionSettings]) -> ModalityDeps:
     return ModalityDeps(
         storage=context.storage,
-        analyse=make_analyse(build_analyser(context.settings), context.storage, asyncio.get_running_loop()),
+        analyse=make_analyse(build_analyser(context.settings), context.storage, asyncio.get_running_loop(),
+                             ClinicDetectors(PillLabels(context.storage), asyncio.get_running_loop(),
+                                             context.settings.clinic_detector_cache_dir)),
         # One inference thread: the analyser's models are not shared between threads.
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-model"),
     )

@@ -34,7 +34,8 @@ def test_results_hold_the_seed_sections_and_the_markers():
     results = build_results(FUSION, AUDIO, VISION, {})
     assert {"audio_emotion", "facial_emotion", "compliance", "multimodal_fusion", "clinical_summary",
             "vocal_markers", "video_markers"} == set(results)
-    assert results["audio_emotion"] == AUDIO["audio_emotion"] and results["compliance"] == VISION["compliance"]
+    assert results["audio_emotion"] == AUDIO["audio_emotion"]
+    assert {k: v for k, v in results["compliance"].items() if k != "self_report"} == VISION["compliance"]
     assert results["multimodal_fusion"] == FUSION["multimodal_fusion"]
 
 
@@ -62,3 +63,25 @@ def test_skipped_sound_leaves_the_seed_audio_emotion_not_assessed():
     assert results["audio_emotion"] == {"primary_emotion": None, "confidence": None, "all_emotions": [],
                                         "assessed": False, "method": None, "reason": "the file has no sound track"}
     assert "vocal_markers" not in results
+
+
+SAID_TAKEN = {"classification": "taken", "words": ["didn't", "miss"], "answer": "I didn't miss any doses.",
+              "partial_dose": False, "method": "rules_v1 (services/audio/self_report.py)",
+              "window_source": "timeline", "assessed": True, "observed": False,
+              "reason": "self-reported by the patient, not observed"}
+
+
+def test_the_self_report_rides_in_compliance_beside_an_unchanged_verification_status():
+    results = build_results(FUSION, {**AUDIO, "self_report": SAID_TAKEN}, VISION, {})
+    compliance = results["compliance"]
+    assert compliance["self_report"] == SAID_TAKEN
+    # what the patient said never becomes observed intake
+    assert compliance["verification_status"] == "not_assessed" and compliance["assessed"] is False
+    assert "self_report" not in VISION["compliance"]  # the vision document is not changed in place
+
+
+def test_without_audio_the_self_report_is_not_assessed_and_says_why():
+    results = build_results(FUSION, None, VISION, {"audio": "the recording has no sound track"})
+    report = results["compliance"]["self_report"]
+    assert report["assessed"] is False and report["classification"] is None
+    assert report["reason"] == "the recording has no sound track"

@@ -178,3 +178,16 @@ def test_without_history_the_summary_says_baseline_was_not_assessed():
     fusion = fuse(audio(), vision(), BOTH, {}, SETTINGS)
     assert fusion["baseline"] is None
     assert clinical_summary(fusion, None, WHEN)["change_from_baseline"] == "Change from baseline was not assessed"
+
+
+@pytest.mark.parametrize("said", ["taken", "missed", "stopped"])
+def test_what_the_patient_said_about_the_medication_is_never_read_as_observed_intake(said):
+    """Self-report (audio's `self_report`) neither verifies intake nor moves the adherence status."""
+    report = {"classification": said, "words": ["x"], "assessed": True, "observed": False,
+              "method": "rules_v1", "window_source": "timeline", "reason": "self-reported by the patient"}
+    plain, _ = run(audio(), vision())
+    fusion, summary = run({**audio(), "self_report": report}, vision())
+    assert fusion["adherence"] == plain["adherence"] == {"status": "not_assessed", "assessed": False,
+                                                        "reason": plain["adherence"]["reason"]}
+    assert fusion["risk_factors"] == plain["risk_factors"]
+    assert "observed" not in summary["medication_adherence"].lower()
