@@ -36,12 +36,14 @@ Progress = Callable[[float, str], None]
 
 @dataclass(frozen=True)
 class Checkin:
-    """What an analyser may need of the check-in besides its media: its job id, options and
-    timeline (None where the check-in carries none)."""
+    """What an analyser may need of the check-in besides its media: its job id, options,
+    timeline (None where the check-in carries none) and clinic (the clinic's settings, e.g.
+    its patients' languages)."""
 
     job_id: str
     options: CheckinOptions = CheckinOptions()
     timeline: CheckinTimeline | None = None
+    clinic_id: str | None = None
 
 
 # (media file, progress callback, the check-in) -> the modality's findings
@@ -72,7 +74,7 @@ async def analyse_media(work: Work[AnalysisRequested], deps: ModalityDeps) -> St
             span.set_attribute("schizodot.job_id", request.job_id)
             span.set_attribute("schizodot.stage", modality)
             checkin = Checkin(request.job_id, work.job.pipeline.options,
-                              CheckinTimeline.of(work.job.pipeline.timeline))
+                              CheckinTimeline.of(work.job.pipeline.timeline), work.job.clinic_id)
             result = await run_blocking(deps.executor, deps.analyse, path, progress, checkin)
             _describe_analysis(span, modality, result)
         compute_seconds = round(time.monotonic() - started, 3)

@@ -21,6 +21,9 @@ class AudioSettings(StageSettings):
     # The transcript is patient speech: off unless a deployment asks for it.
     transcript_enabled: bool = False
     whisper_model_path: Path = Path("models/whisper-tiny.en")
+    # Multilingual Whisper base: transcribes clinics whose patients speak other languages (the clinics
+    # file's `languages`) and identifies every check-in's language. Empty: English only (tiny.en).
+    whisper_multilingual_model_path: Path | None = Path("models/whisper-base")
     # CPU threads for the models (Whisper, torch); the worker runs one analysis at a time.
     model_threads: int = Field(2, ge=1, le=64)
     sample_rate: int = 16000  # the sound track is analysed at this rate
