@@ -35,8 +35,7 @@ from shared.errors import ConfigurationError
 
 DEFAULT_LANGUAGES = ("en",)
 # An English-only clinic's check-in goes to the multilingual model when Whisper is at least this sure
-# (faster-whisper's own language_detection_threshold)
-# the speech is another language.
+# the speech is another language (faster-whisper's own language_detection_threshold).
 SURE_NOT_ENGLISH = 0.5
 LANGUAGE_ID_METHOD = "Whisper base language identification on the first 30 s of speech"
 
