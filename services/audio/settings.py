@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import StageSettings
@@ -27,3 +27,8 @@ class AudioSettings(StageSettings):
     # CPU threads for the models (Whisper, torch); the worker runs one analysis at a time.
     model_threads: int = Field(2, ge=1, le=64)
     sample_rate: int = 16000  # the sound track is analysed at this rate
+
+    @field_validator("whisper_multilingual_model_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value

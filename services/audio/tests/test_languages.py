@@ -98,3 +98,12 @@ def test_the_clinics_file_names_unknown_language_codes(tmp_path):
 def test_a_missing_multilingual_model_names_its_setting(tmp_path):
     with pytest.raises(ModelUnavailable, match=MULTILINGUAL_MODEL_SETTING):
         WhisperTranscriber(tmp_path / "nowhere", setting=MULTILINGUAL_MODEL_SETTING)
+
+
+def test_an_empty_multilingual_setting_means_english_only(monkeypatch):
+    from services.audio.settings import AudioSettings
+
+    monkeypatch.setenv("AUDIO_WHISPER_MULTILINGUAL_MODEL_PATH", "")
+    assert AudioSettings().whisper_multilingual_model_path is None
+    monkeypatch.delenv("AUDIO_WHISPER_MULTILINGUAL_MODEL_PATH")
+    assert AudioSettings().whisper_multilingual_model_path == Path("models/whisper-base")
