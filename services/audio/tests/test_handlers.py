@@ -28,7 +28,7 @@ class StandInAnalyser:
     def __init__(self) -> None:
         self.wav_rate: int | None = None
 
-    def analyse(self, wav, progress, transcribe=True):
+    def analyse(self, wav, progress, transcribe=True, languages=("en",)):
         with wave.open(str(wav)) as audio:
             self.wav_rate = audio.getframerate()
         progress(0.5, "measuring the voice")

@@ -46,7 +46,7 @@ def transcript(*sentences: str, start: float = 0.0, with_words: bool = True) -> 
 def test_each_category_is_flagged_with_its_quoted_words(sentence, category, phrase):
     flags, screened = screen(transcript("Good morning doctor.", sentence))
     assert screened == {"assessed": True, "reason": None, "method": METHOD, "language": "en",
-                        "language_note": "only English is transcribed"}
+                        "language_note": "only English is transcribed", "languages_covered": ["en", "es"]}
     assert [f["category"] for f in flags] == [category]
     flag = flags[0]
     assert flag["phrase"] == phrase and flag["context"] == sentence
@@ -93,7 +93,8 @@ def test_segments_without_word_timings_use_the_segment_text_and_times():
 def test_no_transcript_means_no_screen_and_says_why():
     off = {"enabled": False, "text": None, "segments": [], "reason": "transcription is off (AUDIO_TRANSCRIPT_ENABLED)"}
     assert screen(off) == ([], {"assessed": False, "reason": "transcription is off (AUDIO_TRANSCRIPT_ENABLED)",
-                                "method": METHOD, "language": None, "language_note": None})
+                                "method": METHOD, "language": None, "language_note": None,
+                                "languages_covered": ["en", "es"]})
     assert screen(None)[1]["reason"] == "the check-in was not transcribed"
     empty = {"enabled": True, "text": "", "segments": [], "reason": "no speech detected", "language": "en"}
     assert screen(empty)[1]["assessed"] is False and screen(empty)[1]["reason"] == "no speech detected"
@@ -104,3 +105,49 @@ def test_every_pattern_has_a_category_with_words_and_a_unique_name():
 
     names = [f"{c}/{n}" for c, n, _ in PATTERNS]
     assert len(names) == len(set(names)) and {c for c, _, _ in PATTERNS} == set(CATEGORY_WORDS)
+
+
+# --- languages ------------------------------------------------------------------------------
+
+def in_language(language: str, *sentences: str) -> dict:
+    return transcript(*sentences) | {"language": language, "language_note": None}
+
+
+@pytest.mark.parametrize(("sentence", "category"), [
+    ("A veces pienso en matarme.", "suicide"),
+    ("Me quiero suicidar.", "suicide"),
+    ("Quisiera estar muerto.", "suicide"),
+    ("Quiero morirme.", "suicide"),
+    ("He pensado en quitarme la vida.", "suicide"),
+    ("Ya no quiero despertar.", "suicide"),
+    ("Anoche volví a cortarme.", "self_harm"),
+    ("Las voces me dicen que haga daño a mi vecino.", None),  # not a first-person threat in our list's words
+    ("Voy a matar a mi vecino.", "harm_to_others"),
+    ("Dejé de tomar mi medicación la semana pasada.", "stopping_medication"),
+    ("Ya no tomo las pastillas.", "stopping_medication"),
+])
+def test_spanish_statements_of_the_c_ssrs_are_flagged(sentence, category):
+    flags, screened = screen(in_language("es", sentence))
+    assert screened["assessed"] is True and screened["language"] == "es"
+    assert [f["category"] for f in flags] == ([category] if category else [])
+
+
+@pytest.mark.parametrize("sentence", [
+    "Mi estado de ánimo ha sido bueno esta semana.",
+    "Tomé mi medicación todas las mañanas.",
+    "Me corté el pelo y fui a caminar.",
+    "Tengo miedo de que mi perro se muera.",
+])
+def test_ordinary_spanish_answers_raise_nothing(sentence):
+    flags, screened = screen(in_language("es", sentence))
+    assert screened["assessed"] is True and flags == []
+
+
+def test_a_language_without_a_phrase_list_is_not_assessed_and_named_never_a_silent_pass():
+    flags, screened = screen(in_language("ms", "Saya mahu bunuh diri"))
+    assert flags == [] and screened["assessed"] is False and screened["language"] == "ms"
+    assert "Malay (ms)" in screened["reason"] and "no phrase list" in screened["reason"]
+    assert screened["languages_covered"] == ["en", "es"]
+    # English words in a Spanish transcript are not matched against the English list
+    flags, screened = screen(in_language("es", "I want to kill myself"))
+    assert screened["assessed"] is True and flags == []

@@ -243,10 +243,12 @@ def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo) -> Check
         missing.append(NotAssessed("Pill detector", str(detector["note"])))
     for modality, reason in ((results.get("multimodal_fusion") or {}).get("modalities_not_assessed") or {}).items():
         missing.append(NotAssessed(f"{modality.capitalize()} in the risk level", str(reason)))
+    screen = (results.get("clinical_summary") or {}).get("transcript_screen") or {}
     if not transcript.get("enabled"):
-        screen = (results.get("clinical_summary") or {}).get("transcript_screen") or {}
         missing.append(NotAssessed("Transcript", str(transcript.get("reason") or screen.get("reason")
                                                      or "transcription is not enabled")))
+    elif screen.get("assessed") is False:  # e.g. a language without a phrase list: never a silent pass
+        missing.append(NotAssessed("Safety screen of the transcript", str(screen.get("reason") or "not screened")))
 
     methods: list[tuple[str, str]] = []
     facial = results.get("facial_emotion") or {}
@@ -259,7 +261,9 @@ def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo) -> Check
     if fusion.get("method"):
         methods.append(("Risk level", str(fusion["method"])))
     if transcript.get("model"):
-        methods.append(("Transcript", str(transcript["model"])))
+        language = (f", language {transcript['language']}" if transcript.get("language") else "") + (
+            f" (p {transcript['language_probability']:.2f})" if transcript.get("language_probability") is not None else "")
+        methods.append(("Transcript", f"{transcript['model']}{language}"))
     summary = results.get("clinical_summary") or {}
     if summary.get("generated_by"):
         methods.append(("Clinical summary", str(summary["generated_by"])))
