@@ -20,7 +20,6 @@ FHIR R4 MedicationAdministration goes to the EHR. Every verdict is audited befor
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -265,8 +264,3 @@ class DosingReviews:
                 log.error("the dosing review could not be sent to the EHR",
                           error=f"{type(error).__name__}: {error}"[:300])
 
-
-def review_summary_json(compliance: dict[str, Any]) -> str:
-    """The current verdict in one line for exports."""
-    review = compliance.get("review") or {}
-    return json.dumps({k: review.get(k) for k in ("verdict", "reason", "by", "at", "revision")}, sort_keys=True)
