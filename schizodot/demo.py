@@ -60,6 +60,26 @@ def _door(config: stack.StackConfig, issuer: DevIssuer, patient_id: str) -> tupl
     return console, link.json()["url"]
 
 
+def _review_queue(config: stack.StackConfig, issuer: DevIssuer, patient_id: str) -> str | None:
+    """The demo clinician reviews the patient's earlier dosing (taken) through the API, so that
+    today's check-in is the one left in the "Dosing to review" queue; its review page's address."""
+    clinician = {"Authorization": f"Bearer {issuer.mint('dev-clinician')}"}
+    with httpx.Client(timeout=60) as http:
+        jobs = http.get(f"{config.results_url}/api/v1/patients/{patient_id}/jobs", headers=clinician,
+                        params={"limit": 100, "status_filter": "completed"})
+        jobs.raise_for_status()
+        found = jobs.json()["jobs"]  # newest first
+        if not found:
+            return None
+        for job in found[1:]:
+            result = http.get(f"{config.results_url}/api/v1/results/{job['job_id']}", headers=clinician).json()
+            if not (result.get("results", {}).get("compliance") or {}).get("review"):
+                http.post(f"{config.results_url}/api/v1/jobs/{job['job_id']}/dosing-review", headers=clinician,
+                          json={"verdict": "taken", "note": "demo: an earlier check-in, reviewed by the demo"}
+                          ).raise_for_status()
+    return f"{config.console_url}/patients/{patient_id}/checkins/{found[0]['job_id']}/review"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--patient-id", default="demo-patient-001")
@@ -96,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         if code == 0:
             cli.main(["jobs", "--patient-id", args.patient_id, "--limit", "5"])
             console, page = _door(config, issuer, args.patient_id)
+            review = _review_queue(config, issuer, args.patient_id)
+            if review:
+                print(f"\nToday's check-in waits in the console's \"Dosing to review\" queue (the earlier ones were "
+                      f"reviewed by the demo); after signing in below, review it (keys T, N, U):\n  {review}",
+                      flush=True)
             print(f"\nThe clinician console, signed in as the development clinician (Dr Dev Clinician of dev-clinic;"
                   f" the link holds a token valid for {CONSOLE_SESSION_SECONDS // 3600} h):\n  {console}\n"
                   f"  then open {args.patient_id}: the history with its plots, the alert on today's check-in, exports.\n"

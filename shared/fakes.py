@@ -169,6 +169,13 @@ class InMemoryJobs:
     async def delete(self, job_id: str) -> bool:
         return self.items.pop(job_id, None) is not None
 
+    async def update_summary(self, job_id: str, fields: dict[str, Any]) -> bool:
+        item = self.items.get(job_id)
+        if item is None or item.get("status") != "completed":
+            return False
+        item["results"] = {**(item.get("results") or {}), **json.loads(json.dumps(fields))}
+        return True
+
 
 class MemoryStorage:
     """`ObjectStore` in memory: objects by (bucket, key)."""
@@ -255,6 +262,21 @@ class InMemoryHistory:
         if key in self.items:
             return self.items[key] == item
         self.items[key] = json.loads(json.dumps(item))
+        return True
+
+    async def get(self, user_id: str, timestamp: str) -> dict[str, Any] | None:
+        item = self.items.get((user_id, timestamp))
+        return json.loads(json.dumps(item)) if item is not None else None
+
+    async def replace_compliance(self, user_id: str, timestamp: str, compliance: dict[str, Any],
+                                 expected_revision: int) -> bool:
+        item = self.items.get((user_id, timestamp))
+        if item is None:
+            return False
+        review = (item["results"].get("compliance") or {}).get("review")
+        if (review or {}).get("revision", 0) != expected_revision or (review is not None and not expected_revision):
+            return False
+        item["results"]["compliance"] = json.loads(json.dumps(compliance))
         return True
 
     def _newest_first(self, patient_id: str) -> list[dict[str, Any]]:

@@ -104,6 +104,10 @@ class JobStore(Protocol):
     async def delete(self, job_id: str) -> bool:
         """Erasure only: remove the item (True when there was one)."""
 
+    async def update_summary(self, job_id: str, fields: dict[str, Any]) -> bool:
+        """Set fields of a completed job's `results` summary (a dosing review's verdict); False if
+        the job is not completed."""
+
 
 @dataclass(frozen=True)
 class _Written:
@@ -322,6 +326,15 @@ class JobsRepository:
             if "LastEvaluatedKey" not in response:
                 return stuck
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    async def update_summary(self, job_id: str, fields: dict[str, Any]) -> bool:
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        sets = ", ".join(f"results.#f{i} = :f{i}" for i in range(len(fields)))
+        values = {f":f{i}": value for i, value in enumerate(fields.values())}
+        written = await self._update(job_id, f"SET {sets}, updated_at = :now", "#status = :completed",
+                                     names, {**values, ":now": utc_now(), ":completed": COMPLETED},
+                                     landed=lambda job: all((job.results or {}).get(k) == v for k, v in fields.items()))
+        return written.ok
 
     async def delete(self, job_id: str) -> bool:
         response = await self._db.delete_item(TableName=self._table, Key={"job_id": {"S": job_id}},

@@ -149,6 +149,9 @@ def _clinics_file(folder: Path, receiver_url: str) -> Path:
     return path
 
 
+EHR_TEST_QUEUE = "schizodot-test-ehr-inbox"
+
+
 @pytest.fixture(scope="session")
 def running_stack(tmp_path_factory, webhook_receiver) -> RunningStack:
     """The embedded stack as `make up` runs it, on free ports, with short
@@ -157,12 +160,15 @@ def running_stack(tmp_path_factory, webhook_receiver) -> RunningStack:
     from tests.webhooks import SECRET, SECRET_ENV
 
     state_dir = tmp_path_factory.mktemp("stack")
+    aws_port = free_port()
     config = stack.StackConfig(
         state_dir=state_dir,
-        aws_port=free_port(),
+        aws_port=aws_port,
         api_port=free_port(),
         results_api_port=free_port(),
         extra_env={
+            # the test's EHR: a queue the results service sends its FHIR events to (created below)
+            "RESULTS_EHR_QUEUE_URL": f"http://127.0.0.1:{aws_port}/123456789012/{EHR_TEST_QUEUE}",
             "SCHIZODOT_VISIBILITY_TIMEOUT_SECONDS": "8",
             "SCHIZODOT_MAX_RECEIVE_COUNT": "3",
             "SCHIZODOT_RETRY_BACKOFF_SECONDS": "1",
@@ -183,6 +189,7 @@ def running_stack(tmp_path_factory, webhook_receiver) -> RunningStack:
     settings = CommonSettings(
         aws_endpoint_url=config.endpoint, aws_region="us-east-1", max_receive_count=3, visibility_timeout_seconds=8
     )
+    sync_client(settings, "sqs").create_queue(QueueName=EHR_TEST_QUEUE)  # before any check-in completes
     try:
         yield RunningStack(config, settings)
     finally:

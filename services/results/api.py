@@ -42,6 +42,8 @@ from services.results.erasure import (
     receipt_of,
     wait_for_erasure,
 )
+from services.results.dosing import DosingReviews
+from services.results.review_api import review_routes
 from services.results.settings import ResultsSettings
 from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
 from services.results.console.router import open_paths as console_open_paths
@@ -65,6 +67,7 @@ JobId = Path(pattern=JOB_ID_PATTERN.pattern, description="e.g. job-abc123def456"
 PatientIdPath = Path(pattern=PATIENT_ID_PATTERN, description="e.g. patient-001 (your clinic's id)")
 READERS = (Role.CLINICIAN, Role.CLINIC_ADMIN, Role.EHR_INTEGRATION)
 ADMIN = (Role.CLINIC_ADMIN,)
+REVIEWERS = (Role.CLINICIAN, Role.CLINIC_ADMIN)
 _ERASURE_ID = re.compile(r"^erasure-[0-9a-f]{16}$")
 
 Enqueue = Callable[[str], Awaitable[str]]  # a message body -> its SQS id
@@ -182,7 +185,8 @@ class ResultsAccess:
 
 
 def create_app(settings: ResultsSettings, jobs: JobStore, history: HistoryReader, access: ResultsAccess,
-               console: APIRouter | None = None, console_prefix: str = "/console") -> FastAPI:
+               console: APIRouter | None = None, console_prefix: str = "/console",
+               reviews: DosingReviews | None = None) -> FastAPI:
     """The API, and the clinician console (`console`, services/results/console) mounted beside it."""
     app = FastAPI(
         title="SchizoDot results API",
@@ -218,6 +222,8 @@ def create_app(settings: ResultsSettings, jobs: JobStore, history: HistoryReader
                    audit_routes(access.audit, admins, settings.api_max_page_size),
                    api_key_routes(access, admins)):
         app.include_router(router, dependencies=documented_auth)
+    if reviews is not None:
+        app.include_router(review_routes(reviews, allow(principal, *REVIEWERS), readers), dependencies=documented_auth)
     return app
 
 

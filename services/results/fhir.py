@@ -307,3 +307,49 @@ def risk_observation(checkin: _Checkin, fusion: dict[str, Any], summary: dict[st
     if not risk["component"]:
         risk.pop("component")
     return risk
+
+
+REVIEW_REASON_SYSTEM = "urn:schizodot:codesystem:dosing-review-reason"
+# The verdict -> MedicationAdministration.status. "Cannot tell" is `unknown`: saying `not-done`
+# would claim the dose was missed, which the reviewer could not see.
+ADMINISTRATION_STATUS = {"taken": "completed", "not_taken": "not-done", "unverifiable": "unknown"}
+
+
+def medication_administration_bundle(item: dict[str, Any], patient_identifier_system: str) -> dict[str, Any]:
+    """A reviewed check-in's dosing as a FHIR R4 MedicationAdministration, in a `collection` Bundle,
+    validated by fhir.resources. Its id is the check-in's, so an amended verdict replaces the earlier."""
+    from fhir.resources.R4B.medicationadministration import MedicationAdministration
+
+    job_id = item["job_id"]
+    compliance = (item.get("results") or {}).get("compliance") or {}
+    review = compliance["review"]
+    subject = patient_reference(item["user_id"], patient_identifier_system)
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationAdministration",
+        "id": _uid(job_id, "medication-administration"),
+        "identifier": [{"system": OBSERVATION_ID_SYSTEM, "value": f"{job_id}/medication-administration"}],
+        "status": ADMINISTRATION_STATUS[review["verdict"]],
+        "category": _code("http://terminology.hl7.org/CodeSystem/medication-admin-category", "community",
+                          "Community"),
+        "medicationCodeableConcept": {"text": "the medication taken on camera in the check-in's dosing steps"},
+        "subject": subject,
+        "effectiveDateTime": item.get("analyzed_at") or item["timestamp"],
+        "performer": [{"actor": subject}],
+        "note": [{"text": f"Observed dosing reviewed on video by {review.get('by_name') or review.get('by')} "
+                          f"at {review.get('at')}: {review['verdict'].replace('_', ' ')}"
+                          + (f" ({review['reason_text']})" if review.get("reason_text") else "")
+                          + (f". Amends {len(review.get('history') or [])} earlier verdict(s)."
+                             if review.get("history") else ".")}],
+    }
+    if review.get("note"):
+        resource["note"].append({"text": f"Reviewer's note: {review['note']}"})
+    if review["verdict"] != "taken" and review.get("reason"):
+        resource["statusReason"] = [_code(REVIEW_REASON_SYSTEM, review["reason"], review.get("reason_text"))]
+    MedicationAdministration.model_validate(resource)
+    document = {
+        "resourceType": "Bundle", "id": _uid(job_id, f"dosing-review-{review.get('revision')}"),
+        "identifier": {"system": JOB_ID_SYSTEM, "value": job_id}, "type": "collection",
+        "timestamp": review.get("at") or item["timestamp"],
+        "entry": [{"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource}],
+    }
+    return json.loads(Bundle.model_validate(document).model_dump_json(exclude_none=True))

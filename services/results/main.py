@@ -23,6 +23,7 @@ from services.results.api import ResultsAccess, create_app
 from services.results.console.ports import S3MediaLinks
 from services.results.console.router import create_console_router
 from services.results.console.sessions import ConsoleSessions, derive_key
+from services.results.dosing import DosingReviews
 from services.results.ehr import EhrPublisher
 from services.results.erasure import (
     ERASURE_QUEUE,
@@ -88,17 +89,29 @@ def _alert_service(context: StageContext[ResultsSettings]) -> AlertService:
         _clinics(context), SqsAlertQueue(aws.sqs, common.queue_name(ALERTS_QUEUE))))
 
 
-def build_deps(context: StageContext[ResultsSettings]) -> ResultsDeps:
+def _ehr(context: StageContext[ResultsSettings]) -> EhrPublisher:
     settings, common = context.settings, context.common
-    ehr = EhrPublisher(
-        context.aws.sqs,
-        sync_client(common, "sns") if settings.ehr_topic_arn else None,
-        settings.ehr_queue_url,
-        settings.ehr_topic_arn,
-    )
-    if not ehr.enabled:
-        log.info("EHR delivery off: set RESULTS_EHR_QUEUE_URL or RESULTS_EHR_TOPIC_ARN to send FHIR results")
-    return ResultsDeps(settings, context.storage, _writer(context), ehr, _access(context).audit,
+
+    def build() -> EhrPublisher:
+        ehr = EhrPublisher(context.aws.sqs, sync_client(common, "sns") if settings.ehr_topic_arn else None,
+                           settings.ehr_queue_url, settings.ehr_topic_arn)
+        if not ehr.enabled:
+            log.info("EHR delivery off: set RESULTS_EHR_QUEUE_URL or RESULTS_EHR_TOPIC_ARN to send FHIR results")
+        return ehr
+    return _once(context, "_ehr_publisher", build)
+
+
+def _reviews(context: StageContext[ResultsSettings]) -> DosingReviews:
+    """Dosing reviews (the API and the console): written here, the one writer of SchizodotUsers."""
+    settings = context.settings
+    return _once(context, "_dosing_reviews", lambda: DosingReviews(
+        context.jobs, _history(context), _writer(context), _access(context).audit, storage=context.storage,
+        alerts=_alert_service(context), ehr=_ehr(context),
+        patient_identifier_system=settings.fhir_patient_identifier_system, alert_history=settings.alert_history))
+
+
+def build_deps(context: StageContext[ResultsSettings]) -> ResultsDeps:
+    return ResultsDeps(context.settings, context.storage, _writer(context), _ehr(context), _access(context).audit,
                        alerts=_alert_service(context), history=_history(context))
 
 
@@ -147,7 +160,7 @@ def _console(context: StageContext[ResultsSettings], access: Access):
         principal=access.principal, jobs=context.jobs, history=_history(context),
         roster=alerts.roster, alerts=alerts.alerts, media=S3MediaLinks(signer, common.bucket), audit=access.audit,
         clinics=_clinics(context), sessions=sessions, media_url_seconds=settings.media_url_seconds,
-        history_limit=settings.console_history_limit)
+        history_limit=settings.console_history_limit, reviews=_reviews(context))
 
 
 async def serve_api(context: StageContext[ResultsSettings], stop: asyncio.Event) -> None:
@@ -161,7 +174,8 @@ async def serve_api(context: StageContext[ResultsSettings], stop: asyncio.Event)
     app = create_app(settings, context.jobs, _history(context),
                      ResultsAccess(access.authenticator, access.audit, access.api_keys,
                                    _erasures(context), enqueue_erasure),
-                     console=_console(context, access) if settings.console_enabled else None)
+                     console=_console(context, access) if settings.console_enabled else None,
+                     reviews=_reviews(context))
     await serve_http(app, settings.api_host, settings.api_port, stop, port_setting="RESULTS_API_PORT",
                      required=False)  # saving results matters more than serving reads
 

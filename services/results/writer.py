@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from shared.dynamo import delete_queried, put_if_absent
+from shared.dynamo import delete_queried, from_item, is_conditional_failure, put_if_absent, to_attribute
 
 
 class ResultsStore(Protocol):
@@ -14,6 +14,14 @@ class ResultsStore(Protocol):
 
     async def delete_patient(self, patient_key: str) -> int:
         """Erasure: remove every item of the patient; how many there were."""
+
+    async def get(self, user_id: str, timestamp: str) -> dict[str, Any] | None:
+        """One item by its key, read consistently (a review reads what the last write left)."""
+
+    async def replace_compliance(self, user_id: str, timestamp: str, compliance: dict[str, Any],
+                                 expected_revision: int) -> bool:
+        """Set the item's `results.compliance` if its review is still at `expected_revision`
+        (0: never reviewed); False when another reviewer wrote first (read again and retry)."""
 
 
 class ResultsWriter:
@@ -25,6 +33,32 @@ class ResultsWriter:
 
     async def save(self, item: dict[str, Any]) -> bool:
         return await put_if_absent(self._db, self._table, item, "user_id")
+
+    async def get(self, user_id: str, timestamp: str) -> dict[str, Any] | None:
+        response = await self._db.get_item(TableName=self._table, ConsistentRead=True,
+                                           Key={"user_id": {"S": user_id}, "timestamp": {"S": timestamp}})
+        return from_item(response["Item"]) if "Item" in response else None
+
+    async def replace_compliance(self, user_id: str, timestamp: str, compliance: dict[str, Any],
+                                 expected_revision: int) -> bool:
+        names = {"#r": "results", "#c": "compliance", "#v": "review", "#n": "revision"}
+        values = {":c": to_attribute(compliance)}
+        if expected_revision:
+            condition = "#r.#c.#v.#n = :prev"
+            values[":prev"] = to_attribute(expected_revision)
+        else:
+            condition = "attribute_exists(user_id) AND attribute_not_exists(#r.#c.#v)"
+            names = {k: v for k, v in names.items() if k != "#n"}
+        try:
+            await self._db.update_item(
+                TableName=self._table, Key={"user_id": {"S": user_id}, "timestamp": {"S": timestamp}},
+                UpdateExpression="SET #r.#c = :c", ConditionExpression=condition,
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except Exception as error:
+            if is_conditional_failure(error):
+                return False
+            raise
+        return True
 
     async def delete_patient(self, patient_key: str) -> int:
         return await delete_queried(self._db, self._table, {

@@ -38,7 +38,7 @@ from shared.job import Job
 from tests.browser.conftest import launch_with_fake_devices
 from tests.browser.test_console import XSS, points, wait_for_plots
 from tests.browser.test_patient_page import check_contrast, record, wait_until
-from tests.conftest import E2E_CLINIC, FAILING_CLINIC
+from tests.conftest import E2E_CLINIC, EHR_TEST_QUEUE, FAILING_CLINIC
 from tests.webhooks import SECRET
 
 pytestmark = pytest.mark.slow
@@ -197,6 +197,49 @@ def test_a_checkin_recorded_on_the_phone_reaches_the_console_with_its_alert(
         console.click("text=Download report (PDF)")
     report = pypdf.PdfReader(download.value.path())
     assert len(report.pages) == 1 and patient in report.pages[0].extract_text()
+
+    # the dosing review: the check-in waits in the queue; T from the keyboard clears it
+    console.goto(f"{stack.results_api}/console/review")
+    assert console.locator(f"table.queue a[href$='/checkins/{link['job_id']}/review']").count() == 1
+    review_page = f"{stack.results_api}/console/patients/{patient}/checkins/{link['job_id']}/review"
+    opened = time.monotonic()
+    console.goto(review_page)
+    console.keyboard.press("t")
+    console.wait_for_url(lambda u: u != review_page, timeout=30000)
+    console.wait_for_load_state("domcontentloaded")
+    review_s = time.monotonic() - opened
+    assert console.locator(f"a[href$='/checkins/{link['job_id']}/review']").count() == 0  # off the queue
+    console.goto(f"{stack.results_api}/console/patients/{patient}/checkins/{link['job_id']}")
+    assert "confirmed by a reviewer of the video" in console.text_content("#dosing-status")
+    with console.expect_download() as download:
+        console.goto(f"{stack.results_api}/console/patients/{patient}")
+        console.click("text=Download history (CSV)")
+    [row] = list(csv.DictReader(io.StringIO(download.value.path().read_text(encoding="utf-8"))))
+    assert row["dosing_review"] == "taken" and row["intake_source"] == "verified_by_review"
+    with console.expect_download() as download:
+        console.click("text=Download report (PDF)")
+    assert "reviewed on video: taken" in pypdf.PdfReader(download.value.path()).pages[0].extract_text()
+    kept = httpx.get(f"{stack.results_api}/api/v1/patients/{patient}/adherence", params={"days": 30},
+                     headers=clinician, timeout=30).json()
+    assert kept["counts"]["verified_by_review"] == 1 and kept["streak"]["verified"] == 1
+    ehr = stack.client("sqs")
+    inbox = ehr.get_queue_url(QueueName=EHR_TEST_QUEUE)["QueueUrl"]
+    administrations, deadline = [], time.monotonic() + 30
+    while not administrations:
+        assert time.monotonic() < deadline, "no MedicationAdministration reached the EHR"
+        for message in ehr.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+                "Messages", []):
+            event = json.loads(message["Body"])
+            if event["type"] == "org.schizodot.dosing.reviewed.v1" and event["subject"] == link["job_id"]:
+                administrations += [e["resource"] for e in event["data"]["entry"]]
+    assert administrations[0]["resourceType"] == "MedicationAdministration"
+    assert administrations[0]["status"] == "completed"
+    assert administrations[0]["subject"]["identifier"]["value"] == patient
+    trail = httpx.get(f"{stack.results_api}/api/v1/audit", params={"patient_id": patient, "limit": 100},
+                      headers=auth(stack, "dev-admin", E2E_CLINIC), timeout=30).json()["records"]
+    reviews = [r for r in trail if r["action"] == "dosing.review"]
+    assert len(reviews) == 1 and reviews[0]["actor"] == "dev-clinician" and reviews[0]["detail"]["verdict"] == "taken"
+    print(f"scripted dosing review of one check-in, page open to the next page: {review_s:.2f} s")
     assert problems == []
     context.close()
 

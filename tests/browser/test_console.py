@@ -130,7 +130,7 @@ def test_the_console_shows_the_clinics_patients_with_plots_that_have_data(browse
     assert points(page, "plot-expressivity") >= 8
     assert page.evaluate("[...document.querySelectorAll('#plot-expressivity path.js-fill')]"
                          ".some(p => (p.getAttribute('d') || '').length > 10)")  # the baseline band is drawn
-    assert page.locator("table.calendar td.day-inconclusive").count() == 8
+    assert page.locator("table.calendar td.day-unverifiable").count() == 8
     page.screenshot(path=str(screenshots / "console-patient.png"), full_page=True)
     assert problems == []
     context.close()

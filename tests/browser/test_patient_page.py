@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from tests.browser.axe import violations
+
 from services.ingest.patient.tests.app import ingest_site, update_job
 from shared.aws import sync_client
 from tests.browser.servers import BackgroundServer
@@ -113,7 +115,7 @@ def test_a_patient_records_and_sends_a_checkin_through_a_dropped_connection(brow
     server, _ = ingest
     job_id, key, token = new_checkin(aws_server, ingest)
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                                  has_touch=True)
+                                  has_touch=True, bypass_csp=True)  # axe-core is injected
     page = context.new_page()
     puts: list[str] = []
     api_calls: list[str] = []
@@ -148,12 +150,14 @@ def test_a_patient_records_and_sends_a_checkin_through_a_dropped_connection(brow
     assert page.locator("#intro-dosing li").count() == 4
     page.screenshot(path=str(screenshots / "patient-intro.png"), full_page=True)
     check_contrast(page)
+    assert violations(page) == []
 
     recorded = record(page, screenshots)
     assert recorded["steps"] == 9
     info = page.text_content("#review-info")
     assert info.startswith("Length 0:0") or info.startswith("Length 0:1")
     page.screenshot(path=str(screenshots / "patient-review.png"), full_page=True)
+    assert violations(page) == []
     page.click("#send")
     wait_until(page, "document.body.dataset.upload === 'paused'", 30)
     context.set_offline(True)  # the phone has lost its network

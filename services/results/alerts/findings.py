@@ -37,7 +37,11 @@ RISK_ORDER = {"low": 0, "moderate": 1, "high": 2}
 MEDICATION_WORDS = {
     "compliant": "taken, seen on camera", "non_compliant": "not taken", "inconclusive": "could not be verified",
     "not_assessed": "not assessed",
+    # a reviewer's verdict on the recorded dosing (services/results/dosing.py)
+    "verified_by_review": "taken, confirmed by a reviewer of the video", "not_taken": "not taken (reviewer)",
+    "unverifiable": "could not be told (reviewer)",
 }
+MISSED_STATUSES = frozenset({"non_compliant", "not_taken"})  # seen not taken, by the detector or a reviewer
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ rule. Each draft carries its evidence: the values, units and baselines that
 made it fire, so the alert can be read without opening the check-in.
 
 1. risk:            the check-in's risk level is in `risk_levels` (default: high).
-2. missed_medication: the medication was seen *not taken* in this check-in and
+2. missed_medication: the medication was seen *not taken* (by the detector or a
+                    reviewer of the video) in this check-in and
                     the `missed_medication_streak - 1` before it (a check-in
                     that could not verify intake ends the run: unknown is not
                     missed). Fires when the run reaches the streak, once.
@@ -27,6 +28,7 @@ from typing import Any
 from services.results.alerts.clinics import AlertRules
 from services.results.alerts.findings import (
     MEDICATION_WORDS,
+    MISSED_STATUSES,
     checkin_time,
     markers,
     medication_status,
@@ -66,10 +68,10 @@ def evaluate(item: dict[str, Any], earlier: list[dict[str, Any]], rules: AlertRu
         draft("risk", level, f"Risk level {level}", f"The check-in's risk level is {level}: {reasons}.",
               {"risk_level": level, "risk_evidence": evidence})
 
-    if rules.missed_medication_streak and medication_status(item) == "non_compliant":
+    if rules.missed_medication_streak and medication_status(item) in MISSED_STATUSES:
         run = [item]
         for previous in sorted(earlier, key=checkin_time, reverse=True):
-            if medication_status(previous) != "non_compliant":
+            if medication_status(previous) not in MISSED_STATUSES:
                 break
             run.append(previous)
         if len(run) == rules.missed_medication_streak:
@@ -78,7 +80,8 @@ def evaluate(item: dict[str, Any], earlier: list[dict[str, Any]], rules: AlertRu
             draft("missed_medication", "high", f"Medication not taken {n} check-in{'s' if n > 1 else ''} in a row",
                   f"The medication was seen not taken in the last {n} check-in{'s' if n > 1 else ''}.",
                   {"streak": n, "checkins": [{"job_id": r.get("job_id"), "timestamp": r.get("timestamp"),
-                                              "status": MEDICATION_WORDS["non_compliant"]} for r in run],
+                                              "status": MEDICATION_WORDS[medication_status(r) or "non_compliant"]}
+                                             for r in run],
                    "reason": reason})
 
     if rules.baseline_decline:

@@ -63,6 +63,13 @@ class AlertService:
                           self.clinics.get(clinic_id).alerts)
         return await self._raise(clinic_id, drafts)
 
+    async def on_review(self, clinic_id: str, item: dict[str, Any], earlier: list[dict[str, Any]]) -> list[Alert]:
+        """A reviewer's verdict changed a stored result: its rules run again (an alert already raised is
+        stored once by id, so only what the verdict newly makes true is raised); the roster is left as is."""
+        drafts = evaluate(item, [e for e in earlier if e.get("job_id") != item.get("job_id")],
+                          self.clinics.get(clinic_id).alerts)
+        return await self._raise(clinic_id, drafts)
+
     async def sweep(self) -> list[Alert]:
         raised: list[Alert] = []
         now = self._clock()

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from services.results import adherence
 from services.results.alerts.findings import (
     MEDICATION_WORDS,
     WORSE,
@@ -49,7 +50,8 @@ def history_csv(patient_id: str, items_oldest_first: list[dict[str, Any]], zone:
                 columns.append(key)
     names = [name for _, name, _ in columns]
     header = [f"checkin_time [{zone.key}]", "checkin_time_utc", "patient_id", "job_id", "risk_level",
-              "medication"] + [
+              "medication", "intake_source", "dosing_review", "dosing_reviewed_by", "dosing_reviewed_at",
+              "dosing_review_reason", "dosing_review_revisions", "self_report"] + [
         f"{name} [{unit}]" if names.count(name) == 1 else f"{name} ({group}) [{unit}]"
         for group, name, unit in columns]
     out = io.StringIO()
@@ -59,11 +61,32 @@ def history_csv(patient_id: str, items_oldest_first: list[dict[str, Any]], zone:
         when = checkin_time(item)
         values = {(r.group, r.name, r.unit): r.value for r in markers(item)}
         status = medication_status(item)
+        compliance = (item.get("results") or {}).get("compliance") or {}
+        review = compliance.get("review") or {}
+        said = (compliance.get("self_report") or {}).get("classification") or ""
         writer.writerow([_cell(v) for v in [
             when.astimezone(zone).isoformat(timespec="seconds"), when.strftime("%Y-%m-%dT%H:%M:%SZ"), patient_id,
             item.get("job_id"), risk_level(item) or "", MEDICATION_WORDS.get(status or "", status or ""),
+            adherence.intake_of(item), review.get("verdict") or "", review.get("by_name") or review.get("by") or "",
+            review.get("at") or "", review.get("reason_text") or review.get("reason") or "",
+            review.get("revision") or "", said,
         ]] + ["" if values.get(key) is None else values[key] for key in columns])
     return out.getvalue()
+
+
+def _review_line(item: dict[str, Any]) -> str:
+    review = ((item.get("results") or {}).get("compliance") or {}).get("review") or {}
+    if not review:
+        return "Latest dosing: not reviewed on video."
+    reason = f" ({review['reason_text']})" if review.get("reason_text") else ""
+    return (f"Latest dosing reviewed on video: {review['verdict'].replace('_', ' ')}{reason}, by "
+            f"{review.get('by_name') or review.get('by')} at {review.get('at', '')[:16].replace('T', ' ')} UTC.")
+
+
+def _adherence_line(items_oldest_first: list[dict[str, Any]], now: datetime) -> str:
+    counts = adherence.adherence("", list(reversed(items_oldest_first)), 30, now).counts
+    shown = ", ".join(f"{adherence.WORDS[c]}: {n}" for c, n in counts.items() if n)
+    return f"Last 30 days by source: {shown or 'no check-ins'}."
 
 
 def report_pdf(patient_id: str, clinic_name: str, items_oldest_first: list[dict[str, Any]], zone: ZoneInfo,
@@ -82,6 +105,8 @@ def report_pdf(patient_id: str, clinic_name: str, items_oldest_first: list[dict[
             f"Latest risk level: {risk_level(latest) or 'not assessed'}. Latest medication: "
             f"{MEDICATION_WORDS.get(medication_status(latest) or '', 'not assessed')}.",
             f"Open alerts: {len(open_alerts)}" + (f" ({'; '.join(open_alerts[:3])})" if open_alerts else "") + ".",
+            _review_line(latest),
+            _adherence_line(items_oldest_first, generated_at),
         ]
     else:
         lines = ["No check-ins have been analysed yet."]

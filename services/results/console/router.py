@@ -44,7 +44,8 @@ from services.results.alerts.clinics import ClinicDirectory, ClinicProfile
 from services.results.alerts.findings import MEDICATION_WORDS, checkin_time, clinic_of, fmt_local
 from services.results.alerts.roster import Roster
 from services.results.alerts.store import NOTE_MAX, AlertStore, AlreadyAcknowledged
-from services.results.console import exports, plots, series, views
+from services.results import adherence, dosing
+from services.results.console import exports, plots, review_pages, series, views
 from services.results.console.ports import AuditEvent, MediaLinks
 from services.results.console.sessions import ConsoleSessions
 from shared.audit import AuditTrail
@@ -60,6 +61,7 @@ CONSOLE_ROLES = (Role.CLINICIAN, Role.CLINIC_ADMIN)
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 STATIC = {
     "console.css": (HERE / "static" / "console.css", "text/css; charset=utf-8"),
+    "review.js": (HERE / "static" / "review.js", "text/javascript; charset=utf-8"),
     "console.js": (HERE / "static" / "console.js", "text/javascript; charset=utf-8"),
     "login.js": (HERE / "static" / "login.js", "text/javascript; charset=utf-8"),
     "plotly.min.js": (PLOTLY_JS, "text/javascript; charset=utf-8"),
@@ -106,6 +108,7 @@ def create_console_router(
     media_url_seconds: int = 120,
     history_limit: int = 100,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    reviews: dosing.DosingReviews | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix=prefix, include_in_schema=False)
     clinicians = allow(principal, *CONSOLE_ROLES)
@@ -257,6 +260,9 @@ def create_console_router(
                     expressivity=expressivity,
                     marker_plots=[p for p in marker_plots if p is not expressivity],
                     calendar=views.adherence_calendar(items, c.clinic.zone, clock().astimezone(c.clinic.zone).date()),
+                    adherence={days: adherence.adherence(patient_id, items, days, clock()) for days in (7, 30)},
+                    adherence_words=adherence.WORDS, intake_of=adherence.intake_of,
+                    needs_review=dosing.needs_review, reviews_on=reviews is not None,
                     row=views.patient_row(await roster.get(c.clinic_id, patient_id), items,
                                           sum(a.state == "open" for a in patient_alerts), c.clinic.zone),
                     when=lambda item: fmt_local(checkin_time(item), c.clinic.zone))
@@ -281,7 +287,8 @@ def create_console_router(
                     expressivity_figure=plots.expressivity_figure(shapes) if shapes else None,
                     fusion=(item.get("results") or {}).get("multimodal_fusion") or {},
                     summary=(item.get("results") or {}).get("clinical_summary") or {},
-                    compliance=(item.get("results") or {}).get("compliance") or {})
+                    compliance=(item.get("results") or {}).get("compliance") or {},
+                    needs_review=dosing.needs_review(item), reviews_on=reviews is not None)
 
     async def media_redirect(c: Caller, patient_id: str, job_id: str, action: str, key_of, what: str) -> Response:
         try:
@@ -368,6 +375,12 @@ def create_console_router(
             pass  # someone was first; the page shows who
         target = f"{prefix}/alerts" if back == "alerts" else f"{prefix}/patients/{alert.patient_id}"
         return RedirectResponse(f"{target}#alert-{alert_id}", status_code=303)
+
+    if reviews is not None:
+        router.include_router(review_pages.review_router(review_pages.ConsoleKit(
+            caller=caller, page=page, record=record, roster=roster, clinic_history=clinic_history,
+            checkin_of=checkin_of, not_found=not_found, same_site=_same_site, sessions=sessions, media=media,
+            media_url_seconds=media_url_seconds, not_found_error=NotFound, prefix=prefix), reviews))
 
     return router
 

@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from services.results import adherence
 from services.results.alerts.findings import (
-    MEDICATION_WORDS,
     RISK_ORDER,
     MarkerReading,
     checkin_time,
@@ -68,25 +68,10 @@ def trend(reading: MarkerReading) -> Trend:
 
 
 def adherence_streak(items: list[dict[str, Any]]) -> tuple[int, str]:
-    """Check-ins in a row, newest first, with the medication seen taken; and how to say it."""
-    if not items:
-        return 0, "no check-ins"
-    latest = medication_status(items[0])
-    if latest == "non_compliant":
-        missed = 0
-        for item in items:
-            if medication_status(item) != "non_compliant":
-                break
-            missed += 1
-        return 0, f"not taken in the last {missed}"
-    taken = 0
-    for item in items:
-        if medication_status(item) != "compliant":
-            break
-        taken += 1
-    if taken:
-        return taken, f"{taken} in a row taken"
-    return 0, f"0 (last: {MEDICATION_WORDS.get(latest or '', 'unknown')})"
+    """Check-ins in a row, newest first, with the dose verified or reported taken; and how to say it
+    (services/results/adherence.py: which were verified and which only reported)."""
+    run = adherence.streak(items)
+    return run.length, run.words
 
 
 def patient_row(entry: RosterEntry, items: list[dict[str, Any]], open_alerts: int, zone: ZoneInfo) -> PatientRow:
@@ -122,18 +107,20 @@ def sort_rows(rows: list[PatientRow], sort: str, descending: bool) -> list[Patie
 @dataclass
 class CalendarDay:
     day: date
-    status: str  # compliant | non_compliant | inconclusive | not_assessed | none | future
+    status: str  # an adherence category (services/results/adherence.py) | none | future
     words: str
+    mark: str = ""
 
 
 def adherence_calendar(items: list[dict[str, Any]], zone: ZoneInfo, today: date, weeks: int = 6) -> list[list[CalendarDay]]:
-    """Weeks (Monday first) ending with this week; each day the worst medication status seen that day."""
-    worst = {"non_compliant": 3, "inconclusive": 2, "not_assessed": 1, "compliant": 0}
+    """Weeks (Monday first) ending with this week; each day the worst intake seen that day, by its source."""
+    worst = {"not_taken": 6, "reported_missed": 5, "unverifiable": 4, "not_assessed": 3, "reported_taken": 2,
+             "verified_by_detector": 1, "verified_by_review": 0}
     by_day: dict[date, str] = {}
     for item in items:
         day = checkin_time(item).astimezone(zone).date()
-        status = medication_status(item) or "not_assessed"
-        if day not in by_day or worst.get(status, 1) > worst.get(by_day[day], 1):
+        status = adherence.intake_of(item)
+        if day not in by_day or worst[status] > worst[by_day[day]]:
             by_day[day] = status
     start = today - timedelta(days=today.weekday()) - timedelta(weeks=weeks - 1)
     grid = []
@@ -144,7 +131,8 @@ def adherence_calendar(items: list[dict[str, Any]], zone: ZoneInfo, today: date,
             if day > today:
                 row.append(CalendarDay(day, "future", ""))
             elif day in by_day:
-                row.append(CalendarDay(day, by_day[day], f"medication {MEDICATION_WORDS.get(by_day[day], by_day[day])}"))
+                row.append(CalendarDay(day, by_day[day], f"medication {adherence.WORDS[by_day[day]]}",
+                                       adherence.MARKS[by_day[day]]))
             else:
                 row.append(CalendarDay(day, "none", "no check-in"))
         grid.append(row)

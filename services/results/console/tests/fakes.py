@@ -4,6 +4,7 @@ shared.auth exactly as in the service, with the session cookie on /console."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,19 @@ from services.results.erasure import MemoryErasures
 from services.results.settings import ResultsSettings
 from shared.audit import AuditTrail
 from shared.auth import Authenticator, AuthSettings, principal_dependency
-from shared.fakes import InMemoryApiKeys, InMemoryHistory, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore
+from services.results.alerts.service import AlertService
+from services.results.dosing import DosingReviews
+from services.results.ehr import EhrPublisher
+from shared.fakes import (
+    InMemoryApiKeys,
+    InMemoryHistory,
+    InMemoryJobs,
+    InMemoryPatientLinks,
+    MemoryAuditStore,
+    MemoryStorage,
+)
 from shared.identity import patient_key
+from shared.job import new_job
 
 COOKIE = "schizodot_session"
 PSEUDONYM_KEY = "console-test-pseudonym-key"
@@ -36,6 +48,25 @@ USERS = {"north": ("dev-clinician", "clinic-north"), "south": ("dev-clinician", 
 def stored(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Items in the clinic's view (`user_id` the clinic's own id) as SchizodotUsers holds them."""
     return [{**item, "user_id": patient_key(item["clinic_id"], item["user_id"])} for item in items]
+
+
+class EhrInbox:
+    """The EHR's queue, as the results service sends to it (SQS `send_message`)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send_message(self, *, QueueUrl: str, MessageBody: str, MessageAttributes: dict) -> dict[str, str]:
+        self.sent.append(json.loads(MessageBody))
+        return {"MessageId": f"ehr-{len(self.sent)}"}
+
+
+class QueuedAlerts:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def send(self, event: Any) -> None:
+        self.sent.append(event)
 
 
 class Console:
@@ -58,17 +89,22 @@ class Console:
         self.media = S3MediaLinks(signer, "schizodot-media")
         now = now or datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
         sessions = ConsoleSessions(self.authenticator, derive_key(PSEUDONYM_KEY, "console-csrf"), COOKIE)
+        self.storage, self.ehr_inbox, self.alert_queue = MemoryStorage(), EhrInbox(), QueuedAlerts()
+        self.reviews = DosingReviews(
+            self.jobs, self.history, self.history, self.audit, storage=self.storage,
+            alerts=AlertService(self.alerts, self.roster, self.clinics, self.alert_queue, clock=lambda: now),
+            ehr=EhrPublisher(self.ehr_inbox, None, "https://sqs.test/ehr-inbox", None), clock=lambda: now)
         console = create_console_router(
             principal=principal_dependency(self.authenticator), jobs=self.jobs, history=self.history,
             roster=self.roster, alerts=self.alerts, media=self.media, audit=self.audit, clinics=self.clinics,
-            sessions=sessions, clock=lambda: now)
+            sessions=sessions, clock=lambda: now, reviews=self.reviews)
 
         async def no_erasures(body: str) -> str:
             raise AssertionError("no erasure here")
 
         self.app = create_app(ResultsSettings(), self.jobs, self.history,
                               ResultsAccess(self.authenticator, self.audit, self.api_keys, MemoryErasures(),
-                                            no_erasures), console=console)
+                                            no_erasures), console=console, reviews=self.reviews)
 
     def token(self, name: str, **claims: Any) -> str:
         user, clinic = USERS[name]
@@ -83,6 +119,15 @@ class Console:
             await self.history.save(item)
         for item in items:
             await self.roster.record_checkin(item["clinic_id"], item["user_id"], item["job_id"], item["timestamp"])
+
+    async def add_jobs(self, items: list[dict[str, Any]], status: str = "completed") -> None:
+        """The SchizodotJobs items of the check-ins, in `status` (a review needs its job)."""
+        for item in items:
+            job = new_job(item["job_id"], patient_id=patient_key(item["clinic_id"], item["user_id"]),
+                          s3_key=item["s3_key"], filename="checkin.webm", content_type="video/webm",
+                          created_at=item["timestamp"], message="queued", source="api", clinic_id=item["clinic_id"])
+            await self.jobs.create(job)
+            self.jobs.items[job.job_id].update({"status": status, "results": {"compliance_score": None}})
 
     def audit_records(self) -> list[dict[str, Any]]:
         return sorted(self.audit_store.records.values(), key=lambda r: r["at"])

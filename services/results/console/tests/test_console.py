@@ -109,7 +109,7 @@ def test_the_patient_page_has_plots_with_data_and_the_adherence_calendar(console
     assert band and len(band[0]["y"]) == 5  # a band once three earlier check-ins exist
     assert speech["layout"]["xaxis"]["title"]["text"] == "Check-in time (Europe/Berlin)"
     assert "Jitter: the voice was too quiet to measure jitter reliably" in page.text
-    assert 'class="day day-inconclusive"' in page.text and "medication could not be verified" in page.text
+    assert 'class="day day-unverifiable"' in page.text and "medication could not be verified" in page.text
     assert "Download history (CSV)" in page.text and "Download report (PDF)" in page.text
     assert [(r["action"], r["outcome"]) for r in console.audit_records()] == [("console.patient_view", "success")]
     assert "patient-101" not in str(console.audit_records())  # the trail names patients by pseudonym only

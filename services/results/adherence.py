@@ -1,0 +1,132 @@
+"""Adherence by source: what each check-in says about the dose, and on what it rests.
+
+One category per check-in, the strongest evidence first:
+1. a reviewer's verdict on the video (`compliance.review`): verified_by_review, not_taken, unverifiable;
+2. a pill detector's finding (`verification_status` compliant / non_compliant, only ever set by a
+   configured detector): verified_by_detector, not_taken; inconclusive: unverifiable;
+3. what the patient said (`compliance.self_report.classification`, from the medication prompt's
+   transcript): reported_taken; missed or stopped: reported_missed. Never shown as observed intake;
+4. otherwise not_assessed.
+
+A streak counts check-ins in a row (newest first) whose dose was verified or reported taken, and
+says how many of each: a reported dose is the patient's word, not an observation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.results.alerts.findings import checkin_time, results_of
+
+CATEGORIES = ("verified_by_review", "verified_by_detector", "reported_taken", "reported_missed", "not_taken",
+              "unverifiable", "not_assessed")
+WORDS = {
+    "verified_by_review": "taken, confirmed by a reviewer of the video",
+    "verified_by_detector": "taken, seen by a validated pill detector",
+    "reported_taken": "reported taken by the patient (not observed)",
+    "reported_missed": "reported missed or stopped by the patient",
+    "not_taken": "not taken",
+    "unverifiable": "could not be verified",
+    "not_assessed": "not assessed",
+}
+MARKS = {"verified_by_review": "✓", "verified_by_detector": "✓", "reported_taken": "R", "reported_missed": "R✗",
+         "not_taken": "✗", "unverifiable": "?", "not_assessed": "–"}
+VERIFIED = frozenset({"verified_by_review", "verified_by_detector"})
+TAKEN = VERIFIED | {"reported_taken"}
+REVIEW_CATEGORY = {"taken": "verified_by_review", "not_taken": "not_taken", "unverifiable": "unverifiable"}
+
+
+def intake_of(item: dict[str, Any]) -> str:
+    compliance = results_of(item).get("compliance") or {}
+    review = compliance.get("review") or {}
+    if review.get("verdict") in REVIEW_CATEGORY:
+        return REVIEW_CATEGORY[review["verdict"]]
+    status = compliance.get("verification_status")
+    if status == "compliant":
+        return "verified_by_detector"
+    if status == "non_compliant":
+        return "not_taken"
+    said = (compliance.get("self_report") or {}).get("classification")
+    if said == "taken":
+        return "reported_taken"
+    if said in ("missed", "stopped"):
+        return "reported_missed"
+    if status == "inconclusive":
+        return "unverifiable"
+    return "not_assessed"
+
+
+@dataclass(frozen=True)
+class Streak:
+    length: int
+    verified: int
+    reported: int
+    words: str
+
+
+def streak(items: list[dict[str, Any]]) -> Streak:
+    """Check-ins in a row, newest first, with the dose verified or reported taken."""
+    if not items:
+        return Streak(0, 0, 0, "no check-ins")
+    run = []
+    for item in items:
+        category = intake_of(item)
+        if category not in TAKEN:
+            break
+        run.append(category)
+    verified = sum(c in VERIFIED for c in run)
+    reported = len(run) - verified
+    if not run:
+        latest = intake_of(items[0])
+        missed = 0
+        for item in items:
+            if intake_of(item) != "not_taken":
+                break
+            missed += 1
+        if missed:
+            return Streak(0, 0, 0, f"not taken in the last {missed}")
+        return Streak(0, 0, 0, f"0 (last: {WORDS[latest]})")
+    basis = ", ".join(part for part in (f"{verified} verified" if verified else "",
+                                        f"{reported} reported by the patient" if reported else "") if part)
+    return Streak(len(run), verified, reported, f"{len(run)} in a row taken ({basis})")
+
+
+@dataclass
+class Adherence:
+    patient_id: str
+    days: int
+    since: str
+    until: str
+    counts: dict[str, int]
+    checkins: list[dict[str, Any]] = field(default_factory=list)
+    streak: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"patient_id": self.patient_id, "days": self.days, "since": self.since, "until": self.until,
+                "counts": self.counts, "checkins": self.checkins, "streak": self.streak,
+                "categories": WORDS}
+
+
+def adherence(patient_id: str, items: list[dict[str, Any]], days: int, now: datetime) -> Adherence:
+    """Counts by source over the last `days` days (items newest first), each check-in with its category."""
+    since = now - timedelta(days=days)
+    within = [i for i in items if since <= checkin_time(i) <= now]
+    categories = [intake_of(i) for i in within]
+    counts = Counter(categories)
+    run = streak(within)
+    checkins = []
+    for item, category in zip(within, categories):
+        compliance = results_of(item).get("compliance") or {}
+        review = compliance.get("review") or {}
+        said = compliance.get("self_report") or {}
+        checkins.append({
+            "job_id": item.get("job_id"), "timestamp": item.get("timestamp"), "intake": category,
+            "words": WORDS[category], "verification_status": compliance.get("verification_status"),
+            "review": {k: review.get(k) for k in ("verdict", "reason", "by", "at", "revision")} if review else None,
+            "self_report": {k: said.get(k) for k in ("classification", "words", "method")} if said else None})
+    return Adherence(patient_id, days, since.strftime("%Y-%m-%dT%H:%M:%SZ"), now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     {c: counts.get(c, 0) for c in CATEGORIES}, checkins,
+                     {"length": run.length, "verified": run.verified, "reported": run.reported, "words": run.words})

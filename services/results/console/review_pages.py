@@ -1,0 +1,183 @@
+"""The console's dosing review: the clinic's "Dosing to review" queue and the review page.
+
+Mounted by `create_console_router` when the results service hands it `DosingReviews`
+(services/results/dosing.py writes the verdict, audits it, runs the alert rule again and
+tells the EHR); the helpers of the console router (who is calling, pages, audit, the
+clinic scoping) are passed in as a `ConsoleKit`, so scoping and audit work exactly as on
+every other console page.
+
+- `GET  /review`: the queue, oldest first: check-ins of the clinic whose intake is not verified
+  and that no one has reviewed;
+- `GET  /patients/{p}/checkins/{j}/review`: the review clip (looping, speed control), the step
+  evidence frames (a pill's box may be drawn on one), the verdict form (keys T, N, U) and the
+  verdicts so far; also for amending a reviewed check-in;
+- `POST /patients/{p}/checkins/{j}/review`: the verdict; 303 to the next check-in of the queue;
+- `GET  /patients/{p}/checkins/{j}/clip`: 303 to a presigned GET of the review clip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+
+from services.results.alerts.findings import checkin_time, fmt_local
+from services.results.dosing import REASONS, DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound, \
+    needs_review
+from services.results.console import views
+
+QUEUE_HISTORY = 100  # newest check-ins looked at per patient
+QUEUE_CONCURRENCY = 16
+
+
+@dataclass
+class ConsoleKit:
+    """What the console router lends the review pages (see router.py for each)."""
+
+    caller: Callable[..., Any]
+    page: Callable[..., Any]
+    record: Callable[..., Any]
+    roster: Any
+    clinic_history: Callable[..., Any]
+    checkin_of: Callable[..., Any]
+    not_found: Callable[..., Any]
+    same_site: Callable[[Request], None]
+    sessions: Any
+    media: Any
+    media_url_seconds: int
+    not_found_error: type[Exception]
+    prefix: str = "/console"
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    patient_id: str
+    job_id: str
+    timestamp: str
+    when: str
+    status: str
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+def review_router(kit: ConsoleKit, reviews: DosingReviews) -> APIRouter:
+    router = APIRouter()
+    caller = kit.caller
+
+    async def queue_of(c) -> list[QueueEntry]:
+        reads = asyncio.Semaphore(QUEUE_CONCURRENCY)
+
+        async def waiting(entry) -> list[QueueEntry]:
+            async with reads:
+                items = await kit.clinic_history(c, entry.patient_id, QUEUE_HISTORY)
+            return [QueueEntry(entry.patient_id, i["job_id"], i["timestamp"],
+                               fmt_local(checkin_time(i), c.clinic.zone),
+                               ((i.get("results") or {}).get("compliance") or {}).get("verification_status")
+                               or "not_assessed") for i in items if needs_review(i)]
+        found = await asyncio.gather(*(waiting(e) for e in await kit.roster.patients(c.clinic_id)))
+        return sorted((e for entries in found for e in entries), key=lambda e: e.timestamp)
+
+    def review_url(entry: QueueEntry) -> str:
+        return f"{kit.prefix}/patients/{_q(entry.patient_id)}/checkins/{_q(entry.job_id)}/review"
+
+    @router.get("/review")
+    async def queue_page(c=Depends(caller), done: str = ""):
+        queue = await queue_of(c)
+        await kit.record(c, "console.review_queue", detail={"waiting": len(queue)})
+        return kit.page("review_queue.html", c, queue=queue, done=done == "1")
+
+    async def review_page(c, patient_id: str, job_id: str, item: dict[str, Any], status: int = 200,
+                          problem: str | None = None, form: dict[str, str] | None = None):
+        compliance = (item.get("results") or {}).get("compliance") or {}
+        queue = await queue_of(c)
+        position = next((n for n, e in enumerate(queue, 1) if e.job_id == job_id), None)
+        view = views.checkin_view(item, None, c.clinic.zone)
+        frames = []
+        for step in view.evidence_steps:
+            found = next((f for f in compliance.get("evidence_frames") or [] if f.get("step") == step), {})
+            frames.append({"step": step, "label": views.STEP_LABELS.get(step, step.replace("_", " ")),
+                           "step_id": found.get("step_id"), "t": found.get("t")})
+        review = compliance.get("review") or {}
+        history = list(review.get("history") or []) + ([review] if review.get("verdict") else [])
+        return kit.page("review.html", c, status=status, patient_id=patient_id, job_id=job_id, view=view,
+                        compliance=compliance, clip=compliance.get("review_clip") or None, frames=frames,
+                        reasons=REASONS, verdicts=list(reversed(history)), review=review, problem=problem,
+                        form=form or {}, position=position, waiting=len(queue),
+                        self_report=compliance.get("self_report") or None)
+
+    @router.get("/patients/{patient_id}/checkins/{job_id}/review")
+    async def review_get(patient_id: str, job_id: str, c=Depends(caller)):
+        try:
+            item = await kit.checkin_of(c, patient_id, job_id, "console.review_view")
+        except kit.not_found_error:
+            return kit.not_found(c)
+        await kit.record(c, "console.review_view", patient_id=patient_id, job_id=job_id)
+        return await review_page(c, patient_id, job_id, item)
+
+    @router.post("/patients/{patient_id}/checkins/{job_id}/review")
+    async def review_post(patient_id: str, job_id: str, request: Request, c=Depends(caller)):
+        kit.same_site(request)
+        raw = parse_qs((await request.body()).decode("utf-8", "replace")[:16384])
+        form = {k: (v[0] if v else "") for k, v in raw.items()}
+        if kit.sessions is not None:
+            kit.sessions.check_csrf(request, form.get("csrf", ""))
+        try:
+            item = await kit.checkin_of(c, patient_id, job_id, "dosing.review")
+        except kit.not_found_error:
+            return kit.not_found(c)
+        try:
+            review = DosingReview(verdict=form.get("verdict") or None, reason=form.get("reason") or None,
+                                  note=form.get("note") or None)
+            boxes = [PillBox(step=form["box_step"], x=int(float(form["box_x"])), y=int(float(form["box_y"])),
+                             width=int(float(form["box_w"])), height=int(float(form["box_h"])))] \
+                if form.get("box_step") else []
+        except (ValidationError, ValueError, KeyError) as error:
+            problem = _problem(error)
+            return await review_page(c, patient_id, job_id, item, status=422, problem=problem, form=form)
+        try:
+            await reviews.record(c.principal, job_id, review, boxes)
+        except ReviewNotFound:
+            return kit.not_found(c)
+        except ReviewConflict as conflict:
+            return await review_page(c, patient_id, job_id, item, status=409, problem=str(conflict), form=form)
+        following = [e for e in await queue_of(c) if e.job_id != job_id]
+        target = review_url(following[0]) if following else f"{kit.prefix}/review?done=1"
+        return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
+
+    @router.get("/patients/{patient_id}/checkins/{job_id}/clip")
+    async def clip(patient_id: str, job_id: str, c=Depends(caller)):
+        try:
+            item = await kit.checkin_of(c, patient_id, job_id, "console.review_clip_get")
+        except kit.not_found_error:
+            return kit.not_found(c)
+        key = str((((item.get("results") or {}).get("compliance") or {}).get("review_clip") or {}).get("key") or "")
+        if not key.startswith(f"artifacts/{job_id}/"):
+            await kit.record(c, "console.review_clip_get", "not_found", patient_id=patient_id, job_id=job_id)
+            return kit.not_found(c)
+        await kit.record(c, "console.review_clip_get", patient_id=patient_id, job_id=job_id)
+        return RedirectResponse(await kit.media.presign_get(key, kit.media_url_seconds), status_code=303,
+                                headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+    return router
+
+
+def _problem(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        messages = []
+        for e in error.errors():
+            where = ".".join(str(p) for p in e.get("loc") or ())
+            text = str(e.get("msg", "")).removeprefix("Value error, ")
+            messages.append(f"{where}: {text}" if where and where not in text else text)
+        return "; ".join(messages)
+    return f"the pill box is not a box in pixels ({error})"
+
+
+__all__ = ["ConsoleKit", "review_router"]
