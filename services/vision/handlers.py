@@ -33,9 +33,9 @@ def make_analyse(analyser: VisionAnalyser, storage: ObjectStore, loop: asyncio.A
     def analyse(path: Path, progress: Progress, checkin: Checkin) -> dict:
         detector, block = (clinic_detectors.for_clinic(checkin.clinic_id) if clinic_detectors is not None
                            else (None, None))
+        own = {"pill_detector": detector} if detector is not None else {}
         result = analyser.analyse(path, progress, evidence=s3_evidence_sink(storage, checkin.job_id, loop),
-                                  timeline=checkin.timeline, clip=s3_clip_sink(storage, checkin.job_id, loop),
-                                  pill_detector=detector)
+                                  timeline=checkin.timeline, clip=s3_clip_sink(storage, checkin.job_id, loop), **own)
         if block is not None:  # the clinic's own detector: which version, its figures, live or why not
             result["compliance"]["clinic_detector"] = block
         return result
