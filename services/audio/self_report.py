@@ -33,8 +33,9 @@ Method ``rules_v1`` (deterministic; the same words always give the same answer):
 Self-report is what the patient says, never observed intake: fusion carries it into
 ``compliance.self_report`` and its risk rules do not read it as verification. Its
 accuracy on a labelled set of spoken answers (espeak-ng voices through Whisper tiny.en)
-is measured by ``python -m bench.self_report`` (docs/self-report.md); it is English only,
-as the transcript is.
+is measured by ``python -m bench.self_report`` (docs/self-report.md). Its rules are English:
+a transcript in another language (the clinic's languages, services/audio/languages.py) gets
+``assessed: false`` naming the language, never an English reading of foreign words.
 """
 
 from __future__ import annotations
@@ -194,6 +195,9 @@ def self_report(transcript: dict[str, Any] | None, timeline: CheckinTimeline | N
     if not transcript or not transcript.get("enabled"):
         reason = (transcript or {}).get("reason") or "there is no transcript"
         return base | {"reason": f"no transcript, so the spoken answer was not read ({reason})"}
+    language = transcript.get("language") or "en"
+    if language != "en":
+        return base | {"reason": f"the answer was spoken in {language!r}; the self-report rules cover English only"}
     words, source, note = answer_words(transcript, timeline, duration_s)
     base |= {"window_source": source, "window_note": note}
     if not words:

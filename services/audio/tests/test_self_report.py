@@ -148,3 +148,10 @@ def test_a_spoken_checkin_with_a_timeline_reads_only_the_medication_answer(analy
     assert without["window_source"] == "whole_recording" and without["classification"] == "missed"
     off = analyse(path, lambda *_: None, Checkin("job-3", CheckinOptions(analyses=["audio"]), timeline))
     assert off["self_report"]["assessed"] is False
+
+
+def test_an_answer_in_another_language_is_not_read_by_the_english_rules():
+    spanish = _transcript(("no", 4.5, 4.7), ("tomé", 4.7, 5.0), ("nada", 5.0, 5.3)) | {"language": "es"}
+    report = self_report(spanish, TIMELINE, 12.0)
+    assert report["assessed"] is False and report["classification"] is None
+    assert "'es'" in report["reason"] and "English only" in report["reason"]
