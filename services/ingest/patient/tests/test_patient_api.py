@@ -318,3 +318,51 @@ def test_the_pages_timeline_is_kept_on_the_checkin_and_a_bad_one_refused_before_
 
     job = asyncio.run(scenario())
     assert job.pipeline.timeline == timeline and job.status == "queued"
+
+
+def test_a_link_past_its_expiry_is_refused_and_a_longer_lifetime_than_the_cap_is_capped(aws_server, tmp_path):
+    """A link's lifetime is `min(asked, INGEST_PATIENT_LINK_MAX_SECONDS)` (7 days by default): asking for a
+    year gets a link that dies in 7 days. A link whose stored expiry has passed is refused (401) for reads and
+    for its upload alike, as an unknown one is (the TTL sweep may not have removed it yet)."""
+    from datetime import datetime, timezone
+
+    cap = 7 * 24 * 3600
+
+    async def scenario():
+        async with patient_api(aws_server, tmp_path) as (http, site):
+            before = int(datetime.now(timezone.utc).timestamp())
+            asked_a_year = await issue_link(http, site, expires_in=365 * 24 * 3600)
+            after = int(datetime.now(timezone.utc).timestamp())
+            shown = datetime.strptime(asked_a_year["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            assert before + cap - 1 <= shown.timestamp() <= after + cap
+            stored = await site.access.links.find(_link_id(asked_a_year["token"]))
+            assert stored is not None and before + cap <= stored.expires_at <= after + cap
+
+            asked_an_hour = await issue_link(http, site, expires_in=3600)  # under the cap: kept as asked
+            stored = await site.access.links.find(_link_id(asked_an_hour["token"]))
+            assert before + 3600 <= stored.expires_at <= after + 1 + 3600
+
+            too_short = await http.post("/api/v1/patient-links", headers=site.auth("dev-clinician"),
+                                        json={"patient_id": new_patient(), "expires_in": 59})
+            assert too_short.status_code == 422
+
+            link = await issue_link(http, site)
+            assert (await http.get("/api/v1/checkin/session", headers=bearer(link))).status_code == 200
+            sync_client(aws_server, "dynamodb").update_item(  # its expiry passes (a second ago)
+                TableName=aws_server.patient_links_table, Key={"link_id": {"S": _link_id(link["token"])}},
+                UpdateExpression="SET expires_at = :past",
+                ExpressionAttributeValues={":past": {"N": str(int(datetime.now(timezone.utc).timestamp()) - 1)}})
+            for response in (await http.get("/api/v1/checkin/session", headers=bearer(link)),
+                             await http.post("/api/v1/checkin/upload", headers=bearer(link),
+                                             json={"content_type": "video/webm", "size": 10}),
+                             await http.post("/api/v1/patient-link/upload", headers=bearer(link),
+                                             json={"content_type": "video/webm"})):
+                assert response.status_code == 401 and response.json() == {"detail": "authentication required"}
+            assert not await site.access.links.consume(_link_id(link["token"]))  # nor can it be used up
+    asyncio.run(scenario())
+
+
+def _link_id(token: str) -> str:
+    from shared.auth import sha256
+
+    return sha256(token)
