@@ -182,3 +182,108 @@ def test_a_lost_modality_artifact_is_an_error_to_retry():
             await deliver(fakes.runner(FUSION, _deps(fakes)), _notice(job_id, "audio"))
 
     asyncio.run(scenario())
+
+
+class _ConverseServer:
+    """A local HTTP server that speaks Bedrock Runtime's Converse API (`POST /model/{modelId}/converse`), so
+    the real writer (boto3, SigV4, retries, JSON) runs end to end; it answers with `answer_text`."""
+
+    def __init__(self, answer_text: str) -> None:
+        import json
+        import threading
+        import urllib.parse
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": urllib.parse.unquote(self.path), "body": body,
+                                        "signed": self.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256")})
+                answer = json.dumps({"output": {"message": {"role": "assistant", "content": [{"text": answer_text}]}},
+                                     "stopReason": "end_turn", "usage": {"inputTokens": 10, "outputTokens": 20,
+                                                                         "totalTokens": 30},
+                                     "metrics": {"latencyMs": 5}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._http.server_port}"
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    def __enter__(self) -> "_ConverseServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+
+def _bedrock_writer(url: str, monkeypatch):
+    from services.fusion.llm import BedrockSummaryWriter
+    from shared.settings import CommonSettings
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    settings = FusionSettings(llm_enabled=True, llm_model_id="anthropic.claude-3-haiku-20240307-v1:0",
+                              llm_timeout_seconds=5, llm_max_attempts=1)
+    return BedrockSummaryWriter(settings, CommonSettings(aws_region="us-east-1", aws_endpoint_url=url))
+
+
+def test_the_llm_summary_is_used_and_names_its_model_when_bedrock_answers(monkeypatch):
+    import json
+
+    answer = {"emotional_state": "Neutral on camera; voice emotion was not assessed.",
+              "medication_adherence": "Not verified: no pill detector is configured.",
+              "recommendations": ["Ask about medication at the next visit"], "risk_level": "high"}
+    fakes = FakeAdapters()
+    with _ConverseServer("Here is the summary:\n" + json.dumps(answer)) as bedrock:
+        async def scenario():
+            job_id = await _analysed(fakes, "patient-llm-001", ("audio", "vision"))
+            await deliver(fakes.runner(FUSION, _deps(fakes, _bedrock_writer(bedrock.url, monkeypatch))),
+                          _notice(job_id, "vision"))
+            return await fakes.storage.get_json(artifact_key(job_id, "fusion"))
+
+        results = asyncio.run(scenario())["results"]
+    [request] = bedrock.requests
+    assert request["path"] == "/model/anthropic.claude-3-haiku-20240307-v1:0/converse" and request["signed"]
+    assert "patient-llm-001" not in json.dumps(request["body"])  # no identifier leaves
+    shown = json.loads(request["body"]["messages"][0]["content"][0]["text"])
+    assert shown["overall_emotion"] == results["multimodal_fusion"]["overall_emotion"]
+    summary = results["clinical_summary"]
+    assert summary["generated_by"] == "bedrock:anthropic.claude-3-haiku-20240307-v1:0"
+    assert {k: summary[k] for k in ("emotional_state", "medication_adherence", "recommendations")} == {
+        k: answer[k] for k in ("emotional_state", "medication_adherence", "recommendations")}
+    rules = summary["rule_based_summary"]  # the rules' wording is kept beside it
+    assert rules["emotional_state"] and rules["emotional_state"] != answer["emotional_state"]
+    level = results["multimodal_fusion"]["risk_level"]
+    assert level != "high" and "risk_level" not in summary  # the model's "high" is dropped: the rules decide
+    assert summary["risk_assessment"].startswith(f"{level.capitalize()} risk - ")
+    assert "llm_error" not in summary
+
+
+def test_an_llm_answer_that_is_not_the_summary_asked_for_leaves_the_rules_summary_saying_why(monkeypatch):
+    fakes = FakeAdapters()
+    with _ConverseServer("I cannot help with that.") as bedrock:
+        async def scenario():
+            job_id = await _analysed(fakes, "patient-llm-002", ("audio", "vision"))
+            await deliver(fakes.runner(FUSION, _deps(fakes, _bedrock_writer(bedrock.url, monkeypatch))),
+                          _notice(job_id, "vision"))
+            return await fakes.storage.get_json(artifact_key(job_id, "fusion"))
+
+        summary = asyncio.run(scenario())["results"]["clinical_summary"]
+    assert len(bedrock.requests) == 1
+    assert summary["generated_by"] == "rule_based"
+    assert summary["llm_model_id"] == "anthropic.claude-3-haiku-20240307-v1:0"
+    assert summary["llm_error"] == "ValueError: the model's answer holds no JSON object"
+    assert "rule_based_summary" not in summary
