@@ -412,7 +412,11 @@ class MemoryAuditStore:
     async def append(self, record: Any) -> None:
         if self.failing:
             raise ConnectionError("audit store unavailable")
-        self.records.setdefault(record.key(), record.model_dump(mode="json"))
+        key = record.key()
+        if key in self.records:  # the first write stands, flagged, as S3AuditStore reads a key's versions
+            self.records[key] = {**self.records[key], "overwritten": True}
+        else:
+            self.records[key] = record.model_dump(mode="json")
 
     async def query(self, clinic_id: str, *, since: str | None, patient_ref_: str | None, limit: int,
                     after: str | None) -> tuple[list[dict[str, Any]], str | None]:

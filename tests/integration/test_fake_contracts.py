@@ -204,7 +204,7 @@ def _record(clinic: str, second: int, patient: str | None, action: str = "result
                        detail={"count": second})
 
 
-def test_the_audit_store_pages_a_clinics_records_in_time_order_by_patient_and_since(with_audit):
+def test_the_audit_store_pages_a_clinics_records_in_time_order_by_patient_and_since_and_flags_rewrites(with_audit):
     clinic, other = _clinic(), _clinic()
     records = [_record(clinic, s, "pt-aaaaaaaaaaaaaaaa" if s % 2 else "pt-bbbbbbbbbbbbbbbb") for s in (5, 1, 4, 2, 3)]
     records.append(_record(clinic, 6, None, "audit.read"))
@@ -213,6 +213,7 @@ def test_the_audit_store_pages_a_clinics_records_in_time_order_by_patient_and_si
         for record in records:
             await store.append(record)
         await store.append(_record(other, 1, "pt-aaaaaaaaaaaaaaaa"))
+        await store.append(records[0].model_copy(update={"action": "rewritten"}))  # the same key again
         first, after = await store.query(clinic, since=None, patient_ref_=None, limit=4, after=None)
         rest, end = await store.query(clinic, since=None, patient_ref_=None, limit=4, after=after)
         patient, patient_end = await store.query(clinic, since=None, patient_ref_="pt-aaaaaaaaaaaaaaaa", limit=10,
@@ -222,7 +223,8 @@ def test_the_audit_store_pages_a_clinics_records_in_time_order_by_patient_and_si
 
     first, after, rest, end, patient, patient_end, since = with_audit(body)
     in_order = sorted(records, key=lambda r: r.at)
-    as_stored = [r.model_dump(mode="json") for r in in_order]
+    as_stored = [{**r.model_dump(mode="json"), **({"overwritten": True} if r is records[0] else {})}
+                 for r in in_order]  # a rewritten key: the first write, flagged
     assert first == as_stored[:4] and after is not None  # exactly as written, oldest first
     assert rest == as_stored[4:] and end is None
     assert [r["detail"]["count"] for r in patient] == [1, 3, 5] and patient_end is None
