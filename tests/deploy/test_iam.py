@@ -2,11 +2,29 @@
 
 A small evaluator answers "may this role do this action on this resource?"
 (IAM wildcards; an Allow's conditions are ignored, so answers err towards
-"allowed" and the must-not checks stay strict; only unconditional Denies count)."""
+"allowed" and the must-not checks stay strict; only unconditional Denies count).
+
+Why not a ready-made evaluator (checked with the versions in constraints.txt):
+- moto's (`moto.iam.access_control.IAMPolicy`, 5.2.5) evaluates only `StringEquals` and silently
+  passes every other operator, so the `ForAnyValue:StringEquals` and `StringLike` conditions these
+  policies hold would count as met; it turns an Allow whose condition fails into an explicit Deny;
+  a condition key missing from the request passes; and actions match case-sensitively. It would
+  answer wrongly where ours is only conservative.
+- `parliament` is a linter, not an evaluator: it cannot answer "may this role do X on Y". What it
+  has is AWS's own database of actions, resource types and the condition keys each action
+  supports, so it is used for what the evaluator here cannot see: a condition that can never
+  match (`test_parliament_finds_nothing`). That is how `s3:prefix` on
+  `s3:ListBucketMultipartUploads` was found: the action has no such key, so in AWS the Allow never
+  applied and listing open uploads (resuming a patient's upload, erasing one) was refused.
+No other evaluator installs here offline (AWS's own policy simulator is an online API)."""
 
 from __future__ import annotations
 
+import importlib.resources
+import importlib.util
 import json
+import sys
+import types
 from fnmatch import fnmatchcase
 
 import pytest
@@ -193,3 +211,23 @@ def test_the_patient_page_uploads_in_parts_under_uploads_only():
     for service in STAGES:
         if service not in ("ingest", "results"):  # results aborts a patient's unfinished uploads on erasure
             assert not allowed(load(service), "s3:AbortMultipartUpload", upload), service
+
+
+def _parliament():
+    """parliament 1.6.4 imports pkg_resources, only to find its own data files; setuptools >= 81
+    no longer ships it, so those two lookups are answered from importlib.resources instead."""
+    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
+        shim = types.ModuleType("pkg_resources")
+        shim.resource_filename = lambda package, name: str(importlib.resources.files(package) / name)
+        sys.modules["pkg_resources"] = shim
+    import parliament
+
+    return parliament
+
+
+@pytest.mark.parametrize("service", STAGES)
+def test_parliament_finds_nothing(service):
+    """Every action exists, fits its resources, and every condition key is one the action supports
+    (a key the request never carries makes an Allow's condition false in AWS: a grant that never works)."""
+    findings = _parliament().analyze_policy_string(json.dumps(load(service))).findings
+    assert [(f.issue, f.detail) for f in findings] == []
