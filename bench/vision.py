@@ -226,7 +226,7 @@ def _reliability(points: list[tuple[float, bool]]) -> list[str]:
     return lines
 
 
-def accuracy(media: Path | None, out: Path) -> dict:
+def accuracy(media: Path | None, out: Path, write: bool = False) -> dict:
     faces = labelled_faces()
     small_faces = list({f.path.read_bytes(): f for f in fer2013_samples()}.values())  # the csv repeats rows
     classes = [e for e in EMOTIONS if any(f.label == e for f in faces + small_faces)]
@@ -240,6 +240,7 @@ def accuracy(media: Path | None, out: Path) -> dict:
         clips = _labelled_clips(tmp, first, faces, CONDITIONS) + _labelled_clips(
             tmp, first, small_faces, ("original",), prefix="fer2013-")
         for name, analyser in analysers.items():
+            report["backends"].setdefault(name, {})["backend"] = analyser.emotion.name
             recorder = Recorder(analyser.emotion)
             analyser.emotion = recorder
             rows, points = [], []
@@ -265,7 +266,7 @@ def accuracy(media: Path | None, out: Path) -> dict:
                 if subset:
                     by_condition[cond] = _summary(subset, classes if cond != "real clip"
                                                   else sorted({r["truth"] for r in subset}))
-            report["backends"][name] = {
+            report["backends"][name] |= {
                 "models": analyser.models["emotion"],
                 "by_condition": by_condition,
                 "confusion_original": _confusion([r for r in rows if r["condition"] == "original"], classes),
@@ -289,6 +290,16 @@ def accuracy(media: Path | None, out: Path) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {out}")
+    if write:  # what the vision stage's results cite as their accuracy (services/vision/emotion.py)
+        from services.vision.emotion import LABELLED_SET, VALIDITY_COMMAND, VALIDITY_FILE
+
+        stored = {"written_by": VALIDITY_COMMAND, "dataset": LABELLED_SET, "condition": "original",
+                  "backends": {b["backend"]: {"n": s["faces"], "readings": s["readings"], "correct": s["correct"],
+                                              "accuracy": s["accuracy"], "balanced_recall": s["balanced_recall"],
+                                              "recall": s["recall"]}
+                               for b in report["backends"].values() for s in [b["by_condition"]["original"]]}}
+        VALIDITY_FILE.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+        print(f"the vision stage's validity written to {VALIDITY_FILE}")
     return report
 
 
@@ -357,12 +368,14 @@ def main() -> None:
     parser.add_argument("--pill-model", type=Path, default=None, help="also run with this pill detector")
     parser.add_argument("--accuracy", action="store_true", help="facial-emotion accuracy on labelled faces")
     parser.add_argument("--markers", action="store_true", help="validity of the video markers")
+    parser.add_argument("--write", action="store_true",
+                        help="with --accuracy: store the figures the vision stage cites (services/vision/validity.json)")
     parser.add_argument("--media", type=Path, default=None, help="folder with the two real clips (../shared/media)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results = Path("bench/results")
     if args.accuracy:
-        accuracy(args.media, args.out or results / "vision_accuracy.json")
+        accuracy(args.media, args.out or results / "vision_accuracy.json", write=args.write)
     elif args.markers:
         from bench.vision_markers import markers
 

