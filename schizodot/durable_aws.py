@@ -932,14 +932,39 @@ def _read_body(environ: dict[str, Any]) -> bytes:
     return b""
 
 
+class AtomicDynamoDB:
+    """One DynamoDB request at a time through moto.
+
+    moto applies an UpdateItem (`ADD hits :one`, a condition expression) as a read, a
+    change and a write with no lock, so two concurrent requests on one item can both
+    read the same value: the check-in rate limit let 18 of 15 through across two
+    processes. DynamoDB applies each request atomically; serialising DynamoDB's
+    requests (they take milliseconds) gives the same here without holding up SQS's
+    long polls or S3's transfers."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:  # moto's dispatcher API (get_application, ...) for DurableApp
+        return getattr(self.inner, name)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return self.inner(environ, start_response)
+        with self.lock:
+            return list(self.inner(environ, start_response))
+
+
 def build_app(data_dir: Path | None, sync: str = "full", credentials: tuple[str, str] | None = None,
               browser_origins: tuple[str, ...] = ()) -> Any:
     """moto's WSGI app, wrapped to keep its state in `data_dir` (None: in memory) and, given
     (access key, secret key), to answer only requests signed with them (AccessGuard)."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    inner = DomainDispatcherApplication(create_backend_app)
-    inner.debug = True
+    moto_app = DomainDispatcherApplication(create_backend_app)
+    moto_app.debug = True
+    inner = AtomicDynamoDB(moto_app)
     app: Any = inner
     if data_dir is not None:
         store = Store(Path(data_dir) / "aws.sqlite3", sync)

@@ -239,6 +239,30 @@ def checkin_clip(media_dir) -> Path:
                                  text="Good morning. I feel fine today and I took my tablet.")
 
 
+def _atomic_moto_server_class():
+    from moto.moto_server.threaded_moto_server import MotoRequestHandler, ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    from schizodot.durable_aws import AtomicDynamoDB
+
+    class AtomicMotoServer(ThreadedMotoServer):
+        """moto's threaded server with DynamoDB's requests applied one at a time, as AWS
+        applies each atomically (schizodot.durable_aws.AtomicDynamoDB says why)."""
+
+        def _server_entry(self) -> None:
+            app = AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return AtomicMotoServer
+
+
+def _AtomicMotoServer(**kwargs):  # noqa: N802 - a class made on first use (moto is imported lazily)
+    return _atomic_moto_server_class()(**kwargs)
+
+
 @pytest.fixture(scope="session")
 def aws_server():
     """An AWS API with SchizoDot's queues, tables and bucket, for adapter tests.
@@ -250,10 +274,8 @@ def aws_server():
 
     target = aws_target()
     if target == "embedded":
-        from moto.server import ThreadedMotoServer
-
         port = free_port()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server = _AtomicMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         settings = CommonSettings(aws_endpoint_url=f"http://127.0.0.1:{port}", aws_region="us-east-1")
         ensure_infrastructure(settings)
