@@ -32,7 +32,6 @@ def bad_files(media_dir):
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("empty", "the file is empty"),
         ("random_bytes", "not a recognisable audio or video file"),
         ("jpeg_named_mp4", "the file is not a video: it is a JPEG image"),
         ("truncated_index", "truncated or incomplete"),
@@ -46,6 +45,19 @@ def test_uploaded_bad_media_fails_the_job_with_a_readable_error(running_stack, b
     assert expected in job["error"], job["error"]
     assert "Traceback" not in job["error"]
     assert job["completed_at"] and job["progress"] < 100
+
+
+def test_an_empty_upload_is_refused_by_the_upload_policy_and_the_checkin_still_waits(running_stack):
+    """The presigned POST's policy asks for at least one byte (as S3 enforces it): an empty
+    file is refused at the upload, in words, and the check-in keeps waiting for its recording."""
+    with httpx.Client(timeout=30) as http:
+        created = http.post(f"{running_stack.api}/api/v1/analyze", headers=running_stack.auth(), json={
+            "patient_id": _patient(), "filename": "empty.mp4", "content_type": "video/mp4"})
+        assert created.status_code == 201, created.text
+        job = created.json()
+        refused = http.post(job["upload_url"], data=job["upload_fields"], files={"file": ("empty.mp4", b"", "video/mp4")})
+    assert refused.status_code == 403 and "the file is 0 bytes" in refused.text
+    assert running_stack.job(job["job_id"])["status"] == "queued"
 
 
 @pytest.mark.parametrize(

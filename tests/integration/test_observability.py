@@ -284,8 +284,8 @@ def test_metrics_are_served_for_prometheus(traced_stack, checkin):
 
 
 def test_failed_jobs_are_counted_by_reason(traced_stack, tmp_path):
-    bad = tmp_path / "empty.mp4"
-    bad.write_bytes(b"")
+    bad = tmp_path / "noise.mp4"
+    bad.write_bytes(bytes(range(256)) * 64)  # not a recognisable audio or video file
     job = traced_stack.running.wait_for_job(traced_stack.running.submit(bad, "patient-metrics"), timeout=60)
     assert job["status"] == "failed"
     ingest = _metrics(traced_stack.config.metrics_ports["ingest"])
