@@ -217,7 +217,10 @@ def test_a_receiver_that_keeps_failing_is_dead_lettered_and_the_alert_stays_open
                                                          MessageAttributeNames=["All"])
                 return log, await service.alerts.get(clinic, created[0].alert_id), dead["Messages"]
         log, stored, dead = asyncio.run(scenario())
-    assert log == ["retrying:1", "dead_lettered:2"]
+    # the states are sampled every 0.1 s: the second failure may be seen as "retrying:2" for a moment
+    # before its dead-lettering is written; what counts is two attempts, then the dead letter
+    assert log[0] == "retrying:1" and log[-1] == "dead_lettered:2", log
+    assert set(log) <= {"retrying:1", "retrying:2", "dead_lettered:2"}, log
     assert len(received) == 2
     assert len(dead) == 1 and "the receiver answered HTTP 500" in dead[0]["MessageAttributes"]["schizodot_error"][
         "StringValue"]  # kept for an operator to read and redrive
