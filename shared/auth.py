@@ -92,8 +92,9 @@ class AuthSettings(BaseSettings):
     # token with a 10-year `exp` must not work for 10 years. Providers issue minutes to hours.
     max_token_lifetime_seconds: int = Field(12 * 3600, ge=60)
     jwks_cache_seconds: int = Field(300, ge=0)
-    # A bearer token may also come in this cookie, on paths under `cookie_paths` only
-    # (pages a browser navigates to; their routers check Origin on writes).
+    # A browser's server-side session id comes in this cookie, on paths under `cookie_paths`
+    # only (pages a browser navigates to; their routers check Origin on writes); the
+    # sessions themselves are the console's (services/results/console/sessions.py).
     session_cookie: str | None = None
     cookie_paths: Annotated[tuple[str, ...], NoDecode] = ()  # comma-separated in the environment
 
@@ -121,6 +122,19 @@ class AuthSettings(BaseSettings):
 
 class AuthenticationFailed(Exception):
     """The credential is missing or not valid; the reason is for the log only."""
+
+
+class SessionEnded(AuthenticationFailed):
+    """A browser session that is over: `why` is idle, expired or revoked (the sign-in page says so)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"session ended: {why}")
+        self.why = why
+
+
+class SessionResolver(Protocol):
+    async def resolve(self, session_id: str) -> Principal:
+        """The person of a live session; SessionEnded / AuthenticationFailed otherwise."""
 
 
 class AuthenticationUnavailable(Exception):
@@ -216,8 +230,8 @@ class TokenVerifier:
 
     def principal(self, claims: dict[str, Any]) -> Principal:
         settings = self._settings
-        role = _single_role(_claim(claims, settings.role_claim))
-        clinic = _claim(claims, settings.clinic_claim)
+        role = _single_role(claim_at(claims, settings.role_claim))
+        clinic = claim_at(claims, settings.clinic_claim)
         if role is None or role is Role.PATIENT_LINK:
             raise AuthenticationFailed("the token names no SchizoDot role")
         if role is Role.OPERATOR:
@@ -229,7 +243,8 @@ class TokenVerifier:
                          display_name=name if isinstance(name, str) else None)
 
 
-def _claim(claims: dict[str, Any], path: str) -> Any:
+def claim_at(claims: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path (`realm_access.roles`), or None."""
     value: Any = claims
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else None
@@ -454,11 +469,12 @@ class Authenticator:
     """Turns a request's credential into a `Principal`, or raises AuthenticationFailed."""
 
     def __init__(self, settings: AuthSettings, api_keys: ApiKeyStore | None = None,
-                 links: PatientLinkStore | None = None) -> None:
+                 links: PatientLinkStore | None = None, sessions: SessionResolver | None = None) -> None:
         self.settings = settings
         self.tokens = TokenVerifier(settings)
         self.api_keys = api_keys
         self.links = links
+        self.sessions = sessions  # set by the app that keeps browser sessions (the console)
 
     async def authenticate(self, request: Request) -> Principal:
         headers = request.headers
@@ -475,9 +491,11 @@ class Authenticator:
             return await self.bearer(token.strip(), request.method)
         cookie = self.settings.session_cookie
         if cookie and any(request.url.path.startswith(p) for p in self.settings.cookie_paths):
-            token = request.cookies.get(cookie)
-            if token:
-                return await self.bearer(token, request.method, links=False)
+            session = request.cookies.get(cookie)
+            if session:
+                if self.sessions is None:
+                    raise AuthenticationFailed("no session store here")
+                return await self.sessions.resolve(session)  # the cookie is a session id, never a token
         raise AuthenticationFailed("no credential")
 
     async def bearer(self, token: str, method: str = "GET", *, links: bool = True) -> Principal:
@@ -558,7 +576,8 @@ def install_authentication(app: FastAPI, authenticator: Authenticator, *, open_p
                     log.info("request not authenticated", reason=str(error), path=_route_shape(app, path))
                     login = next((page for prefix, page in logins.items() if path.startswith(prefix)), None)
                     if login and request.method in SAFE_METHODS and "text/html" in request.headers.get("accept", ""):
-                        response = RedirectResponse(f"{login}?next={quote(path, safe='/')}", status_code=303)
+                        ended = f"&ended={error.why}" if isinstance(error, SessionEnded) else ""
+                        response = RedirectResponse(f"{login}?next={quote(path, safe='/')}{ended}", status_code=303)
                         response.headers["X-Request-ID"] = request_id
                         return response
                     response = unauthenticated_response()

@@ -37,6 +37,7 @@ class CredentialKind(str, Enum):
     BEARER = "bearer"          # an OIDC access token (JWT) of a person
     API_KEY = "api_key"        # a system's key, stored hashed
     PATIENT_LINK = "patient_link"
+    SESSION = "session"        # a person signed in to the console in a browser (a server-side session)
 
 
 class Principal(BaseModel):

@@ -39,6 +39,9 @@ ALERTS_QUEUE = "alerts"  # shared.topology.WORK_QUEUES: schizodot-alerts and sch
 # an alert is open) and one patient's alerts (`patient_key`, shared.identity.patient_key).
 OPEN_ALERTS_INDEX = "clinic_id-open_since-index"
 PATIENT_ALERTS_INDEX = "patient_key-alert_id-index"
+# SchizodotConsoleSessions' index: a clinic's sessions by person (sparse: sign-ins in
+# progress have no subject), for "end all sessions of this person".
+SESSIONS_BY_PERSON_INDEX = "clinic_id-subject-index"
 _THROUGHPUT = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
 
 
@@ -111,11 +114,24 @@ def clinic_table_definitions(settings: CommonSettings) -> list[dict]:
          "ProvisionedThroughput": _THROUGHPUT},
         {"TableName": settings.clinic_patients_table, **_string_keys("clinic_id", "patient_id"),
          "ProvisionedThroughput": _THROUGHPUT},
+        console_sessions_table_definition(settings.console_sessions_table),
     ]
 
 
+def console_sessions_table_definition(name: str) -> dict:
+    """The console's server-side sessions (key: SHA-256 of the cookie's secret) and sign-ins in
+    progress (key: SHA-256 of the OIDC `state`); TTL `expires_at` (services/results/console/sessions.py)."""
+    sessions = _string_keys("session_id")
+    sessions["AttributeDefinitions"] += [{"AttributeName": "clinic_id", "AttributeType": "S"},
+                                         {"AttributeName": "subject", "AttributeType": "S"}]
+    return {"TableName": name, **sessions,
+            "GlobalSecondaryIndexes": [_index(SESSIONS_BY_PERSON_INDEX, "clinic_id", "subject")],
+            "ProvisionedThroughput": _THROUGHPUT}
+
+
 def ttl_attributes(settings: CommonSettings) -> dict[str, str]:
-    return {settings.patient_links_table: "expires_at", settings.rate_limits_table: "expires_at"}
+    return {settings.patient_links_table: "expires_at", settings.rate_limits_table: "expires_at",
+            settings.console_sessions_table: "expires_at"}
 
 
 def users_table_definition(name: str) -> dict:

@@ -98,6 +98,8 @@ class CommonSettings(BaseSettings):
     # console's) allowed to send media straight to the bucket (its CORS rule; none: no rule).
     alerts_table: str = "SchizodotAlerts"
     clinic_patients_table: str = "SchizodotClinicPatients"
+    # The console's server-side sessions and sign-ins in progress (results only; issue 23).
+    console_sessions_table: str = "SchizodotConsoleSessions"
     clinics_file: Path | None = None
     browser_origins: Annotated[tuple[str, ...], NoDecode] = ()  # comma-separated in the environment
 

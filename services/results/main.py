@@ -22,7 +22,8 @@ from services.results.alerts.store import DynamoAlertStore
 from services.results.api import ResultsAccess, create_app
 from services.results.console.ports import S3MediaLinks
 from services.results.console.router import create_console_router
-from services.results.console.sessions import ConsoleSessions, derive_key
+from services.results.console.oidc import OidcSignIn
+from services.results.console.sessions import ConsoleSessions, DynamoSessionStore, SessionPolicy, derive_key
 from services.results.dosing import DosingReviews
 from services.results.ehr import EhrPublisher
 from services.results.erasure import (
@@ -155,11 +156,16 @@ def _console(context: StageContext[ResultsSettings], access: Access):
                          if settings.public_s3_endpoint_url else common, "s3")
     alerts = _alert_service(context)
     csrf_key = derive_key(settings.console_csrf_key, "console-csrf") if settings.console_csrf_key else secrets.token_bytes(32)
-    sessions = ConsoleSessions(access.authenticator, csrf_key, cookie)  # no cookie: no form token is ever checked
+    store = DynamoSessionStore(context.aws.dynamodb, common.console_sessions_table)
+    sessions = ConsoleSessions(access.authenticator, csrf_key, cookie,  # no cookie: no form token is ever checked
+                               store=store, audit=access.audit,
+                               policy=SessionPolicy(settings.console_idle_timeout_seconds,
+                                                    settings.console_session_lifetime_seconds))
     return create_console_router(
         principal=access.principal, jobs=context.jobs, history=_history(context),
         roster=alerts.roster, alerts=alerts.alerts, media=S3MediaLinks(signer, common.bucket), audit=access.audit,
-        clinics=_clinics(context), sessions=sessions, media_url_seconds=settings.media_url_seconds,
+        clinics=_clinics(context), sessions=sessions, oidc=OidcSignIn(store), public_url=settings.console_url,
+        media_url_seconds=settings.media_url_seconds,
         history_limit=settings.console_history_limit, reviews=_reviews(context))
 
 

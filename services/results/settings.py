@@ -45,6 +45,10 @@ class ResultsSettings(StageSettings):
     # The console's public address, for the links in alerts sent to webhooks (e.g.
     # https://results.clinic.example/console); unset: alerts carry no link.
     console_url: str | None = None
+    # The console's server-side sessions (services/results/console/sessions.py): automatic
+    # logoff after this long without a request, and the absolute end however active.
+    console_idle_timeout_seconds: int = Field(900, ge=1, le=86400)
+    console_session_lifetime_seconds: int = Field(43200, ge=60, le=7 * 86400)
     console_history_limit: int = Field(100, ge=1, le=1000)  # check-ins drawn on a patient's page
     media_url_seconds: int = Field(120, ge=10, le=3600)  # lifetime of the presigned GETs of video and frames
     # The S3 endpoint browsers fetch media from, when it differs from the one this service

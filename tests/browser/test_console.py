@@ -75,11 +75,15 @@ def console_site(aws_server, fake_media, tmp_path_factory):
         yield server, console, north
 
 
+def session_cookie(server_url: str, console: Console, user: str = "north") -> dict:
+    """A signed-in clinician's session cookie (the id of a server-side session), as /console/login sets it."""
+    return {"name": COOKIE, "value": run(console.session(user)), "domain": urlsplit(server_url).hostname,
+            "path": "/console", "httpOnly": True, "sameSite": "Strict"}
+
+
 def watched_page(browser, server_url: str, console: Console, user: str = "north"):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    # the signed-in clinician's session cookie (its token), as /console/login sets it; downloads carry it too
-    context.add_cookies([{"name": COOKIE, "value": console.token(user), "domain": urlsplit(server_url).hostname,
-                          "path": "/console", "httpOnly": True, "sameSite": "Strict"}])
+    context.add_cookies([session_cookie(server_url, console, user)])  # downloads carry it too
     page = context.new_page()
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)

@@ -231,3 +231,18 @@ def test_parliament_finds_nothing(service):
     (a key the request never carries makes an Allow's condition false in AWS: a grant that never works)."""
     findings = _parliament().analyze_policy_string(json.dumps(load(service))).findings
     assert [(f.issue, f.detail) for f in findings] == []
+
+
+def test_only_the_results_role_keeps_the_consoles_sessions():
+    from shared.infra import SESSIONS_BY_PERSON_INDEX, console_sessions_table_definition
+
+    sessions = TABLE + SETTINGS.console_sessions_table
+    assert console_sessions_table_definition(SETTINGS.console_sessions_table)["TableName"] == "SchizodotConsoleSessions"
+    for service in STAGES:
+        policy = load(service)
+        # sign-in, idle/absolute expiry, logout and "end all sessions of a person" (issue 23)
+        for action in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"):
+            assert allowed(policy, action, sessions) == (service == "results"), (service, action)
+        assert allowed(policy, "dynamodb:Query", f"{sessions}/index/{SESSIONS_BY_PERSON_INDEX}") == (
+            service == "results")
+        assert not allowed(policy, "dynamodb:Scan", sessions)

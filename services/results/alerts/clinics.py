@@ -12,14 +12,25 @@ environment variable that holds its signing secret.
          "alerts": {"risk_levels": ["high"], "missed_medication_streak": 2, "no_checkin_days": 7},
          "delivery": {"webhook": {"url": "https://ehr.example/hooks/schizodot",
                                   "secret_file": "/run/secrets/north-webhook"},
-                      "sns_topic_arn": "arn:aws:sns:eu-central-1:123456789012:north-alerts"}}}}
+                      "sns_topic_arn": "arn:aws:sns:eu-central-1:123456789012:north-alerts"},
+         "sign_in": [{"id": "entra", "name": "North Health (Microsoft)",
+                      "issuer": "https://login.microsoftonline.com/<tenant>/v2.0",
+                      "client_id": "<application id>", "client_secret_file": "/run/secrets/north-oidc",
+                      "role_claim": "roles", "roles": {"clinician": ["SchizoDot.Clinician"],
+                                                       "clinic_admin": ["SchizoDot.Admin"]},
+                      "require_mfa": true}]}}}
+
+`sign_in` lists the clinic's OpenID Providers (docs/sign-in.md): the console's sign-in
+page offers each, and a person's role comes from `role_claim` through `roles`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -69,14 +80,7 @@ class WebhookTarget(BaseModel):
 
     def secret(self) -> str:
         """The signing secret (Standard Webhooks: 'whsec_' + base64), read when it is used, so it can rotate."""
-        if self.secret_file is not None:
-            value = self.secret_file.read_text(encoding="utf-8").strip()
-        else:
-            value = os.environ.get(self.secret_env or "", "").strip()
-        if not value:
-            where = self.secret_file or f"${self.secret_env}"
-            raise ValueError(f"the webhook signing secret in {where} is empty or missing")
-        return value
+        return _secret(self.secret_file, self.secret_env, "webhook signing secret")
 
 
 class AlertDelivery(BaseModel):
@@ -89,6 +93,76 @@ class AlertDelivery(BaseModel):
         return [name for name, target in (("webhook", self.webhook), ("sns", self.sns_topic_arn)) if target]
 
 
+def _secret(file: Path | None, env: str | None, what: str) -> str:
+    """A secret named by a file or an environment variable, read when it is used (so it can rotate)."""
+    value = file.read_text(encoding="utf-8").strip() if file is not None else os.environ.get(env or "", "").strip()
+    if not value:
+        raise ValueError(f"the {what} in {file or f'${env}'} is empty or missing")
+    return value
+
+
+# `amr` values (RFC 8176) that say a second factor was used; a provider may name others (`mfa_amr`).
+MFA_AMR = ("mfa", "otp", "hwk", "swk", "sms", "tel", "fpt", "face", "iris", "retina", "vbm", "sc", "pop")
+SIGN_IN_ROLES = ("clinician", "clinic_admin")
+
+
+def _loopback(host: str | None) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+class SignInProvider(BaseModel):
+    """A clinic's OpenID Provider for the console (authorization code with PKCE; docs/sign-in.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="in the sign-in URL")
+    name: str = Field(max_length=100, description="shown as 'Sign in with <name>'")
+    issuer: str = Field(description="the provider's issuer, exactly as its discovery document states it")
+    client_id: str = Field(min_length=1, max_length=300)
+    # The client secret is never in this file: a file (a mounted Secret) or an environment variable.
+    client_secret_file: Path | None = None
+    client_secret_env: str | None = None
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
+    role_claim: str = Field("groups", description="a dotted path to a string or a list (groups, roles, ...)")
+    roles: dict[str, tuple[str, ...]] = Field(description="clinician / clinic_admin: the claim values that give it")
+    name_claim: str = "name"
+    require_mfa: bool = False
+    mfa_amr: tuple[str, ...] = MFA_AMR  # any of these in `amr` meets the MFA requirement
+    mfa_acr: tuple[str, ...] = ()  # or `acr` equal to one of these (also asked for as acr_values)
+
+    @field_validator("issuer")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if not (parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname))):
+            raise ValueError(f"the issuer {value!r} must be https:// (http only on loopback, for tests)")
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        unknown = set(value) - set(SIGN_IN_ROLES)
+        if unknown or not any(value.values()):
+            raise ValueError(f"roles maps {' and '.join(SIGN_IN_ROLES)} to claim values "
+                             f"(unknown: {sorted(unknown)})" if unknown else "roles maps no claim value to a role")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> "SignInProvider":
+        if (self.client_secret_file is None) == (self.client_secret_env is None):
+            raise ValueError(f"sign-in provider {self.id!r} needs exactly one of client_secret_file or "
+                             "client_secret_env (never the secret itself)")
+        if "openid" not in self.scopes:
+            raise ValueError(f"sign-in provider {self.id!r}: scopes must include openid")
+        return self
+
+    def client_secret(self) -> str:
+        return _secret(self.client_secret_file, self.client_secret_env, f"client secret of {self.id}")
+
+
 class ClinicProfile(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -96,6 +170,18 @@ class ClinicProfile(BaseModel):
     timezone: str = "UTC"
     alerts: AlertRules = AlertRules()
     delivery: AlertDelivery = AlertDelivery()
+    sign_in: tuple[SignInProvider, ...] = ()
+
+    @field_validator("sign_in")
+    @classmethod
+    def _unique_providers(cls, value: tuple[SignInProvider, ...]) -> tuple[SignInProvider, ...]:
+        ids = [p.id for p in value]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"sign-in provider ids must differ within a clinic: {ids}")
+        return value
+
+    def provider(self, provider_id: str) -> SignInProvider | None:
+        return next((p for p in self.sign_in if p.id == provider_id), None)
 
     @field_validator("timezone")
     @classmethod
@@ -146,3 +232,7 @@ class ClinicDirectory:
 
     def configured(self) -> list[str]:
         return sorted(self._clinics)
+
+    def signing_in(self) -> list[tuple[str, ClinicProfile]]:
+        """The clinics whose people sign in with their own provider (the sign-in page lists them)."""
+        return [(clinic_id, self._clinics[clinic_id]) for clinic_id in self.configured() if self._clinics[clinic_id].sign_in]

@@ -47,12 +47,13 @@ from services.results.alerts.store import NOTE_MAX, AlertStore, AlreadyAcknowled
 from services.results import adherence, dosing
 from services.results.console import exports, plots, review_pages, series, views
 from services.results.console.ports import AuditEvent, MediaLinks
-from services.results.console.sessions import ConsoleSessions
+from services.results.console.oidc import OidcSignIn, SignInRefused
+from services.results.console.sessions import LOGIN_SECONDS, ConsoleSessions, https
 from shared.audit import AuditTrail
-from shared.auth import allow
+from shared.auth import FORBIDDEN, allow
 from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.history import HistoryReader
-from shared.identity import Principal, Role
+from shared.identity import Principal, Role, is_clinic_id
 from shared.job import Job
 from shared.jobs import JobStore
 
@@ -67,7 +68,15 @@ STATIC = {
     "plotly.min.js": (PLOTLY_JS, "text/javascript; charset=utf-8"),
 }
 # Served without a credential (they hold no PHI): the results app opens them in shared.auth.
-OPEN_SUFFIXES = ("/login", "/logout")
+OPEN_SUFFIXES = ("/login", "/logout", "/login/oidc", "/login/callback")
+# Why the sign-in page is shown (`?ended=`): the session ended (sessions.py).
+ENDED = {
+    "idle": "You were signed out after {minutes} minutes without activity, to protect patients' data. "
+            "Sign in again to go on.",
+    "expired": "Your session reached its {hours}-hour limit. Sign in again to go on.",
+    "revoked": "Your clinic's administrator ended your sessions. Sign in again to go on.",
+    "signed_out": "You are signed out.",
+}
 _PATIENT = re.compile(PATIENT_ID_PATTERN)
 _STEP = re.compile(r"^[a-z_]{1,40}$")
 LIST_CONCURRENCY = 16  # history reads at once for the patient list (one query per patient)
@@ -104,6 +113,8 @@ def create_console_router(
     audit: AuditTrail,
     clinics: ClinicDirectory,
     sessions: ConsoleSessions | None = None,
+    oidc: OidcSignIn | None = None,
+    public_url: str | None = None,  # the console's public address (the provider's redirect URI is under it)
     prefix: str = "/console",
     media_url_seconds: int = 120,
     history_limit: int = 100,
@@ -135,7 +146,8 @@ def create_console_router(
         body = env.get_template(name).render(clinic=c.clinic, clinic_id=c.clinic_id, zone=c.clinic.zone,
                                              zone_now=clock().astimezone(c.clinic.zone).strftime("%Z"),
                                              user=c.principal.display_name or c.principal.subject, csrf=c.csrf,
-                                             signed_in_by_cookie=bool(c.csrf), **context)
+                                             signed_in_by_cookie=bool(c.csrf),
+                                             admin=c.principal.role is Role.CLINIC_ADMIN, **context)
         return HTMLResponse(body, status_code=status, headers=headers)
 
     async def record(c: Caller, action: str, outcome: str = "success", **fields: Any) -> None:
@@ -165,16 +177,35 @@ def create_console_router(
     login_headers = {**headers, "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'")}
+    binding_cookie = f"{sessions.cookie}_login" if sessions and sessions.cookie else None
 
-    def login_response(status: int = 200, problem: str | None = None, next_path: str = "") -> HTMLResponse:
+    def login_response(status: int = 200, problem: str | None = None, next_path: str = "", clinic_id: str = "",
+                       ended: str = "") -> HTMLResponse:
+        listed = [(cid, clinics.get(cid)) for cid in ([clinic_id] if clinic_id else [])
+                  if clinics.get(cid).sign_in] or ([] if clinic_id else clinics.signing_in())
         body = login_page.render(problem=problem, next=_local_path(next_path, prefix),
-                                 cookies=bool(sessions and sessions.enabled))
+                                 cookies=bool(sessions and sessions.enabled), providers=listed,
+                                 tokens=bool(sessions and sessions.enabled and sessions.authenticator.settings
+                                             .bearer_configured),
+                                 ended=ENDED.get(ended, "").format(
+                                     minutes=max(1, round(sessions.policy.idle_seconds / 60)) if sessions else 15,
+                                     hours=round(sessions.policy.lifetime_seconds / 3600) if sessions else 12))
         return HTMLResponse(body, status_code=status, headers=login_headers)
 
+    def signed_in(request: Request, value: str, seconds: int, next_path: str) -> HTMLResponse:
+        """Sets the session cookie and moves on with a same-site navigation, so the SameSite=Strict cookie
+        is sent even when the sign-in came back from the provider's site."""
+        target = _local_path(next_path, prefix) or f"{prefix}/"
+        body = env.get_template("signed_in.html").render(target=target)
+        response = HTMLResponse(body, headers=login_headers)
+        assert sessions is not None
+        response.headers["Set-Cookie"] = sessions.cookie_header(request, value, seconds)
+        return response
+
     @router.get("/login", response_class=HTMLResponse)
-    async def login_form(next: str = "") -> HTMLResponse:
-        """The sign-in page: a login link's token arrives in the fragment; a token can also be pasted."""
-        return login_response(next_path=next)
+    async def login_form(next: str = "", clinic: str = "", ended: str = "") -> HTMLResponse:
+        """The sign-in page: the clinic's providers; a login link's token arrives in the fragment."""
+        return login_response(next_path=next, clinic_id=clinic if is_clinic_id(clinic) else "", ended=ended)
 
     @router.post("/login")
     async def login(request: Request) -> Response:
@@ -187,22 +218,110 @@ def create_console_router(
         if not token.strip():
             return login_response(422, "Paste your token, or open the sign-in link you were sent.", next_path)
         try:
-            who, seconds = await sessions.sign_in(token)
+            who, seconds = await sessions.principal_of_token(token)
         except HTTPException as error:
             return login_response(error.status_code, str(error.detail), next_path)
         if who.role not in CONSOLE_ROLES:
             return login_response(403, "The console is for clinicians and clinic admins.", next_path)
+        value, seconds = await sessions.begin(who, "token", ends_within=seconds)
         response = RedirectResponse(_local_path(next_path, prefix) or f"{prefix}/", status_code=303)
-        response.headers["Set-Cookie"] = sessions.cookie_header(request, token.strip(), seconds)
+        response.headers["Set-Cookie"] = sessions.cookie_header(request, value, seconds)
         response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def callback_url(request: Request) -> str:
+        base = public_url or f"{str(request.base_url).rstrip('/')}{prefix}"
+        return f"{base}/login/callback"
+
+    async def refused(error: SignInRefused, clinic_id: str | None, provider_id: str | None,
+                      next_path: str = "") -> HTMLResponse:
+        await audit.record_system("console.sign_in", clinic_id=clinic_id, outcome="refused", detail={
+            "reason": error.reason, "provider": provider_id, **({"person": error.subject} if error.subject else {})})
+        return login_response(error.status, error.message, next_path, clinic_id=clinic_id or "")
+
+    @router.get("/login/oidc")
+    async def login_start(request: Request, clinic: str = "", provider: str = "", next: str = "") -> Response:
+        """Off to the clinic's provider (authorization code with PKCE; oidc.py)."""
+        chosen = clinics.get(clinic).provider(provider) if is_clinic_id(clinic) and clinic in clinics.configured() \
+            else None
+        if sessions is None or not sessions.enabled or oidc is None or chosen is None:
+            return login_response(404, "There is no such way to sign in here; choose one below.", next)
+        try:
+            url, browser = await oidc.start(clinic, chosen, callback_url(request), _local_path(next, prefix))
+        except SignInRefused as error:
+            return await refused(error, clinic, provider, next)
+        response = RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+        # Lax: the provider's redirect back is a top-level navigation from its own site.
+        secure = "; Secure" if https(request) else ""
+        response.headers["Set-Cookie"] = (f"{binding_cookie}={browser}; Max-Age={LOGIN_SECONDS}; "
+                                          f"Path={prefix}/login; HttpOnly; SameSite=Lax{secure}")
+        return response
+
+    @router.get("/login/callback")
+    async def login_callback(request: Request, state: str = "", code: str = "", error: str = "",
+                             error_description: str = "") -> Response:
+        if sessions is None or not sessions.enabled or oidc is None:
+            return login_response(404, "Sign-in with a provider is off here.")
+        attempt = None
+        try:
+            attempt = await oidc.take(state[:200], request.cookies.get(binding_cookie or ""))
+            clinic = clinics.get(attempt.clinic_id)
+            provider = clinic.provider(attempt.provider_id)
+            if provider is None:
+                raise SignInRefused("configuration", "This way of signing in was removed meanwhile; start again.",
+                                    400)
+            if error:
+                raise SignInRefused(f"provider:{error[:40]}", f"{provider.name} did not sign you in: "
+                                                              f"{(error_description or error)[:300]}", 401)
+            if not code:
+                raise SignInRefused("code", "The provider sent no code back; start again.", 400)
+            claims = await oidc.finish(attempt, provider, code[:2000], callback_url(request))
+            who = oidc.principal(attempt.clinic_id, clinic.name or attempt.clinic_id, provider, claims)
+        except SignInRefused as refusal:
+            return await refused(refusal, attempt.clinic_id if attempt else None,
+                                 attempt.provider_id if attempt else None, attempt.next_path if attempt else "")
+        detail = {"provider": provider.id, "amr": [m for m in claims.get("amr") or [] if isinstance(m, str)][:8]}
+        value, seconds = await sessions.begin(who, f"oidc:{provider.id}", detail=detail)
+        response = signed_in(request, value, seconds, attempt.next_path)
+        response.headers.append("Set-Cookie", f"{binding_cookie}=; Max-Age=0; Path={prefix}/login; HttpOnly; "
+                                              "SameSite=Lax")
         return response
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        response = RedirectResponse(f"{prefix}/login", status_code=303)
+        _same_site(request)
+        response = RedirectResponse(f"{prefix}/login?ended=signed_out", status_code=303)
         if sessions is not None and sessions.cookie:
+            await sessions.sign_out(request)
             response.headers["Set-Cookie"] = sessions.clear_header(request)
         return response
+
+    @router.get("/sessions", response_class=HTMLResponse)
+    async def session_list(request: Request, c: Caller = Depends(caller)):
+        """A clinic admin's view of who is signed in, to end a person's sessions."""
+        if c.principal.role is not Role.CLINIC_ADMIN or sessions is None:
+            raise HTTPException(status_code=403, detail=FORBIDDEN)
+        live = await sessions.live_in_clinic(c.clinic_id)
+        await record(c, "console.session_list", detail={"sessions": len(live)})
+        people: dict[str, list] = {}
+        for s in live:
+            people.setdefault(s.subject, []).append(s)
+        return page("sessions.html", c, people=people, ended=request.query_params.get("ended", "")[:200],
+                    idle_minutes=round(sessions.policy.idle_seconds / 60))
+
+    @router.post("/sessions/end")
+    async def end_sessions(request: Request, c: Caller = Depends(caller)):
+        if c.principal.role is not Role.CLINIC_ADMIN or sessions is None:
+            raise HTTPException(status_code=403, detail=FORBIDDEN)
+        _same_site(request)
+        form = parse_qs((await request.body()).decode("utf-8", "replace")[:16384])
+        sessions.check_csrf(request, (form.get("csrf") or [""])[0])
+        subject = (form.get("subject") or [""])[0][:400]
+        if not subject:
+            return RedirectResponse(f"{prefix}/sessions", status_code=303)
+        ended = await sessions.end_person(c.principal, subject)
+        return RedirectResponse(f"{prefix}/sessions?ended={quote(f'{ended} session(s) of {subject}')}",
+                                status_code=303)
 
     @router.get("/static/{name}")
     async def static(name: str) -> Response:

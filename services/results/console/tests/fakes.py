@@ -19,7 +19,8 @@ from services.results.alerts.store import InMemoryAlertStore
 from services.results.api import ResultsAccess, create_app
 from services.results.console.ports import S3MediaLinks
 from services.results.console.router import create_console_router
-from services.results.console.sessions import ConsoleSessions, derive_key
+from services.results.console.oidc import OidcSignIn
+from services.results.console.sessions import ConsoleSessions, InMemorySessionStore, SessionPolicy, derive_key
 from services.results.erasure import MemoryErasures
 from services.results.settings import ResultsSettings
 from shared.audit import AuditTrail
@@ -70,7 +71,9 @@ class QueuedAlerts:
 
 
 class Console:
-    def __init__(self, state_dir: Path, now: datetime | None = None, endpoint: str = "http://127.0.0.1:9") -> None:
+    def __init__(self, state_dir: Path, now: datetime | None = None, endpoint: str = "http://127.0.0.1:9",
+                 clinics: ClinicDirectory | None = None, policy: SessionPolicy = SessionPolicy(),
+                 session_store: Any = None, session_clock: Any = None) -> None:
         self.issuer = DevIssuer(state_dir).ensure()
         auth = AuthSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=self.issuer.jwks_path, session_cookie=COOKIE,
                             cookie_paths=("/console",))
@@ -80,7 +83,7 @@ class Console:
         self.audit = AuditTrail(self.audit_store, PSEUDONYM_KEY, "schizodot-results")
         self.history, self.jobs = InMemoryHistory(), InMemoryJobs()
         self.roster, self.alerts = InMemoryRoster(), InMemoryAlertStore()
-        self.clinics = ClinicDirectory(clinics={
+        self.clinics = clinics or ClinicDirectory(clinics={
             "clinic-north": ClinicProfile(name="North Clinic", timezone="Europe/Berlin"),
             "clinic-south": ClinicProfile(name="South Clinic", timezone="America/New_York")})
         signer = boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="testing",
@@ -88,7 +91,10 @@ class Console:
                               config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
         self.media = S3MediaLinks(signer, "schizodot-media")
         now = now or datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
-        sessions = ConsoleSessions(self.authenticator, derive_key(PSEUDONYM_KEY, "console-csrf"), COOKIE)
+        self.session_store = session_store or InMemorySessionStore()
+        self.sessions = ConsoleSessions(self.authenticator, derive_key(PSEUDONYM_KEY, "console-csrf"), COOKIE,
+                                        store=self.session_store, audit=self.audit, policy=policy,
+                                        **({"clock": session_clock} if session_clock else {}))
         self.storage, self.ehr_inbox, self.alert_queue = MemoryStorage(), EhrInbox(), QueuedAlerts()
         self.reviews = DosingReviews(
             self.jobs, self.history, self.history, self.audit, storage=self.storage,
@@ -97,7 +103,7 @@ class Console:
         console = create_console_router(
             principal=principal_dependency(self.authenticator), jobs=self.jobs, history=self.history,
             roster=self.roster, alerts=self.alerts, media=self.media, audit=self.audit, clinics=self.clinics,
-            sessions=sessions, clock=lambda: now, reviews=self.reviews)
+            sessions=self.sessions, oidc=OidcSignIn(self.session_store), clock=lambda: now, reviews=self.reviews)
 
         async def no_erasures(body: str) -> str:
             raise AssertionError("no erasure here")
@@ -109,6 +115,11 @@ class Console:
     def token(self, name: str, **claims: Any) -> str:
         user, clinic = USERS[name]
         return self.issuer.mint(user, schizodot_clinic=clinic, **claims)
+
+    async def session(self, name: str) -> str:
+        """A signed-in browser's cookie value: a server-side session of the user (as a login link makes)."""
+        who, seconds = await self.sessions.principal_of_token(self.token(name))
+        return (await self.sessions.begin(who, "token", ends_within=seconds))[0]
 
     def headers(self, name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(name)}"}

@@ -250,6 +250,8 @@ def test_a_browser_signs_in_with_a_token_and_its_forms_carry_a_csrf_token(consol
         assert signed_in.status_code == 303 and signed_in.headers["location"] == "/console/patients/patient-101"
         cookie = signed_in.headers["set-cookie"]
         assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        session_id = http.cookies[COOKIE]
+        assert session_id.startswith("scs_") and "." not in session_id  # an opaque id, never the token
         assert "Path=/console" in cookie and 3500 <= int(re.search(r"Max-Age=(\d+)", cookie).group(1)) <= 3600
         # the cookie is the credential on the console's pages, and nowhere else
         patient = http.get("/console/patients/patient-101")
@@ -264,6 +266,12 @@ def test_a_browser_signs_in_with_a_token_and_its_forms_carry_a_csrf_token(consol
         signed_out = http.post("/console/logout", follow_redirects=False)
         assert signed_out.status_code == 303 and "Max-Age=0" in signed_out.headers["set-cookie"]
         assert http.get("/console/", headers={"Accept": "text/html"}, follow_redirects=False).status_code == 303
+        # logout ended the session on the server: the old cookie, kept by someone, opens nothing
+        http.cookies.set(COOKIE, session_id, path="/console")
+        assert http.get("/console/", follow_redirects=False).status_code == 401
+    assert console.session_store.sessions == {}
+    actions = [r["action"] for r in console.audit_records()]
+    assert actions[0] == "console.sign_in" and "console.sign_out" in actions
     assert asyncio.run(console.alerts.get("clinic-north", alert.alert_id)).note == "called"
 
 
