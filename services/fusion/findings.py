@@ -56,6 +56,8 @@ def build_results(
         results["vocal_markers"] = _markers("vocal_markers", fusion_document, audio)
         if (audio.get("transcript") or {}).get("enabled"):  # opt-in; its flags are in clinical_summary.flags
             results["transcript"] = audio["transcript"]
+        if audio.get("answers"):  # per-answer markers (services/audio/answers.py), with fusion's baselines
+            results["answers"] = fusion_document.get("answers") or audio["answers"]
     if vision:
         results["video_markers"] = _markers("video_markers", fusion_document, vision)
     return results
