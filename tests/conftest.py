@@ -121,6 +121,7 @@ class RunningStack:
 # Clinics of the browser tests (tests/browser/test_checkin_to_console.py): one whose rules raise an
 # alert on every check-in, delivered to the test's webhook receiver, and one whose receiver answers 500.
 E2E_CLINIC, FAILING_CLINIC = "e2e-clinic", "e2e-failing"
+SPANISH_CLINIC, MALAY_CLINIC = "clinica-sur", "klinik-kl"
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +146,10 @@ def _clinics_file(folder: Path, receiver_url: str) -> Path:
     path = folder / "clinics.json"
     path.write_text(json.dumps({"default": {"timezone": "UTC"}, "clinics": {
         E2E_CLINIC: clinic("Browser Test Clinic", "Europe/Berlin", E2E_CLINIC),
-        FAILING_CLINIC: clinic("Failing Receiver Clinic", "America/New_York", FAILING_CLINIC)}}))
+        FAILING_CLINIC: clinic("Failing Receiver Clinic", "America/New_York", FAILING_CLINIC),
+        # the languages their patients speak (services/audio/languages.py; tests/integration/test_languages_stack.py)
+        SPANISH_CLINIC: {"name": "Clínica Sur", "timezone": "Europe/Madrid", "languages": ["es", "en"]},
+        MALAY_CLINIC: {"name": "Klinik KL", "timezone": "Asia/Kuala_Lumpur", "languages": ["ms"]}}}))
     return path
 
 
