@@ -372,7 +372,7 @@ def answers_validity(args: argparse.Namespace) -> None:
     from shared.timeline import CheckinTimeline, windows
 
     # Measure every method; which ones the stage reports follows from what is found.
-    answer_markers.VALIDATED = frozenset(answer_markers.MARKERS)
+    answer_markers.VALIDATED = {name: frozenset({"*"}) for name in answer_markers.MARKERS}
     audio_markers.VALIDATED = frozenset(audio_markers.UNITS)
     vad_path = args.models / "silero_vad.onnx"
     analyser = AudioAnalyser(
@@ -387,15 +387,13 @@ def answers_validity(args: argparse.Namespace) -> None:
         checkins.append((language, voices[(i // 2) % len(voices)], *answer_checkin(rng, voices[(i // 2) % len(voices)],
                                                                                     language)))
     conditions = {"clean": lambda x: x, "noise 20 dB SNR": lambda x: known.add_noise(x, 20.0, rng)}
-    table: dict[str, dict] = {}
+    pairs: dict[str, dict[str, list]] = {name: {} for name in answer_markers.MARKERS}
     segmentation: dict[str, dict] = {}
-    latency_by_language: dict[str, list] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-answers-") as tmp:
         for condition, degrade in conditions.items():
-            pairs: dict[str, list] = {name: [] for name in answer_markers.MARKERS}
-            right = total = 0
             for i, (language, voice, samples, timeline_entries, truth) in enumerate(checkins):
+                row_key = f"{condition}, {language}"
                 samples = degrade(samples)
                 wav = known.write_wav(Path(tmp) / f"answers-{i}.wav", samples)
                 timeline = CheckinTimeline.of(timeline_entries)
@@ -404,24 +402,20 @@ def answers_validity(args: argparse.Namespace) -> None:
                 timing = speech_timing(speech_segments(vad.speech_probabilities(samples), samples.size,
                                                        speech_pad_ms=0), seconds)
                 items = {item["step_id"]: item for item in result["answers"]["items"]}
+                split = segmentation.setdefault(row_key, {"n": 0, "right": 0})
                 for window in windows(timeline, seconds).of_kind("prompt"):
                     row, item = truth[window.step_id], items[window.step_id]
                     inside = [s for s in timing.stretches if s.end > window.start_s and s.start < window.end_s]
-                    total += 1
-                    right += bool(inside) and (
+                    split["n"] += 1
+                    split["right"] += bool(inside) and (
                         abs(max(inside[0].start, window.start_s) - row["onset_s"]) <= answer_markers.SEGMENT_TOLERANCE_S
                         and abs(min(inside[-1].end, window.end_s) - row["offset_s"]) <= answer_markers.SEGMENT_TOLERANCE_S)
                     for name, true in answer_truth(row).items():
                         if true is not None:
-                            pairs[name].append((item["markers"][name]["value"], true))
-                    latency_by_language.setdefault(f"{condition}, {language}", []).append(
-                        (item["markers"]["response_latency"]["value"], answer_truth(row)["response_latency"]))
+                            pairs[name].setdefault(row_key, []).append((item["markers"][name]["value"], true))
                 print(f"  {condition}: check-in {i + 1}/{len(checkins)} ({language}, {voice}) done", flush=True)
-            for name, found in pairs.items():
-                table.setdefault(name, {})[condition] = errors(found)
-            segmentation[condition] = {"n": total, "right": right}
-    latency = {group: errors(found) for group, found in latency_by_language.items()}
-    report = {"markers": table, "segmentation": segmentation, "latency_by_language": latency,
+    table = {name: {key: errors(found) for key, found in rows.items()} for name, rows in pairs.items()}
+    report = {"markers": table, "segmentation": segmentation,
               "seconds": round(time.perf_counter() - started, 1), "seed": args.seed,
               "checkins": [{"language": c[0], "voice": c[1]} for c in checkins]}
     print_answers(report)
@@ -432,31 +426,26 @@ def answers_validity(args: argparse.Namespace) -> None:
         stored = {"written_by": "python -m bench.audio --answers --write", "seed": args.seed,
                   "counts": {"checkins": args.answer_checkins, "answers_per_checkin": len(PROMPTS),
                              "voices": sorted({c[1] for c in checkins})},
-                  "markers": table, "segmentation": segmentation, "latency_by_language": latency}
+                  "markers": table, "segmentation": segmentation}
         answer_markers.VALIDITY_FILE.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
         passed = answer_markers.validated_answer_markers(stored)
-        print(f"validated per-answer markers: {', '.join(sorted(passed)) or 'none'}; "
-              f"written to {answer_markers.VALIDITY_FILE}")
+        print("validated per-answer markers: " + (", ".join(f"{name} ({' '.join(sorted(languages))})"
+                                                           for name, languages in sorted(passed.items())) or "none")
+              + f"; written to {answer_markers.VALIDITY_FILE}")
 
 
 def print_answers(report: dict) -> None:
-    print("\n| response latency | n measured / n | median abs error (s) | p90 abs error (s) | max abs error (s) "
-          "| bias (s) |")
-    print("|---|---|---|---|---|---|")
-    for group, row in report["latency_by_language"].items():
-        print(f"| {group} | {row['measured']}/{row['n']} | {_fmt(row.get('median'), 3)} | {_fmt(row.get('p90'), 3)} "
-              f"| {_fmt(row.get('max'), 3)} | {_fmt(row.get('bias'), 3)} |")
-    print("\n| segmentation (speech detected in an answer's window starts and ends within 0.3 s of where it was "
-          "placed) | right / n |")
+    print("\n| segmentation: answers whose detected speech starts and ends within 0.3 s of where it was placed "
+          "| right / n |")
     print("|---|---|")
-    for condition, row in report["segmentation"].items():
-        print(f"| {condition} | {row['right']}/{row['n']} ({100 * row['right'] / max(row['n'], 1):.0f} %) |")
-    print("\n| per-answer marker | condition | n measured / n | truth range | median abs error | p90 abs error "
-          "| max abs error | bias | r |")
+    for key, row in report["segmentation"].items():
+        print(f"| {key} | {row['right']}/{row['n']} ({100 * row['right'] / max(row['n'], 1):.0f} %) |")
+    print("\n| per-answer marker | condition, language | n measured / n | truth range | median abs error "
+          "| p90 abs error | max abs error | bias | r |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for marker, conditions in report["markers"].items():
-        for condition, row in conditions.items():
-            print(f"| {marker} | {condition} | {row['measured']}/{row['n']} | "
+    for marker, rows in report["markers"].items():
+        for key, row in rows.items():
+            print(f"| {marker} | {key} | {row['measured']}/{row['n']} | "
                   f"{_fmt(row.get('truth_min'))}-{_fmt(row.get('truth_max'))} | {_fmt(row.get('median'), 3)} | "
                   f"{_fmt(row.get('p90'), 3)} | {_fmt(row.get('max'), 3)} | {_fmt(row.get('bias'), 3)} | "
                   f"{_fmt(row.get('r'), 3)} |")

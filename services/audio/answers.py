@@ -22,8 +22,9 @@ its markers per answer, besides the whole-recording ones (``markers.py``):
 A marker is a finding only when its method was measured on synthesised check-ins
 with known timings (``python -m bench.audio --answers --write`` stores the figures in
 ``answers_validity.json`` beside this module; docs/per-question-markers.md) and
-passed ``validated_answer_markers``' rule, and the whole-recording method it reuses
-is validated too (``markers.VALIDATED``). A check-in without a timeline keeps the
+passed ``validated_answer_markers``' rule (the word markers in the transcript languages
+they were measured in), and the whole-recording method it reuses is validated too
+(``markers.VALIDATED``). A check-in without a timeline keeps the
 whole-recording markers, and its answers block says why there are no answers.
 """
 
@@ -74,7 +75,8 @@ METHOD = ("the recording split at the check-in timeline's prompt times (shared.t
 # The markers reused from the whole-recording code, and what they are called there.
 _FROM_RECORDING = {"speaking_fraction": "speaking_fraction", "pause_count": "pause_count",
                    "pause_rate": "pause_rate", "speech_rate": "speech_rate"}
-_WORD_MARKERS = ("speech_rate", "word_count", "mean_length_of_utterance", "mattr")
+# Markers read from the transcript's words: valid only in the languages the bench measured them in.
+WORD_MARKERS = ("speech_rate", "word_count", "mean_length_of_utterance", "mattr")
 
 # The stored output of `python -m bench.audio --answers --write`.
 VALIDITY_FILE = Path(__file__).with_name("answers_validity.json")
@@ -87,39 +89,57 @@ NOT_VALIDATED = ("this per-answer marker's method has no measured validity yet "
                  "(python -m bench.audio --answers --write)")
 
 
-def validated_answer_markers(report: Mapping[str, Any]) -> frozenset[str]:
-    """The per-answer markers a bench output shows measuring their known truth.
+def _language(row_key: str) -> str:
+    """The transcript language of a bench row ("<condition>, <language>")."""
+    return row_key.rsplit(", ", 1)[-1]
 
-    Nothing passes unless the split itself does: in every condition, at least
+
+def validated_answer_markers(report: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """The per-answer markers a bench output shows measuring their known truth, each with the
+    transcript languages it was shown to hold in ("*": any, for the VAD's markers, which do not
+    read the words).
+
+    Nothing passes unless the split itself does: in every row (condition and language), at least
     ``MIN_SEGMENTATION_ACCURACY`` of the answers' detected speech starts and ends within
-    ``SEGMENT_TOLERANCE_S`` of where it was placed. Then response latency passes when its
-    90th-percentile error is at most ``MAX_LATENCY_P90_S``, and every other marker when it
-    measured at least ``MIN_MEASURED_SHARE`` of its answers with Pearson r >= ``MIN_CORRELATION``
-    against the truth, in every condition.
+    ``SEGMENT_TOLERANCE_S`` of where it was placed. Then a marker's row passes when it measured at
+    least ``MIN_MEASURED_SHARE`` of its answers and, for response latency, 90 % of them within
+    ``MAX_LATENCY_P90_S``, for the others with Pearson r >= ``MIN_CORRELATION`` against the truth.
+    A VAD marker needs every row to pass; a word marker passes in each language all of whose rows pass.
     """
     segmentation = report.get("segmentation") or {}
     if not segmentation or not all(row["n"] > 0 and row["right"] >= MIN_SEGMENTATION_ACCURACY * row["n"]
                                    for row in segmentation.values()):
-        return frozenset()
-    passed = set()
+        return {}
+
+    def passes(name: str, row: Mapping[str, Any]) -> bool:
+        if not (row["n"] > 0 and row["measured"] >= MIN_MEASURED_SHARE * row["n"]):
+            return False
+        if name == "response_latency":
+            return row.get("p90", float("inf")) <= MAX_LATENCY_P90_S
+        return row.get("r", 0.0) >= MIN_CORRELATION
+
+    passed: dict[str, frozenset[str]] = {}
     for name in MARKERS:
         rows = (report.get("markers") or {}).get(name) or {}
-        if not rows or not all(row["n"] > 0 and row["measured"] >= MIN_MEASURED_SHARE * row["n"] for row in rows.values()):
+        if not rows:
             continue
-        if name == "response_latency":
-            good = all(row.get("p90", float("inf")) <= MAX_LATENCY_P90_S for row in rows.values())
-        else:
-            good = all(row.get("r", 0.0) >= MIN_CORRELATION for row in rows.values())
+        if name not in WORD_MARKERS:
+            if all(passes(name, row) for row in rows.values()):
+                passed[name] = frozenset({"*"})
+            continue
+        languages = {_language(key) for key in rows}
+        good = frozenset(language for language in languages
+                         if all(passes(name, row) for key, row in rows.items() if _language(key) == language))
         if good:
-            passed.add(name)
-    return frozenset(passed)
+            passed[name] = good
+    return passed
 
 
 def load_validity(path: Path = VALIDITY_FILE) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-VALIDATED: frozenset[str] = validated_answer_markers(load_validity())
+VALIDATED: dict[str, frozenset[str]] = validated_answer_markers(load_validity())
 
 
 def answers(timing: SpeechTiming, transcript: dict[str, Any], timeline: CheckinTimeline | None,
@@ -176,9 +196,13 @@ def _marker(name: str, answer: SpeechTiming, whole: dict[str, dict], words: list
     if name not in VALIDATED:
         return not_assessed(unit, method, NOT_VALIDATED)
     speech = answer.speech_seconds
-    if name in _WORD_MARKERS and words is None:
+    if name in WORD_MARKERS and words is None:
         return not_assessed(unit, method, "there is no transcript for this check-in "
                                           f"({transcript.get('reason') or 'transcription is off'})")
+    language = transcript.get("language")
+    if name in WORD_MARKERS and "*" not in VALIDATED[name] and language not in VALIDATED[name]:
+        return not_assessed(unit, method, f"its accuracy on transcripts in {language!r} has not been measured "
+                                          f"(measured in {', '.join(sorted(VALIDATED[name]))})")
     if name in _FROM_RECORDING:
         found = Marker.model_validate(whole[_FROM_RECORDING[name]])
         if name == "speech_rate" and not words:

@@ -57,11 +57,10 @@ def _answers_in(results: dict, language: str) -> None:
     for item, (_step, latency, text) in zip(answers["items"], ANSWERS[language][1]):
         assert item["transcript"]["language"] == language
         assert _plain(item["transcript"]["text"]) & _plain(text), item["transcript"]["text"]
-        found = item["markers"]["response_latency"]
-        if found["assessed"]:
-            assert found["value"] == pytest.approx(latency, abs=0.3)
-        else:
-            assert "validity" in found["reason"]
+        found = item["markers"]["response_latency"]  # the VAD's: validated whatever the language
+        assert found["assessed"] and found["value"] == pytest.approx(latency, abs=0.3)
+        if language == "ms":  # the word markers were measured on English and Spanish transcripts only
+            assert "transcripts in 'ms' has not been measured" in item["markers"]["word_count"]["reason"]
 
 
 def test_a_spanish_checkin_is_transcribed_in_spanish_per_answer_and_screened(running_stack, tmp_path):

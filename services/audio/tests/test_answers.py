@@ -35,7 +35,7 @@ def _transcript(words: list[dict], language: str = "en") -> dict:
 
 @pytest.fixture
 def all_validated(monkeypatch):
-    monkeypatch.setattr(answer_markers, "VALIDATED", frozenset(MARKERS))
+    monkeypatch.setattr(answer_markers, "VALIDATED", {name: frozenset({"*"}) for name in MARKERS})
 
 
 def _timing() -> SpeechTiming:
@@ -108,30 +108,37 @@ def test_a_checkin_without_a_timeline_keeps_whole_recording_markers_and_says_so(
 
 
 def test_a_marker_without_measured_validity_is_not_assessed(monkeypatch):
-    monkeypatch.setattr(answer_markers, "VALIDATED", frozenset({"response_latency"}))
-    mood = answers(_timing(), {"enabled": False}, TIMELINE, AudioQuality(16000))["items"][0]
+    monkeypatch.setattr(answer_markers, "VALIDATED", {"response_latency": frozenset({"*"}),
+                                                      "word_count": frozenset({"en"})})
+    words = [_word("hola", 2.0, 2.4)]
+    mood = answers(_timing(), _transcript(words, "es"), TIMELINE, AudioQuality(16000))["items"][0]
     assert mood["markers"]["response_latency"]["assessed"] is True
     assert mood["markers"]["speaking_time"]["reason"] == answer_markers.NOT_VALIDATED
+    # a word marker measured on English transcripts only says so for a Spanish one
+    assert mood["markers"]["word_count"]["reason"] == ("its accuracy on transcripts in 'es' has not been measured "
+                                                       "(measured in en)")
+    english = answers(_timing(), _transcript(words, "en"), TIMELINE, AudioQuality(16000))["items"][0]
+    assert english["markers"]["word_count"]["value"] == 1
 
 
 def test_validity_needs_the_split_to_hold_and_each_marker_to_follow_its_truth():
     good = {"n": 20, "measured": 20, "p90": 0.05, "r": 0.99}
-    report = {"segmentation": {"clean": {"n": 20, "right": 20}, "noise": {"n": 20, "right": 19}},
-              "markers": {"response_latency": {"clean": good, "noise": good | {"p90": 0.5}},
-                          "speaking_time": {"clean": good, "noise": good},
-                          "mattr": {"clean": good | {"r": 0.3}},
-                          "word_count": {"clean": good | {"measured": 15}}}}
-    assert validated_answer_markers(report) == {"speaking_time"}
-    report["segmentation"]["noise"]["right"] = 10
-    assert validated_answer_markers(report) == frozenset()
-    assert validated_answer_markers({}) == frozenset()
+    report = {"segmentation": {"clean, en": {"n": 20, "right": 20}, "noise, es": {"n": 20, "right": 19}},
+              "markers": {"response_latency": {"clean, en": good, "noise, es": good | {"p90": 0.5}},
+                          "speaking_time": {"clean, en": good, "noise, es": good},
+                          "mattr": {"clean, en": good, "clean, es": good | {"r": 0.3}},
+                          "word_count": {"clean, en": good | {"measured": 15}, "clean, es": good}}}
+    assert validated_answer_markers(report) == {"speaking_time": {"*"}, "mattr": {"en"}, "word_count": {"es"}}
+    report["segmentation"]["noise, es"]["right"] = 10
+    assert validated_answer_markers(report) == {}
+    assert validated_answer_markers({}) == {}
 
 
 def test_the_stored_bench_output_validates_latency_and_the_split():
     stored = answer_markers.load_validity()
     assert stored["written_by"] == "python -m bench.audio --answers --write"
     assert answer_markers.VALIDATED == validated_answer_markers(stored)
-    assert "response_latency" in answer_markers.VALIDATED
+    assert answer_markers.VALIDATED["response_latency"] == {"*"}
 
 
 # --- the real path: espeak-ng answers at known times, the real VAD and Whisper tiny.en ---------
