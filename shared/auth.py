@@ -75,7 +75,7 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("sch
 
 
 class AuthSettings(BaseSettings):
-    """How people's tokens are checked (`SCHIZODOT_AUTH_*`). See the README, "Identity"."""
+    """How people's tokens are checked (`SCHIZODOT_AUTH_*`). See docs/security.md, "Credentials"."""
 
     model_config = SettingsConfigDict(env_prefix="SCHIZODOT_AUTH_", extra="ignore", frozen=True)
 
