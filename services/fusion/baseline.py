@@ -211,7 +211,7 @@ def quality_gate(current: dict[str, Any], earlier: list[dict[str, Any]], setting
     snr = quality.get("snr_db")
     if snr is not None and snr < settings.quality_min_snr_db:
         why.append(f"speech only {snr:.0f} dB above the background (at least {settings.quality_min_snr_db:g} dB "
-                   "needed; the markers' error was measured down to 20 dB)")
+                   "needed)")
     clipped = quality.get("clipped_fraction")
     if clipped is not None and clipped > settings.quality_max_clipped_fraction:
         why.append(f"clipped ({100 * clipped:.1f} % of speech samples at full scale)")
