@@ -22,9 +22,9 @@ markers in ``answers``, in the shape of ``shared.markers``) it attaches a
 - **quality gate** (vocal markers and answers): a recording with too little voiced
   speech, too noisy, clipped, or made with another device or sample rate than the
   baseline's check-ins is "not measurable": its blocks say why (``measurable``
-  False), no change is judged and nothing is raised. A changed device also starts
-  a new baseline: later check-ins are compared only with check-ins recorded the
-  same way.
+  False), no change is judged and nothing is raised. Its values are no baseline
+  for later check-ins either; a changed device starts a new baseline: later
+  check-ins are compared only with check-ins recorded the same way.
 
 A notable change on the side the clinical literature associates with worsening
 (``TRACKED``: less speaking time, more or longer pauses, slower speech, flatter
@@ -198,12 +198,10 @@ def _described(source: dict[str, Any]) -> str:
     return words + (f", {source['device']}" if source.get("device") else "")
 
 
-def quality_gate(current: dict[str, Any], earlier: list[dict[str, Any]], settings: FusionSettings) -> str | None:
-    """Why this check-in's sound is not measurable against the patient's baseline, or None when it is.
-    `earlier`: the baseline's items (their `results`)."""
-    quality = current.get("audio_quality")
+def recording_problems(quality: Any, settings: FusionSettings) -> list[str]:
+    """What makes a recording's sound not measurable in itself: too little voiced speech, noise, clipping."""
     if not isinstance(quality, dict):
-        return None  # an audio stage that does not report its quality: nothing to gate on
+        return []  # an audio stage that does not report its quality: nothing to gate on
     why = []
     voiced = quality.get("voiced_seconds")
     if voiced is not None and voiced < settings.quality_min_voiced_seconds:
@@ -215,6 +213,13 @@ def quality_gate(current: dict[str, Any], earlier: list[dict[str, Any]], setting
     clipped = quality.get("clipped_fraction")
     if clipped is not None and clipped > settings.quality_max_clipped_fraction:
         why.append(f"clipped ({100 * clipped:.1f} % of speech samples at full scale)")
+    return why
+
+
+def quality_gate(current: dict[str, Any], earlier: list[dict[str, Any]], settings: FusionSettings) -> str | None:
+    """Why this check-in's sound is not measurable against the patient's baseline, or None when it is.
+    `earlier`: the baseline's items (their `results`)."""
+    why = recording_problems(current.get("audio_quality"), settings)
     source = _source(current)
     known = [s for item in earlier if (s := _source(item))]
     if source and known and not any(_same_recording(source, s) for s in known):
@@ -223,12 +228,14 @@ def quality_gate(current: dict[str, Any], earlier: list[dict[str, Any]], setting
     return "not measurable: " + "; ".join(why) if why else None
 
 
-def _recorded_alike(current: dict[str, Any], earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The earlier items whose sound was recorded like this one's (or whose recording is not known)."""
+def _recorded_alike(current: dict[str, Any], earlier: list[dict[str, Any]],
+                    settings: FusionSettings) -> list[dict[str, Any]]:
+    """The earlier items whose sound can be compared with this one's: recorded the same way (or not known)
+    and measurable themselves (a noisy or clipped check-in's values are no baseline)."""
     source = _source(current)
-    if not source:
-        return earlier
-    return [item for item in earlier if not (s := _source(item["results"])) or _same_recording(source, s)]
+    return [item for item in earlier
+            if not recording_problems(item["results"].get("audio_quality"), settings)
+            and (not source or not (s := _source(item["results"])) or _same_recording(source, s))]
 
 
 # --- one marker ------------------------------------------------------------------------
@@ -283,7 +290,7 @@ def compare(current: dict[str, Any], history: list[dict[str, Any]], settings: Fu
     earlier = [item for item in history if isinstance(item.get("results"), dict)][: settings.baseline_window]
     first = not earlier
     gate = None if first else quality_gate(current, [item["results"] for item in earlier], settings)
-    alike = _recorded_alike(current, earlier)
+    alike = _recorded_alike(current, earlier, settings)
     factors: list[RiskFactor] = []
     changes: list[str] = []
     notable: list[dict[str, Any]] = []

@@ -257,6 +257,11 @@ def test_a_recording_that_fails_the_quality_gate_raises_nothing_and_says_why(qua
     assert face["measurable"] is True
     good = compare(findings_of(recorded(speech_rate=120.0), vision()), earlier, SETTINGS)
     assert [f.factor for f in good.factors] == ["speech_production_below_baseline"]  # the same change, measurable
+    # the check-in that was not measurable is no baseline for the next one either
+    stored = history((recorded(quality, speech_rate=120.0), vision()))[0]
+    stored["results"]["audio_quality"] = recorded(quality)["audio_quality"]
+    later = compare(findings_of(recorded(), vision()), [stored] + earlier, SETTINGS)
+    assert block(later, "vocal_markers", "speech_rate")["checkins"] == 8 and later.factors == []
 
 
 def test_a_changed_device_or_sample_rate_is_not_compared_and_starts_a_new_baseline():
