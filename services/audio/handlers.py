@@ -38,7 +38,8 @@ def make_analyse(analyser: AudioAnalyser, sample_rate: int, languages: ClinicLan
         expected = {} if languages is None else {"languages": languages.for_clinic(checkin and checkin.clinic_id)}
         result = analyser.analyse(wav, lambda fraction, message: progress(0.05 + 0.95 * fraction, message),
                                   transcribe=transcribe, **expected)
-        result["audio_quality"]["source"] = source
+        if isinstance(result.get("audio_quality"), dict):
+            result["audio_quality"]["source"] = source
         # the spoken answer to the medication prompt, classified (self_report.py); never observed intake
         result["self_report"] = self_report(result.get("transcript"), checkin.timeline if checkin else None,
                                             result["duration_seconds"])
