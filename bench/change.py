@@ -39,7 +39,7 @@ import argparse
 import itertools
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 

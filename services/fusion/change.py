@@ -6,32 +6,32 @@ steady patient is not alerted more often than that however short the history:
 - **Within-patient variability** (``spread``): the mean absolute deviation of the
   earlier values from their median, times sqrt(pi/2) (the SD for normal data; an
   odd check-in weighs linearly, not squared as in the SD, and the median centre
-  does not follow it; the median-of-deviations MAD was tried and needs 2-3 times
-  the threshold with 5 check-ins, bench/change.py), but never less than the marker's measured
-  measurement error (``MeasurementError``, from ``python -m bench.audio --validity``).
-  A patient with five near-identical check-ins therefore cannot turn the
-  instrument's own wobble into a change.
+  does not follow it; the median-of-deviations MAD needs a 3-4 times higher
+  threshold with 5 check-ins for the same false alerts), never less than the
+  marker's floor: its measured measurement error (``MeasurementError``, from
+  ``python -m bench.audio --validity``) or the least change that matters, the
+  larger (services/fusion/baseline.py ``spread_floor``). A patient with five
+  near-identical check-ins therefore cannot turn the instrument's wobble into a change.
 - **Reliable change** (one check-in; Jacobson & Truax 1991 style): the reliable-change
   index RCI = (value - median) / (spread x sqrt(1 + pi / 2n)), the difference over
-  its standard error (the new value's spread and the n-value median's).
-  It fires when |RCI| exceeds ``rci_threshold(n)``: the quantile that a steady
-  patient (values drawn from one normal distribution) exceeds on one side (e.g.
-  a decline) with probability ``rule.rci_false_alerts``, computed by simulation for each n, because a spread
-  estimated from few check-ins is itself uncertain (the threshold is 1.96-like only
-  for long histories).
+  its standard error (the new value's spread and the n-value median's). It fires
+  when |RCI| exceeds ``rci_threshold(n)``: the value a steady patient's RCI
+  (values drawn from one normal distribution) exceeds on one side (e.g. a decline)
+  with probability ``rule.rci_false_alerts``, simulated for each n because a
+  spread estimated from few check-ins is itself uncertain (11.9 for 3 earlier
+  check-ins, 3.4 for 10, towards 2.58 for long histories).
 - **Sustained drift** (several check-ins): a two-sided CUSUM (Page 1954) over the
   latest ``rule.drift_checkins`` check-ins (this one included), each standardised
   against the older check-ins of the window (median and spread as above):
-  S = max(0, S + z - k) upwards and downwards. It fires when the larger ends
-  above ``cusum_threshold(...)``, again the quantile a steady patient exceeds on
-  one side with probability ``rule.cusum_false_alerts``. Risk (services/fusion/baseline.py)
-  counts only the side of worsening, so a steady patient raises a decline at most
-  rci + cusum false-alert rates of the time per marker. It catches a shift of about one spread
-  that no single check-in shows.
+  S = max(0, S + z - k) upwards and max(0, S - z - k) downwards. It fires when the
+  larger ends above ``cusum_threshold(...)``, the value a steady patient exceeds on
+  one side with probability ``rule.cusum_false_alerts``. It catches a shift that
+  no single check-in shows.
 
-The thresholds were chosen with ``python -m bench.change`` (docs/change-detection.md):
-simulated histories with noise at our measured measurement error, tuned on one
-seed and reported on another.
+Risk (services/fusion/baseline.py) counts only the side of worsening, so a steady
+patient raises a decline on a marker in at most rci + cusum false-alert rates of
+check-ins. The settings were tuned with ``python -m bench.change``
+(docs/change-detection.md): simulated histories, tuned on one seed and reported on another.
 """
 
 from __future__ import annotations
