@@ -25,14 +25,17 @@ import httpx
 from schizodot import cli, samples, stack
 from schizodot.dev_identity import DevIssuer
 
-ANSWERS = (  # (the script's prompt id, the answer); services/ingest/patient/script.py holds the questions
+ANSWERS = (  # (the script's prompt id, the answer); shared/clinics.py holds the default questions
     ("mood", "Good morning. I feel quite calm today."),
     ("medication", "I am taking my tablet now, with a glass of water."),
     ("sleep", "I slept quite well last night."),
 )
 # The patient's usual check-ins: espeak-ng's words per minute (its default is 175) and how long after
-# each question appears the answer starts (s).
-HISTORY = ((178, (1.0, 1.2, 0.9)), (170, (1.1, 1.0, 1.0)), (182, (0.9, 1.3, 0.8)), (174, (1.0, 1.1, 1.1)))
+# each question appears the answer starts (s). Seven, because fusion's change rule sets its threshold for
+# the number of earlier check-ins (services/fusion/change.py): with four, only a change of more than 6
+# spreads counts; with seven, 4 (docs/change-detection.md).
+HISTORY = ((178, (1.0, 1.2, 0.9)), (170, (1.1, 1.0, 1.0)), (182, (0.9, 1.3, 0.8)), (174, (1.0, 1.1, 1.1)),
+           (176, (1.2, 1.0, 0.9)), (172, (0.9, 1.2, 1.0)), (180, (1.1, 1.1, 1.0)))
 # The last check-in is much slower and each answer comes later: the change the console plots and the alert shows.
 LATEST = (110, (3.0, 3.6, 3.2))
 
@@ -43,6 +46,8 @@ def _checkin(path, wpm: int, latencies: tuple[float, ...], hand: bool):
     video, timeline = samples.guided_checkin_video(path, answers, speed_wpm=wpm, with_hand=hand)
     path.with_suffix(".timeline.json").write_text(json.dumps(timeline))
     return video, timeline
+
+
 CONSOLE_SESSION_SECONDS = 8 * 3600  # the demo clinician's sign-in link lasts a working day
 
 

@@ -39,7 +39,6 @@ from services.results.settings import ResultsSettings
 from services.results.writer import ResultsWriter
 from shared.access import Access, build_access
 from shared.aws import async_client, sync_client
-from shared.checkin_script import ScriptCatalog
 from shared.errors import ConfigurationError
 from shared.history import PatientHistory
 from shared.http import serve_http
@@ -167,8 +166,7 @@ def _console(context: StageContext[ResultsSettings], access: Access):
         roster=alerts.roster, alerts=alerts.alerts, media=S3MediaLinks(signer, common.bucket), audit=access.audit,
         clinics=_clinics(context), sessions=sessions, oidc=OidcSignIn(store), public_url=settings.console_url,
         media_url_seconds=settings.media_url_seconds,
-        history_limit=settings.console_history_limit, reviews=_reviews(context),
-        scripts=ScriptCatalog.from_file(common.clinics_file) if common.clinics_file else ScriptCatalog())
+        history_limit=settings.console_history_limit, reviews=_reviews(context))
 
 
 async def serve_api(context: StageContext[ResultsSettings], stop: asyncio.Event) -> None:

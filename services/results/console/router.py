@@ -50,9 +50,8 @@ from services.results.console.ports import AuditEvent, MediaLinks
 from services.results.console.oidc import OidcSignIn, SignInRefused
 from services.results.console.sessions import LOGIN_SECONDS, ConsoleSessions, https
 from shared.audit import AuditTrail
-from shared.checkin_script import ScriptCatalog
 from shared.auth import FORBIDDEN, allow
-from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN, artifacts_prefix
 from shared.history import HistoryReader
 from shared.identity import Principal, Role, is_clinic_id
 from shared.job import Job
@@ -121,9 +120,7 @@ def create_console_router(
     history_limit: int = 100,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     reviews: dosing.DosingReviews | None = None,
-    scripts: ScriptCatalog | None = None,  # each clinic's questions, shown beside the answers' markers
 ) -> APIRouter:
-    scripts = scripts or ScriptCatalog()
     router = APIRouter(prefix=prefix, include_in_schema=False)
     clinicians = allow(principal, *CONSOLE_ROLES)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
@@ -398,7 +395,7 @@ def create_console_router(
         job: Job | None = await jobs.get(job_id)
         if job is not None and (job.patient_id != c.key_of(patient_id) or job.clinic_id != c.clinic_id):
             job = None
-        view = views.checkin_view(item, job, c.clinic.zone, scripts.for_clinic(c.clinic_id))
+        view = views.checkin_view(item, job, c.clinic.zone, c.clinic.checkin)
         facial = (item.get("results") or {}).get("facial_emotion") or {}
         timeline = facial.get("timeline") or []
         labels = [e.get("emotion") for e in facial.get("all_emotions") or [] if e.get("emotion")]
@@ -438,7 +435,7 @@ def create_console_router(
             compliance = (item.get("results") or {}).get("compliance") or {}
             for found in compliance.get("steps") or []:
                 key = found.get("evidence_frame")
-                if found.get("step") == step and key and str(key).startswith(f"artifacts/{job_id}/"):
+                if found.get("step") == step and key and str(key).startswith(artifacts_prefix(job_id)):
                     return str(key)
             return None
         return await media_redirect(c, patient_id, job_id, "console.evidence_get", key_of,

@@ -24,7 +24,7 @@ from services.results.alerts.findings import (
 )
 from services.results.alerts.roster import RosterEntry
 from services.results.alerts.store import Alert
-from shared.checkin_script import CheckinScript
+from shared.clinics import CheckinScript
 from shared.job import Job
 
 TREND_MARKERS = ("speech_rate", "pitch_variability", "facial_expressivity", "speaking_fraction")
@@ -58,6 +58,8 @@ def trend(reading: MarkerReading) -> Trend:
     baseline = reading.baseline
     if reading.value is None:
         return Trend(reading.label, "–", f"{reading.label}: not assessed in the last check-in")
+    if baseline.get("measurable") is False:  # the recording failed fusion's quality gate
+        return Trend(reading.label, "·", f"{reading.label}: not measurable in the last check-in")
     if not baseline.get("available"):
         return Trend(reading.label, "·", f"{reading.label}: no baseline yet")
     if baseline.get("notable"):

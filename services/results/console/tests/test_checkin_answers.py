@@ -7,7 +7,7 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo
 
 from services.results.console.views import checkin_view
-from shared.checkin_script import CheckinScript, Step
+from shared.clinics import CheckinScript, Step
 from shared.markers import measured, not_assessed
 from shared.timeline import NO_TIMELINE_REASON
 
