@@ -53,6 +53,11 @@ PILL_CHECK_MIN_JAW_OPEN = 0.15
 # the landmarkers then miss faces and hands and "no face" may only mean "no light".
 DARK_MEDIAN_BRIGHTNESS = 40
 MAX_TIMELINE_POINTS = 120
+# With a timeline that has dosing steps, the hand model (about three times the face model's
+# cost) runs only in the dosing windows, widened by this much each side for a hand already on
+# its way; elsewhere hands matter only to the hand-over-face check, and a covered face is still
+# found by the flat-patch check (quality.py).
+HANDS_WINDOW_MARGIN_S = 0.5
 # multiple_faces is reported when a second face is seen in at least this share
 # of the frames with a face (and at least 2 frames), so one spurious detection
 # (a face on a poster, a reflection) does not raise it.
@@ -98,6 +103,17 @@ class VideoScan:
     pending: list[PillCheck] = field(default_factory=list)
     dosing: DosingEvidence | None = None  # with a timeline: one frame per dosing step, from its window
     face_counts: list[tuple[float, int]] = field(default_factory=list)  # (t, faces seen) per sampled frame
+    hand_spans: list[tuple[float, float]] | None = None  # where hands are looked for (None: every frame)
+    frames_looked_for_hands: int = 0
+
+    def wants_hands(self, t: float) -> bool:
+        return self.hand_spans is None or any(start <= t < end for start, end in self.hand_spans)
+
+    def hands_looked_for(self) -> dict:
+        """Where the hand model ran, so that a hand-to-mouth count says what it rests on."""
+        where = ("every sampled frame" if self.hand_spans is None else
+                 f"the dosing windows of the timeline (+-{HANDS_WINDOW_MARGIN_S} s)")
+        return {"frames": self.frames_looked_for_hands, "of_frames": self.analysed, "where": where}
 
 
 @dataclass
@@ -226,6 +242,7 @@ class VisionAnalyser:
         note = detector["note"] if detector else None
         scan = VideoScan(ComplianceTracker(detector), EvidenceCollector(note) if collect_evidence else None)
         scan.dosing = DosingEvidence(timeline, note) if timeline is not None else None
+        scan.hand_spans = _hand_spans(timeline)
         sampler = FrameSampler(cap, info, interval, self.max_frames)
         next_decile = 1  # report when the fraction reaches the next tenth
         with sampler, self._landmarks.open_session() as session:
@@ -249,8 +266,10 @@ class VisionAnalyser:
 
     def _observe(self, frame: SampledFrame, session: LandmarkSession, scan: VideoScan) -> None:
         """One sampled frame: the patient's face, the hands, the intake steps, the pill crops."""
-        faces, hands = session.detect(frame.rgb, frame.t)
+        look_for_hands = scan.wants_hands(frame.t)
+        faces, hands = session.detect(frame.rgb, frame.t, hands=look_for_hands)
         scan.analysed += 1
+        scan.frames_looked_for_hands += look_for_hands
         scan.max_faces = max(scan.max_faces, len(faces))
         scan.frames_with_multiple_faces += len(faces) > 1
         scan.face_counts.append((frame.t, len(faces)))
@@ -388,6 +407,7 @@ class VisionAnalyser:
     def _compliance(self, scan: VideoScan, sink: EvidenceSink | None, path: Path, duration: float,
                     timeline: CheckinTimeline | None, clip: ClipSink | None) -> dict:
         compliance = scan.tracker.result()
+        compliance["hands_looked_for"] = scan.hands_looked_for()
         compliance["evidence_frames"] = []
         final = windows(timeline, duration) if timeline is not None else None
         if scan.dosing is not None:
@@ -458,6 +478,17 @@ def _timeline(faces: list[FaceFrame], readings: Readings) -> list[dict]:
             point["quality_flags"] = list(faces[i].quality.flags)
         points.append(point)
     return points
+
+
+def _hand_spans(timeline: CheckinTimeline | None) -> list[tuple[float, float]] | None:
+    """The dosing windows (widened by HANDS_WINDOW_MARGIN_S), or None (every frame) without a
+    timeline or when it has no dosing step: then a hand-to-mouth moment anywhere is the evidence."""
+    if timeline is None:
+        return None
+    dosing = windows(timeline, float("inf")).of_kind("dosing")  # the length is known only after decoding
+    if not dosing:
+        return None
+    return [(w.start_s - HANDS_WINDOW_MARGIN_S, w.end_s + HANDS_WINDOW_MARGIN_S) for w in dosing]
 
 
 def _darkness_warning(brightness: list[float]) -> list[str]:

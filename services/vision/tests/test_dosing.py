@@ -134,6 +134,7 @@ def test_without_a_timeline_the_clip_surrounds_the_hand_to_mouth_moment_and_says
     store = Store(tmp_path)
     compliance = analyser.analyse(media["hand"], evidence=store, clip=store)["compliance"]
     assert compliance["timeline"] == {"used": False, "reason": NO_TIMELINE_REASON}
+    assert compliance["hands_looked_for"] == {"frames": 40, "of_frames": 40, "where": "every sampled frame"}
     assert "dosing_steps" not in compliance
     assert compliance["evidence_frames"] and all(f["step_id"] is None for f in compliance["evidence_frames"])
     clip = compliance["review_clip"]
@@ -141,6 +142,19 @@ def test_without_a_timeline_the_clip_surrounds_the_hand_to_mouth_moment_and_says
     assert clip["source"] == "hand_to_mouth" and "no timeline" in clip["note"]
     assert clip["start_s"] == pytest.approx(max(0, moment - 4), abs=0.01) and clip["end_s"] <= moment + 8.01
     assert _probe(store.keys[clip["key"]])["streams"][0]["codec_name"] == "h264"
+
+
+def test_with_a_timeline_hands_are_looked_for_only_in_the_dosing_windows(analyser, media):
+    # the questions until 2 s, then the dosing steps: the hand reaches the mouth at about 2.4 s
+    timeline = _timeline(("mood", "prompt", 0), ("place_on_tongue", "dosing", 2000), ("show_empty", "dosing", 5000))
+    compliance = analyser.analyse(media["hand"], timeline=timeline)["compliance"]
+    looked = compliance["hands_looked_for"]
+    # 40 frames at 5 a second; from 1.5 s (the window less its 0.5 s margin): 1.6, 1.8, ... 7.8 s
+    assert looked["frames"] == 32 and looked["of_frames"] == 40 and "dosing windows" in looked["where"]
+    steps = {s["step_id"]: s for s in compliance["dosing_steps"]}
+    assert steps["place_on_tongue"]["cue"] == "hand_to_mouth"
+    moment = next(s["first_seen_s"] for s in compliance["steps"] if s["step"] == "hand_to_mouth")
+    assert 2.0 <= moment < 4.0
 
 
 def test_no_hand_to_mouth_moment_and_no_timeline_gives_no_clip_and_the_reason(analyser, media, tmp_path):
