@@ -25,6 +25,11 @@ reading counts as a miss), per-class recall, the confusion matrix, and the
 reliability table (frame confidence against accuracy). With --media, the two
 short real clips (happy; negative = angry, disgust, fear or sad) too.
 
+    python -m bench.vision --profile [--lengths 30 60] [--runs 3]
+
+Where a 30 s and a 60 s check-in's vision time goes, through the stage as its worker runs it
+(bench/vision_profile.py; docs/speed.md).
+
     python -m bench.vision --markers
 
 Validity of the video markers (README, "Video markers"): head movement against
@@ -368,6 +373,9 @@ def main() -> None:
     parser.add_argument("--pill-model", type=Path, default=None, help="also run with this pill detector")
     parser.add_argument("--accuracy", action="store_true", help="facial-emotion accuracy on labelled faces")
     parser.add_argument("--markers", action="store_true", help="validity of the video markers")
+    parser.add_argument("--profile", action="store_true",
+                        help="where a check-in's vision time goes (bench/vision_profile.py)")
+    parser.add_argument("--runs", type=int, default=3, help="with --profile: runs per length (medians)")
     parser.add_argument("--write", action="store_true",
                         help="with --accuracy: store the figures the vision stage cites (services/vision/validity.json)")
     parser.add_argument("--media", type=Path, default=None, help="folder with the two real clips (../shared/media)")
@@ -376,6 +384,10 @@ def main() -> None:
     results = Path("bench/results")
     if args.accuracy:
         accuracy(args.media, args.out or results / "vision_accuracy.json", write=args.write)
+    elif args.profile:
+        from bench.vision_profile import profile
+
+        profile(args.lengths, args.runs, args.sizes[0], args.out or results / "vision_profile.json", args.pill_model)
     elif args.markers:
         from bench.vision_markers import markers
 
