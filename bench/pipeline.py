@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import time
@@ -63,9 +64,16 @@ def patient_timeline(seconds: float) -> list[dict]:
                       for i, s in enumerate(dosing)]
 
 
-def clip_for(seconds: float) -> Path:
-    return samples.checkin_video(samples.cache_dir() / "bench" / f"pipeline-1280x720-{seconds:.0f}s.mp4",
-                                 seconds=seconds, width=1280, height=720, fps=30, with_hand=True)
+def clip_for(seconds: float, size: str = "1280x720") -> Path:
+    """The bench check-in of this length, made once and kept (written aside, then renamed: a bench
+    running beside another never reads a clip being written)."""
+    width, height = (int(v) for v in size.split("x"))
+    path = samples.cache_dir() / "bench" / f"checkin-{size}-{seconds:.0f}s.mp4"
+    if not path.exists():
+        partial = samples.checkin_video(path.with_name(f".{path.stem}.{os.getpid()}.mp4"), seconds=seconds,
+                                        width=width, height=height, fps=30, with_hand=True)
+        os.replace(partial, path)
+    return path
 
 
 def one_checkin(http: httpx.Client, config: stack.StackConfig, dynamodb, settings: CommonSettings, clip: Path,

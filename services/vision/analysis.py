@@ -54,10 +54,15 @@ PILL_CHECK_MIN_JAW_OPEN = 0.15
 DARK_MEDIAN_BRIGHTNESS = 40
 MAX_TIMELINE_POINTS = 120
 # With a timeline that has dosing steps, the hand model (about three times the face model's
-# cost) runs only in the dosing windows, widened by this much each side for a hand already on
-# its way; elsewhere hands matter only to the hand-over-face check, and a covered face is still
-# found by the flat-patch check (quality.py).
+# cost) runs on every frame of the dosing windows, widened by HANDS_WINDOW_MARGIN_S each side for
+# a hand already on its way. Outside them hands matter only to the hand-over-face check
+# (quality.py), so there it looks every HANDS_PROBE_EVERY-th frame until it sees a hand, and then
+# on every frame until none has been seen for HANDS_LINGER_S: a hand is in view (at the frame's
+# edge, on its way) before it covers the face. `python -m bench.vision --hands-schedule` measures
+# what this changes.
 HANDS_WINDOW_MARGIN_S = 0.5
+HANDS_PROBE_EVERY = 4
+HANDS_LINGER_S = 1.0
 # multiple_faces is reported when a second face is seen in at least this share
 # of the frames with a face (and at least 2 frames), so one spurious detection
 # (a face on a poster, a reflection) does not raise it.
@@ -103,16 +108,25 @@ class VideoScan:
     pending: list[PillCheck] = field(default_factory=list)
     dosing: DosingEvidence | None = None  # with a timeline: one frame per dosing step, from its window
     face_counts: list[tuple[float, int]] = field(default_factory=list)  # (t, faces seen) per sampled frame
-    hand_spans: list[tuple[float, float]] | None = None  # where hands are looked for (None: every frame)
+    hand_spans: list[tuple[float, float]] | None = None  # the dosing windows (None: every frame)
     frames_looked_for_hands: int = 0
+    last_hand_t: float | None = None
+    frames_since_hand_look: int = HANDS_PROBE_EVERY - 1  # the first frame is looked at
 
     def wants_hands(self, t: float) -> bool:
-        return self.hand_spans is None or any(start <= t < end for start, end in self.hand_spans)
+        """Whether the hand model looks at the frame at `t` (see HANDS_PROBE_EVERY)."""
+        look = (self.hand_spans is None or any(start <= t < end for start, end in self.hand_spans)
+                or (self.last_hand_t is not None and t - self.last_hand_t <= HANDS_LINGER_S)
+                or self.frames_since_hand_look + 1 >= HANDS_PROBE_EVERY)
+        self.frames_since_hand_look = 0 if look else self.frames_since_hand_look + 1
+        return look
 
     def hands_looked_for(self) -> dict:
         """Where the hand model ran, so that a hand-to-mouth count says what it rests on."""
         where = ("every sampled frame" if self.hand_spans is None else
-                 f"the dosing windows of the timeline (+-{HANDS_WINDOW_MARGIN_S} s)")
+                 f"every frame of the dosing windows of the timeline (+-{HANDS_WINDOW_MARGIN_S} s); elsewhere "
+                 f"every {HANDS_PROBE_EVERY}th frame, and every frame while a hand was seen in the last "
+                 f"{HANDS_LINGER_S:.0f} s")
         return {"frames": self.frames_looked_for_hands, "of_frames": self.analysed, "where": where}
 
 
@@ -270,6 +284,8 @@ class VisionAnalyser:
         faces, hands = session.detect(frame.rgb, frame.t, hands=look_for_hands)
         scan.analysed += 1
         scan.frames_looked_for_hands += look_for_hands
+        if hands:
+            scan.last_hand_t = frame.t
         scan.max_faces = max(scan.max_faces, len(faces))
         scan.frames_with_multiple_faces += len(faces) > 1
         scan.face_counts.append((frame.t, len(faces)))
