@@ -107,7 +107,7 @@ def run(checkins: int, lengths: list[float], config: stack.StackConfig) -> dict:
     settings = CommonSettings(aws_endpoint_url=config.endpoint, aws_region="us-east-1")
     dynamodb = sync_client(settings, "dynamodb")
     rows: dict[tuple[float, str], list[dict]] = {(s, m): [] for s in lengths for m in MODES}
-    token = DevIssuer(config.state_dir).mint("dev-uploader", lifetime=24 * 3600)
+    token = DevIssuer(config.state_dir).mint("dev-uploader")
     with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {token}"}) as http:
         one_checkin(http, config, dynamodb, settings, clips[lengths[0]], lengths[0], MODES["with transcript"])  # warm-up
         for index in range(checkins):  # lengths and modes take turns

@@ -79,7 +79,7 @@ def _machine_busy() -> tuple[float, float]:
 
 def _client(config: stack.StackConfig) -> httpx.Client:
     """As a clinic app: the development issuer's uploader, with a token for the whole run."""
-    token = DevIssuer(config.state_dir).mint("dev-uploader", lifetime=24 * 3600)
+    token = DevIssuer(config.state_dir).mint("dev-uploader")
     return httpx.Client(timeout=120, headers={"Authorization": f"Bearer {token}"})
 
 
