@@ -76,6 +76,29 @@ def clip_for(seconds: float, size: str = "1280x720") -> Path:
     return path
 
 
+def still_then_hand_clip(seconds: float, size: str = "1280x720") -> Path:
+    """A check-in whose hands stay out of view during the questions: the photographed face (schizodot.samples)
+    for the first three quarters, then the filmed face and hand for the dosing steps; made once and kept."""
+    import subprocess
+    import tempfile
+
+    width, height = (int(v) for v in size.split("x"))
+    path = samples.cache_dir() / "bench" / f"still-then-hand-{size}-{seconds:.0f}s.mp4"
+    if path.exists():
+        return path
+    with tempfile.TemporaryDirectory() as tmp:
+        still = samples.checkin_video(Path(tmp) / "still.mp4", seconds=0.75 * seconds, width=width, height=height,
+                                      fps=30, with_audio=False)
+        hand = samples.checkin_video(Path(tmp) / "hand.mp4", seconds=0.25 * seconds, width=width, height=height,
+                                     fps=30, with_hand=True, with_audio=False)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.mp4")
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(still), "-i", str(hand),
+                        "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0[v]", "-map", "[v]", "-c:v", "libx264",
+                        "-preset", "veryfast", "-pix_fmt", "yuv420p", str(partial)], check=True)
+        os.replace(partial, path)
+    return path
+
+
 def one_checkin(http: httpx.Client, config: stack.StackConfig, dynamodb, settings: CommonSettings, clip: Path,
                 seconds: float, analyses: list[str]) -> dict:
     answer = http.post(f"{config.api_url}/api/v1/analyze", json={

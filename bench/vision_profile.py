@@ -7,7 +7,7 @@ check-in carries the patient app's timeline (the five questions, then the four o
 steps over the last quarter; bench.pipeline.patient_timeline), as the app sends it.
 
 Each check-in goes through the vision stage as its worker runs it: the job is created in
-DynamoDB and the clip stored in S3 on a local AWS server (schizodot.durable_aws, in memory,
+DynamoDB and the clip stored in S3 on a local AWS server (local_aws, in memory,
 started here); the SQS message is received and the stage runs through `StageRunner` with the
 real adapters (download, the analyser with its S3 evidence and clip sinks, job updates, the
 artifact, the event to fusion), and the message is deleted. Nothing in the service is changed
@@ -36,6 +36,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -46,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.pipeline import clip_for, patient_timeline
+from bench.pipeline import clip_for, patient_timeline, still_then_hand_clip
 
 AWS_KEY, AWS_SECRET = "profile", "profile"
 
@@ -294,16 +295,20 @@ def print_table(report: dict) -> None:
         print(f"{lengths[-1]} s / {lengths[0]} s stage time: {last['stage_wall_s'] / first['stage_wall_s']:.2f}x")
 
 
+# the stack's AWS server: its own package on main since issue 20, schizodot.durable_aws before
+_AWS_SERVER = "local_aws" if importlib.util.find_spec("local_aws") else "schizodot.durable_aws"
+
+
 @contextlib.contextmanager
 def local_aws():
-    """A local AWS server in memory (the stack's own, schizodot.durable_aws), stopped afterwards."""
+    """A local AWS server in memory (the stack's own), stopped afterwards."""
     import os
 
     from schizodot import stack
 
     port = stack_free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": AWS_KEY, "AWS_SECRET_ACCESS_KEY": AWS_SECRET}
-    server = subprocess.Popen([sys.executable, "-m", "schizodot.durable_aws", "-H", "127.0.0.1", "-p", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", _AWS_SERVER, "-H", "127.0.0.1", "-p", str(port)],
                               cwd=stack.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         stack.wait_for_port(port, 60)
@@ -352,8 +357,10 @@ def _findings(result: dict) -> dict:
 
 
 def hands_schedule(lengths: list[float], size: str, out: Path) -> dict:
-    """The findings of the same check-ins (with the app's timeline) with the hand model on every frame
-    and only in the dosing windows: what running hands where they matter changes."""
+    """The findings and the analysis time of the same check-ins (with the app's timeline) with the hand
+    model on every frame and on the schedule (analysis.HANDS_PROBE_EVERY): what running hands where
+    they matter changes. Two kinds of check-in: bench.pipeline's (a hand in view most of the time)
+    and one whose hands stay out of view during the questions (bench.pipeline.still_then_hand_clip)."""
     from services.vision import analysis
     from services.vision.main import build_analyser
     from services.vision.settings import VisionSettings
@@ -362,21 +369,28 @@ def hands_schedule(lengths: list[float], size: str, out: Path) -> dict:
     analyser = build_analyser(VisionSettings())
     scheduled = analysis._hand_spans
     report: dict = {}
+    kinds = {"hand in view most of the time": clip_for, "hands out of view during the questions": still_then_hand_clip}
     for seconds in lengths:
-        clip = clip_for(seconds, size)
-        timeline = CheckinTimeline.of(patient_timeline(seconds))
-        found = {}
-        for label, spans in (("every frame", lambda timeline: None), ("dosing windows", scheduled)):
-            analysis._hand_spans = spans
-            try:
-                found[label] = _findings(analyser.analyse(clip, timeline=timeline))
-            finally:
-                analysis._hand_spans = scheduled
-        differs = {key: {label: found[label][key] for label in found}
-                   for key in found["every frame"] if found["every frame"][key] != found["dosing windows"][key]}
-        report[f"{seconds:.0f}"] = {"findings": found, "differs": differs}
-        print(f"{seconds:.0f} s check-in: findings that differ between hands on every frame and hands in the "
-              f"dosing windows only: {json.dumps(differs, indent=1) if differs else 'none'}", flush=True)
+        for kind, make in kinds.items():
+            clip = make(seconds, size)
+            timeline = CheckinTimeline.of(patient_timeline(seconds))
+            found, took = {}, {}
+            for label, spans in (("every frame", lambda timeline: None), ("scheduled", scheduled)):
+                analysis._hand_spans = spans
+                try:
+                    started = time.perf_counter()
+                    found[label] = _findings(analyser.analyse(clip, timeline=timeline))
+                    took[label] = round(time.perf_counter() - started, 2)
+                finally:
+                    analysis._hand_spans = scheduled
+            differs = {key: {label: found[label][key] for label in found}
+                       for key in found["every frame"]
+                       if key != "hands_looked_for" and found["every frame"][key] != found["scheduled"][key]}
+            report[f"{seconds:.0f} s, {kind}"] = {"findings": found, "differs": differs, "analysis_seconds": took}
+            looked = found["scheduled"]["hands_looked_for"]
+            print(f"{seconds:.0f} s, {kind}: hands looked for in {looked['frames']}/{looked['of_frames']} frames; "
+                  f"analysis {took['every frame']} s with hands on every frame, {took['scheduled']} s scheduled; "
+                  f"findings that differ: {json.dumps(differs) if differs else 'none'}", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     return report
