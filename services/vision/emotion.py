@@ -293,8 +293,8 @@ def aligned_face_crop(rgb: np.ndarray, landmarks: np.ndarray, margin: float = CR
     """`face_crop` of the face turned upright: the frame is rotated about the landmarks' box centre so the
     eyes are level, and the square is cut around the rotated landmarks' box.
 
-    Both networks learnt upright faces (FER2013's and face-api's training crops are aligned); a head
-    rolled 20 degrees, as a hand-held phone films it, lost readings without this (docs/face-readings.md).
+    Both networks learnt from frontal, mostly upright faces; a head rolled 20 degrees, as a hand-held
+    phone films it, gave fewer right readings and more wrong ones without this (docs/face-readings.md).
     A face already upright gives nearly the pixels of `face_crop` of its box (a rotation of 0 degrees
     with a whole-pixel shift gives exactly those).
     """
