@@ -203,8 +203,7 @@ async def check_media(work: Work[MediaArrived], deps: IngestDeps) -> StageOutcom
         plan=PipelinePlan(media=info.to_dict(), bucket=bucket, expected=modalities, skipped=skipped,
                           weights=plan_weights(modalities),
                           **({"timeline_flags": timeline_flags} if timeline_flags is not None else {})),
-        emit=tuple(Emit(m, AnalysisRequested(job_id=arrived.job_id, bucket=bucket, s3_key=arrived.s3_key))
-                   for m in modalities),
+        emit=tuple(Emit(m, AnalysisRequested(job_id=arrived.job_id)) for m in modalities),
     )
 
 

@@ -41,7 +41,7 @@ def _stage(handler, ready=None) -> Stage:
 
 def _request(job_id: str) -> str:
     return encode_event(AnalysisRequested.TYPE, "urn:schizodot:ingest", job_id,
-                        AnalysisRequested(job_id=job_id, bucket="schizodot-media", s3_key="uploads/p/x.mp4"))
+                        AnalysisRequested(job_id=job_id))
 
 
 async def _ingested(fakes: FakeAdapters, modalities=("audio", "vision")) -> str:
@@ -65,7 +65,7 @@ def test_a_claimed_stage_runs_stores_its_artifact_finishes_and_announces():
 
     job_id, accepted, job = asyncio.run(scenario())
     [work] = handler.works
-    assert work.event == AnalysisRequested(job_id=job_id, bucket="schizodot-media", s3_key="uploads/p/x.mp4")
+    assert work.event == AnalysisRequested(job_id=job_id)
     assert work.job.pipeline.stages["audio"].state == "running" and work.stage == "audio"
     assert accepted.job_id == job_id  # the runner knows the job from the event; no handler says it
     record = job.pipeline.stages["audio"]
