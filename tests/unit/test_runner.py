@@ -235,3 +235,26 @@ def _delivery(body: str):
     from shared.messaging import Delivery
 
     return Delivery("m-x", "r-x", body, {}, 1, "schizodot-audio")
+
+
+@pytest.mark.parametrize("ending", ["failed", "erased"])
+def test_a_job_that_ends_while_its_stage_works_gets_no_artifact_and_nothing_is_announced(ending):
+    """An erasure fails the patient's running jobs, then deletes them: a stage that finishes later must
+    not write an artifact the erasure and its late sweep have already looked for (issue 24)."""
+    fakes = FakeAdapters()
+
+    async def ends_meanwhile(work: Work[AnalysisRequested], deps: object) -> StageOutcome:
+        await fakes.jobs.fail(work.job.job_id, "the patient's data was erased", "erasure", reason="other")
+        if ending == "erased":
+            await fakes.jobs.delete(work.job.job_id)
+        return StageOutcome(message="Audio analysis done", artifact={"speech_detected": True},
+                            emit=(Emit("fusion", ModalityAnalysed(job_id=work.event.job_id, modality="audio")),))
+
+    async def scenario():
+        job_id = await _ingested(fakes)
+        await deliver(fakes.runner(_stage(ends_meanwhile), None), _request(job_id))
+        return job_id
+
+    job_id = asyncio.run(scenario())
+    assert asyncio.run(fakes.storage.list_keys(f"artifacts/{job_id}/")) == []
+    assert fakes.publisher.sent == []
