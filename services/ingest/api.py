@@ -335,6 +335,9 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
                 (who.job_id != job.job_id or job.patient_id != who.patient_key) if linked
                 else job.pipeline.source != "api"):
             raise HTTPException(status_code=404, detail=f"no check-in {job_id} waits for a file from this caller")
+        if not await waiting_for_recording(job):
+            raise HTTPException(status_code=409, detail="this check-in's recording was already received; "
+                                                        "it is never replaced")
         declared = request.headers.get("content-type", "")
         try:
             content_type = CheckinRequest(patient_id="xxx", filename="x", content_type=declared).content_type
@@ -343,9 +346,6 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
         if not linked and content_type != job.content_type:
             raise HTTPException(status_code=415, detail=f"Content-Type: this check-in was created for a "
                                                         f"{job.content_type} file, not {content_type}")
-        if not await waiting_for_recording(job):
-            raise HTTPException(status_code=409, detail="this check-in's recording was already received; "
-                                                        "it is never replaced")
         if await proxy.store.open_uploads(job.s3_key):
             raise HTTPException(status_code=409, detail="a file for this check-in is being sent already")
         try:

@@ -88,6 +88,11 @@ ROUTES = {
     "patient link upload": (("ingest", "POST", "/api/v1/patient-link/upload", "upload"),
                             {**ALL_403, "patient-link": (201, 201)}),
     "EHR event": (("ingest", "POST", "/api/v1/events", "event"), {**ALL_403, "ehr_integration": (202, 404)}),
+    # the upload proxy (docs/uploads.md): the world's check-in has its recording, so its own clinic's
+    # creators get 409 (never replaced); a link's check-in is another one, so the job is not its own
+    "send a recording": (("ingest", "PUT", "/api/v1/uploads/{job}", None),
+                         {**ALL_403, "uploader": (409, 404), "clinic_admin": (409, 404),
+                          "ehr_integration": (409, 404), "patient-link": (404, 404)}),
     "ingest job status": (("ingest", "GET", "/api/v1/jobs/{job}", None), {**READ, "uploader": (200, 404)}),
     "job status": (("results", "GET", "/api/v1/jobs/{job}", None), READ),
     "job detail": (("results", "GET", "/api/v1/jobs/{job}/detail", None), READ),
@@ -106,6 +111,9 @@ ROUTES = {
                                  {**ALL_403, "patient-link": (200, 200)}),
     "patient check-in upload": (("ingest", "POST", "/api/v1/checkin/upload", "parts"),
                                 {**ALL_403, "patient-link": (201, 201)}),
+    # a part of an upload its check-in never started: gone, whichever clinic's link sends it
+    "patient check-in part": (("ingest", "PUT", "/api/v1/checkin/upload/part?uploadId=none&partNumber=1", None),
+                              {**ALL_403, "patient-link": (410, 410)}),
     "console patient list": (("results", "GET", "/console/", None),
                              {**ALL_403, "clinician": (200, 200), "clinic_admin": (200, 200)}),
     "console patient page": (("results", "GET", "/console/patients/{patient}", None),
