@@ -176,7 +176,7 @@ def aws_requests(rounds: int = 4, slice_seconds: float = 2.0) -> list[dict]:
         try:
             for mode, extra in modes.items():
                 port = _free_port()
-                command = [sys.executable, "-m", "schizodot.durable_aws", "-p", str(port)]
+                command = [sys.executable, "-m", "local_aws", "-p", str(port)]
                 if mode != "memory":
                     command += ["--data-dir", str(Path(workdir) / mode), *extra]
                 servers[mode] = subprocess.Popen(command, cwd=stack.REPO_ROOT, stdout=subprocess.DEVNULL,

@@ -245,11 +245,11 @@ def _atomic_moto_server_class():
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    from schizodot.durable_aws import AtomicDynamoDB
+    from local_aws.app import AtomicDynamoDB
 
     class AtomicMotoServer(ThreadedMotoServer):
         """moto's threaded server with DynamoDB's requests applied one at a time, as AWS
-        applies each atomically (schizodot.durable_aws.AtomicDynamoDB says why)."""
+        applies each atomically (local_aws.app.AtomicDynamoDB says why)."""
 
         def _server_entry(self) -> None:
             app = AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))

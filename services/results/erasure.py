@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.audit import AuditTrail
 from shared.auth import PatientLinkStore
 from shared.history import HistoryReader
-from shared.domain import job_id_from_upload_key, utc_now
+from shared.domain import artifacts_prefix, job_id_from_upload_key, utc_now
 from shared.dynamo import from_item, is_conditional_failure, to_attribute, to_item
 from shared.errors import MalformedMessage
 from shared.events import decode_event, encode_event, event_data
@@ -320,7 +320,7 @@ async def take_inventory(key: str, deps: ErasureDeps, erased_jobs: tuple[str, ..
     found = Inventory()
     jobs = await deps.jobs.list_for_patient(key, limit=deps.max_jobs)
     for job_id in sorted(set(erased_jobs) - {job.job_id for job in jobs}):
-        for artifact in await deps.storage.list_keys(f"artifacts/{job_id}/"):
+        for artifact in await deps.storage.list_keys(artifacts_prefix(job_id)):
             (found.evidence_frames if "/evidence/" in artifact else found.artifacts).append(artifact)
     media: set[str] = set()
     for job in jobs:
@@ -330,7 +330,7 @@ async def take_inventory(key: str, deps: ErasureDeps, erased_jobs: tuple[str, ..
         bucket = job.pipeline.bucket
         if job.s3_key and bucket in (None, deps.storage.bucket):  # listed, not read: no GetObject on media
             media.update(k for k in await deps.storage.list_keys(job.s3_key) if k == job.s3_key)
-        for artifact in await deps.storage.list_keys(f"artifacts/{job.job_id}/"):
+        for artifact in await deps.storage.list_keys(artifacts_prefix(job.job_id)):
             (found.evidence_frames if "/evidence/" in artifact else found.artifacts).append(artifact)
     media.update(await deps.storage.list_keys(f"{UPLOAD_PREFIX}{key}/"))
     found.media = sorted(media)

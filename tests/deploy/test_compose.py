@@ -136,3 +136,15 @@ def named_volumes(service: dict) -> dict[str, tuple[str, str]]:
         if not source.startswith(("/", ".")):
             found[source] = (target, mode)
     return found
+
+
+def test_the_local_aws_server_runs_from_its_mounted_package(resolved):
+    """compose runs the repository's local_aws package in moto's image: the folder is mounted
+    read-only where `python -m local_aws` looks (the working directory)."""
+    moto = resolved["services"]["moto"]
+    assert moto["entrypoint"][:3] == ["python", "-m", "local_aws"]
+    mounts = {target: (source, options) for source, target, *options in
+              (volume.split(":") for volume in moto["volumes"])}
+    source, options = mounts[f"{moto['working_dir'].rstrip('/')}/local_aws"]
+    assert source.rstrip("/").endswith("local_aws") and options == ["ro"]
+    assert (REPO / "local_aws" / "__main__.py").exists()

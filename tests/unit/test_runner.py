@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from shared.domain import artifact_key, utc_now
+from shared.domain import artifact_key, artifacts_prefix, utc_now
 from shared.errors import InputError, MalformedMessage
 from shared.events import AnalysisRequested, FusionCompleted, ModalityAnalysed, encode_event
 from shared.fakes import FakeAdapters, deliver
@@ -256,5 +256,5 @@ def test_a_job_that_ends_while_its_stage_works_gets_no_artifact_and_nothing_is_a
         return job_id
 
     job_id = asyncio.run(scenario())
-    assert asyncio.run(fakes.storage.list_keys(f"artifacts/{job_id}/")) == []
+    assert asyncio.run(fakes.storage.list_keys(artifacts_prefix(job_id))) == []
     assert fakes.publisher.sent == []

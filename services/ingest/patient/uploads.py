@@ -165,15 +165,9 @@ class S3MultipartStore:
         )
 
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
-        parts: list[StoredPart] = []
-        request: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id}
+        pages = self.s3.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key, UploadId=upload_id)
         try:
-            while True:
-                response = await self.s3.list_parts(**request)
-                parts += [StoredPart(p["PartNumber"], p["Size"], p["ETag"]) for p in response.get("Parts", [])]
-                if not response.get("IsTruncated"):
-                    return parts
-                request["PartNumberMarker"] = response["NextPartNumberMarker"]
+            return [StoredPart(p["PartNumber"], p["Size"], p["ETag"]) async for page in pages for p in page.get("Parts", [])]
         except Exception as error:
             if _code(error) in ("NoSuchUpload", "404"):
                 raise UploadGone(upload_id) from error

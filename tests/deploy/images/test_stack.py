@@ -73,7 +73,7 @@ class ComposeStack:
         return f"http://127.0.0.1:{self.ports[name]}"
 
     def auth(self, user: str) -> dict[str, str]:
-        """A development user's bearer token, as a compose user gets one (README, "Getting a token")."""
+        """A development user's bearer token, as a compose user gets one (docs/security.md, "Getting a token")."""
         if user not in self.tokens:
             started = time.monotonic()
             minted = self.compose("run", "--rm", "--no-deps", "-T", "dev-issuer", "token", "--user", user,
