@@ -43,6 +43,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Re
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.ingest.checkins import NewCheckin, create_checkin
 from services.ingest.handlers import ehr_media_problem
 from services.ingest.settings import CheckinLimits, UploadPolicy
 from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
@@ -61,15 +62,13 @@ from shared.domain import (
     PatientId,
     job_id_for_event,
     new_job_id,
-    upload_key,
-    utc_now,
 )
 from shared.errors import MalformedMessage
 from shared.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, describe_validation_error, event_data
 from services.ingest.patient.uploads import MultipartStore, UploadRefused, stream_to_s3
 from shared.http import EVENT_BYTES, install_readable_validation_errors, install_request_body_limit
 from shared.identity import Principal, Role, local_patient_id, patient_key
-from shared.job import Job, JobStatus, new_job
+from shared.job import Job, JobStatus
 from shared.jobs import JobStore
 from shared.options import CheckinOptions
 from shared.ratelimit import RateLimiter
@@ -240,18 +239,15 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
         (200); the key is scoped to the patient of the caller's clinic."""
         await limit_checkins(who)
         stored = who.key_of(request.patient_id)
+        assert who.clinic_id is not None  # key_of: roles that create check-ins belong to a clinic
         job_id = job_id_for_event(f"idempotency-key:{stored}", idempotency_key) if idempotency_key else new_job_id()
         with start_job_trace(job_id, http_request.headers) as job_trace:  # the job's trace starts here
-            created_at = utc_now()
-            key = upload_key(stored, job_id, request.filename, created_at)
             status = "queued"
             await audit.record(AuditEvent("checkin.create", who, patient_id=request.patient_id, job_id=job_id))
-            created = await jobs.create(new_job(
-                job_id, patient_id=stored, s3_key=key, filename=request.filename, clinic_id=who.clinic_id,
-                content_type=request.content_type, created_at=created_at, metadata=request.metadata,
-                message="Waiting for the upload", source="api", trace_fields=job_trace, options=request.options,
-                timeline=request.timeline,
-            ))
+            job, created = await create_checkin(NewCheckin(
+                job_id, who.clinic_id, request.patient_id, request.filename, request.content_type, "api",
+                metadata=request.metadata, options=request.options, timeline=request.timeline), jobs, job_trace)
+            key = job.s3_key
             if not created:
                 existing = await jobs.get(job_id)
                 if existing is None or (existing.patient_id, existing.filename, existing.content_type) != (
@@ -281,17 +277,13 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
         await limit_checkins(who)
         lifetime = min(body.expires_in or limits.patient_link_seconds, limits.patient_link_max_seconds)
         job_id = new_job_id()
-        created_at = utc_now()
-        stored = who.key_of(body.patient_id)
+        assert who.clinic_id is not None  # roles that issue links belong to a clinic
         await audit.record(AuditEvent("checkin.link_issued", who, patient_id=body.patient_id, job_id=job_id,
                                       detail={"expires_in": lifetime}))
         with start_job_trace(job_id, {}) as job_trace:
-            await jobs.create(new_job(
-                job_id, patient_id=stored, s3_key=upload_key(stored, job_id, LINK_RECORDING, created_at),
-                filename=LINK_RECORDING, content_type="video/webm", created_at=created_at, clinic_id=who.clinic_id,
-                metadata=body.metadata, message="Waiting for the patient's recording", source="patient_link",
-                trace_fields=job_trace, options=body.options))
-        assert who.clinic_id is not None  # roles that issue links belong to a clinic
+            await create_checkin(NewCheckin(job_id, who.clinic_id, body.patient_id, LINK_RECORDING, "video/webm",
+                                            "patient_link", metadata=body.metadata, options=body.options),
+                                 jobs, job_trace)
         link, token = await access.links.issue(who.clinic_id, body.patient_id, job_id, who.subject, lifetime)
         return PatientLinkResponse(job_id=job_id, token=token, url=f"{limits.patient_page_url}#token={token}",
                                    expires_at=_expires_at(lifetime))
