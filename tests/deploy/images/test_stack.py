@@ -3,7 +3,7 @@ locked down as the Kubernetes manifests demand: every healthcheck passes, the
 manifests' probes answer, a write outside /tmp fails, and one real check-in
 goes through as users make one: tokens from compose's development issuer
 (`docker compose run --rm dev-issuer token --user ...`), the check-in created by
-the clinic's uploader and sent with the presigned POST, its result read through
+the clinic's uploader and sent through the ingest API (the upload proxy), its result read through
 the results API by the clinic's clinician (another clinic's sees nothing), the
 audit trail read by the clinic's admin, and its trace through the OTLP endpoint
 (read back with Jaeger's query API), with no patient id in any span.
