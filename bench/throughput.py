@@ -35,6 +35,7 @@ import httpx
 
 from schizodot import samples, stack
 from schizodot.dev_identity import DevIssuer
+from schizodot.upload import upload_arguments
 from shared.aws import sync_client
 from shared.dynamo import from_item
 from shared.job import Job
@@ -80,9 +81,9 @@ def _one_checkin(http: httpx.Client, api: str, clip: Path, patient: str) -> str:
         "patient_id": patient, "filename": clip.name, "content_type": "video/mp4"})
     created.raise_for_status()
     job = created.json()
-    # The presigned POST carries its own signature: no bearer token goes to S3.
-    httpx.post(job["upload_url"], data=job["upload_fields"], timeout=120,
-               files={"file": (clip.name, clip.read_bytes(), "video/mp4")}).raise_for_status()
+    # A PUT to the ingest API with the client's token, or a presigned POST (its own signature: no token to S3).
+    upload = upload_arguments(job, clip.name, clip.read_bytes(), "video/mp4", {})
+    (http if upload["method"] == "PUT" else httpx).request(**upload, timeout=120).raise_for_status()
     while True:
         status = http.get(f"{api}/api/v1/jobs/{job['job_id']}").json()
         if status["status"] in ("completed", "failed"):
