@@ -30,6 +30,7 @@ import httpx
 
 from schizodot import samples, stack
 from schizodot.dev_identity import DevIssuer
+from schizodot.upload import upload_arguments
 from shared.aws import sync_client
 from shared.dynamo import from_item
 from shared.job import Job
@@ -106,8 +107,8 @@ def one_checkin(http: httpx.Client, config: stack.StackConfig, dynamodb, setting
         "options": {"analyses": analyses}, "timeline": patient_timeline(seconds)})
     answer.raise_for_status()
     created = answer.json()
-    httpx.post(created["upload_url"], data=created["upload_fields"],
-               files={"file": (clip.name, clip.read_bytes(), "video/mp4")}, timeout=60).raise_for_status()
+    upload = upload_arguments(created, clip.name, clip.read_bytes(), "video/mp4", {})
+    (http if upload["method"] == "PUT" else httpx).request(**upload, timeout=60).raise_for_status()
     uploaded_at = time.time()
     while True:
         job = from_item(dynamodb.get_item(TableName=settings.jobs_table, ConsistentRead=True,

@@ -43,6 +43,7 @@ import httpx
 from bench.pipeline import clip_for, patient_timeline
 from schizodot import stack
 from schizodot.dev_identity import DevIssuer
+from schizodot.upload import upload_arguments
 from shared.aws import sync_client
 from shared.dynamo import from_item
 from shared.job import Job
@@ -89,9 +90,9 @@ def _one_checkin(http: httpx.Client, api: str, clip: Path, patient: str, seconds
         "timeline": patient_timeline(seconds)})
     created.raise_for_status()
     job = created.json()
-    # The presigned POST carries its own signature: no bearer token goes to S3.
-    httpx.post(job["upload_url"], data=job["upload_fields"], timeout=120,
-               files={"file": (clip.name, clip.read_bytes(), "video/mp4")}).raise_for_status()
+    # A PUT to the ingest API with the client's token, or a presigned POST (its own signature: no token to S3).
+    upload = upload_arguments(job, clip.name, clip.read_bytes(), "video/mp4", {})
+    (http if upload["method"] == "PUT" else httpx).request(**upload, timeout=120).raise_for_status()
     while True:
         status = http.get(f"{api}/api/v1/jobs/{job['job_id']}").json()
         if status["status"] in ("completed", "failed"):
@@ -187,7 +188,7 @@ def aws_requests(rounds: int = 4, slice_seconds: float = 2.0) -> list[dict]:
         try:
             for mode, extra in modes.items():
                 port = _free_port()
-                command = [sys.executable, "-m", "schizodot.durable_aws", "-p", str(port)]
+                command = [sys.executable, "-m", "local_aws", "-p", str(port)]
                 if mode != "memory":
                     command += ["--data-dir", str(Path(workdir) / mode), *extra]
                 servers[mode] = subprocess.Popen(command, cwd=stack.REPO_ROOT, stdout=subprocess.DEVNULL,

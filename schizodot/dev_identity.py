@@ -18,7 +18,7 @@ prints a token for compose users.
 
 It is for the embedded stack, compose and tests only: a deployment points
 `SCHIZODOT_AUTH_ISSUER`, `SCHIZODOT_AUTH_AUDIENCE` and `SCHIZODOT_AUTH_JWKS_URL` at
-its OIDC provider (README, "Identity").
+its OIDC provider (docs/security.md, "Getting a token").
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ def render() -> str:
         "Python packages: the closure of each image's requirement files, licences as read by",
         "pip-licenses (or corrected in `schizodot/licences.py` where the metadata misleads).",
         "`make check-images` checks each built image's installed packages against its section.",
-        "What the licences mean for a deployment: README.md, \"Licences\".",
+        "What the licences mean for a deployment: docs/deployment.md, \"Licences\".",
         "",
         BASE_IMAGE_NOTE,
         "",
@@ -306,7 +306,7 @@ def parse(text: str) -> dict[str, dict[str, dict[str, str]]]:
 
 
 # The policy: the default deployment carries nothing that forbids commercial or
-# clinical use. Copyleft (GPL) only where README's "Licences" explains it; AGPL
+# clinical use. Copyleft (GPL) only where docs/deployment.md's "Licences" explains it; AGPL
 # only in the opt-in CUDA image (the `.pt` pill detector path).
 ALLOWED = {"permissive", "weak copyleft"}
 DOCUMENTED_COPYLEFT = {

@@ -4,7 +4,7 @@ the five services as supervised background processes, as Kubernetes would run th
     python -m schizodot.stack up | down | status | env | reset
 
 `up` starts a detached supervisor that runs the AWS server on 127.0.0.1
-(schizodot.durable_aws: moto with its state in `.stack-data/`), creates the
+(local_aws: moto with its state in `.stack-data/`), creates the
 queues, tables and bucket (shared.infra, idempotent), starts N processes per
 stage (SCHIZODOT_STACK_REPLICAS, e.g. `vision=2,audio=2`) and restarts any that
 dies. The supervisor owns the ingest and results API sockets and hands them to
@@ -76,7 +76,7 @@ class StackConfig:
     replicas: dict[str, int] = field(default_factory=dict)  # stage -> processes; 1 where absent
     data_dir: Path | None = None  # where the AWS server keeps its state; None: <state_dir>/aws-data
     durability: str = "fsync"
-    # The AWS server answers only requests signed with this secret (schizodot.durable_aws.AccessGuard);
+    # The AWS server answers only requests signed with this secret (local_aws.guard.AccessGuard);
     # a new one per `up` unless SCHIZODOT_STACK_AWS_SECRET_KEY names one (the tests do).
     aws_secret_key: str = field(default_factory=lambda: os.environ.get(AWS_SECRET_VARIABLE) or secrets.token_hex(20))
 
@@ -213,7 +213,7 @@ class Supervisor:
 
     def _command(self, name: str) -> list[str]:
         if name == "aws":
-            command = [sys.executable, "-m", "schizodot.durable_aws", "-H", "127.0.0.1", "-p", str(self.config.aws_port)]
+            command = [sys.executable, "-m", "local_aws", "-H", "127.0.0.1", "-p", str(self.config.aws_port)]
             if self.config.durability != "memory":
                 command += ["--data-dir", str(self.config.aws_data_dir),
                             "--sync", "full" if self.config.durability == "fsync" else "normal"]

@@ -51,7 +51,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.dynamo import delete_queried, from_item, is_conditional_failure, to_item
+from shared.dynamo import delete_queried, from_item, is_conditional_failure, items, to_item
 from shared.identity import CredentialKind, Principal, Role, is_clinic_id, patient_key, split_patient_key
 
 log = structlog.get_logger()
@@ -75,7 +75,7 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("sch
 
 
 class AuthSettings(BaseSettings):
-    """How people's tokens are checked (`SCHIZODOT_AUTH_*`). See the README, "Identity"."""
+    """How people's tokens are checked (`SCHIZODOT_AUTH_*`). See docs/security.md, "Credentials"."""
 
     model_config = SettingsConfigDict(env_prefix="SCHIZODOT_AUTH_", extra="ignore", frozen=True)
 
@@ -345,13 +345,7 @@ class DynamoApiKeys:
         request: dict[str, Any] = {"TableName": self._table, "IndexName": self.INDEX,
                                    "KeyConditionExpression": "clinic_id = :c",
                                    "ExpressionAttributeValues": {":c": {"S": clinic_id}}}
-        keys: list[ApiKey] = []
-        while True:
-            response = await self._db.query(**request)
-            keys += [_api_key_of(from_item(item)) for item in response.get("Items", [])]
-            if "LastEvaluatedKey" not in response:
-                return keys
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return [_api_key_of(item) async for item in items(self._db, "query", **request)]
 
     async def revoke(self, key_id: str, clinic_id: str) -> ApiKey | None:
         try:

@@ -121,6 +121,12 @@ def job_id_from_upload_key(key: str) -> str | None:
     return None
 
 
+def artifacts_prefix(job_id: str) -> str:
+    """The folder of every artifact of a job: what erasing the job removes, and where a stored
+    artifact key must point for the console to serve it."""
+    return f"artifacts/{job_id}/"
+
+
 def artifact_key(job_id: str, name: str, suffix: str = ".json") -> str:
     """Where a job's artifact lives: its stages' JSON documents, evidence frames, the review clip."""
-    return f"artifacts/{job_id}/{name}{suffix}"
+    return f"{artifacts_prefix(job_id)}{name}{suffix}"

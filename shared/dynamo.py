@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -70,16 +71,26 @@ async def put_if_absent(dynamodb: Any, table: str, item: dict[str, Any], key_att
         raise
 
 
+async def stored_items(dynamodb: Any, operation: str, **request: Any) -> AsyncIterator[dict[str, Any]]:
+    """Every item a Query or Scan (`operation`) finds, as DynamoDB returns them (typed
+    attribute values), through the client's paginator: all pages, or up to
+    `PaginationConfig={"MaxItems": n}` (`"PageSize"` sets each request's Limit)."""
+    async for page in dynamodb.get_paginator(operation).paginate(**request):
+        for item in page.get("Items", []):
+            yield item
+
+
+async def items(dynamodb: Any, operation: str, **request: Any) -> AsyncIterator[dict[str, Any]]:
+    """`stored_items` as plain Python values."""
+    async for item in stored_items(dynamodb, operation, **request):
+        yield from_item(item)
+
+
 async def delete_queried(dynamodb: Any, table: str, query: dict[str, Any], key_attributes: tuple[str, ...]) -> int:
     """Erasure: delete every item a query finds (all its pages); how many there were.
     `query` is a Query request without TableName; `key_attributes` the table's key."""
-    request: dict[str, Any] = {**query, "TableName": table}
     deleted = 0
-    while True:
-        response = await dynamodb.query(**request)
-        for item in response.get("Items", []):
-            await dynamodb.delete_item(TableName=table, Key={name: item[name] for name in key_attributes})
-            deleted += 1
-        if "LastEvaluatedKey" not in response:
-            return deleted
-        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    async for item in stored_items(dynamodb, "query", **query, TableName=table):
+        await dynamodb.delete_item(TableName=table, Key={name: item[name] for name in key_attributes})
+        deleted += 1
+    return deleted

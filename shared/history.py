@@ -8,9 +8,10 @@ in memory (contract: tests/integration/test_adapters.py).
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any, Protocol
 
-from shared.dynamo import from_item
+from shared.dynamo import from_item, items
 
 
 class HistoryReader(Protocol):
@@ -50,13 +51,10 @@ class PatientHistory:
             "ExpressionAttributeValues": {":u": {"S": patient_id}, ":j": {"S": job_id}},
             "ScanIndexForward": False,
         }
-        while True:
-            response = await self._db.query(**request)
-            if response.get("Items"):
-                return from_item(response["Items"][0])
-            if "LastEvaluatedKey" not in response:
-                return None
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        async with aclosing(items(self._db, "query", **request)) as found:
+            async for item in found:
+                return item  # the newest match; the pages after it are never read
+        return None
 
     async def page(
         self, patient_id: str, limit: int, after: dict[str, str] | None = None

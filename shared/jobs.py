@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from shared.domain import RESERVED_METADATA_KEY, utc_now
-from shared.dynamo import conditional_failure_item, from_item, is_conditional_failure, put_if_absent, to_attribute
+from shared.dynamo import conditional_failure_item, from_item, is_conditional_failure, items, put_if_absent, to_attribute
 from shared.job import (
     COMPLETED,
     DONE,
@@ -166,15 +166,9 @@ class JobsRepository:
             request["FilterExpression"] = "#status = :s"
             request["ExpressionAttributeNames"] = {"#status": "status"}
             request["ExpressionAttributeValues"][":s"] = {"S": status}
-        jobs: list[Job] = []
-        while len(jobs) < limit:
-            # With a status filter a page may hold few matches, so read in larger pages.
-            response = await self._db.query(**request, Limit=100 if status else limit - len(jobs))
-            jobs.extend(Job.from_item(from_item(item)) for item in response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                break
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        return jobs[:limit]
+        # With a status filter a page may hold few matches, so read in larger pages.
+        pages = {"PageSize": 100 if status else limit, "MaxItems": limit}
+        return [Job.from_item(item) async for item in items(self._db, "query", **request, PaginationConfig=pages)]
 
     async def claim_stage(
         self, job_id: str, stage: str, message_id: str, message: str, *, known: Job | None = None
@@ -319,13 +313,7 @@ class JobsRepository:
             },
             "ConsistentRead": True,
         }
-        stuck: list[Job] = []
-        while True:
-            response = await self._db.scan(**request)
-            stuck.extend(Job.from_item(from_item(item)) for item in response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                return stuck
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return [Job.from_item(item) async for item in items(self._db, "scan", **request)]
 
     async def update_summary(self, job_id: str, fields: dict[str, Any]) -> bool:
         names = {f"#f{i}": name for i, name in enumerate(fields)}

@@ -41,11 +41,25 @@ class Baseline(BaseModel):
     checkins: int = Field(0, ge=0, description="earlier check-ins that measured this marker")
     mean: float | None = None
     sd: float | None = None
-    z_score: float | None = None
+    z_score: float | None = Field(None, description="(value - centre) / spread: the value in the patient's own spreads")
     relative_change: float | None = Field(None, description="(value - mean) / |mean|")
     notable: bool = False
     direction: str | None = Field(None, description="'lower' or 'higher' than the patient's usual")
     reason: str | None = None
+    # The change rule's figures (services/fusion/change.py); absent in blocks written before it.
+    rule: str | None = Field(None, description="the change rule and its settings")
+    measurable: bool | None = Field(
+        None, description="False: the recording failed the quality gate, so no change is judged (reason says why)")
+    centre: float | None = Field(None, description="median of the earlier values")
+    spread: float | None = Field(None, description="within-patient variability used, at least spread_floor")
+    spread_floor: float | None = Field(None, description="the marker's measurement error (or least change that matters)")
+    spread_floor_source: str | None = None
+    rci: float | None = Field(None, description="reliable-change index of this check-in")
+    rci_threshold: float | None = None
+    cusum: float | None = Field(None, description="the larger one-sided CUSUM over the latest check-ins")
+    cusum_threshold: float | None = None
+    cusum_checkins: int | None = Field(None, ge=0, description="check-ins the CUSUM has been accumulating over")
+    rules_fired: list[str] | None = Field(None, description="'reliable_change', 'sustained_drift'")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Baseline":
@@ -53,6 +67,10 @@ class Baseline(BaseModel):
             raise ValueError("a baseline that is not available needs a reason")
         if not self.available and self.notable:
             raise ValueError("a change cannot be notable without a baseline")
+        if self.measurable is False and (self.notable or not self.reason):
+            raise ValueError("a recording that is not measurable raises no change and says why")
+        if self.notable and self.rules_fired is not None and not self.rules_fired:
+            raise ValueError("a notable change names the rule that fired")
         return self
 
 

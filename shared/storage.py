@@ -127,14 +127,8 @@ class Storage:
         return await sign_post(self._s3, self.bucket, key, content_type, max_bytes, expires_in)
 
     async def list_keys(self, prefix: str, bucket: str | None = None) -> list[str]:
-        request = {"Bucket": bucket or self.bucket, "Prefix": prefix}
-        keys: list[str] = []
-        while True:
-            response = await self._s3.list_objects_v2(**request)
-            keys += [item["Key"] for item in response.get("Contents", [])]
-            if not response.get("IsTruncated"):
-                return keys
-            request["ContinuationToken"] = response["NextContinuationToken"]
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket or self.bucket, Prefix=prefix)
+        return [item["Key"] async for page in pages for item in page.get("Contents", [])]
 
     async def delete_keys(self, keys: list[str], bucket: str | None = None) -> int:
         for start in range(0, len(keys), 1000):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.audio.quality import recording_source
 from services.audio.self_report import self_report
 from shared.media import extract_audio
 from shared.modality import Analyse, Checkin, Progress, modality_stage
@@ -30,12 +31,15 @@ AUDIO = modality_stage("audio")
 def make_analyse(analyser: AudioAnalyser, sample_rate: int, languages: ClinicLanguages | None = None) -> Analyse:
     def analyse(media_path: Path, progress: Progress, checkin: Checkin | None = None) -> dict:
         progress(0.02, "extracting the sound track")
+        source = recording_source(media_path)  # before conversion to 16 kHz mono: fusion's quality gate compares it
         wav = extract_audio(media_path, media_path.with_suffix(".wav"), sample_rate=sample_rate)
         # extraction is the first ~5 % of the work; the analyser reports the rest
         transcribe = checkin is None or checkin.options.wants("transcript")  # the check-in's options
         expected = {} if languages is None else {"languages": languages.for_clinic(checkin and checkin.clinic_id)}
         result = analyser.analyse(wav, lambda fraction, message: progress(0.05 + 0.95 * fraction, message),
                                   transcribe=transcribe, **expected)
+        if isinstance(result.get("audio_quality"), dict):
+            result["audio_quality"]["source"] = source
         # the spoken answer to the medication prompt, classified (self_report.py); never observed intake
         result["self_report"] = self_report(result.get("transcript"), checkin.timeline if checkin else None,
                                             result["duration_seconds"])

@@ -24,14 +24,11 @@ records what Whisper heard (``language_detected``) beside it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from shared.errors import ConfigurationError
+from shared.clinics import ClinicsFileError, read_clinics_file
 
 DEFAULT_LANGUAGES = ("en",)
 # An English-only clinic's check-in goes to the multilingual model when Whisper is at least this sure
@@ -40,29 +37,14 @@ SURE_NOT_ENGLISH = 0.5
 LANGUAGE_ID_METHOD = "Whisper base language identification on the first 30 s of speech"
 
 
-class _ClinicLanguages(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+def _whisper_codes(codes: tuple[str, ...]) -> tuple[str, ...]:
+    """The codes, each once, in order; a ValueError naming those Whisper does not know."""
+    from services.audio.transcript import whisper_languages
 
-    languages: tuple[str, ...] | None = Field(None, min_length=1, max_length=20)
-
-    @field_validator("languages")
-    @classmethod
-    def _known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is None:
-            return None
-        from services.audio.transcript import whisper_languages
-
-        unknown = [code for code in value if code not in whisper_languages()]
-        if unknown:
-            raise ValueError(f"unknown language codes {unknown}: use Whisper's codes (en, es, ms, ...)")
-        return tuple(dict.fromkeys(value))
-
-
-class _ClinicsFile(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    default: _ClinicLanguages = _ClinicLanguages()
-    clinics: dict[str, _ClinicLanguages] = {}
+    unknown = [code for code in codes if code not in whisper_languages()]
+    if unknown:
+        raise ValueError(f"unknown language codes {unknown}: use Whisper's codes (en, es, ms, ...)")
+    return tuple(dict.fromkeys(codes))
 
 
 class ClinicLanguages:
@@ -79,13 +61,13 @@ class ClinicLanguages:
         at start-up, naming the setting."""
         if path is None:
             return cls()
+        parsed = read_clinics_file(path)
         try:
-            parsed = _ClinicsFile.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, ValueError, ValidationError) as error:
-            raise ConfigurationError(f"the clinics file {path} cannot be used: {error}",
-                                     "SCHIZODOT_CLINICS_FILE") from error
-        default = parsed.default.languages or DEFAULT_LANGUAGES
-        return cls(default, {cid: entry.languages for cid, entry in parsed.clinics.items() if entry.languages})
+            default = _whisper_codes(parsed.default.languages or DEFAULT_LANGUAGES)
+            clinics = {cid: _whisper_codes(entry.languages) for cid, entry in parsed.clinics.items() if entry.languages}
+        except ValueError as error:
+            raise ClinicsFileError(f"the clinics file {path} cannot be used: {error}") from error
+        return cls(default, clinics)
 
     def for_clinic(self, clinic_id: str | None) -> tuple[str, ...]:
         return self._clinics.get(clinic_id or "", self.default)

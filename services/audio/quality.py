@@ -13,6 +13,11 @@ marker it voids (``markers.py`` applies them). The thresholds:
 - **low_snr**: speech less than ``LOW_SNR_DB`` above the background (measured
   where the VAD found no speech). bench/audio.py shows jitter and shimmer drifting
   with noise; everything is flagged.
+- **source** (``recording_source``): how the original recording's sound was made,
+  read from its container before it is converted to 16 kHz mono: sample rate,
+  channels, codec and the device where the container names one. Fusion's quality
+  gate (services/fusion/baseline.py) does not compare a check-in recorded another
+  way with the patient's baseline.
 - **multiple_speakers_suspected**: the median pitch of 1-s windows of speech falls
   into two groups at least ``TWO_VOICES_SEMITONES`` apart, with no window between them
   (a gap of ``TWO_VOICES_MIN_GAP``), each with at least ``TWO_VOICES_MIN_SHARE`` of the windows. One speaker's utterances rarely differ
@@ -22,8 +27,12 @@ marker it voids (``markers.py`` applies them). The thresholds:
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,3 +157,31 @@ def voice_groups(window_semitones: tuple[float, ...]) -> tuple[float, float] | N
     if best is None or best[2] - best[1] < TWO_VOICES_SEMITONES or best[3] < TWO_VOICES_MIN_GAP:
         return None
     return round(2 ** (best[1] / 12), 1), round(2 ** (best[2] / 12), 1)
+
+
+# Container tags that name the recording device (iOS/macOS QuickTime, Android).
+_DEVICE_TAGS = (("com.apple.quicktime.make", "com.apple.quicktime.model"), ("com.android.manufacturer",
+                "com.android.model"))
+PROBE_TIMEOUT_SECONDS = 30.0
+
+
+def recording_source(media_path: Path) -> dict[str, Any] | None:
+    """The original sound track's sample rate, channels, codec, device and encoder (ffprobe), or None
+    when the file cannot be probed (the analysis goes on; the gate then has nothing to compare)."""
+    try:
+        done = subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+             "stream=codec_name,sample_rate,channels:format_tags", "-of", "json", str(media_path)],
+            capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS, check=False)
+        data = json.loads(done.stdout or "{}")
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    stream = next(iter(data.get("streams") or []), None)
+    if done.returncode != 0 or not stream:
+        return None
+    tags = {k.lower(): str(v) for k, v in ((data.get("format") or {}).get("tags") or {}).items()}
+    device = next((" ".join(tags[k] for k in keys) for keys in _DEVICE_TAGS if all(k in tags for k in keys)), None)
+    rate = stream.get("sample_rate")
+    return {"sample_rate_hz": int(rate) if str(rate or "").isdigit() else None,
+            "channels": stream.get("channels"), "codec": stream.get("codec_name"), "device": device,
+            "encoder": tags.get("encoder")}  # the recording software, e.g. a browser's; a hint, not compared

@@ -3,29 +3,37 @@ changes that are risk evidence.
 
 Fusion reads (never writes) the patient's latest ``FUSION_BASELINE_WINDOW``
 SchizodotUsers items, newest first. For every marker of this check-in
-(``vocal_markers`` from audio, ``video_markers`` from vision, in the shape of
-``shared.markers``) it attaches a ``baseline`` block (``shared.markers.Baseline``):
+(``vocal_markers`` from audio, ``video_markers`` from vision, and each answer's
+markers in ``answers``, in the shape of ``shared.markers``) it attaches a
+``baseline`` block (``shared.markers.Baseline``):
 
-- the earlier values are those of the same marker, assessed, with the same unit
-  and method (a changed method, e.g. words instead of syllables per minute,
-  starts a new baseline); at least ``FUSION_BASELINE_MIN_CHECKINS`` are needed;
-- ``mean`` and ``sd`` (sample standard deviation) of those values; ``z_score`` =
-  (value - mean) / spread, where the spread is the sd but at least the marker's
-  ``floor`` (its measurement error in bench/ and a change too small to matter, so
-  a patient with very steady values does not turn noise into a change);
-- ``notable``: the value lies outside the 95 % prediction interval of the
-  patient's own values, |z| > t(0.975, n-1) x sqrt(1 + 1/n) for n earlier check-ins
-  (4.97 spreads for 3 check-ins, 2.37 for 10): few false alarms while the history
-  is short, sharper as it grows;
-- ``relative_change`` = (value - mean) / |mean|, and ``direction`` when notable.
+- the earlier values are those of the same marker (for an answer: of the answer
+  to the same prompt, ``step_id``), assessed, with the same unit and method (a
+  changed method, e.g. words instead of syllables per minute, starts a new
+  baseline); at least ``FUSION_BASELINE_MIN_CHECKINS`` are needed;
+- ``mean`` and ``sd`` of those values (the console's usual band); the change
+  itself is judged by ``services/fusion/change.py``: a robust within-patient spread
+  floored by the marker's measured measurement error (``spread_floor``, from
+  ``python -m bench.audio --validity``; for markers without a measured error, the
+  least change that matters, named as such), a reliable change in this check-in
+  (RCI beyond its threshold) or a sustained drift over the latest check-ins (CUSUM
+  beyond its threshold). ``notable`` says one fired, ``rules_fired`` which, with
+  the figures beside them; ``z_score`` is the value in spreads from the median;
+- **quality gate** (vocal markers and answers): a recording with too little voiced
+  speech, too noisy, clipped, or made with another device or sample rate than the
+  baseline's check-ins is "not measurable": its blocks say why (``measurable``
+  False), no change is judged and nothing is raised. Its values are no baseline
+  for later check-ins either; a changed device starts a new baseline: later
+  check-ins are compared only with check-ins recorded the same way.
 
 A notable change on the side the clinical literature associates with worsening
 (``TRACKED``: less speaking time, more or longer pauses, slower speech, flatter
-pitch, less facial expressivity ...) is risk evidence. Markers that measure one
-thing count once: speaking time, pauses and speech rate are all speech
-production, so however many of them changed they make one factor
-(``speech_production_below_baseline``) whose evidence lists each. Other notable
-changes are reported, not scored. A first check-in has no baseline and says so;
+pitch, less facial expressivity ...) is risk evidence, named with its rule and
+figures. Markers that measure one thing count once: speaking time, pauses and
+speech rate are all speech production, so however many of them changed they make
+one factor (``speech_production_below_baseline``) whose evidence lists each.
+Other notable changes, and the per-answer ones (no measured error per answer
+yet), are reported, not scored. A first check-in has no baseline and says so;
 that alone raises nothing.
 
 Medication: the check-ins in a row, this one included, with the medication seen
@@ -44,20 +52,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services.fusion import change as change_rule
 from services.fusion.rules import RiskFactor
 from services.fusion.settings import FusionSettings
 from shared.markers import Baseline as BaselineBlock
 from shared.markers import Marker, parse
 
 MARKER_SECTIONS = ("vocal_markers", "video_markers")
+GATED_SECTIONS = ("vocal_markers",)  # the audio quality gate applies to these (and to the answers)
 
 
 @dataclass(frozen=True)
 class Tracked:
-    """How a marker's change is read. ``worse`` None: reported, never a risk factor."""
+    """How a marker's change is read. ``least_change``: the spread's floor where the marker has no
+    measured error (a change smaller than this does not matter). ``worse`` None: reported, never a risk factor."""
 
     words: str
-    floor: float
+    least_change: float
     worse: str | None = None  # "lower" or "higher"
     factor: str | None = None
     severity: str | None = None
@@ -66,8 +77,8 @@ class Tracked:
 _SPEECH_PRODUCTION = "speech_production_below_baseline"
 # Sources of the directions: Parola et al. 2020 (spoken time, speech rate, pauses),
 # Cohen et al. 2014 (pauses), pitch variability (g = -0.55 across languages),
-# AiCure 2022 (facial expressivity, head movement). The floors are at least the
-# method's mean absolute error in bench/audio.py (README "Vocal markers").
+# AiCure 2022 (facial expressivity, head movement). The vocal markers' floors are
+# their measured error (services/fusion/change.py); least_change is used only without one.
 TRACKED: Mapping[str, Tracked] = {
     "speaking_fraction": Tracked("speaking time", 3.0, "lower", _SPEECH_PRODUCTION, "moderate"),
     "pause_count": Tracked("number of pauses", 1.0),  # depends on how long the patient talked: see pause_rate
@@ -86,7 +97,20 @@ TRACKED: Mapping[str, Tracked] = {
     "head_movement": Tracked("head movement", 0.5, "lower", "head_movement_below_baseline", "low"),
     "face_in_view_share": Tracked("time with the face in view", 5.0),
 }
+# The markers of each answer (audio's `answers`): reported against the same prompt's earlier answers, never scored.
+ANSWER_TRACKED: Mapping[str, Tracked] = {
+    "response_latency": Tracked("response latency", 0.25),
+    "speaking_time": Tracked("speaking time", 1.0),
+    "speaking_fraction": Tracked("speaking time", 3.0),
+    "pause_count": Tracked("number of pauses", 1.0),
+    "pause_rate": Tracked("pause rate", 2.0),
+    "speech_rate": Tracked("speech rate", 10.0),
+    "word_count": Tracked("words", 2.0),
+    "mean_length_of_utterance": Tracked("mean length of utterance", 1.0),
+    "mattr": Tracked("lexical diversity (MATTR)", 0.02),
+}
 _DEFAULT = Tracked("value", 0.0)
+ERRORS: Mapping[str, change_rule.MeasurementError] = change_rule.measurement_errors()
 
 # t(0.975, df) for df = 1..30; beyond, 1.96 + 2.4 / df is within 0.003 of it up to df = 100.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -94,10 +118,23 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 
 
 def prediction_bound(n: int) -> float:
-    """|z| beyond which a new value lies outside the 95 % prediction interval of n earlier values."""
+    """|z| beyond which a new value lies outside the 95 % prediction interval of n earlier values:
+    the rule before issue 21, kept for bench/change.py's side-by-side comparison."""
     df = n - 1
     t = _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
     return t * math.sqrt(1 + 1 / n)
+
+
+def spread_floor(name: str, tracked: Tracked) -> tuple[float, str]:
+    """The spread's floor: the larger of the marker's measured error and its least change that matters
+    (the bench's errors are measured on synthetic speech, a lower bound for a patient's recordings)."""
+    measured = ERRORS.get(name)
+    if measured is None:
+        return tracked.least_change, f"least change that matters ({tracked.least_change:g}; no measured error)"
+    if measured.sd >= tracked.least_change:
+        return measured.sd, measured.source
+    return tracked.least_change, (f"least change that matters ({tracked.least_change:g}), above the "
+                                  f"{measured.source}")
 
 
 @dataclass
@@ -105,15 +142,20 @@ class Baseline:
     report: dict[str, Any]
     factors: list[RiskFactor] = field(default_factory=list)
     markers: dict[str, dict[str, dict]] = field(default_factory=dict)  # section -> name -> marker with baseline
+    answers: dict[str, Any] | None = None  # audio's `answers`, each answer's markers with their baseline
 
 
 def findings_of(audio: dict[str, Any] | None, vision: dict[str, Any] | None) -> dict[str, Any]:
     """This check-in's stage outputs in the shape of a SchizodotUsers item's `results`."""
-    return {
+    found = {
         "vocal_markers": (audio or {}).get("vocal_markers") or {},
         "video_markers": (vision or {}).get("video_markers") or {},
         "compliance": (vision or {}).get("compliance") or {},
     }
+    for key in ("audio_quality", "answers"):
+        if (audio or {}).get(key):
+            found[key] = audio[key]
+    return found
 
 
 def _marker(document: Any) -> Marker | None:
@@ -138,56 +180,140 @@ def _streak(statuses: list[str | None], counts) -> int:
     return run
 
 
+# --- the quality gate -------------------------------------------------------------------
+
+
+def _source(results: dict[str, Any]) -> dict[str, Any] | None:
+    """How a check-in's sound was recorded (audio's `audio_quality.source`), when known."""
+    source = (results.get("audio_quality") or {}).get("source")
+    return source if isinstance(source, dict) and source.get("sample_rate_hz") else None
+
+
+def _same_recording(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all((a.get(key) or None) == (b.get(key) or None) for key in ("sample_rate_hz", "channels", "codec", "device"))
+
+
+def _described(source: dict[str, Any]) -> str:
+    words = f"{source['sample_rate_hz']} Hz, {source.get('channels') or '?'} channel(s), {source.get('codec') or '?'}"
+    return words + (f", {source['device']}" if source.get("device") else "")
+
+
+def recording_problems(quality: Any, settings: FusionSettings) -> list[str]:
+    """What makes a recording's sound not measurable in itself: too little voiced speech, noise, clipping."""
+    if not isinstance(quality, dict):
+        return []  # an audio stage that does not report its quality: nothing to gate on
+    why = []
+    voiced = quality.get("voiced_seconds")
+    if voiced is not None and voiced < settings.quality_min_voiced_seconds:
+        why.append(f"only {voiced:.1f} s of voiced speech (at least {settings.quality_min_voiced_seconds:g} s needed)")
+    snr = quality.get("snr_db")
+    if snr is not None and snr < settings.quality_min_snr_db:
+        why.append(f"speech only {snr:.0f} dB above the background (at least {settings.quality_min_snr_db:g} dB "
+                   "needed)")
+    clipped = quality.get("clipped_fraction")
+    if clipped is not None and clipped > settings.quality_max_clipped_fraction:
+        why.append(f"clipped ({100 * clipped:.1f} % of speech samples at full scale)")
+    return why
+
+
+def quality_gate(current: dict[str, Any], earlier: list[dict[str, Any]], settings: FusionSettings) -> str | None:
+    """Why this check-in's sound is not measurable against the patient's baseline, or None when it is.
+    `earlier`: the baseline's items (their `results`)."""
+    why = recording_problems(current.get("audio_quality"), settings)
+    source = _source(current)
+    known = [s for item in earlier if (s := _source(item))]
+    if source and known and not any(_same_recording(source, s) for s in known):
+        why.append(f"recorded differently ({_described(source)}) from the baseline's check-ins "
+                   f"({_described(known[0])}); a new baseline starts with this recording")
+    return "not measurable: " + "; ".join(why) if why else None
+
+
+def _recorded_alike(current: dict[str, Any], earlier: list[dict[str, Any]],
+                    settings: FusionSettings) -> list[dict[str, Any]]:
+    """The earlier items whose sound can be compared with this one's: recorded the same way (or not known)
+    and measurable themselves (a noisy or clipped check-in's values are no baseline)."""
+    source = _source(current)
+    return [item for item in earlier
+            if not recording_problems(item["results"].get("audio_quality"), settings)
+            and (not source or not (s := _source(item["results"])) or _same_recording(source, s))]
+
+
+# --- one marker ------------------------------------------------------------------------
+
+
 def marker_baseline(name: str, current: Marker, earlier: list[Marker], first_checkin: bool,
-                    settings: FusionSettings) -> BaselineBlock:
-    """The baseline block of one marker (see the module docstring)."""
+                    settings: FusionSettings, tracked: Tracked | None = None,
+                    not_measurable: str | None = None) -> BaselineBlock:
+    """The baseline block of one marker (see the module docstring). `earlier`: newest first."""
     if first_checkin:
         return BaselineBlock(available=False, reason="first check-in: no earlier check-ins to compare with")
     if not current.assessed:
         return BaselineBlock(available=False, reason="not measured in this check-in")
     values = [m.value for m in earlier if m.assessed and m.unit == current.unit and m.method == current.method]
     if len(values) < settings.baseline_min_checkins:
-        return BaselineBlock(available=False, checkins=len(values), reason=(
-            f"measured the same way in {len(values)} earlier check-in(s); a baseline needs "
-            f"{settings.baseline_min_checkins}"))
-    tracked = TRACKED.get(name, _DEFAULT)
+        return BaselineBlock(available=False, checkins=len(values), measurable=False if not_measurable else None,
+                             reason=not_measurable or (
+                                 f"measured the same way in {len(values)} earlier check-in(s); a baseline needs "
+                                 f"{settings.baseline_min_checkins}"))
+    tracked = tracked or TRACKED.get(name, _DEFAULT)
     mean = statistics.fmean(values)
     sd = statistics.stdev(values)
-    z = (current.value - mean) / max(sd, tracked.floor, 1e-9)
-    notable = abs(z) > prediction_bound(len(values))
+    usual = {"available": True, "checkins": len(values), "mean": round(mean, 4), "sd": round(sd, 4),
+             "relative_change": round((current.value - mean) / abs(mean), 3) if mean else None}
+    if not_measurable:
+        return BaselineBlock(**usual, measurable=False, reason=not_measurable)
+    floor, source = spread_floor(name, tracked)
+    judged = change_rule.assess(current.value, values, floor)
+    fired = judged.rules_fired
     return BaselineBlock(
-        available=True, checkins=len(values), mean=round(mean, 4), sd=round(sd, 4), z_score=round(z, 2),
-        relative_change=round((current.value - mean) / abs(mean), 3) if mean else None,
-        notable=notable, direction=("higher" if z > 0 else "lower") if notable else None,
+        **usual, z_score=round((current.value - judged.centre) / judged.spread, 2),
+        notable=bool(fired), direction=judged.direction if fired else None,
+        rule=change_rule.RULE.name, measurable=True, spread_floor=round(floor, 4), spread_floor_source=source,
+        **change_rule.as_fields(judged),
     )
+
+
+def _judge(document: Any, past_documents: list[Any], name: str, first: bool, settings: FusionSettings,
+           tracked: Tracked | None = None, not_measurable: str | None = None
+           ) -> tuple[Any, Marker | None, BaselineBlock | None]:
+    """A marker document with its baseline block (as it came when not in the shared shape)."""
+    marker = _marker(document)
+    if marker is None:  # not in the shared shape (an older stage): kept as it came, without a baseline
+        return document, None, None
+    past = [m for d in past_documents if (m := _marker(d))]
+    block = marker_baseline(name, marker, past, first, settings, tracked, not_measurable)
+    return marker.model_copy(update={"baseline": block}).as_dict(), marker, block
 
 
 def compare(current: dict[str, Any], history: list[dict[str, Any]], settings: FusionSettings) -> Baseline:
     """`current` is shaped like an item's `results`; `history` holds earlier items, newest first."""
     earlier = [item for item in history if isinstance(item.get("results"), dict)][: settings.baseline_window]
     first = not earlier
+    gate = None if first else quality_gate(current, [item["results"] for item in earlier], settings)
+    alike = _recorded_alike(current, earlier, settings)
     factors: list[RiskFactor] = []
     changes: list[str] = []
     notable: list[dict[str, Any]] = []
     markers: dict[str, dict[str, dict]] = {}
     for section in MARKER_SECTIONS:
         markers[section] = {}
+        gated = section in GATED_SECTIONS
+        items = alike if gated else earlier
         for name, document in (current.get(section) or {}).items():
-            marker = _marker(document)
-            if marker is None:  # not in the shared shape (an older stage): kept as it came, without a baseline
-                markers[section][name] = document
-                continue
-            past = [m for item in earlier if (m := _marker((item["results"].get(section) or {}).get(name)))]
-            block = marker_baseline(name, marker, past, first, settings)
-            markers[section][name] = marker.model_copy(update={"baseline": block}).as_dict()
-            if block.notable:
+            past = [(item["results"].get(section) or {}).get(name) for item in items]
+            judged, marker, block = _judge(document, past, name, first, settings,
+                                           not_measurable=gate if gated else None)
+            markers[section][name] = judged
+            if block is not None and block.notable:
                 text, factor = _change(name, marker, block)
                 changes.append(text)
                 notable.append({"marker": name, "section": section, "z_score": block.z_score,
-                                "direction": block.direction, "risk_factor": factor.factor if factor else None})
+                                "direction": block.direction, "rules_fired": block.rules_fired,
+                                "risk_factor": factor.factor if factor else None})
                 if factor:
                     factors.append(factor)
     factors = _one_per_kind(factors)
+    answers = compare_answers(current.get("answers"), alike, first, settings, gate, notable)
 
     statuses = [_status(current)] + [_status(item["results"]) for item in earlier]
     missed = _streak(statuses, lambda s: s == "non_compliant")
@@ -204,6 +330,8 @@ def compare(current: dict[str, Any], history: list[dict[str, Any]], settings: Fu
                    if first else None),
         "checkins_compared": len(earlier),
         "since": earlier[-1].get("timestamp") if earlier else None,
+        "rule": change_rule.RULE.name,
+        "not_measurable": gate,
         "notable_changes": notable,
         "changes": changes,
         "missed_medication_streak": missed,
@@ -211,7 +339,38 @@ def compare(current: dict[str, Any], history: list[dict[str, Any]], settings: Fu
         "previous_risk_levels": [(item["results"].get("multimodal_fusion") or {}).get("risk_level")
                                  for item in earlier[:5]],
     }
-    return Baseline(report, factors, markers)
+    return Baseline(report, factors, markers, answers)
+
+
+def compare_answers(answers: Any, earlier: list[dict[str, Any]], first: bool, settings: FusionSettings,
+                    gate: str | None, notable: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Audio's `answers` with a baseline block on each answer's markers: the patient's earlier answers
+    to the same prompt (`step_id`). None when the audio has no answers. Changes are listed in `notable`
+    (reported, never scored: no measured error per answer yet)."""
+    if not isinstance(answers, dict):
+        return None
+    past_by_step: dict[str, list[dict[str, Any]]] = {}
+    for item in earlier:  # newest first
+        for answer in ((item["results"].get("answers") or {}).get("items") or []):
+            if isinstance(answer, dict) and answer.get("step_id"):
+                past_by_step.setdefault(answer["step_id"], []).append(answer.get("markers") or {})
+    out = {**answers, "items": []}
+    for answer in answers.get("items") or []:
+        if not isinstance(answer, dict):
+            out["items"].append(answer)
+            continue
+        past = past_by_step.get(answer.get("step_id"), [])
+        judged_markers = {}
+        for name, document in (answer.get("markers") or {}).items():
+            judged, marker, block = _judge(document, [p.get(name) for p in past], name, first, settings,
+                                           ANSWER_TRACKED.get(name, _DEFAULT), gate)
+            judged_markers[name] = judged
+            if block is not None and block.notable:
+                notable.append({"marker": name, "section": "answers", "step_id": answer.get("step_id"),
+                                "z_score": block.z_score, "direction": block.direction,
+                                "rules_fired": block.rules_fired, "risk_factor": None})
+        out["items"].append({**answer, "markers": judged_markers})
+    return out
 
 
 def _one_per_kind(factors: list[RiskFactor]) -> list[RiskFactor]:
@@ -224,15 +383,26 @@ def _one_per_kind(factors: list[RiskFactor]) -> list[RiskFactor]:
 
 
 def _change(name: str, marker: Marker, block: BaselineBlock) -> tuple[str, RiskFactor | None]:
-    """The notable change in words, and a risk factor when it is on the worse side of a tracked marker."""
+    """The notable change in words, with the rule that fired and its figures, and a risk factor when it
+    is on the worse side of a tracked marker."""
     tracked = TRACKED.get(name, _DEFAULT)
     words = tracked.words if name in TRACKED else name.replace("_", " ")
     side = "below" if block.direction == "lower" else "above"
-    text = (f"{words} {_fmt(marker.value)} {marker.unit}, {side} the patient's usual {_fmt(block.mean)} "
-            f"(sd {_fmt(block.sd)}, z {block.z_score:+.1f}, {block.checkins} earlier check-ins)")
+    text = (f"{words} {_fmt(marker.value)} {marker.unit}, {side} the patient's usual {_fmt(block.centre)} "
+            f"(spread {_fmt(block.spread)}, {block.checkins} earlier check-ins): {_rules(block)}")
     if tracked.worse is not None and tracked.worse == block.direction:
         return text, RiskFactor(tracked.factor, tracked.severity, text)
     return text, None
+
+
+def _rules(block: BaselineBlock) -> str:
+    parts = []
+    if "reliable_change" in (block.rules_fired or []):
+        parts.append(f"reliable change, RCI {block.rci:+.1f} (threshold {block.rci_threshold:.2f})")
+    if "sustained_drift" in (block.rules_fired or []):
+        parts.append(f"sustained drift, CUSUM {block.cusum:.1f} over {block.cusum_checkins} check-ins "
+                     f"(threshold {block.cusum_threshold:.2f})")
+    return "; ".join(parts)
 
 
 def _fmt(value: float | None) -> str:

@@ -54,6 +54,10 @@ def build_results(
     }
     if audio:
         results["vocal_markers"] = _markers("vocal_markers", fusion_document, audio)
+        if audio.get("audio_quality"):  # the next check-ins' quality gate compares the recording device and rate
+            results["audio_quality"] = audio["audio_quality"]
+        if fusion_document.get("answers") or audio.get("answers"):  # per-question markers, with their baselines
+            results["answers"] = fusion_document.get("answers") or audio["answers"]
         if (audio.get("transcript") or {}).get("enabled"):  # opt-in; its flags are in clinical_summary.flags
             results["transcript"] = audio["transcript"]
     if vision:

@@ -79,9 +79,9 @@ async def fuse_findings(work: Work[ModalityAnalysed], deps: FusionDeps) -> Stage
         compliance = (vision or {}).get("compliance")
         summary = clinical_summary(fusion, compliance, analysed_at)
     summary = await summarise(summary, fusion, compliance, deps.summary_writer)
-    # vocal_markers and video_markers come back from `compare` each with its baseline block
-    results = build_results({"multimodal_fusion": fusion, "clinical_summary": summary, **baseline.markers},
-                            audio, vision, job.pipeline.skipped)
+    # vocal_markers, video_markers and the answers' markers come back from `compare` each with its baseline block
+    results = build_results({"multimodal_fusion": fusion, "clinical_summary": summary, **baseline.markers,
+                             "answers": baseline.answers}, audio, vision, job.pipeline.skipped)
     results["options"] = options_report(job, settings)
     compute_seconds = round(time.monotonic() - started, 3)
     return StageOutcome(

@@ -21,6 +21,12 @@ class FusionSettings(StageSettings):
     baseline_window: int = Field(10, ge=2, le=100)
     # A marker is compared only when this many earlier check-ins measured it the same way.
     baseline_min_checkins: int = Field(3, ge=2, le=100)
+    # The quality gate (baseline.py): a recording below these is "not measurable" and raises no change.
+    quality_min_voiced_seconds: float = Field(2.0, ge=0, le=600)
+    # Audio's SNR estimate reads 9-18 dB on clean espeak-ng check-ins of 8 s (its "background" windows hold speech
+    # edges and codec noise), so the gate sits below that: only a recording drowned in noise is not measurable.
+    quality_min_snr_db: float = Field(5.0, ge=-20, le=60)
+    quality_max_clipped_fraction: float = Field(0.01, ge=0, le=1)  # audio's own clipping limit (quality.py)
     # This many check-ins in a row (this one included) with medication not taken is a high risk factor.
     missed_medication_streak: int = Field(3, ge=2, le=100)
 

@@ -36,6 +36,7 @@ from services.results.writer import ResultsStore
 from shared.audit import AuditEvent, AuditTrail
 from shared.events import encode_event
 from shared.history import HistoryReader
+from shared.domain import artifact_key
 from shared.identity import Principal, local_patient_id
 from shared.job import COMPLETED, FAILED, Job
 from shared.jobs import JobStore
@@ -149,7 +150,7 @@ def needs_review(item: dict[str, Any]) -> bool:
 def pill_box_key(job_id: str, step: str, revision: int) -> str:
     """Where a reviewer's pill box is kept: beside the job's evidence frames, so erasing the job
     erases it (services/results/erasure.py removes `artifacts/<job>/`); docs/dosing-review.md."""
-    return f"artifacts/{job_id}/labels/pill-box-{step}-r{revision}.json"
+    return artifact_key(job_id, f"labels/pill-box-{step}-r{revision}")
 
 
 @dataclass

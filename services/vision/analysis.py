@@ -14,9 +14,9 @@ Pipeline (`VisionAnalyser._analyse`):
    blendshapes are kept; the intake steps are fed from the landmarks
    (compliance.py) and, with a pill detector, crops around the mouth and the
    fingertips are queued for it (pills.py) and checked in batches.
-2. `_read_emotions`: the face crops are classified in batches (emotion.py);
-   a frame whose head is turned away, or whose reading is less confident than
-   MIN_VOTE_CONFIDENCE, does not vote.
+2. `_read_emotions`: the face crops (turned upright by the eyes, emotion.FaceReading)
+   are classified in batches (emotion.py); a frame whose head is turned away, or
+   whose reading is less confident than MIN_VOTE_CONFIDENCE, does not vote.
 3. `_facial_emotion`, `_video_markers`, `_compliance`: the three parts of the
    result, each saying what it rests on and why a part was not assessed.
 """
@@ -36,7 +36,7 @@ from services.vision.compliance import ComplianceTracker, mouth_box
 from services.vision.dosing import ClipSink, DosingEvidence, cut_clip, face_continuity, plan_clip
 from services.vision.emotion import (
     EMOTIONS, MIN_VOTE_CONFIDENCE, MIN_VOTE_CONFIDENCE_COVERED, EmotionClassifier, EnsembleEmotion, FaceApiEmotion,
-    face_crop, validation_for,
+    FaceReading, validation_for,
 )
 from services.vision.evidence import EvidenceCollector, EvidenceSink
 from services.vision.frames import FrameSampler, SampledFrame, open_video, plan_sampling
@@ -174,6 +174,7 @@ class VisionAnalyser:
                 members.append(FaceApiEmotion(Path(face_expression_model_path)))
             emotion = EnsembleEmotion(members)
         self.emotion = emotion
+        self.reading = FaceReading()  # emotion.py: the face turned upright by the eyes before the networks
         self._pills = pill_detector
         self._lock = threading.Lock()
         self.models = {
@@ -294,7 +295,7 @@ class VisionAnalyser:
         hand_lms = [h.landmarks for h in hands]
         if primary is not None:
             try:
-                crop = face_crop(frame.rgb, primary.bbox)
+                crop = self.reading.crop(frame.rgb, primary.landmarks, primary.bbox)
             except ValueError:  # the box lies outside the frame
                 crop = None
             if crop is not None:
@@ -369,6 +370,7 @@ class VisionAnalyser:
             "frame_count": analysed,
             "assessed": False,
             "method": self.emotion.method,
+            "reading_method": self.reading.describe(),
             "models": self.models["emotion"],
             "validation": validation_for(self.emotion.name),
             "reason": None,

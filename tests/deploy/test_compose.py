@@ -136,3 +136,32 @@ def named_volumes(service: dict) -> dict[str, tuple[str, str]]:
         if not source.startswith(("/", ".")):
             found[source] = (target, mode)
     return found
+
+
+def test_the_local_aws_server_runs_from_its_mounted_package(resolved):
+    """compose runs the repository's local_aws package in moto's image: the folder is mounted
+    read-only where `python -m local_aws` looks (the working directory)."""
+    moto = resolved["services"]["moto"]
+    assert moto["entrypoint"][:3] == ["python", "-m", "local_aws"]
+    mounts = {target: (source, options) for source, target, *options in
+              (volume.split(":") for volume in moto["volumes"])}
+    source, options = mounts[f"{moto['working_dir'].rstrip('/')}/local_aws"]
+    assert source.rstrip("/").endswith("local_aws") and options == ["ro"]
+    assert (REPO / "local_aws" / "__main__.py").exists()
+
+
+def test_only_the_apis_are_published_beyond_this_machine_and_uploads_go_through_ingest(resolved, monkeypatch):
+    """Issue 19, finding 1: the local AWS server is for this machine (loopback); phones and clinic apps
+    send recordings to the ingest API (upload mode "proxy", docs/uploads.md), never to it."""
+    from services.ingest.settings import IngestSettings
+
+    beyond = {}
+    for name, service in resolved["services"].items():
+        for port in service.get("ports", []):  # "127.0.0.1:4566:4566/tcp", or {published, target[, host_ip]}
+            host = port.get("host_ip", "") if isinstance(port, dict) else (
+                port.split(":")[0] if port.count(":") == 2 else "")
+            if host != "127.0.0.1":
+                beyond[name] = port
+    assert set(beyond) == {"ingest", "results"}, beyond
+    ingest = settings_from(IngestSettings, resolved["services"]["ingest"]["environment"], monkeypatch)
+    assert ingest.upload_mode == "proxy"

@@ -246,7 +246,7 @@ def _warnings(logs: Path) -> dict[str, int]:
 def _restores(log: Path) -> list[str]:
     """What the AWS server put back at each start, and how long it took."""
     return [line.split(" INFO ", 1)[1] for line in log.read_text(errors="replace").splitlines()
-            if "durable_aws INFO restored" in line] if log.exists() else []
+            if "local_aws INFO restored" in line] if log.exists() else []
 
 
 def run_chaos(checkins: int = 40, in_flight: int = 8, *, workdir: Path | None = None, seed: int | None = None,

@@ -29,7 +29,7 @@ class Server:
 
     def start(self) -> "Server":
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "schizodot.durable_aws", "-p", str(self.port), "--data-dir", str(self.data_dir)],
+            [sys.executable, "-m", "local_aws", "-p", str(self.port), "--data-dir", str(self.data_dir)],
             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
         wait_for_port(self.port, 60)

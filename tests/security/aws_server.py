@@ -1,4 +1,4 @@
-"""The embedded AWS server (schizodot.durable_aws) as its own process, for the security tests."""
+"""The embedded AWS server (local_aws) as its own process, for the security tests."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ PATIENT_PAGE = "http://127.0.0.1:8080"  # the one browser origin it lets in
 
 
 class AwsServer:
-    """`python -m schizodot.durable_aws` with its state in `data_dir`, signing key AWS_ACCESS_KEY/SECRET."""
+    """`python -m local_aws` with its state in `data_dir`, signing key AWS_ACCESS_KEY/SECRET."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -28,7 +28,7 @@ class AwsServer:
 
     def start(self, *extra: str) -> "AwsServer":
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "schizodot.durable_aws", "-p", str(self.port), "--data-dir", str(self.data_dir),
+            [sys.executable, "-m", "local_aws", "-p", str(self.port), "--data-dir", str(self.data_dir),
              *extra],
             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY,

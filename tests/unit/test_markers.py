@@ -41,3 +41,20 @@ def test_a_baseline_needs_history_before_a_change_is_notable() -> None:
                      notable=True, direction="lower")
     marker = Marker(assessed=True, value=95.0, unit="words per min", method="whisper_words", baseline=block)
     assert parse(marker.as_dict()).baseline == block
+
+
+def test_a_recording_that_is_not_measurable_raises_no_change_and_a_notable_change_names_its_rule() -> None:
+    with pytest.raises(ValueError):
+        Baseline(available=True, checkins=5, measurable=False, notable=True, reason="not measurable: clipped")
+    with pytest.raises(ValueError):
+        Baseline(available=True, checkins=5, measurable=False)  # says why
+    with pytest.raises(ValueError):
+        Baseline(available=True, checkins=5, notable=True, direction="lower", rules_fired=[])
+    with pytest.raises(ValueError):
+        Baseline(available=True, checkins=5, rules_fired=[], surprise=1.0)  # extra fields are refused
+    block = Baseline(available=True, checkins=8, mean=210.0, sd=7.0, z_score=-5.9, notable=True, direction="lower",
+                     rule="robust baseline ...", measurable=True, centre=210.0, spread=10.1, spread_floor=10.1,
+                     rci=-5.3, rci_threshold=3.69, cusum=5.9, cusum_threshold=4.82, cusum_checkins=3,
+                     rules_fired=["reliable_change", "sustained_drift"])
+    marker = Marker(assessed=True, value=150.0, unit="syllables per min", method="praat", baseline=block)
+    assert parse(marker.as_dict()).baseline == block

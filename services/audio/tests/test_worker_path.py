@@ -18,6 +18,7 @@ import soundfile
 
 from services.audio.analysis import AudioAnalyser
 from services.audio.handlers import make_analyse
+from services.audio.quality import recording_source
 from services.audio.transcript import WhisperTranscriber
 from services.audio.vad import SileroVad
 from shared.errors import InputError, ModelUnavailable
@@ -100,10 +101,26 @@ def test_phone_audio_at_8_khz_is_analysed_and_flagged_narrowband(analyse, speech
     assert result["speech_detected"] is True
     quality = result["audio_quality"]
     assert quality["narrowband"] is True
+    # the original recording as it came, before conversion to 16 kHz mono (fusion's quality gate compares it)
+    assert {k: v for k, v in quality["source"].items() if k != "encoder"} == {
+        "sample_rate_hz": 8000, "channels": 1, "codec": "pcm_s16le", "device": None}
+    assert quality["source"]["encoder"].startswith("Lavf")  # the software that wrote it: ffmpeg here
     assert any(w.startswith("narrowband audio (nothing above 4 kHz") for w in quality["warnings"])
     markers = result["vocal_markers"]
     assert 70 < markers["pitch_mean"]["value"] < 200  # pitch survives the phone band
     assert "narrowband_audio" in markers["hnr"]["quality_flags"] and "narrowband_audio" not in markers["pitch_mean"]["quality_flags"]
+
+
+def test_the_recording_source_names_rate_channels_codec_and_the_device_the_container_names(speech, tmp_path):
+    phone = tmp_path / "phone.mp4"
+    ffmpeg("-i", str(speech), "-ar", "48000", "-ac", "2", "-c:a", "aac", "-metadata", "com.android.manufacturer=Google",
+           "-metadata", "com.android.model=Pixel 7", "-movflags", "use_metadata_tags", str(phone))
+    source = recording_source(phone)
+    assert {k: source[k] for k in ("sample_rate_hz", "channels", "codec", "device")} == {
+        "sample_rate_hz": 48000, "channels": 2, "codec": "aac", "device": "Google Pixel 7"}
+    not_media = tmp_path / "notes.txt"
+    not_media.write_text("not a recording")
+    assert recording_source(not_media) is None  # the analysis goes on; the gate has nothing to compare
 
 
 def test_clipped_audio_withholds_voice_quality_and_says_why(analyse, speech, tmp_path):

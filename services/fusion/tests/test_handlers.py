@@ -46,7 +46,7 @@ class FailingWriter:
 
 async def _analysed(fakes: FakeAdapters, patient: str, done: tuple[str, ...], expected=("audio", "vision"),
                     options: CheckinOptions | None = None, job_id: str | None = None,
-                    clinic_id: str | None = None) -> str:
+                    clinic_id: str | None = None, audio: dict | None = None) -> str:
     """A job whose modalities in `done` have stored their findings."""
     job_id = job_id or f"job-{uuid.uuid4().hex[:12]}"
     await fakes.jobs.create(new_job(job_id, patient_id=patient, s3_key="uploads/x", filename="x.mp4",
@@ -59,7 +59,7 @@ async def _analysed(fakes: FakeAdapters, patient: str, done: tuple[str, ...], ex
     for modality in done:
         run = await fakes.jobs.claim_stage(job_id, modality, f"m-{modality}", "x")
         key = artifact_key(job_id, modality)
-        await fakes.storage.put_json(key, {"audio": AUDIO, "vision": VISION}[modality])
+        await fakes.storage.put_json(key, {"audio": audio or AUDIO, "vision": VISION}[modality])
         await fakes.jobs.finish_stage(run, "done", {"artifact_key": key})
     return job_id
 
@@ -122,7 +122,40 @@ def test_the_patients_own_history_is_the_baseline():
     assert fusion["baseline"]["available"] is True and fusion["baseline"]["checkins_compared"] == 3
 
 
-def _history(fakes: FakeAdapters, patient: str, checkins: int) -> None:
+QUALITY = {"snr_db": 40.0, "clipped_fraction": 0.0, "voiced_seconds": 6.0,
+           "source": {"sample_rate_hz": 48000, "channels": 1, "codec": "aac", "device": None, "encoder": None}}
+
+
+def _answers(latency: float) -> dict:
+    return {"assessed": True, "reason": None, "method": "timeline windows", "flags": [],
+            "items": [{"step_id": "mood", "start_s": 4.0, "end_s": 12.0, "clipped": False, "transcript": "fine",
+                       "markers": {"response_latency": measured(latency, "s", "VAD onset after the prompt")}}]}
+
+
+def test_the_recording_quality_and_the_answers_are_kept_and_each_answer_gets_its_baseline():
+    fakes = FakeAdapters()
+    _history(fakes, "patient-009", 4, audio_quality=QUALITY, answers=_answers(1.0))
+
+    async def scenario(audio):
+        job_id = await _analysed(fakes, "patient-009", ("audio", "vision"), audio=audio)
+        await deliver(fakes.runner(FUSION, _deps(fakes)), _notice(job_id, "vision"))
+        return (await fakes.storage.get_json(artifact_key(job_id, "fusion")))["results"]
+
+    results = asyncio.run(scenario({**AUDIO, "audio_quality": QUALITY, "answers": _answers(1.05)}))
+    assert results["audio_quality"] == QUALITY  # the next check-ins' quality gate compares the recording with it
+    latency = results["answers"]["items"][0]["markers"]["response_latency"]
+    assert latency["value"] == 1.05 and latency["baseline"]["available"] is True
+    assert latency["baseline"]["checkins"] == 4 and latency["baseline"]["notable"] is False
+    assert results["answers"]["items"][0]["transcript"] == "fine"
+    assert results["vocal_markers"]["speech_rate"]["baseline"]["measurable"] is True
+    phone = {**QUALITY, "source": {**QUALITY["source"], "sample_rate_hz": 8000}}
+    other = asyncio.run(scenario({**AUDIO, "audio_quality": phone}))
+    assert "answers" not in other  # audio without answers: nothing added
+    assert other["vocal_markers"]["speech_rate"]["baseline"]["reason"].startswith("not measurable: recorded differently")
+    assert other["multimodal_fusion"]["baseline"]["not_measurable"].startswith("not measurable: recorded differently")
+
+
+def _history(fakes: FakeAdapters, patient: str, checkins: int, **results) -> None:
     now = datetime.now(timezone.utc)
     for days in range(1, checkins + 1):
         stamp = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -130,7 +163,7 @@ def _history(fakes: FakeAdapters, patient: str, checkins: int) -> None:
             "user_id": patient, "timestamp": stamp, "job_id": f"job-{days:012x}", "s3_key": "k",
             "analysis_type": "multimodal", "analyzed_at": stamp, "status": "completed",
             "results": {"facial_emotion": VISION["facial_emotion"], "vocal_markers": AUDIO["vocal_markers"],
-                        "compliance": VISION["compliance"], "multimodal_fusion": {"risk_level": "low"}}}))
+                        "compliance": VISION["compliance"], "multimodal_fusion": {"risk_level": "low"}, **results}}))
 
 
 def test_the_thresholds_set_on_the_checkin_are_applied_and_shown_in_the_result():

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.dynamo import from_item, is_conditional_failure
+from shared.dynamo import from_item, is_conditional_failure, items
 
 @dataclass(frozen=True)
 class RosterEntry:
@@ -58,24 +58,12 @@ class DynamoRoster:
     async def patients(self, clinic_id: str) -> list[RosterEntry]:
         request: dict[str, Any] = {"TableName": self._table, "KeyConditionExpression": "clinic_id = :c",
                                    "ExpressionAttributeValues": {":c": {"S": clinic_id}}}
-        entries: list[RosterEntry] = []
-        while True:
-            response = await self._db.query(**request)
-            entries += [_entry(from_item(item)) for item in response.get("Items", [])]
-            if "LastEvaluatedKey" not in response:
-                return entries
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return [_entry(item) async for item in items(self._db, "query", **request)]
 
     async def clinics(self) -> list[str]:
         """Every clinic with a patient (a scan: for the daily sweep, not for pages)."""
         request: dict[str, Any] = {"TableName": self._table, "ProjectionExpression": "clinic_id"}
-        found: set[str] = set()
-        while True:
-            response = await self._db.scan(**request)
-            found |= {item["clinic_id"]["S"] for item in response.get("Items", [])}
-            if "LastEvaluatedKey" not in response:
-                return sorted(found)
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return sorted({item["clinic_id"] async for item in items(self._db, "scan", **request)})
 
     async def delete(self, clinic_id: str, patient_id: str) -> bool:
         response = await self._db.delete_item(

@@ -94,7 +94,11 @@ def evaluate(item: dict[str, Any], earlier: list[dict[str, Any]], rules: AlertRu
                                 "baseline_mean": m.baseline.get("mean"), "baseline_sd": m.baseline.get("sd"),
                                 "z_score": m.baseline.get("z_score"),
                                 "relative_change": m.baseline.get("relative_change"),
-                                "direction": m.baseline.get("direction"), "method": m.marker.get("method")}
+                                "direction": m.baseline.get("direction"), "method": m.marker.get("method"),
+                                # the change rule that fired and its figures (fusion's change.py), when present
+                                **{k: m.baseline[k] for k in ("rules_fired", "rci", "rci_threshold", "cusum",
+                                                               "cusum_threshold", "cusum_checkins")
+                                   if m.baseline.get(k) is not None}}
                                for m in declines]})
 
     if rules.transcript_flags:

@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.dynamo import delete_queried, from_item, is_conditional_failure, to_attribute, to_item
+from shared.dynamo import delete_queried, from_item, is_conditional_failure, items, to_attribute, to_item
 from shared.identity import patient_key
 from shared.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX
 
@@ -123,14 +123,11 @@ class DynamoAlertStore:
                                            ConsistentRead=True)
         return Alert.from_stored(from_item(response["Item"])) if "Item" in response else None
 
-    async def _query(self, **request: Any) -> list[Alert]:
-        alerts: list[Alert] = []
-        while True:
-            response = await self._db.query(TableName=self._table, **request)
-            alerts += [Alert.from_stored(from_item(item)) for item in response.get("Items", [])]
-            if "LastEvaluatedKey" not in response or len(alerts) >= request.get("Limit", 10**9):
-                return alerts
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    async def _query(self, *, limit: int | None = None, **request: Any) -> list[Alert]:
+        """Every alert the query finds, or the first `limit` of them."""
+        pages = {"PageSize": limit, "MaxItems": limit} if limit else {}
+        return [Alert.from_stored(item)
+                async for item in items(self._db, "query", TableName=self._table, **request, PaginationConfig=pages)]
 
     async def open_alerts(self, clinic_id: str) -> list[Alert]:
         return await self._query(IndexName=OPEN_ALERTS_INDEX, KeyConditionExpression="clinic_id = :c",
@@ -139,8 +136,8 @@ class DynamoAlertStore:
     async def for_patient(self, clinic_id: str, patient_id: str, limit: int = 50) -> list[Alert]:
         found = await self._query(IndexName=PATIENT_ALERTS_INDEX, KeyConditionExpression="patient_key = :p",
                                   ExpressionAttributeValues={":p": {"S": patient_key(clinic_id, patient_id)}},
-                                  ScanIndexForward=False, Limit=limit)
-        return found[:limit]
+                                  ScanIndexForward=False, limit=limit)
+        return found
 
     async def delete_for_patient(self, clinic_id: str, patient_id: str) -> int:
         return await delete_queried(self._db, self._table, {

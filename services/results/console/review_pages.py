@@ -31,6 +31,7 @@ from services.results.alerts.findings import checkin_time, fmt_local
 from services.results.dosing import REASONS, DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound, \
     needs_review
 from services.results.console import views
+from shared.domain import artifacts_prefix
 
 QUEUE_HISTORY = 100  # newest check-ins looked at per patient
 QUEUE_CONCURRENCY = 16
@@ -159,7 +160,7 @@ def review_router(kit: ConsoleKit, reviews: DosingReviews) -> APIRouter:
         except kit.not_found_error:
             return kit.not_found(c)
         key = str((((item.get("results") or {}).get("compliance") or {}).get("review_clip") or {}).get("key") or "")
-        if not key.startswith(f"artifacts/{job_id}/"):
+        if not key.startswith(artifacts_prefix(job_id)):
             await kit.record(c, "console.review_clip_get", "not_found", patient_id=patient_id, job_id=job_id)
             return kit.not_found(c)
         await kit.record(c, "console.review_clip_get", patient_id=patient_id, job_id=job_id)

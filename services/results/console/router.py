@@ -51,7 +51,7 @@ from services.results.console.oidc import OidcSignIn, SignInRefused
 from services.results.console.sessions import LOGIN_SECONDS, ConsoleSessions, https
 from shared.audit import AuditTrail
 from shared.auth import FORBIDDEN, allow
-from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN, artifacts_prefix
 from shared.history import HistoryReader
 from shared.identity import Principal, Role, is_clinic_id
 from shared.job import Job
@@ -435,7 +435,7 @@ def create_console_router(
             compliance = (item.get("results") or {}).get("compliance") or {}
             for found in compliance.get("steps") or []:
                 key = found.get("evidence_frame")
-                if found.get("step") == step and key and str(key).startswith(f"artifacts/{job_id}/"):
+                if found.get("step") == step and key and str(key).startswith(artifacts_prefix(job_id)):
                     return str(key)
             return None
         return await media_redirect(c, patient_id, job_id, "console.evidence_get", key_of,

@@ -57,6 +57,8 @@ def trend(reading: MarkerReading) -> Trend:
     baseline = reading.baseline
     if reading.value is None:
         return Trend(reading.label, "–", f"{reading.label}: not assessed in the last check-in")
+    if baseline.get("measurable") is False:  # the recording failed fusion's quality gate
+        return Trend(reading.label, "·", f"{reading.label}: not measurable in the last check-in")
     if not baseline.get("available"):
         return Trend(reading.label, "·", f"{reading.label}: no baseline yet")
     if baseline.get("notable"):

@@ -34,7 +34,7 @@ TORCH_SIDE = {"torch", "torchvision", "ultralytics", "deepface"}
 @pytest.mark.parametrize("image", IMAGES)
 def test_image_has_not_grown_more_than_20_percent(image):
     """Sizes without the base image (which is built locally where it cannot be
-    pulled, and so differs by machine); the totals are in the README."""
+    pulled, and so differs by machine); the totals are in docs/deployment.md."""
     recorded = sizes.recorded()["images"][image]
     size = inspect_image(image)["Size"]
     own = size - sizes.size_of(sizes.BASE_IMAGE)
@@ -43,7 +43,7 @@ def test_image_has_not_grown_more_than_20_percent(image):
     assert own <= recorded["own_bytes"] * GROWTH_LIMIT, (
         f"{image_name(image)} grew from {recorded['own_bytes'] / 1e6:.0f} MB to {own / 1e6:.0f} MB above "
         f"its base (more than {GROWTH_LIMIT - 1:.0%}). If that is intended, record the new sizes "
-        "(python -m tests.deploy.images.sizes) and update the README's image table.")
+        "(python -m tests.deploy.images.sizes) and update the image table in docs/deployment.md.")
 
 
 def test_cpu_vision_image_is_small_and_carries_no_torch_compiler_or_build_cache():
@@ -181,7 +181,7 @@ def test_the_manifests_and_compose_run_every_image_built():
 
 def test_recorded_sizes_name_every_image():
     assert set(sizes.recorded()["images"]) == set(IMAGES)
-    assert (REPO / "README.md").read_text().count("| schizodot-") >= len(IMAGES)
+    assert (REPO / "docs" / "deployment.md").read_text().count("| schizodot-") >= len(IMAGES)
 
 
 @pytest.mark.parametrize(("env", "setting"), [

@@ -54,7 +54,15 @@ def test_a_decline_is_only_a_marker_notably_worse_on_its_worse_side():
     assert "pitch_mean" not in names and "head_movement" not in names  # no side is worse for these
     speech = next(m for m in decline[0].evidence["markers"] if m["marker"] == "speech_rate")
     assert speech["unit"] == "syllables per min" and speech["z_score"] < -2 and speech["baseline_mean"] > 150
+    assert "rules_fired" not in speech  # a block written before the change rule: nothing invented
     assert not [d for d in evaluate(item, earlier, AlertRules(baseline_decline=False)) if d.rule == "baseline_decline"]
+    rate = item["results"]["vocal_markers"]["speech_rate"]
+    rate["baseline"] = {**rate["baseline"], "rules_fired": ["sustained_drift"], "rci": -1.2, "rci_threshold": 3.37,
+                        "cusum": 5.9, "cusum_threshold": 4.82, "cusum_checkins": 3}
+    ruled = next(d for d in evaluate(item, earlier, RULES) if d.rule == "baseline_decline")
+    speech = next(m for m in ruled.evidence["markers"] if m["marker"] == "speech_rate")
+    assert {k: speech[k] for k in ("rules_fired", "cusum", "cusum_threshold", "cusum_checkins")} == {
+        "rules_fired": ["sustained_drift"], "cusum": 5.9, "cusum_threshold": 4.82, "cusum_checkins": 3}
 
 
 def test_transcript_flags_raise_an_alert():

@@ -293,3 +293,27 @@ def test_sign_in_refuses_bad_tokens_other_roles_and_other_sites(console):
         assert vouched.status_code == 303  # a no-referrer page of this site: the browser says same-origin
         ok = sign_in(console.token("north"))
         assert ok.status_code == 303 and ok.headers["location"] == "/console/"  # never to another site
+
+
+def test_the_checkin_page_names_the_change_rule_with_its_figures_and_a_recording_not_measurable(tmp_path):
+    c = Console(tmp_path)
+    items = history("patient-103", "clinic-north", 5)
+    last = items[-1]["results"]
+    rate = last["vocal_markers"]["speech_rate"]["baseline"]
+    last["vocal_markers"]["speech_rate"]["baseline"] = {
+        **rate, "notable": True, "direction": "lower", "rule": "robust baseline ...", "measurable": True,
+        "rci": -5.34, "rci_threshold": 3.69, "cusum": 5.93, "cusum_threshold": 4.82, "cusum_checkins": 3,
+        "rules_fired": ["reliable_change", "sustained_drift"]}
+    speaking = last["vocal_markers"]["speaking_fraction"]["baseline"]
+    last["vocal_markers"]["speaking_fraction"]["baseline"] = {
+        **speaking, "notable": False, "measurable": False,
+        "reason": "not measurable: only 1.2 s of voiced speech (at least 2 s needed)"}
+    asyncio.run(c.add(items))
+    with TestClient(c.app) as http:
+        page = http.get(f"/console/patients/patient-103/checkins/{items[-1]['job_id']}", headers=c.headers("north"))
+        overview = http.get("/console/", headers=c.headers("north"))
+    assert page.status_code == 200
+    assert ("notably lower</strong>; reliable change, RCI -5.3 (threshold 3.69); sustained drift, CUSUM 5.9 over "
+            "3 check-ins (threshold 4.82)") in page.text
+    assert "not measurable: only 1.2 s of voiced speech (at least 2 s needed)" in page.text
+    assert "Speaking time: not measurable in the last check-in" in overview.text

@@ -1,0 +1,106 @@
+"""Every place the local AWS server reaches past moto's public API, in one module.
+
+moto keeps its state in Python objects with no export or import of their own, so
+keeping that state on disk needs some of their insides. What is used, and why no
+public API serves:
+
+- `Queue._messages` (read): moto lists a queue's messages only through
+  `Queue.messages`, which leaves out those in flight and delayed; the store must
+  keep those too, with their visibility and receipt handles.
+- `Key.__dict__`, its signer's `__dict__` and `Key.__new__` (KMS): a key has no
+  export; its id and key material must come back exactly as they were, or what
+  was encrypted under it could not be decrypted (a replayed CreateKey makes a new
+  key).
+- `FakeMultipart.__dict__` and `FakeMultipart.__new__` (S3): an upload in progress
+  has no export, and each part is stored once, apart from its description.
+- Object versions, SQS messages and DynamoDB items themselves go through public
+  attributes and methods (`bucket.keys.getlist/setlist`, `bucket.multiparts`,
+  `Queue.add_message`, `Queue.pending_messages`, `Queue.deleted_messages`,
+  `backend.purge_queue`, `get_item`/`put_item`), pickled where they have no other form.
+
+A moto upgrade that renames one of these fails the durability tests
+(tests/faults/test_durable_aws.py), which restart the server over every kind of state.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+
+def all_messages(queue: Any) -> list[Any]:
+    """Every message of a moto queue, visible, in flight or delayed (copied: requests run in threads)."""
+    return list(queue._messages)
+
+
+def restore_message(queue: Any, message: Any, pending: bool) -> None:
+    """Put a stored message back into its queue, in flight again if it was."""
+    queue.add_message(message)
+    if pending:
+        queue.pending_messages.add(message)
+
+
+def empty_queue(backend: Any, queue: Any) -> None:
+    """Drop a queue's messages (PurgeQueue), leaving when it was last purged as it was."""
+    last_purged_at = queue.last_purged_at
+    backend.purge_queue(queue.name)
+    queue.last_purged_at = last_purged_at
+
+
+def upload_description(upload: Any) -> dict[str, Any]:
+    """A multipart upload in progress without its parts (they are stored one by one)."""
+    return {name: value for name, value in upload.__dict__.items() if name != "parts"}
+
+
+def restored_upload(description: dict[str, Any], parts: dict[int, Any]) -> Any:
+    from moto.s3.models import FakeMultipart
+
+    upload = FakeMultipart.__new__(FakeMultipart)
+    upload.__dict__.update(description)
+    upload.parts = parts
+    return upload
+
+
+def dump_kms_key(key: Any, backend: Any) -> bytes:
+    """A moto KMS key as bytes: its attributes, its private key as PKCS#8 (the
+    cryptography object does not pickle) and its tags."""
+    from cryptography.hazmat.primitives import serialization
+
+    state = dict(key.__dict__)
+    signer = state.pop("private_key", None)
+    private = None
+    if signer is not None:
+        inner = dict(signer.__dict__)
+        pem = inner.pop("private_key").private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption())
+        private = (type(signer).__module__, type(signer).__qualname__, inner, pem)
+    tags = backend.tagger.list_tags_for_resource(key.id).get("Tags", [])
+    return pickle.dumps({"key": state, "private": private, "tags": tags})
+
+
+def load_kms_key(blob: bytes, backend: Any) -> Any:
+    import importlib
+
+    from cryptography.hazmat.primitives import serialization
+    from moto.kms.models import Key
+
+    data = pickle.loads(blob)
+    key = Key.__new__(Key)
+    key.__dict__.update(data["key"])
+    if data["private"] is not None:
+        module, name, inner, pem = data["private"]
+        signer_class = getattr(importlib.import_module(module), name)
+        signer = signer_class.__new__(signer_class)
+        signer.__dict__.update(inner)
+        signer.private_key = serialization.load_pem_private_key(pem, password=None)
+        key.private_key = signer
+    if data["tags"]:
+        backend.tagger.tag_resource(key.id, data["tags"])
+    return key
+
+
+def backends(backend_dict: Any) -> list[tuple[str, str, Any]]:
+    """(account, region, backend) for every backend moto has made, copied first:
+    another request may be adding one."""
+    return [(account, region, backend) for account, regions in list(backend_dict.items())
+            for region, backend in list(regions.items())]
