@@ -48,6 +48,7 @@ from rich.table import Table
 from schizodot import stack
 from schizodot.dev_identity import USERS, DevIssuer
 from schizodot.resilience import RetryPolicy, ServiceUnreachable, describe, http_request
+from schizodot.upload import upload_arguments
 
 console = Console(stderr=True)
 # Piped output keeps whole ids and timestamps rather than rich's 80-column default.
@@ -157,11 +158,13 @@ def submit(args: argparse.Namespace) -> int:
         trace = job.get("trace_id") or "(tracing off)"
         console.print(f"job [bold]{job_id}[/] created (trace id {trace}); "
                       f"uploading {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
-        # The presigned POST: S3 checks the size and type it was signed for. S3 may answer 500
-        # InternalError or 503 SlowDown; posting the same bytes to the same key is safe to repeat.
-        uploaded = http_request(http, "POST", job["upload_url"], policy=policy, what="uploading the check-in",
-                                retry_statuses=frozenset({500, 429, 502, 503, 504}), data=job["upload_fields"],
-                                files={"file": (path.name, path.read_bytes(), content_type)})
+        # A PUT to the ingest API, or the presigned POST, whose signature S3 checks the size and type
+        # against (docs/uploads.md). S3 may answer 500 InternalError or 503 SlowDown; sending the same
+        # bytes again is safe (the API answers 409 once it has them, and nothing is replaced).
+        upload = upload_arguments(job, path.name, path.read_bytes(), content_type, uploader)
+        uploaded = http_request(http, upload.pop("method"), upload.pop("url"), policy=policy,
+                                what="uploading the check-in", retry_statuses=frozenset({500, 429, 502, 503, 504}),
+                                **upload)
         if uploaded.status_code not in (200, 201, 204):
             return _fail(f"upload failed ({uploaded.status_code}): {uploaded.text[:300]}", EXIT_USAGE)
         status = _follow(http, api, job_id, args.timeout, policy, uploader)

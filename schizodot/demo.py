@@ -24,6 +24,7 @@ import httpx
 
 from schizodot import cli, samples, stack
 from schizodot.dev_identity import DevIssuer
+from schizodot.upload import upload_arguments
 
 ANSWERS = (  # (the script's prompt id, the answer); shared/clinics.py holds the default questions
     ("mood", "Good morning. I feel quite calm today."),
@@ -52,7 +53,8 @@ CONSOLE_SESSION_SECONDS = 8 * 3600  # the demo clinician's sign-in link lasts a 
 
 
 def _analysed(config: stack.StackConfig, issuer: DevIssuer, video, timeline: list[dict], patient_id: str) -> dict:
-    """One check-in as a clinic app sends it (presigned POST), followed until it is done."""
+    """One check-in as a clinic app sends it (as the analyze answer says, with its timeline), followed until
+    it is done."""
     uploader = {"Authorization": f"Bearer {issuer.mint('dev-uploader')}"}
     with httpx.Client(timeout=60) as http:
         job = http.post(f"{config.api_url}/api/v1/analyze", headers=uploader, json={
@@ -60,8 +62,8 @@ def _analysed(config: stack.StackConfig, issuer: DevIssuer, video, timeline: lis
             "metadata": {"session_type": "demo"}, "timeline": timeline})
         job.raise_for_status()
         created = job.json()
-        http.post(created["upload_url"], data=created["upload_fields"],
-                  files={"file": (video.name, video.read_bytes(), "video/mp4")}).raise_for_status()
+        http.request(**upload_arguments(created, video.name, video.read_bytes(), "video/mp4", uploader)
+                     ).raise_for_status()
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             status = http.get(f"{config.api_url}/api/v1/jobs/{created['job_id']}", headers=uploader).json()
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         video = folder / ("checkin_photo.mp4" if args.photo else "checkin_hand.mp4")
         print(f"3/4 today's check-in, slower, answering later and with longer pauses: {video}", flush=True)
         _checkin(video, *LATEST, hand)
-        print("4/4 submitting it as a clinic app would (presigned upload, with its timeline), following the job; "
+        print("4/4 submitting it as a clinic app would (upload as the API answers, with its timeline), following the job; "
               "below, the answers to each question with their markers and the transcript's language", flush=True)
         code = cli.main(["--api-url", config.api_url, "submit", str(video), "--patient-id", args.patient_id,
                          "--metadata", "session_type=demo", "--timeline", str(video.with_suffix(".timeline.json"))])

@@ -18,6 +18,7 @@ import pytest
 
 from schizodot import samples, stack
 from schizodot.dev_identity import DEV_CLINIC, DevIssuer
+from schizodot.upload import upload_arguments
 from shared.aws import sync_client
 from shared.dynamo import from_item
 from shared.identity import patient_key
@@ -68,9 +69,9 @@ class RunningStack:
                 "patient_id": patient_id, "filename": path.name, "content_type": content_type})
             assert created.status_code == 201, created.text
             job = created.json()
-            uploaded = http.post(job["upload_url"], data=job["upload_fields"],
-                                 files={"file": (path.name, path.read_bytes(), content_type)})
-            assert uploaded.status_code in (200, 204), uploaded.text
+            uploaded = http.request(**upload_arguments(job, path.name, path.read_bytes(), content_type,
+                                                       self.auth(user)))
+            assert uploaded.status_code in (200, 201, 204), uploaded.text
         return job["job_id"]
 
     def stored_key(self, patient_id: str, clinic: str = DEV_CLINIC) -> str:

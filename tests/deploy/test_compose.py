@@ -148,3 +148,20 @@ def test_the_local_aws_server_runs_from_its_mounted_package(resolved):
     source, options = mounts[f"{moto['working_dir'].rstrip('/')}/local_aws"]
     assert source.rstrip("/").endswith("local_aws") and options == ["ro"]
     assert (REPO / "local_aws" / "__main__.py").exists()
+
+
+def test_only_the_apis_are_published_beyond_this_machine_and_uploads_go_through_ingest(resolved, monkeypatch):
+    """Issue 19, finding 1: the local AWS server is for this machine (loopback); phones and clinic apps
+    send recordings to the ingest API (upload mode "proxy", docs/uploads.md), never to it."""
+    from services.ingest.settings import IngestSettings
+
+    beyond = {}
+    for name, service in resolved["services"].items():
+        for port in service.get("ports", []):  # "127.0.0.1:4566:4566/tcp", or {published, target[, host_ip]}
+            host = port.get("host_ip", "") if isinstance(port, dict) else (
+                port.split(":")[0] if port.count(":") == 2 else "")
+            if host != "127.0.0.1":
+                beyond[name] = port
+    assert set(beyond) == {"ingest", "results"}, beyond
+    ingest = settings_from(IngestSettings, resolved["services"]["ingest"]["environment"], monkeypatch)
+    assert ingest.upload_mode == "proxy"

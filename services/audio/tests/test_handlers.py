@@ -70,7 +70,7 @@ def _run(path, *, upload: bool = True, timeline: CheckinTimeline | None = None):
         if upload:
             fakes.storage.put_file(key, path)
         deps = ModalityDeps(storage=fakes.storage, analyse=make_analyse(analyser, 16000), executor=None)
-        request = AnalysisRequested(job_id=job_id, bucket=fakes.storage.bucket, s3_key=key)
+        request = AnalysisRequested(job_id=job_id)
         await deliver(fakes.runner(AUDIO, deps), encode_event(request.TYPE, "urn:schizodot:ingest", job_id, request))
         return job_id, await fakes.jobs.get(job_id)
 
