@@ -1,0 +1,145 @@
+"""What every console route shares: the console's state, who is calling, pages, audit and clinic scoping.
+
+`Console` is the console's state (stores, clinic directory, sessions, templates, headers),
+built once by `create_console_router` and bound to each request by the router's
+dependency; routes reach it with `Depends(console_of)` and the signed-in clinician with
+`Depends(caller)`. Its methods are the rules every page follows: a patient not on the
+clinic's roster, or a check-in of another clinic, is `NotFound` (answered like a missing
+one, and recorded), and every read is audited before anything is served.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment
+
+from services.results import dosing
+from services.results.alerts.clinics import ClinicDirectory, ClinicProfile
+from services.results.alerts.findings import clinic_of
+from services.results.alerts.roster import Roster
+from services.results.alerts.store import AlertStore
+from services.results.console.oidc import OidcSignIn
+from services.results.console.ports import AuditEvent, MediaLinks
+from services.results.console.sessions import ConsoleSessions
+from shared.audit import AuditTrail
+from shared.auth import FORBIDDEN
+from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.history import HistoryReader
+from shared.identity import Principal, Role
+from shared.jobs import JobStore
+
+CONSOLE_ROLES = (Role.CLINICIAN, Role.CLINIC_ADMIN)
+_PATIENT = re.compile(PATIENT_ID_PATTERN)
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass
+class Caller:
+    principal: Principal
+    clinic_id: str
+    clinic: ClinicProfile
+    csrf: str = ""  # the token its forms carry (sessions.py)
+
+    def key_of(self, patient_id: str) -> str:
+        return self.principal.key_of(patient_id)
+
+
+@dataclass(frozen=True)
+class Console:
+    principal: Callable[[Request], Awaitable[Principal]]  # shared.auth.principal_dependency
+    jobs: JobStore
+    history: HistoryReader
+    roster: Roster
+    alerts: AlertStore
+    media: MediaLinks
+    audit: AuditTrail
+    clinics: ClinicDirectory
+    sessions: ConsoleSessions | None
+    oidc: OidcSignIn | None
+    public_url: str | None  # the console's public address (the provider's redirect URI is under it)
+    prefix: str
+    media_url_seconds: int
+    history_limit: int
+    clock: Callable[[], datetime]
+    reviews: dosing.DosingReviews | None
+    templates: Environment
+    headers: dict[str, str]  # every page's (CSP, no-store, ...)
+    login_headers: dict[str, str]  # the sign-in pages' (a stricter CSP)
+
+    def page(self, name: str, c: Caller, status: int = 200, **context: Any) -> HTMLResponse:
+        body = self.templates.get_template(name).render(
+            clinic=c.clinic, clinic_id=c.clinic_id, zone=c.clinic.zone,
+            zone_now=self.clock().astimezone(c.clinic.zone).strftime("%Z"),
+            user=c.principal.display_name or c.principal.subject, csrf=c.csrf, signed_in_by_cookie=bool(c.csrf),
+            admin=c.principal.role is Role.CLINIC_ADMIN, **context)
+        return HTMLResponse(body, status_code=status, headers=self.headers)
+
+    def not_found(self, c: Caller) -> HTMLResponse:
+        return self.page("not_found.html", c, status=404)
+
+    async def record(self, c: Caller, action: str, outcome: str = "success", **fields: Any) -> None:
+        await self.audit.record(AuditEvent(action=action, principal=c.principal, outcome=outcome, **fields))
+
+    async def patient_of(self, c: Caller, patient_id: str, action: str) -> None:
+        """404 unless the patient is on the caller's clinic's roster (recorded as not_found)."""
+        if not _PATIENT.match(patient_id) or await self.roster.get(c.clinic_id, patient_id) is None:
+            await self.record(c, action, "not_found", patient_id=patient_id if _PATIENT.match(patient_id) else None)
+            raise NotFound()
+
+    async def clinic_history(self, c: Caller, patient_id: str, limit: int) -> list[dict[str, Any]]:
+        return [i for i in await self.history.latest(c.key_of(patient_id), limit) if clinic_of(i) == c.clinic_id]
+
+    async def checkin_of(self, c: Caller, patient_id: str, job_id: str, action: str) -> dict[str, Any]:
+        await self.patient_of(c, patient_id, action)
+        item = await self.history.for_job(c.key_of(patient_id), job_id) if JOB_ID_PATTERN.match(job_id) else None
+        if item is None or clinic_of(item) != c.clinic_id:
+            await self.record(c, action, "not_found", patient_id=patient_id)
+            raise NotFound()
+        return item
+
+    def local_path(self, path: str) -> str:
+        """`path` if it is a page of the console (never another site: no open redirect), else ''."""
+        parts = urlsplit(path)
+        if parts.scheme or parts.netloc or not parts.path.startswith(self.prefix + "/") or "\\" in path:
+            return ""
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def console_of(request: Request) -> Console:
+    """The console serving this request (bound by `create_console_router`'s router)."""
+    return request.state.console
+
+
+async def caller(request: Request, console: Console = Depends(console_of)) -> Caller:
+    """The signed-in clinician or clinic admin (401 without a credential, the one 403 for other roles)."""
+    who = await console.principal(request)
+    if who.role not in CONSOLE_ROLES:
+        raise HTTPException(status_code=403, detail=FORBIDDEN)
+    assert who.clinic_id is not None  # clinicians and clinic admins belong to a clinic
+    return Caller(who, who.clinic_id, console.clinics.get(who.clinic_id),
+                  console.sessions.csrf_token(request) if console.sessions else "")
+
+
+def same_site(request: Request) -> None:
+    """403 unless a form post comes from this site (Sec-Fetch-Site and Origin)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise HTTPException(status_code=403, detail="cross-site requests are refused")
+    origin = request.headers.get("origin")
+    # A page under `Referrer-Policy: no-referrer` posts `Origin: null`; then only the browser's
+    # own Sec-Fetch-Site may vouch for it.
+    if origin == "null" and site != "same-origin":
+        raise HTTPException(status_code=403, detail="cross-site requests are refused")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        raise HTTPException(status_code=403, detail="cross-site requests are refused")
