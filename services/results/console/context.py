@@ -30,7 +30,7 @@ from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import AuditEvent, MediaLinks
 from services.results.console.sessions import ConsoleSessions
 from shared.audit import AuditTrail
-from shared.auth import FORBIDDEN
+from shared.auth import allow
 from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.history import HistoryReader
 from shared.identity import Principal, Role
@@ -121,11 +121,14 @@ def console_of(request: Request) -> Console:
     return request.state.console
 
 
-async def caller(request: Request, console: Console = Depends(console_of)) -> Caller:
-    """The signed-in clinician or clinic admin (401 without a credential, the one 403 for other roles)."""
-    who = await console.principal(request)
-    if who.role not in CONSOLE_ROLES:
-        raise HTTPException(status_code=403, detail=FORBIDDEN)
+async def principal(request: Request, console: Console = Depends(console_of)) -> Principal:
+    """Who is calling (401 without a valid credential)."""
+    return await console.principal(request)
+
+
+async def caller(request: Request, who: Principal = Depends(allow(principal, *CONSOLE_ROLES)),
+                 console: Console = Depends(console_of)) -> Caller:
+    """The signed-in clinician or clinic admin (the one 403 for other roles: `allow`), in their clinic."""
     assert who.clinic_id is not None  # clinicians and clinic admins belong to a clinic
     return Caller(who, who.clinic_id, console.clinics.get(who.clinic_id),
                   console.sessions.csrf_token(request) if console.sessions else "")
