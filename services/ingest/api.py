@@ -44,10 +44,18 @@ from datetime import datetime, timedelta, timezone
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from services.ingest.checkins import NewCheckin, create_checkin
 from services.ingest.handlers import ehr_media_problem
+from services.ingest.schemas import (
+    AnalyzeResponse,
+    EventAccepted,
+    LinkUploadRequest,
+    PatientLinkRequest,
+    PatientLinkResponse,
+    RecordingReceived,
+)
 from services.ingest.settings import CheckinLimits, UploadPolicy
 from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
 from shared.auth import (
@@ -61,8 +69,6 @@ from shared.auth import (
 from shared.domain import (
     JOB_ID_PATTERN,
     CheckinRequest,
-    Metadata,
-    PatientId,
     job_id_for_event,
     new_job_id,
 )
@@ -73,10 +79,8 @@ from shared.http import EVENT_BYTES, install_readable_validation_errors, install
 from shared.identity import Principal, Role, local_patient_id, patient_key
 from shared.job import Job, JobStatus
 from shared.jobs import JobStore
-from shared.options import CheckinOptions
 from shared.ratelimit import RateLimiter
 from shared.storage import PresignedPost
-from shared.timeline import TimelineField
 from shared.tracing import start_job_trace
 
 # (key, content type, max bytes, expiry seconds) -> presigned POST
@@ -90,56 +94,6 @@ LINK_RECORDING = "checkin-recording"  # the file name of a check-in recorded thr
 RECORDINGS_PATH = "/api/v1/uploads/"  # + job id: upload mode "proxy"
 log = structlog.get_logger()
 JobId = Path(pattern=JOB_ID_PATTERN.pattern, description="e.g. job-abc123def456")
-
-
-class AnalyzeResponse(BaseModel):
-    job_id: str
-    status: str
-    s3_key: str
-    upload_url: str
-    upload_method: str = Field("POST", description="PUT: send the file as the body, with its Content-Type and "
-                               "this API's credential; POST: a multipart/form-data form, the fields then the file")
-    upload_fields: dict[str, str] = Field(description="form fields to send before the file (POST only)")
-    max_bytes: int
-    expires_in: int
-    expires_at: str
-    trace_id: str | None = None  # find the job's trace in Jaeger by it
-
-
-class PatientLinkRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    patient_id: PatientId
-    metadata: Metadata = Field(default_factory=dict)
-    options: CheckinOptions = Field(default_factory=CheckinOptions,
-                                    description="analyses and thresholds for the check-in (shared.options)")
-    expires_in: int | None = Field(None, ge=60, description="seconds; at most INGEST_PATIENT_LINK_MAX_SECONDS")
-
-
-class PatientLinkResponse(BaseModel):
-    job_id: str
-    token: str = Field(description="shown once; the link's only copy")
-    url: str = Field(description="the patient page, with the token in the fragment (never sent to a server)")
-    expires_at: str
-
-
-class LinkUploadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    content_type: str = Field(min_length=1, max_length=200)
-    timeline: TimelineField | None = Field(None, description="when each prompt and dosing step was shown "
-                                           "(shared.timeline)")
-
-
-class RecordingReceived(BaseModel):
-    job_id: str
-    status: str = "received"
-    bytes: int
-
-
-class EventAccepted(BaseModel):
-    job_id: str
-    message_id: str
 
 
 @dataclass

@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import structlog
 from urllib.parse import quote
@@ -49,9 +49,18 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pydantic import BaseModel, Field
 
-from services.ingest.patient.script import CheckinScript, ScriptCatalog
+from services.ingest.patient.schemas import (
+    UPLOAD_ID,
+    PartReceived,
+    SessionView,
+    SignedPart,
+    StatusView,
+    UploadContinue,
+    UploadPlan,
+    UploadStart,
+)
+from services.ingest.patient.script import ScriptCatalog
 from services.ingest.patient.uploads import (
     MultipartPolicy,
     MultipartStore,
@@ -63,16 +72,12 @@ from shared.audit import AuditEvent, AuditTrail
 from shared.auth import PatientLinkStore, allow
 from shared.identity import Principal, Role
 from shared.job import COMPLETED, FAILED, PROCESSING, Job
-from shared.timeline import TimelineField
 
 log = structlog.get_logger()
 
 HERE = Path(__file__).resolve().parent
 STATIC_FILES = {"checkin.js": "text/javascript; charset=utf-8", "checkin.css": "text/css; charset=utf-8"}
 NOT_FOUND = "this check-in link does not lead to a check-in"
-UPLOAD_ID = r"^[A-Za-z0-9._~=+/-]{1,1024}$"
-
-State = Literal["awaiting_recording", "received", "analysing", "done", "not_analysed", "closed"]
 
 
 class CheckinJobs(Protocol):
@@ -81,53 +86,6 @@ class CheckinJobs(Protocol):
     async def get(self, job_id: str) -> Job | None: ...
 
     async def record_timeline(self, job_id: str, timeline: list[dict[str, Any]]) -> bool: ...
-
-
-class StatusView(BaseModel):
-    state: State
-    progress: int = Field(0, ge=0, le=100)
-
-
-class SessionView(StatusView):
-    checkin_id: str = Field(description="the job id: where the page keeps an unsent recording on the device")
-    script: CheckinScript
-    max_bytes: int
-    part_bytes: int
-    accepted_types: tuple[str, ...]
-
-
-class UploadStart(BaseModel):
-    content_type: str = Field(min_length=1, max_length=200)
-    size: int = Field(ge=1)
-    timeline: TimelineField | None = Field(None, description="when the page showed each prompt and dosing step, "
-                                           "in ms from the start of the recording (shared.timeline)")
-
-
-class UploadContinue(BaseModel):
-    upload_id: str = Field(pattern=UPLOAD_ID)
-    size: int = Field(ge=1)
-
-
-class SignedPart(BaseModel):
-    number: int
-    size: int
-    url: str
-
-
-class UploadPlan(BaseModel):
-    upload_id: str
-    size: int
-    part_bytes: int
-    content_type: str | None = None
-    parts: list[SignedPart] = Field(description="the parts still to send, with URLs")
-    send_token: bool = Field(False, description="send the link's token with each part (the parts go to this API)")
-    done: list[int] = Field(default_factory=list, description="parts S3 already holds")
-    expires_in: int
-
-
-class PartReceived(BaseModel):
-    number: int
-    size: int
 
 
 def _page_headers(upload_origin: str | None) -> dict[str, str]:
