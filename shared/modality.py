@@ -67,7 +67,8 @@ async def analyse_media(work: Work[AnalysisRequested], deps: ModalityDeps) -> St
     title = modality.capitalize()
     with tempfile.TemporaryDirectory(prefix=f"{modality}-") as workdir:
         path = Path(workdir) / "media"
-        await deps.storage.download(request.s3_key, path, bucket=request.bucket)  # MediaUnavailable: InputError
+        # where the media is comes from the job (the message carries its id only); MediaUnavailable: InputError
+        await deps.storage.download(work.job.s3_key, path, bucket=work.job.pipeline.bucket)
         progress = ProgressBridge(work.progress, title)
         started = time.monotonic()
         with tracer.start_as_current_span(f"{modality} analysis") as span:

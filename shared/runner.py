@@ -230,6 +230,12 @@ class StageRunner(Generic[E, D]):
             check_route(stage.name, emit.to, emit.event)
         outputs = dict(outcome.outputs)
         if outcome.artifact is not None:
+            # A job that ended while the stage worked (failed, or its patient erased) gets nothing more: an
+            # artifact written now would outlive the erasure and its late sweep (results/erasure.py).
+            current = await self._jobs.get(inbound.job_id)
+            if current is None or not current.active:
+                log.info("stage output dropped: the job ended while the stage ran")
+                return
             key = artifact_key(inbound.job_id, stage.name)
             await self._storage.put_json(key, outcome.artifact)
             outputs["artifact_key"] = key

@@ -18,6 +18,7 @@ import pytest
 
 from schizodot import samples, stack
 from schizodot.dev_identity import DEV_CLINIC, DevIssuer
+from schizodot.upload import upload_arguments
 from shared.aws import sync_client
 from shared.dynamo import from_item
 from shared.identity import patient_key
@@ -68,9 +69,9 @@ class RunningStack:
                 "patient_id": patient_id, "filename": path.name, "content_type": content_type})
             assert created.status_code == 201, created.text
             job = created.json()
-            uploaded = http.post(job["upload_url"], data=job["upload_fields"],
-                                 files={"file": (path.name, path.read_bytes(), content_type)})
-            assert uploaded.status_code in (200, 204), uploaded.text
+            uploaded = http.request(**upload_arguments(job, path.name, path.read_bytes(), content_type,
+                                                       self.auth(user)))
+            assert uploaded.status_code in (200, 201, 204), uploaded.text
         return job["job_id"]
 
     def stored_key(self, patient_id: str, clinic: str = DEV_CLINIC) -> str:
@@ -121,6 +122,7 @@ class RunningStack:
 # Clinics of the browser tests (tests/browser/test_checkin_to_console.py): one whose rules raise an
 # alert on every check-in, delivered to the test's webhook receiver, and one whose receiver answers 500.
 E2E_CLINIC, FAILING_CLINIC = "e2e-clinic", "e2e-failing"
+SPANISH_CLINIC, MALAY_CLINIC = "clinica-sur", "klinik-kl"
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +147,10 @@ def _clinics_file(folder: Path, receiver_url: str) -> Path:
     path = folder / "clinics.json"
     path.write_text(json.dumps({"default": {"timezone": "UTC"}, "clinics": {
         E2E_CLINIC: clinic("Browser Test Clinic", "Europe/Berlin", E2E_CLINIC),
-        FAILING_CLINIC: clinic("Failing Receiver Clinic", "America/New_York", FAILING_CLINIC)}}))
+        FAILING_CLINIC: clinic("Failing Receiver Clinic", "America/New_York", FAILING_CLINIC),
+        # the languages their patients speak (services/audio/languages.py; tests/integration/test_languages_stack.py)
+        SPANISH_CLINIC: {"name": "Clínica Sur", "timezone": "Europe/Madrid", "languages": ["es", "en"]},
+        MALAY_CLINIC: {"name": "Klinik KL", "timezone": "Asia/Kuala_Lumpur", "languages": ["ms"]}}}))
     return path
 
 

@@ -16,7 +16,9 @@ Pipeline of ``analyse(wav)``, one concept per module:
 4. ``quality``: clipping, bandwidth, noise and a second voice, as quality flags.
 5. ``transcript`` (when a ``Transcriber`` is given): Whisper over speech windows, in
    the language ``languages.choose_language`` picks from the clinic's expected ones.
-6. ``markers``: the vocal markers in ``shared.markers``' shape.
+6. ``markers``: the vocal markers in ``shared.markers``' shape; ``answers``: the same
+   and the transcript's word markers per answer to each prompt, where the check-in
+   carries a timeline.
 7. ``emotion``: abstains unless a model is configured; a model's probabilities
    over speech windows of <= 30 s are averaged, weighted by speech time.
 
@@ -33,6 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from services.audio import emotion
+from services.audio.answers import answers
 from services.audio.audio_file import AudioFile
 from services.audio.languages import DEFAULT_LANGUAGES, LanguageChoice, choose_language
 from services.audio.markers import vocal_markers
@@ -40,6 +43,7 @@ from services.audio.quality import AudioQuality, clipping_and_bandwidth, snr_db,
 from services.audio.timing import SpeechTiming, speech_timing, speech_windows
 from services.audio.vad import SAMPLE_RATE, Segment, SileroVad, speech_segments
 from services.audio.voice import measure_voice, praat_version
+from shared.timeline import CheckinTimeline
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -98,10 +102,12 @@ class AudioAnalyser:
         self._lock = threading.Lock()
 
     def analyse(self, wav_path: Path, on_progress: ProgressCallback | None = None, *, transcribe: bool = True,
-                languages: tuple[str, ...] = DEFAULT_LANGUAGES) -> dict:
+                languages: tuple[str, ...] = DEFAULT_LANGUAGES, timeline: CheckinTimeline | None = None) -> dict:
         """Analyse one WAV file (16 kHz mono is read in chunks; other formats are converted in memory).
         `transcribe=False`: no transcript for this check-in (its options did not ask for one).
         `languages`: the languages the patient's clinic expects (Whisper's codes).
+        `timeline`: when each prompt was shown (shared.timeline), for the per-answer markers
+        (answers.py); None: the check-in has none, and its answers block says so.
 
         Returns a JSON-serialisable dict. Raises ``InputError`` when the file cannot
         be decoded as audio and ``FileNotFoundError`` when it does not exist (a
@@ -149,6 +155,7 @@ class AudioAnalyser:
                     "voice_quality_seconds": voice.voice_quality_seconds if voice else 0.0,
                 },
                 "transcript": transcript,
+                "answers": answers(timing, transcript, timeline, quality),
                 "models": dict(self.models),
             }
             progress(1.0, "audio analysed")

@@ -37,7 +37,7 @@ def make_analyse(analyser: AudioAnalyser, sample_rate: int, languages: ClinicLan
         transcribe = checkin is None or checkin.options.wants("transcript")  # the check-in's options
         expected = {} if languages is None else {"languages": languages.for_clinic(checkin and checkin.clinic_id)}
         result = analyser.analyse(wav, lambda fraction, message: progress(0.05 + 0.95 * fraction, message),
-                                  transcribe=transcribe, **expected)
+                                  transcribe=transcribe, timeline=checkin.timeline if checkin else None, **expected)
         if isinstance(result.get("audio_quality"), dict):
             result["audio_quality"]["source"] = source
         # the spoken answer to the medication prompt, classified (self_report.py); never observed intake

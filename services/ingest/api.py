@@ -5,16 +5,27 @@ and names the roles that may call it (403 for any other); a job of another clini
 is 404 exactly like one that does not exist. Check-in creation is limited per
 credential (429 with Retry-After) and audited (shared.audit).
 
-- `POST /api/v1/analyze` creates the job and hands back a presigned POST whose
-  policy fixes the key, the content type and a size of 1 byte to
-  `SCHIZODOT_MAX_UPLOAD_BYTES`: S3 itself refuses an oversized or retyped file.
-  The job starts when the upload lands (S3 notification on the ingest queue).
+- `POST /api/v1/analyze` creates the job and says where to send its file. Upload
+  mode "proxy" (`INGEST_UPLOAD_MODE`, the default; docs/uploads.md): a `PUT` of the
+  file to `/api/v1/uploads/{job_id}` here, with the same credential, which this API
+  streams to S3 itself; the storage endpoint is never handed out. Mode "presigned"
+  (real S3): a presigned POST whose policy fixes the key, the content type and a
+  size of 1 byte to `SCHIZODOT_MAX_UPLOAD_BYTES`, so S3 itself refuses an oversized
+  or retyped file. Either way the job starts when the upload lands (S3 notification
+  on the ingest queue).
+- `PUT /api/v1/uploads/{job_id}` (mode "proxy"): the check-in's file, by its
+  creator's clinic (an analyze check-in) or its patient link, only while the check-in
+  waits for it (409 after: a recording, once in, is never overwritten), of the type the
+  check-in declared (its first bytes must be that container), at most
+  `SCHIZODOT_MAX_UPLOAD_BYTES` (413).
 - `POST /api/v1/patient-links` creates a check-in for a patient to record and a
   one-time link to it, to the patient page (`/checkin`, services/ingest/patient),
   whose API (`/api/v1/checkin/...`) uploads the recording in parts, resumably, and
   uses the link up when S3 has all of it. `POST /api/v1/patient-link/upload`,
-  called with the link, is the same one recording in a single presigned POST for
-  apps that cannot send parts: it uses the link up at once (a conditional write).
+  called with the link, is the same one recording in one request for apps that
+  cannot send parts: in mode "proxy" a PUT here, which uses the link up once the
+  recording is stored; in mode "presigned" a presigned POST, which uses it up at
+  once (a conditional write).
 - `POST /api/v1/events` takes an EHR's `checkin.submitted` CloudEvent for media
   under `incoming/<clinic>/`, checks that its clinic is the sender's and puts it
   on the ingest queue.
@@ -25,12 +36,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.ingest.checkins import NewCheckin, create_checkin
 from services.ingest.handlers import ehr_media_problem
 from services.ingest.settings import CheckinLimits, UploadPolicy
 from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
@@ -49,14 +62,13 @@ from shared.domain import (
     PatientId,
     job_id_for_event,
     new_job_id,
-    upload_key,
-    utc_now,
 )
 from shared.errors import MalformedMessage
 from shared.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, describe_validation_error, event_data
+from services.ingest.patient.uploads import MultipartStore, UploadRefused, stream_to_s3
 from shared.http import EVENT_BYTES, install_readable_validation_errors, install_request_body_limit
-from shared.identity import Principal, Role, patient_key
-from shared.job import JobStatus, new_job
+from shared.identity import Principal, Role, local_patient_id, patient_key
+from shared.job import Job, JobStatus
 from shared.jobs import JobStore
 from shared.options import CheckinOptions
 from shared.ratelimit import RateLimiter
@@ -72,6 +84,8 @@ CREATES_CHECKINS = (Role.UPLOADER, Role.CLINIC_ADMIN, Role.EHR_INTEGRATION)
 ISSUES_LINKS = (Role.UPLOADER, Role.CLINICIAN, Role.CLINIC_ADMIN)
 READS_JOB_STATUS = (Role.UPLOADER, Role.CLINICIAN, Role.CLINIC_ADMIN, Role.EHR_INTEGRATION)
 LINK_RECORDING = "checkin-recording"  # the file name of a check-in recorded through a patient link
+RECORDINGS_PATH = "/api/v1/uploads/"  # + job id: upload mode "proxy"
+log = structlog.get_logger()
 JobId = Path(pattern=JOB_ID_PATTERN.pattern, description="e.g. job-abc123def456")
 
 
@@ -80,8 +94,9 @@ class AnalyzeResponse(BaseModel):
     status: str
     s3_key: str
     upload_url: str
-    upload_method: str = "POST"
-    upload_fields: dict[str, str] = Field(description="form fields to send before the file (multipart/form-data)")
+    upload_method: str = Field("POST", description="PUT: send the file as the body, with its Content-Type and "
+                               "this API's credential; POST: a multipart/form-data form, the fields then the file")
+    upload_fields: dict[str, str] = Field(description="form fields to send before the file (POST only)")
     max_bytes: int
     expires_in: int
     expires_at: str
@@ -113,6 +128,12 @@ class LinkUploadRequest(BaseModel):
                                            "(shared.timeline)")
 
 
+class RecordingReceived(BaseModel):
+    job_id: str
+    status: str = "received"
+    bytes: int
+
+
 class EventAccepted(BaseModel):
     job_id: str
     message_id: str
@@ -140,6 +161,15 @@ class PatientPage:
     router: APIRouter
     open_paths: tuple[str, ...]
     open_prefixes: tuple[str, ...]
+    body_limits: dict[str, int] = field(default_factory=dict)  # its part route's: one part
+
+
+@dataclass
+class UploadProxy:
+    """Upload mode "proxy": files come to this API, which writes them to S3 in parts of `part_bytes`."""
+
+    store: MultipartStore
+    part_bytes: int
 
 
 RecordingArrived = Callable[[str], Awaitable[bool]]  # S3 holds the object at this key
@@ -147,7 +177,7 @@ RecordingArrived = Callable[[str], Awaitable[bool]]  # S3 holds the object at th
 
 def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, access: IngestAccess,
                enqueue_event: EventQueue | None = None, patient_page: PatientPage | None = None,
-               recording_arrived: RecordingArrived | None = None) -> FastAPI:
+               recording_arrived: RecordingArrived | None = None, proxy: UploadProxy | None = None) -> FastAPI:
     app = FastAPI(title="SchizoDot ingest API", version="1",
                   description="Check-ins. Send a bearer token (`Authorization: Bearer …`), an API key "
                               "(`X-API-Key`) or, for a patient, the one-time link's token. The patient page is "
@@ -160,7 +190,9 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
         install_authentication(app, access.authenticator)
     install_readable_validation_errors(app)
     install_audit_failure_handler(app)
-    install_request_body_limit(app, limits={"/api/v1/events": EVENT_BYTES})  # forms and JSON: small
+    # forms and JSON: small; an EHR's event: larger; a recording: the upload limit, one part of it on the page
+    install_request_body_limit(app, limits={"/api/v1/events": EVENT_BYTES, RECORDINGS_PATH: uploads.max_upload_bytes,
+                                            **(patient_page.body_limits if patient_page else {})})
     principal = principal_dependency(access.authenticator)
     audit, limits = access.audit, access.limits
 
@@ -181,6 +213,18 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
         expires = uploads.upload_url_expiry_seconds
         return await sign_upload(key, content_type, uploads.max_upload_bytes, expires), expires
 
+    async def upload_instructions(request: Request, job_id: str, key: str, content_type: str
+                                  ) -> tuple[PresignedPost, str, int]:
+        """(url and form fields, method, seconds valid): a PUT here (proxy) or a presigned POST to S3."""
+        if proxy is not None:  # valid while the check-in waits: the PUT checks that, not an expiry
+            url = str(request.url_for("receive_recording", job_id=job_id))
+            return PresignedPost(url=url, fields={}), "PUT", uploads.upload_url_expiry_seconds
+        post, expires = await signed_post(key, content_type)
+        return post, "POST", expires
+
+    async def waiting_for_recording(job: Job) -> bool:
+        return job.status == "queued" and not (recording_arrived is not None and await recording_arrived(job.s3_key))
+
     @app.post("/api/v1/analyze", response_model=AnalyzeResponse, status_code=201, tags=["check-ins"])
     async def analyze(
         request: CheckinRequest,
@@ -195,26 +239,22 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
         (200); the key is scoped to the patient of the caller's clinic."""
         await limit_checkins(who)
         stored = who.key_of(request.patient_id)
+        assert who.clinic_id is not None  # key_of: roles that create check-ins belong to a clinic
         job_id = job_id_for_event(f"idempotency-key:{stored}", idempotency_key) if idempotency_key else new_job_id()
         with start_job_trace(job_id, http_request.headers) as job_trace:  # the job's trace starts here
-            created_at = utc_now()
-            key = upload_key(stored, job_id, request.filename, created_at)
             status = "queued"
             await audit.record(AuditEvent("checkin.create", who, patient_id=request.patient_id, job_id=job_id))
-            created = await jobs.create(new_job(
-                job_id, patient_id=stored, s3_key=key, filename=request.filename, clinic_id=who.clinic_id,
-                content_type=request.content_type, created_at=created_at, metadata=request.metadata,
-                message="Waiting for the upload", source="api", trace_fields=job_trace, options=request.options,
-                timeline=request.timeline,
-            ))
+            job, created = await create_checkin(NewCheckin(
+                job_id, who.clinic_id, request.patient_id, request.filename, request.content_type, "api",
+                metadata=request.metadata, options=request.options, timeline=request.timeline), jobs, job_trace)
+            key = job.s3_key
             if not created:
                 existing = await jobs.get(job_id)
                 if existing is None or (existing.patient_id, existing.filename, existing.content_type) != (
                         stored, request.filename, request.content_type):
                     raise HTTPException(status_code=409,
                                         detail="this Idempotency-Key was already used for another check-in")
-                if existing.status != "queued" or (recording_arrived is not None
-                                                   and await recording_arrived(existing.s3_key)):
+                if not await waiting_for_recording(existing):
                     # An upload form now could overwrite the recording its findings came from.
                     raise HTTPException(status_code=409,
                                         detail="this check-in's recording was already received; no new upload "
@@ -222,9 +262,10 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
                 key, status = existing.s3_key, existing.status
                 job_trace = {"trace_id": existing.pipeline.trace_id}
                 response.status_code = 200
-            post, expires = await signed_post(key, request.content_type)
+            post, method, expires = await upload_instructions(http_request, job_id, key, request.content_type)
         return AnalyzeResponse(
             job_id=job_id, status=status, s3_key=key, upload_url=post.url, upload_fields=post.fields,
+            upload_method=method,
             max_bytes=uploads.max_upload_bytes, expires_in=expires, expires_at=_expires_at(expires),
             trace_id=job_trace.get("trace_id"),
         )
@@ -236,25 +277,22 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
         await limit_checkins(who)
         lifetime = min(body.expires_in or limits.patient_link_seconds, limits.patient_link_max_seconds)
         job_id = new_job_id()
-        created_at = utc_now()
-        stored = who.key_of(body.patient_id)
+        assert who.clinic_id is not None  # roles that issue links belong to a clinic
         await audit.record(AuditEvent("checkin.link_issued", who, patient_id=body.patient_id, job_id=job_id,
                                       detail={"expires_in": lifetime}))
         with start_job_trace(job_id, {}) as job_trace:
-            await jobs.create(new_job(
-                job_id, patient_id=stored, s3_key=upload_key(stored, job_id, LINK_RECORDING, created_at),
-                filename=LINK_RECORDING, content_type="video/webm", created_at=created_at, clinic_id=who.clinic_id,
-                metadata=body.metadata, message="Waiting for the patient's recording", source="patient_link",
-                trace_fields=job_trace, options=body.options))
-        assert who.clinic_id is not None  # roles that issue links belong to a clinic
+            await create_checkin(NewCheckin(job_id, who.clinic_id, body.patient_id, LINK_RECORDING, "video/webm",
+                                            "patient_link", metadata=body.metadata, options=body.options),
+                                 jobs, job_trace)
         link, token = await access.links.issue(who.clinic_id, body.patient_id, job_id, who.subject, lifetime)
         return PatientLinkResponse(job_id=job_id, token=token, url=f"{limits.patient_page_url}#token={token}",
                                    expires_at=_expires_at(lifetime))
 
     @app.post("/api/v1/patient-link/upload", response_model=AnalyzeResponse, status_code=201, tags=["check-ins"])
-    async def link_upload(body: LinkUploadRequest,
+    async def link_upload(body: LinkUploadRequest, request: Request,
                           who: Principal = Depends(allow(principal, Role.PATIENT_LINK))) -> AnalyzeResponse:
-        """Use the link's one upload: a presigned POST for its check-in (a second call is 401)."""
+        """The link's one upload: a PUT here that uses the link up once the recording is stored (proxy), or a
+        presigned POST for its check-in that uses it up now (presigned; a second call is 401)."""
         job = await jobs.get(who.job_id or "")
         if job is None or not who.owns(job.clinic_id) or job.patient_id != who.patient_key:
             raise HTTPException(status_code=404, detail="this link does not lead to a check-in")
@@ -263,17 +301,55 @@ def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, a
                                           content_type=body.content_type).content_type
         except ValidationError as error:
             raise HTTPException(status_code=422, detail=describe_validation_error(error)) from error
-        if job.status != "queued" or (recording_arrived is not None and await recording_arrived(job.s3_key)):
+        if not await waiting_for_recording(job):
             raise HTTPException(status_code=409, detail="this check-in was already received; the link is used")
         if body.timeline is not None and not await jobs.record_timeline(job.job_id, body.timeline.stored()):
             raise HTTPException(status_code=409, detail="this check-in was already received; the link is used")
-        if not who.credential_id or not await access.links.consume(who.credential_id):
+        if proxy is None and (not who.credential_id or not await access.links.consume(who.credential_id)):
             raise HTTPException(status_code=401, detail="authentication required", headers={"WWW-Authenticate": "Bearer"})
         await audit.record(AuditEvent("checkin.upload_authorized", who, patient_id=who.patient_id, job_id=job.job_id))
-        post, expires = await signed_post(job.s3_key, content_type)
+        post, method, expires = await upload_instructions(request, job.job_id, job.s3_key, content_type)
         return AnalyzeResponse(job_id=job.job_id, status=job.status, s3_key=job.s3_key, upload_url=post.url,
-                               upload_fields=post.fields, max_bytes=uploads.max_upload_bytes, expires_in=expires,
-                               expires_at=_expires_at(expires))
+                               upload_method=method, upload_fields=post.fields, max_bytes=uploads.max_upload_bytes,
+                               expires_in=expires, expires_at=_expires_at(expires))
+
+    @app.put(RECORDINGS_PATH + "{job_id}", response_model=RecordingReceived, status_code=201, tags=["check-ins"],
+             name="receive_recording", include_in_schema=proxy is not None)
+    async def receive_recording(request: Request, job_id: str = JobId,
+                                who: Principal = Depends(allow(principal, *CREATES_CHECKINS, Role.PATIENT_LINK))
+                                ) -> RecordingReceived:
+        """The check-in's file as the request body (Content-Type: its type), streamed to S3 by this API."""
+        if proxy is None:
+            raise HTTPException(status_code=404, detail="files go to the storage URL the check-in names")
+        job = await jobs.get(job_id)
+        linked = who.role == Role.PATIENT_LINK
+        if job is None or not who.owns(job.clinic_id) or (
+                (who.job_id != job.job_id or job.patient_id != who.patient_key) if linked
+                else job.pipeline.source != "api"):
+            raise HTTPException(status_code=404, detail=f"no check-in {job_id} waits for a file from this caller")
+        if not await waiting_for_recording(job):
+            raise HTTPException(status_code=409, detail="this check-in's recording was already received; "
+                                                        "it is never replaced")
+        declared = request.headers.get("content-type", "")
+        try:
+            content_type = CheckinRequest(patient_id="xxx", filename="x", content_type=declared).content_type
+        except ValidationError as error:
+            raise HTTPException(status_code=415, detail=describe_validation_error(error)) from error
+        if not linked and content_type != job.content_type:
+            raise HTTPException(status_code=415, detail=f"Content-Type: this check-in was created for a "
+                                                        f"{job.content_type} file, not {content_type}")
+        if await proxy.store.open_uploads(job.s3_key):
+            raise HTTPException(status_code=409, detail="a file for this check-in is being sent already")
+        try:
+            size = await stream_to_s3(proxy.store, job.s3_key, content_type, request.stream(),
+                                      part_bytes=proxy.part_bytes, max_bytes=uploads.max_upload_bytes)
+        except UploadRefused as error:
+            raise HTTPException(status_code=422, detail=str(error)) from error
+        await audit.record(AuditEvent("checkin.recording_received", who, patient_id=local_patient_id(job.patient_id),
+                                      job_id=job.job_id, detail={"bytes": size}))
+        if linked and (not who.credential_id or not await access.links.consume(who.credential_id)):
+            log.warning("a patient link's recording arrived after the link was used or expired", job_id=job.job_id)
+        return RecordingReceived(job_id=job.job_id, bytes=size)
 
     @app.post("/api/v1/events", response_model=EventAccepted, status_code=202, tags=["check-ins"])
     async def submit_event(request: Request, who: Principal = Depends(allow(principal, Role.EHR_INTEGRATION))

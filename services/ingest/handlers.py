@@ -25,10 +25,11 @@ import structlog
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from services.ingest.checkins import NewCheckin
 from services.ingest.settings import UploadPolicy
 from shared import media
 from shared.blocking import run_blocking
-from shared.domain import CheckinRequest, job_id_for_event, job_id_from_upload_key, utc_now
+from shared.domain import CheckinRequest, job_id_for_event, job_id_from_upload_key
 from shared.errors import InputError, MalformedMessage
 from shared.events import (
     AnalysisRequested,
@@ -39,9 +40,9 @@ from shared.events import (
     parse_json,
     tracing_carrier,
 )
-from shared.identity import is_clinic_id, patient_key
+from shared.identity import is_clinic_id
 from shared.infra import EHR_MEDIA_PREFIX
-from shared.job import PipelinePlan, new_job, plan_weights
+from shared.job import PipelinePlan, plan_weights
 from shared.options import NOT_REQUESTED
 from shared.runner import Emit, Inbound, RejectedEvent, Stage, StageOutcome, Work
 from shared.storage import ObjectStore
@@ -134,12 +135,8 @@ def _checkin_event(message: Any) -> Inbound[MediaArrived]:
         raise _rejected(event, job_id, describe_validation_error(error)) from error
     except MalformedMessage as error:
         raise _rejected(event, job_id, str(error)) from error
-    created_at = utc_now()
-    job = new_job(job_id, patient_id=patient_key(submitted.clinic_id, request.patient_id), s3_key=key,
-                  filename=request.filename, clinic_id=submitted.clinic_id,
-                  content_type=request.content_type, created_at=created_at, metadata=request.metadata,
-                  message="Check-in received from upstream system", source="event", options=request.options,
-                  timeline=request.timeline)
+    job = NewCheckin(job_id, submitted.clinic_id, request.patient_id, request.filename, request.content_type, "event",
+                     s3_key=key, metadata=request.metadata, options=request.options, timeline=request.timeline).job()
     return Inbound(job_id, MediaArrived(job_id=job_id, bucket=None, s3_key=key), new_job=job,
                    event_id=event.get_id(), trace_carrier=tracing_carrier(event))
 
@@ -156,9 +153,9 @@ def _rejected(event: Any, job_id: str, reason: str) -> MalformedMessage:
     except ValueError:  # pydantic's ValidationError included
         error = MalformedMessage(reason)
     else:
-        job = new_job(job_id, patient_id=patient_key(clinic, patient_id), s3_key=str(data.get("s3_key", "")),
-                      filename=str(data.get("filename") or ""), content_type=str(data.get("content_type") or ""),
-                      created_at=utc_now(), message="Check-in event rejected", source="event", clinic_id=clinic)
+        job = NewCheckin(job_id, clinic, patient_id, str(data.get("filename") or ""),
+                         str(data.get("content_type") or ""), "event", s3_key=str(data.get("s3_key", ""))
+                         ).job(message="Check-in event rejected")
         error = RejectedEvent(reason, job)
     error.trace_carrier = tracing_carrier(event)
     return error
@@ -203,8 +200,7 @@ async def check_media(work: Work[MediaArrived], deps: IngestDeps) -> StageOutcom
         plan=PipelinePlan(media=info.to_dict(), bucket=bucket, expected=modalities, skipped=skipped,
                           weights=plan_weights(modalities),
                           **({"timeline_flags": timeline_flags} if timeline_flags is not None else {})),
-        emit=tuple(Emit(m, AnalysisRequested(job_id=arrived.job_id, bucket=bucket, s3_key=arrived.s3_key))
-                   for m in modalities),
+        emit=tuple(Emit(m, AnalysisRequested(job_id=arrived.job_id)) for m in modalities),
     )
 
 

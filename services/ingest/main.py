@@ -5,9 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.ingest.api import IngestAccess, PatientPage, PostSigner, create_app
+from services.ingest.api import IngestAccess, PatientPage, PostSigner, UploadProxy, create_app
 from services.ingest.handlers import INGEST, IngestDeps
-from services.ingest.patient import MultipartPolicy, S3MultipartStore, ScriptCatalog, create_patient_router, open_paths
+from services.ingest.patient import (
+    MultipartPolicy,
+    S3MultipartStore,
+    ScriptCatalog,
+    body_limits,
+    create_patient_router,
+    open_paths,
+)
 from services.ingest.settings import IngestSettings
 from shared.access import Access, build_access
 from shared.aws import sync_client
@@ -44,13 +51,14 @@ def build_patient_page(context: StageContext[IngestSettings], access: Access) ->
     settings, common = context.settings, context.common
     store = S3MultipartStore(context.aws.s3, public_signer(settings, common), common.bucket)
     scripts = ScriptCatalog.from_file(common.clinics_file) if common.clinics_file else ScriptCatalog()
+    policy = MultipartPolicy(max_bytes=settings.uploads.max_upload_bytes, part_bytes=settings.patient_part_bytes,
+                             url_expiry_seconds=settings.uploads.upload_url_expiry_seconds)
     router = create_patient_router(
-        principal=access.principal, jobs=context.jobs, store=store, scripts=scripts,
-        policy=MultipartPolicy(max_bytes=settings.uploads.max_upload_bytes, part_bytes=settings.patient_part_bytes,
-                               url_expiry_seconds=settings.uploads.upload_url_expiry_seconds),
-        upload_origin=store.origin, links=access.links, audit=access.audit)
+        principal=access.principal, jobs=context.jobs, store=store, scripts=scripts, policy=policy,
+        upload_mode=settings.upload_mode, upload_origin=store.origin if settings.upload_mode == "presigned" else None,
+        links=access.links, audit=access.audit)
     paths, prefixes = open_paths()
-    return PatientPage(router, paths, prefixes), store
+    return PatientPage(router, paths, prefixes, body_limits(policy)), store
 
 
 async def serve_api(context: StageContext[IngestSettings], stop: asyncio.Event) -> None:
@@ -64,7 +72,8 @@ async def serve_api(context: StageContext[IngestSettings], stop: asyncio.Event) 
     page, store = build_patient_page(context, access)
     app = create_app(settings.uploads, context.jobs, build_upload_signer(settings, context.common, context.storage),
                      IngestAccess(access.authenticator, access.audit, access.limiter, access.links, settings.limits),
-                     enqueue_event, patient_page=page, recording_arrived=store.exists)
+                     enqueue_event, patient_page=page, recording_arrived=store.exists,
+                     proxy=UploadProxy(store, settings.patient_part_bytes) if settings.upload_mode == "proxy" else None)
     await serve_http(app, settings.api_host, settings.api_port, stop, port_setting="INGEST_API_PORT", required=True)
 
 

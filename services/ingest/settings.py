@@ -6,6 +6,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.ingest.patient.uploads import UploadMode
 from shared.auth import AuthSettings
 from shared.settings import StageSettings
 
@@ -39,12 +40,16 @@ class IngestSettings(StageSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
-    # The S3 endpoint clients upload to, when it differs from the one this
-    # service reaches (compose: the service sees http://moto:4566, a browser
-    # on the host sees http://localhost:4566). Unset: the same endpoint.
+    # How phones and clinic apps send recordings (docs/uploads.md): "proxy" through this API, which
+    # writes them to S3 itself (the embedded stack and compose: their AWS server stays private), or
+    # "presigned" straight to S3 (real AWS, whose endpoint is built to face the internet).
+    upload_mode: UploadMode = "proxy"
+    # Mode "presigned": the S3 endpoint clients upload to, when it differs from the one this
+    # service reaches. Unset: the same endpoint.
     public_s3_endpoint_url: str | None = None
     # The patient page (/checkin) uploads in parts of this size (S3 wants at least 5 MiB for
-    # every part but the last), each its own presigned URL; SCHIZODOT_MAX_UPLOAD_BYTES bounds the whole.
+    # every part but the last), each its own request; SCHIZODOT_MAX_UPLOAD_BYTES bounds the whole.
+    # In mode "proxy" it is also the most this API holds in memory per upload.
     patient_part_bytes: int = Field(8 * 1024**2, ge=1)
     uploads: UploadPolicy = Field(default_factory=UploadPolicy)
     limits: CheckinLimits = Field(default_factory=CheckinLimits)

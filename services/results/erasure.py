@@ -19,10 +19,15 @@ the message comes back and the work resumes. Every step is idempotent:
    every later stage (their claims and writes are conditional on an active job);
 3. everything in the inventory is deleted; a second inventory must come back empty
    (if a stopped stage wrote meanwhile, it is deleted too);
-4. the erasure is marked done and audited (`erasure.completed` with the counts);
-5. a late sweep, `RESULTS_ERASURE_SWEEP_DELAY_SECONDS` later, repeats 1-3 for
+4. queued messages that name the patient are deleted (`queued_messages`): S3's
+   upload notifications (their keys hold the patient key) and EHR check-in events on
+   the ingest queue, and anything of the patient's jobs in the dead-letter queues
+   (kept 14 days). Stage messages carry job ids only (shared.events), so the other
+   queues hold no patient key. Every other message is released at once;
+5. the erasure is marked done and audited (`erasure.completed` with the counts);
+6. a late sweep, `RESULTS_ERASURE_SWEEP_DELAY_SECONDS` later, repeats 1-4 for
    what a stage that was mid-work when its job was failed may still have written
-   (an artifact); what it finds is added to the receipt as `late`.
+   (an artifact, a dead letter); what it finds is added to the receipt as `late`.
 
 Erasing a patient that has nothing is a receipt with zero counts. The audit
 trail (Object Lock) keeps the pseudonymous records, the erasure's included.
@@ -31,10 +36,13 @@ trail (Object Lock) keeps the pseudonymous records, the erasure's included.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
+from urllib.parse import unquote_plus
 
 import structlog
 from pydantic import BaseModel, ConfigDict
@@ -42,7 +50,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.audit import AuditTrail
 from shared.auth import PatientLinkStore
 from shared.history import HistoryReader
-from shared.domain import artifacts_prefix, utc_now
+from shared.domain import artifacts_prefix, job_id_from_upload_key, utc_now
 from shared.dynamo import from_item, is_conditional_failure, to_attribute, to_item
 from shared.errors import MalformedMessage
 from shared.events import decode_event, encode_event, event_data
@@ -57,7 +65,7 @@ log = structlog.get_logger()
 ERASURE_REQUESTED = "org.schizodot.erasure.requested.v1"
 ERASURE_QUEUE = "erasure"
 CATEGORIES = ("media", "artifacts", "evidence_frames", "unfinished_uploads", "jobs", "results", "patient_links",
-              "alerts", "clinic_patients")
+              "alerts", "clinic_patients", "queued_messages")
 
 
 class ErasureRequested(BaseModel):
@@ -81,6 +89,96 @@ class Receipt(BaseModel):
     finished_at: str | None = None
     counts: dict[str, int] | None = None
     late: dict[str, int] | None = None
+
+
+class QueuedMessages(Protocol):
+    """The queues that can hold a patient's data (the ingest queue, the dead-letter queues)."""
+
+    async def remove(self, matches: Callable[[str], bool]) -> int:
+        """Delete every message whose body `matches`, release every other at once; how many were deleted."""
+
+
+@dataclass
+class SqsQueuedMessages:
+    """`QueuedMessages` on SQS. Each queue is read through (long poll, so no server is skipped); a
+    message that is not the patient's is held only while the queue is read, then released at once
+    (visibility 0). One read raises a message's receive count by one, as a worker's look would."""
+
+    sqs: Any
+    queue_urls: tuple[str, ...]
+    hold_seconds: int = 120
+
+    async def remove(self, matches: Callable[[str], bool]) -> int:
+        return sum(await asyncio.gather(*(self._remove(url, matches) for url in self.queue_urls)))
+
+    async def _remove(self, url: str, matches: Callable[[str], bool]) -> int:
+        removed, held = 0, []
+        try:
+            while True:
+                response = await self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                                          VisibilityTimeout=self.hold_seconds)
+                messages = response.get("Messages", [])
+                if not messages:
+                    return removed
+                for message in messages:
+                    if matches(message.get("Body", "")):
+                        await self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                        removed += 1
+                    else:
+                        held.append(message["ReceiptHandle"])
+        finally:
+            for start in range(0, len(held), 10):
+                await self.sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+                    {"Id": str(n), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                    for n, handle in enumerate(held[start:start + 10])])
+
+
+class MemoryQueuedMessages:
+    """`QueuedMessages` in memory: {queue name: [bodies]}."""
+
+    def __init__(self, queues: dict[str, list[str]] | None = None) -> None:
+        self.queues = queues if queues is not None else {}
+
+    async def remove(self, matches: Callable[[str], bool]) -> int:
+        removed = 0
+        for name, bodies in self.queues.items():
+            kept = [body for body in bodies if not matches(body)]
+            removed += len(bodies) - len(kept)
+            self.queues[name] = kept
+        return removed
+
+
+def names_patient(body: str, clinic_id: str, patient_id: str, job_ids: Iterable[str]) -> bool:
+    """Whether a queued message is of this patient: an S3 notification for one of their uploads or
+    jobs, an event naming them (an EHR's check-in) or one of their jobs, or, unreadable, one that
+    holds both their clinic and their id."""
+    key, jobs = patient_key(clinic_id, patient_id), set(job_ids)
+    uploads = f"{UPLOAD_PREFIX}{key}/"
+    try:
+        message = json.loads(body)
+    except (ValueError, TypeError):
+        return f'"{patient_id}"' in body and clinic_id in body
+    if not isinstance(message, dict):
+        return False
+    if isinstance(message.get("Records"), list):  # S3's notification
+        for record in message["Records"]:
+            s3 = record.get("s3") if isinstance(record, dict) else None
+            stored = unquote_plus(str(((s3 or {}).get("object") or {}).get("key", "")))
+            if stored.startswith(uploads) or job_id_from_upload_key(stored) in jobs:
+                return True
+        return False
+    data = message.get("data")
+    if not isinstance(data, dict):
+        return False
+    return ((data.get("clinic_id"), data.get("patient_id")) == (clinic_id, patient_id)
+            or data.get("job_id") in jobs or str(data.get("s3_key") or "").startswith(uploads))
+
+
+async def remove_queued(request: "ErasureRequested", job_ids: Iterable[str], deps: "ErasureDeps") -> int:
+    if deps.queues is None:
+        return 0
+    jobs = tuple(job_ids)
+    return await deps.queues.remove(lambda body: names_patient(body, request.clinic_id, request.patient_id, jobs))
 
 
 class ResultsEraser(Protocol):
@@ -214,6 +312,7 @@ class ErasureDeps:
     schedule_sweep: Any  # async (ErasureRequested) -> None: the late sweep, delayed
     alerts: Any = None  # services.results.alerts.store.AlertStore
     roster: Any = None  # services.results.alerts.roster.Roster
+    queues: QueuedMessages | None = None  # the queues that can hold the patient's data
     max_jobs: int = 100_000
 
 
@@ -276,13 +375,16 @@ async def erase(request: ErasureRequested, deps: ErasureDeps) -> None:
     if request.sweep:
         late = found.counts()
         await delete_inventory(key, found, deps)
+        late["queued_messages"] = await remove_queued(request, {*request.job_ids, *found.job_ids}, deps)
         await deps.erasures.finish(request.erasure_id, late=late)
-        if not found.empty:
+        if any(late.values()):
             await deps.audit.record_system("erasure.late_sweep", clinic_id=request.clinic_id, stored_patient_key=key,
                                            detail={"erasure_id": request.erasure_id, "counts": late})
         log.info("erasure late sweep done", erasure_id=request.erasure_id, found=sum(late.values()))
         return
-    counts = await deps.erasures.set_counts(request.erasure_id, found.counts())
+    # Queued messages first: an EHR event still queued would make the patient a new job after the erasure.
+    queued = await remove_queued(request, found.job_ids, deps)
+    counts = await deps.erasures.set_counts(request.erasure_id, {**found.counts(), "queued_messages": queued})
     await delete_inventory(key, found, deps)
     erased_jobs = set(found.job_ids)
     for _ in range(3):  # a stage stopped mid-work may have written meanwhile

@@ -30,6 +30,7 @@ from services.results.erasure import (
     ERASURE_QUEUE,
     DynamoErasures,
     ErasureDeps,
+    SqsQueuedMessages,
     ErasureHandler,
     ErasureRequested,
     encode_erasure,
@@ -44,6 +45,7 @@ from shared.history import PatientHistory
 from shared.http import serve_http
 from shared.infra import ALERTS_QUEUE
 from shared.messaging import MessageHandler, QueueConsumer
+from shared.topology import STAGES
 from shared.worker import StageContext, run_stage
 
 log = structlog.get_logger()
@@ -195,6 +197,14 @@ async def _consume(context: StageContext[ResultsSettings], name: str, handler: M
     await consumer.run(stop)
 
 
+async def _queues_holding_patients(context: StageContext[ResultsSettings]) -> tuple[str, ...]:
+    """The queues an erasure reads through (services/results/erasure.py): the ingest queue (S3's upload
+    notifications name the patient key, EHR events the patient) and every stage's dead letters."""
+    sqs, common = context.aws.sqs, context.common
+    names = (common.queue_name("ingest"), *(common.dead_letter_queue_name(stage) for stage in STAGES))
+    return tuple([(await sqs.get_queue_url(QueueName=name))["QueueUrl"] for name in names])
+
+
 async def run_erasures(context: StageContext[ResultsSettings], stop: asyncio.Event) -> None:
     """Erasures are jobs of their own on the erasure queue."""
     aws = context.aws
@@ -209,7 +219,8 @@ async def run_erasures(context: StageContext[ResultsSettings], stop: asyncio.Eve
     deps = ErasureDeps(jobs=context.jobs, storage=context.storage,
                        results=_writer(context), history=_history(context), links=access.links,
                        erasures=_erasures(context), audit=access.audit,
-                       schedule_sweep=schedule_sweep, alerts=alerts.alerts, roster=alerts.roster)
+                       schedule_sweep=schedule_sweep, alerts=alerts.alerts, roster=alerts.roster,
+                       queues=SqsQueuedMessages(aws.sqs, await _queues_holding_patients(context)))
     await _consume(context, ERASURE_QUEUE, ErasureHandler(deps), stop)
 
 

@@ -14,9 +14,9 @@ Pipeline (`VisionAnalyser._analyse`):
    blendshapes are kept; the intake steps are fed from the landmarks
    (compliance.py) and, with a pill detector, crops around the mouth and the
    fingertips are queued for it (pills.py) and checked in batches.
-2. `_read_emotions`: the face crops are classified in batches (emotion.py);
-   a frame whose head is turned away, or whose reading is less confident than
-   MIN_VOTE_CONFIDENCE, does not vote.
+2. `_read_emotions`: the face crops (turned upright by the eyes, emotion.FaceReading)
+   are classified in batches (emotion.py); a frame whose head is turned away, or
+   whose reading is less confident than MIN_VOTE_CONFIDENCE, does not vote.
 3. `_facial_emotion`, `_video_markers`, `_compliance`: the three parts of the
    result, each saying what it rests on and why a part was not assessed.
 """
@@ -36,7 +36,7 @@ from services.vision.compliance import ComplianceTracker, mouth_box
 from services.vision.dosing import ClipSink, DosingEvidence, cut_clip, face_continuity, plan_clip
 from services.vision.emotion import (
     EMOTIONS, MIN_VOTE_CONFIDENCE, MIN_VOTE_CONFIDENCE_COVERED, EmotionClassifier, EnsembleEmotion, FaceApiEmotion,
-    face_crop, validation_for,
+    FaceReading, validation_for,
 )
 from services.vision.evidence import EvidenceCollector, EvidenceSink
 from services.vision.frames import FrameSampler, SampledFrame, open_video, plan_sampling
@@ -53,6 +53,16 @@ PILL_CHECK_MIN_JAW_OPEN = 0.15
 # the landmarkers then miss faces and hands and "no face" may only mean "no light".
 DARK_MEDIAN_BRIGHTNESS = 40
 MAX_TIMELINE_POINTS = 120
+# With a timeline that has dosing steps, the hand model (about three times the face model's
+# cost) runs on every frame of the dosing windows, widened by HANDS_WINDOW_MARGIN_S each side for
+# a hand already on its way. Outside them hands matter only to the hand-over-face check
+# (quality.py), so there it looks every HANDS_PROBE_EVERY-th frame until it sees a hand, and then
+# on every frame until none has been seen for HANDS_LINGER_S: a hand is in view (at the frame's
+# edge, on its way) before it covers the face. `python -m bench.vision --hands-schedule` measures
+# what this changes.
+HANDS_WINDOW_MARGIN_S = 0.5
+HANDS_PROBE_EVERY = 4
+HANDS_LINGER_S = 1.0
 # multiple_faces is reported when a second face is seen in at least this share
 # of the frames with a face (and at least 2 frames), so one spurious detection
 # (a face on a poster, a reflection) does not raise it.
@@ -98,6 +108,26 @@ class VideoScan:
     pending: list[PillCheck] = field(default_factory=list)
     dosing: DosingEvidence | None = None  # with a timeline: one frame per dosing step, from its window
     face_counts: list[tuple[float, int]] = field(default_factory=list)  # (t, faces seen) per sampled frame
+    hand_spans: list[tuple[float, float]] | None = None  # the dosing windows (None: every frame)
+    frames_looked_for_hands: int = 0
+    last_hand_t: float | None = None
+    frames_since_hand_look: int = HANDS_PROBE_EVERY - 1  # the first frame is looked at
+
+    def wants_hands(self, t: float) -> bool:
+        """Whether the hand model looks at the frame at `t` (see HANDS_PROBE_EVERY)."""
+        look = (self.hand_spans is None or any(start <= t < end for start, end in self.hand_spans)
+                or (self.last_hand_t is not None and t - self.last_hand_t <= HANDS_LINGER_S)
+                or self.frames_since_hand_look + 1 >= HANDS_PROBE_EVERY)
+        self.frames_since_hand_look = 0 if look else self.frames_since_hand_look + 1
+        return look
+
+    def hands_looked_for(self) -> dict:
+        """Where the hand model ran, so that a hand-to-mouth count says what it rests on."""
+        where = ("every sampled frame" if self.hand_spans is None else
+                 f"every frame of the dosing windows of the timeline (+-{HANDS_WINDOW_MARGIN_S} s); elsewhere "
+                 f"every {HANDS_PROBE_EVERY}th frame, and every frame while a hand was seen in the last "
+                 f"{HANDS_LINGER_S:.0f} s")
+        return {"frames": self.frames_looked_for_hands, "of_frames": self.analysed, "where": where}
 
 
 @dataclass
@@ -144,6 +174,7 @@ class VisionAnalyser:
                 members.append(FaceApiEmotion(Path(face_expression_model_path)))
             emotion = EnsembleEmotion(members)
         self.emotion = emotion
+        self.reading = FaceReading()  # emotion.py: the face turned upright by the eyes before the networks
         self._pills = pill_detector
         self._lock = threading.Lock()
         self.models = {
@@ -226,6 +257,7 @@ class VisionAnalyser:
         note = detector["note"] if detector else None
         scan = VideoScan(ComplianceTracker(detector), EvidenceCollector(note) if collect_evidence else None)
         scan.dosing = DosingEvidence(timeline, note) if timeline is not None else None
+        scan.hand_spans = _hand_spans(timeline)
         sampler = FrameSampler(cap, info, interval, self.max_frames)
         next_decile = 1  # report when the fraction reaches the next tenth
         with sampler, self._landmarks.open_session() as session:
@@ -249,8 +281,12 @@ class VisionAnalyser:
 
     def _observe(self, frame: SampledFrame, session: LandmarkSession, scan: VideoScan) -> None:
         """One sampled frame: the patient's face, the hands, the intake steps, the pill crops."""
-        faces, hands = session.detect(frame.rgb, frame.t)
+        look_for_hands = scan.wants_hands(frame.t)
+        faces, hands = session.detect(frame.rgb, frame.t, hands=look_for_hands)
         scan.analysed += 1
+        scan.frames_looked_for_hands += look_for_hands
+        if hands:
+            scan.last_hand_t = frame.t
         scan.max_faces = max(scan.max_faces, len(faces))
         scan.frames_with_multiple_faces += len(faces) > 1
         scan.face_counts.append((frame.t, len(faces)))
@@ -259,7 +295,7 @@ class VisionAnalyser:
         hand_lms = [h.landmarks for h in hands]
         if primary is not None:
             try:
-                crop = face_crop(frame.rgb, primary.bbox)
+                crop = self.reading.crop(frame.rgb, primary.landmarks, primary.bbox)
             except ValueError:  # the box lies outside the frame
                 crop = None
             if crop is not None:
@@ -334,6 +370,7 @@ class VisionAnalyser:
             "frame_count": analysed,
             "assessed": False,
             "method": self.emotion.method,
+            "reading_method": self.reading.describe(),
             "models": self.models["emotion"],
             "validation": validation_for(self.emotion.name),
             "reason": None,
@@ -388,6 +425,7 @@ class VisionAnalyser:
     def _compliance(self, scan: VideoScan, sink: EvidenceSink | None, path: Path, duration: float,
                     timeline: CheckinTimeline | None, clip: ClipSink | None) -> dict:
         compliance = scan.tracker.result()
+        compliance["hands_looked_for"] = scan.hands_looked_for()
         compliance["evidence_frames"] = []
         final = windows(timeline, duration) if timeline is not None else None
         if scan.dosing is not None:
@@ -458,6 +496,17 @@ def _timeline(faces: list[FaceFrame], readings: Readings) -> list[dict]:
             point["quality_flags"] = list(faces[i].quality.flags)
         points.append(point)
     return points
+
+
+def _hand_spans(timeline: CheckinTimeline | None) -> list[tuple[float, float]] | None:
+    """The dosing windows (widened by HANDS_WINDOW_MARGIN_S), or None (every frame) without a
+    timeline or when it has no dosing step: then a hand-to-mouth moment anywhere is the evidence."""
+    if timeline is None:
+        return None
+    dosing = windows(timeline, float("inf")).of_kind("dosing")  # the length is known only after decoding
+    if not dosing:
+        return None
+    return [(w.start_s - HANDS_WINDOW_MARGIN_S, w.end_s + HANDS_WINDOW_MARGIN_S) for w in dosing]
 
 
 def _darkness_warning(brightness: list[float]) -> list[str]:

@@ -1,7 +1,9 @@
 """Facial emotion: fer's and face-api's networks averaged over the face and its mirror image.
 
 Both networks take a square crop around the face box that MediaPipe's 478
-landmarks give (`face_crop`), enlarged by `CROP_MARGIN` of its side each side.
+landmarks give, enlarged by `CROP_MARGIN` of its side each side, after the face
+is turned upright so the eyes are level (`aligned_face_crop`; `FaceReading`
+says how frames become readings, docs/face-readings.md).
 The crop is RGB, `CROP_SIZE` pixels square: small faces (a 48-pixel face from a
 webcam across the room) are upscaled with bicubic interpolation, large ones
 shrunk with pixel averaging.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -274,7 +277,64 @@ def face_crop(rgb: np.ndarray, bbox: tuple[float, float, float, float],
     return cv2.resize(crop, (size, size), interpolation=_interpolation(crop, size))
 
 
+# MediaPipe face-mesh indices of the corners of each eye (the patient's right eye, then the left).
+EYE_CORNERS = ((33, 133), (263, 362))
+
+
+def eye_roll_degrees(landmarks: np.ndarray) -> float:
+    """The angle (degrees, image coordinates) of the line from one eye's centre to the other's."""
+    pts = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    first, second = (pts[list(corners)].mean(axis=0) for corners in EYE_CORNERS)
+    return float(np.degrees(np.arctan2(second[1] - first[1], second[0] - first[0])))
+
+
+def aligned_face_crop(rgb: np.ndarray, landmarks: np.ndarray, margin: float = CROP_MARGIN,
+                      size: int = CROP_SIZE) -> np.ndarray:
+    """`face_crop` of the face turned upright: the frame is rotated about the landmarks' box centre so the
+    eyes are level, and the square is cut around the rotated landmarks' box.
+
+    Both networks learnt from frontal, mostly upright faces; a head rolled 20 degrees, as a hand-held
+    phone films it, gave fewer right readings and more wrong ones without this (docs/face-readings.md).
+    A face already upright gives nearly the pixels of `face_crop` of its box (a rotation of 0 degrees
+    with a whole-pixel shift gives exactly those).
+    """
+    pts = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    x0, y0 = pts.min(axis=0)
+    x1, y1 = pts.max(axis=0)
+    rotation = cv2.getRotationMatrix2D(((x0 + x1) / 2, (y0 + y1) / 2), eye_roll_degrees(pts), 1.0)
+    upright = pts @ rotation[:, :2].T + rotation[:, 2]
+    (u0, v0), (u1, v1) = upright.min(axis=0), upright.max(axis=0)
+    side = max(max(u1 - u0, v1 - v0) * (1 + 2 * margin), 8.0)
+    length = int(round(side))
+    left, top = int(round((u0 + u1) / 2 - side / 2)), int(round((v0 + v1) / 2 - side / 2))
+    h, w = rgb.shape[:2]
+    if left >= w or top >= h or left + length <= 0 or top + length <= 0:
+        raise ValueError("face box lies outside the frame")
+    rotation[0, 2] -= left
+    rotation[1, 2] -= top
+    crop = cv2.warpAffine(rgb, rotation, (length, length), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.resize(crop, (size, size), interpolation=_interpolation(crop, size))
+
+
 # --- from frames to a reading ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FaceReading:
+    """How the patient's face in each frame becomes the networks' input.
+
+    Smoothing each frame's probabilities over its neighbours was measured too and left out: on moving
+    faces it gave fewer readings, not more right ones (docs/face-readings.md, `bench.vision --smoothing`).
+    """
+
+    align: bool = True  # turn the face upright by the eyes (aligned_face_crop) before the networks
+
+    def crop(self, rgb: np.ndarray, landmarks: np.ndarray, bbox: tuple[float, float, float, float]) -> np.ndarray:
+        return aligned_face_crop(rgb, landmarks) if self.align else face_crop(rgb, bbox)
+
+    def describe(self) -> str:
+        return ("square crop around the landmarks, turned upright so the eyes are level; each frame read on its own"
+                if self.align else "square crop around the landmarks' box; each frame read on its own")
+
 
 # A frame votes for the video's emotion only when its top probability reaches this; a frame
 # below it gives "no confident reading" (README, "Facial emotion": reliability table). A face

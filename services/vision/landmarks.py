@@ -141,7 +141,10 @@ class LandmarkSession:
         self._tiles.close()
         self._hands.close()
 
-    def detect(self, rgb: np.ndarray, t: float) -> tuple[list[FaceObservation], list[HandObservation]]:
+    def detect(self, rgb: np.ndarray, t: float, *, hands: bool = True
+               ) -> tuple[list[FaceObservation], list[HandObservation]]:
+        """The faces and, when `hands` (the caller's schedule: the hand model costs about three
+        times the face model), the hands in one frame."""
         ts_ms = max(int(round(t * 1000)), self._last_ms + 1)  # strictly increasing
         self._last_ms = ts_ms
         h, w = rgb.shape[:2]
@@ -150,23 +153,25 @@ class LandmarkSession:
         # The hand graph runs on a second thread while the face graph runs here:
         # both spend their time in C++ without the GIL, so they use two cores.
         # Each thread wraps the pixels in its own mp.Image: nothing native is shared.
-        hand_future = self._pool.submit(self._detect_hands, rgb, ts_ms)
+        hand_future = self._pool.submit(self._detect_hands, rgb, ts_ms) if hands else None
         try:
             faces = _faces(self._face.detect_for_video(image, ts_ms), w, h, 0, 0)
             if not faces:
                 faces = self._faces_in_tiles(rgb)
         finally:
-            hand_result = hand_future.result()
+            hand_result = hand_future.result() if hand_future is not None else None
+        if hand_result is None:
+            return faces, []
 
-        hands: list[HandObservation] = []
+        found: list[HandObservation] = []
         handedness = hand_result.handedness or []
         for i, lms in enumerate(hand_result.hand_landmarks or []):
             label, score = "unknown", 0.0
             if i < len(handedness) and handedness[i]:
                 label = handedness[i][0].category_name or "unknown"
                 score = float(handedness[i][0].score)
-            hands.append(HandObservation(_to_pixels(lms, w, h, 0, 0), label, score))
-        return faces, hands
+            found.append(HandObservation(_to_pixels(lms, w, h, 0, 0), label, score))
+        return faces, found
 
     def _detect_hands(self, rgb: np.ndarray, ts_ms: int):
         return self._hands.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), ts_ms)

@@ -96,6 +96,7 @@ def result_item(patient_id: str, clinic_id: str, when: datetime, job_id: str, vo
          "note": "not assessed: no pill detector configured", "evidence_frame": None},
     ]
     words = transcript.split()
+    results_answers = answers_block(words, earlier_latencies=[1.1, 1.3, 1.2, 1.25])
     return {
         "user_id": patient_id, "timestamp": stamp, "job_id": job_id, "clinic_id": clinic_id,
         "s3_key": f"uploads/{patient_id}/{job_id}/{when:%Y%m%dT%H%M%S}Z_checkin.webm",
@@ -148,6 +149,31 @@ def result_item(patient_id: str, clinic_id: str, when: datetime, job_id: str, vo
             "transcript": {"enabled": True, "text": transcript, "model": "whisper tiny.en (faster-whisper)",
                            "segments": [{"start": 0.5, "end": 0.5 + 0.4 * len(words), "text": transcript,
                                          "words": [{"word": w, "start": round(0.5 + 0.4 * k, 2),
-                                                    "end": round(0.8 + 0.4 * k, 2)} for k, w in enumerate(words)]}]},
+                                                    "end": round(0.8 + 0.4 * k, 2)} for k, w in enumerate(words)]}],
+                           "language": "en", "language_probability": 0.97},
+            "answers": results_answers,
         },
     }
+
+
+def answers_block(words: list[str], earlier_latencies: list[float]) -> dict[str, Any]:
+    """The per-question `answers` block (services/audio/answers.py) for a check-in of two answers, the
+    transcript's words split between them, each latency with fusion's baseline block."""
+    half = max(1, len(words) // 2)
+    items = []
+    for index, (step, said, latency) in enumerate((("mood", words[:half], 1.4), ("medication", words[half:], 2.9))):
+        start, end = 9.0 * index, 9.0 * (index + 1)
+        markers = {
+            "response_latency": _marker(latency, "s", "prompt shown to the first Silero VAD speech onset",
+                                        [v + 1.5 * index for v in earlier_latencies]),
+            "speaking_time": Marker(assessed=True, value=round(0.4 * len(said), 2), unit="s",
+                                    method="Silero VAD speech time, within the answer's window").as_dict(),
+            "word_count": Marker(assessed=True, value=float(len(said)), unit="words",
+                                 method="transcript words whose middle falls in the answer's window").as_dict(),
+            "mattr": Marker(assessed=False, unit="ratio", method="moving-average type-token ratio, window 10 words",
+                            reason=f"only {len(said)} words; MATTR needs at least 10").as_dict(),
+        }
+        items.append({"step_id": step, "start_s": start, "end_s": end, "clipped": False, "markers": markers,
+                      "transcript": {"text": " ".join(said), "language": "en"}})
+    return {"assessed": True, "reason": None, "flags": [], "items": items,
+            "method": "the recording split at the check-in timeline's prompt times"}

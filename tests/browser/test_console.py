@@ -165,6 +165,18 @@ def test_the_checkin_page_loads_the_video_and_evidence_frames_and_escapes_free_t
     assert XSS in page.text_content("dl.metadata")  # shown as text, not run
     assert page.text_content(".transcript mark") == "no point going on"
     assert "no validated speech-emotion model is configured" in page.text_content("table.not-assessed")
+    # the answers one under another: the clinic's question, the transcript and its language, markers with baseline
+    answers = page.locator("article.answer")
+    assert answers.locator("h3").all_text_contents() == [
+        "1. How has your mood been since your last check-in?",
+        "2. Did you take your medication as prescribed, or did you miss any doses?"]
+    said = [item["transcript"]["text"] for item in latest["results"]["answers"]["items"]]
+    assert answers.nth(0).locator("q").text_content() == said[0]
+    assert "(language en)" in answers.nth(1).locator(".answer-transcript").text_content()
+    latency = answers.nth(1).locator("tr", has_text="Response latency").locator("td").all_text_contents()
+    assert latency[:3] == ["2.9", "s", "2.712 ± 0.074 (4 check-ins)"]
+    assert "MATTR needs at least 10" in answers.nth(0).locator("tr", has_text="MATTR").text_content()
+    assert page.text_content("#transcript-language") == "en (Whisper p 0.97)"
     page.screenshot(path=str(screenshots / "console-checkin.png"), full_page=True)
     check_contrast(page)
     assert problems == []

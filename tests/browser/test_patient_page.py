@@ -1,7 +1,7 @@
 """The patient check-in page in a real browser: Chromium's fake camera and microphone
 (a real face video and espeak-ng speech) record through MediaRecorder, and the
-recording goes to S3 (moto's server over HTTP) as a multipart upload, through a
-dropped connection that resumes, and through one that cannot resume.
+recording goes through the ingest API to S3 (moto's server over HTTP) as a multipart
+upload, through a dropped connection that resumes, and through one that cannot resume.
 
 The page and its API are the ingest service's, composed as services/ingest/main.py
 composes them, with real one-time links issued through the API and checked by
@@ -192,6 +192,8 @@ def test_a_patient_records_and_sends_a_checkin_through_a_dropped_connection(brow
     page.wait_for_selector("#screen-received:not([hidden])", timeout=60000)
     sent = parts_sent(puts)
     total = -(-size // PART)
+    # every part went to the ingest API (the upload proxy), none to the AWS server (issue 19, finding 1)
+    assert {urlsplit(url).netloc for url in puts} == {urlsplit(server.url).netloc}, puts
     assert sent.count(1) == 1 and sent.count(2) == 1, sent  # what S3 had was not sent again
     assert sorted(set(sent)) == list(range(1, total + 1))
     assert "/api/v1/checkin/upload/resume" in api_calls

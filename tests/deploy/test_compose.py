@@ -177,3 +177,20 @@ def test_every_service_that_reads_the_clinics_file_has_it_mounted(resolved, monk
     (source,) = sources  # the one file, relative to the compose file: deploy/clinics.json
     assert source.endswith("/deploy/clinics.json"), source
     check_clinics_file(REPO / "deploy" / "clinics.json")
+
+
+def test_only_the_apis_are_published_beyond_this_machine_and_uploads_go_through_ingest(resolved, monkeypatch):
+    """Issue 19, finding 1: the local AWS server is for this machine (loopback); phones and clinic apps
+    send recordings to the ingest API (upload mode "proxy", docs/uploads.md), never to it."""
+    from services.ingest.settings import IngestSettings
+
+    beyond = {}
+    for name, service in resolved["services"].items():
+        for port in service.get("ports", []):  # "127.0.0.1:4566:4566/tcp", or {published, target[, host_ip]}
+            host = port.get("host_ip", "") if isinstance(port, dict) else (
+                port.split(":")[0] if port.count(":") == 2 else "")
+            if host != "127.0.0.1":
+                beyond[name] = port
+    assert set(beyond) == {"ingest", "results"}, beyond
+    ingest = settings_from(IngestSettings, resolved["services"]["ingest"]["environment"], monkeypatch)
+    assert ingest.upload_mode == "proxy"

@@ -117,10 +117,14 @@ def test_each_role_uses_only_its_own_queues(service):
     for stage in STAGES:
         queue, dead_letters = SQS + SETTINGS.queue_name(stage), SQS + SETTINGS.dead_letter_queue_name(stage)
         own = stage == service
-        for action in CONSUME + ("sqs:GetQueueAttributes",):
-            assert allowed(policy, action, queue) == own, (action, stage)
-        for action in CONSUME:  # dead letters are for people to read, not for workers
-            assert not allowed(policy, action, dead_letters), (action, stage)
+        # An erasure (results) reads through the ingest queue, whose S3 notifications and EHR events name
+        # patients, and every dead-letter queue, deleting the erased patient's messages (issue 19, finding 5).
+        erases = service == "results" and (stage == "ingest")
+        for action in CONSUME:
+            assert allowed(policy, action, queue) == (own or erases), (action, stage)
+        assert allowed(policy, "sqs:GetQueueAttributes", queue) == own, stage
+        for action in CONSUME:  # dead letters are for people to read, and for erasures to remove a patient from
+            assert allowed(policy, action, dead_letters) == (service == "results"), (action, stage)
         # Its own DLQ's depth is a metric the worker reports (shared/worker.py watch_queue_depth).
         assert allowed(policy, "sqs:GetQueueAttributes", dead_letters) == own, stage
         # The ingest API puts EHR events on its own queue (POST /api/v1/events, issue 12).
@@ -183,6 +187,18 @@ def test_work_queues_are_consumed_only_by_their_service(queue):
         assert allowed(policy, "sqs:SendMessage", dead_letters) == (service == owner), service
         for action in CONSUME:  # dead letters are for people to read and redrive
             assert not allowed(policy, action, dead_letters), (service, action)
+
+
+def test_only_the_results_role_erases_queued_messages_and_only_from_the_queues_that_hold_patients():
+    policy = load("results")
+    holding = [SQS + SETTINGS.queue_name("ingest")] + [SQS + SETTINGS.dead_letter_queue_name(s) for s in STAGES]
+    for queue in holding:
+        for action in CONSUME + ("sqs:GetQueueUrl",):
+            assert allowed(policy, action, queue), (action, queue)
+        assert not allowed(policy, "sqs:SendMessage", queue) or queue.endswith("results-dlq"), queue
+        assert not allowed(policy, "sqs:PurgeQueue", queue)  # one patient's messages, never the whole queue
+    for stage in ("audio", "vision", "fusion"):  # their messages carry job ids only
+        assert not allowed(policy, "sqs:ReceiveMessage", SQS + SETTINGS.queue_name(stage)), stage
 
 
 def test_only_the_results_role_keeps_alerts_and_the_clinics_patients():

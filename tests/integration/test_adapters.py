@@ -122,7 +122,7 @@ def with_publisher(request):
 
 def test_what_is_published_reaches_the_stage_as_the_event_it_reads(with_publisher):
     job_id = f"job-{uuid.uuid4().hex[:12]}"
-    request = AnalysisRequested(job_id=job_id, bucket="schizodot-media", s3_key="uploads/p/x.mp4")
+    request = AnalysisRequested(job_id=job_id)
     notice = ModalityAnalysed(job_id=job_id, modality="audio")
 
     async def body(publisher, sent_to):

@@ -14,6 +14,7 @@ from schizodot import samples
 from shared.messaging import ERROR_ATTRIBUTE
 
 from schizodot.dev_identity import DEV_CLINIC
+from schizodot.upload import upload_arguments
 
 from .test_pipeline import ehr_event
 
@@ -29,11 +30,27 @@ def bad_files(media_dir):
     return samples.bad_inputs(media_dir / "bad")
 
 
+@pytest.mark.parametrize("name", ["random_bytes", "jpeg_named_mp4"])
+def test_a_file_that_is_not_its_declared_type_is_refused_at_the_upload(running_stack, bad_files, name):
+    """The upload proxy (docs/uploads.md) reads the first bytes: a file that does not start like the
+    video it was declared as is refused in words, nothing is stored, and the check-in still waits.
+    (Through presigned POSTs S3 cannot look inside: the ingest stage's probe fails the job instead.)"""
+    with httpx.Client(timeout=30) as http:
+        created = http.post(f"{running_stack.api}/api/v1/analyze", headers=running_stack.auth(), json={
+            "patient_id": _patient(), "filename": "bad.mp4", "content_type": "video/mp4"}).json()
+        assert created["upload_method"] == "PUT"
+        refused = http.put(created["upload_url"], content=bad_files[name].read_bytes(),
+                           headers={**running_stack.auth(), "Content-Type": "video/mp4"})
+    assert refused.status_code == 422 and refused.json()["detail"] == "the file is not a video/mp4 recording"
+    job = running_stack.job(created["job_id"])
+    assert job["status"] == "queued"
+    stored = running_stack.client("s3").list_objects_v2(Bucket=running_stack.settings.bucket, Prefix=job["s3_key"])
+    assert stored.get("KeyCount", 0) == 0
+
+
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("random_bytes", "not a recognisable audio or video file"),
-        ("jpeg_named_mp4", "the file is not a video: it is a JPEG image"),
         ("truncated_index", "truncated or incomplete"),
         ("truncated_data", "the video is truncated at"),
     ],
@@ -47,16 +64,16 @@ def test_uploaded_bad_media_fails_the_job_with_a_readable_error(running_stack, b
     assert job["completed_at"] and job["progress"] < 100
 
 
-def test_an_empty_upload_is_refused_by_the_upload_policy_and_the_checkin_still_waits(running_stack):
-    """The presigned POST's policy asks for at least one byte (as S3 enforces it): an empty
-    file is refused at the upload, in words, and the check-in keeps waiting for its recording."""
+def test_an_empty_upload_is_refused_and_the_checkin_still_waits(running_stack):
+    """The upload proxy, like the presigned POST's policy (as S3 enforces it), asks for at least one
+    byte: an empty file is refused at the upload, in words, and the check-in keeps waiting."""
     with httpx.Client(timeout=30) as http:
         created = http.post(f"{running_stack.api}/api/v1/analyze", headers=running_stack.auth(), json={
             "patient_id": _patient(), "filename": "empty.mp4", "content_type": "video/mp4"})
         assert created.status_code == 201, created.text
         job = created.json()
-        refused = http.post(job["upload_url"], data=job["upload_fields"], files={"file": ("empty.mp4", b"", "video/mp4")})
-    assert refused.status_code == 403 and "the file is 0 bytes" in refused.text
+        refused = http.request(**upload_arguments(job, "empty.mp4", b"", "video/mp4", running_stack.auth()))
+    assert refused.status_code == 422 and refused.json()["detail"] == "the recording is empty"
     assert running_stack.job(job["job_id"])["status"] == "queued"
 
 

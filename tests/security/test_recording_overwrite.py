@@ -21,7 +21,8 @@ def test_a_reused_idempotency_key_gets_no_upload_form_once_the_recording_arrived
     settings = aws_server
 
     async def scenario() -> None:
-        async with ingest_site(settings, tmp_path, part_bytes=256 * 1024, max_bytes=10**6) as site:
+        async with ingest_site(settings, tmp_path, part_bytes=256 * 1024, max_bytes=10**6,
+                               upload_mode="presigned") as site:  # forms: the mode for real S3
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=site.app), base_url="http://ingest") as api:
                 headers = {**site.auth("dev-uploader"), "Idempotency-Key": str(uuid.uuid4())}
                 body = {"patient_id": f"patient-{uuid.uuid4().hex[:8]}", "filename": "checkin.mp4",
@@ -43,3 +44,44 @@ def test_a_reused_idempotency_key_gets_no_upload_form_once_the_recording_arrived
                 assert done.status_code == 409
 
     asyncio.run(scenario())
+
+
+def test_an_earlier_upload_form_cannot_overwrite_a_completed_checkins_recording(aws_server, tmp_path):
+    """The remainder of finding 7: the upload instructions a check-in was given (and those of a retry
+    with the same Idempotency-Key) stay unusable once the recording is in. Through the upload proxy
+    (docs/uploads.md) a file is accepted only while the check-in waits for it. Failed on the code
+    before the fix: a presigned POST form stays valid until it expires, so it replaced the recording
+    of a completed check-in (204) and the console's video no longer matched the findings."""
+    settings = aws_server
+    recording = b"\0\0\0\x18ftypmp42" + b"the recording the findings came from" * 50
+    replacement = b"\0\0\0\x18ftypmp42" + b"another video" * 50
+
+    async def send(http: httpx.AsyncClient, form: dict, data: bytes, credential: dict) -> httpx.Response:
+        from schizodot.upload import upload_arguments
+
+        return await http.request(**upload_arguments(form, "checkin.mp4", data, "video/mp4", credential))
+
+    async def scenario() -> str:
+        async with ingest_site(settings, tmp_path, part_bytes=256 * 1024, max_bytes=10**6) as site:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=site.app), base_url="http://ingest") as api:
+                uploader = site.auth("dev-uploader")
+                headers = {**uploader, "Idempotency-Key": str(uuid.uuid4())}
+                body = {"patient_id": f"patient-{uuid.uuid4().hex[:8]}", "filename": "checkin.mp4",
+                        "content_type": "video/mp4"}
+                first = (await api.post("/api/v1/analyze", json=body, headers=headers)).json()
+                retried = (await api.post("/api/v1/analyze", json=body, headers=headers)).json()  # answer lost
+                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=site.app), base_url="http://ingest") \
+                        if first.get("upload_method") == "PUT" else httpx.AsyncClient() as uploads:
+                    sent = await send(uploads, retried, recording, uploader)
+                    assert sent.status_code in (200, 201, 204), sent.text
+                    update_job(settings, first["job_id"], status="completed", progress=100)
+                    for form in (first, retried):
+                        again = await send(uploads, form, replacement, uploader)
+                        assert again.status_code in (403, 409), (again.status_code, again.text)
+                return (await site.jobs.get(first["job_id"])).s3_key
+
+    key = asyncio.run(scenario())
+    from shared.aws import sync_client
+
+    stored = sync_client(settings, "s3").get_object(Bucket=settings.bucket, Key=key)["Body"].read()
+    assert stored == recording

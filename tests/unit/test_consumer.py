@@ -105,7 +105,7 @@ async def _consume(sqs: StandInSqs, jobs, handler) -> None:
 
 
 REQUEST = encode_event(AnalysisRequested.TYPE, "urn:schizodot:ingest", "JOB",
-                       AnalysisRequested(job_id="JOB", bucket="b", s3_key="uploads/p/x.mp4"))
+                       AnalysisRequested(job_id="JOB"))
 
 
 def test_a_handled_message_is_deleted():

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from shared.domain import artifact_key, utc_now
+from shared.domain import artifact_key, artifacts_prefix, utc_now
 from shared.errors import InputError, MalformedMessage
 from shared.events import AnalysisRequested, FusionCompleted, ModalityAnalysed, encode_event
 from shared.fakes import FakeAdapters, deliver
@@ -41,7 +41,7 @@ def _stage(handler, ready=None) -> Stage:
 
 def _request(job_id: str) -> str:
     return encode_event(AnalysisRequested.TYPE, "urn:schizodot:ingest", job_id,
-                        AnalysisRequested(job_id=job_id, bucket="schizodot-media", s3_key="uploads/p/x.mp4"))
+                        AnalysisRequested(job_id=job_id))
 
 
 async def _ingested(fakes: FakeAdapters, modalities=("audio", "vision")) -> str:
@@ -65,7 +65,7 @@ def test_a_claimed_stage_runs_stores_its_artifact_finishes_and_announces():
 
     job_id, accepted, job = asyncio.run(scenario())
     [work] = handler.works
-    assert work.event == AnalysisRequested(job_id=job_id, bucket="schizodot-media", s3_key="uploads/p/x.mp4")
+    assert work.event == AnalysisRequested(job_id=job_id)
     assert work.job.pipeline.stages["audio"].state == "running" and work.stage == "audio"
     assert accepted.job_id == job_id  # the runner knows the job from the event; no handler says it
     record = job.pipeline.stages["audio"]
@@ -235,3 +235,26 @@ def _delivery(body: str):
     from shared.messaging import Delivery
 
     return Delivery("m-x", "r-x", body, {}, 1, "schizodot-audio")
+
+
+@pytest.mark.parametrize("ending", ["failed", "erased"])
+def test_a_job_that_ends_while_its_stage_works_gets_no_artifact_and_nothing_is_announced(ending):
+    """An erasure fails the patient's running jobs, then deletes them: a stage that finishes later must
+    not write an artifact the erasure and its late sweep have already looked for (issue 24)."""
+    fakes = FakeAdapters()
+
+    async def ends_meanwhile(work: Work[AnalysisRequested], deps: object) -> StageOutcome:
+        await fakes.jobs.fail(work.job.job_id, "the patient's data was erased", "erasure", reason="other")
+        if ending == "erased":
+            await fakes.jobs.delete(work.job.job_id)
+        return StageOutcome(message="Audio analysis done", artifact={"speech_detected": True},
+                            emit=(Emit("fusion", ModalityAnalysed(job_id=work.event.job_id, modality="audio")),))
+
+    async def scenario():
+        job_id = await _ingested(fakes)
+        await deliver(fakes.runner(_stage(ends_meanwhile), None), _request(job_id))
+        return job_id
+
+    job_id = asyncio.run(scenario())
+    assert asyncio.run(fakes.storage.list_keys(artifacts_prefix(job_id))) == []
+    assert fakes.publisher.sent == []

@@ -52,3 +52,23 @@ def test_the_stored_form_reads_back_and_none_means_no_timeline():
     timeline = _timeline(("mood", "prompt", 0), ("show_pill", "dosing", 900))
     assert CheckinTimeline.of(timeline.stored()) == timeline
     assert CheckinTimeline.of(None) is None
+
+
+def test_the_clis_timeline_file_is_checked_before_anything_is_sent(tmp_path):
+    from schizodot.cli import checkin_timeline
+
+    good = tmp_path / "timeline.json"
+    good.write_text('[{"step_id": "mood", "kind": "prompt", "shown_at_ms": 0},'
+                    ' {"step_id": "sleep", "kind": "prompt", "shown_at_ms": 4100}]')
+    assert checkin_timeline(good)[1] == {"step_id": "sleep", "kind": "prompt", "shown_at_ms": 4100}
+    backwards = tmp_path / "backwards.json"
+    backwards.write_text('[{"step_id": "mood", "kind": "prompt", "shown_at_ms": 900},'
+                         ' {"step_id": "sleep", "kind": "prompt", "shown_at_ms": 100}]')
+    with pytest.raises(ValueError, match="out of order"):
+        checkin_timeline(backwards)
+    broken = tmp_path / "broken.json"
+    broken.write_text("[{")
+    with pytest.raises(ValueError, match="--timeline"):
+        checkin_timeline(broken)
+    with pytest.raises(ValueError, match="--timeline"):
+        checkin_timeline(tmp_path / "missing.json")

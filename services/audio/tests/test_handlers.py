@@ -20,6 +20,7 @@ from shared.fakes import FakeAdapters, deliver
 from shared.job import PipelinePlan, new_job, plan_weights
 from shared.modality import ModalityDeps
 from shared.storage import MediaUnavailable
+from shared.timeline import CheckinTimeline
 
 
 class StandInAnalyser:
@@ -27,10 +28,12 @@ class StandInAnalyser:
 
     def __init__(self) -> None:
         self.wav_rate: int | None = None
+        self.timeline = None
 
-    def analyse(self, wav, progress, transcribe=True, languages=("en",)):
+    def analyse(self, wav, progress, transcribe=True, languages=("en",), timeline=None):
         with wave.open(str(wav)) as audio:
             self.wav_rate = audio.getframerate()
+        self.timeline = timeline
         progress(0.5, "measuring the voice")
         return {"speech_detected": True, "duration_seconds": 2.0, "models": {"vad": "stand-in"}}
 
@@ -46,7 +49,7 @@ def media(tmp_path_factory):
     return {"voice": voice, "mute": mute}
 
 
-def _run(path, *, upload: bool = True):
+def _run(path, *, upload: bool = True, timeline: CheckinTimeline | None = None):
     fakes, analyser = FakeAdapters(), StandInAnalyser()
     reported: list[tuple[float, str]] = []
     report = fakes.jobs.report_progress
@@ -60,13 +63,14 @@ def _run(path, *, upload: bool = True):
     async def scenario():
         job_id, key = f"job-{uuid.uuid4().hex[:12]}", "uploads/patient-001/x/voice.m4a"
         await fakes.jobs.create(new_job(job_id, patient_id="patient-001", s3_key=key, filename="voice.m4a",
-                                        content_type="audio/mp4", created_at=utc_now(), message="q", source="api"))
+                                        content_type="audio/mp4", created_at=utc_now(), message="q", source="api",
+                                        timeline=timeline))
         ingest = await fakes.jobs.claim_stage(job_id, "ingest", "m-ingest", "x")
         await fakes.jobs.finish_stage(ingest, "x", {}, PipelinePlan(expected=["audio"], weights=plan_weights(["audio"])))
         if upload:
             fakes.storage.put_file(key, path)
         deps = ModalityDeps(storage=fakes.storage, analyse=make_analyse(analyser, 16000), executor=None)
-        request = AnalysisRequested(job_id=job_id, bucket=fakes.storage.bucket, s3_key=key)
+        request = AnalysisRequested(job_id=job_id)
         await deliver(fakes.runner(AUDIO, deps), encode_event(request.TYPE, "urn:schizodot:ingest", job_id, request))
         return job_id, await fakes.jobs.get(job_id)
 
@@ -93,3 +97,12 @@ def test_a_recording_without_sound_or_media_is_bad_input(media):
         _run(media["mute"])
     with pytest.raises(MediaUnavailable, match="does not exist"):
         _run(media["voice"], upload=False)
+
+
+def test_the_checkins_timeline_reaches_the_analyser_for_the_answers(media):
+    timeline = CheckinTimeline.of([{"step_id": "mood", "kind": "prompt", "shown_at_ms": 0},
+                                   {"step_id": "sleep", "kind": "prompt", "shown_at_ms": 1200}])
+    _fakes, analyser, _reported, _job_id, _job = _run(media["voice"], timeline=timeline)
+    assert analyser.timeline == timeline
+    _fakes, analyser, _reported, _job_id, _job = _run(media["voice"])
+    assert analyser.timeline is None  # the analyser's answers block then says the timeline is unknown

@@ -85,3 +85,18 @@ def test_without_audio_the_self_report_is_not_assessed_and_says_why():
     report = results["compliance"]["self_report"]
     assert report["assessed"] is False and report["classification"] is None
     assert report["reason"] == "the recording has no sound track"
+
+
+ANSWERS = {"assessed": True, "reason": None, "method": "split at the timeline", "flags": [],
+           "items": [{"step_id": "mood", "start_s": 0.0, "end_s": 9.4, "clipped": False,
+                      "markers": {"response_latency": measured(1.2, "s", "prompt to onset")},
+                      "transcript": {"text": "calm", "language": "en"}}]}
+
+
+def test_the_answers_ride_into_the_results_with_fusions_baselines_where_it_gave_them():
+    assert build_results(FUSION, {**AUDIO, "answers": ANSWERS}, VISION, {})["answers"] == ANSWERS
+    with_baseline = {**ANSWERS, "items": [{**ANSWERS["items"][0], "markers": {"response_latency": {
+        **ANSWERS["items"][0]["markers"]["response_latency"], "baseline": WITH_BASELINE}}}]}
+    results = build_results({**FUSION, "answers": with_baseline}, {**AUDIO, "answers": ANSWERS}, VISION, {})
+    assert parse(results["answers"]["items"][0]["markers"]["response_latency"]).baseline == Baseline(**WITH_BASELINE)
+    assert "answers" not in build_results(FUSION, AUDIO, VISION, {})  # an artifact from before per-answer markers

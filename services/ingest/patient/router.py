@@ -16,6 +16,9 @@ its analysis has come. Routes (under `api_prefix`):
   GET  /session          the clinic's script, the upload limits, the check-in's state
   POST /upload           start a multipart upload: {content_type, size, timeline?} -> part URLs
                          (the timeline, when each prompt and step was shown, is kept on the job)
+  PUT  /upload/part      ?uploadId=&partNumber=: one part, which this API writes to S3 (upload mode
+                         "proxy", the default: the page's part URLs point here, and the phone never
+                         learns the storage endpoint); in mode "presigned" the part URLs are S3's own
   POST /upload/resume    {upload_id, size} -> parts S3 has, fresh URLs for the rest (410: cannot resume)
   POST /upload/complete  {upload_id, size} -> "received" (the S3 event starts the pipeline)
   GET  /status           state and progress, for the "received" and thank-you screens
@@ -37,13 +40,21 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import structlog
-from fastapi import APIRouter, Depends, HTTPException
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
 from services.ingest.patient.script import CheckinScript, ScriptCatalog
-from services.ingest.patient.uploads import MultipartPolicy, MultipartStore, UploadGone, UploadRefused
+from services.ingest.patient.uploads import (
+    MultipartPolicy,
+    MultipartStore,
+    UploadGone,
+    UploadMode,
+    UploadRefused,
+)
 from shared.audit import AuditEvent, AuditTrail
 from shared.auth import PatientLinkStore, allow
 from shared.identity import Principal, Role
@@ -105,15 +116,22 @@ class UploadPlan(BaseModel):
     part_bytes: int
     content_type: str | None = None
     parts: list[SignedPart] = Field(description="the parts still to send, with URLs")
+    send_token: bool = Field(False, description="send the link's token with each part (the parts go to this API)")
     done: list[int] = Field(default_factory=list, description="parts S3 already holds")
     expires_in: int
 
 
-def _page_headers(upload_origin: str) -> dict[str, str]:
+class PartReceived(BaseModel):
+    number: int
+    size: int
+
+
+def _page_headers(upload_origin: str | None) -> dict[str, str]:
+    connect = f"'self' {upload_origin}" if upload_origin else "'self'"
     return {
         "Content-Security-Policy": (
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-            f"media-src 'self' blob:; connect-src 'self' {upload_origin}; frame-ancestors 'none'; "
+            f"media-src 'self' blob:; connect-src {connect}; frame-ancestors 'none'; "
             "base-uri 'none'; form-action 'none'"
         ),
         "Referrer-Policy": "no-referrer",
@@ -128,6 +146,14 @@ def open_paths(page_path: str = "/checkin") -> tuple[tuple[str, ...], tuple[str,
     return (page_path,), (f"{page_path}/static/",)
 
 
+def body_limits(policy: MultipartPolicy, api_prefix: str = "/api/v1/checkin") -> dict[str, int]:
+    """The request-body limit of the part route (shared.http.install_request_body_limit): one part."""
+    return {api_prefix + PART_PATH: policy.part_bytes}
+
+
+PART_PATH = "/upload/part"
+
+
 def create_patient_router(
     *,
     principal: Callable[..., Any],
@@ -135,25 +161,30 @@ def create_patient_router(
     store: MultipartStore,
     scripts: ScriptCatalog,
     policy: MultipartPolicy,
-    upload_origin: str,
     links: PatientLinkStore,
     audit: AuditTrail,
+    upload_mode: UploadMode = "proxy",
+    upload_origin: str | None = None,
     page_path: str = "/checkin",
     api_prefix: str = "/api/v1/checkin",
 ) -> APIRouter:
     """The patient page and its API.
 
     `principal`: shared.auth's dependency returning the caller's `Principal`
-    (401 for a missing, expired or used link). `upload_origin`: the
-    scheme://host[:port] the phone uploads to (the S3 endpoint it reaches), for
-    the page's Content-Security-Policy.
+    (401 for a missing, expired or used link). `upload_mode`: parts through this
+    API ("proxy") or to presigned S3 URLs ("presigned"), whose endpoint
+    `upload_origin` (scheme://host[:port]) the page's Content-Security-Policy
+    then names.
     """
+    if upload_mode == "presigned" and not upload_origin:
+        raise ValueError("presigned uploads need the S3 endpoint's origin for the page's policy")
     patient_links = allow(principal, Role.PATIENT_LINK)
     router = APIRouter()
     templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape())
     page = templates.get_template("checkin.html").render(
         api_prefix=api_prefix, static_prefix=f"{page_path}/static")
-    headers = _page_headers(upload_origin)
+    headers = _page_headers(upload_origin if upload_mode == "presigned" else None)
+    proxied = upload_mode == "proxy"
 
     @router.get(page_path, response_class=HTMLResponse, include_in_schema=False)
     async def checkin_page() -> HTMLResponse:
@@ -192,11 +223,14 @@ def create_patient_router(
     async def plan(job: Job, upload_id: str, size: int, done: set[int],
                    content_type: str | None = None) -> UploadPlan:
         result = UploadPlan(upload_id=upload_id, size=size, part_bytes=policy.part_bytes, content_type=content_type,
-                            done=sorted(done), expires_in=policy.url_expiry_seconds, parts=[])
+                            done=sorted(done), expires_in=policy.url_expiry_seconds, parts=[], send_token=proxied)
         for part in policy.plan(size):
             if part.number not in done:
-                url = await store.presign_part(job.s3_key, upload_id, part.number, part.size,
-                                               policy.url_expiry_seconds)
+                if proxied:
+                    url = f"{api_prefix}{PART_PATH}?uploadId={quote(upload_id, safe='')}&partNumber={part.number}"
+                else:
+                    url = await store.presign_part(job.s3_key, upload_id, part.number, part.size,
+                                                   policy.url_expiry_seconds)
                 result.parts.append(SignedPart(number=part.number, size=part.size, url=url))
         return result
 
@@ -232,6 +266,29 @@ def create_patient_router(
                      if body.timeline is not None else 0)
         upload_id = await store.create(key, content_type)
         return await plan(job, upload_id, body.size, set(), content_type)
+
+    @router.put(api_prefix + PART_PATH, response_model=PartReceived, tags=["patient check-in"],
+                include_in_schema=proxied)
+    async def send_part(request: Request, upload_id: str = Query(alias="uploadId", pattern=UPLOAD_ID),
+                        number: int = Query(alias="partNumber", ge=1),
+                        linked: tuple[Principal, Job] = Depends(linked_job)) -> PartReceived:
+        """One part of the recording, written to S3 by this API (the body limit keeps it to one part)."""
+        if not proxied:
+            raise HTTPException(status_code=404, detail="parts go to the URLs the upload plan names")
+        _, job = linked
+        await awaiting(job)  # nothing is written for a check-in that has its recording
+        if number > policy.max_parts:
+            raise HTTPException(status_code=422, detail=f"partNumber: at most {policy.max_parts} parts")
+        if upload_id not in await store.open_uploads(job.s3_key):  # S3 binds an upload id to its key; so do we
+            raise HTTPException(status_code=410, detail="this upload can no longer be resumed")
+        body = await request.body()  # at most one part: the route's body limit (body_limits)
+        if not body:
+            raise HTTPException(status_code=422, detail="the part is empty")
+        try:
+            stored = await store.upload_part(job.s3_key, upload_id, number, body)
+        except UploadGone as error:
+            raise HTTPException(status_code=410, detail="this upload can no longer be resumed") from error
+        return PartReceived(number=stored.number, size=stored.size)
 
     @router.post(api_prefix + "/upload/resume", response_model=UploadPlan, tags=["patient check-in"])
     async def resume_upload(body: UploadContinue,

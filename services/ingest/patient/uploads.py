@@ -27,13 +27,19 @@ against an S3 emulator configured to allow them).
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 S3_MIN_PART_BYTES = 5 * 1024**2
 S3_MAX_PARTS = 10_000
 RECORDING_TYPES = ("video/webm", "video/mp4", "video/quicktime")  # what MediaRecorder gives, by browser
+
+# How phones send recordings (docs/uploads.md): through the ingest API, which writes them to S3 itself
+# ("proxy": the storage endpoint is never handed out), or straight to S3 with presigned requests
+# ("presigned": real S3 only, where the storage endpoint is built to face the internet).
+UploadMode = Literal["proxy", "presigned"]
 
 
 class UploadRefused(ValueError):
@@ -119,6 +125,7 @@ class MultipartStore(Protocol):
     async def abort(self, key: str, upload_id: str) -> None: ...
     async def open_uploads(self, key: str) -> list[str]: ...
     async def exists(self, key: str) -> bool: ...
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> StoredPart: ...
 
 
 @dataclass
@@ -188,6 +195,16 @@ class S3MultipartStore:
         response = await self.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
         return [u["UploadId"] for u in response.get("Uploads", []) if u["Key"] == key]
 
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> StoredPart:
+        try:
+            response = await self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                                 Body=body, ContentLength=len(body))
+        except Exception as error:
+            if _code(error) in ("NoSuchUpload", "404"):
+                raise UploadGone(upload_id) from error
+            raise
+        return StoredPart(number, len(body), response["ETag"])
+
     async def exists(self, key: str) -> bool:
         try:
             await self.s3.head_object(Bucket=self.bucket, Key=key)
@@ -196,6 +213,64 @@ class S3MultipartStore:
             if _code(error) in ("NoSuchKey", "404", "NotFound"):
                 return False
             raise
+
+
+# The first bytes of each container a check-in may be in: a file that does not start like its declared type
+# is refused before anything is stored (ingest's probe, after the upload, checks the whole file).
+_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
+_SIGNATURES = {
+    "video/webm": lambda head: head.startswith(b"\x1a\x45\xdf\xa3"),  # EBML (Matroska/WebM)
+    "video/mp4": lambda head: head[4:8] in _MP4_BOXES,
+    "video/quicktime": lambda head: head[4:8] in _MP4_BOXES,
+    "audio/mp4": lambda head: head[4:8] in _MP4_BOXES,
+    "video/x-msvideo": lambda head: head[:4] == b"RIFF" and head[8:12] == b"AVI ",
+    "audio/wav": lambda head: head[:4] == b"RIFF" and head[8:12] == b"WAVE",
+    "video/mpeg": lambda head: head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"),
+    "audio/mpeg": lambda head: head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0),
+}
+SNIFF_BYTES = 12
+
+
+def looks_like(content_type: str, head: bytes) -> bool:
+    """Whether a file starting with `head` (at least SNIFF_BYTES, unless shorter) may be `content_type`;
+    a type without a known signature is left to ingest's probe."""
+    check = _SIGNATURES.get(content_type)
+    return check is None or check(head)
+
+
+async def stream_to_s3(store: MultipartStore, key: str, content_type: str, chunks: AsyncIterator[bytes], *,
+                       part_bytes: int, max_bytes: int) -> int:
+    """Write a request body to S3 as it arrives, as a multipart upload of `part_bytes` parts: memory holds
+    one part and one chunk, never the file. UploadRefused (nothing kept) for an empty or oversized file or
+    one that is not `content_type`; any failure aborts the upload, so S3 keeps nothing of it."""
+    upload_id = await store.create(key, content_type)
+    parts: list[StoredPart] = []
+    buffer = bytearray()
+    total, sniffed = 0, False
+    try:
+        async for chunk in chunks:
+            total += len(chunk)
+            if total > max_bytes:
+                raise UploadRefused(f"the recording is larger than the {_mb(max_bytes)} that can be sent")
+            buffer += chunk
+            if not sniffed and len(buffer) >= SNIFF_BYTES:
+                if not looks_like(content_type, bytes(buffer[:SNIFF_BYTES])):
+                    raise UploadRefused(f"the file is not a {content_type} recording")
+                sniffed = True
+            while len(buffer) >= part_bytes:
+                parts.append(await store.upload_part(key, upload_id, len(parts) + 1, bytes(buffer[:part_bytes])))
+                del buffer[:part_bytes]
+        if total == 0:
+            raise UploadRefused("the recording is empty")
+        if not sniffed and not looks_like(content_type, bytes(buffer)):
+            raise UploadRefused(f"the file is not a {content_type} recording")
+        if buffer:
+            parts.append(await store.upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
+        await store.complete(key, upload_id, parts)
+    except BaseException:
+        await store.abort(key, upload_id)
+        raise
+    return total
 
 
 def _code(error: Exception) -> str | None:

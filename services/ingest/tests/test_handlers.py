@@ -161,7 +161,7 @@ def test_an_uploaded_video_is_checked_planned_and_sent_to_audio_and_vision(clips
     ingest = plan.stages["ingest"]
     assert ingest.state == "done" and ingest.outputs.size_bytes == clips["video"].stat().st_size
     assert job.progress == 10 and job.message.startswith("Media checked (2.0 s); analysing audio and vision")
-    request = AnalysisRequested(job_id=job_id, bucket=fakes.storage.bucket, s3_key=key)
+    request = AnalysisRequested(job_id=job_id)
     assert fakes.publisher.sent == [("audio", request), ("vision", request)]
 
 
@@ -222,8 +222,10 @@ def test_an_ehr_event_delivered_twice_makes_one_job_and_asks_again_only_what_was
 
     [job] = asyncio.run(scenario())
     assert job.pipeline.source == "event" and job.pipeline.stages["ingest"].attempts == 1
-    sent = [(to, event.s3_key) for to, event in fakes.publisher.sent]
-    assert sent == [("audio", "incoming/clinic-a/ehr.mp4"), ("vision", "incoming/clinic-a/ehr.mp4")] * 2  # re-announced, not redone
+    sent = [(to, event) for to, event in fakes.publisher.sent]
+    # re-announced, not redone; by job id only: no message names the patient's media (issue 19, finding 5)
+    assert sent == [("audio", AnalysisRequested(job_id=job.job_id)), ("vision", AnalysisRequested(job_id=job.job_id))] * 2
+    assert job.s3_key == "incoming/clinic-a/ehr.mp4"
 
 
 @pytest.mark.parametrize("case, expected", [

@@ -395,7 +395,7 @@ def create_console_router(
         job: Job | None = await jobs.get(job_id)
         if job is not None and (job.patient_id != c.key_of(patient_id) or job.clinic_id != c.clinic_id):
             job = None
-        view = views.checkin_view(item, job, c.clinic.zone)
+        view = views.checkin_view(item, job, c.clinic.zone, c.clinic.checkin)
         facial = (item.get("results") or {}).get("facial_emotion") or {}
         timeline = facial.get("timeline") or []
         labels = [e.get("emotion") for e in facial.get("all_emotions") or [] if e.get("emotion")]

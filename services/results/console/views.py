@@ -24,6 +24,7 @@ from services.results.alerts.findings import (
 )
 from services.results.alerts.roster import RosterEntry
 from services.results.alerts.store import Alert
+from shared.clinics import CheckinScript
 from shared.job import Job
 
 TREND_MARKERS = ("speech_rate", "pitch_variability", "facial_expressivity", "speaking_fraction")
@@ -163,6 +164,65 @@ def highlight(text: str, phrases: list[str]) -> list[tuple[str, bool]]:
     return pieces
 
 
+ANSWER_LABELS = {
+    "response_latency": "Response latency", "speaking_time": "Speaking time",
+    "speaking_fraction": "Share of the answer spoken", "pause_count": "Pauses", "pause_rate": "Pause rate",
+    "speech_rate": "Speech rate", "word_count": "Words", "mean_length_of_utterance": "Mean length of utterance",
+    "mattr": "Lexical diversity (MATTR)",
+}
+
+
+@dataclass(frozen=True)
+class AnswerReading(MarkerReading):
+    @property
+    def label(self) -> str:
+        return ANSWER_LABELS.get(self.name, super().label)
+
+
+@dataclass
+class AnswerView:
+    """One answer: the question it answers (the clinic's script), its markers and its transcript."""
+
+    step_id: str
+    question: str
+    start_s: float
+    end_s: float
+    clipped: bool
+    readings: list[AnswerReading]
+    text: str | None  # None: no transcript for this check-in
+    language: str | None
+
+
+@dataclass
+class AnswersView:
+    assessed: bool
+    reason: str | None
+    flags: list[str]
+    items: list[AnswerView]
+
+
+def answers_view(results: dict[str, Any], script: CheckinScript | None) -> AnswersView | None:
+    """`results.answers` (services/audio/answers.py; fusion adds each marker's baseline), one answer under
+    another, each with its question in the clinic's words; None where the check-in has no audio findings."""
+    block = results.get("answers")
+    if not isinstance(block, dict):
+        return None
+    questions = {step.id: step.text for step in (script or CheckinScript()).prompts}
+    items = []
+    for item in block.get("items") or []:
+        step_id = str(item.get("step_id"))
+        readings = [AnswerReading("answers", name, marker) for name, marker in (item.get("markers") or {}).items()
+                    if isinstance(marker, dict) and "unit" in marker]
+        transcript = item.get("transcript") or None
+        items.append(AnswerView(
+            step_id=step_id, question=questions.get(step_id, f"Question {step_id!r} (not in the clinic's script)"),
+            start_s=float(item.get("start_s") or 0.0), end_s=float(item.get("end_s") or 0.0),
+            clipped=bool(item.get("clipped")), readings=readings,
+            text=transcript.get("text") if transcript else None, language=transcript.get("language") if transcript else None))
+    return AnswersView(assessed=bool(block.get("assessed")), reason=block.get("reason"),
+                       flags=[str(f) for f in block.get("flags") or []], items=items)
+
+
 @dataclass
 class NotAssessed:
     what: str
@@ -185,6 +245,8 @@ class CheckinView:
     methods: list[tuple[str, str]]
     metadata: list[tuple[str, str]] = field(default_factory=list)
     options: list[tuple[str, str]] = field(default_factory=list)  # what the check-in asked for, and what applied
+    answers: AnswersView | None = None  # per-question markers, where the check-in had audio
+    transcript_language: str | None = None  # e.g. "es (Whisper p 0.85)"
 
 
 def options_view(results: dict[str, Any]) -> list[tuple[str, str]]:
@@ -203,7 +265,8 @@ def options_view(results: dict[str, Any]) -> list[tuple[str, str]]:
     return shown
 
 
-def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo) -> CheckinView:
+def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo, script: CheckinScript | None = None
+                 ) -> CheckinView:
     results = results_of(item)
     readings = markers(item)
     compliance = results.get("compliance") or {}
@@ -239,6 +302,9 @@ def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo) -> Check
                                                      or "transcription is not enabled")))
     elif screen.get("assessed") is False:  # e.g. a language without a phrase list: never a silent pass
         missing.append(NotAssessed("Safety screen of the transcript", str(screen.get("reason") or "not screened")))
+    answers = answers_view(results, script)
+    if answers is not None and not answers.assessed:
+        missing.append(NotAssessed("Per-question markers", str(answers.reason or "no reason given")))
 
     methods: list[tuple[str, str]] = []
     facial = results.get("facial_emotion") or {}
@@ -260,6 +326,10 @@ def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo) -> Check
     if detector.get("model"):
         methods.append(("Pill detector", str(detector["model"])))
 
+    language = None
+    if transcript.get("enabled") and transcript.get("language"):
+        language = str(transcript["language"]) + (f" (Whisper p {transcript['language_probability']:.2f})"
+                                                  if transcript.get("language_probability") is not None else "")
     metadata = {**(job.metadata if job else {}), **(item.get("metadata") or {})}
     shown = [(str(k), _plain(v)) for k, v in sorted(metadata.items()) if k not in ("pipeline", "clinic_id")]
     return CheckinView(
@@ -267,6 +337,7 @@ def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo) -> Check
         vocal=[r for r in readings if r.group == "vocal_markers"], video=[r for r in readings if r.group == "video_markers"],
         steps=steps, evidence_steps=evidence, transcript=highlight(text, [f["phrase"] for f in flags]) if text else None,
         flags=flags, not_assessed=missing, methods=methods, metadata=shown, options=options_view(results),
+        answers=answers, transcript_language=language,
     )
 
 

@@ -14,6 +14,7 @@ from services.results.erasure import ErasureDeps, ErasureRequested, MemoryErasur
 from shared.audit import AuditTrail
 from shared.fakes import InMemoryHistory, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore, MemoryStorage
 from shared.job import new_job
+from tests.conftest import _dummy_aws_credentials, aws_server  # noqa: F401
 
 
 def _alert(clinic: str, patient: str) -> Alert:
@@ -55,7 +56,8 @@ def test_erasure_removes_the_patients_alerts_and_roster_row_and_only_theirs():
     record = asyncio.run(scenario())
     assert record["status"] == "done"
     assert record["counts"] == {"media": 0, "artifacts": 0, "evidence_frames": 0, "unfinished_uploads": 0, "jobs": 1,
-                                "results": 1, "patient_links": 0, "alerts": 1, "clinic_patients": 1}
+                                "results": 1, "patient_links": 0, "alerts": 1, "clinic_patients": 1,
+                                "queued_messages": 0}
     assert asyncio.run(alerts.for_patient("clinic-a", "patient-001")) == []
     assert asyncio.run(roster.get("clinic-a", "patient-001")) is None
     assert len(asyncio.run(alerts.for_patient("clinic-b", "patient-001"))) == 1  # the other clinic's namesake
@@ -151,3 +153,108 @@ def test_an_erasure_that_crashes_midway_resumes_and_counts_once():
     assert record["status"] == "done" and record["counts"] == midway["counts"]  # counted once, by the first run
     assert keys == []
     assert [r["action"] for r in audit_store.records.values()] == ["erasure.completed"] and len(swept) == 1
+
+
+# --- queued messages (issue 19, finding 5) ------------------------------------------------------------
+
+def _s3_notification(key: str) -> str:
+    import json
+    from urllib.parse import quote_plus
+
+    return json.dumps({"Records": [{"eventName": "ObjectCreated:Post",
+                                    "s3": {"bucket": {"name": "media"}, "object": {"key": quote_plus(key)}}}]})
+
+
+def _cloud_event(data: dict) -> str:
+    from shared.events import encode_event
+
+    return encode_event("org.schizodot.test.v1", "urn:test", "s", data)
+
+
+MINE = "job-" + "a" * 32
+QUEUED = {
+    "upload of the patient": (_s3_notification(f"uploads/clinic-a.patient-001/{MINE}/20261201T100000Z_c.mp4"), True),
+    "upload of their namesake elsewhere": (
+        _s3_notification(f"uploads/clinic-b.patient-001/job-{'b' * 32}/20261201T100000Z_c.mp4"), False),
+    "upload of patient-0011": (
+        _s3_notification(f"uploads/clinic-a.patient-0011/job-{'c' * 32}/20261201T100000Z_c.mp4"), False),
+    "their EHR event": (_cloud_event({"clinic_id": "clinic-a", "patient_id": "patient-001", "s3_key": "x"}), True),
+    "their namesake's EHR event": (_cloud_event({"clinic_id": "clinic-b", "patient_id": "patient-001"}), False),
+    "a stage message of their job": (_cloud_event({"job_id": MINE}), True),
+    "a stage message of the earlier shape": (_cloud_event({"job_id": "job-" + "d" * 32,
+                                                          "s3_key": "uploads/clinic-a.patient-001/x/y_c.mp4"}), True),
+    "another job's stage message": (_cloud_event({"job_id": "job-" + "e" * 32}), False),
+    "unreadable, theirs": ('{"clinic_id": "clinic-a", "patient_id": "patient-001", broken', True),
+    "unreadable, another's": ('{"clinic_id": "clinic-a", "patient_id": "patient-0011", broken', False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUEUED))
+def test_a_queued_message_names_the_patient_only_when_it_is_theirs(case):
+    from services.results.erasure import names_patient
+
+    body, theirs = QUEUED[case]
+    assert names_patient(body, "clinic-a", "patient-001", [MINE]) is theirs
+
+
+def test_erasure_removes_the_patients_queued_messages_and_counts_them():
+    from services.results.erasure import MemoryQueuedMessages
+
+    jobs, history, erasures, swept = InMemoryJobs(), InMemoryHistory(), MemoryErasures(), []
+    queues = MemoryQueuedMessages({"ingest-dlq": [body for body, _ in QUEUED.values()]})
+
+    async def schedule_sweep(request):
+        swept.append(request)
+
+    deps = ErasureDeps(jobs=jobs, storage=MemoryStorage(), results=history, history=history,
+                       links=InMemoryPatientLinks(), erasures=erasures,
+                       audit=AuditTrail(MemoryAuditStore(), "k", "schizodot-results"), schedule_sweep=schedule_sweep,
+                       queues=queues)
+
+    async def scenario():
+        await jobs.create(new_job(MINE, patient_id="clinic-a.patient-001", s3_key="k", filename="f",
+                                  content_type="video/mp4", created_at="2026-11-01T10:00:00Z", message="m",
+                                  source="api", clinic_id="clinic-a"))
+        await erasures.create("erasure-0000000000000002", "clinic-a", "pt-x", "dev-admin")
+        request = ErasureRequested(erasure_id="erasure-0000000000000002", clinic_id="clinic-a",
+                                   patient_id="patient-001")
+        await erase(request, deps)
+        queues.queues["ingest-dlq"].append(_cloud_event({"job_id": MINE}))  # dead-lettered after the erasure
+        await erase(swept[0], deps)  # the late sweep
+        return await erasures.get("erasure-0000000000000002")
+
+    record = asyncio.run(scenario())
+    theirs = sum(1 for _, mine in QUEUED.values() if mine)
+    assert record["counts"]["queued_messages"] == theirs and record["late"]["queued_messages"] == 1
+    assert queues.queues["ingest-dlq"] == [body for body, mine in QUEUED.values() if not mine]
+
+
+@pytest.mark.server
+def test_sqs_queued_messages_deletes_the_matching_and_releases_the_rest_at_once(aws_server):
+    """On SQS (moto's server over HTTP): more messages than one receive returns, the patient's deleted,
+    every other one readable again right after (visibility 0), none lost."""
+    import uuid
+
+    from services.results.erasure import SqsQueuedMessages
+    from shared.aws import AsyncClients, sync_client
+
+    sqs = sync_client(aws_server, "sqs")
+    url = sqs.create_queue(QueueName=f"erasure-test-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    bodies = [f'{{"data": {{"job_id": "job-{n:032x}"}}}}' for n in range(25)]
+    for body in bodies:
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    theirs = {bodies[n] for n in (0, 7, 13, 24)}
+
+    async def scenario():
+        async with AsyncClients(aws_server) as clients:
+            return await SqsQueuedMessages(clients.sqs, (url,)).remove(lambda body: body in theirs)
+
+    assert asyncio.run(scenario()) == 4
+    left = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not messages:
+            break
+        left += [m["Body"] for m in messages]
+    assert sorted(left) == sorted(set(bodies) - theirs)
+    sqs.delete_queue(QueueUrl=url)

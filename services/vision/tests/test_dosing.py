@@ -14,7 +14,8 @@ from skimage import data as skdata
 
 from bench.labelled_faces import feat_photos
 from schizodot import samples
-from services.vision.analysis import VisionAnalyser
+from services.vision.analysis import VideoScan, VisionAnalyser
+from services.vision.compliance import ComplianceTracker
 from shared.timeline import NO_TIMELINE_REASON, CheckinTimeline
 
 MODELS = Path(__file__).resolve().parents[3] / "models"
@@ -134,6 +135,7 @@ def test_without_a_timeline_the_clip_surrounds_the_hand_to_mouth_moment_and_says
     store = Store(tmp_path)
     compliance = analyser.analyse(media["hand"], evidence=store, clip=store)["compliance"]
     assert compliance["timeline"] == {"used": False, "reason": NO_TIMELINE_REASON}
+    assert compliance["hands_looked_for"] == {"frames": 40, "of_frames": 40, "where": "every sampled frame"}
     assert "dosing_steps" not in compliance
     assert compliance["evidence_frames"] and all(f["step_id"] is None for f in compliance["evidence_frames"])
     clip = compliance["review_clip"]
@@ -141,6 +143,36 @@ def test_without_a_timeline_the_clip_surrounds_the_hand_to_mouth_moment_and_says
     assert clip["source"] == "hand_to_mouth" and "no timeline" in clip["note"]
     assert clip["start_s"] == pytest.approx(max(0, moment - 4), abs=0.01) and clip["end_s"] <= moment + 8.01
     assert _probe(store.keys[clip["key"]])["streams"][0]["codec_name"] == "h264"
+
+
+def test_with_a_timeline_hands_are_looked_for_only_in_the_dosing_windows(analyser, media):
+    # the questions until 2 s, then the dosing steps: the hand reaches the mouth at about 2.4 s
+    timeline = _timeline(("mood", "prompt", 0), ("place_on_tongue", "dosing", 2000), ("show_empty", "dosing", 5000))
+    compliance = analyser.analyse(media["hand"], timeline=timeline)["compliance"]
+    looked = compliance["hands_looked_for"]
+    # 40 frames at 5 a second: every one from 1.5 s (the window less its 0.5 s margin; 1.6, 1.8, ... 7.8 s),
+    # before it at least every fourth
+    assert 32 + 2 <= looked["frames"] <= 40 and looked["of_frames"] == 40 and "dosing windows" in looked["where"]
+    steps = {s["step_id"]: s for s in compliance["dosing_steps"]}
+    assert steps["place_on_tongue"]["cue"] == "hand_to_mouth"
+    moment = next(s["first_seen_s"] for s in compliance["steps"] if s["step"] == "hand_to_mouth")
+    assert 2.0 <= moment < 4.0
+
+
+def test_outside_the_dosing_windows_hands_are_probed_and_followed_once_seen():
+    scan = VideoScan(ComplianceTracker(None), None, hand_spans=[(5.0, 10.0)])
+    looked = []
+    for i in range(48):  # 4 frames a second for 12 s; a hand is in view from 2.0 s to 2.5 s
+        t = i * 0.25
+        if scan.wants_hands(t):
+            looked.append(t)
+            if 2.0 <= t <= 2.5:
+                scan.last_hand_t = t
+    before_window = [t for t in looked if t < 5.0]
+    # probes at 0, 1 and 2 s; the hand seen at 2.0 s is followed until 1 s after it was last seen (2.5 s)
+    assert before_window == [0.0, 1.0, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5, 4.5]
+    assert [t for t in looked if 5.0 <= t < 10.0] == [5.0 + 0.25 * i for i in range(20)]  # every frame in the window
+    assert [t for t in looked if t >= 10.0] == [10.75, 11.75]  # probing again, every fourth frame
 
 
 def test_no_hand_to_mouth_moment_and_no_timeline_gives_no_clip_and_the_reason(analyser, media, tmp_path):

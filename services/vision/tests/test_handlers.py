@@ -51,7 +51,7 @@ def test_the_video_is_analysed_its_evidence_and_findings_stored_and_fusion_told(
         fakes.storage.put_file(key, clip)
         deps = ModalityDeps(fakes.storage, make_analyse(analyser, fakes.storage, asyncio.get_running_loop()),
                             None)
-        request = AnalysisRequested(job_id=job_id, bucket=fakes.storage.bucket, s3_key=key)
+        request = AnalysisRequested(job_id=job_id)
         await deliver(fakes.runner(VISION, deps), encode_event(request.TYPE, "urn:schizodot:ingest", job_id, request))
         return job_id, await fakes.jobs.get(job_id)
 

@@ -3,7 +3,7 @@ locked down as the Kubernetes manifests demand: every healthcheck passes, the
 manifests' probes answer, a write outside /tmp fails, and one real check-in
 goes through as users make one: tokens from compose's development issuer
 (`docker compose run --rm dev-issuer token --user ...`), the check-in created by
-the clinic's uploader and sent with the presigned POST, its result read through
+the clinic's uploader and sent through the ingest API (the upload proxy), its result read through
 the results API by the clinic's clinician (another clinic's sees nothing), the
 audit trail read by the clinic's admin, and its trace through the OTLP endpoint
 (read back with Jaeger's query API), with no patient id in any span.
@@ -97,8 +97,6 @@ def stack(request) -> ComposeStack:
         "INGEST_API_HOST_PORT": str(ports["ingest"]),
         "RESULTS_API_HOST_PORT": str(ports["results"]),
         "JAEGER_UI_HOST_PORT": str(ports["jaeger"]),
-        # the uploader (this test) reaches the AWS server on the host's port
-        "INGEST_PUBLIC_S3_ENDPOINT_URL": f"http://localhost:{ports['aws']}",
         "SCHIZODOT_PSEUDONYM_KEY": secrets.token_hex(32),  # as a deployment sets them in .env
         "RESULTS_CONSOLE_CSRF_KEY": secrets.token_hex(32),
     })
@@ -185,7 +183,7 @@ def test_the_manifests_probes_answer_in_the_running_containers(stack):
             assert answered.stdout.strip() == "200", f"{name} {kind}: {answered.stderr[-500:]}"
 
 
-def test_a_checkin_goes_through_the_presigned_upload_to_the_results_api_and_traces(stack, tmp_path: Path):
+def test_a_checkin_goes_through_the_upload_proxy_to_the_results_api_and_traces(stack, tmp_path: Path):
     clip = samples.checkin_video(tmp_path / "checkin.mp4", seconds=6.0,
                                  text="Good morning. I feel fine today and I took my tablet.")
     patient = f"patient-{uuid.uuid4().hex[:8]}"
@@ -198,11 +196,12 @@ def test_a_checkin_goes_through_the_presigned_upload_to_the_results_api_and_trac
         created = http.post(analyze, json=checkin, headers=uploader)
         assert created.status_code == 201, created.text
         job = created.json()
-        # The presigned POST: S3 (moto in its container) checks the policy it was signed with.
-        assert job["upload_url"].startswith(f"http://localhost:{stack.ports['aws']}/")
-        uploaded = http.post(job["upload_url"], data=job["upload_fields"],
-                             files={"file": (clip.name, clip.read_bytes(), "video/mp4")})
-        assert uploaded.status_code in (200, 204), uploaded.text
+        # The upload proxy (docs/uploads.md): the file goes to the ingest API, never to the AWS server.
+        assert job["upload_method"] == "PUT"
+        assert job["upload_url"] == f"{stack.url('ingest')}/api/v1/uploads/{job['job_id']}"
+        uploaded = http.put(job["upload_url"], content=clip.read_bytes(),
+                            headers={**uploader, "Content-Type": "video/mp4"})
+        assert uploaded.status_code == 201, uploaded.text
 
         results = stack.url("results")
         status_url = f"{results}/api/v1/jobs/{job['job_id']}"

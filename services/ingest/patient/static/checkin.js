@@ -346,7 +346,9 @@
     plan.parts.forEach(function (part) {
       chain = chain.then(function () {
         var range = partRange(part.number, plan.part_bytes, size);
-        return putWithRetries(part.url, recording.blob.slice(range[0], range[1]), function (loaded) {
+        // The part goes to this API with the link's token (upload mode "proxy") or to S3's presigned URL.
+        var headers = plan.send_token ? { "Authorization": "Bearer " + token } : {};
+        return putWithRetries(part.url, headers, recording.blob.slice(range[0], range[1]), function (loaded) {
           setUploadProgress(sent + loaded, size);
         }, 0).then(function () { sent += range[1] - range[0]; setUploadProgress(sent, size); });
       });
@@ -354,18 +356,25 @@
     return chain;
   }
 
-  function putWithRetries(url, body, onProgress, attempt) {
-    return put(url, body, onProgress).catch(function (error) {
-      if (attempt >= PART_RETRIES.length || error.status === 403 && attempt >= 1) { throw error; }
+  // Answers that another try of the same part cannot change: the link, the check-in or the upload say no.
+  var FINAL_STATUSES = [401, 404, 409, 410, 413, 422];
+
+  function putWithRetries(url, headers, body, onProgress, attempt) {
+    return put(url, headers, body, onProgress).catch(function (error) {
+      if (attempt >= PART_RETRIES.length || FINAL_STATUSES.indexOf(error.status) >= 0 ||
+          error.status === 403 && attempt >= 1) { throw error; }
       text("upload-status", "The connection is unsteady; trying again...");
-      return wait(PART_RETRIES[attempt]).then(function () { return putWithRetries(url, body, onProgress, attempt + 1); });
+      return wait(PART_RETRIES[attempt]).then(function () {
+        return putWithRetries(url, headers, body, onProgress, attempt + 1);
+      });
     });
   }
 
-  function put(url, body, onProgress) {
+  function put(url, headers, body, onProgress) {
     return new Promise(function (resolve, reject) {
       var xhr = new XMLHttpRequest();
       xhr.open("PUT", url);
+      Object.keys(headers).forEach(function (name) { xhr.setRequestHeader(name, headers[name]); });
       xhr.upload.onprogress = function (e) { if (e.lengthComputable) { onProgress(e.loaded); } };
       xhr.onload = function () {
         if (xhr.status >= 200 && xhr.status < 300) { resolve(); } else { reject(new ApiError(xhr.status, "storage")); }

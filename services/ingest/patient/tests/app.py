@@ -1,7 +1,8 @@
 """The ingest API with the patient page mounted, as services/ingest/main.py composes it,
 on a real S3 and DynamoDB (moto's server), with real identity: tokens signed by a
 development issuer in a temporary folder and patient links stored in DynamoDB.
-Only the part size is the test's (the emulator's 5 MiB floor is lowered), so that a
+Uploads go through the API (upload mode "proxy", as the embedded stack and compose run it) unless
+a test asks for "presigned". Only the part size is the test's (the emulator's 5 MiB floor is lowered), so that a
 few seconds of video make several parts. Used by the API tests here and the
 browser tests (tests/browser)."""
 
@@ -16,8 +17,16 @@ from typing import Any
 from fastapi import FastAPI
 
 from schizodot.dev_identity import AUDIENCE, ISSUER, DevIssuer
-from services.ingest.api import IngestAccess, PatientPage, create_app
-from services.ingest.patient import MultipartPolicy, S3MultipartStore, ScriptCatalog, create_patient_router, open_paths
+from services.ingest.api import IngestAccess, PatientPage, UploadProxy, create_app
+from services.ingest.patient import (
+    MultipartPolicy,
+    S3MultipartStore,
+    ScriptCatalog,
+    UploadMode,
+    body_limits,
+    create_patient_router,
+    open_paths,
+)
 from services.ingest.settings import CheckinLimits, UploadPolicy
 from shared.access import Access, build_access
 from shared.auth import AuthSettings
@@ -42,7 +51,8 @@ class IngestSite:
 
 @asynccontextmanager
 async def ingest_site(settings: CommonSettings, state_dir: Path, *, part_bytes: int, max_bytes: int,
-                      scripts: ScriptCatalog | None = None) -> AsyncIterator[IngestSite]:
+                      scripts: ScriptCatalog | None = None, upload_mode: UploadMode = "proxy"
+                      ) -> AsyncIterator[IngestSite]:
     common = settings.model_copy(update={"pseudonym_key": PSEUDONYM_KEY})
     issuer = DevIssuer(state_dir).ensure()
     auth = AuthSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=issuer.jwks_path)
@@ -50,10 +60,10 @@ async def ingest_site(settings: CommonSettings, state_dir: Path, *, part_bytes: 
         access = build_access(common, clients, service="schizodot-ingest", auth=auth)
         jobs = JobsRepository(clients.dynamodb, common.jobs_table)
         store = S3MultipartStore(clients.s3, sync_client(common, "s3"), common.bucket)
+        policy = MultipartPolicy(max_bytes=max_bytes, part_bytes=part_bytes, url_expiry_seconds=300)
         router = create_patient_router(
-            principal=access.principal, jobs=jobs, store=store, scripts=scripts or ScriptCatalog(),
-            policy=MultipartPolicy(max_bytes=max_bytes, part_bytes=part_bytes, url_expiry_seconds=300),
-            upload_origin=store.origin, links=access.links, audit=access.audit)
+            principal=access.principal, jobs=jobs, store=store, scripts=scripts or ScriptCatalog(), policy=policy,
+            upload_mode=upload_mode, upload_origin=store.origin, links=access.links, audit=access.audit)
         uploads = UploadPolicy(max_upload_bytes=max_bytes)
 
         async def sign(key: str, content_type: str, size: int, expires: int):
@@ -64,7 +74,9 @@ async def ingest_site(settings: CommonSettings, state_dir: Path, *, part_bytes: 
         app = create_app(uploads, jobs, sign,
                          IngestAccess(access.authenticator, access.audit, access.limiter, access.links,
                                       CheckinLimits(checkins_per_window=1000)),
-                         patient_page=PatientPage(router, *open_paths()), recording_arrived=store.exists)
+                         patient_page=PatientPage(router, *open_paths(), body_limits(policy)),
+                         recording_arrived=store.exists,
+                         proxy=UploadProxy(store, part_bytes) if upload_mode == "proxy" else None)
         yield IngestSite(app, access, jobs, store, issuer)
 
 

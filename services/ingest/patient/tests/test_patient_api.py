@@ -1,7 +1,8 @@
 """The patient check-in API against a real S3 and DynamoDB (moto's server over HTTP), mounted on the
 ingest API as the service composes it, with real patient links issued through the API.
 
-Uploads go to presigned UploadPart URLs exactly as the phone sends them.
+Parts go where the upload plan says, exactly as the phone sends them: to the API with the link's
+token (upload mode "proxy", the default) or to presigned UploadPart URLs ("presigned").
 Parts are 64 KiB here (S3's 5 MiB floor is lowered in the emulator) so that a
 small recording still makes several parts.
 """
@@ -34,8 +35,9 @@ def small_parts(monkeypatch):
 
 
 @asynccontextmanager
-async def patient_api(settings, state_dir, max_bytes: int = 10 * PART, script: CheckinScript | None = None):
-    async with ingest_site(settings, state_dir, part_bytes=PART, max_bytes=max_bytes,
+async def patient_api(settings, state_dir, max_bytes: int = 10 * PART, script: CheckinScript | None = None,
+                      upload_mode: str = "proxy"):
+    async with ingest_site(settings, state_dir, part_bytes=PART, max_bytes=max_bytes, upload_mode=upload_mode,
                            scripts=ScriptCatalog(clinics={DEV_CLINIC: script} if script else {})) as site:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=site.app), base_url="http://ingest") as http:
             yield http, site
@@ -57,12 +59,19 @@ def bearer(link: dict | str) -> dict[str, str]:
     return {"Authorization": f"Bearer {link['token'] if isinstance(link, dict) else link}"}
 
 
-def put_parts(plan: dict, data: bytes, numbers: set[int] | None = None) -> None:
-    with httpx.Client(timeout=30) as http:
+async def put_parts(api: httpx.AsyncClient, link: dict, plan: dict, data: bytes, numbers: set[int] | None = None
+                    ) -> None:
+    """Send the plan's parts where it says: to the API with the link's token, or to S3's presigned URLs."""
+    async with httpx.AsyncClient(timeout=30) as s3:
         for part in plan["parts"]:
             if numbers is None or part["number"] in numbers:
                 start = (part["number"] - 1) * plan["part_bytes"]
-                response = http.put(part["url"], content=data[start:start + part["size"]])
+                body = data[start:start + part["size"]]
+                if plan["send_token"]:
+                    assert part["url"].startswith("/api/v1/checkin/upload/part?")  # this API, never S3
+                    response = await api.put(part["url"], content=body, headers=bearer(link))
+                else:
+                    response = await s3.put(part["url"], content=body)
                 assert response.status_code == 200, response.text
 
 
@@ -74,13 +83,16 @@ def test_the_page_is_served_with_its_own_assets_and_a_strict_policy(aws_server, 
             assert 'src="/checkin/static/checkin.js"' in page.text and 'data-api="/api/v1/checkin"' in page.text
             assert "http" not in page.text.replace('content="', "")  # no asset from anywhere else
             policy = page.headers["content-security-policy"]
-            assert "script-src 'self'" in policy and f"connect-src 'self' {site.store.origin}" in policy
+            assert "script-src 'self'" in policy and "connect-src 'self';" in policy  # parts go to this API
             assert page.headers["referrer-policy"] == "no-referrer"
             script = await http.get("/checkin/static/checkin.js")
             assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
             assert (await http.get("/checkin/static/..%2Frouter.py")).status_code == 404
             assert (await http.get("/checkin/static/router.py")).status_code == 404
             assert (await http.get("/checkin/other")).status_code == 401  # only the page itself is open
+        async with patient_api(aws_server, tmp_path, upload_mode="presigned") as (http, site):
+            policy = (await http.get("/checkin")).headers["content-security-policy"]
+            assert f"connect-src 'self' {site.store.origin};" in policy  # parts go to S3's presigned URLs
     asyncio.run(scenario())
 
 
@@ -159,7 +171,7 @@ def test_a_recording_uploads_in_parts_and_the_link_is_then_used(aws_server, tmp_
             plan = response.json()
             assert [(p["number"], p["size"]) for p in plan["parts"]] == [(1, PART), (2, PART), (3, PART), (4, 1234)]
             assert plan["content_type"] == "video/webm" and plan["done"] == []
-            await asyncio.to_thread(put_parts, plan, data)
+            await put_parts(http, link, plan, data)
             done = await http.post("/api/v1/checkin/upload/complete", headers=bearer(link),
                                    json={"upload_id": plan["upload_id"], "size": len(data)})
             assert done.status_code == 200 and done.json()["state"] == "received"
@@ -184,7 +196,7 @@ def test_a_recording_uploads_in_parts_and_the_link_is_then_used(aws_server, tmp_
 
 def test_a_link_used_for_the_single_presigned_post_cannot_also_send_parts(aws_server, tmp_path):
     async def scenario():
-        async with patient_api(aws_server, tmp_path) as (http, site):
+        async with patient_api(aws_server, tmp_path, upload_mode="presigned") as (http, site):
             link = await issue_link(http, site)
             form = await http.post("/api/v1/patient-link/upload", headers=bearer(link),
                                    json={"content_type": "video/mp4"})
@@ -210,14 +222,14 @@ def test_an_interrupted_upload_resumes_with_the_parts_s3_already_has(aws_server,
             link = await issue_link(http, site)
             plan = (await http.post("/api/v1/checkin/upload", headers=bearer(link),
                                     json={"content_type": "video/mp4", "size": len(data)})).json()
-            await asyncio.to_thread(put_parts, plan, data, {1, 2})  # then the connection dropped
+            await put_parts(http, link, plan, data, {1, 2})  # then the connection dropped
             early = await http.post("/api/v1/checkin/upload/complete", headers=bearer(link),
                                     json={"upload_id": plan["upload_id"], "size": len(data)})
             assert early.status_code == 422 and "2 of 4 parts have not arrived" in early.json()["detail"]
             resumed = (await http.post("/api/v1/checkin/upload/resume", headers=bearer(link),
                                        json={"upload_id": plan["upload_id"], "size": len(data)})).json()
             assert resumed["done"] == [1, 2] and [p["number"] for p in resumed["parts"]] == [3, 4]
-            await asyncio.to_thread(put_parts, resumed, data)
+            await put_parts(http, link, resumed, data)
             done = await http.post("/api/v1/checkin/upload/complete", headers=bearer(link),
                                    json={"upload_id": plan["upload_id"], "size": len(data)})
             assert done.json()["state"] == "received"
@@ -270,7 +282,7 @@ def test_each_part_url_is_signed_for_its_exact_length(aws_server, tmp_path):
     them: a body of any other length gets SignatureDoesNotMatch. (moto does not
     check signatures, so this recomputes them with botocore's signer.)"""
     async def scenario():
-        async with patient_api(aws_server, tmp_path) as (http, site):
+        async with patient_api(aws_server, tmp_path, upload_mode="presigned") as (http, site):
             link = await issue_link(http, site)
             return (await http.post("/api/v1/checkin/upload", headers=bearer(link),
                                     json={"content_type": "video/webm", "size": PART + 7})).json()
