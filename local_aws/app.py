@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 import local_aws
 from local_aws.guard import AccessGuard
+from local_aws.moto_internals import one_event_per_multipart_completion
 from local_aws.request import Request, is_post_upload, read_body
 from local_aws.store import DurableState, Store
 
@@ -181,6 +182,7 @@ def build_app(data_dir: Path | None, sync: str = "full", credentials: tuple[str,
     (access key, secret key), to answer only requests signed with them (AccessGuard)."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    one_event_per_multipart_completion()
     moto_app = DomainDispatcherApplication(create_backend_app)
     moto_app.debug = True
     inner = AtomicDynamoDB(moto_app)

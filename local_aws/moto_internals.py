@@ -17,6 +17,9 @@ public API serves:
   attributes and methods (`bucket.keys.getlist/setlist`, `bucket.multiparts`,
   `Queue.add_message`, `Queue.pending_messages`, `Queue.deleted_messages`,
   `backend.purge_queue`, `get_item`/`put_item`), pickled where they have no other form.
+- `S3Backend.put_object` and `complete_multipart_upload` (patched): a completed
+  multipart upload sent two ObjectCreated events where S3 sends one
+  (`one_event_per_multipart_completion`).
 
 A moto upgrade that renames one of these fails the durability tests
 (tests/faults/test_durable_aws.py), which restart the server over every kind of state.
@@ -104,3 +107,37 @@ def backends(backend_dict: Any) -> list[tuple[str, str, Any]]:
     another request may be adding one."""
     return [(account, region, backend) for account, regions in list(backend_dict.items())
             for region, backend in list(regions.items())]
+
+
+def one_event_per_multipart_completion() -> None:
+    """Make CompleteMultipartUpload send the one ObjectCreated event S3 sends.
+
+    moto 5 stores the completed object through `S3Backend.put_object`, which sends
+    `ObjectCreated:Put`, and then sends `ObjectCreated:CompleteMultipartUpload`: ingest
+    got two notifications for every recording the upload proxy wrote. No setting turns
+    the first off, so the inner put is told `disable_notification` while a completion
+    runs (a thread-local flag: moto serves requests on threads). Idempotent."""
+    import threading
+
+    from moto.s3.models import S3Backend
+
+    if getattr(S3Backend.complete_multipart_upload, "one_event", False):
+        return
+    completing = threading.local()
+    put_object, complete = S3Backend.put_object, S3Backend.complete_multipart_upload
+
+    def quiet_put_object(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(completing, "active", False):
+            kwargs["disable_notification"] = True
+        return put_object(self, *args, **kwargs)
+
+    def complete_with_one_event(self: Any, *args: Any, **kwargs: Any) -> Any:
+        completing.active = True
+        try:
+            return complete(self, *args, **kwargs)
+        finally:
+            completing.active = False
+
+    complete_with_one_event.one_event = True  # type: ignore[attr-defined]
+    S3Backend.put_object = quiet_put_object
+    S3Backend.complete_multipart_upload = complete_with_one_event

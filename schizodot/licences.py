@@ -31,24 +31,33 @@ REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "THIRD_PARTY_LICENSES.md"
 
 
+# Every service image is built from this one Dockerfile, chosen by the SERVICE build argument.
+DOCKERFILE = "deploy/docker/service.Dockerfile"
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     name: str  # section name: the service, or vision-cuda
-    dockerfile: str
     requirements: tuple[str, ...]  # installed with their dependencies
     no_deps: tuple[str, ...] = ()  # installed with --no-deps
     default_path: bool = True  # what `docker compose up` and the manifests run by default
     target: str = "runtime"  # the Dockerfile stage the image is built from (deploy/docker/images.sh)
+    dockerfile: str = DOCKERFILE
+
+    @property
+    def service(self) -> str:
+        """The Dockerfile's SERVICE build argument for this image."""
+        return self.name.removesuffix("-cuda")
 
 
 IMAGES: tuple[ImageSpec, ...] = (
-    ImageSpec("ingest", "services/ingest/Dockerfile", ("services/ingest/requirements.txt",)),
-    ImageSpec("audio", "services/audio/Dockerfile", ("services/audio/requirements.txt",)),
-    ImageSpec("vision", "services/vision/Dockerfile", ("services/vision/requirements.txt",)),
-    ImageSpec("fusion", "services/fusion/Dockerfile", ("services/fusion/requirements.txt",)),
-    ImageSpec("results", "services/results/Dockerfile", ("services/results/requirements.txt",)),
+    ImageSpec("ingest", ("services/ingest/requirements.txt",)),
+    ImageSpec("audio", ("services/audio/requirements.txt",)),
+    ImageSpec("vision", ("services/vision/requirements.txt",)),
+    ImageSpec("fusion", ("services/fusion/requirements.txt",)),
+    ImageSpec("results", ("services/results/requirements.txt",)),
     # GPU nodes, and a `.pt` pill detector or the deepface backend: opt-in.
-    ImageSpec("vision-cuda", "services/vision/Dockerfile", ("services/vision/requirements-torch.txt",),
+    ImageSpec("vision-cuda", ("services/vision/requirements-torch.txt",),
               no_deps=("services/vision/requirements-torch-nodeps.txt",), default_path=False, target="cuda"),
 )
 
@@ -185,17 +194,18 @@ def closure(spec: ImageSpec) -> dict[str, str]:
 
 
 def system_packages(spec: ImageSpec) -> list[str]:
-    """The Debian packages the image's Dockerfile installs in the stages the image is
-    built on: its target and the stages that one is FROM. What a build stage installs
-    for itself (npm in vision's model stage) does not ship: only the files a later
-    stage copies from it do."""
+    """The Debian packages the Dockerfile installs, for the image's SERVICE, in the stages
+    the image is built on: its target and the stages that one is FROM (`FROM ${SERVICE}`
+    is the service's own stage). A `case "$SERVICE"` arm `names) packages="..." ;;`
+    chooses what `$packages` installs. What a build stage installs for itself (npm in
+    vision's model stage) does not ship: only the files a later stage copies from it do."""
     text = re.sub(r"\\\n", " ", (REPO / spec.dockerfile).read_text())
     stages: dict[str, tuple[str, str]] = {}  # stage -> (what it is FROM, its instructions)
     for chunk in re.split(r"^FROM\s+", text, flags=re.MULTILINE)[1:]:
         header, _, body = chunk.partition("\n")
         words = header.split()
         if len(words) >= 3 and words[1].lower() == "as":
-            stages[words[2]] = (words[0], body)
+            stages[words[2]] = (words[0].replace("${SERVICE}", spec.service), body)
     chain: list[str] = []
     stage = spec.target
     while stage in stages and stage not in chain:
@@ -205,8 +215,12 @@ def system_packages(spec: ImageSpec) -> list[str]:
         raise LookupError(f"{spec.dockerfile} has no stage {spec.target!r}")
     packages: list[str] = []
     for stage in reversed(chain):
-        for match in re.finditer(r"apt-get install -y --no-install-recommends ([^&;\n]+)", stages[stage][1]):
-            packages += [p for p in match.group(1).split() if p not in packages]
+        body = stages[stage][1]
+        chosen = [value for names, value in re.findall(r'([\w|]+)\)\s+packages="([^"]*)"', body)
+                  if spec.service in names.split("|")]
+        for match in re.finditer(r"apt-get install -y --no-install-recommends ([^&;\n]+)", body):
+            words = match.group(1).replace("$packages", " ".join(chosen)).split()
+            packages += [p for p in words if p not in packages]
     return packages
 
 
@@ -253,7 +267,7 @@ def render() -> str:
         packages = closure(spec)
         records = licences_of(sorted(packages.values()))
         default = "default deployment" if spec.default_path else "opt-in, not in the default deployment"
-        lines += [f"## Image: {spec.name}", "", f"{spec.dockerfile} ({default}).", "",
+        lines += [f"## Image: {spec.name}", "", f"{spec.dockerfile}, SERVICE={spec.service}, --target {spec.target} ({default}).", "",
                   "| package | version | licence | category | notes |", "|---|---|---|---|---|"]
         for key in sorted(packages):
             record = records.get(key, {})

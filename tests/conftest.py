@@ -250,12 +250,14 @@ def _atomic_moto_server_class():
     from werkzeug.serving import make_server
 
     from local_aws.app import AtomicDynamoDB
+    from local_aws.moto_internals import one_event_per_multipart_completion
 
     class AtomicMotoServer(ThreadedMotoServer):
         """moto's threaded server with DynamoDB's requests applied one at a time, as AWS
         applies each atomically (local_aws.app.AtomicDynamoDB says why)."""
 
         def _server_entry(self) -> None:
+            one_event_per_multipart_completion()  # as local_aws does: S3 sends one event per object
             app = AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
             self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
             self._server_ready_event.set()

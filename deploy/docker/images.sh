@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the service images: deploy/docker/images.sh [service ...] (default: all five,
-# CPU). `vision-cuda` builds the vision image's cuda target for GPU nodes.
+# Builds the service images from deploy/docker/service.Dockerfile:
+# deploy/docker/images.sh [service ...] (default: all five, CPU). `vision-cuda`
+# builds the vision image's cuda target for GPU nodes.
 # Tags: schizodot-<service>:$SCHIZODOT_IMAGE_TAG (default dev), vision-cuda as
 # schizodot-vision:<tag>-cuda. Prints each build's time.
 set -euo pipefail
@@ -14,21 +15,20 @@ bash deploy/docker/engine.sh
 bash deploy/docker/base-image.sh python:3.11-slim-bookworm
 
 # The classic builder: it needs no buildx plugin and uses the local base image as
-# it is. It builds every stage before --target, so each Dockerfile puts its
+# it is. It builds every stage before --target, so the Dockerfile puts its
 # runtime stage before any other variant.
 export DOCKER_BUILDKIT=0
 summary=()
 for service in "${services[@]}"; do
   case "$service" in
-    vision-cuda) dockerfile=services/vision/Dockerfile target=cuda image=schizodot-vision:$TAG-cuda ;;
-    ingest|audio|vision|fusion|results)
-      dockerfile=services/$service/Dockerfile target=runtime image=schizodot-$service:$TAG ;;
+    vision-cuda) name=vision target=cuda image=schizodot-vision:$TAG-cuda ;;
+    ingest|audio|vision|fusion|results) name=$service target=runtime image=schizodot-$service:$TAG ;;
     *) echo "unknown image '$service' (ingest audio vision fusion results vision-cuda)" >&2; exit 2 ;;
   esac
   start=$(date +%s)
   log=$(mktemp)
-  if ! docker build -f "$dockerfile" --target "$target" -t "$image" \
-      --build-arg MODELS="${SCHIZODOT_MODELS:-bake}" . >"$log" 2>&1; then
+  if ! docker build -f deploy/docker/service.Dockerfile --build-arg SERVICE="$name" \
+      --target "$target" -t "$image" --build-arg MODELS="${SCHIZODOT_MODELS:-bake}" . >"$log" 2>&1; then
     tail -40 "$log" >&2
     echo "image $image: build failed" >&2
     exit 1

@@ -227,7 +227,7 @@ class DeepFaceEmotion:
         except ImportError as exc:
             raise ModelUnavailable("VISION_EMOTION_BACKEND", "deepface",
                                    f"deepface is not installed ({exc}); it runs in the CUDA image "
-                                   "(services/vision/Dockerfile --target cuda) or with services/vision/requirements-torch.txt"
+                                   "(the vision-cuda image: deploy/docker/service.Dockerfile --target cuda) or with services/vision/requirements-torch.txt"
                                    ) from exc
         if list(EMOTION_LABELS) != list(EMOTIONS):
             raise ModelUnavailable(DEEPFACE_SETTING, self.path, f"unexpected deepface labels {EMOTION_LABELS}")

@@ -95,7 +95,7 @@ def configure_offline(config_dir: Path) -> None:
 
 
 TORCH_SIDE = ("the CPU image has no torch: the deepface backend and a .pt detector run in the CUDA image "
-              "(services/vision/Dockerfile --target cuda) or with services/vision/requirements-torch.txt")
+              "(the vision-cuda image: deploy/docker/service.Dockerfile --target cuda) or with services/vision/requirements-torch.txt")
 
 
 def resolve_device(device: str) -> str:

@@ -102,6 +102,24 @@ def serves_api(service: str) -> bool:
     return (REPO / "services" / service / "api.py").exists()
 
 
+def reads_clinics_file(service: str) -> bool:
+    """Whether the service's code reads the clinics file (CommonSettings.clinics_file,
+    SCHIZODOT_CLINICS_FILE): its containers must then be given it."""
+    return any("clinics_file" in path.read_text() for path in (REPO / "services" / service).rglob("*.py")
+               if "tests" not in path.relative_to(REPO).parts)
+
+
+def check_clinics_file(path: Path) -> None:
+    """Read a clinics file as every service that reads it does; a bad one raises, naming the problem."""
+    from services.audio.languages import ClinicLanguages
+    from services.ingest.patient.script import ScriptCatalog
+    from shared.clinics import ClinicDirectory
+
+    ScriptCatalog.from_file(path)
+    ClinicLanguages.from_file(path)
+    ClinicDirectory.from_file(path)
+
+
 def extra_settings_of(service: str) -> list[type]:
     """Settings classes a service process reads besides its own and CommonSettings."""
     if not serves_api(service):

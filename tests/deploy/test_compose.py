@@ -10,7 +10,16 @@ import yaml
 
 from shared.settings import CommonSettings
 from shared.topology import STAGES
-from tests.deploy.support import REPO, SETTINGS, run_tool, settings_from, tool, unknown_variables
+from tests.deploy.support import (
+    REPO,
+    SETTINGS,
+    check_clinics_file,
+    reads_clinics_file,
+    run_tool,
+    settings_from,
+    tool,
+    unknown_variables,
+)
 
 COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -148,6 +157,26 @@ def test_the_local_aws_server_runs_from_its_mounted_package(resolved):
     source, options = mounts[f"{moto['working_dir'].rstrip('/')}/local_aws"]
     assert source.rstrip("/").endswith("local_aws") and options == ["ro"]
     assert (REPO / "local_aws" / "__main__.py").exists()
+
+
+def test_every_service_that_reads_the_clinics_file_has_it_mounted(resolved, monkeypatch):
+    """ingest, audio (each clinic's languages choose transcription) and results get the same
+    file, mounted read-only where SCHIZODOT_CLINICS_FILE points; the default one is accepted."""
+    readers = [stage for stage in STAGES if reads_clinics_file(stage)]
+    assert {"ingest", "audio", "results"} <= set(readers)
+    sources = set()
+    for stage in readers:
+        service = resolved["services"][stage]
+        path = settings_from(SETTINGS[stage], service["environment"], monkeypatch).clinics_file
+        assert path is not None, f"{stage} reads the clinics file, but compose gives it none"
+        mounts = {target: (source, options) for source, target, *options in
+                  (volume.split(":") for volume in service.get("volumes", []))}
+        source, options = mounts[str(path)]
+        assert options == ["ro"], stage
+        sources.add(source)
+    (source,) = sources  # the one file, relative to the compose file: deploy/clinics.json
+    assert source.endswith("/deploy/clinics.json"), source
+    check_clinics_file(REPO / "deploy" / "clinics.json")
 
 
 def test_only_the_apis_are_published_beyond_this_machine_and_uploads_go_through_ingest(resolved, monkeypatch):

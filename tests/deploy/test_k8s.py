@@ -12,8 +12,10 @@ from tests.deploy.support import (
     KEDA_SCHEMA,
     OVERLAYS,
     SETTINGS,
+    check_clinics_file,
     container_env,
     of_kind,
+    reads_clinics_file,
     rendered,
     run_tool,
     settings_from,
@@ -128,3 +130,25 @@ def test_vision_runs_on_gpu_nodes_in_prod_and_on_cpu_in_dev():
     cpu_pod = of_kind(rendered("dev"), "Deployment")["schizodot-vision"]["spec"]["template"]["spec"]
     assert "nvidia.com/gpu" not in cpu_pod["containers"][0]["resources"]["limits"]
     assert "tolerations" not in cpu_pod and "nodeSelector" not in cpu_pod
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_that_reads_the_clinics_file_has_it_mounted(overlay, monkeypatch, tmp_path):
+    """ingest (prompts, sign-in), audio (the languages that choose transcription) and results
+    (time zones, alert rules): each pod mounts the one schizodot-clinics ConfigMap read-only
+    where its SCHIZODOT_CLINICS_FILE points, and the file in it is one they all accept."""
+    docs = rendered(overlay)
+    clinics = of_kind(docs, "ConfigMap")["schizodot-clinics"]["data"]
+    readers = [stage for stage in STAGES if reads_clinics_file(stage)]
+    assert {"ingest", "audio", "results"} <= set(readers)
+    for stage in readers:
+        path = settings_from(SETTINGS[stage], container_env(docs, stage), monkeypatch).clinics_file
+        assert path is not None, f"{stage} reads the clinics file, but its pod is given none"
+        pod = of_kind(docs, "Deployment")[f"schizodot-{stage}"]["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+        mount = mounts[str(path.parent)]
+        volume = {v["name"]: v for v in pod["volumes"]}[mount["name"]]
+        assert mount.get("readOnly") is True and volume["configMap"]["name"] == "schizodot-clinics", stage
+        assert path.name in clinics, stage
+    (tmp_path / "clinics.json").write_text(clinics["clinics.json"])
+    check_clinics_file(tmp_path / "clinics.json")

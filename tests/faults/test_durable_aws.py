@@ -4,6 +4,7 @@ after its data is deleted."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -186,3 +187,24 @@ def test_the_protection_of_phi_survives_a_sigkill_and_provisioning_again(server)
         assert [k["KeyId"] for k in kms.list_keys()["Keys"]] == [key["KeyId"]]
     described = dynamodb.describe_table(TableName=settings.jobs_table)["Table"]
     assert described["SSEDescription"]["KMSMasterKeyArn"] == key["Arn"]
+
+
+def test_a_completed_multipart_upload_notifies_ingest_once(server):
+    """S3 sends one ObjectCreated event for a multipart upload's object; moto sent two
+    (Put, then CompleteMultipartUpload), and ingest processed every recording the upload
+    proxy wrote twice."""
+    settings = server.settings
+    queues = ensure_infrastructure(settings)
+    s3, sqs = server.client("s3"), server.client("sqs")
+    ingest = queues.queues["ingest"]
+    sqs.purge_queue(QueueUrl=ingest)  # the notification set-up's s3:TestEvent
+    key = "uploads/patient-a/job-0123456789ab/checkin.webm"
+    upload = s3.create_multipart_upload(Bucket=settings.bucket, Key=key, ContentType="video/webm")["UploadId"]
+    etag = s3.upload_part(Bucket=settings.bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"\x1aE\xdf\xa3" * 64)["ETag"]
+    s3.complete_multipart_upload(Bucket=settings.bucket, Key=key, UploadId=upload,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    events = []
+    for _ in range(3):  # until two empty receives in a row after the first message
+        got = sqs.receive_message(QueueUrl=ingest, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        events += [record["eventName"] for m in got for record in json.loads(m["Body"]).get("Records", [])]
+    assert events == ["ObjectCreated:CompleteMultipartUpload"]

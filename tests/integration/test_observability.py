@@ -177,8 +177,8 @@ def test_the_trace_shows_aws_calls_models_and_work(checkin):
 def test_no_patient_identifier_in_any_span(traced_stack, checkin, tmp_path):
     patient, _job, _spans = checkin
     # A check-in that fails (the error names the upload key) must not leak it either.
-    bad = tmp_path / "not-a-video.mp4"
-    bad.write_bytes(secrets.token_bytes(4096))
+    bad = tmp_path / "not-a-video.mp4"  # starts like an MP4 (the upload takes it), then noise (the probe fails it)
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + secrets.token_bytes(4096))
     failed_id = traced_stack.running.submit(bad, patient)
     failed = traced_stack.running.wait_for_job(failed_id, timeout=60)
     assert failed["status"] == "failed"
@@ -285,7 +285,7 @@ def test_metrics_are_served_for_prometheus(traced_stack, checkin):
 
 def test_failed_jobs_are_counted_by_reason(traced_stack, tmp_path):
     bad = tmp_path / "noise.mp4"
-    bad.write_bytes(bytes(range(256)) * 64)  # not a recognisable audio or video file
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64)  # an MP4's first box, then no media
     job = traced_stack.running.wait_for_job(traced_stack.running.submit(bad, "patient-metrics"), timeout=60)
     assert job["status"] == "failed"
     ingest = _metrics(traced_stack.config.metrics_ports["ingest"])

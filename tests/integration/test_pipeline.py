@@ -182,10 +182,22 @@ def test_cli_submit_prints_the_result_and_reads_history(running_stack, checkin_c
 
 
 def test_cli_exits_non_zero_with_the_jobs_error(running_stack, media_dir):
+    """A file that starts like an MP4 but is cut short: the upload is taken, the ingest stage's
+    probe fails the job, and the CLI exits 1 with the job's error."""
+    bad = samples.bad_inputs(media_dir / "bad")["truncated_data"]
+    env = {**running_stack.env(), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "schizodot.cli", "submit", str(bad), "--patient-id", _patient()],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "the video is truncated at" in result.stderr
+
+
+def test_cli_exits_2_when_the_upload_is_refused(running_stack, media_dir):
+    """A JPEG named .mp4 is refused by the upload proxy before any job runs: a usage error (2), in words."""
     bad = media_dir / "not-a-video.mp4"
     bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00JFIF" + bytes(2000))
     env = {**running_stack.env(), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-m", "schizodot.cli", "submit", str(bad), "--patient-id", _patient()],
                             capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 1
-    assert "JPEG image" in result.stderr
+    assert result.returncode == 2
+    assert "upload failed (422)" in result.stderr and "not a video/mp4 recording" in result.stderr
