@@ -37,13 +37,19 @@ ACCEPTED_CONTENT_TYPES: dict[str, str] = {
 }
 
 
-def check_content_type(content_type: str) -> None:
-    """Raise InputError unless `content_type` (parameters such as codecs= allowed) is accepted."""
+def accepted_content_type(content_type: str) -> str:
+    """`content_type` without its parameters (codecs= ...), lower case; InputError unless accepted."""
     base = (content_type or "").split(";")[0].strip().lower()
     if base not in ACCEPTED_CONTENT_TYPES:
         accepted = ", ".join(ACCEPTED_CONTENT_TYPES)
         shown = content_type if content_type else "(none)"
         raise InputError(f"unsupported content type '{shown}': send one of {accepted}")
+    return base
+
+
+def check_content_type(content_type: str) -> None:
+    """Raise InputError unless `content_type` (parameters such as codecs= allowed) is accepted."""
+    accepted_content_type(content_type)
 
 
 def utc_now() -> str:
@@ -75,10 +81,9 @@ def _safe_filename(value: str) -> str:
 
 def _accepted_content_type(value: str) -> str:
     try:
-        check_content_type(value)
+        return accepted_content_type(value)
     except InputError as error:
         raise ValueError(str(error)) from error
-    return value.split(";")[0].strip().lower()
 
 
 def _no_reserved_key(value: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,6 @@ from datetime import datetime, timedelta, timezone
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
 import structlog
-from pydantic import ValidationError
 
 from services.ingest.checkins import NewCheckin, create_checkin
 from services.ingest.handlers import ehr_media_problem
@@ -69,11 +68,12 @@ from shared.auth import (
 from shared.domain import (
     JOB_ID_PATTERN,
     CheckinRequest,
+    accepted_content_type,
     job_id_for_event,
     new_job_id,
 )
-from shared.errors import MalformedMessage
-from shared.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, describe_validation_error, event_data
+from shared.errors import InputError, MalformedMessage
+from shared.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, event_data
 from services.ingest.patient.uploads import MultipartStore, UploadRefused, stream_to_s3
 from shared.http import EVENT_BYTES, install_readable_validation_errors, install_request_body_limit
 from shared.identity import Principal, Role, local_patient_id, patient_key
@@ -260,6 +260,14 @@ async def issue_link(body: PatientLinkRequest, who: Principal = Depends(allow(ca
                                expires_at=_expires_at(lifetime))
 
 
+def _declared_type(declared: str, status_code: int) -> str:
+    """The media type a client declares, without parameters; `status_code` naming the accepted ones if not one."""
+    try:
+        return accepted_content_type(declared)
+    except InputError as error:
+        raise HTTPException(status_code=status_code, detail=f"content_type: {error}") from error
+
+
 @router.post("/api/v1/patient-link/upload", response_model=AnalyzeResponse, status_code=201, tags=["check-ins"])
 async def link_upload(body: LinkUploadRequest, request: Request,
                       who: Principal = Depends(allow(caller, Role.PATIENT_LINK)),
@@ -270,11 +278,7 @@ async def link_upload(body: LinkUploadRequest, request: Request,
     job = await jobs.get(who.job_id or "")
     if job is None or not who.owns(job.clinic_id) or job.patient_id != who.patient_key:
         raise HTTPException(status_code=404, detail="this link does not lead to a check-in")
-    try:
-        content_type = CheckinRequest(patient_id=who.patient_id or "xxx", filename="x",
-                                      content_type=body.content_type).content_type
-    except ValidationError as error:
-        raise HTTPException(status_code=422, detail=describe_validation_error(error)) from error
+    content_type = _declared_type(body.content_type, status_code=422)
     if not await ingest.waiting_for_recording(job):
         raise HTTPException(status_code=409, detail="this check-in was already received; the link is used")
     if body.timeline is not None and not await jobs.record_timeline(job.job_id, body.timeline.stored()):
@@ -307,11 +311,7 @@ async def receive_recording(request: Request, job_id: str = JobId,
     if not await ingest.waiting_for_recording(job):
         raise HTTPException(status_code=409, detail="this check-in's recording was already received; "
                                                     "it is never replaced")
-    declared = request.headers.get("content-type", "")
-    try:
-        content_type = CheckinRequest(patient_id="xxx", filename="x", content_type=declared).content_type
-    except ValidationError as error:
-        raise HTTPException(status_code=415, detail=describe_validation_error(error)) from error
+    content_type = _declared_type(request.headers.get("content-type", ""), status_code=415)
     if not linked and content_type != job.content_type:
         raise HTTPException(status_code=415, detail=f"Content-Type: this check-in was created for a "
                                                     f"{job.content_type} file, not {content_type}")
