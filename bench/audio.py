@@ -6,7 +6,7 @@
 
 **Validity** (``--validity``): every marker is compared with a truth known by
 construction (``services/audio/known_signals.py``), and the errors are printed
-with their counts (the README's "Vocal markers" table comes from here):
+with their counts (the "Vocal markers" table of docs/clinical-measures.md comes from here):
 
 - pitch mean, pitch variability, intensity, jitter and shimmer: synthetic vowels
   (random F0 80-300 Hz, pitch SD 0-3 semitones, jitter and shimmer), clean and

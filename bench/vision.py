@@ -49,7 +49,7 @@ check-ins with the hand model on every frame against only in the dosing windows.
 
     python -m bench.vision --markers
 
-Validity of the video markers (README, "Video markers"): head movement against
+Validity of the video markers (docs/clinical-measures.md, "Video markers"): head movement against
 a real face photo rotated at known speeds, and expressivity on CK+ sequences
 filmed going from their neutral first frame to their peak expression and back,
 against the same faces holding one expression.

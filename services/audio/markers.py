@@ -12,7 +12,7 @@ is reported as a finding only when
 1. its method's validity was measured against known ground truth
    (``VALIDATED``, read from the bench output stored beside this module,
    ``validity.json``, written by ``python -m bench.audio --validity --write``;
-   the figures, with their counts, are also in the README), and
+   the figures, with their counts, are also in docs/clinical-measures.md), and
 2. the recording supports it (enough speech, voicing, no clipping where clipping
    voids it, one voice for pitch).
 
@@ -79,7 +79,7 @@ VALIDITY_FILE = Path(__file__).with_name("validity.json")
 # A marker's method is valid when, in every condition the bench ran, it measured at least
 # this share of the known signals and its values follow the truth this closely (Pearson r).
 MIN_MEASURED_SHARE = 0.95
-MIN_CORRELATION = 0.6  # shimmer, the weakest, reads 0.65-0.87 (README, "Vocal markers")
+MIN_CORRELATION = 0.6  # shimmer, the weakest, reads 0.65-0.87 (docs/clinical-measures.md, "Vocal markers")
 
 
 def validated_markers(report: Mapping[str, Any]) -> frozenset[str]:

@@ -337,7 +337,7 @@ class FaceReading:
 
 
 # A frame votes for the video's emotion only when its top probability reaches this; a frame
-# below it gives "no confident reading" (README, "Facial emotion": reliability table). A face
+# below it gives "no confident reading" (docs/clinical-measures.md, "Facial emotion": reliability table). A face
 # that is partly covered (quality.py) must reach MIN_VOTE_CONFIDENCE_COVERED: with the mouth
 # covered, readings below it were right in about half the labelled faces.
 MIN_VOTE_CONFIDENCE = 0.5
@@ -345,7 +345,7 @@ MIN_VOTE_CONFIDENCE_COVERED = 0.8
 
 # The accuracy each backend's readings rest on, measured through this service's own analyser
 # on labelled real faces and stored beside this module by the bench that measured it
-# (`python -m bench.vision --accuracy --write` writes validity.json; README, "Facial emotion").
+# (`python -m bench.vision --accuracy --write` writes validity.json; docs/clinical-measures.md, "Facial emotion").
 # A backend the stored output does not cover reports no accuracy.
 VALIDITY_FILE = Path(__file__).with_name("validity.json")
 VALIDITY_COMMAND = "python -m bench.vision --accuracy --write"

@@ -10,7 +10,7 @@
                              transformation matrix, over the time between them
   face_in_view_share         % of the analysed frames in which the patient's face was found
 
-Their validity is measured by `python -m bench.vision --markers` (README, "Video markers").
+Their validity is measured by `python -m bench.vision --markers` (docs/clinical-measures.md, "Video markers").
 A marker needs MIN_MARKER_SECONDS of face time; with less it is not assessed, and says so.
 """
 

@@ -2,7 +2,7 @@
 
 Synthetic vowels (``known_signals.synthetic_vowel``) carry an exact F0, pitch
 contour, jitter, shimmer, noise ratio and level; the tolerances are those
-bench/audio.py --validity measures over many vowels (README, "Vocal markers").
+bench/audio.py --validity measures over many vowels (docs/clinical-measures.md, "Vocal markers").
 """
 
 from __future__ import annotations
