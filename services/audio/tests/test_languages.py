@@ -81,7 +81,9 @@ def test_a_malay_checkin_is_transcribed_in_malay_and_the_screen_says_it_does_not
     transcript = analyse(clips["ms"], "klinik-kl")["transcript"]
     # Whisper hears espeak's Malay as Thai; the clinic's languages keep it Malay, and the note says so
     assert transcript["language"] == "ms" and transcript["language_detected"]["language"] != "en"
-    assert "saya" in transcript["text"].lower()
+    # which Malay words come back varies with the CPU (CI heard "iya maka numah, setiap pagi"); some must
+    heard = set(_plain(transcript["text"]).split())
+    assert heard & set(_plain(SPEECH["ms"][1]).split()), transcript["text"]
     if transcript["language_detected"]["language"] != "ms":
         assert "does not expect" in transcript["language_note"]
     flags, screened = screen(transcript)
