@@ -369,7 +369,7 @@ def answers_validity(args: argparse.Namespace) -> None:
     from services.audio import answers as answer_markers
     from services.audio.timing import speech_timing
     from services.audio.vad import SileroVad, speech_segments
-    from shared.timeline import CheckinTimeline, windows
+    from shared.domain.timeline import CheckinTimeline, windows
 
     # Measure every method; which ones the stage reports follows from what is found.
     answer_markers.VALIDATED = {name: frozenset({"*"}) for name in answer_markers.MARKERS}

@@ -31,10 +31,10 @@ import httpx
 from schizodot import samples, stack
 from schizodot.dev_identity import DevIssuer
 from schizodot.upload import upload_arguments
-from shared.aws import sync_client
-from shared.dynamo import from_item
-from shared.job import Job
-from shared.settings import CommonSettings
+from shared.aws.clients import sync_client
+from shared.aws.dynamo import from_item
+from shared.domain.job import Job
+from shared.runtime.settings import CommonSettings
 
 STAGES = ("ingest", "audio", "vision", "fusion")
 MODES = {"without transcript": ["audio", "vision"], "with transcript": ["audio", "vision", "transcript"]}

@@ -81,7 +81,7 @@ def _shared_imports(module: str, tree: ast.Module) -> set[str]:
                 target = node.module or ""
             if target == "shared" or target.startswith("shared."):
                 found.add(target)
-                # `from shared import jobs` names a module, not an attribute
+                # `from shared.aws import jobs` names a module, not an attribute
                 found.update(f"{target}.{alias.name}" for alias in node.names)
     return found
 

@@ -44,10 +44,10 @@ from bench.pipeline import clip_for, patient_timeline
 from schizodot import stack
 from schizodot.dev_identity import DevIssuer
 from schizodot.upload import upload_arguments
-from shared.aws import sync_client
-from shared.dynamo import from_item
-from shared.job import Job
-from shared.settings import CommonSettings
+from shared.aws.clients import sync_client
+from shared.aws.dynamo import from_item
+from shared.domain.job import Job
+from shared.runtime.settings import CommonSettings
 
 ANALYSED = ("ingest", "audio", "vision", "fusion")  # stages that record compute_seconds
 CONFIGURATIONS = (
@@ -179,7 +179,7 @@ def aws_requests(rounds: int = 4, slice_seconds: float = 2.0) -> list[dict]:
     import subprocess
     import sys
 
-    from shared.infra import ensure_infrastructure
+    from shared.aws.infra import ensure_infrastructure
 
     modes = {"memory": [], "process": ["--sync", "normal"], "fsync": ["--sync", "full"]}
     servers, clients = {}, {}

@@ -192,12 +192,12 @@ def plain_decode(path: Path) -> float:
 
 async def _one_checkin(context: dict, clip: Path, seconds: float, sections: Sections) -> float:
     """One check-in through the vision stage, from receiving its message to deleting it."""
-    from shared.domain import new_job_id, utc_now
-    from shared.events import AnalysisRequested
-    from shared.job import new_job
-    from shared.messaging import Delivery
-    from shared.runner import Inbound
-    from shared.timeline import CheckinTimeline
+    from shared.domain.checkin import new_job_id, utc_now
+    from shared.runtime.events import AnalysisRequested
+    from shared.domain.job import new_job
+    from shared.runtime.messaging import Delivery
+    from shared.runtime.runner import Inbound
+    from shared.domain.timeline import CheckinTimeline
 
     aws, settings, runner, queue = context["aws"], context["settings"], context["runner"], context["queue"]
     job_id = new_job_id()
@@ -227,14 +227,14 @@ async def _profile(lengths: list[float], runs: int, size: str, endpoint: str, pi
     from services.vision.handlers import VISION, make_analyse
     from services.vision.main import build_analyser
     from services.vision.settings import VisionSettings
-    from shared.aws import AsyncClients
-    from shared.infra import ensure_infrastructure
-    from shared.jobs import JobsRepository
-    from shared.messaging import Publisher
-    from shared.modality import ModalityDeps
-    from shared.runner import StageRunner
-    from shared.settings import CommonSettings
-    from shared.storage import Storage
+    from shared.aws.clients import AsyncClients
+    from shared.aws.infra import ensure_infrastructure
+    from shared.aws.jobs import JobsRepository
+    from shared.runtime.messaging import Publisher
+    from shared.runtime.modality import ModalityDeps
+    from shared.runtime.runner import StageRunner
+    from shared.runtime.settings import CommonSettings
+    from shared.aws.storage import Storage
     from concurrent.futures import ThreadPoolExecutor
 
     settings = CommonSettings(aws_endpoint_url=endpoint, aws_region="us-east-1")
@@ -364,7 +364,7 @@ def hands_schedule(lengths: list[float], size: str, out: Path) -> dict:
     from services.vision import analysis
     from services.vision.main import build_analyser
     from services.vision.settings import VisionSettings
-    from shared.timeline import CheckinTimeline
+    from shared.domain.timeline import CheckinTimeline
 
     analyser = build_analyser(VisionSettings())
     scheduled = analysis._hand_spans

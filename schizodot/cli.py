@@ -186,11 +186,11 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def checkin_timeline(path: Path) -> list[dict[str, Any]]:
-    """--timeline FILE: when each prompt and dosing step was shown (a JSON list of shared.timeline's
+    """--timeline FILE: when each prompt and dosing step was shown (a JSON list of shared.domain.timeline's
     entries), checked here as the API checks it."""
     from pydantic import ValidationError
 
-    from shared.timeline import CheckinTimeline
+    from shared.domain.timeline import CheckinTimeline
 
     try:
         entries = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -203,10 +203,10 @@ def checkin_timeline(path: Path) -> list[dict[str, Any]]:
 
 def checkin_options(analyses: str | None, thresholds: list[str]) -> dict[str, Any]:
     """--analyses audio,vision,transcript and --threshold NAME=VALUE as the API's `options`
-    (shared.options checks them here too, so a mistake is caught before anything is sent)."""
+    (shared.domain.options checks them here too, so a mistake is caught before anything is sent)."""
     from pydantic import ValidationError
 
-    from shared.options import CheckinOptions
+    from shared.domain.options import CheckinOptions
 
     chosen: dict[str, Any] = {}
     if analyses is not None:
@@ -376,10 +376,10 @@ def pills(args: argparse.Namespace) -> int:
     Reads and writes the clinic's labelled frames in S3 directly (AWS_ENDPOINT_URL for the embedded stack)."""
     import asyncio
 
-    from shared.aws import AsyncClients
-    from shared.pill_labels import Gate, PillLabels
-    from shared.settings import CommonSettings
-    from shared.storage import Storage
+    from shared.aws.clients import AsyncClients
+    from shared.domain.pill_labels import Gate, PillLabels
+    from shared.runtime.settings import CommonSettings
+    from shared.aws.storage import Storage
 
     async def run() -> dict[str, Any] | None:
         settings = CommonSettings()

@@ -26,7 +26,7 @@ from schizodot import cli, samples, stack
 from schizodot.dev_identity import DevIssuer
 from schizodot.upload import upload_arguments
 
-ANSWERS = (  # (the script's prompt id, the answer); shared/clinics.py holds the default questions
+ANSWERS = (  # (the script's prompt id, the answer); shared/domain/clinics.py holds the default questions
     ("mood", "Good morning. I feel quite calm today."),
     ("medication", "I am taking my tablet now, with a glass of water."),
     ("sleep", "I slept quite well last night."),

@@ -5,7 +5,7 @@ deadline; only a failure that outlasts it is reported, as one readable line.
 Transient: connection refused, reset or closed, timeouts, HTTP 502/503/504 and
 429 (waiting at least what `Retry-After` asks). The clients speak only to the
 APIs (and S3's presigned POST); an API whose AWS store is away after botocore's
-retries answers 503 with Retry-After (shared.http), which is retried here too.
+retries answers 503 with Retry-After (shared.runtime.http), which is retried here too.
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ DOSING_STEPS = ("show_pill", "place_on_tongue", "close_mouth", "show_empty")
 def answered_track(dest: Path, answers: list[tuple[str, float, str]], *, voice: str = "en-us",
                    speed_wpm: int | None = None, gap_seconds: float = 0.8, dosing_step_seconds: float = 2.0,
                    sample_rate: int = 48000) -> tuple[Path, list[dict]]:
-    """A guided check-in's sound track and its timeline (shared.timeline's entries): for each
+    """A guided check-in's sound track and its timeline (shared.domain.timeline's entries): for each
     (step id, latency s, text), the prompt is shown, the answer is spoken `latency` seconds later, and
     `gap_seconds` of silence follow; then the observed-dosing steps, `dosing_step_seconds` apart, in
     silence. The times are exact (sample counts), so tests and the demo know each answer's latency."""
@@ -281,7 +281,7 @@ def _video_codecs(suffix: str, faststart: bool) -> list[str]:
 
 
 def bad_inputs(folder: Path) -> dict[str, Path]:
-    """The broken uploads `shared.media.probe` must explain, by name.
+    """The broken uploads `shared.runtime.media.probe` must explain, by name.
 
     empty, random_bytes, jpeg_named_mp4, truncated_index (moov at the end, cut in half),
     truncated_data (faststart, cut at 40 %: about 4 s of a 10 s file), no_streams (an MP4

@@ -5,7 +5,7 @@ the five services as supervised background processes, as Kubernetes would run th
 
 `up` starts a detached supervisor that runs the AWS server on 127.0.0.1
 (local_aws: moto with its state in `.stack-data/`), creates the
-queues, tables and bucket (shared.infra, idempotent), starts N processes per
+queues, tables and bucket (shared.aws.infra, idempotent), starts N processes per
 stage (SCHIZODOT_STACK_REPLICAS, e.g. `vision=2,audio=2`) and restarts any that
 dies. The supervisor owns the ingest and results API sockets and hands them to
 every process of those stages, so the APIs keep answering while one restarts.
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schizodot.dev_identity import DevIssuer
-from shared.topology import STAGES
+from shared.runtime.topology import STAGES
 
 SERVICES = STAGES  # one process per stage
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ AWS_SECRET_VARIABLE = "SCHIZODOT_STACK_AWS_SECRET_KEY"
 DURABILITY_MODES = ("fsync", "process", "memory")
 API_STAGES = {"ingest": "api_port", "results": "results_api_port"}  # stages that serve HTTP, and their port
 LISTEN_FD_VARIABLE = "SCHIZODOT_LISTEN_FD"
-SESSION_COOKIE = "schizodot_session"  # the console's sign-in cookie (SCHIZODOT_AUTH_SESSION_COOKIE)  # the API socket a process inherits; read by shared.http.serve_http
+SESSION_COOKIE = "schizodot_session"  # the console's sign-in cookie (SCHIZODOT_AUTH_SESSION_COOKIE)  # the API socket a process inherits; read by shared.runtime.http.serve_http
 
 
 def parse_replicas(text: str) -> dict[str, int]:
@@ -239,8 +239,8 @@ class Supervisor:
         os.replace(partial, self.config.state_dir / "pids.json")  # readers never see half a file
 
     def _provision(self) -> None:
-        from shared.infra import ensure_infrastructure
-        from shared.settings import CommonSettings
+        from shared.aws.infra import ensure_infrastructure
+        from shared.runtime.settings import CommonSettings
 
         os.environ.update(self.config.environment())
         ensure_infrastructure(CommonSettings())
@@ -478,8 +478,8 @@ def status(config: StackConfig) -> int:
         print(f"{name:<12}{info['pid']:>8}  {state:<8}{info['restarts']:>9}")
     print(f"\nAWS data: {'in memory only' if config.durability == 'memory' else config.aws_data_dir}")
     config.use_in_this_process()
-    from shared.aws import sync_client
-    from shared.settings import CommonSettings
+    from shared.aws.clients import sync_client
+    from shared.runtime.settings import CommonSettings
 
     from botocore.exceptions import BotoCoreError, ClientError
 

@@ -19,10 +19,10 @@ import pytest
 from schizodot import samples, stack
 from schizodot.dev_identity import DEV_CLINIC, DevIssuer
 from schizodot.upload import upload_arguments
-from shared.aws import sync_client
-from shared.dynamo import from_item
-from shared.identity import patient_key
-from shared.settings import CommonSettings
+from shared.aws.clients import sync_client
+from shared.aws.dynamo import from_item
+from shared.identity.principal import patient_key
+from shared.runtime.settings import CommonSettings
 
 
 def free_port() -> int:
@@ -75,7 +75,7 @@ class RunningStack:
         return job["job_id"]
 
     def stored_key(self, patient_id: str, clinic: str = DEV_CLINIC) -> str:
-        """How a clinic's patient is stored (shared.identity.patient_key)."""
+        """How a clinic's patient is stored (shared.identity.principal.patient_key)."""
         return patient_key(clinic, patient_id)
 
     def job(self, job_id: str) -> dict[str, Any] | None:
@@ -214,7 +214,7 @@ def fake_or_real(request, make_fake, make_real):
     settings = request.getfixturevalue("aws_server")
 
     async def on_aws(body):
-        from shared.aws import AsyncClients
+        from shared.aws.clients import AsyncClients
 
         async with AsyncClients(settings) as aws:
             return await body(make_real(settings, aws))
@@ -277,7 +277,7 @@ def aws_server():
     Which one is chosen by SCHIZODOT_TEST_AWS (see `aws_target`); by default
     moto's server in this process, on a free port.
     """
-    from shared.infra import ensure_infrastructure
+    from shared.aws.infra import ensure_infrastructure
 
     target = aws_target()
     if target == "embedded":
@@ -390,7 +390,7 @@ def _unique_aws_settings() -> CommonSettings:
 
 def remove_infrastructure(settings: CommonSettings) -> None:
     """Delete what ensure_infrastructure made for `settings` (the aws target's clean-up)."""
-    from shared.topology import STAGES
+    from shared.runtime.topology import STAGES
 
     sqs = sync_client(settings, "sqs")
     for stage in STAGES:

@@ -16,7 +16,7 @@ Pipeline of ``analyse(wav)``, one concept per module:
 4. ``quality``: clipping, bandwidth, noise and a second voice, as quality flags.
 5. ``transcript`` (when a ``Transcriber`` is given): Whisper over speech windows, in
    the language ``languages.choose_language`` picks from the clinic's expected ones.
-6. ``markers``: the vocal markers in ``shared.markers``' shape; ``answers``: the same
+6. ``markers``: the vocal markers in ``shared.domain.markers``' shape; ``answers``: the same
    and the transcript's word markers per answer to each prompt, where the check-in
    carries a timeline.
 7. ``emotion``: abstains unless a model is configured; a model's probabilities
@@ -43,7 +43,7 @@ from services.audio.quality import AudioQuality, clipping_and_bandwidth, snr_db,
 from services.audio.timing import SpeechTiming, speech_timing, speech_windows
 from services.audio.vad import SAMPLE_RATE, Segment, SileroVad, speech_segments
 from services.audio.voice import measure_voice, praat_version
-from shared.timeline import CheckinTimeline
+from shared.domain.timeline import CheckinTimeline
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -106,7 +106,7 @@ class AudioAnalyser:
         """Analyse one WAV file (16 kHz mono is read in chunks; other formats are converted in memory).
         `transcribe=False`: no transcript for this check-in (its options did not ask for one).
         `languages`: the languages the patient's clinic expects (Whisper's codes).
-        `timeline`: when each prompt was shown (shared.timeline), for the per-answer markers
+        `timeline`: when each prompt was shown (shared.domain.timeline), for the per-answer markers
         (answers.py); None: the check-in has none, and its answers block says so.
 
         Returns a JSON-serialisable dict. Raises ``InputError`` when the file cannot

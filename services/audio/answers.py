@@ -2,11 +2,11 @@
 
 Duration markers differ by speaking task (Cohen 2020; Parola 2023), and the time a
 patient takes to start answering a question is a classic marker of alogia, so a
-check-in with a timeline (``shared.timeline``: when each prompt was shown) gets
+check-in with a timeline (``shared.domain.timeline``: when each prompt was shown) gets
 its markers per answer, besides the whole-recording ones (``markers.py``):
 
 - an answer's window is its prompt's window: from the moment the prompt appeared
-  to the next step (``shared.timeline.windows``); the VAD's stretches of speech
+  to the next step (``shared.domain.timeline.windows``); the VAD's stretches of speech
   (``timing.py``, unpadded) are cut at the window's edges, and the transcript's
   words go to the answer in whose window their middle falls;
 - ``response_latency``: prompt shown to the first speech onset in the window (s);
@@ -40,8 +40,8 @@ from services.audio import markers as recording_markers
 from services.audio.quality import AudioQuality
 from services.audio.timing import SpeechTiming
 from services.audio.vad import Segment
-from shared.markers import Marker, measured, not_assessed
-from shared.timeline import NO_TIMELINE_REASON, CheckinTimeline, StepWindow, windows
+from shared.domain.markers import Marker, measured, not_assessed
+from shared.domain.timeline import NO_TIMELINE_REASON, CheckinTimeline, StepWindow, windows
 
 MATTR_WINDOW = 10  # words: spoken answers to one question are short (tens of words)
 UNITS: Mapping[str, str] = {
@@ -70,7 +70,7 @@ METHODS: Mapping[str, str] = {
     "mattr": (f"moving-average type-token ratio (Covington & McFall 2010) of the answer's transcript words, "
               f"window {MATTR_WINDOW} words"),
 }
-METHOD = ("the recording split at the check-in timeline's prompt times (shared.timeline); Silero VAD speech and "
+METHOD = ("the recording split at the check-in timeline's prompt times (shared.domain.timeline); Silero VAD speech and "
           "the transcript's words assigned to answers by time")
 # The markers reused from the whole-recording code, and what they are called there.
 _FROM_RECORDING = {"speaking_fraction": "speaking_fraction", "pause_count": "pause_count",

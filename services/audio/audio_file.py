@@ -1,6 +1,6 @@
 """The check-in's sound track as samples: 16 kHz mono float32, read in pieces.
 
-The worker hands the analyser a 16 kHz mono PCM WAV (``shared.media.extract_audio``);
+The worker hands the analyser a 16 kHz mono PCM WAV (``shared.runtime.media.extract_audio``);
 that is read from disk as needed, so a long recording is never held whole. Any
 other WAV (another rate, stereo) is converted whole in memory once: channels
 averaged, resampled with Praat's sinc resampler (parselmouth, the library the
@@ -16,7 +16,7 @@ import numpy as np
 import soundfile
 
 from services.audio.vad import SAMPLE_RATE
-from shared.errors import InputError
+from shared.domain.errors import InputError
 
 
 class AudioFile:

@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.errors import ModelUnavailable
+from shared.domain.errors import ModelUnavailable
 
 NOT_CONFIGURED = "no validated speech-emotion model is configured"
 # Prosody over less speech than this is too short to classify.

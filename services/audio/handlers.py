@@ -1,9 +1,9 @@
 """Audio: what the audio stage does with an analysis request.
 
-It is a modality stage (shared/modality.py: fetch the job's media, run the
+It is a modality stage (shared/runtime/modality.py: fetch the job's media, run the
 analyser off the event loop with progress, store its findings as
 `artifacts/<job>/audio.json`, tell fusion); its analyser extracts the sound
-track as 16 kHz mono WAV (shared.media.extract_audio: a file without one fails
+track as 16 kHz mono WAV (shared.runtime.media.extract_audio: a file without one fails
 the job in words) and hands it to `AudioAnalyser` (speech activity, vocal
 markers, speech emotion where a validated model is configured, transcript
 where the deployment enables it and the check-in's options ask for it, in the
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from services.audio.quality import recording_source
 from services.audio.self_report import self_report
-from shared.media import extract_audio
-from shared.modality import Analyse, Checkin, Progress, modality_stage
+from shared.runtime.media import extract_audio
+from shared.runtime.modality import Analyse, Checkin, Progress, modality_stage
 
 if TYPE_CHECKING:  # the analyser's models are the composition root's to load
     from services.audio.analysis import AudioAnalyser

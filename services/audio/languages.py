@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.clinics import ClinicsFileError, read_clinics_file
+from shared.domain.clinics import ClinicsFileError, read_clinics_file
 
 DEFAULT_LANGUAGES = ("en",)
 # An English-only clinic's check-in goes to the multilingual model when Whisper is at least this sure

@@ -8,9 +8,9 @@ from services.audio.analysis import AudioAnalyser
 from services.audio.handlers import AUDIO, make_analyse
 from services.audio.languages import ClinicLanguages
 from services.audio.settings import AudioSettings
-from shared.errors import ModelUnavailable
-from shared.modality import ModalityDeps
-from shared.worker import StageContext, run_stage
+from shared.domain.errors import ModelUnavailable
+from shared.runtime.modality import ModalityDeps
+from shared.runtime.worker import StageContext, run_stage
 
 
 def build_analyser(settings: AudioSettings) -> AudioAnalyser:

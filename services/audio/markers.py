@@ -1,4 +1,4 @@
-"""The vocal markers of a check-in, each in the shape of ``shared.markers``.
+"""The vocal markers of a check-in, each in the shape of ``shared.domain.markers``.
 
 The markers are those the clinical literature validates for schizophrenia:
 spoken time, pauses and speech rate (Parola et al. 2020, g -0.75 to -1.89;
@@ -29,7 +29,7 @@ from typing import Any
 from services.audio.quality import AudioQuality
 from services.audio.timing import SpeechTiming
 from services.audio.voice import VoiceMeasures
-from shared.markers import measured, not_assessed
+from shared.domain.markers import measured, not_assessed
 
 # Less speech than this and rates, variability and voice quality are not computed.
 MIN_SPEECH_SECONDS = 1.5

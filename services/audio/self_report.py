@@ -2,7 +2,7 @@
 
 The script's medication prompt (step id ``medication``: "Did you take your medication as
 prescribed, or did you miss any doses?") is answered aloud. The answer is read from the
-transcript's words inside the prompt's timeline window (``shared.timeline``: from the
+transcript's words inside the prompt's timeline window (``shared.domain.timeline``: from the
 moment the prompt was shown to the next step), or from the whole transcript where the
 check-in carries no timeline or no ``medication`` window; ``window_source`` says which
 ("timeline" | "whole_recording").
@@ -44,7 +44,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.timeline import CheckinTimeline, windows
+from shared.domain.timeline import CheckinTimeline, windows
 
 STEP_ID = "medication"
 METHOD = "rules_v1 (services/audio/self_report.py)"

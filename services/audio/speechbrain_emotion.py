@@ -28,7 +28,7 @@ import numpy as np
 
 from services.audio.emotion import load_validation
 from services.audio.vad import SAMPLE_RATE
-from shared.errors import ModelUnavailable
+from shared.domain.errors import ModelUnavailable
 
 MODEL_SETTING = "AUDIO_SPEECHBRAIN_MODEL_DIR"
 

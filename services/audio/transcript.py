@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ModelUnavailable
+from shared.domain.errors import ModelUnavailable
 
 MODEL_SETTING = "AUDIO_WHISPER_MODEL_PATH"
 MULTILINGUAL_MODEL_SETTING = "AUDIO_WHISPER_MULTILINGUAL_MODEL_PATH"

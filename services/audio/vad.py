@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ModelUnavailable
+from shared.domain.errors import ModelUnavailable
 
 SAMPLE_RATE = 16_000
 WINDOW_SAMPLES = 512

@@ -4,8 +4,8 @@ changes that are risk evidence.
 Fusion reads (never writes) the patient's latest ``FUSION_BASELINE_WINDOW``
 SchizodotUsers items, newest first. For every marker of this check-in
 (``vocal_markers`` from audio, ``video_markers`` from vision, and each answer's
-markers in ``answers``, in the shape of ``shared.markers``) it attaches a
-``baseline`` block (``shared.markers.Baseline``):
+markers in ``answers``, in the shape of ``shared.domain.markers``) it attaches a
+``baseline`` block (``shared.domain.markers.Baseline``):
 
 - the earlier values are those of the same marker (for an answer: of the answer
   to the same prompt, ``step_id``), assessed, with the same unit and method (a
@@ -55,8 +55,8 @@ from pydantic import ValidationError
 from services.fusion import change as change_rule
 from services.fusion.rules import RiskFactor
 from services.fusion.settings import FusionSettings
-from shared.markers import Baseline as BaselineBlock
-from shared.markers import Marker, parse
+from shared.domain.markers import Baseline as BaselineBlock
+from shared.domain.markers import Marker, parse
 
 MARKER_SECTIONS = ("vocal_markers", "video_markers")
 GATED_SECTIONS = ("vocal_markers",)  # the audio quality gate applies to these (and to the answers)

@@ -227,7 +227,7 @@ def assess(value: float, earlier: list[float], floor: float, rule: ChangeRule = 
 
 
 def as_fields(change: Change) -> dict[str, Any]:
-    """The figures for the marker's baseline block (shared.markers.Baseline)."""
+    """The figures for the marker's baseline block (shared.domain.markers.Baseline)."""
     return {"centre": round(change.centre, 4), "spread": round(change.spread, 4), "rci": round(change.rci, 2),
             "rci_threshold": change.rci_threshold,
             "cusum": None if change.cusum is None else round(change.cusum, 2),

@@ -3,7 +3,7 @@
 The last modality to finish sends the notice that fuses; an earlier one is
 acknowledged without running the stage. Fusion reads the modalities' artifacts
 (where the job record says they are) and the patient's earlier results
-(`shared.history`, read only), applies the rules (rules.py, baseline.py) with the
+(`shared.aws.history`, read only), applies the rules (rules.py, baseline.py) with the
 thresholds the check-in's options set (else `FUSION_*`), writes
 the clinical summary (an LLM only as an opt-in, llm.py) and stores one findings
 document, `artifacts/<job>/fusion.json`: the seed-shaped `results` map of the
@@ -24,13 +24,13 @@ from services.fusion.findings import build_results
 from services.fusion.llm import SummaryWriter, summarise
 from services.fusion.rules import clinical_summary, fuse
 from services.fusion.settings import FusionSettings
-from shared.domain import utc_now
-from shared.events import FusionCompleted, ModalityAnalysed
-from shared.history import HistoryReader
-from shared.job import Job
-from shared.options import FusionThresholds
-from shared.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
-from shared.storage import ObjectStore
+from shared.domain.checkin import utc_now
+from shared.runtime.events import FusionCompleted, ModalityAnalysed
+from shared.aws.history import HistoryReader
+from shared.domain.job import Job
+from shared.domain.options import FusionThresholds
+from shared.runtime.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
+from shared.aws.storage import ObjectStore
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.fusion")
@@ -62,7 +62,7 @@ def options_report(job: Job, settings: FusionSettings) -> dict[str, Any]:
 
 async def fuse_findings(work: Work[ModalityAnalysed], deps: FusionDeps) -> StageOutcome:
     job = work.job
-    # The clinic's thresholds set on this check-in replace the deployment's (shared.options).
+    # The clinic's thresholds set on this check-in replace the deployment's (shared.domain.options).
     settings = deps.settings.model_copy(update=job.pipeline.options.thresholds.given())
     started = time.monotonic()
     documents = await load_modality_results(deps.storage, job)

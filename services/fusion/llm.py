@@ -19,8 +19,8 @@ from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.fusion.settings import FusionSettings
-from shared.blocking import run_blocking
-from shared.settings import CommonSettings
+from shared.runtime.blocking import run_blocking
+from shared.runtime.settings import CommonSettings
 
 log = structlog.get_logger()
 

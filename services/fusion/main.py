@@ -5,8 +5,8 @@ from __future__ import annotations
 from services.fusion.handlers import FUSION, FusionDeps
 from services.fusion.llm import BedrockSummaryWriter
 from services.fusion.settings import FusionSettings
-from shared.history import PatientHistory
-from shared.worker import StageContext, run_stage
+from shared.aws.history import PatientHistory
+from shared.runtime.worker import StageContext, run_stage
 
 
 def build_deps(context: StageContext[FusionSettings]) -> FusionDeps:

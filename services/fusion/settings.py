@@ -3,7 +3,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import StageSettings
+from shared.runtime.settings import StageSettings
 
 
 class FusionSettings(StageSettings):

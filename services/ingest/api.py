@@ -1,9 +1,9 @@
 """The check-in HTTP API: clinic apps, EHRs and patients' one-time links come in here.
 
-Every route but /health needs a credential (shared.auth, checked before routing)
+Every route but /health needs a credential (shared.identity.auth, checked before routing)
 and names the roles that may call it (403 for any other); a job of another clinic
 is 404 exactly like one that does not exist. Check-in creation is limited per
-credential (429 with Retry-After) and audited (shared.audit).
+credential (429 with Retry-After) and audited (shared.identity.audit).
 
 - `POST /api/v1/analyze` creates the job and says where to send its file. Upload
   mode "proxy" (`INGEST_UPLOAD_MODE`, the default; docs/uploads.md): a `PUT` of the
@@ -56,8 +56,8 @@ from services.ingest.schemas import (
     RecordingReceived,
 )
 from services.ingest.settings import CheckinLimits, UploadPolicy
-from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
-from shared.auth import (
+from shared.identity.audit import AuditEvent, AuditTrail, install_audit_failure_handler
+from shared.identity.auth import (
     OPEN_PATHS,
     Authenticator,
     PatientLinkStore,
@@ -65,23 +65,23 @@ from shared.auth import (
     install_authentication,
     principal_dependency,
 )
-from shared.domain import (
+from shared.domain.checkin import (
     JOB_ID_PATTERN,
     CheckinRequest,
     accepted_content_type,
     job_id_for_event,
     new_job_id,
 )
-from shared.errors import InputError, MalformedMessage
-from shared.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, event_data
+from shared.domain.errors import InputError, MalformedMessage
+from shared.runtime.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, event_data
 from services.ingest.patient.uploads import MultipartStore, UploadRefused, stream_to_s3
-from shared.http import EVENT_BYTES, install_readable_validation_errors, install_request_body_limit
-from shared.identity import Principal, Role, local_patient_id, patient_key
-from shared.job import Job, JobStatus
-from shared.jobs import JobStore
-from shared.ratelimit import RateLimiter
-from shared.storage import PresignedPost
-from shared.tracing import start_job_trace
+from shared.runtime.http import EVENT_BYTES, install_readable_validation_errors, install_request_body_limit
+from shared.identity.principal import Principal, Role, local_patient_id, patient_key
+from shared.domain.job import Job, JobStatus
+from shared.aws.jobs import JobStore
+from shared.identity.ratelimit import RateLimiter
+from shared.aws.storage import PresignedPost
+from shared.runtime.tracing import start_job_trace
 
 # (key, content type, max bytes, expiry seconds) -> presigned POST
 PostSigner = Callable[[str, str, int, int], Awaitable[PresignedPost]]
@@ -140,7 +140,7 @@ class Ingest:
     jobs: JobStore
     sign_upload: PostSigner
     access: IngestAccess
-    principal: Callable[[Request], Awaitable[Principal]]  # shared.auth.principal_dependency
+    principal: Callable[[Request], Awaitable[Principal]]  # shared.identity.auth.principal_dependency
     enqueue_event: EventQueue | None = None
     recording_arrived: RecordingArrived | None = None
     proxy: UploadProxy | None = None

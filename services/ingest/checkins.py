@@ -6,8 +6,8 @@
   "event"); the stage runner creates its job, so an event delivered twice makes one.
 
 The command says who the check-in is of (the clinic and its own patient id) and what it holds;
-`job()` derives the rest in one place: the stored patient key (`shared.identity.patient_key`),
-the key the recording is uploaded to (`shared.domain.upload_key`) unless the media is already
+`job()` derives the rest in one place: the stored patient key (`shared.identity.principal.patient_key`),
+the key the recording is uploaded to (`shared.domain.checkin.upload_key`) unless the media is already
 in S3, and the job's first message.
 """
 
@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.domain import upload_key, utc_now
-from shared.identity import patient_key
-from shared.job import Job, new_job
-from shared.jobs import JobStore
-from shared.options import CheckinOptions
-from shared.timeline import CheckinTimeline
+from shared.domain.checkin import upload_key, utc_now
+from shared.identity.principal import patient_key
+from shared.domain.job import Job, new_job
+from shared.aws.jobs import JobStore
+from shared.domain.options import CheckinOptions
+from shared.domain.timeline import CheckinTimeline
 
 Source = Literal["api", "patient_link", "event"]
 FIRST_MESSAGE: dict[str, str] = {

@@ -6,7 +6,7 @@ through the API's presigned URL (the job exists: the API made it), and
 in S3 (the event makes the job; the same event always names the same job). An
 event that cannot be read but names a patient leaves a failed job the EHR can see.
 
-The stage downloads the media, checks it (`shared.media.probe`: an unreadable
+The stage downloads the media, checks it (`shared.runtime.media.probe`: an unreadable
 file fails the job with the reason in words), decides which modalities to
 analyse (those the recording has, of those the check-in's options ask for) and
 each stage's share of the progress bar, and asks audio and vision.
@@ -27,11 +27,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.ingest.checkins import NewCheckin
 from services.ingest.settings import UploadPolicy
-from shared import media
-from shared.blocking import run_blocking
-from shared.domain import CheckinRequest, job_id_for_event, job_id_from_upload_key
-from shared.errors import InputError, MalformedMessage
-from shared.events import (
+from shared.runtime import media
+from shared.runtime.blocking import run_blocking
+from shared.domain.checkin import CheckinRequest, job_id_for_event, job_id_from_upload_key
+from shared.domain.errors import InputError, MalformedMessage
+from shared.runtime.events import (
     AnalysisRequested,
     CheckinSubmitted,
     decode_event,
@@ -40,13 +40,13 @@ from shared.events import (
     parse_json,
     tracing_carrier,
 )
-from shared.identity import is_clinic_id
-from shared.infra import EHR_MEDIA_PREFIX
-from shared.job import PipelinePlan, plan_weights
-from shared.options import NOT_REQUESTED
-from shared.runner import Emit, Inbound, RejectedEvent, Stage, StageOutcome, Work
-from shared.storage import ObjectStore
-from shared.timeline import CheckinTimeline, windows
+from shared.identity.principal import is_clinic_id
+from shared.aws.infra import EHR_MEDIA_PREFIX
+from shared.domain.job import PipelinePlan, plan_weights
+from shared.domain.options import NOT_REQUESTED
+from shared.runtime.runner import Emit, Inbound, RejectedEvent, Stage, StageOutcome, Work
+from shared.aws.storage import ObjectStore
+from shared.domain.timeline import CheckinTimeline, windows
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.ingest")
@@ -183,7 +183,7 @@ async def check_media(work: Work[MediaArrived], deps: IngestDeps) -> StageOutcom
     for modality, present, missing in (("audio", info.has_audio, "the recording has no sound track"),
                                        ("vision", info.has_video, "the recording has no video track")):
         if not options.wants(modality):
-            skipped[modality] = NOT_REQUESTED  # the check-in's options (shared.options)
+            skipped[modality] = NOT_REQUESTED  # the check-in's options (shared.domain.options)
         elif not present:
             skipped[modality] = missing
     modalities = [m for m in ("audio", "vision") if m not in skipped]

@@ -16,12 +16,12 @@ from services.ingest.patient import (
     open_paths,
 )
 from services.ingest.settings import IngestSettings
-from shared.access import Access, build_access
-from shared.aws import sync_client
-from shared.http import serve_http
-from shared.settings import CommonSettings
-from shared.storage import ObjectStore, sign_post
-from shared.worker import StageContext, run_stage
+from shared.identity.access import Access, build_access
+from shared.aws.clients import sync_client
+from shared.runtime.http import serve_http
+from shared.runtime.settings import CommonSettings
+from shared.aws.storage import ObjectStore, sign_post
+from shared.runtime.worker import StageContext, run_stage
 
 
 def build_deps(context: StageContext[IngestSettings]) -> IngestDeps:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain import Metadata, PatientId
-from shared.options import CheckinOptions
-from shared.timeline import TimelineField
+from shared.domain.checkin import Metadata, PatientId
+from shared.domain.options import CheckinOptions
+from shared.domain.timeline import TimelineField
 
 
 class AnalyzeResponse(BaseModel):
@@ -29,7 +29,7 @@ class PatientLinkRequest(BaseModel):
     patient_id: PatientId
     metadata: Metadata = Field(default_factory=dict)
     options: CheckinOptions = Field(default_factory=CheckinOptions,
-                                    description="analyses and thresholds for the check-in (shared.options)")
+                                    description="analyses and thresholds for the check-in (shared.domain.options)")
     expires_in: int | None = Field(None, ge=60, description="seconds; at most INGEST_PATIENT_LINK_MAX_SECONDS")
 
 
@@ -45,7 +45,7 @@ class LinkUploadRequest(BaseModel):
 
     content_type: str = Field(min_length=1, max_length=200)
     timeline: TimelineField | None = Field(None, description="when each prompt and dosing step was shown "
-                                           "(shared.timeline)")
+                                           "(shared.domain.timeline)")
 
 
 class RecordingReceived(BaseModel):

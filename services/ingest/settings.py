@@ -7,8 +7,8 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.ingest.patient.uploads import UploadMode
-from shared.auth import AuthSettings
-from shared.settings import StageSettings
+from shared.identity.auth import AuthSettings
+from shared.runtime.settings import StageSettings
 
 
 class UploadPolicy(StageSettings):
@@ -53,4 +53,4 @@ class IngestSettings(StageSettings):
     patient_part_bytes: int = Field(8 * 1024**2, ge=1)
     uploads: UploadPolicy = Field(default_factory=UploadPolicy)
     limits: CheckinLimits = Field(default_factory=CheckinLimits)
-    auth: AuthSettings = Field(default_factory=AuthSettings)  # who people are (SCHIZODOT_AUTH_*, shared.auth)
+    auth: AuthSettings = Field(default_factory=AuthSettings)  # who people are (SCHIZODOT_AUTH_*, shared.identity.auth)

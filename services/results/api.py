@@ -1,16 +1,16 @@
 """The results API: a clinic's patients' history and job status, erasure, the audit
 trail and API keys.
 
-Every route but /health and the OpenAPI docs needs a credential (shared.auth),
+Every route but /health and the OpenAPI docs needs a credential (shared.identity.auth),
 checked before routing and validation: without one the answer is the same 401
 whatever the path. Then, in this order:
 
 1. the role: a route names the roles that may call it; any other gets 403, the
    only place 403 is used;
 2. the clinic: patients are read under the caller's clinic's patient key
-   (shared.identity), and a job of another clinic is 404 in exactly the words of
+   (shared.identity.principal), and a job of another clinic is 404 in exactly the words of
    a job that does not exist;
-3. the audit trail: every response carrying PHI is recorded first (shared.audit);
+3. the audit trail: every response carrying PHI is recorded first (shared.identity.audit);
    if the record cannot be written the request fails with 503.
 
 Patient ids in requests and responses are the clinic's own ("patient-001"), never
@@ -45,9 +45,9 @@ from services.results.erasure import (
 from services.results.dosing import DosingReviews
 from services.results.review_api import review_routes
 from services.results.settings import ResultsSettings
-from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
+from shared.identity.audit import AuditEvent, AuditTrail, install_audit_failure_handler
 from services.results.console.router import open_paths as console_open_paths
-from shared.auth import (
+from shared.identity.auth import (
     API_KEY_ROLES,
     OPEN_PATHS,
     ApiKeyStore,
@@ -56,12 +56,12 @@ from shared.auth import (
     install_authentication,
     principal_dependency,
 )
-from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
-from shared.history import HistoryReader
-from shared.http import install_readable_validation_errors, install_request_body_limit
-from shared.identity import Principal, Role, local_patient_id
-from shared.job import COMPLETED, FAILED, Job, JobStatus
-from shared.jobs import JobStore
+from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.aws.history import HistoryReader
+from shared.runtime.http import install_readable_validation_errors, install_request_body_limit
+from shared.identity.principal import Principal, Role, local_patient_id
+from shared.domain.job import COMPLETED, FAILED, Job, JobStatus
+from shared.aws.jobs import JobStore
 
 JobId = Path(pattern=JOB_ID_PATTERN.pattern, description="e.g. job-abc123def456")
 PatientIdPath = Path(pattern=PATIENT_ID_PATTERN, description="e.g. patient-001 (your clinic's id)")

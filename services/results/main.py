@@ -38,15 +38,15 @@ from services.results.erasure import (
 from services.results.handlers import RESULTS, ResultsDeps, sweep_stuck_jobs
 from services.results.settings import ResultsSettings
 from services.results.writer import ResultsWriter
-from shared.access import Access, build_access
-from shared.aws import async_client, sync_client
-from shared.errors import ConfigurationError
-from shared.history import PatientHistory
-from shared.http import serve_http
-from shared.infra import ALERTS_QUEUE
-from shared.messaging import MessageHandler, QueueConsumer
-from shared.topology import STAGES
-from shared.worker import StageContext, run_stage
+from shared.identity.access import Access, build_access
+from shared.aws.clients import async_client, sync_client
+from shared.domain.errors import ConfigurationError
+from shared.aws.history import PatientHistory
+from shared.runtime.http import serve_http
+from shared.aws.infra import ALERTS_QUEUE
+from shared.runtime.messaging import MessageHandler, QueueConsumer
+from shared.runtime.topology import STAGES
+from shared.runtime.worker import StageContext, run_stage
 
 log = structlog.get_logger()
 SERVICE = "schizodot-results"
@@ -190,7 +190,7 @@ async def serve_api(context: StageContext[ResultsSettings], stop: asyncio.Event)
 
 async def _consume(context: StageContext[ResultsSettings], name: str, handler: MessageHandler,
                    stop: asyncio.Event) -> None:
-    """A work queue (shared.topology.WORK_QUEUES), run by the same consumer as every stage."""
+    """A work queue (shared.runtime.topology.WORK_QUEUES), run by the same consumer as every stage."""
     queue, dead_letters = await _queue_pair(context, name)
     consumer = QueueConsumer(sqs=context.aws.sqs, jobs=context.jobs, stage=name, queue_url=queue,
                              dead_letter_url=dead_letters, handler=handler, settings=context.common)

@@ -3,8 +3,8 @@
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.auth import AuthSettings
-from shared.settings import StageSettings
+from shared.identity.auth import AuthSettings
+from shared.runtime.settings import StageSettings
 
 
 class ResultsSettings(StageSettings):
@@ -15,13 +15,13 @@ class ResultsSettings(StageSettings):
     stuck_after_seconds: int = Field(1800, ge=60)
     sweep_interval_seconds: float = Field(60.0, gt=0)
 
-    # Who people are (SCHIZODOT_AUTH_*, shared.auth): the OIDC issuer, and the console's session cookie.
+    # Who people are (SCHIZODOT_AUTH_*, shared.identity.auth): the OIDC issuer, and the console's session cookie.
     auth: AuthSettings = Field(default_factory=AuthSettings)
 
     # The read API (served by the results worker).
     api_host: str = "127.0.0.1"
     api_port: int = Field(8081, ge=0, le=65535)
-    # Who may call it: shared.auth (SCHIZODOT_AUTH_* for people's tokens; API keys in
+    # Who may call it: shared.identity.auth (SCHIZODOT_AUTH_* for people's tokens; API keys in
     # SchizodotApiKeys, managed through the API by clinic admins).
     api_max_page_size: int = Field(100, ge=1, le=1000)
     # DELETE /api/v1/patients/{id} waits this long for the erasure's receipt, then answers 202.
@@ -37,7 +37,7 @@ class ResultsSettings(StageSettings):
     fhir_patient_identifier_system: str = "urn:schizodot:patient-id"
 
     # The clinician console (served at /console by the results API). Who may sign in with a
-    # cookie: SCHIZODOT_AUTH_SESSION_COOKIE and SCHIZODOT_AUTH_COOKIE_PATHS=/console (shared.auth).
+    # cookie: SCHIZODOT_AUTH_SESSION_COOKIE and SCHIZODOT_AUTH_COOKIE_PATHS=/console (shared.identity.auth).
     console_enabled: bool = True
     # The key of the console's CSRF tokens (HMAC of the session), its own secret, the same for every
     # results replica; required when browsers sign in with the cookie (e.g. `openssl rand -hex 32`).

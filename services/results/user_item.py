@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.job import Job
+from shared.domain.job import Job
 
 
 def _seconds_between(start: str, end: str) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from shared.dynamo import delete_queried, from_item, is_conditional_failure, put_if_absent, to_attribute
+from shared.aws.dynamo import delete_queried, from_item, is_conditional_failure, put_if_absent, to_attribute
 
 
 class ResultsStore(Protocol):
@@ -25,7 +25,7 @@ class ResultsStore(Protocol):
 
 
 class ResultsWriter:
-    """`ResultsStore` on DynamoDB (in memory: `shared.fakes.InMemoryHistory`)."""
+    """`ResultsStore` on DynamoDB (in memory: `shared.aws.fakes.InMemoryHistory`)."""
 
     def __init__(self, dynamodb: Any, table_name: str) -> None:
         self._db = dynamodb

@@ -43,8 +43,8 @@ from services.vision.frames import FrameSampler, SampledFrame, open_video, plan_
 from services.vision.landmarks import LandmarkModels, LandmarkSession
 from services.vision.pills import Crop, PillDetector, fingertip_crop, mouth_crop
 from services.vision.quality import FaceQuality, assess, video_flags
-from shared.errors import InputError
-from shared.timeline import NO_TIMELINE_REASON, CheckinTimeline, windows
+from shared.domain.errors import InputError
+from shared.domain.timeline import NO_TIMELINE_REASON, CheckinTimeline, windows
 
 # The detector looks at the mouth from this jawOpen on (a pill goes in before the mouth is
 # wide open), and at the fingertips of every hand in view.
@@ -194,7 +194,7 @@ class VisionAnalyser:
 
         `evidence(name, jpeg) -> reference`, when given, stores the annotated
         frame that best shows each intake step; the references are in the result.
-        `timeline` (shared.timeline): each dosing step is looked for in its window, one frame each
+        `timeline` (shared.domain.timeline): each dosing step is looked for in its window, one frame each
         (services/vision/dosing.py). `clip(name, mp4) -> reference` stores the review clip.
 
         `on_progress(fraction, message)` is called about every 10% of the sampled

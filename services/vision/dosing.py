@@ -1,6 +1,6 @@
 """The observed-dosing steps in their timeline windows, the review clip, and face continuity.
 
-**Per-step evidence.** With a timeline (shared.timeline), each dosing step of the script is
+**Per-step evidence.** With a timeline (shared.domain.timeline), each dosing step of the script is
 looked for in its own window: the frame in the window that best shows the step's cue is kept
 as its one evidence frame. Cues, strongest first (a cue of the pill detector only with one):
   show_pill        pill_visible, hand_in_view
@@ -46,7 +46,7 @@ import numpy as np
 from services.vision.compliance import MOUTH_OPEN_MIN_JAW_OPEN
 from services.vision.evidence import annotate
 from services.vision.pills import Detection
-from shared.timeline import CheckinTimeline, StepWindow, TimelineWindows, windows
+from shared.domain.timeline import CheckinTimeline, StepWindow, TimelineWindows, windows
 
 ClipSink = Callable[[str, bytes], str]  # (file name, mp4 bytes) -> its reference (an S3 key)
 

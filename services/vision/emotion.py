@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shared.errors import ModelUnavailable
+from shared.domain.errors import ModelUnavailable
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FER_INPUT = 64

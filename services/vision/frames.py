@@ -21,7 +21,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from shared.errors import InputError
+from shared.domain.errors import InputError
 
 # Frames larger than this (long side, pixels) are scaled down before analysis:
 # the landmark models work on 128-256 px inputs and the emotion model on a

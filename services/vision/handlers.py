@@ -1,6 +1,6 @@
 """Vision: what the vision stage does with an analysis request.
 
-It is a modality stage (shared/modality.py: fetch the job's media, run the
+It is a modality stage (shared/runtime/modality.py: fetch the job's media, run the
 analyser off the event loop with progress, store its findings as
 `artifacts/<job>/vision.json`, tell fusion); its analyser is `VisionAnalyser`
 (facial emotion over time, expressivity, head movement, medication intake),
@@ -14,9 +14,9 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.domain import artifact_key
-from shared.modality import Analyse, Checkin, Progress, modality_stage
-from shared.storage import ObjectStore
+from shared.domain.checkin import artifact_key
+from shared.runtime.modality import Analyse, Checkin, Progress, modality_stage
+from shared.aws.storage import ObjectStore
 
 if TYPE_CHECKING:  # the analyser's models are the composition root's to load
     from services.vision.analysis import VisionAnalyser

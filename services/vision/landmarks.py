@@ -21,7 +21,7 @@ import mediapipe as mp
 import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
-from shared.errors import ModelUnavailable
+from shared.domain.errors import ModelUnavailable
 
 MAX_FACES = 4  # > 1 so that a second person in view is reported
 MAX_HANDS = 2

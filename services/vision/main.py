@@ -12,10 +12,10 @@ from services.vision.emotion import DeepFaceEmotion, EmotionClassifier, Ensemble
 from services.vision.handlers import VISION, make_analyse
 from services.vision.pills import load_pill_detector, resolve_device
 from services.vision.settings import VisionSettings
-from shared.errors import ModelUnavailable
-from shared.modality import ModalityDeps
-from shared.pill_labels import PillLabels
-from shared.worker import StageContext, run_stage
+from shared.domain.errors import ModelUnavailable
+from shared.runtime.modality import ModalityDeps
+from shared.domain.pill_labels import PillLabels
+from shared.runtime.worker import StageContext, run_stage
 
 
 def build_analyser(settings: VisionSettings) -> VisionAnalyser:

@@ -46,7 +46,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shared.errors import ModelUnavailable
+from shared.domain.errors import ModelUnavailable
 
 SETTING = "VISION_PILL_MODEL_PATH"
 CLASSES_SETTING = "VISION_PILL_CLASSES"

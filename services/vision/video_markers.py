@@ -1,4 +1,4 @@
-"""The video markers a clinician can follow over time, in the `shared.markers` shape.
+"""The video markers a clinician can follow over time, in the `shared.domain.markers` shape.
 
   facial_expressivity        how much the face moves between expressions: the standard
                              deviation over time of each of 16 expression blendshapes
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.markers import measured, not_assessed
+from shared.domain.markers import measured, not_assessed
 
 # Blendshapes that move with facial expression (not gaze or blinks).
 EXPRESSIVE_BLENDSHAPES = (

@@ -10,7 +10,7 @@ import statistics
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from shared.markers import Baseline, Marker
+from shared.domain.markers import Baseline, Marker
 
 VOCAL = {  # name: (unit, method, start, drift per check-in)
     "speaking_fraction": ("%", "silero-vad 6.2.3", 62.0, -1.0),

@@ -35,7 +35,7 @@ import pypdf
 import pytest
 
 from schizodot.upload import upload_arguments
-from shared.job import Job
+from shared.domain.job import Job
 from tests.browser.conftest import launch_with_fake_devices
 from tests.browser.test_console import XSS, points, wait_for_plots
 from tests.browser.test_patient_page import check_contrast, record, wait_until

@@ -22,7 +22,7 @@ import pytest
 from schizodot import samples
 from services.results.alerts.service import AlertService
 from services.results.console.tests.fakes import COOKIE, Console
-from shared.aws import sync_client
+from shared.aws.clients import sync_client
 from tests.browser.contract_items import history
 from tests.browser.servers import BackgroundServer
 from tests.browser.test_patient_page import check_contrast

@@ -24,7 +24,7 @@ import pytest
 from services.results.alerts.clinics import ClinicDirectory, ClinicProfile, SignInProvider
 from services.results.console.sessions import DynamoSessionStore, SessionPolicy
 from services.results.console.tests.fakes import Console
-from shared.aws import async_client
+from shared.aws.clients import async_client
 from tests.browser.servers import BackgroundServer
 
 HERE = Path(__file__).resolve().parent

@@ -5,7 +5,7 @@ upload, through a dropped connection that resumes, and through one that cannot r
 
 The page and its API are the ingest service's, composed as services/ingest/main.py
 composes them, with real one-time links issued through the API and checked by
-shared.auth. Parts are 32 KiB (the emulator's 5 MiB floor is lowered) so that a few
+shared.identity.auth. Parts are 32 KiB (the emulator's 5 MiB floor is lowered) so that a few
 seconds of video make several parts. (test_checkin_to_console.py sends a recording
 through the whole pipeline of the embedded stack.)
 """
@@ -25,7 +25,7 @@ import pytest
 from tests.browser.axe import violations
 
 from services.ingest.patient.tests.app import ingest_site, update_job
-from shared.aws import sync_client
+from shared.aws.clients import sync_client
 from tests.browser.servers import BackgroundServer
 
 PART = 32 * 1024

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.settings import CommonSettings
-from shared.topology import STAGES
+from shared.runtime.settings import CommonSettings
+from shared.runtime.topology import STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -98,7 +98,7 @@ SETTINGS = {service: settings_class_of(service) for service in STAGES}
 
 def serves_api(service: str) -> bool:
     """Whether the service has an HTTP API (services/<service>/api.py): its process then also
-    reads shared.auth's AuthSettings (SCHIZODOT_AUTH_*), how people's tokens are checked."""
+    reads shared.identity.auth's AuthSettings (SCHIZODOT_AUTH_*), how people's tokens are checked."""
     return (REPO / "services" / service / "api.py").exists()
 
 
@@ -113,7 +113,7 @@ def check_clinics_file(path: Path) -> None:
     """Read a clinics file as every service that reads it does; a bad one raises, naming the problem."""
     from services.audio.languages import ClinicLanguages
     from services.ingest.patient.script import ScriptCatalog
-    from shared.clinics import ClinicDirectory
+    from shared.domain.clinics import ClinicDirectory
 
     ScriptCatalog.from_file(path)
     ClinicLanguages.from_file(path)
@@ -124,7 +124,7 @@ def extra_settings_of(service: str) -> list[type]:
     """Settings classes a service process reads besides its own and CommonSettings."""
     if not serves_api(service):
         return []
-    from shared.auth import AuthSettings
+    from shared.identity.auth import AuthSettings
 
     return [AuthSettings]
 

@@ -8,8 +8,8 @@ import re
 import pytest
 import yaml
 
-from shared.settings import CommonSettings
-from shared.topology import STAGES
+from shared.runtime.settings import CommonSettings
+from shared.runtime.topology import STAGES
 from tests.deploy.support import (
     REPO,
     SETTINGS,
@@ -80,7 +80,7 @@ def test_local_aws_is_moto_by_default_and_localstack_is_a_profile(resolved):
 
 def test_one_init_step_creates_the_resources_from_shared_infra(resolved, monkeypatch):
     init = resolved["services"]["aws-init"]
-    assert init["command"] == ["python", "-m", "shared.infra"]
+    assert init["command"] == ["python", "-m", "shared.aws.infra"]
     settings = settings_from(CommonSettings, init["environment"], monkeypatch)
     assert settings.aws_endpoint_url == "http://moto:4566"
     for stage in STAGES:
@@ -113,7 +113,7 @@ def test_services_get_only_variables_their_settings_read(resolved, monkeypatch):
 
 
 def test_the_apis_check_tokens_of_the_development_issuer_which_alone_holds_its_key(resolved, monkeypatch):
-    from shared.auth import AuthSettings
+    from shared.identity.auth import AuthSettings
 
     services = resolved["services"]
     issuer = services["dev-issuer"]

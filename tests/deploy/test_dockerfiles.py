@@ -10,7 +10,7 @@ import shlex
 import pytest
 
 from schizodot import licences
-from shared.topology import STAGES
+from shared.runtime.topology import STAGES
 from tests.deploy.support import REPO, unknown_variables
 
 DOCKERFILE = REPO / "deploy" / "docker" / "service.Dockerfile"

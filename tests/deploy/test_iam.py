@@ -29,10 +29,10 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from shared.domain import artifact_key
-from shared.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX, PATIENT_JOBS_INDEX, UPLOAD_PREFIX
-from shared.settings import CommonSettings
-from shared.topology import PUBLISHES_TO, STAGES, WORK_QUEUES
+from shared.domain.checkin import artifact_key
+from shared.aws.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX, PATIENT_JOBS_INDEX, UPLOAD_PREFIX
+from shared.runtime.settings import CommonSettings
+from shared.runtime.topology import PUBLISHES_TO, STAGES, WORK_QUEUES
 from tests.deploy.support import DEPLOY
 
 REGION, ACCOUNT = "eu-west-1", "123456789012"
@@ -125,7 +125,7 @@ def test_each_role_uses_only_its_own_queues(service):
         assert allowed(policy, "sqs:GetQueueAttributes", queue) == own, stage
         for action in CONSUME:  # dead letters are for people to read, and for erasures to remove a patient from
             assert allowed(policy, action, dead_letters) == (service == "results"), (action, stage)
-        # Its own DLQ's depth is a metric the worker reports (shared/worker.py watch_queue_depth).
+        # Its own DLQ's depth is a metric the worker reports (shared/runtime/worker.py watch_queue_depth).
         assert allowed(policy, "sqs:GetQueueAttributes", dead_letters) == own, stage
         # The ingest API puts EHR events on its own queue (POST /api/v1/events, issue 12).
         sends = stage in PUBLISHES[service] or (service == stage == "ingest")
@@ -250,7 +250,7 @@ def test_parliament_finds_nothing(service):
 
 
 def test_only_the_results_role_keeps_the_consoles_sessions():
-    from shared.infra import SESSIONS_BY_PERSON_INDEX, console_sessions_table_definition
+    from shared.aws.infra import SESSIONS_BY_PERSON_INDEX, console_sessions_table_definition
 
     sessions = TABLE + SETTINGS.console_sessions_table
     assert console_sessions_table_definition(SETTINGS.console_sessions_table)["TableName"] == "SchizodotConsoleSessions"

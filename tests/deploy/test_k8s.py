@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from shared.auth import AuthSettings
-from shared.topology import STAGES
+from shared.identity.auth import AuthSettings
+from shared.runtime.topology import STAGES
 from tests.deploy.support import (
     KEDA_SCHEMA,
     OVERLAYS,

@@ -37,12 +37,12 @@ from typing import Any
 
 from schizodot import samples, stack
 from schizodot.dev_identity import DEV_CLINIC
-from shared.aws import sync_client
-from shared.dynamo import from_item
-from shared.identity import patient_key
-from shared.infra import PATIENT_JOBS_INDEX
-from shared.settings import CommonSettings
-from shared.topology import STAGES
+from shared.aws.clients import sync_client
+from shared.aws.dynamo import from_item
+from shared.identity.principal import patient_key
+from shared.aws.infra import PATIENT_JOBS_INDEX
+from shared.runtime.settings import CommonSettings
+from shared.runtime.topology import STAGES
 from tests.faults.proxy import FaultProxy, FaultRates
 
 KINDS = ("aws", *stack.SERVICES)  # what the chaos monkey kills

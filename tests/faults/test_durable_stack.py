@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from schizodot import samples, stack
-from shared.job import Job
-from shared.settings import CommonSettings
+from shared.domain.job import Job
+from shared.runtime.settings import CommonSettings
 from tests.conftest import RunningStack, free_port
 
 pytestmark = pytest.mark.slow
@@ -195,8 +195,8 @@ def test_reset_wipes_the_data(durable_stack):
 
 def _jobs(running: RunningStack, patient: str) -> list[dict]:
     """The patient's jobs as stored (under the clinic's patient key), read from the AWS server itself."""
-    from shared.dynamo import from_item
-    from shared.infra import PATIENT_JOBS_INDEX
+    from shared.aws.dynamo import from_item
+    from shared.aws.infra import PATIENT_JOBS_INDEX
 
     response = running.client("dynamodb").query(
         TableName=running.settings.jobs_table, IndexName=PATIENT_JOBS_INDEX,

@@ -1,5 +1,5 @@
 """The fault proxy speaks each service's wire format, and botocore's retry
-modes (standard, as configured in shared.aws) ride out what it injects."""
+modes (standard, as configured in shared.aws.clients) ride out what it injects."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from shared.aws import sync_client
+from shared.aws.clients import sync_client
 from tests.faults.proxy import FaultProxy, FaultRates
 
 

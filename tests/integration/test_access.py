@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from schizodot.dev_identity import AUDIENCE, DEV_CLINIC, ISSUER, OTHER_CLINIC, DevIssuer
 from schizodot.upload import upload_arguments
-from shared.auth import UNAUTHENTICATED
-from shared.dynamo import from_item
-from shared.events import CHECKIN_SUBMITTED
+from shared.identity.auth import UNAUTHENTICATED
+from shared.aws.dynamo import from_item
+from shared.runtime.events import CHECKIN_SUBMITTED
 from tests.conftest import EHR_TEST_QUEUE
 
 pytestmark = pytest.mark.slow
@@ -266,7 +266,7 @@ def test_a_patient_link_gives_exactly_one_upload(running_stack, checkin_clip):
 
 def test_checkin_creation_is_limited_per_credential(running_stack):
     token = running_stack.token("dev-uploader", sub=f"busy-app-{uuid.uuid4().hex[:6]}")
-    # The limit is a fixed window on the minute (shared/ratelimit.py): start early in one, so
+    # The limit is a fixed window on the minute (shared/identity/ratelimit.py): start early in one, so
     # every request below falls in the same window and exactly the configured 30 pass.
     if 60 - time.time() % 60 < 30:
         time.sleep(60 - time.time() % 60 + 0.5)

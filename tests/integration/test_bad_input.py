@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from schizodot import samples
-from shared.messaging import ERROR_ATTRIBUTE
+from shared.runtime.messaging import ERROR_ATTRIBUTE
 
 from schizodot.dev_identity import DEV_CLINIC
 from schizodot.upload import upload_arguments
@@ -156,7 +156,7 @@ def test_event_for_missing_s3_object_fails_the_job(running_stack):
     patient = _patient()
     event_id = str(uuid.uuid4())
     _send_ingest(running_stack, ehr_event(f"incoming/{DEV_CLINIC}/{uuid.uuid4().hex}.mp4", patient, event_id))
-    from shared.domain import job_id_for_event
+    from shared.domain.checkin import job_id_for_event
 
     job = running_stack.wait_for_job(job_id_for_event("urn:ehr:test", event_id, DEV_CLINIC), timeout=60)
     assert job["status"] == "failed"

@@ -1,4 +1,4 @@
-"""The rest of the in-memory fakes' contract (shared.fakes, services.results.erasure.MemoryErasures):
+"""The rest of the in-memory fakes' contract (shared.aws.fakes, services.results.erasure.MemoryErasures):
 the erasure methods of storage, jobs and history, and the API-key, patient-link, audit, erasure and
 rate-limit stores, each test run on the fake and on the real adapter against moto's server over HTTP,
 so the fast tests' fakes cannot drift from what the services run on. (The other methods of storage,
@@ -13,9 +13,9 @@ import pytest
 
 from services.results.erasure import DynamoErasures, MemoryErasures, new_erasure_id
 from services.results.writer import ResultsWriter
-from shared.audit import AuditRecord, S3AuditStore
-from shared.auth import DynamoApiKeys, DynamoPatientLinks, sha256
-from shared.fakes import (
+from shared.identity.audit import AuditRecord, S3AuditStore
+from shared.identity.auth import DynamoApiKeys, DynamoPatientLinks, sha256
+from shared.aws.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,
     InMemoryJobs,
@@ -23,12 +23,12 @@ from shared.fakes import (
     MemoryAuditStore,
     MemoryStorage,
 )
-from shared.history import PatientHistory
-from shared.identity import Role, patient_key
-from shared.job import new_job
-from shared.jobs import JobsRepository
-from shared.ratelimit import DynamoRateLimiter, MemoryRateLimiter
-from shared.storage import Storage
+from shared.aws.history import PatientHistory
+from shared.identity.principal import Role, patient_key
+from shared.domain.job import new_job
+from shared.aws.jobs import JobsRepository
+from shared.identity.ratelimit import DynamoRateLimiter, MemoryRateLimiter
+from shared.aws.storage import Storage
 from tests.conftest import CONTRACT_CASES, fake_or_real
 
 

@@ -10,11 +10,11 @@ import uuid
 import pytest
 
 from schizodot import samples
-from shared.domain import artifact_key, utc_now
-from shared.dynamo import to_item
-from shared.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
-from shared.job import Job
-from shared.messaging import ERROR_ATTRIBUTE
+from shared.domain.checkin import artifact_key, utc_now
+from shared.aws.dynamo import to_item
+from shared.runtime.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
+from shared.domain.job import Job
+from shared.runtime.messaging import ERROR_ATTRIBUTE
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from shared.audit import AuditRecord, S3AuditStore
-from shared.aws import AsyncClients, sync_client
+from shared.identity.audit import AuditRecord, S3AuditStore
+from shared.aws.clients import AsyncClients, sync_client
 
 pytestmark = pytest.mark.server
 

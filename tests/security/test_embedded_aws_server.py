@@ -15,7 +15,7 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from shared.infra import ensure_infrastructure
+from shared.aws.infra import ensure_infrastructure
 from tests.security.aws_server import PATIENT_PAGE, AwsServer
 
 pytestmark = pytest.mark.server
@@ -85,7 +85,7 @@ def test_embedded_aws_server_refuses_forged_signature(aws):
 def test_embedded_aws_server_checks_presigned_uploads(aws):
     """A presigned PUT of a part with its signed length, and a presigned POST within its policy,
     pass; a forged POST policy, a bigger file or another content type than signed do not."""
-    from shared.storage import post_conditions
+    from shared.aws.storage import post_conditions
 
     s3, bucket = aws.client("s3"), aws.settings.bucket
     key = "uploads/p/job-post/video.webm"

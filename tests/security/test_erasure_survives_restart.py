@@ -13,7 +13,7 @@ import sqlite3
 import httpx
 import pytest
 
-from shared.storage import post_conditions
+from shared.aws.storage import post_conditions
 from tests.security.aws_server import AwsServer
 from tests.security.test_embedded_aws_server import ensure_infrastructure_signed
 

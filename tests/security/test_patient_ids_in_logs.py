@@ -11,7 +11,7 @@ import structlog
 from fastapi.testclient import TestClient
 
 from services.results.console.tests.fakes import Console
-from shared.logs import configure_logging, pseudonymise, redact
+from shared.runtime.logs import configure_logging, pseudonymise, redact
 
 
 def _lines(text: str) -> list[dict]:

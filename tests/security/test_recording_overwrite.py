@@ -81,7 +81,7 @@ def test_an_earlier_upload_form_cannot_overwrite_a_completed_checkins_recording(
                 return (await site.jobs.get(first["job_id"])).s3_key
 
     key = asyncio.run(scenario())
-    from shared.aws import sync_client
+    from shared.aws.clients import sync_client
 
     stored = sync_client(settings, "s3").get_object(Bucket=settings.bucket, Key=key)["Body"].read()
     assert stored == recording

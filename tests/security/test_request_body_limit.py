@@ -84,7 +84,7 @@ def test_request_body_limit_refuses_oversized_login_by_its_length_before_reading
 
 def test_request_body_limit_is_sized_per_route(tmp_path):
     """Small for JSON and forms; an EHR's event may be larger, up to its own limit."""
-    from shared.http import EVENT_BYTES, RequestBodyLimit
+    from shared.runtime.http import EVENT_BYTES, RequestBodyLimit
 
     seen = []
 
@@ -115,10 +115,10 @@ def test_request_body_limit_of_the_ingest_api_is_small_for_json_and_larger_for_e
     from schizodot.dev_identity import DevIssuer
     from services.ingest.api import IngestAccess, create_app
     from services.ingest.settings import CheckinLimits, UploadPolicy
-    from shared.audit import AuditTrail
-    from shared.auth import Authenticator, AuthSettings
-    from shared.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore
-    from shared.ratelimit import MemoryRateLimiter
+    from shared.identity.audit import AuditTrail
+    from shared.identity.auth import Authenticator, AuthSettings
+    from shared.aws.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore
+    from shared.identity.ratelimit import MemoryRateLimiter
 
     issuer = DevIssuer(tmp_path)
     auth = Authenticator(AuthSettings(**{k.removeprefix("SCHIZODOT_AUTH_").lower(): v

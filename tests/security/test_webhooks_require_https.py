@@ -8,8 +8,8 @@ import json
 import pytest
 
 from services.results.alerts.clinics import ClinicDirectory
-from shared.errors import ConfigurationError
-from shared.settings import CommonSettings
+from shared.domain.errors import ConfigurationError
+from shared.runtime.settings import CommonSettings
 
 
 def _clinics(tmp_path, url: str):

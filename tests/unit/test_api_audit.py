@@ -13,11 +13,11 @@ from services.ingest.settings import CheckinLimits, UploadPolicy
 from services.results.api import ResultsAccess, create_app as results_app
 from services.results.erasure import MemoryErasures
 from services.results.settings import ResultsSettings
-from shared.audit import AuditTrail
-from shared.auth import Authenticator, AuthSettings
-from shared.fakes import InMemoryApiKeys, InMemoryHistory, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore, MemoryStorage
-from shared.job import new_job
-from shared.ratelimit import MemoryRateLimiter
+from shared.identity.audit import AuditTrail
+from shared.identity.auth import Authenticator, AuthSettings
+from shared.aws.fakes import InMemoryApiKeys, InMemoryHistory, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore, MemoryStorage
+from shared.domain.job import new_job
+from shared.identity.ratelimit import MemoryRateLimiter
 
 JOB = "job-0123456789ab"
 

@@ -9,14 +9,14 @@ import asyncio
 import time
 import uuid
 
-from shared.domain import utc_now
-from shared.errors import InputError
-from shared.events import AnalysisRequested, encode_event
-from shared.fakes import FakeAdapters
-from shared.job import PipelinePlan, new_job, plan_weights
-from shared.messaging import ERROR_ATTRIBUTE, QueueConsumer
-from shared.runner import Stage, StageOutcome, Work, parse_stage_event
-from shared.settings import CommonSettings
+from shared.domain.checkin import utc_now
+from shared.domain.errors import InputError
+from shared.runtime.events import AnalysisRequested, encode_event
+from shared.aws.fakes import FakeAdapters
+from shared.domain.job import PipelinePlan, new_job, plan_weights
+from shared.runtime.messaging import ERROR_ATTRIBUTE, QueueConsumer
+from shared.runtime.runner import Stage, StageOutcome, Work, parse_stage_event
+from shared.runtime.settings import CommonSettings
 
 
 class StandInSqs:

@@ -1,11 +1,11 @@
-"""The content types a check-in may declare (shared.domain)."""
+"""The content types a check-in may declare (shared.domain.checkin)."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.domain import ACCEPTED_CONTENT_TYPES, check_content_type
-from shared.errors import InputError
+from shared.domain.checkin import ACCEPTED_CONTENT_TYPES, check_content_type
+from shared.domain.errors import InputError
 
 
 @pytest.mark.parametrize("content_type", ["video/mp4", "VIDEO/QuickTime", "video/webm; codecs=vp8,opus",

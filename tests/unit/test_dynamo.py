@@ -7,8 +7,8 @@ import asyncio
 
 from botocore.exceptions import ClientError
 
-from shared.dynamo import from_item, put_if_absent, to_item
-from shared.jobs import JobsRepository
+from shared.aws.dynamo import from_item, put_if_absent, to_item
+from shared.aws.jobs import JobsRepository
 
 
 class AppliedThenRefused:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.identity import CredentialKind, Principal, Role
+from shared.identity.principal import CredentialKind, Principal, Role
 
 
 def test_a_principal_owns_only_its_own_clinic() -> None:

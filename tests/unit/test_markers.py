@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.markers import Baseline, Marker, measured, not_assessed, parse
+from shared.domain.markers import Baseline, Marker, measured, not_assessed, parse
 
 
 def test_a_measured_marker_names_its_unit_method_and_flags() -> None:

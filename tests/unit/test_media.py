@@ -1,4 +1,4 @@
-"""shared.media against real files made by schizodot.samples (ffmpeg + espeak-ng), nothing mocked."""
+"""shared.runtime.media against real files made by schizodot.samples (ffmpeg + espeak-ng), nothing mocked."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from schizodot import samples
-from shared.errors import InputError
-from shared.filetype import sniff
-from shared.media import MediaInfo, extract_audio, probe
+from shared.domain.errors import InputError
+from shared.runtime.filetype import sniff
+from shared.runtime.media import MediaInfo, extract_audio, probe
 
 
 SMALL = {"width": 320, "height": 240, "fps": 15}

@@ -1,13 +1,13 @@
-"""Per-check-in options (shared.options): what a check-in may ask for, and how it is kept on the job."""
+"""Per-check-in options (shared.domain.options): what a check-in may ask for, and how it is kept on the job."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from shared.domain import CheckinRequest
-from shared.job import Job, new_job
-from shared.options import CheckinOptions
+from shared.domain.checkin import CheckinRequest
+from shared.domain.job import Job, new_job
+from shared.domain.options import CheckinOptions
 
 
 def test_no_options_are_the_deployments_defaults_and_are_not_stored():

@@ -108,13 +108,13 @@ def results_api_without_aws(issuer, monkeypatch):
     from services.results.api import ResultsAccess, create_app
     from services.results.erasure import DynamoErasures
     from services.results.settings import ResultsSettings
-    from shared.access import build_access
-    from shared.auth import AuthSettings
-    from shared.aws import AsyncClients
-    from shared.history import PatientHistory
-    from shared.http import serve_http
-    from shared.jobs import JobsRepository
-    from shared.settings import CommonSettings
+    from shared.identity.access import build_access
+    from shared.identity.auth import AuthSettings
+    from shared.aws.clients import AsyncClients
+    from shared.aws.history import PatientHistory
+    from shared.runtime.http import serve_http
+    from shared.aws.jobs import JobsRepository
+    from shared.runtime.settings import CommonSettings
 
     for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "2",
                         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -183,7 +183,7 @@ def test_an_api_whose_aws_store_is_away_answers_503_with_retry_after():
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from shared.http import install_unavailable_dependency_errors
+    from shared.runtime.http import install_unavailable_dependency_errors
 
     app = FastAPI()
     install_unavailable_dependency_errors(app)

@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 
-from shared.domain import artifact_key, artifacts_prefix, utc_now
-from shared.errors import InputError, MalformedMessage
-from shared.events import AnalysisRequested, FusionCompleted, ModalityAnalysed, encode_event
-from shared.fakes import FakeAdapters, deliver
-from shared.job import Job, PipelinePlan, new_job, plan_weights
-from shared.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
+from shared.domain.checkin import artifact_key, artifacts_prefix, utc_now
+from shared.domain.errors import InputError, MalformedMessage
+from shared.runtime.events import AnalysisRequested, FusionCompleted, ModalityAnalysed, encode_event
+from shared.aws.fakes import FakeAdapters, deliver
+from shared.domain.job import Job, PipelinePlan, new_job, plan_weights
+from shared.runtime.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
 
 
 class Calls:
@@ -232,7 +232,7 @@ def test_a_stage_reports_progress_within_its_share():
 
 
 def _delivery(body: str):
-    from shared.messaging import Delivery
+    from shared.runtime.messaging import Delivery
 
     return Delivery("m-x", "r-x", body, {}, 1, "schizodot-audio")
 

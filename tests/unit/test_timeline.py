@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from shared.timeline import CheckinTimeline, windows
+from shared.domain.timeline import CheckinTimeline, windows
 
 
 def _timeline(*steps):

@@ -15,8 +15,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from shared.auth import AuthenticationFailed, AuthSettings, TokenVerifier
-from shared.identity import Role
+from shared.identity.auth import AuthenticationFailed, AuthSettings, TokenVerifier
+from shared.identity.principal import Role
 
 ISSUER, AUDIENCE = "https://idp.example/realms/clinic", "schizodot"
 

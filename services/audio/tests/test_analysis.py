@@ -20,8 +20,8 @@ from services.audio import known_signals as known
 from services.audio.analysis import AudioAnalyser
 from services.audio.emotion import NOT_CONFIGURED, UNVALIDATED_NOTE, load_validation
 from services.audio.markers import UNITS
-from shared.errors import InputError, ModelUnavailable
-from shared.markers import parse
+from shared.domain.errors import InputError, ModelUnavailable
+from shared.domain.markers import parse
 
 REPO = Path(__file__).resolve().parents[3]
 VAD_MODEL = REPO / "models" / "silero_vad.onnx"

@@ -15,8 +15,8 @@ from services.audio.answers import MARKERS, answers, mattr, validated_answer_mar
 from services.audio.quality import AudioQuality
 from services.audio.timing import SpeechTiming
 from services.audio.vad import Segment
-from shared.markers import parse
-from shared.timeline import NO_TIMELINE_REASON, CheckinTimeline
+from shared.domain.markers import parse
+from shared.domain.timeline import NO_TIMELINE_REASON, CheckinTimeline
 
 REPO = Path(__file__).resolve().parents[3]
 TIMELINE = CheckinTimeline.of([{"step_id": "mood", "kind": "prompt", "shown_at_ms": 0},

@@ -15,7 +15,7 @@ import pytest
 from services.audio import known_signals as known
 from services.audio.analysis import AudioAnalyser
 from services.audio.markers import UNITS
-from shared.markers import parse
+from shared.domain.markers import parse
 
 REPO = Path(__file__).resolve().parents[3]
 VAD_MODEL = REPO / "models" / "silero_vad.onnx"

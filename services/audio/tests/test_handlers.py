@@ -13,14 +13,14 @@ import wave
 import pytest
 
 from services.audio.handlers import AUDIO, make_analyse
-from shared.domain import artifact_key, utc_now
-from shared.errors import InputError
-from shared.events import AnalysisRequested, ModalityAnalysed, encode_event
-from shared.fakes import FakeAdapters, deliver
-from shared.job import PipelinePlan, new_job, plan_weights
-from shared.modality import ModalityDeps
-from shared.storage import MediaUnavailable
-from shared.timeline import CheckinTimeline
+from shared.domain.checkin import artifact_key, utc_now
+from shared.domain.errors import InputError
+from shared.runtime.events import AnalysisRequested, ModalityAnalysed, encode_event
+from shared.aws.fakes import FakeAdapters, deliver
+from shared.domain.job import PipelinePlan, new_job, plan_weights
+from shared.runtime.modality import ModalityDeps
+from shared.aws.storage import MediaUnavailable
+from shared.domain.timeline import CheckinTimeline
 
 
 class StandInAnalyser:

@@ -16,8 +16,8 @@ from services.audio.handlers import make_analyse
 from services.audio.languages import ClinicLanguages
 from services.audio.transcript import MULTILINGUAL_MODEL_SETTING, WhisperTranscriber
 from services.fusion.transcript_flags import screen
-from shared.errors import ConfigurationError, ModelUnavailable
-from shared.modality import Checkin
+from shared.domain.errors import ConfigurationError, ModelUnavailable
+from shared.runtime.modality import Checkin
 
 REPO = Path(__file__).resolve().parents[3]
 MODELS = REPO / "models"

@@ -19,7 +19,7 @@ import pytest
 import soundfile
 
 from services.audio.analysis import AudioAnalyser
-from shared.errors import ModelUnavailable
+from shared.domain.errors import ModelUnavailable
 
 REPO = Path(__file__).resolve().parents[3]
 VAD_MODEL = REPO / "models" / "silero_vad.onnx"

@@ -21,7 +21,7 @@ from services.audio.handlers import make_analyse
 from services.audio.quality import recording_source
 from services.audio.transcript import WhisperTranscriber
 from services.audio.vad import SileroVad
-from shared.errors import InputError, ModelUnavailable
+from shared.domain.errors import InputError, ModelUnavailable
 
 REPO = Path(__file__).resolve().parents[3]
 VAD_MODEL = REPO / "models" / "silero_vad.onnx"
@@ -207,7 +207,7 @@ def service_logging():
 
 def test_the_transcript_has_words_with_timings_and_never_reaches_the_logs(transcribing, speech, tmp_path, caplog,
                                                                            capfd, service_logging):
-    from shared.logs import configure_logging
+    from shared.runtime.logs import configure_logging
 
     configure_logging("schizodot-audio-test", "DEBUG")
     caplog.set_level(logging.DEBUG)
@@ -236,8 +236,8 @@ def test_the_transcript_has_words_with_timings_and_never_reaches_the_logs(transc
 
 def test_a_checkin_that_does_not_ask_for_the_transcript_gets_none_even_where_it_is_enabled(transcribing, speech,
                                                                                           analyse, tmp_path):
-    from shared.modality import Checkin
-    from shared.options import CheckinOptions
+    from shared.runtime.modality import Checkin
+    from shared.domain.options import CheckinOptions
 
     _transcriber, transcribe_on = transcribing
     without = Checkin("job-000000000001", CheckinOptions(analyses=["audio", "vision"]))

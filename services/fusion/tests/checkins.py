@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from shared.markers import measured, not_assessed
+from shared.domain.markers import measured, not_assessed
 
 NOT_CONFIGURED = "no validated speech-emotion model is configured"  # the audio stage's default reason
 

@@ -13,7 +13,7 @@ from services.fusion.rules import clinical_summary, fuse
 from services.fusion.settings import FusionSettings
 from services.fusion.tests.checkins import (STEADY_VOICE, VIDEO_UNITS, VOCAL_UNITS, audio, history, item, markers,
                                            vision)
-from shared.markers import parse
+from shared.domain.markers import parse
 
 SETTINGS = FusionSettings()
 

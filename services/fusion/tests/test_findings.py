@@ -4,7 +4,7 @@ the markers with the baseline fusion gave them, and what was not assessed named,
 from __future__ import annotations
 
 from services.fusion.findings import build_results
-from shared.markers import Baseline, measured, parse
+from shared.domain.markers import Baseline, measured, parse
 
 RATE = measured(180.0, "syllables per min", "syllable nuclei")
 EXPRESSIVITY = measured(0.08, "blendshape activity (0-1)", "blendshapes")

@@ -3,10 +3,10 @@
 The page (`GET {page_path}`) is static and holds no PHI: the one-time link
 carries its token in the URL fragment (`/checkin#token=...`), which browsers
 never send to a server or put in a Referer. The page's script sends it as a
-bearer token to the API below, where shared.auth turns it into a patient-link
+bearer token to the API below, where shared.identity.auth turns it into a patient-link
 `Principal` bound to one clinic, one patient and one check-in. Every API route:
 
-- 403 for a principal that is not a patient link (the one 403, `shared.auth.allow`);
+- 403 for a principal that is not a patient link (the one 403, `shared.identity.auth.allow`);
 - 404 when the link's check-in does not exist, is another patient's, or belongs
   to another clinic, in the same words, so nothing can be probed.
 
@@ -68,10 +68,10 @@ from services.ingest.patient.uploads import (
     UploadMode,
     UploadRefused,
 )
-from shared.audit import AuditEvent, AuditTrail
-from shared.auth import PatientLinkStore, allow
-from shared.identity import Principal, Role
-from shared.job import COMPLETED, FAILED, PROCESSING, Job
+from shared.identity.audit import AuditEvent, AuditTrail
+from shared.identity.auth import PatientLinkStore, allow
+from shared.identity.principal import Principal, Role
+from shared.domain.job import COMPLETED, FAILED, PROCESSING, Job
 
 log = structlog.get_logger()
 
@@ -81,7 +81,7 @@ NOT_FOUND = "this check-in link does not lead to a check-in"
 
 
 class CheckinJobs(Protocol):
-    """Reads SchizodotJobs and keeps a recording's timeline (shared.jobs.JobStore)."""
+    """Reads SchizodotJobs and keeps a recording's timeline (shared.aws.jobs.JobStore)."""
 
     async def get(self, job_id: str) -> Job | None: ...
 
@@ -109,7 +109,7 @@ def open_paths(page_path: str = "/checkin") -> tuple[tuple[str, ...], tuple[str,
 
 
 def body_limits(policy: MultipartPolicy, api_prefix: str = "/api/v1/checkin") -> dict[str, int]:
-    """The request-body limit of the part route (shared.http.install_request_body_limit): one part."""
+    """The request-body limit of the part route (shared.runtime.http.install_request_body_limit): one part."""
     return {api_prefix + PART_PATH: policy.part_bytes}
 
 
@@ -123,7 +123,7 @@ GONE = "this upload can no longer be resumed"
 class PatientCheckin:
     """The check-in API's state, built by `create_patient_router` and bound to each request."""
 
-    principal: Callable[[Request], Awaitable[Principal]]  # shared.auth.principal_dependency
+    principal: Callable[[Request], Awaitable[Principal]]  # shared.identity.auth.principal_dependency
     jobs: CheckinJobs
     store: MultipartStore
     scripts: ScriptCatalog
@@ -339,7 +339,7 @@ def create_patient_router(
 ) -> APIRouter:
     """The patient page and its API.
 
-    `principal`: shared.auth's dependency returning the caller's `Principal`
+    `principal`: shared.identity.auth's dependency returning the caller's `Principal`
     (401 for a missing, expired or used link). `upload_mode`: parts through this
     API ("proxy") or to presigned S3 URLs ("presigned"), whose endpoint
     `upload_origin` (scheme://host[:port]) the page's Content-Security-Policy

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from services.ingest.patient.script import CheckinScript
-from shared.timeline import TimelineField
+from shared.domain.timeline import TimelineField
 
 UPLOAD_ID = r"^[A-Za-z0-9._~=+/-]{1,1024}$"
 
@@ -31,7 +31,7 @@ class UploadStart(BaseModel):
     content_type: str = Field(min_length=1, max_length=200)
     size: int = Field(ge=1)
     timeline: TimelineField | None = Field(None, description="when the page showed each prompt and dosing step, "
-                                           "in ms from the start of the recording (shared.timeline)")
+                                           "in ms from the start of the recording (shared.domain.timeline)")
 
 
 class UploadContinue(BaseModel):

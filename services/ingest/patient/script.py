@@ -3,14 +3,14 @@ observed-dosing steps.
 
 A clinic may replace either list and the recording limit in the `checkin` section
 of the clinics file (its schema, with the seed system's defaults, is
-`shared.clinics`); anything it does not set keeps the defaults.
+`shared.domain.clinics`); anything it does not set keeps the defaults.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from shared.clinics import DEFAULT_DOSING_STEPS, DEFAULT_PROMPTS, CheckinScript, Step, read_clinics_file
+from shared.domain.clinics import DEFAULT_DOSING_STEPS, DEFAULT_PROMPTS, CheckinScript, Step, read_clinics_file
 
 __all__ = ["DEFAULT_DOSING_STEPS", "DEFAULT_PROMPTS", "CheckinScript", "ScriptCatalog", "Step"]
 

@@ -13,14 +13,14 @@ import pytest
 
 from services.ingest.handlers import INGEST, IngestDeps, MediaArrived, parse_ingest_message
 from services.ingest.settings import UploadPolicy
-from shared.domain import job_id_for_event, upload_key, utc_now
-from shared.errors import InputError, MalformedMessage
-from shared.events import CHECKIN_SUBMITTED, AnalysisRequested
-from shared.fakes import FakeAdapters, deliver
-from shared.job import new_job
-from shared.options import CheckinOptions
-from shared.runner import RejectedEvent
-from shared.storage import MediaUnavailable
+from shared.domain.checkin import job_id_for_event, upload_key, utc_now
+from shared.domain.errors import InputError, MalformedMessage
+from shared.runtime.events import CHECKIN_SUBMITTED, AnalysisRequested
+from shared.aws.fakes import FakeAdapters, deliver
+from shared.domain.job import new_job
+from shared.domain.options import CheckinOptions
+from shared.runtime.runner import RejectedEvent
+from shared.aws.storage import MediaUnavailable
 
 
 def _ffmpeg(*args: str) -> None:
@@ -251,6 +251,6 @@ def test_media_that_cannot_be_analysed_is_bad_input_in_words(clips, case, expect
 
 
 def _delivery(body: str):
-    from shared.messaging import Delivery
+    from shared.runtime.messaging import Delivery
 
     return Delivery("m-x", "r-x", body, {}, 1, "schizodot-ingest")

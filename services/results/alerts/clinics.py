@@ -1,11 +1,11 @@
 """Each clinic's settings for the console and its alerts: name, time zone, alert
 rules, where alerts are delivered and how clinicians sign in.
 
-The clinics file has one schema for every service, in `shared.clinics`; these are
+The clinics file has one schema for every service, in `shared.domain.clinics`; these are
 its names as the results service uses them.
 """
 
-from shared.clinics import (
+from shared.domain.clinics import (
     MFA_AMR,
     SIGN_IN_ROLES,
     AlertDelivery,

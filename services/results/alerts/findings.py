@@ -2,7 +2,7 @@
 for the console, the exports and the alert rules, in one place.
 
 Markers travel in `results.vocal_markers` and `results.video_markers` in the
-`shared.markers` shape (assessed, value, unit, method, quality_flags, reason,
+`shared.domain.markers` shape (assessed, value, unit, method, quality_flags, reason,
 baseline). Keys are read as they come, so a marker added later shows up
 without a change here; the tables below only give known ones a name and say
 which direction is worse for the patient (None: no direction is worse, so a

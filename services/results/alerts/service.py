@@ -6,7 +6,7 @@ It records the check-in on the clinic's roster, then stores and queues every
 alert the clinic's rules raise. `sweep` raises "no check-in for N days" alerts
 for every clinic; the results worker runs it every `RESULTS_ALERT_SWEEP_INTERVAL_SECONDS`
 (every replica may: an alert is stored once by its id). `acknowledge` closes an alert
-with the clinician's note; the console audits it first (shared.audit).
+with the clinician's note; the console audits it first (shared.identity.audit).
 """
 
 from __future__ import annotations

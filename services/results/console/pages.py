@@ -25,8 +25,8 @@ from services.results.alerts.findings import checkin_time, fmt_local
 from services.results.alerts.store import NOTE_MAX, AlreadyAcknowledged
 from services.results.console import exports, plots, series, views
 from services.results.console.context import Caller, Console, NotFound, caller, console_of, same_site
-from shared.domain import artifacts_prefix
-from shared.job import Job
+from shared.domain.checkin import artifacts_prefix
+from shared.domain.job import Job
 
 HERE = Path(__file__).resolve().parent
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"

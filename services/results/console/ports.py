@@ -1,11 +1,11 @@
 """What the console reads and writes through, as small interfaces the results
 service satisfies with its adapters (and tests with the in-memory fakes):
 
-- `JobStore` (shared.jobs): SchizodotJobs, typed `Job`s;
-- `HistoryReader` (shared.history): SchizodotUsers, read by the stored patient key;
+- `JobStore` (shared.aws.jobs): SchizodotJobs, typed `Job`s;
+- `HistoryReader` (shared.aws.history): SchizodotUsers, read by the stored patient key;
 - the clinic's roster and alert store (services.results.alerts);
 - `MediaLinks`: short-lived presigned GETs for the video and evidence frames;
-- `shared.audit.AuditTrail`: every page, export and acknowledgement records one
+- `shared.identity.audit.AuditTrail`: every page, export and acknowledgement records one
   `AuditEvent` before anything is served; if recording fails, the request fails
   (PHI is never served unaudited).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from shared.audit import AuditEvent
+from shared.identity.audit import AuditEvent
 
 __all__ = ["AuditEvent", "MediaLinks", "S3MediaLinks"]
 

@@ -31,7 +31,7 @@ from services.results.alerts.findings import checkin_time, fmt_local
 from services.results.dosing import REASONS, DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound, \
     needs_review
 from services.results.console import views
-from shared.domain import artifacts_prefix
+from shared.domain.checkin import artifacts_prefix
 
 QUEUE_HISTORY = 100  # newest check-ins looked at per patient
 QUEUE_CONCURRENCY = 16

@@ -2,7 +2,7 @@
 clinic admin's list of who is signed in.
 
 The sign-in pages hold no PHI and are served without a credential (`OPEN_SUFFIXES`, opened in
-shared.auth by the results app); sessions live in sessions.py, the provider's flow in oidc.py.
+shared.identity.auth by the results app); sessions live in sessions.py, the provider's flow in oidc.py.
 Every form post must come from this site (`same_site`).
 """
 
@@ -16,10 +16,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from services.results.console.context import CONSOLE_ROLES, Caller, Console, caller, console_of, same_site
 from services.results.console.oidc import SignInRefused
 from services.results.console.sessions import LOGIN_SECONDS, https
-from shared.auth import FORBIDDEN
-from shared.identity import Role, is_clinic_id
+from shared.identity.auth import FORBIDDEN
+from shared.identity.principal import Role, is_clinic_id
 
-# Served without a credential (they hold no PHI): the results app opens them in shared.auth.
+# Served without a credential (they hold no PHI): the results app opens them in shared.identity.auth.
 OPEN_SUFFIXES = ("/login", "/logout", "/login/oidc", "/login/callback")
 # Why the sign-in page is shown (`?ended=`): the session ended (sessions.py).
 ENDED = {

@@ -24,8 +24,8 @@ from services.results.alerts.findings import (
 )
 from services.results.alerts.roster import RosterEntry
 from services.results.alerts.store import Alert
-from shared.clinics import CheckinScript
-from shared.job import Job
+from shared.domain.clinics import CheckinScript
+from shared.domain.job import Job
 
 TREND_MARKERS = ("speech_rate", "pitch_variability", "facial_expressivity", "speaking_fraction")
 STEP_LABELS = {

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from services.results.console.tests.fakes import Console
 from services.results.dosing import DosingReview, DosingReviews
-from shared.identity import CredentialKind, Principal, Role, patient_key
+from shared.identity.principal import CredentialKind, Principal, Role, patient_key
 from tests.browser.contract_items import history
 
 PATIENT, CLINIC = "patient-301", "clinic-north"

@@ -11,9 +11,9 @@ import pytest
 from services.results.alerts.roster import InMemoryRoster
 from services.results.alerts.store import Alert, InMemoryAlertStore, alert_id_for
 from services.results.erasure import ErasureDeps, ErasureRequested, MemoryErasures, erase
-from shared.audit import AuditTrail
-from shared.fakes import InMemoryHistory, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore, MemoryStorage
-from shared.job import new_job
+from shared.identity.audit import AuditTrail
+from shared.aws.fakes import InMemoryHistory, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore, MemoryStorage
+from shared.domain.job import new_job
 from tests.conftest import _dummy_aws_credentials, aws_server  # noqa: F401
 
 
@@ -166,7 +166,7 @@ def _s3_notification(key: str) -> str:
 
 
 def _cloud_event(data: dict) -> str:
-    from shared.events import encode_event
+    from shared.runtime.events import encode_event
 
     return encode_event("org.schizodot.test.v1", "urn:test", "s", data)
 
@@ -236,7 +236,7 @@ def test_sqs_queued_messages_deletes_the_matching_and_releases_the_rest_at_once(
     import uuid
 
     from services.results.erasure import SqsQueuedMessages
-    from shared.aws import AsyncClients, sync_client
+    from shared.aws.clients import AsyncClients, sync_client
 
     sqs = sync_client(aws_server, "sqs")
     url = sqs.create_queue(QueueName=f"erasure-test-{uuid.uuid4().hex[:8]}")["QueueUrl"]

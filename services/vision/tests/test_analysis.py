@@ -28,8 +28,8 @@ from services.vision.compliance import (
     hand_mouth_distance,
 )
 from services.vision.emotion import EMOTIONS
-from shared.errors import InputError, ModelUnavailable
-from shared.markers import parse
+from shared.domain.errors import InputError, ModelUnavailable
+from shared.domain.markers import parse
 
 MODELS = Path(__file__).resolve().parents[3] / "models"
 FACE_MODEL = MODELS / "face_landmarker.task"

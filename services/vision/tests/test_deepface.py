@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from services.vision.emotion import DEEPFACE_WEIGHTS, EMOTIONS, DeepFaceEmotion
-from shared.errors import ModelUnavailable
+from shared.domain.errors import ModelUnavailable
 
 
 @pytest.fixture(scope="module")

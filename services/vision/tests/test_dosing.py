@@ -16,7 +16,7 @@ from bench.labelled_faces import feat_photos
 from schizodot import samples
 from services.vision.analysis import VideoScan, VisionAnalyser
 from services.vision.compliance import ComplianceTracker
-from shared.timeline import NO_TIMELINE_REASON, CheckinTimeline
+from shared.domain.timeline import NO_TIMELINE_REASON, CheckinTimeline
 
 MODELS = Path(__file__).resolve().parents[3] / "models"
 DOSING = ("show_pill", "place_on_tongue", "close_mouth", "show_empty")

@@ -21,7 +21,7 @@ from bench.vision import Geometry, condition, geometry, still_clip
 from services.vision.analysis import VisionAnalyser
 from services.vision.quality import FACE_TURNED_DEG, FACE_UNREADABLE_DEG, assess, head_angles
 from services.vision.tests.test_analysis import EMOTION_MODEL, FACE_EXPRESSION_MODEL, FACE_MODEL, HAND_MODEL
-from shared.markers import parse
+from shared.domain.markers import parse
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from services.vision.training.synthetic import (
     CLASS_NAMES, draw_pill, generate, load_scenes, open_mouth_centre,
 )
 from services.vision.training.train import export_onnx, train
-from shared.errors import ModelUnavailable
+from shared.domain.errors import ModelUnavailable
 
 MODELS = Path(__file__).resolve().parents[3] / "models"
 COCO = MODELS / "yolo11n-seg.pt"

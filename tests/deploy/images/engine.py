@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
-from shared.topology import STAGES
+from shared.runtime.topology import STAGES
 
 TAG = os.environ.get("SCHIZODOT_IMAGE_TAG", "dev")
 # Every image `make images` builds: the five services (CPU) and vision's cuda target.

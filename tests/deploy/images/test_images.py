@@ -10,7 +10,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from schizodot import licences
-from shared.topology import STAGES
+from shared.runtime.topology import STAGES
 from tests.deploy.images import sizes
 from tests.deploy.images.engine import IMAGES, image_name, inspect_image, python_in, service_of
 from tests.deploy.support import (
@@ -136,13 +136,13 @@ def test_deployment_names_only_what_its_image_has(overlay, service):
     mounts = sorted(m["mountPath"] for m in container.get("volumeMounts", []) if m["mountPath"] != "/tmp")
     found = python_in(image, (settings_class_of, settings_env_names), f"""
         import importlib.util, os, shutil
-        from shared.settings import CommonSettings
+        from shared.runtime.settings import CommonSettings
         settings_class = settings_class_of({service!r})
         settings_class()  # the Deployment's values, validated by the image's settings classes
         CommonSettings()
         extra = set()
         if importlib.util.find_spec("services.{service}.api") is not None:  # an API: people's tokens too
-            from shared.auth import AuthSettings
+            from shared.identity.auth import AuthSettings
             AuthSettings()
             extra = settings_env_names(AuthSettings)
         args = {args!r}
@@ -194,7 +194,7 @@ def test_the_cpu_vision_image_refuses_the_torch_side_naming_the_setting(env, set
     found = python_in("vision", (), """
         from services.vision.main import build_analyser
         from services.vision.settings import VisionSettings
-        from shared.errors import ModelUnavailable
+        from shared.domain.errors import ModelUnavailable
         try:
             build_analyser(VisionSettings())
             print(json.dumps(None))

@@ -28,9 +28,9 @@ import pytest
 
 from schizodot import samples
 from schizodot.dev_identity import DEV_CLINIC
-from shared.identity import patient_key
-from shared.job import Job
-from shared.topology import STAGES
+from shared.identity.principal import patient_key
+from shared.domain.job import Job
+from shared.runtime.topology import STAGES
 from tests.conftest import free_port
 from tests.deploy.images.engine import TAG, docker
 from tests.deploy.support import REPO, of_kind, rendered, tool

@@ -28,11 +28,11 @@ from services.ingest.patient import (
     open_paths,
 )
 from services.ingest.settings import CheckinLimits, UploadPolicy
-from shared.access import Access, build_access
-from shared.auth import AuthSettings
-from shared.aws import AsyncClients, sync_client
-from shared.jobs import JobsRepository
-from shared.settings import CommonSettings
+from shared.identity.access import Access, build_access
+from shared.identity.auth import AuthSettings
+from shared.aws.clients import AsyncClients, sync_client
+from shared.aws.jobs import JobsRepository
+from shared.runtime.settings import CommonSettings
 
 PSEUDONYM_KEY = "patient-page-test-pseudonym-key"
 
@@ -67,7 +67,7 @@ async def ingest_site(settings: CommonSettings, state_dir: Path, *, part_bytes: 
         uploads = UploadPolicy(max_upload_bytes=max_bytes)
 
         async def sign(key: str, content_type: str, size: int, expires: int):
-            from shared.storage import Storage
+            from shared.aws.storage import Storage
 
             return await Storage(clients.s3, common.bucket).presigned_post(key, content_type, size, expires)
 
@@ -82,7 +82,7 @@ async def ingest_site(settings: CommonSettings, state_dir: Path, *, part_bytes: 
 
 def update_job(settings: CommonSettings, job_id: str, **fields: Any) -> None:
     """Move a check-in on as the pipeline would (its status, progress, results), for the page to follow."""
-    from shared.dynamo import to_item
+    from shared.aws.dynamo import to_item
 
     names = {f"#{k}": k for k in fields}
     sync_client(settings, "dynamodb").update_item(

@@ -24,7 +24,7 @@ from schizodot.dev_identity import DEV_CLINIC
 from services.ingest.patient import ScriptCatalog
 from services.ingest.patient.script import CheckinScript, Step
 from services.ingest.patient.tests.app import ingest_site, update_job
-from shared.aws import sync_client
+from shared.aws.clients import sync_client
 
 PART = 64 * 1024
 
@@ -375,6 +375,6 @@ def test_a_link_past_its_expiry_is_refused_and_a_longer_lifetime_than_the_cap_is
 
 
 def _link_id(token: str) -> str:
-    from shared.auth import sha256
+    from shared.identity.auth import sha256
 
     return sha256(token)

@@ -22,7 +22,7 @@ import pytest
 from schizodot.dev_identity import DEV_CLINIC
 from services.ingest.handlers import parse_ingest_message
 from services.ingest.patient.tests.app import ingest_site, update_job
-from shared.aws import sync_client
+from shared.aws.clients import sync_client
 
 PART = 32 * 1024
 

@@ -17,7 +17,7 @@ from services.results.alerts.store import (
     InMemoryAlertStore,
     alert_id_for,
 )
-from shared.aws import AsyncClients
+from shared.aws.clients import AsyncClients
 
 
 @asynccontextmanager

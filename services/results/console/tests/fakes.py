@@ -1,6 +1,6 @@
-"""The results API with the console mounted, on in-memory adapters (shared.fakes) and real
+"""The results API with the console mounted, on in-memory adapters (shared.aws.fakes) and real
 identity: tokens signed by a development issuer in a temporary folder, checked by
-shared.auth exactly as in the service, with the session cookie on /console."""
+shared.identity.auth exactly as in the service, with the session cookie on /console."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from services.results.console.oidc import OidcSignIn
 from services.results.console.sessions import ConsoleSessions, InMemorySessionStore, SessionPolicy, derive_key
 from services.results.erasure import MemoryErasures
 from services.results.settings import ResultsSettings
-from shared.audit import AuditTrail
-from shared.auth import Authenticator, AuthSettings, principal_dependency
+from shared.identity.audit import AuditTrail
+from shared.identity.auth import Authenticator, AuthSettings, principal_dependency
 from services.results.alerts.service import AlertService
 from services.results.dosing import DosingReviews
 from services.results.ehr import EhrPublisher
-from shared.fakes import (
+from shared.aws.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,
     InMemoryJobs,
@@ -36,8 +36,8 @@ from shared.fakes import (
     MemoryAuditStore,
     MemoryStorage,
 )
-from shared.identity import patient_key
-from shared.job import new_job
+from shared.identity.principal import patient_key
+from shared.domain.job import new_job
 
 COOKIE = "schizodot_session"
 PSEUDONYM_KEY = "console-test-pseudonym-key"

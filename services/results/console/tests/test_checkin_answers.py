@@ -7,9 +7,9 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo
 
 from services.results.console.views import checkin_view
-from shared.clinics import CheckinScript, Step
-from shared.markers import measured, not_assessed
-from shared.timeline import NO_TIMELINE_REASON
+from shared.domain.clinics import CheckinScript, Step
+from shared.domain.markers import measured, not_assessed
+from shared.domain.timeline import NO_TIMELINE_REASON
 
 LATENCY = measured(2.4, "s", "prompt shown to the first speech onset") | {
     "baseline": {"available": True, "checkins": 5, "mean": 1.1, "sd": 0.2, "notable": True, "direction": "higher"}}

@@ -1,5 +1,5 @@
 """The console's pages, exports, sign-in and acknowledgement over HTTP, mounted on the results API with
-real tokens and the session cookie (shared.auth), on results shaped as the pipeline stores them."""
+real tokens and the session cookie (shared.identity.auth), on results shaped as the pipeline stores them."""
 
 from __future__ import annotations
 

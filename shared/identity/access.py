@@ -11,8 +11,8 @@ from typing import Any
 
 import structlog
 
-from shared.audit import AuditTrail, S3AuditStore
-from shared.auth import (
+from shared.identity.audit import AuditTrail, S3AuditStore
+from shared.identity.auth import (
     ApiKeyStore,
     Authenticator,
     AuthSettings,
@@ -21,8 +21,8 @@ from shared.auth import (
     PatientLinkStore,
     principal_dependency,
 )
-from shared.ratelimit import DynamoRateLimiter, RateLimiter
-from shared.settings import CommonSettings
+from shared.identity.ratelimit import DynamoRateLimiter, RateLimiter
+from shared.runtime.settings import CommonSettings
 
 log = structlog.get_logger()
 
@@ -37,12 +37,12 @@ class Access:
 
     @property
     def principal(self):
-        """The FastAPI dependency returning the caller's `shared.identity.Principal`."""
+        """The FastAPI dependency returning the caller's `shared.identity.principal.Principal`."""
         return principal_dependency(self.authenticator)
 
 
 def build_access(common: CommonSettings, aws: Any, *, service: str, auth: AuthSettings | None = None) -> Access:
-    """From a worker's AWS clients (`shared.aws.AsyncClients`)."""
+    """From a worker's AWS clients (`shared.aws.clients.AsyncClients`)."""
     common.check_pseudonym_key(required=True)
     assert common.pseudonym_key
     auth = auth or AuthSettings()

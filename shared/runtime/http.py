@@ -1,6 +1,6 @@
 """What the HTTP APIs (ingest, results) share: 422s a person can read, a limit on
 request bodies, and serving inside a stage process. (The job status they serve is
-`shared.job.JobStatus`.)"""
+`shared.domain.job.JobStatus`.)"""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from shared.errors import ConfigurationError
+from shared.domain.errors import ConfigurationError
 
 log = structlog.get_logger()
 LISTEN_FD_VARIABLE = "SCHIZODOT_LISTEN_FD"

@@ -1,6 +1,6 @@
 """Authentication: who is calling, from whatever credential they bring.
 
-Three kinds of credential, each turned into a `shared.identity.Principal`:
+Three kinds of credential, each turned into a `shared.identity.principal.Principal`:
 
 - **People**: OIDC bearer tokens (JWT). The signature is checked with PyJWT
   against a JWKS (a URL, fetched and cached by `PyJWKClient`, or a file, re-read
@@ -51,8 +51,8 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.dynamo import delete_queried, from_item, is_conditional_failure, items, to_item
-from shared.identity import CredentialKind, Principal, Role, is_clinic_id, patient_key, split_patient_key
+from shared.aws.dynamo import delete_queried, from_item, is_conditional_failure, items, to_item
+from shared.identity.principal import CredentialKind, Principal, Role, is_clinic_id, patient_key, split_patient_key
 
 log = structlog.get_logger()
 

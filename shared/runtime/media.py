@@ -1,7 +1,7 @@
 """What an uploaded file really is, and its audio as 16 kHz mono WAV.
 
 Ingest calls `probe` on the bytes (the declared content type is checked with
-the request, `shared.domain.check_content_type`); the audio stage calls
+the request, `shared.domain.checkin.check_content_type`); the audio stage calls
 `extract_audio`. Every problem with the file itself is an
 `InputError` whose message a person can act on ("the file is not a video: it is a
 JPEG image", "the video is truncated at 3.2 s (the file says 10.0 s)"); ffmpeg's
@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.errors import InputError
-from shared.filetype import looks_like_iso_media, sniff
+from shared.domain.errors import InputError
+from shared.runtime.filetype import looks_like_iso_media, sniff
 
 DEFAULT_MIN_DURATION_SECONDS = 1.0
 DEFAULT_MAX_DURATION_SECONDS = 900.0

@@ -1,9 +1,9 @@
 """SchizodotJobs: the jobs repository, the one reader and writer of job items.
 
 `JobStore` is what the stages use; `JobsRepository` is it on DynamoDB and
-`shared.fakes.InMemoryJobs` in memory, and the contract tests run the same
+`shared.aws.fakes.InMemoryJobs` in memory, and the contract tests run the same
 cases against both (tests/integration/test_jobs_repository.py). The rules they
-follow are in `shared.job`; here they become conditional DynamoDB writes, so
+follow are in `shared.domain.job`; here they become conditional DynamoDB writes, so
 they hold under redelivery and between parallel stages.
 
 A write whose response was lost is retried by botocore, and the retry then
@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from shared.domain import RESERVED_METADATA_KEY, utc_now
-from shared.dynamo import conditional_failure_item, from_item, is_conditional_failure, items, put_if_absent, to_attribute
-from shared.job import (
+from shared.domain.checkin import RESERVED_METADATA_KEY, utc_now
+from shared.aws.dynamo import conditional_failure_item, from_item, is_conditional_failure, items, put_if_absent, to_attribute
+from shared.domain.job import (
     COMPLETED,
     DONE,
     FAILED,
@@ -95,7 +95,7 @@ class JobStore(Protocol):
         """End an active job as failed with an error a person can act on."""
 
     async def record_timeline(self, job_id: str, timeline: list[dict[str, Any]]) -> bool:
-        """Keep a check-in's timeline (shared.timeline, stored form) on a job still waiting for its
+        """Keep a check-in's timeline (shared.domain.timeline, stored form) on a job still waiting for its
         recording; False when the job is gone or has started (its stages read the timeline then)."""
 
     async def find_stuck(self, older_than_iso: str) -> list[Job]:

@@ -1,5 +1,5 @@
 """What a file's bytes say it is, when that is not audio or video ("a JPEG image"),
-so a wrong upload is refused in words before ffprobe is asked (shared.media)."""
+so a wrong upload is refused in words before ffprobe is asked (shared.runtime.media)."""
 
 from __future__ import annotations
 

@@ -7,18 +7,18 @@ what the stages add lives under `metadata.pipeline`:
       source          "api" (an upload through the analyze API) or "event" (an EHR event)
       trace_id        the job's trace, for people (`schizodot submit` prints it)
       trace_context   traceparent/tracestate, for the stage that continues the trace after the upload
-      media           what ingest found in the file (shared.media.MediaInfo)
+      media           what ingest found in the file (shared.runtime.media.MediaInfo)
       bucket          where the media is
       expected        the modalities to analyse ("audio", "vision")
       skipped         modality -> why it is not analysed, in words
-      options         what the check-in asked for (shared.options.CheckinOptions): analyses, thresholds
-      timeline        when each prompt and dosing step was shown (shared.timeline), as given; absent without one
+      options         what the check-in asked for (shared.domain.options.CheckinOptions): analyses, thresholds
+      timeline        when each prompt and dosing step was shown (shared.domain.timeline), as given; absent without one
       timeline_flags  ingest, once the recording's length is known: steps clipped or dropped at its end, in words
       weights         stage -> its share of the progress bar
       stages.<stage>  StageRecord: who holds the stage, its state, credit and outputs
 
 `Job.from_item` / `Job.to_item` are the one translation between the two shapes;
-`JobsRepository` (shared.jobs) is the one place that reads and writes them, and
+`JobsRepository` (shared.aws.jobs) is the one place that reads and writes them, and
 the functions here are the rules both it and the in-memory fake follow.
 """
 
@@ -30,10 +30,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from shared.domain import CLINIC_METADATA_KEY, RESERVED_METADATA_KEY
-from shared.identity import local_patient_id
-from shared.options import CheckinOptions
-from shared.timeline import CheckinTimeline
+from shared.domain.checkin import CLINIC_METADATA_KEY, RESERVED_METADATA_KEY
+from shared.identity.principal import local_patient_id
+from shared.domain.options import CheckinOptions
+from shared.domain.timeline import CheckinTimeline
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 ACTIVE_STATUSES = (QUEUED, PROCESSING)
@@ -114,8 +114,8 @@ class PipelineState(_Record):
     weights: dict[str, int] = Field(default_factory=dict)
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     options: CheckinOptions = Field(default_factory=CheckinOptions)
-    timeline: list[dict[str, Any]] | None = None  # shared.timeline.CheckinTimeline.stored()
-    timeline_flags: list[str] = Field(default_factory=list)  # shared.timeline.TimelineWindows.flags
+    timeline: list[dict[str, Any]] | None = None  # shared.domain.timeline.CheckinTimeline.stored()
+    timeline_flags: list[str] = Field(default_factory=list)  # shared.domain.timeline.TimelineWindows.flags
 
     @field_serializer("options")
     def _only_what_was_set(self, options: CheckinOptions) -> dict[str, Any]:
@@ -158,7 +158,7 @@ class _JobState(BaseModel):
 class Job(_JobState, _Record):
     """A SchizodotJobs item. `metadata` is the caller's; the stages' state is `pipeline`.
 
-    `patient_id` is the stored patient key (`clinic.patient`, shared.identity), and
+    `patient_id` is the stored patient key (`clinic.patient`, shared.identity.principal), and
     `clinic_id` the clinic the job belongs to, kept as `metadata.clinic_id`."""
 
     patient_id: str
@@ -192,7 +192,7 @@ class Job(_JobState, _Record):
         return (self.clinic_id, self.patient_id) == (other.clinic_id, other.patient_id)
 
     def with_trace(self, trace_fields: dict[str, Any]) -> "Job":
-        """This job continuing the trace `trace_fields` names (shared.tracing.job_trace_fields)."""
+        """This job continuing the trace `trace_fields` names (shared.runtime.tracing.job_trace_fields)."""
         if not trace_fields:
             return self
         pipeline = {**self.pipeline.model_dump(exclude_unset=True), **trace_fields}

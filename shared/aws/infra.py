@@ -11,7 +11,7 @@ bucket refuse plain-HTTP requests and writes asking for another encryption or
 key (bucket policy; `bucket_policy_document`). Raw media expire after
 `SCHIZODOT_MEDIA_RETENTION_DAYS` (lifecycle rule); findings stay until erased.
 No table has point-in-time recovery: its backups would keep an erased patient's
-data for 35 days. The audit bucket is under Object Lock (shared.audit).
+data for 35 days. The audit bucket is under Object Lock (shared.identity.audit).
 
 The bucket policy is applied on real AWS and wherever `SCHIZODOT_BUCKET_POLICY=enforce`;
 `auto` (the default) leaves it off on a local endpoint (`AWS_ENDPOINT_URL`): moto
@@ -27,16 +27,16 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from shared.aws import sync_client
-from shared.job import PATIENT_JOBS_INDEX
-from shared.settings import CommonSettings
-from shared.topology import STAGES, WORK_QUEUES
+from shared.aws.clients import sync_client
+from shared.domain.job import PATIENT_JOBS_INDEX
+from shared.runtime.settings import CommonSettings
+from shared.runtime.topology import STAGES, WORK_QUEUES
 
 UPLOAD_PREFIX = "uploads/"
 EHR_MEDIA_PREFIX = "incoming/"  # media an EHR event points at: incoming/<clinic>/...
-ALERTS_QUEUE = "alerts"  # shared.topology.WORK_QUEUES: schizodot-alerts and schizodot-alerts-dlq
+ALERTS_QUEUE = "alerts"  # shared.runtime.topology.WORK_QUEUES: schizodot-alerts and schizodot-alerts-dlq
 # SchizodotAlerts' indexes: a clinic's open alerts (sparse: `open_since` exists only while
-# an alert is open) and one patient's alerts (`patient_key`, shared.identity.patient_key).
+# an alert is open) and one patient's alerts (`patient_key`, shared.identity.principal.patient_key).
 OPEN_ALERTS_INDEX = "clinic_id-open_since-index"
 PATIENT_ALERTS_INDEX = "patient_key-alert_id-index"
 # SchizodotConsoleSessions' index: a clinic's sessions by person (sparse: sign-ins in
@@ -315,7 +315,7 @@ def _protect_bucket(s3, settings: CommonSettings, bucket: str, key_arn: str) -> 
 
 
 def ensure_audit_bucket(settings: CommonSettings, key_arn: str) -> None:
-    """The append-only audit trail: Object Lock in compliance mode (shared.audit says why)."""
+    """The append-only audit trail: Object Lock in compliance mode (shared.identity.audit says why)."""
     s3 = sync_client(settings, "s3")
     _create_bucket(s3, settings, settings.audit_bucket, ObjectLockEnabledForBucket=True)
     lock = {"ObjectLockEnabled": "Enabled",

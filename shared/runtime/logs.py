@@ -3,7 +3,7 @@ stage, job_id, trace_id and span_id, and no PHI.
 
 Bind per-message context with `structlog.contextvars.bound_contextvars(job_id=...)`;
 every log line inside carries it, including lines from executor threads that
-copy the context (see `shared.worker.run_blocking`). Standard-library loggers
+copy the context (see `shared.runtime.worker.run_blocking`). Standard-library loggers
 (uvicorn, botocore) go through the same JSON renderer.
 
 PHI: a `patient_id`/`user_id` field becomes `patient_ref`, a keyed pseudonym
@@ -29,9 +29,9 @@ from opentelemetry import trace
 
 _PATIENT_FIELDS = ("patient_id", "user_id")
 _DROPPED_FIELDS = ("transcript", "transcription")
-# Upload keys name the patient (shared.domain.upload_key): uploads/<patient>/<job>/...
+# Upload keys name the patient (shared.domain.checkin.upload_key): uploads/<patient>/<job>/...
 _UPLOAD_KEY_PATIENT = re.compile(r"(uploads/)([A-Za-z0-9_.-]{3,170})(/)")  # the patient key: clinic.patient
-# An EHR's media keys (shared.infra.EHR_MEDIA_PREFIX) are named by the EHR and may carry anything,
+# An EHR's media keys (shared.aws.infra.EHR_MEDIA_PREFIX) are named by the EHR and may carry anything,
 # a patient's name included: incoming/<clinic>/<whatever>, up to a space, a quote or a bracket.
 _EHR_KEY_NAME = re.compile(r"(incoming/[a-z0-9][a-z0-9-]{1,62}/)([^\s\"'<>()\[\]{},]+)")
 _KEY_PREFIXES = ("uploads/", "incoming/")

@@ -40,8 +40,8 @@ import structlog
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict
 
-from shared.auth import request_id_var
-from shared.identity import Principal, patient_key
+from shared.identity.auth import request_id_var
+from shared.identity.principal import Principal, patient_key
 
 log = structlog.get_logger()
 
@@ -54,7 +54,7 @@ class AuditUnavailable(Exception):
 
 
 def patient_ref(pseudonym_key: str, stored_patient_key: str) -> str:
-    """The pseudonym of a clinic's patient (`shared.logs` uses the same under the same key)."""
+    """The pseudonym of a clinic's patient (`shared.runtime.logs` uses the same under the same key)."""
     digest = hmac.new(pseudonym_key.encode(), stored_patient_key.encode(), hashlib.sha256).hexdigest()
     return f"pt-{digest[:16]}"
 

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.errors import InputError
-from shared.options import CheckinOptions
-from shared.timeline import TimelineField
+from shared.domain.errors import InputError
+from shared.domain.options import CheckinOptions
+from shared.domain.timeline import TimelineField
 
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{3,100}$"
 # job-<32 hex digits> (128 bits); job-<12 hex digits> is how ids were made before issue 19 and stays valid.
@@ -109,9 +109,9 @@ class CheckinRequest(BaseModel):
     content_type: ContentType
     metadata: Metadata = Field(default_factory=dict)
     options: CheckinOptions = Field(default_factory=CheckinOptions, description="analyses and thresholds "
-                                    "for this check-in (shared.options); none: the deployment's defaults")
+                                    "for this check-in (shared.domain.options); none: the deployment's defaults")
     timeline: TimelineField | None = Field(None, description="when each prompt and dosing step was shown, in ms "
-                                           "from the start of the recording (shared.timeline); none: no timeline")
+                                           "from the start of the recording (shared.domain.timeline); none: no timeline")
 
 
 def upload_key(patient_id: str, job_id: str, filename: str, created_at: str) -> str:

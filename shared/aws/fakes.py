@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.domain import utc_now
-from shared.events import StageEvent
-from shared.job import (
+from shared.domain.checkin import utc_now
+from shared.runtime.events import StageEvent
+from shared.domain.job import (
     COMPLETED,
     DONE,
     FAILED,
@@ -34,14 +34,14 @@ from shared.job import (
     credit_target,
     failure_message,
 )
-from shared.jobs import FailureReason, StageRun
-from shared.messaging import Accepted, Delivery
-from shared.runner import Stage, StageRunner
-from shared.storage import MediaUnavailable, PresignedPost
+from shared.aws.jobs import FailureReason, StageRun
+from shared.runtime.messaging import Accepted, Delivery
+from shared.runtime.runner import Stage, StageRunner
+from shared.aws.storage import MediaUnavailable, PresignedPost
 
 
 class InMemoryJobs:
-    """`JobStore` in memory: the rules of shared.job applied to stored items."""
+    """`JobStore` in memory: the rules of shared.domain.job applied to stored items."""
 
     def __init__(self) -> None:
         self.items: dict[str, dict[str, Any]] = {}  # job_id -> the item as DynamoDB would hold it
@@ -301,7 +301,7 @@ class InMemoryHistory:
 
 @dataclass
 class FakeAdapters:
-    """The in-memory adapters a stage runs on in a test, wired as `shared.worker` wires the real ones."""
+    """The in-memory adapters a stage runs on in a test, wired as `shared.runtime.worker` wires the real ones."""
 
     jobs: InMemoryJobs = field(default_factory=InMemoryJobs)
     storage: MemoryStorage = field(default_factory=MemoryStorage)
@@ -327,14 +327,14 @@ async def deliver(runner: StageRunner[Any, Any], body: str, *, message_id: str =
 
 
 class InMemoryApiKeys:
-    """`shared.auth.ApiKeyStore` in memory."""
+    """`shared.identity.auth.ApiKeyStore` in memory."""
 
     def __init__(self) -> None:
         self.items: dict[str, dict[str, Any]] = {}
 
     async def create(self, name: str, role: Any, clinic_id: str, created_by: str,
                      expires_in: int | None = None) -> tuple[Any, str]:
-        from shared.auth import new_api_key, sha256
+        from shared.identity.auth import new_api_key, sha256
 
         key, secret, whole = new_api_key(name, role, clinic_id, created_by, expires_in)
         self.items[key.key_id] = {"key": key, "secret_sha256": sha256(secret)}
@@ -350,7 +350,7 @@ class InMemoryApiKeys:
     async def revoke(self, key_id: str, clinic_id: str) -> Any | None:
         from dataclasses import replace
 
-        from shared.auth import iso
+        from shared.identity.auth import iso
 
         found = self.items.get(key_id)
         if found is None or found["key"].clinic_id != clinic_id:
@@ -361,14 +361,14 @@ class InMemoryApiKeys:
 
 
 class InMemoryPatientLinks:
-    """`shared.auth.PatientLinkStore` in memory."""
+    """`shared.identity.auth.PatientLinkStore` in memory."""
 
     def __init__(self) -> None:
         self.links: dict[str, Any] = {}
 
     async def issue(self, clinic_id: str, patient_id: str, job_id: str, created_by: str,
                     expires_in: int) -> tuple[Any, str]:
-        from shared.auth import PatientLink, new_link_token, now_epoch
+        from shared.identity.auth import PatientLink, new_link_token, now_epoch
 
         link_id, token = new_link_token()
         self.links[link_id] = PatientLink(link_id, clinic_id, patient_id, job_id, created_by, now_epoch() + expires_in)
@@ -380,7 +380,7 @@ class InMemoryPatientLinks:
     async def consume(self, link_id: str) -> bool:
         from dataclasses import replace
 
-        from shared.auth import iso, now_epoch
+        from shared.identity.auth import iso, now_epoch
 
         link = self.links.get(link_id)
         if link is None or link.used_at or link.expires_at <= now_epoch():
@@ -389,12 +389,12 @@ class InMemoryPatientLinks:
         return True
 
     async def count_for_patient(self, patient_key_: str) -> int:
-        from shared.identity import patient_key
+        from shared.identity.principal import patient_key
 
         return sum(patient_key(link.clinic_id, link.patient_id) == patient_key_ for link in self.links.values())
 
     async def delete_for_patient(self, patient_key_: str) -> int:
-        from shared.identity import patient_key
+        from shared.identity.principal import patient_key
 
         doomed = [i for i, link in self.links.items() if patient_key(link.clinic_id, link.patient_id) == patient_key_]
         for link_id in doomed:
@@ -403,7 +403,7 @@ class InMemoryPatientLinks:
 
 
 class MemoryAuditStore:
-    """`shared.audit.AuditStore` in memory: records by key, as the S3 store orders them."""
+    """`shared.identity.audit.AuditStore` in memory: records by key, as the S3 store orders them."""
 
     def __init__(self) -> None:
         self.records: dict[str, dict[str, Any]] = {}

@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.errors import ConfigurationError
+from shared.domain.errors import ConfigurationError
 
 
 class Step(BaseModel):

@@ -10,7 +10,7 @@ documents' tests check every role against this table.
 
 from __future__ import annotations
 
-from shared.events import AnalysisRequested, FusionCompleted, ModalityAnalysed, StageEvent
+from shared.runtime.events import AnalysisRequested, FusionCompleted, ModalityAnalysed, StageEvent
 
 STAGES = ("ingest", "audio", "vision", "fusion", "results")
 
@@ -42,6 +42,6 @@ CARRIES: dict[str, type[StageEvent]] = {
 def check_route(sender: str, receiver: str, event: StageEvent) -> None:
     """Raise unless `sender` may send `event` to `receiver` (a programming error, never bad input)."""
     if receiver not in PUBLISHES_TO[sender]:
-        raise ValueError(f"the {sender} stage does not send to {receiver} (see shared/topology.py)")
+        raise ValueError(f"the {sender} stage does not send to {receiver} (see shared/runtime/topology.py)")
     if type(event) is not CARRIES[receiver]:
         raise ValueError(f"the {receiver} queue carries {CARRIES[receiver].__name__}, not {type(event).__name__}")

@@ -14,7 +14,7 @@ and decides what a failure means:
 On stop (SIGTERM) it takes no new messages, lets in-flight ones finish within
 the grace period and releases the rest for immediate redelivery.
 
-What a message means is the stage's business (`shared.runner`): the consumer
+What a message means is the stage's business (`shared.runtime.runner`): the consumer
 hands each delivery to it once, gets back the job it is about, where its trace
 continues and the work to do, and settles the outcome.
 
@@ -31,22 +31,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from shared.errors import InputError, MalformedMessage
-from shared.events import StageEvent, encode_event
-from shared.logs import redact
-from shared.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_RETRIED, QUEUE_STATS, STAGE_DURATION
-from shared.settings import CommonSettings
-from shared.tracing import carrier_context, inject_message_attributes, message_trace_carrier
-
-if TYPE_CHECKING:
-    from shared.jobs import JobStore
+from shared.domain.errors import InputError, MalformedMessage
+from shared.runtime.events import StageEvent, encode_event
+from shared.runtime.logs import redact
+from shared.runtime.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_RETRIED, QUEUE_STATS, STAGE_DURATION
+from shared.runtime.settings import CommonSettings
+from shared.runtime.tracing import carrier_context, inject_message_attributes, message_trace_carrier
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.messaging")
@@ -115,12 +112,20 @@ class Publisher:
             return response["MessageId"]
 
 
+class FailsJobs(Protocol):
+    """All the consumer asks of the job store: fail a job whose message cannot be processed.
+
+    Declared here rather than imported, so the messaging layer does not depend on the job store's module."""
+
+    async def fail(self, job_id: str, error: str, stage: str | None = None, *, reason: Any = ...) -> bool: ...
+
+
 class QueueConsumer:
     def __init__(
         self,
         *,
         sqs: Any,
-        jobs: JobStore,
+        jobs: FailsJobs,
         stage: str,
         queue_url: str,
         dead_letter_url: str,

@@ -88,7 +88,7 @@ class Principal(BaseModel):
 # exactly like a patient that does not exist. The APIs show the clinic-local id.
 
 CLINIC_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
-PATIENT_KEY_SEPARATOR = "."  # in neither a clinic id nor a patient id (shared.domain.PATIENT_ID_PATTERN)
+PATIENT_KEY_SEPARATOR = "."  # in neither a clinic id nor a patient id (shared.domain.checkin.PATIENT_ID_PATTERN)
 _CLINIC = re.compile(CLINIC_ID_PATTERN)
 
 

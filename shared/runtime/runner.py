@@ -17,7 +17,7 @@ For each event the runner
 4. runs the handler, stores its artifact at `artifacts/<job>/<stage>.json`,
    finishes the stage (recording the artifact, the plan and the announcements
    in one conditional write) or completes the job, and sends the events.
-Failures are the consumer's to settle (`shared.messaging`): an `InputError`
+Failures are the consumer's to settle (`shared.runtime.messaging`): an `InputError`
 fails the job at once, anything else is retried.
 """
 
@@ -29,15 +29,15 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
-from shared.domain import artifact_key
-from shared.errors import MalformedMessage
-from shared.events import StageEvent, decode_event, event_data, tracing_carrier
-from shared.job import Announcement, ClaimOutcome, Job, PipelinePlan
-from shared.jobs import JobStore, StageRun
-from shared.messaging import Accepted, Delivery, EventPublisher
-from shared.storage import ObjectStore
-from shared.topology import CARRIES, check_route
-from shared.tracing import job_trace_fields
+from shared.domain.checkin import artifact_key
+from shared.domain.errors import MalformedMessage
+from shared.runtime.events import StageEvent, decode_event, event_data, tracing_carrier
+from shared.domain.job import Announcement, ClaimOutcome, Job, PipelinePlan
+from shared.aws.jobs import JobStore, StageRun
+from shared.runtime.messaging import Accepted, Delivery, EventPublisher
+from shared.aws.storage import ObjectStore
+from shared.runtime.topology import CARRIES, check_route
+from shared.runtime.tracing import job_trace_fields
 
 log = structlog.get_logger()
 
@@ -138,7 +138,7 @@ def parse_stage_event(model: type[StageEvent]) -> Parse[StageEvent]:
 
 
 class StageRunner(Generic[E, D]):
-    """Runs one stage for the consumer (`shared.messaging.MessageHandler`)."""
+    """Runs one stage for the consumer (`shared.runtime.messaging.MessageHandler`)."""
 
     def __init__(self, stage: Stage[E, D], deps: D, jobs: JobStore, storage: ObjectStore,
                  publisher: EventPublisher) -> None:

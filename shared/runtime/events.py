@@ -5,7 +5,7 @@ time, subject = job_id, data). Messages carry S3 references, never media.
 A body is parsed once, at the edge (`decode_event`), into a typed event.
 
 Between stages an event names the job and nothing the job record already
-holds: where the artifacts are is read from the job (`shared.job`). Fields an
+holds: where the artifacts are is read from the job (`shared.domain.job`). Fields an
 older sender still sends are ignored, so a rolling deploy loses no message;
 the public `CheckinSubmitted` refuses unknown fields instead.
 """
@@ -23,11 +23,11 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from shared.domain import Filename, Metadata, PatientId
-from shared.errors import MalformedMessage
-from shared.identity import CLINIC_ID_PATTERN
-from shared.options import CheckinOptions
-from shared.timeline import TimelineField
+from shared.domain.checkin import Filename, Metadata, PatientId
+from shared.domain.errors import MalformedMessage
+from shared.identity.principal import CLINIC_ID_PATTERN
+from shared.domain.options import CheckinOptions
+from shared.domain.timeline import TimelineField
 
 CHECKIN_SUBMITTED = "org.schizodot.checkin.submitted.v1"  # upstream EHR -> ingest
 ANALYSIS_REQUESTED = "org.schizodot.analysis.requested.v1"  # ingest -> audio, vision
@@ -55,8 +55,8 @@ class CheckinSubmitted(BaseModel):
     filename: Filename | None = None
     content_type: str | None = None
     metadata: Metadata = Field(default_factory=dict)
-    options: CheckinOptions = Field(default_factory=CheckinOptions)  # analyses and thresholds (shared.options)
-    timeline: TimelineField | None = None  # when each prompt and dosing step was shown (shared.timeline)
+    options: CheckinOptions = Field(default_factory=CheckinOptions)  # analyses and thresholds (shared.domain.options)
+    timeline: TimelineField | None = None  # when each prompt and dosing step was shown (shared.domain.timeline)
 
 
 class StageEvent(BaseModel):

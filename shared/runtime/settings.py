@@ -65,7 +65,7 @@ class CommonSettings(BaseSettings):
     def check_pseudonym_key(self, *, required: bool) -> None:
         """ConfigurationError when the key is missing (and `required`) or is a published development
         key outside the embedded stack: anyone could reverse the patient references made with it."""
-        from shared.errors import ConfigurationError
+        from shared.domain.errors import ConfigurationError
 
         if not self.pseudonym_key:
             if required:
