@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from services.audio import known_signals as known
+from services.audio import markers as audio_markers
 from services.audio.analysis import AudioAnalyser
 from services.audio.main import make_analyse
-from services.audio import markers as audio_markers
 from services.audio.markers import VALIDITY_FILE, validated_markers
 from services.audio.transcript import WhisperTranscriber
 from services.audio.voice import measure_voice

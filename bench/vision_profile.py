@@ -193,11 +193,11 @@ def plain_decode(path: Path) -> float:
 async def _one_checkin(context: dict, clip: Path, seconds: float, sections: Sections) -> float:
     """One check-in through the vision stage, from receiving its message to deleting it."""
     from shared.domain.checkin import new_job_id, utc_now
-    from shared.runtime.events import AnalysisRequested
     from shared.domain.job import new_job
+    from shared.domain.timeline import CheckinTimeline
+    from shared.runtime.events import AnalysisRequested
     from shared.runtime.messaging import Delivery
     from shared.runtime.runner import Inbound
-    from shared.domain.timeline import CheckinTimeline
 
     aws, settings, runner, queue = context["aws"], context["settings"], context["runner"], context["queue"]
     job_id = new_job_id()
@@ -224,18 +224,19 @@ ROWS = ("decode and scaling", "face landmarks", "landmark results to numpy", "ha
 
 
 async def _profile(lengths: list[float], runs: int, size: str, endpoint: str, pill_model: Path | None) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
     from services.vision.handlers import VISION, make_analyse
     from services.vision.main import build_analyser
     from services.vision.settings import VisionSettings
     from shared.aws.clients import AsyncClients
     from shared.aws.infra import ensure_infrastructure
     from shared.aws.jobs import JobsRepository
+    from shared.aws.storage import Storage
     from shared.runtime.messaging import Publisher
     from shared.runtime.modality import ModalityDeps
     from shared.runtime.runner import StageRunner
     from shared.runtime.settings import CommonSettings
-    from shared.aws.storage import Storage
-    from concurrent.futures import ThreadPoolExecutor
 
     settings = CommonSettings(aws_endpoint_url=endpoint, aws_region="us-east-1")
     await asyncio.to_thread(ensure_infrastructure, settings)

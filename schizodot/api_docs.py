@@ -25,12 +25,20 @@ DOCS_ONLY_KEY = "api-docs-generation-only"  # the audit trail's pseudonym key; n
 
 def ingest_schema() -> dict[str, Any]:
     from services.ingest.api import IngestAccess, PatientPage, create_app
-    from services.ingest.patient import MultipartPolicy, S3MultipartStore, ScriptCatalog, create_patient_router, open_paths
+    from services.ingest.patient import (
+        MultipartPolicy,
+        S3MultipartStore,
+        ScriptCatalog,
+        create_patient_router,
+        open_paths,
+    )
     from services.ingest.settings import CheckinLimits, UploadPolicy
-    from shared.identity.audit import AuditTrail
-    from shared.identity.auth import Authenticator, AuthSettings, principal_dependency
     from shared.aws.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore
+    from shared.identity.audit import AuditTrail
+    from shared.identity.auth import Authenticator
+    from shared.identity.middleware import principal_dependency
     from shared.identity.ratelimit import MemoryRateLimiter
+    from shared.identity.tokens import AuthSettings
 
     fakes, links = FakeAdapters(), InMemoryPatientLinks()
     authenticator = Authenticator(AuthSettings.model_construct(), InMemoryApiKeys(), links)
@@ -54,9 +62,10 @@ def results_schema() -> dict[str, Any]:
     from services.results.api import ResultsAccess, create_app
     from services.results.dosing import DosingReviews
     from services.results.settings import ResultsSettings
-    from shared.identity.audit import AuditTrail
-    from shared.identity.auth import Authenticator, AuthSettings
     from shared.aws.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore
+    from shared.identity.audit import AuditTrail
+    from shared.identity.auth import Authenticator
+    from shared.identity.tokens import AuthSettings
 
     fakes, api_keys = FakeAdapters(), InMemoryApiKeys()
     audit = AuditTrail(MemoryAuditStore(), DOCS_ONLY_KEY, "schizodot-results")

@@ -478,10 +478,10 @@ def status(config: StackConfig) -> int:
         print(f"{name:<12}{info['pid']:>8}  {state:<8}{info['restarts']:>9}")
     print(f"\nAWS data: {'in memory only' if config.durability == 'memory' else config.aws_data_dir}")
     config.use_in_this_process()
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from shared.aws.clients import sync_client
     from shared.runtime.settings import CommonSettings
-
-    from botocore.exceptions import BotoCoreError, ClientError
 
     settings = CommonSettings()
     sqs = sync_client(settings, "sqs")

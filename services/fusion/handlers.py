@@ -24,13 +24,13 @@ from services.fusion.findings import build_results
 from services.fusion.llm import SummaryWriter, summarise
 from services.fusion.rules import clinical_summary, fuse
 from services.fusion.settings import FusionSettings
-from shared.domain.checkin import utc_now
-from shared.runtime.events import FusionCompleted, ModalityAnalysed
 from shared.aws.history import HistoryReader
+from shared.aws.storage import ObjectStore
+from shared.domain.checkin import utc_now
 from shared.domain.job import Job
 from shared.domain.options import FusionThresholds
+from shared.runtime.events import FusionCompleted, ModalityAnalysed
 from shared.runtime.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
-from shared.aws.storage import ObjectStore
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.fusion")

@@ -42,11 +42,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
 import structlog
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
 
 from services.ingest.checkins import NewCheckin, create_checkin
 from services.ingest.handlers import ehr_media_problem
+from services.ingest.patient.uploads import MultipartStore, UploadRefused, stream_to_s3
 from services.ingest.schemas import (
     AnalyzeResponse,
     EventAccepted,
@@ -56,31 +57,19 @@ from services.ingest.schemas import (
     RecordingReceived,
 )
 from services.ingest.settings import CheckinLimits, UploadPolicy
-from shared.identity.audit import AuditEvent, AuditTrail, install_audit_failure_handler
-from shared.identity.auth import (
-    OPEN_PATHS,
-    Authenticator,
-    PatientLinkStore,
-    allow,
-    install_authentication,
-    principal_dependency,
-)
-from shared.domain.checkin import (
-    JOB_ID_PATTERN,
-    CheckinRequest,
-    accepted_content_type,
-    job_id_for_event,
-    new_job_id,
-)
-from shared.domain.errors import InputError, MalformedMessage
-from shared.runtime.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, event_data
-from services.ingest.patient.uploads import MultipartStore, UploadRefused, stream_to_s3
-from shared.runtime.http import EVENT_BYTES, install_readable_validation_errors, install_request_body_limit
-from shared.identity.principal import Principal, Role, local_patient_id, patient_key
-from shared.domain.job import Job, JobStatus
 from shared.aws.jobs import JobStore
-from shared.identity.ratelimit import RateLimiter
 from shared.aws.storage import PresignedPost
+from shared.domain.checkin import JOB_ID_PATTERN, CheckinRequest, accepted_content_type, job_id_for_event, new_job_id
+from shared.domain.errors import InputError, MalformedMessage
+from shared.domain.job import Job, JobStatus
+from shared.identity.audit import AuditEvent, AuditTrail, install_audit_failure_handler
+from shared.identity.auth import Authenticator
+from shared.identity.credentials import PatientLinkStore
+from shared.identity.middleware import OPEN_PATHS, allow, install_authentication, principal_dependency
+from shared.identity.principal import Principal, Role, local_patient_id, patient_key
+from shared.identity.ratelimit import RateLimiter
+from shared.runtime.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, event_data
+from shared.runtime.http import EVENT_BYTES, install_readable_validation_errors, install_request_body_limit
 from shared.runtime.tracing import start_job_trace
 
 # (key, content type, max bytes, expiry seconds) -> presigned POST
@@ -140,7 +129,7 @@ class Ingest:
     jobs: JobStore
     sign_upload: PostSigner
     access: IngestAccess
-    principal: Callable[[Request], Awaitable[Principal]]  # shared.identity.auth.principal_dependency
+    principal: Callable[[Request], Awaitable[Principal]]  # shared.identity.middleware.principal_dependency
     enqueue_event: EventQueue | None = None
     recording_arrived: RecordingArrived | None = None
     proxy: UploadProxy | None = None

@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.domain.checkin import upload_key, utc_now
-from shared.identity.principal import patient_key
-from shared.domain.job import Job, new_job
 from shared.aws.jobs import JobStore
+from shared.domain.checkin import upload_key, utc_now
+from shared.domain.job import Job, new_job
 from shared.domain.options import CheckinOptions
 from shared.domain.timeline import CheckinTimeline
+from shared.identity.principal import patient_key
 
 Source = Literal["api", "patient_link", "event"]
 FIRST_MESSAGE: dict[str, str] = {

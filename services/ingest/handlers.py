@@ -27,10 +27,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.ingest.checkins import NewCheckin
 from services.ingest.settings import UploadPolicy
-from shared.runtime import media
-from shared.runtime.blocking import run_blocking
+from shared.aws.infra import EHR_MEDIA_PREFIX
+from shared.aws.storage import ObjectStore
 from shared.domain.checkin import CheckinRequest, job_id_for_event, job_id_from_upload_key
 from shared.domain.errors import InputError, MalformedMessage
+from shared.domain.job import PipelinePlan, plan_weights
+from shared.domain.options import NOT_REQUESTED
+from shared.domain.timeline import CheckinTimeline, windows
+from shared.identity.principal import is_clinic_id
+from shared.runtime import media
+from shared.runtime.blocking import run_blocking
 from shared.runtime.events import (
     AnalysisRequested,
     CheckinSubmitted,
@@ -40,13 +46,7 @@ from shared.runtime.events import (
     parse_json,
     tracing_carrier,
 )
-from shared.identity.principal import is_clinic_id
-from shared.aws.infra import EHR_MEDIA_PREFIX
-from shared.domain.job import PipelinePlan, plan_weights
-from shared.domain.options import NOT_REQUESTED
 from shared.runtime.runner import Emit, Inbound, RejectedEvent, Stage, StageOutcome, Work
-from shared.aws.storage import ObjectStore
-from shared.domain.timeline import CheckinTimeline, windows
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.ingest")

@@ -16,11 +16,11 @@ from services.ingest.patient import (
     open_paths,
 )
 from services.ingest.settings import IngestSettings
-from shared.identity.access import Access, build_access
 from shared.aws.clients import sync_client
+from shared.aws.storage import ObjectStore, sign_post
+from shared.identity.access import Access, build_access
 from shared.runtime.http import serve_http
 from shared.runtime.settings import CommonSettings
-from shared.aws.storage import ObjectStore, sign_post
 from shared.runtime.worker import StageContext, run_stage
 
 

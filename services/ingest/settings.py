@@ -7,7 +7,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.ingest.patient.uploads import UploadMode
-from shared.identity.auth import AuthSettings
+from shared.identity.tokens import AuthSettings
 from shared.runtime.settings import StageSettings
 
 

@@ -33,6 +33,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.results.console.router import open_paths as console_open_paths
+from services.results.dosing import DosingReviews
 from services.results.erasure import (
     ErasureRequested,
     ErasureStore,
@@ -42,26 +44,18 @@ from services.results.erasure import (
     receipt_of,
     wait_for_erasure,
 )
-from services.results.dosing import DosingReviews
 from services.results.review_api import review_routes
 from services.results.settings import ResultsSettings
-from shared.identity.audit import AuditEvent, AuditTrail, install_audit_failure_handler
-from services.results.console.router import open_paths as console_open_paths
-from shared.identity.auth import (
-    API_KEY_ROLES,
-    OPEN_PATHS,
-    ApiKeyStore,
-    Authenticator,
-    allow,
-    install_authentication,
-    principal_dependency,
-)
-from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.aws.history import HistoryReader
-from shared.runtime.http import install_readable_validation_errors, install_request_body_limit
-from shared.identity.principal import Principal, Role, local_patient_id
-from shared.domain.job import COMPLETED, FAILED, Job, JobStatus
 from shared.aws.jobs import JobStore
+from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.domain.job import COMPLETED, FAILED, Job, JobStatus
+from shared.identity.audit import AuditEvent, AuditTrail, install_audit_failure_handler
+from shared.identity.auth import Authenticator
+from shared.identity.credentials import API_KEY_ROLES, ApiKeyStore
+from shared.identity.middleware import OPEN_PATHS, allow, install_authentication, principal_dependency
+from shared.identity.principal import Principal, Role, local_patient_id
+from shared.runtime.http import install_readable_validation_errors, install_request_body_limit
 
 JobId = Path(pattern=JOB_ID_PATTERN.pattern, description="e.g. job-abc123def456")
 PatientIdPath = Path(pattern=PATIENT_ID_PATTERN, description="e.g. patient-001 (your clinic's id)")

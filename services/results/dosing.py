@@ -33,14 +33,14 @@ from services.results.alerts.service import AlertService
 from services.results.ehr import FHIR_CONTENT_TYPE, EhrPublisher
 from services.results.fhir import FHIR_VERSION, medication_administration_bundle
 from services.results.writer import ResultsStore
-from shared.identity.audit import AuditEvent, AuditTrail
-from shared.runtime.events import encode_event
 from shared.aws.history import HistoryReader
-from shared.domain.checkin import artifact_key
-from shared.identity.principal import Principal, local_patient_id
-from shared.domain.job import COMPLETED, FAILED, Job
 from shared.aws.jobs import JobStore
 from shared.aws.storage import ObjectStore
+from shared.domain.checkin import artifact_key
+from shared.domain.job import COMPLETED, FAILED, Job
+from shared.identity.audit import AuditEvent, AuditTrail
+from shared.identity.principal import Principal, local_patient_id
+from shared.runtime.events import encode_event
 
 log = structlog.get_logger()
 

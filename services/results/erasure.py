@@ -47,18 +47,18 @@ from urllib.parse import unquote_plus
 import structlog
 from pydantic import BaseModel, ConfigDict
 
-from shared.identity.audit import AuditTrail
-from shared.identity.auth import PatientLinkStore
-from shared.aws.history import HistoryReader
-from shared.domain.checkin import artifacts_prefix, job_id_from_upload_key, utc_now
 from shared.aws.dynamo import from_item, is_conditional_failure, to_attribute, to_item
-from shared.domain.errors import MalformedMessage
-from shared.runtime.events import decode_event, encode_event, event_data
-from shared.identity.principal import patient_key, split_patient_key
+from shared.aws.history import HistoryReader
 from shared.aws.infra import UPLOAD_PREFIX
 from shared.aws.jobs import JobStore
-from shared.runtime.messaging import Accepted, Delivery
 from shared.aws.storage import ObjectStore
+from shared.domain.checkin import artifacts_prefix, job_id_from_upload_key, utc_now
+from shared.domain.errors import MalformedMessage
+from shared.identity.audit import AuditTrail
+from shared.identity.credentials import PatientLinkStore
+from shared.identity.principal import patient_key, split_patient_key
+from shared.runtime.events import decode_event, encode_event, event_data
+from shared.runtime.messaging import Accepted, Delivery
 
 log = structlog.get_logger()
 

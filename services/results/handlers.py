@@ -22,14 +22,14 @@ from services.results.fhir import FHIR_VERSION, build_bundle
 from services.results.settings import ResultsSettings
 from services.results.user_item import build_user_item, job_summary
 from services.results.writer import ResultsStore
-from shared.identity.audit import AuditTrail
-from shared.runtime.events import FusionCompleted
 from shared.aws.history import HistoryReader
-from shared.identity.principal import local_patient_id
-from shared.domain.job import QUEUED
 from shared.aws.jobs import JobStore
-from shared.runtime.runner import Stage, StageOutcome, Work, parse_stage_event
 from shared.aws.storage import ObjectStore
+from shared.domain.job import QUEUED
+from shared.identity.audit import AuditTrail
+from shared.identity.principal import local_patient_id
+from shared.runtime.events import FusionCompleted
+from shared.runtime.runner import Stage, StageOutcome, Work, parse_stage_event
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.results")

@@ -20,9 +20,9 @@ from services.results.alerts.roster import DynamoRoster
 from services.results.alerts.service import AlertService, SqsAlertQueue
 from services.results.alerts.store import DynamoAlertStore
 from services.results.api import ResultsAccess, create_app
+from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import S3MediaLinks
 from services.results.console.router import create_console_router
-from services.results.console.oidc import OidcSignIn
 from services.results.console.sessions import ConsoleSessions, DynamoSessionStore, SessionPolicy, derive_key
 from services.results.dosing import DosingReviews
 from services.results.ehr import EhrPublisher
@@ -30,20 +30,20 @@ from services.results.erasure import (
     ERASURE_QUEUE,
     DynamoErasures,
     ErasureDeps,
-    SqsQueuedMessages,
     ErasureHandler,
     ErasureRequested,
+    SqsQueuedMessages,
     encode_erasure,
 )
 from services.results.handlers import RESULTS, ResultsDeps, sweep_stuck_jobs
 from services.results.settings import ResultsSettings
 from services.results.writer import ResultsWriter
-from shared.identity.access import Access, build_access
 from shared.aws.clients import async_client, sync_client
-from shared.domain.errors import ConfigurationError
 from shared.aws.history import PatientHistory
-from shared.runtime.http import serve_http
 from shared.aws.infra import ALERTS_QUEUE
+from shared.domain.errors import ConfigurationError
+from shared.identity.access import Access, build_access
+from shared.runtime.http import serve_http
 from shared.runtime.messaging import MessageHandler, QueueConsumer
 from shared.runtime.topology import STAGES
 from shared.runtime.worker import StageContext, run_stage

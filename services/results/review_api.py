@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from services.results import adherence
 from services.results.alerts.findings import clinic_of
 from services.results.dosing import DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound
-from shared.identity.audit import AuditEvent
 from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.identity.audit import AuditEvent
 from shared.identity.principal import Principal
 
 ADHERENCE_HISTORY = 400  # check-ins read for a window (more than a year of daily check-ins)

@@ -3,7 +3,7 @@
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.identity.auth import AuthSettings
+from shared.identity.tokens import AuthSettings
 from shared.runtime.settings import StageSettings
 
 

@@ -35,8 +35,14 @@ from services.vision import video_markers as vm
 from services.vision.compliance import ComplianceTracker, mouth_box
 from services.vision.dosing import ClipSink, DosingEvidence, cut_clip, face_continuity, plan_clip
 from services.vision.emotion import (
-    EMOTIONS, MIN_VOTE_CONFIDENCE, MIN_VOTE_CONFIDENCE_COVERED, EmotionClassifier, EnsembleEmotion, FaceApiEmotion,
-    FaceReading, validation_for,
+    EMOTIONS,
+    MIN_VOTE_CONFIDENCE,
+    MIN_VOTE_CONFIDENCE_COVERED,
+    EmotionClassifier,
+    EnsembleEmotion,
+    FaceApiEmotion,
+    FaceReading,
+    validation_for,
 )
 from services.vision.evidence import EvidenceCollector, EvidenceSink
 from services.vision.frames import FrameSampler, SampledFrame, open_video, plan_sampling

@@ -14,9 +14,9 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shared.aws.storage import ObjectStore
 from shared.domain.checkin import artifact_key
 from shared.runtime.modality import Analyse, Checkin, Progress, modality_stage
-from shared.aws.storage import ObjectStore
 
 if TYPE_CHECKING:  # the analyser's models are the composition root's to load
     from services.vision.analysis import VisionAnalyser

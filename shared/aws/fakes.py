@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.aws.jobs import FailureReason, StageRun
+from shared.aws.storage import MediaUnavailable, PresignedPost
 from shared.domain.checkin import utc_now
-from shared.runtime.events import StageEvent
 from shared.domain.job import (
     COMPLETED,
     DONE,
@@ -34,10 +35,9 @@ from shared.domain.job import (
     credit_target,
     failure_message,
 )
-from shared.aws.jobs import FailureReason, StageRun
+from shared.runtime.events import StageEvent
 from shared.runtime.messaging import Accepted, Delivery
 from shared.runtime.runner import Stage, StageRunner
-from shared.aws.storage import MediaUnavailable, PresignedPost
 
 
 class InMemoryJobs:
@@ -327,14 +327,14 @@ async def deliver(runner: StageRunner[Any, Any], body: str, *, message_id: str =
 
 
 class InMemoryApiKeys:
-    """`shared.identity.auth.ApiKeyStore` in memory."""
+    """`shared.identity.credentials.ApiKeyStore` in memory."""
 
     def __init__(self) -> None:
         self.items: dict[str, dict[str, Any]] = {}
 
     async def create(self, name: str, role: Any, clinic_id: str, created_by: str,
                      expires_in: int | None = None) -> tuple[Any, str]:
-        from shared.identity.auth import new_api_key, sha256
+        from shared.identity.credentials import new_api_key, sha256
 
         key, secret, whole = new_api_key(name, role, clinic_id, created_by, expires_in)
         self.items[key.key_id] = {"key": key, "secret_sha256": sha256(secret)}
@@ -350,7 +350,7 @@ class InMemoryApiKeys:
     async def revoke(self, key_id: str, clinic_id: str) -> Any | None:
         from dataclasses import replace
 
-        from shared.identity.auth import iso
+        from shared.identity.credentials import iso
 
         found = self.items.get(key_id)
         if found is None or found["key"].clinic_id != clinic_id:
@@ -361,14 +361,14 @@ class InMemoryApiKeys:
 
 
 class InMemoryPatientLinks:
-    """`shared.identity.auth.PatientLinkStore` in memory."""
+    """`shared.identity.credentials.PatientLinkStore` in memory."""
 
     def __init__(self) -> None:
         self.links: dict[str, Any] = {}
 
     async def issue(self, clinic_id: str, patient_id: str, job_id: str, created_by: str,
                     expires_in: int) -> tuple[Any, str]:
-        from shared.identity.auth import PatientLink, new_link_token, now_epoch
+        from shared.identity.credentials import PatientLink, new_link_token, now_epoch
 
         link_id, token = new_link_token()
         self.links[link_id] = PatientLink(link_id, clinic_id, patient_id, job_id, created_by, now_epoch() + expires_in)
@@ -380,7 +380,7 @@ class InMemoryPatientLinks:
     async def consume(self, link_id: str) -> bool:
         from dataclasses import replace
 
-        from shared.identity.auth import iso, now_epoch
+        from shared.identity.credentials import iso, now_epoch
 
         link = self.links.get(link_id)
         if link is None or link.used_at or link.expires_at <= now_epoch():

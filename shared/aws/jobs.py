@@ -21,8 +21,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from shared.aws.dynamo import (
+    conditional_failure_item,
+    from_item,
+    is_conditional_failure,
+    items,
+    put_if_absent,
+    to_attribute,
+)
 from shared.domain.checkin import RESERVED_METADATA_KEY, utc_now
-from shared.aws.dynamo import conditional_failure_item, from_item, is_conditional_failure, items, put_if_absent, to_attribute
 from shared.domain.job import (
     COMPLETED,
     DONE,

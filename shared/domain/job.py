@@ -31,9 +31,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from shared.domain.checkin import CLINIC_METADATA_KEY, RESERVED_METADATA_KEY
-from shared.identity.principal import local_patient_id
 from shared.domain.options import CheckinOptions
 from shared.domain.timeline import CheckinTimeline
+from shared.identity.principal import local_patient_id
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 ACTIVE_STATUSES = (QUEUED, PROCESSING)

@@ -25,7 +25,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
 
 MAX_TIMELINE_STEPS = 60  # 20 prompts and 10 dosing steps fit twice over
 MAX_SHOWN_AT_MS = 3_600_000  # an hour: far beyond any recording limit

@@ -12,16 +12,11 @@ from typing import Any
 import structlog
 
 from shared.identity.audit import AuditTrail, S3AuditStore
-from shared.identity.auth import (
-    ApiKeyStore,
-    Authenticator,
-    AuthSettings,
-    DynamoApiKeys,
-    DynamoPatientLinks,
-    PatientLinkStore,
-    principal_dependency,
-)
+from shared.identity.auth import Authenticator
+from shared.identity.credentials import ApiKeyStore, DynamoApiKeys, DynamoPatientLinks, PatientLinkStore
+from shared.identity.middleware import principal_dependency
 from shared.identity.ratelimit import DynamoRateLimiter, RateLimiter
+from shared.identity.tokens import AuthSettings
 from shared.runtime.settings import CommonSettings
 
 log = structlog.get_logger()

@@ -28,6 +28,7 @@ which survives the patient's erasure so the trail still shows it.
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import hmac
 import json
@@ -40,10 +41,12 @@ import structlog
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict
 
-from shared.identity.auth import request_id_var
 from shared.identity.principal import Principal, patient_key
 
 log = structlog.get_logger()
+
+# The request being served, for audit records written anywhere below the route.
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("schizodot_request_id", default=None)
 
 AUDIT_PREFIX = "audit/"
 NO_PATIENT = "-"

@@ -25,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from shared.domain.checkin import Filename, Metadata, PatientId
 from shared.domain.errors import MalformedMessage
-from shared.identity.principal import CLINIC_ID_PATTERN
 from shared.domain.options import CheckinOptions
 from shared.domain.timeline import TimelineField
+from shared.identity.principal import CLINIC_ID_PATTERN
 
 CHECKIN_SUBMITTED = "org.schizodot.checkin.submitted.v1"  # upstream EHR -> ingest
 ANALYSIS_REQUESTED = "org.schizodot.analysis.requested.v1"  # ingest -> audio, vision

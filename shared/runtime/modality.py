@@ -20,13 +20,13 @@ from typing import Any
 import structlog
 from opentelemetry import trace
 
-from shared.runtime.blocking import run_blocking
-from shared.domain.checkin import utc_now
-from shared.runtime.events import AnalysisRequested, ModalityAnalysed
-from shared.domain.options import CheckinOptions
-from shared.runtime.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
 from shared.aws.storage import ObjectStore
+from shared.domain.checkin import utc_now
+from shared.domain.options import CheckinOptions
 from shared.domain.timeline import CheckinTimeline
+from shared.runtime.blocking import run_blocking
+from shared.runtime.events import AnalysisRequested, ModalityAnalysed
+from shared.runtime.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.modality")

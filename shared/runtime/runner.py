@@ -29,13 +29,13 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
+from shared.aws.jobs import JobStore, StageRun
+from shared.aws.storage import ObjectStore
 from shared.domain.checkin import artifact_key
 from shared.domain.errors import MalformedMessage
-from shared.runtime.events import StageEvent, decode_event, event_data, tracing_carrier
 from shared.domain.job import Announcement, ClaimOutcome, Job, PipelinePlan
-from shared.aws.jobs import JobStore, StageRun
+from shared.runtime.events import StageEvent, decode_event, event_data, tracing_carrier
 from shared.runtime.messaging import Accepted, Delivery, EventPublisher
-from shared.aws.storage import ObjectStore
 from shared.runtime.topology import CARRIES, check_route
 from shared.runtime.tracing import job_trace_fields
 

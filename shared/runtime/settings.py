@@ -15,7 +15,6 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
 # Pseudonym keys published as defaults (this repository's compose file and .env.example used the first).
 DEVELOPMENT_PSEUDONYM_KEYS = frozenset({"local-development-only", "changeme", "change-me", "secret", "development",
                                         "dev", "test", "testing"})

@@ -5,12 +5,11 @@ opening at once. The time from a review page opening to the next one is printed.
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.browser.axe import violations
-from urllib.parse import urlsplit
-
 from tests.browser.test_console import console_site, run, session_cookie, wait_for_plots, watched_page  # noqa: F401
 
 pytestmark = pytest.mark.slow

@@ -22,10 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.browser.axe import violations
-
 from services.ingest.patient.tests.app import ingest_site, update_job
 from shared.aws.clients import sync_client
+from tests.browser.axe import violations
 from tests.browser.servers import BackgroundServer
 
 PART = 32 * 1024

@@ -124,7 +124,7 @@ def extra_settings_of(service: str) -> list[type]:
     """Settings classes a service process reads besides its own and CommonSettings."""
     if not serves_api(service):
         return []
-    from shared.identity.auth import AuthSettings
+    from shared.identity.tokens import AuthSettings
 
     return [AuthSettings]
 

@@ -113,7 +113,7 @@ def test_services_get_only_variables_their_settings_read(resolved, monkeypatch):
 
 
 def test_the_apis_check_tokens_of_the_development_issuer_which_alone_holds_its_key(resolved, monkeypatch):
-    from shared.identity.auth import AuthSettings
+    from shared.identity.tokens import AuthSettings
 
     services = resolved["services"]
     issuer = services["dev-issuer"]

@@ -29,8 +29,8 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from shared.domain.checkin import artifact_key
 from shared.aws.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX, PATIENT_JOBS_INDEX, UPLOAD_PREFIX
+from shared.domain.checkin import artifact_key
 from shared.runtime.settings import CommonSettings
 from shared.runtime.topology import PUBLISHES_TO, STAGES, WORK_QUEUES
 from tests.deploy.support import DEPLOY

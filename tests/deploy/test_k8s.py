@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from shared.identity.auth import AuthSettings
+from shared.identity.tokens import AuthSettings
 from shared.runtime.topology import STAGES
 from tests.deploy.support import (
     KEDA_SCHEMA,

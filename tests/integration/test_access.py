@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from schizodot.dev_identity import AUDIENCE, DEV_CLINIC, ISSUER, OTHER_CLINIC, DevIssuer
 from schizodot.upload import upload_arguments
-from shared.identity.auth import UNAUTHENTICATED
 from shared.aws.dynamo import from_item
+from shared.identity.middleware import UNAUTHENTICATED
 from shared.runtime.events import CHECKIN_SUBMITTED
 from tests.conftest import EHR_TEST_QUEUE
 

@@ -11,16 +11,17 @@ import pytest
 
 from services.results.writer import ResultsWriter
 from shared.aws.clients import AsyncClients
-from shared.domain.errors import InputError
-from shared.runtime.events import AnalysisRequested, ModalityAnalysed
 from shared.aws.fakes import InMemoryHistory, MemoryStorage, RecordingPublisher
 from shared.aws.history import PatientHistory
+from shared.aws.storage import MediaUnavailable, Storage
+from shared.domain.errors import InputError
+from shared.runtime.events import AnalysisRequested, ModalityAnalysed
 from shared.runtime.messaging import Publisher
 from shared.runtime.runner import parse_stage_event
-from shared.aws.storage import MediaUnavailable, Storage
 from shared.runtime.topology import CARRIES
 from shared.runtime.worker import resolve_queues
 from tests.conftest import CONTRACT_CASES, fake_or_real
+
 
 @pytest.fixture(params=CONTRACT_CASES)
 def with_storage(request):

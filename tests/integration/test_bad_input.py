@@ -11,10 +11,9 @@ import httpx
 import pytest
 
 from schizodot import samples
-from shared.runtime.messaging import ERROR_ATTRIBUTE
-
 from schizodot.dev_identity import DEV_CLINIC
 from schizodot.upload import upload_arguments
+from shared.runtime.messaging import ERROR_ATTRIBUTE
 
 from .test_pipeline import ehr_event
 

@@ -13,8 +13,6 @@ import pytest
 
 from services.results.erasure import DynamoErasures, MemoryErasures, new_erasure_id
 from services.results.writer import ResultsWriter
-from shared.identity.audit import AuditRecord, S3AuditStore
-from shared.identity.auth import DynamoApiKeys, DynamoPatientLinks, sha256
 from shared.aws.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,
@@ -24,11 +22,13 @@ from shared.aws.fakes import (
     MemoryStorage,
 )
 from shared.aws.history import PatientHistory
-from shared.identity.principal import Role, patient_key
-from shared.domain.job import new_job
 from shared.aws.jobs import JobsRepository
-from shared.identity.ratelimit import DynamoRateLimiter, MemoryRateLimiter
 from shared.aws.storage import Storage
+from shared.domain.job import new_job
+from shared.identity.audit import AuditRecord, S3AuditStore
+from shared.identity.credentials import DynamoApiKeys, DynamoPatientLinks, sha256
+from shared.identity.principal import Role, patient_key
+from shared.identity.ratelimit import DynamoRateLimiter, MemoryRateLimiter
 from tests.conftest import CONTRACT_CASES, fake_or_real
 
 

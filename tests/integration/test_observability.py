@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from schizodot import stack
 from schizodot.dev_identity import DEV_CLINIC
 from shared.domain.checkin import job_id_for_event
-from shared.runtime.events import CHECKIN_SUBMITTED
 from shared.domain.job import Job
+from shared.runtime.events import CHECKIN_SUBMITTED
 from shared.runtime.settings import CommonSettings
 from tests.conftest import RunningStack, free_port
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan

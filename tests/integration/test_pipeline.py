@@ -13,8 +13,8 @@ import pytest
 
 from schizodot import samples
 from schizodot.dev_identity import DEV_CLINIC
-from shared.runtime.events import CHECKIN_SUBMITTED
 from shared.domain.job import Job
+from shared.runtime.events import CHECKIN_SUBMITTED
 
 pytestmark = pytest.mark.slow
 

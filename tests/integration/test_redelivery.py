@@ -10,10 +10,10 @@ import uuid
 import pytest
 
 from schizodot import samples
-from shared.domain.checkin import artifact_key, utc_now
 from shared.aws.dynamo import to_item
-from shared.runtime.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
+from shared.domain.checkin import artifact_key, utc_now
 from shared.domain.job import Job
+from shared.runtime.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
 from shared.runtime.messaging import ERROR_ATTRIBUTE
 
 pytestmark = pytest.mark.slow

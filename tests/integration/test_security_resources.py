@@ -10,9 +10,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from shared.identity.audit import AuditRecord, S3AuditStore
 from shared.aws.clients import AsyncClients, sync_client
 from shared.aws.infra import browser_cors, bucket_policy_document, ensure_bucket, ensure_infrastructure, media_lifecycle
+from shared.identity.audit import AuditRecord, S3AuditStore
 from shared.identity.ratelimit import DynamoRateLimiter
 from shared.runtime.settings import CommonSettings
 from shared.runtime.topology import STAGES, WORK_QUEUES

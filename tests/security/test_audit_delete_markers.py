@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from shared.identity.audit import AuditRecord, S3AuditStore
 from shared.aws.clients import AsyncClients, sync_client
+from shared.identity.audit import AuditRecord, S3AuditStore
 
 pytestmark = pytest.mark.server
 

@@ -36,8 +36,8 @@ def ensure_infrastructure_signed(server: AwsServer) -> None:
     import os
 
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    from tests.security.aws_server import SECRET
     from schizodot.stack import AWS_ACCESS_KEY
+    from tests.security.aws_server import SECRET
 
     os.environ.update({"AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET})
     try:

@@ -15,14 +15,15 @@ from schizodot.dev_identity import DevIssuer
 from services.ingest.api import IngestAccess, create_app
 from services.ingest.handlers import INGEST, IngestDeps
 from services.ingest.settings import CheckinLimits, UploadPolicy
-from shared.identity.audit import AuditTrail
-from shared.identity.auth import Authenticator, AuthSettings
+from shared.aws.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore, deliver
 from shared.domain.checkin import JOB_ID_PATTERN, job_id_for_event, new_job_id
 from shared.domain.errors import MalformedMessage
-from shared.runtime.events import CHECKIN_SUBMITTED
-from shared.aws.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore, deliver
 from shared.domain.job import new_job
+from shared.identity.audit import AuditTrail
+from shared.identity.auth import Authenticator
 from shared.identity.ratelimit import MemoryRateLimiter
+from shared.identity.tokens import AuthSettings
+from shared.runtime.events import CHECKIN_SUBMITTED
 
 
 def _event(event_id: str, clinic: str, **data) -> dict:

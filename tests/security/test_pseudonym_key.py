@@ -10,8 +10,8 @@ import stat
 import pytest
 
 from schizodot import stack
-from shared.identity.access import build_access
 from shared.domain.errors import ConfigurationError
+from shared.identity.access import build_access
 from shared.runtime.settings import CommonSettings
 
 
@@ -47,7 +47,7 @@ def test_pseudonym_key_is_not_the_console_csrf_key(monkeypatch):
     """The results worker refuses to serve the cookie sign-in without a CSRF key of its own."""
     from services.results import main
     from services.results.settings import ResultsSettings
-    from shared.identity.auth import AuthSettings
+    from shared.identity.tokens import AuthSettings
 
     monkeypatch.setenv("SCHIZODOT_PSEUDONYM_KEY", "a-secret-of-this-deployment-0123")
     settings = ResultsSettings(auth=AuthSettings(session_cookie="schizodot_session", cookie_paths=("/console",)))

@@ -43,7 +43,8 @@ def test_token_lifetime_cap_refuses_a_ten_year_bearer_token(tmp_path):
 
 
 def test_token_lifetime_cap_is_configurable(tmp_path, monkeypatch):
-    from shared.identity.auth import AuthSettings, TokenVerifier, AuthenticationFailed
+    from shared.identity.errors import AuthenticationFailed
+    from shared.identity.tokens import AuthSettings, TokenVerifier
 
     console = Console(tmp_path)
     settings = console.authenticator.settings.model_copy(update={"max_token_lifetime_seconds": 600})

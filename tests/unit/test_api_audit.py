@@ -8,16 +8,26 @@ import asyncio
 from fastapi.testclient import TestClient
 
 from schizodot.dev_identity import DevIssuer
-from services.ingest.api import IngestAccess, create_app as ingest_app
+from services.ingest.api import IngestAccess
+from services.ingest.api import create_app as ingest_app
 from services.ingest.settings import CheckinLimits, UploadPolicy
-from services.results.api import ResultsAccess, create_app as results_app
+from services.results.api import ResultsAccess
+from services.results.api import create_app as results_app
 from services.results.erasure import MemoryErasures
 from services.results.settings import ResultsSettings
-from shared.identity.audit import AuditTrail
-from shared.identity.auth import Authenticator, AuthSettings
-from shared.aws.fakes import InMemoryApiKeys, InMemoryHistory, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore, MemoryStorage
+from shared.aws.fakes import (
+    InMemoryApiKeys,
+    InMemoryHistory,
+    InMemoryJobs,
+    InMemoryPatientLinks,
+    MemoryAuditStore,
+    MemoryStorage,
+)
 from shared.domain.job import new_job
+from shared.identity.audit import AuditTrail
+from shared.identity.auth import Authenticator
 from shared.identity.ratelimit import MemoryRateLimiter
+from shared.identity.tokens import AuthSettings
 
 JOB = "job-0123456789ab"
 

@@ -9,11 +9,11 @@ import asyncio
 import time
 import uuid
 
+from shared.aws.fakes import FakeAdapters
 from shared.domain.checkin import utc_now
 from shared.domain.errors import InputError
-from shared.runtime.events import AnalysisRequested, encode_event
-from shared.aws.fakes import FakeAdapters
 from shared.domain.job import PipelinePlan, new_job, plan_weights
+from shared.runtime.events import AnalysisRequested, encode_event
 from shared.runtime.messaging import ERROR_ATTRIBUTE, QueueConsumer
 from shared.runtime.runner import Stage, StageOutcome, Work, parse_stage_event
 from shared.runtime.settings import CommonSettings

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from shared.domain.job import JobStatus, Job, claim_outcome, ClaimOutcome, credit_target, new_job, plan_weights
+from shared.domain.job import ClaimOutcome, Job, JobStatus, claim_outcome, credit_target, new_job, plan_weights
 
 SEED_EXAMPLE = {
     "job_id": "job-abc123def456", "patient_id": "patient-001", "status": "completed",

@@ -15,7 +15,6 @@ from shared.domain.errors import InputError
 from shared.runtime.filetype import sniff
 from shared.runtime.media import MediaInfo, extract_audio, probe
 
-
 SMALL = {"width": 320, "height": 240, "fps": 15}
 
 

@@ -108,12 +108,12 @@ def results_api_without_aws(issuer, monkeypatch):
     from services.results.api import ResultsAccess, create_app
     from services.results.erasure import DynamoErasures
     from services.results.settings import ResultsSettings
-    from shared.identity.access import build_access
-    from shared.identity.auth import AuthSettings
     from shared.aws.clients import AsyncClients
     from shared.aws.history import PatientHistory
-    from shared.runtime.http import serve_http
     from shared.aws.jobs import JobsRepository
+    from shared.identity.access import build_access
+    from shared.identity.tokens import AuthSettings
+    from shared.runtime.http import serve_http
     from shared.runtime.settings import CommonSettings
 
     for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "2",

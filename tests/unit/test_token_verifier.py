@@ -15,8 +15,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from shared.identity.auth import AuthenticationFailed, AuthSettings, TokenVerifier
+from shared.identity.errors import AuthenticationFailed
 from shared.identity.principal import Role
+from shared.identity.tokens import AuthSettings, TokenVerifier
 
 ISSUER, AUDIENCE = "https://idp.example/realms/clinic", "schizodot"
 

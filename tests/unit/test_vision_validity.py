@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import copy
 
-from services.vision.emotion import (VALIDATION, VALIDITY_COMMAND, VALIDITY_FILE, load_validity, validation_for,
-                                     validations)
+from services.vision.emotion import (
+    VALIDATION,
+    VALIDITY_COMMAND,
+    VALIDITY_FILE,
+    load_validity,
+    validation_for,
+    validations,
+)
 
 
 def test_the_stored_bench_output_was_written_by_the_bench():

@@ -17,9 +17,9 @@ from services.audio.handlers import make_analyse
 from services.audio.self_report import CLASSES, classify_text, self_report
 from services.audio.settings import AudioSettings
 from services.audio.transcript import WhisperTranscriber
-from shared.runtime.modality import Checkin
 from shared.domain.options import CheckinOptions
 from shared.domain.timeline import CheckinTimeline
+from shared.runtime.modality import Checkin
 
 REPO = Path(__file__).resolve().parents[3]
 VAD_MODEL = REPO / "models" / "silero_vad.onnx"

@@ -236,8 +236,8 @@ def test_the_transcript_has_words_with_timings_and_never_reaches_the_logs(transc
 
 def test_a_checkin_that_does_not_ask_for_the_transcript_gets_none_even_where_it_is_enabled(transcribing, speech,
                                                                                           analyse, tmp_path):
-    from shared.runtime.modality import Checkin
     from shared.domain.options import CheckinOptions
+    from shared.runtime.modality import Checkin
 
     _transcriber, transcribe_on = transcribing
     without = Checkin("job-000000000001", CheckinOptions(analyses=["audio", "vision"]))

@@ -11,8 +11,7 @@ from services.fusion.baseline import ERRORS, TRACKED, compare, findings_of, pred
 from services.fusion.change import RULE, cusum_threshold, rci_threshold
 from services.fusion.rules import clinical_summary, fuse
 from services.fusion.settings import FusionSettings
-from services.fusion.tests.checkins import (STEADY_VOICE, VIDEO_UNITS, VOCAL_UNITS, audio, history, item, markers,
-                                           vision)
+from services.fusion.tests.checkins import STEADY_VOICE, VIDEO_UNITS, VOCAL_UNITS, audio, history, item, markers, vision
 from shared.domain.markers import parse
 
 SETTINGS = FusionSettings()

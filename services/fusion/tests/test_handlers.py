@@ -12,12 +12,12 @@ import pytest
 
 from services.fusion.handlers import FUSION, FusionDeps
 from services.fusion.settings import FusionSettings
-from shared.domain.checkin import artifact_key, utc_now
-from shared.runtime.events import FusionCompleted, ModalityAnalysed, encode_event
 from shared.aws.fakes import FakeAdapters, deliver
+from shared.domain.checkin import artifact_key, utc_now
 from shared.domain.job import PipelinePlan, new_job, plan_weights
 from shared.domain.markers import measured
 from shared.domain.options import CheckinOptions
+from shared.runtime.events import FusionCompleted, ModalityAnalysed, encode_event
 
 AUDIO = {"audio_emotion": {"primary_emotion": None, "confidence": None, "all_emotions": [], "assessed": False,
                            "method": None, "reason": "no validated speech-emotion model is configured"},

@@ -6,7 +6,7 @@ never send to a server or put in a Referer. The page's script sends it as a
 bearer token to the API below, where shared.identity.auth turns it into a patient-link
 `Principal` bound to one clinic, one patient and one check-in. Every API route:
 
-- 403 for a principal that is not a patient link (the one 403, `shared.identity.auth.allow`);
+- 403 for a principal that is not a patient link (the one 403, `shared.identity.middleware.allow`);
 - 404 when the link's check-in does not exist, is another patient's, or belongs
   to another clinic, in the same words, so nothing can be probed.
 
@@ -42,10 +42,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-
-import structlog
 from urllib.parse import quote
 
+import structlog
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -61,17 +60,12 @@ from services.ingest.patient.schemas import (
     UploadStart,
 )
 from services.ingest.patient.script import ScriptCatalog
-from services.ingest.patient.uploads import (
-    MultipartPolicy,
-    MultipartStore,
-    UploadGone,
-    UploadMode,
-    UploadRefused,
-)
-from shared.identity.audit import AuditEvent, AuditTrail
-from shared.identity.auth import PatientLinkStore, allow
-from shared.identity.principal import Principal, Role
+from services.ingest.patient.uploads import MultipartPolicy, MultipartStore, UploadGone, UploadMode, UploadRefused
 from shared.domain.job import COMPLETED, FAILED, PROCESSING, Job
+from shared.identity.audit import AuditEvent, AuditTrail
+from shared.identity.credentials import PatientLinkStore
+from shared.identity.middleware import allow
+from shared.identity.principal import Principal, Role
 
 log = structlog.get_logger()
 
@@ -123,7 +117,7 @@ GONE = "this upload can no longer be resumed"
 class PatientCheckin:
     """The check-in API's state, built by `create_patient_router` and bound to each request."""
 
-    principal: Callable[[Request], Awaitable[Principal]]  # shared.identity.auth.principal_dependency
+    principal: Callable[[Request], Awaitable[Principal]]  # shared.identity.middleware.principal_dependency
     jobs: CheckinJobs
     store: MultipartStore
     scripts: ScriptCatalog

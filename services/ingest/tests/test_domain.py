@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from shared.domain.checkin import CheckinRequest, job_id_for_event, job_id_from_upload_key, upload_key
-from shared.runtime.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, encode_event, event_data
 from shared.domain.errors import MalformedMessage
+from shared.runtime.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, encode_event, event_data
 
 
 def test_upload_key_round_trips_the_job_id():

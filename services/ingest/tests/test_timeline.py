@@ -18,16 +18,23 @@ from schizodot.dev_identity import DevIssuer
 from services.ingest.api import IngestAccess, create_app
 from services.ingest.handlers import INGEST, IngestDeps, parse_ingest_message
 from services.ingest.settings import CheckinLimits, UploadPolicy
-from shared.identity.audit import AuditTrail
-from shared.identity.auth import Authenticator, AuthSettings
-from shared.domain.checkin import upload_key, utc_now
-from shared.runtime.events import CHECKIN_SUBMITTED
 from shared.aws.fakes import (
-    FakeAdapters, InMemoryApiKeys, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore, MemoryStorage, deliver,
+    FakeAdapters,
+    InMemoryApiKeys,
+    InMemoryJobs,
+    InMemoryPatientLinks,
+    MemoryAuditStore,
+    MemoryStorage,
+    deliver,
 )
+from shared.domain.checkin import upload_key, utc_now
 from shared.domain.job import new_job
-from shared.identity.ratelimit import MemoryRateLimiter
 from shared.domain.timeline import CheckinTimeline
+from shared.identity.audit import AuditTrail
+from shared.identity.auth import Authenticator
+from shared.identity.ratelimit import MemoryRateLimiter
+from shared.identity.tokens import AuthSettings
+from shared.runtime.events import CHECKIN_SUBMITTED
 
 TIMELINE = [{"step_id": "mood", "kind": "prompt", "shown_at_ms": 0},
             {"step_id": "medication", "kind": "prompt", "shown_at_ms": 900},

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from shared.aws.dynamo import from_item, is_conditional_failure, items
 
+
 @dataclass(frozen=True)
 class RosterEntry:
     clinic_id: str

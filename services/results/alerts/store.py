@@ -26,8 +26,8 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.aws.dynamo import delete_queried, from_item, is_conditional_failure, items, to_attribute, to_item
-from shared.identity.principal import patient_key
 from shared.aws.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX
+from shared.identity.principal import patient_key
 
 NOTE_MAX = 2000
 

@@ -29,12 +29,12 @@ from services.results.alerts.store import AlertStore
 from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import AuditEvent, MediaLinks
 from services.results.console.sessions import ConsoleSessions
-from shared.identity.audit import AuditTrail
-from shared.identity.auth import allow
-from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.aws.history import HistoryReader
-from shared.identity.principal import Principal, Role
 from shared.aws.jobs import JobStore
+from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.identity.audit import AuditTrail
+from shared.identity.middleware import allow
+from shared.identity.principal import Principal, Role
 
 CONSOLE_ROLES = (Role.CLINICIAN, Role.CLINIC_ADMIN)
 _PATIENT = re.compile(PATIENT_ID_PATTERN)
@@ -57,7 +57,7 @@ class Caller:
 
 @dataclass(frozen=True)
 class Console:
-    principal: Callable[[Request], Awaitable[Principal]]  # shared.identity.auth.principal_dependency
+    principal: Callable[[Request], Awaitable[Principal]]  # shared.identity.middleware.principal_dependency
     jobs: JobStore
     history: HistoryReader
     roster: Roster

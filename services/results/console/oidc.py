@@ -36,8 +36,9 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
 from services.results.alerts.clinics import SignInProvider
 from services.results.console.sessions import LOGIN_SECONDS, LoginAttempt, SessionStore
-from shared.identity.auth import AuthenticationFailed, AuthenticationUnavailable, AuthSettings, TokenVerifier, claim_at
+from shared.identity.errors import AuthenticationFailed, AuthenticationUnavailable
 from shared.identity.principal import CredentialKind, Principal, Role
+from shared.identity.tokens import AuthSettings, TokenVerifier, claim_at
 
 log = structlog.get_logger()
 

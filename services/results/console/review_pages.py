@@ -28,9 +28,16 @@ from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 
 from services.results.alerts.findings import checkin_time, fmt_local
-from services.results.dosing import REASONS, DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound, \
-    needs_review
 from services.results.console import views
+from services.results.dosing import (
+    REASONS,
+    DosingReview,
+    DosingReviews,
+    PillBox,
+    ReviewConflict,
+    ReviewNotFound,
+    needs_review,
+)
 from shared.domain.checkin import artifacts_prefix
 
 QUEUE_HISTORY = 100  # newest check-ins looked at per patient

@@ -8,7 +8,7 @@ dependencies. Every route but the sign-in page and the static files:
 
 1. asks `principal` (shared.identity.auth: a bearer token, or the session cookie on the
    console's paths; 401 without a valid one) who is calling; roles other than
-   clinician and clinic_admin get the one 403 (`shared.identity.auth.allow`);
+   clinician and clinic_admin get the one 403 (`shared.identity.middleware.allow`);
 2. scopes to the principal's clinic: patients are read under the clinic's patient
    key (shared.identity.principal), and a patient not on the clinic's roster, or a check-in of
    another clinic, is "not found" in exactly the words and status of one that does
@@ -44,10 +44,10 @@ from services.results.console.context import Console, NotFound, caller, same_sit
 from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import MediaLinks
 from services.results.console.sessions import ConsoleSessions
-from shared.identity.audit import AuditTrail
 from shared.aws.history import HistoryReader
-from shared.identity.principal import Principal
 from shared.aws.jobs import JobStore
+from shared.identity.audit import AuditTrail
+from shared.identity.principal import Principal
 
 HERE = pages.HERE
 

@@ -44,11 +44,13 @@ import jwt
 import structlog
 from fastapi import HTTPException, Request
 
-from shared.identity.audit import AuditEvent, AuditTrail, AuditUnavailable
-from shared.identity.auth import AuthenticationFailed, AuthenticationUnavailable, Authenticator, SessionEnded, iso
 from shared.aws.dynamo import from_item, is_conditional_failure, to_item
-from shared.identity.principal import CredentialKind, Principal, Role
 from shared.aws.infra import SESSIONS_BY_PERSON_INDEX
+from shared.identity.audit import AuditEvent, AuditTrail, AuditUnavailable
+from shared.identity.auth import Authenticator
+from shared.identity.credentials import iso
+from shared.identity.errors import AuthenticationFailed, AuthenticationUnavailable, SessionEnded
+from shared.identity.principal import CredentialKind, Principal, Role
 
 log = structlog.get_logger()
 

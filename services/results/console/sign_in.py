@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from services.results.console.context import CONSOLE_ROLES, Caller, Console, caller, console_of, same_site
 from services.results.console.oidc import SignInRefused
 from services.results.console.sessions import LOGIN_SECONDS, https
-from shared.identity.auth import FORBIDDEN
+from shared.identity.middleware import FORBIDDEN
 from shared.identity.principal import Role, is_clinic_id
 
 # Served without a credential (they hold no PHI): the results app opens them in shared.identity.auth.

@@ -11,12 +11,19 @@ from schizodot.dev_identity import AUDIENCE, ISSUER, DevIssuer
 from services.results.api import ResultsAccess, create_app
 from services.results.erasure import ErasureDeps, ErasureRequested, MemoryErasures, erase
 from services.results.settings import ResultsSettings
-from shared.identity.audit import AuditTrail
-from shared.identity.auth import Authenticator, AuthSettings
-from shared.runtime.events import decode_event, event_data
-from shared.aws.fakes import InMemoryApiKeys, InMemoryHistory, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore, \
-    MemoryStorage
+from shared.aws.fakes import (
+    InMemoryApiKeys,
+    InMemoryHistory,
+    InMemoryJobs,
+    InMemoryPatientLinks,
+    MemoryAuditStore,
+    MemoryStorage,
+)
 from shared.domain.job import new_job
+from shared.identity.audit import AuditTrail
+from shared.identity.auth import Authenticator
+from shared.identity.tokens import AuthSettings
+from shared.runtime.events import decode_event, event_data
 
 
 def test_a_running_erasure_answers_202_with_a_location_that_reports_its_state(tmp_path):

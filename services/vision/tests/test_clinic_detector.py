@@ -19,8 +19,7 @@ import pytest
 from services.vision.training.clinic import count_review, evaluate, new_record, split
 from services.vision.training.synthetic import draw_pill
 from shared.aws.fakes import MemoryStorage
-from shared.domain.pill_labels import (Gate, InMemoryPillLabels, LabelledFrame, PillLabels, Tally, frame_key,
-                                score_frame)
+from shared.domain.pill_labels import Gate, InMemoryPillLabels, LabelledFrame, PillLabels, Tally, frame_key, score_frame
 
 CLINIC = "clinic-a"
 SIZE = 160

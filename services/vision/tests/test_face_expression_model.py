@@ -14,8 +14,13 @@ import pytest
 from skimage import data as skdata
 
 from schizodot.models import (
-    FACE_EXPRESSION, FACE_EXPRESSION_LABELS, dequantize_face_api, face_expression_onnx, face_expression_reference,
-    fetch_face_expression, verify_face_expression,
+    FACE_EXPRESSION,
+    FACE_EXPRESSION_LABELS,
+    dequantize_face_api,
+    face_expression_onnx,
+    face_expression_reference,
+    fetch_face_expression,
+    verify_face_expression,
 )
 from services.vision.emotion import EMOTIONS, FaceApiEmotion, face_crop
 from services.vision.tests.test_analysis import FACE_EXPRESSION_MODEL

@@ -25,11 +25,14 @@ from schizodot import samples
 from services.vision.analysis import VisionAnalyser
 from services.vision.compliance import ComplianceTracker
 from services.vision.pills import (
-    SYNTHETIC_NOTE, UNVALIDATED_NOTE, Detection, OnnxPillDetector, YoloPtDetector, load_pill_detector,
+    SYNTHETIC_NOTE,
+    UNVALIDATED_NOTE,
+    Detection,
+    OnnxPillDetector,
+    YoloPtDetector,
+    load_pill_detector,
 )
-from services.vision.training.synthetic import (
-    CLASS_NAMES, draw_pill, generate, load_scenes, open_mouth_centre,
-)
+from services.vision.training.synthetic import CLASS_NAMES, draw_pill, generate, load_scenes, open_mouth_centre
 from services.vision.training.train import export_onnx, train
 from shared.domain.errors import ModelUnavailable
 

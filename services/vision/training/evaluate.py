@@ -19,7 +19,6 @@ import json
 import random
 from pathlib import Path
 
-
 from services.vision.pills import Crop, PillDetector, fingertip_crop, load_pill_detector, mouth_crop
 from services.vision.training.synthetic import Scene, heldout_backgrounds, load_scenes, make_sample
 

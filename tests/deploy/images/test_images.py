@@ -5,7 +5,6 @@ user, ports, probes' ports, command, every environment variable)."""
 
 from __future__ import annotations
 
-
 import pytest
 from packaging.utils import canonicalize_name
 
@@ -142,7 +141,7 @@ def test_deployment_names_only_what_its_image_has(overlay, service):
         CommonSettings()
         extra = set()
         if importlib.util.find_spec("services.{service}.api") is not None:  # an API: people's tokens too
-            from shared.identity.auth import AuthSettings
+            from shared.identity.tokens import AuthSettings
             AuthSettings()
             extra = settings_env_names(AuthSettings)
         args = {args!r}

@@ -28,8 +28,8 @@ import pytest
 
 from schizodot import samples
 from schizodot.dev_identity import DEV_CLINIC
-from shared.identity.principal import patient_key
 from shared.domain.job import Job
+from shared.identity.principal import patient_key
 from shared.runtime.topology import STAGES
 from tests.conftest import free_port
 from tests.deploy.images.engine import TAG, docker

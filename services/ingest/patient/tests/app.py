@@ -28,10 +28,10 @@ from services.ingest.patient import (
     open_paths,
 )
 from services.ingest.settings import CheckinLimits, UploadPolicy
-from shared.identity.access import Access, build_access
-from shared.identity.auth import AuthSettings
 from shared.aws.clients import AsyncClients, sync_client
 from shared.aws.jobs import JobsRepository
+from shared.identity.access import Access, build_access
+from shared.identity.tokens import AuthSettings
 from shared.runtime.settings import CommonSettings
 
 PSEUDONYM_KEY = "patient-page-test-pseudonym-key"

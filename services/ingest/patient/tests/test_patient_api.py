@@ -375,6 +375,6 @@ def test_a_link_past_its_expiry_is_refused_and_a_longer_lifetime_than_the_cap_is
 
 
 def _link_id(token: str) -> str:
-    from shared.identity.auth import sha256
+    from shared.identity.credentials import sha256
 
     return sha256(token)

@@ -14,7 +14,6 @@ import asyncio
 import json
 import subprocess
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest

@@ -34,10 +34,10 @@ from services.results.alerts.delivery import (
 from services.results.alerts.roster import DynamoRoster
 from services.results.alerts.service import AlertService, SqsAlertQueue
 from services.results.alerts.store import DynamoAlertStore
-from shared.identity.audit import AuditTrail
 from shared.aws.clients import AsyncClients, sync_client
 from shared.aws.fakes import InMemoryJobs, MemoryAuditStore
 from shared.aws.infra import ALERTS_QUEUE
+from shared.identity.audit import AuditTrail
 from shared.runtime.messaging import QueueConsumer
 from tests.browser.contract_items import history
 from tests.conftest import free_port

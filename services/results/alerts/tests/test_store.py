@@ -10,8 +10,8 @@ import pytest
 
 from services.results.alerts.roster import DynamoRoster, InMemoryRoster
 from services.results.alerts.store import (
-    AlreadyAcknowledged,
     Alert,
+    AlreadyAcknowledged,
     ChannelDelivery,
     DynamoAlertStore,
     InMemoryAlertStore,

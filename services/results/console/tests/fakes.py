@@ -15,19 +15,17 @@ from botocore.config import Config
 from schizodot.dev_identity import AUDIENCE, ISSUER, DevIssuer
 from services.results.alerts.clinics import ClinicDirectory, ClinicProfile
 from services.results.alerts.roster import InMemoryRoster
+from services.results.alerts.service import AlertService
 from services.results.alerts.store import InMemoryAlertStore
 from services.results.api import ResultsAccess, create_app
+from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import S3MediaLinks
 from services.results.console.router import create_console_router
-from services.results.console.oidc import OidcSignIn
 from services.results.console.sessions import ConsoleSessions, InMemorySessionStore, SessionPolicy, derive_key
-from services.results.erasure import MemoryErasures
-from services.results.settings import ResultsSettings
-from shared.identity.audit import AuditTrail
-from shared.identity.auth import Authenticator, AuthSettings, principal_dependency
-from services.results.alerts.service import AlertService
 from services.results.dosing import DosingReviews
 from services.results.ehr import EhrPublisher
+from services.results.erasure import MemoryErasures
+from services.results.settings import ResultsSettings
 from shared.aws.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,
@@ -36,8 +34,12 @@ from shared.aws.fakes import (
     MemoryAuditStore,
     MemoryStorage,
 )
-from shared.identity.principal import patient_key
 from shared.domain.job import new_job
+from shared.identity.audit import AuditTrail
+from shared.identity.auth import Authenticator
+from shared.identity.middleware import principal_dependency
+from shared.identity.principal import patient_key
+from shared.identity.tokens import AuthSettings
 
 COOKIE = "schizodot_session"
 PSEUDONYM_KEY = "console-test-pseudonym-key"
