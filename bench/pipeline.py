@@ -34,7 +34,7 @@ from schizodot.upload import upload_arguments
 from shared.aws.clients import sync_client
 from shared.aws.dynamo import from_item
 from shared.domain.job import Job
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 STAGES = ("ingest", "audio", "vision", "fusion")
 MODES = {"without transcript": ["audio", "vision"], "with transcript": ["audio", "vision", "transcript"]}

@@ -47,7 +47,7 @@ from schizodot.upload import upload_arguments
 from shared.aws.clients import sync_client
 from shared.aws.dynamo import from_item
 from shared.domain.job import Job
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 ANALYSED = ("ingest", "audio", "vision", "fusion")  # stages that record compute_seconds
 CONFIGURATIONS = (
@@ -179,7 +179,7 @@ def aws_requests(rounds: int = 4, slice_seconds: float = 2.0) -> list[dict]:
     import subprocess
     import sys
 
-    from shared.aws.infra import ensure_infrastructure
+    from shared.runtime.infra import ensure_infrastructure
 
     modes = {"memory": [], "process": ["--sync", "normal"], "fsync": ["--sync", "full"]}
     servers, clients = {}, {}

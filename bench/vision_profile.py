@@ -230,13 +230,13 @@ async def _profile(lengths: list[float], runs: int, size: str, endpoint: str, pi
     from services.vision.main import build_analyser
     from services.vision.settings import VisionSettings
     from shared.aws.clients import AsyncClients
-    from shared.aws.infra import ensure_infrastructure
     from shared.aws.jobs import JobsRepository
     from shared.aws.storage import Storage
+    from shared.runtime.infra import ensure_infrastructure
     from shared.runtime.messaging import Publisher
     from shared.runtime.modality import ModalityDeps
     from shared.runtime.runner import StageRunner
-    from shared.runtime.settings import CommonSettings
+    from shared.settings import CommonSettings
 
     settings = CommonSettings(aws_endpoint_url=endpoint, aws_region="us-east-1")
     await asyncio.to_thread(ensure_infrastructure, settings)

@@ -33,7 +33,7 @@ def ingest_schema() -> dict[str, Any]:
         open_paths,
     )
     from services.ingest.settings import CheckinLimits, UploadPolicy
-    from shared.aws.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore
+    from shared.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore
     from shared.identity.audit import AuditTrail
     from shared.identity.auth import Authenticator
     from shared.identity.middleware import principal_dependency
@@ -62,7 +62,7 @@ def results_schema() -> dict[str, Any]:
     from services.results.api import ResultsAccess, create_app
     from services.results.dosing import DosingReviews
     from services.results.settings import ResultsSettings
-    from shared.aws.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore
+    from shared.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore
     from shared.identity.audit import AuditTrail
     from shared.identity.auth import Authenticator
     from shared.identity.tokens import AuthSettings

@@ -377,9 +377,9 @@ def pills(args: argparse.Namespace) -> int:
     import asyncio
 
     from shared.aws.clients import AsyncClients
+    from shared.aws.pill_labels import Gate, PillLabels
     from shared.aws.storage import Storage
-    from shared.domain.pill_labels import Gate, PillLabels
-    from shared.runtime.settings import CommonSettings
+    from shared.settings import CommonSettings
 
     async def run() -> dict[str, Any] | None:
         settings = CommonSettings()

@@ -5,7 +5,7 @@ the five services as supervised background processes, as Kubernetes would run th
 
 `up` starts a detached supervisor that runs the AWS server on 127.0.0.1
 (local_aws: moto with its state in `.stack-data/`), creates the
-queues, tables and bucket (shared.aws.infra, idempotent), starts N processes per
+queues, tables and bucket (shared.runtime.infra, idempotent), starts N processes per
 stage (SCHIZODOT_STACK_REPLICAS, e.g. `vision=2,audio=2`) and restarts any that
 dies. The supervisor owns the ingest and results API sockets and hands them to
 every process of those stages, so the APIs keep answering while one restarts.
@@ -239,8 +239,8 @@ class Supervisor:
         os.replace(partial, self.config.state_dir / "pids.json")  # readers never see half a file
 
     def _provision(self) -> None:
-        from shared.aws.infra import ensure_infrastructure
-        from shared.runtime.settings import CommonSettings
+        from shared.runtime.infra import ensure_infrastructure
+        from shared.settings import CommonSettings
 
         os.environ.update(self.config.environment())
         ensure_infrastructure(CommonSettings())
@@ -481,7 +481,7 @@ def status(config: StackConfig) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from shared.aws.clients import sync_client
-    from shared.runtime.settings import CommonSettings
+    from shared.settings import CommonSettings
 
     settings = CommonSettings()
     sqs = sync_client(settings, "sqs")

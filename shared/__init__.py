@@ -1,11 +1,15 @@
-"""SchizoDot's common library, in four layers (a module imports only its own layer and those below):
+"""SchizoDot's common library, in layers: a module imports only from its own layer and those above it here.
 
+- `shared.settings`: the settings every service shares (`CommonSettings`);
 - `shared.domain`: the vocabulary of a check-in and its job (identifiers, options, timeline, the job
   record, markers, clinics, errors), plain values with no I/O;
 - `shared.aws`: the adapters to AWS (clients, the job store, object storage, the patient history,
-  the resources' definitions) and their in-memory fakes;
-- `shared.runtime`: what runs a stage (events and topology, the queue consumer, the stage runner,
-  the worker process, logs, traces, metrics, settings, media probing, HTTP helpers);
-- `shared.identity`: who is calling and what they may see (principals, authentication, access,
-  rate limits) and the audit trail of every read and write of PHI.
+  labelled pill frames);
+- `shared.identity`: who is calling and what they may see (principals, tokens, API keys and patient
+  links, the authenticator and its middleware, access, rate limits) and the audit trail of PHI;
+- `shared.runtime`: what runs a stage (events and topology, the queue consumer, the stage runner, the
+  worker process, the AWS resources' definitions, logs, traces, metrics, media probing, HTTP helpers);
+- `shared.fakes`: in-memory adapters and a pipeline driver for tests, over every layer.
+
+tests/unit/test_layers.py holds the code to this order.
 """

@@ -22,7 +22,7 @@ from schizodot.upload import upload_arguments
 from shared.aws.clients import sync_client
 from shared.aws.dynamo import from_item
 from shared.identity.principal import patient_key
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 
 def free_port() -> int:
@@ -277,7 +277,7 @@ def aws_server():
     Which one is chosen by SCHIZODOT_TEST_AWS (see `aws_target`); by default
     moto's server in this process, on a free port.
     """
-    from shared.aws.infra import ensure_infrastructure
+    from shared.runtime.infra import ensure_infrastructure
 
     target = aws_target()
     if target == "embedded":

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.runtime.settings import StageSettings
+from shared.settings import StageSettings
 
 
 class AudioSettings(StageSettings):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.fusion.settings import FusionSettings
 from shared.runtime.blocking import run_blocking
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 log = structlog.get_logger()
 

@@ -3,7 +3,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.runtime.settings import StageSettings
+from shared.settings import StageSettings
 
 
 class FusionSettings(StageSettings):

@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.ingest.checkins import NewCheckin
 from services.ingest.settings import UploadPolicy
-from shared.aws.infra import EHR_MEDIA_PREFIX
 from shared.aws.storage import ObjectStore
 from shared.domain.checkin import CheckinRequest, job_id_for_event, job_id_from_upload_key
 from shared.domain.errors import InputError, MalformedMessage
@@ -46,6 +45,7 @@ from shared.runtime.events import (
     parse_json,
     tracing_carrier,
 )
+from shared.runtime.infra import EHR_MEDIA_PREFIX
 from shared.runtime.runner import Emit, Inbound, RejectedEvent, Stage, StageOutcome, Work
 
 log = structlog.get_logger()

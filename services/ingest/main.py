@@ -20,8 +20,8 @@ from shared.aws.clients import sync_client
 from shared.aws.storage import ObjectStore, sign_post
 from shared.identity.access import Access, build_access
 from shared.runtime.http import serve_http
-from shared.runtime.settings import CommonSettings
 from shared.runtime.worker import StageContext, run_stage
+from shared.settings import CommonSettings
 
 
 def build_deps(context: StageContext[IngestSettings]) -> IngestDeps:

@@ -8,7 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.ingest.patient.uploads import UploadMode
 from shared.identity.tokens import AuthSettings
-from shared.runtime.settings import StageSettings
+from shared.settings import StageSettings
 
 
 class UploadPolicy(StageSettings):

@@ -49,7 +49,6 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.aws.dynamo import from_item, is_conditional_failure, to_attribute, to_item
 from shared.aws.history import HistoryReader
-from shared.aws.infra import UPLOAD_PREFIX
 from shared.aws.jobs import JobStore
 from shared.aws.storage import ObjectStore
 from shared.domain.checkin import artifacts_prefix, job_id_from_upload_key, utc_now
@@ -58,6 +57,7 @@ from shared.identity.audit import AuditTrail
 from shared.identity.credentials import PatientLinkStore
 from shared.identity.principal import patient_key, split_patient_key
 from shared.runtime.events import decode_event, encode_event, event_data
+from shared.runtime.infra import UPLOAD_PREFIX
 from shared.runtime.messaging import Accepted, Delivery
 
 log = structlog.get_logger()

@@ -40,10 +40,10 @@ from services.results.settings import ResultsSettings
 from services.results.writer import ResultsWriter
 from shared.aws.clients import async_client, sync_client
 from shared.aws.history import PatientHistory
-from shared.aws.infra import ALERTS_QUEUE
 from shared.domain.errors import ConfigurationError
 from shared.identity.access import Access, build_access
 from shared.runtime.http import serve_http
+from shared.runtime.infra import ALERTS_QUEUE
 from shared.runtime.messaging import MessageHandler, QueueConsumer
 from shared.runtime.topology import STAGES
 from shared.runtime.worker import StageContext, run_stage

@@ -4,7 +4,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.identity.tokens import AuthSettings
-from shared.runtime.settings import StageSettings
+from shared.settings import StageSettings
 
 
 class ResultsSettings(StageSettings):

@@ -25,7 +25,7 @@ class ResultsStore(Protocol):
 
 
 class ResultsWriter:
-    """`ResultsStore` on DynamoDB (in memory: `shared.aws.fakes.InMemoryHistory`)."""
+    """`ResultsStore` on DynamoDB (in memory: `shared.fakes.InMemoryHistory`)."""
 
     def __init__(self, dynamodb: Any, table_name: str) -> None:
         self._db = dynamodb

@@ -1,6 +1,6 @@
 """A clinic's own pill detector in the vision worker: used only while its gate says live.
 
-For each check-in of a clinic, the clinic's `DetectorRecord` is read (shared/domain/pill_labels.py).
+For each check-in of a clinic, the clinic's `DetectorRecord` is read (shared/aws/pill_labels.py).
 Live: its ONNX model is fetched once per version into `cache_dir` and replaces the
 deployment's detector for that check-in. Switched off (below the gate, e.g. after reviews
 it disagreed with): the deployment's detector, or none, is used. Either way the compliance
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.vision.pills import PillDetector, load_pill_detector
-from shared.domain.pill_labels import DetectorRecord, PillLabelStore
+from shared.aws.pill_labels import DetectorRecord, PillLabelStore
 
 S3_TIMEOUT_S = 60
 Loader = Callable[[Path], PillDetector]

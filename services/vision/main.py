@@ -12,8 +12,8 @@ from services.vision.emotion import DeepFaceEmotion, EmotionClassifier, Ensemble
 from services.vision.handlers import VISION, make_analyse
 from services.vision.pills import load_pill_detector, resolve_device
 from services.vision.settings import VisionSettings
+from shared.aws.pill_labels import PillLabels
 from shared.domain.errors import ModelUnavailable
-from shared.domain.pill_labels import PillLabels
 from shared.runtime.modality import ModalityDeps
 from shared.runtime.worker import StageContext, run_stage
 

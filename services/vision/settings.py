@@ -7,7 +7,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.vision.pills import DEFAULT_CLASSES, DEFAULT_IMGSZ, DEFAULT_THRESHOLDS
-from shared.runtime.settings import StageSettings
+from shared.settings import StageSettings
 
 
 class VisionSettings(StageSettings):
@@ -43,7 +43,7 @@ class VisionSettings(StageSettings):
     device: str = "auto"
     # Frames per detector / emotion batch; raise it on GPU pods (e.g. 32).
     batch_size: int = Field(8, ge=1, le=512)
-    # where a clinic's own live detector (shared/domain/pill_labels.py) is kept once fetched from S3
+    # where a clinic's own live detector (shared/aws/pill_labels.py) is kept once fetched from S3
     clinic_detector_cache_dir: Path = Path(".cache/clinic-detectors")
     # ultralytics' own variable
     ultralytics_config_dir: Path = Field(Path(".cache/ultralytics"), validation_alias="YOLO_CONFIG_DIR")

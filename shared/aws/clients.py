@@ -14,7 +14,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.config import Config
 
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 
 def retry_config(settings: CommonSettings) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Reads only: the results service is the one writer of this table
 (services/results/writer.py). `HistoryReader` is what fusion and the results
-API use; `PatientHistory` is it on DynamoDB and `shared.aws.fakes.InMemoryHistory`
+API use; `PatientHistory` is it on DynamoDB and `shared.fakes.InMemoryHistory`
 in memory (contract: tests/integration/test_adapters.py).
 """
 

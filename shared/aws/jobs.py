@@ -1,7 +1,7 @@
 """SchizodotJobs: the jobs repository, the one reader and writer of job items.
 
 `JobStore` is what the stages use; `JobsRepository` is it on DynamoDB and
-`shared.aws.fakes.InMemoryJobs` in memory, and the contract tests run the same
+`shared.fakes.InMemoryJobs` in memory, and the contract tests run the same
 cases against both (tests/integration/test_jobs_repository.py). The rules they
 follow are in `shared.domain.job`; here they become conditional DynamoDB writes, so
 they hold under redelivery and between parallel stages.

@@ -1,7 +1,7 @@
 """S3 access for media and stage artifacts (JSON documents under artifacts/<job_id>/).
 
 `ObjectStore` is what the stages use; `Storage` is it on S3 and
-`shared.aws.fakes.MemoryStorage` in memory (contract: tests/integration/test_adapters.py).
+`shared.fakes.MemoryStorage` in memory (contract: tests/integration/test_adapters.py).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class Storage:
 
     async def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
         # No encryption header: the bucket's default (SSE-KMS with SchizoDot's key) applies, and
-        # the bucket policy refuses a request asking for any other (shared.aws.infra).
+        # the bucket policy refuses a request asking for any other (shared.runtime.infra).
         await self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
 
     async def get_json(self, key: str) -> dict[str, Any]:

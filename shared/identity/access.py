@@ -17,7 +17,7 @@ from shared.identity.credentials import ApiKeyStore, DynamoApiKeys, DynamoPatien
 from shared.identity.middleware import principal_dependency
 from shared.identity.ratelimit import DynamoRateLimiter, RateLimiter
 from shared.identity.tokens import AuthSettings
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 log = structlog.get_logger()
 

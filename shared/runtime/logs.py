@@ -31,7 +31,7 @@ _PATIENT_FIELDS = ("patient_id", "user_id")
 _DROPPED_FIELDS = ("transcript", "transcription")
 # Upload keys name the patient (shared.domain.checkin.upload_key): uploads/<patient>/<job>/...
 _UPLOAD_KEY_PATIENT = re.compile(r"(uploads/)([A-Za-z0-9_.-]{3,170})(/)")  # the patient key: clinic.patient
-# An EHR's media keys (shared.aws.infra.EHR_MEDIA_PREFIX) are named by the EHR and may carry anything,
+# An EHR's media keys (shared.runtime.infra.EHR_MEDIA_PREFIX) are named by the EHR and may carry anything,
 # a patient's name included: incoming/<clinic>/<whatever>, up to a space, a quote or a bracket.
 _EHR_KEY_NAME = re.compile(r"(incoming/[a-z0-9][a-z0-9-]{1,62}/)([^\s\"'<>()\[\]{},]+)")
 _KEY_PREFIXES = ("uploads/", "incoming/")

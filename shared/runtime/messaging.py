@@ -42,8 +42,8 @@ from shared.domain.errors import InputError, MalformedMessage
 from shared.runtime.events import StageEvent, encode_event
 from shared.runtime.logs import redact
 from shared.runtime.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_RETRIED, QUEUE_STATS, STAGE_DURATION
-from shared.runtime.settings import CommonSettings
 from shared.runtime.tracing import carrier_context, inject_message_attributes, message_trace_carrier
+from shared.settings import CommonSettings
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.messaging")

@@ -28,7 +28,7 @@ import structlog
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 log = structlog.get_logger()
 meter = metrics.get_meter("schizodot")

@@ -20,16 +20,16 @@ import structlog
 
 from shared.aws.clients import AsyncClients
 from shared.aws.jobs import JobsRepository, JobStore
-from shared.aws.metered_jobs import MeteredJobs
 from shared.aws.storage import Storage
 from shared.domain.errors import ConfigurationError
 from shared.runtime.logs import configure_logging
 from shared.runtime.messaging import Publisher, QueueConsumer
+from shared.runtime.metered_jobs import MeteredJobs
 from shared.runtime.metrics import configure_metrics, watch_queue_depth
 from shared.runtime.runner import Stage, StageRunner
-from shared.runtime.settings import CommonSettings, StageSettings
 from shared.runtime.topology import PUBLISHES_TO
 from shared.runtime.tracing import configure_tracing, instrument_aws
+from shared.settings import CommonSettings, StageSettings
 
 log = structlog.get_logger()
 S = TypeVar("S", bound=StageSettings)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.runtime.settings import CommonSettings
 from shared.runtime.topology import STAGES
+from shared.settings import CommonSettings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

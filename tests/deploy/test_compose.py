@@ -8,8 +8,8 @@ import re
 import pytest
 import yaml
 
-from shared.runtime.settings import CommonSettings
 from shared.runtime.topology import STAGES
+from shared.settings import CommonSettings
 from tests.deploy.support import (
     REPO,
     SETTINGS,
@@ -80,7 +80,7 @@ def test_local_aws_is_moto_by_default_and_localstack_is_a_profile(resolved):
 
 def test_one_init_step_creates_the_resources_from_shared_infra(resolved, monkeypatch):
     init = resolved["services"]["aws-init"]
-    assert init["command"] == ["python", "-m", "shared.aws.infra"]
+    assert init["command"] == ["python", "-m", "shared.runtime.infra"]
     settings = settings_from(CommonSettings, init["environment"], monkeypatch)
     assert settings.aws_endpoint_url == "http://moto:4566"
     for stage in STAGES:

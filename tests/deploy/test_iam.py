@@ -29,10 +29,10 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from shared.aws.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX, PATIENT_JOBS_INDEX, UPLOAD_PREFIX
 from shared.domain.checkin import artifact_key
-from shared.runtime.settings import CommonSettings
+from shared.runtime.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX, PATIENT_JOBS_INDEX, UPLOAD_PREFIX
 from shared.runtime.topology import PUBLISHES_TO, STAGES, WORK_QUEUES
+from shared.settings import CommonSettings
 from tests.deploy.support import DEPLOY
 
 REGION, ACCOUNT = "eu-west-1", "123456789012"
@@ -250,7 +250,7 @@ def test_parliament_finds_nothing(service):
 
 
 def test_only_the_results_role_keeps_the_consoles_sessions():
-    from shared.aws.infra import SESSIONS_BY_PERSON_INDEX, console_sessions_table_definition
+    from shared.runtime.infra import SESSIONS_BY_PERSON_INDEX, console_sessions_table_definition
 
     sessions = TABLE + SETTINGS.console_sessions_table
     assert console_sessions_table_definition(SETTINGS.console_sessions_table)["TableName"] == "SchizodotConsoleSessions"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.runtime.settings import CommonSettings
 from shared.runtime.topology import STAGES
+from shared.settings import CommonSettings
 from tests.deploy.test_iam import ACCOUNT, KMS_KEY_ID, REGION, allowed, load
 
 SETTINGS = CommonSettings()

@@ -39,10 +39,10 @@ from schizodot import samples, stack
 from schizodot.dev_identity import DEV_CLINIC
 from shared.aws.clients import sync_client
 from shared.aws.dynamo import from_item
-from shared.aws.infra import PATIENT_JOBS_INDEX
 from shared.identity.principal import patient_key
-from shared.runtime.settings import CommonSettings
+from shared.runtime.infra import PATIENT_JOBS_INDEX
 from shared.runtime.topology import STAGES
+from shared.settings import CommonSettings
 from tests.faults.proxy import FaultProxy, FaultRates
 
 KINDS = ("aws", *stack.SERVICES)  # what the chaos monkey kills

@@ -16,8 +16,8 @@ import pytest
 
 from schizodot.stack import REPO_ROOT, wait_for_port
 from shared.aws.clients import sync_client
-from shared.aws.infra import PATIENT_JOBS_INDEX, ensure_infrastructure
-from shared.runtime.settings import CommonSettings
+from shared.runtime.infra import PATIENT_JOBS_INDEX, ensure_infrastructure
+from shared.settings import CommonSettings
 from tests.conftest import free_port
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from schizodot import samples, stack
 from shared.domain.job import Job
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 from tests.conftest import RunningStack, free_port
 
 pytestmark = pytest.mark.slow
@@ -196,7 +196,7 @@ def test_reset_wipes_the_data(durable_stack):
 def _jobs(running: RunningStack, patient: str) -> list[dict]:
     """The patient's jobs as stored (under the clinic's patient key), read from the AWS server itself."""
     from shared.aws.dynamo import from_item
-    from shared.aws.infra import PATIENT_JOBS_INDEX
+    from shared.runtime.infra import PATIENT_JOBS_INDEX
 
     response = running.client("dynamodb").query(
         TableName=running.settings.jobs_table, IndexName=PATIENT_JOBS_INDEX,

@@ -11,10 +11,10 @@ import pytest
 
 from services.results.writer import ResultsWriter
 from shared.aws.clients import AsyncClients
-from shared.aws.fakes import InMemoryHistory, MemoryStorage, RecordingPublisher
 from shared.aws.history import PatientHistory
 from shared.aws.storage import MediaUnavailable, Storage
 from shared.domain.errors import InputError
+from shared.fakes import InMemoryHistory, MemoryStorage, RecordingPublisher
 from shared.runtime.events import AnalysisRequested, ModalityAnalysed
 from shared.runtime.messaging import Publisher
 from shared.runtime.runner import parse_stage_event

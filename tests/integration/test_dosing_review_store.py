@@ -11,10 +11,10 @@ import pytest
 from services.results.dosing import DosingReview, DosingReviews
 from services.results.writer import ResultsWriter
 from shared.aws.clients import AsyncClients
-from shared.aws.fakes import MemoryAuditStore
 from shared.aws.history import PatientHistory
 from shared.aws.jobs import JobsRepository
 from shared.domain.job import new_job
+from shared.fakes import MemoryAuditStore
 from shared.identity.audit import AuditTrail
 from shared.identity.principal import CredentialKind, Principal, Role, patient_key
 from tests.browser.contract_items import history

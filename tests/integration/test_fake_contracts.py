@@ -1,4 +1,4 @@
-"""The rest of the in-memory fakes' contract (shared.aws.fakes, services.results.erasure.MemoryErasures):
+"""The rest of the in-memory fakes' contract (shared.fakes, services.results.erasure.MemoryErasures):
 the erasure methods of storage, jobs and history, and the API-key, patient-link, audit, erasure and
 rate-limit stores, each test run on the fake and on the real adapter against moto's server over HTTP,
 so the fast tests' fakes cannot drift from what the services run on. (The other methods of storage,
@@ -13,7 +13,11 @@ import pytest
 
 from services.results.erasure import DynamoErasures, MemoryErasures, new_erasure_id
 from services.results.writer import ResultsWriter
-from shared.aws.fakes import (
+from shared.aws.history import PatientHistory
+from shared.aws.jobs import JobsRepository
+from shared.aws.storage import Storage
+from shared.domain.job import new_job
+from shared.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,
     InMemoryJobs,
@@ -21,10 +25,6 @@ from shared.aws.fakes import (
     MemoryAuditStore,
     MemoryStorage,
 )
-from shared.aws.history import PatientHistory
-from shared.aws.jobs import JobsRepository
-from shared.aws.storage import Storage
-from shared.domain.job import new_job
 from shared.identity.audit import AuditRecord, S3AuditStore
 from shared.identity.credentials import DynamoApiKeys, DynamoPatientLinks, sha256
 from shared.identity.principal import Role, patient_key

@@ -13,9 +13,9 @@ import pytest
 from services.results.handlers import sweep_stuck_jobs
 from services.results.settings import ResultsSettings
 from shared.aws.clients import AsyncClients
-from shared.aws.fakes import InMemoryJobs
 from shared.aws.jobs import JobsRepository
 from shared.domain.job import ClaimOutcome, Job, PipelinePlan, plan_weights
+from shared.fakes import InMemoryJobs
 from tests.conftest import CONTRACT_CASES, fake_or_real
 
 

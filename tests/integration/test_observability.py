@@ -19,7 +19,7 @@ from schizodot.dev_identity import DEV_CLINIC
 from shared.domain.checkin import job_id_for_event
 from shared.domain.job import Job
 from shared.runtime.events import CHECKIN_SUBMITTED
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 from tests.conftest import RunningStack, free_port
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan
 

@@ -11,11 +11,17 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from shared.aws.clients import AsyncClients, sync_client
-from shared.aws.infra import browser_cors, bucket_policy_document, ensure_bucket, ensure_infrastructure, media_lifecycle
 from shared.identity.audit import AuditRecord, S3AuditStore
 from shared.identity.ratelimit import DynamoRateLimiter
-from shared.runtime.settings import CommonSettings
+from shared.runtime.infra import (
+    browser_cors,
+    bucket_policy_document,
+    ensure_bucket,
+    ensure_infrastructure,
+    media_lifecycle,
+)
 from shared.runtime.topology import STAGES, WORK_QUEUES
+from shared.settings import CommonSettings
 
 
 def test_everything_is_encrypted_with_the_customer_managed_key(aws_server):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from schizodot.stack import AWS_ACCESS_KEY, REPO_ROOT, wait_for_port
 from shared.aws.clients import sync_client
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 from tests.conftest import free_port
 
 SECRET = "the-servers-own-secret"

@@ -13,7 +13,7 @@ import pytest
 from services.results.alerts.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 from services.results.alerts.delivery import AlertEvent, DeliveryDeps, DeliveryFailed, deliver_alert
 from services.results.alerts.store import Alert, InMemoryAlertStore
-from shared.aws.fakes import MemoryAuditStore
+from shared.fakes import MemoryAuditStore
 from shared.identity.audit import AuditTrail, patient_ref
 from tests.webhooks import SECRET, SECRET_ENV, WebhookReceiver
 

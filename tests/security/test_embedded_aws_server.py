@@ -15,7 +15,7 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from shared.aws.infra import ensure_infrastructure
+from shared.runtime.infra import ensure_infrastructure
 from tests.security.aws_server import PATIENT_PAGE, AwsServer
 
 pytestmark = pytest.mark.server

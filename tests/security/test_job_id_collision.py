@@ -15,10 +15,10 @@ from schizodot.dev_identity import DevIssuer
 from services.ingest.api import IngestAccess, create_app
 from services.ingest.handlers import INGEST, IngestDeps
 from services.ingest.settings import CheckinLimits, UploadPolicy
-from shared.aws.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore, deliver
 from shared.domain.checkin import JOB_ID_PATTERN, job_id_for_event, new_job_id
 from shared.domain.errors import MalformedMessage
 from shared.domain.job import new_job
+from shared.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore, deliver
 from shared.identity.audit import AuditTrail
 from shared.identity.auth import Authenticator
 from shared.identity.ratelimit import MemoryRateLimiter

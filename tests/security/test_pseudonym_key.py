@@ -12,7 +12,7 @@ import pytest
 from schizodot import stack
 from shared.domain.errors import ConfigurationError
 from shared.identity.access import build_access
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 
 class _NoAws:

@@ -115,7 +115,7 @@ def test_request_body_limit_of_the_ingest_api_is_small_for_json_and_larger_for_e
     from schizodot.dev_identity import DevIssuer
     from services.ingest.api import IngestAccess, create_app
     from services.ingest.settings import CheckinLimits, UploadPolicy
-    from shared.aws.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore
+    from shared.fakes import FakeAdapters, InMemoryApiKeys, InMemoryPatientLinks, MemoryAuditStore
     from shared.identity.audit import AuditTrail
     from shared.identity.auth import Authenticator
     from shared.identity.ratelimit import MemoryRateLimiter

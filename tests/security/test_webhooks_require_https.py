@@ -9,7 +9,7 @@ import pytest
 
 from services.results.alerts.clinics import ClinicDirectory
 from shared.domain.errors import ConfigurationError
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 
 def _clinics(tmp_path, url: str):

@@ -15,7 +15,8 @@ from services.results.api import ResultsAccess
 from services.results.api import create_app as results_app
 from services.results.erasure import MemoryErasures
 from services.results.settings import ResultsSettings
-from shared.aws.fakes import (
+from shared.domain.job import new_job
+from shared.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,
     InMemoryJobs,
@@ -23,7 +24,6 @@ from shared.aws.fakes import (
     MemoryAuditStore,
     MemoryStorage,
 )
-from shared.domain.job import new_job
 from shared.identity.audit import AuditTrail
 from shared.identity.auth import Authenticator
 from shared.identity.ratelimit import MemoryRateLimiter

@@ -9,14 +9,14 @@ import asyncio
 import time
 import uuid
 
-from shared.aws.fakes import FakeAdapters
 from shared.domain.checkin import utc_now
 from shared.domain.errors import InputError
 from shared.domain.job import PipelinePlan, new_job, plan_weights
+from shared.fakes import FakeAdapters
 from shared.runtime.events import AnalysisRequested, encode_event
 from shared.runtime.messaging import ERROR_ATTRIBUTE, QueueConsumer
 from shared.runtime.runner import Stage, StageOutcome, Work, parse_stage_event
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 
 class StandInSqs:

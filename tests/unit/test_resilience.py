@@ -114,7 +114,7 @@ def results_api_without_aws(issuer, monkeypatch):
     from shared.identity.access import build_access
     from shared.identity.tokens import AuthSettings
     from shared.runtime.http import serve_http
-    from shared.runtime.settings import CommonSettings
+    from shared.settings import CommonSettings
 
     for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "2",
                         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
-from shared.aws.fakes import FakeAdapters, deliver
 from shared.domain.checkin import artifact_key, artifacts_prefix, utc_now
 from shared.domain.errors import InputError, MalformedMessage
 from shared.domain.job import Job, PipelinePlan, new_job, plan_weights
+from shared.fakes import FakeAdapters, deliver
 from shared.runtime.events import AnalysisRequested, FusionCompleted, ModalityAnalysed, encode_event
 from shared.runtime.runner import Emit, Stage, StageOutcome, Work, parse_stage_event
 

@@ -13,12 +13,12 @@ import wave
 import pytest
 
 from services.audio.handlers import AUDIO, make_analyse
-from shared.aws.fakes import FakeAdapters, deliver
 from shared.aws.storage import MediaUnavailable
 from shared.domain.checkin import artifact_key, utc_now
 from shared.domain.errors import InputError
 from shared.domain.job import PipelinePlan, new_job, plan_weights
 from shared.domain.timeline import CheckinTimeline
+from shared.fakes import FakeAdapters, deliver
 from shared.runtime.events import AnalysisRequested, ModalityAnalysed, encode_event
 from shared.runtime.modality import ModalityDeps
 

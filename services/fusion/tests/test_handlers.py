@@ -12,11 +12,11 @@ import pytest
 
 from services.fusion.handlers import FUSION, FusionDeps
 from services.fusion.settings import FusionSettings
-from shared.aws.fakes import FakeAdapters, deliver
 from shared.domain.checkin import artifact_key, utc_now
 from shared.domain.job import PipelinePlan, new_job, plan_weights
 from shared.domain.markers import measured
 from shared.domain.options import CheckinOptions
+from shared.fakes import FakeAdapters, deliver
 from shared.runtime.events import FusionCompleted, ModalityAnalysed, encode_event
 
 AUDIO = {"audio_emotion": {"primary_emotion": None, "confidence": None, "all_emotions": [], "assessed": False,
@@ -263,7 +263,7 @@ class _ConverseServer:
 
 def _bedrock_writer(url: str, monkeypatch):
     from services.fusion.llm import BedrockSummaryWriter
-    from shared.runtime.settings import CommonSettings
+    from shared.settings import CommonSettings
 
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
         monkeypatch.setenv(name, value)

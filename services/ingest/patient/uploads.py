@@ -151,7 +151,7 @@ class S3MultipartStore:
         return f"{parts.scheme}://{parts.netloc}"
 
     async def create(self, key: str, content_type: str) -> str:
-        # No encryption asked for: the bucket's default (SSE-KMS with the project's key, shared.aws.infra)
+        # No encryption asked for: the bucket's default (SSE-KMS with the project's key, shared.runtime.infra)
         # applies, and its policy refuses a request naming another encryption.
         response = await self.s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
         return response["UploadId"]

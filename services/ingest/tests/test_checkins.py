@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from services.ingest.checkins import NewCheckin, create_checkin
-from shared.aws.fakes import InMemoryJobs
 from shared.domain.checkin import job_id_from_upload_key
+from shared.fakes import InMemoryJobs
 
 JOB = "job-" + "a" * 32
 

@@ -13,12 +13,12 @@ import pytest
 
 from services.ingest.handlers import INGEST, IngestDeps, MediaArrived, parse_ingest_message
 from services.ingest.settings import UploadPolicy
-from shared.aws.fakes import FakeAdapters, deliver
 from shared.aws.storage import MediaUnavailable
 from shared.domain.checkin import job_id_for_event, upload_key, utc_now
 from shared.domain.errors import InputError, MalformedMessage
 from shared.domain.job import new_job
 from shared.domain.options import CheckinOptions
+from shared.fakes import FakeAdapters, deliver
 from shared.runtime.events import CHECKIN_SUBMITTED, AnalysisRequested
 from shared.runtime.runner import RejectedEvent
 

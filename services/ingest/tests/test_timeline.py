@@ -18,7 +18,10 @@ from schizodot.dev_identity import DevIssuer
 from services.ingest.api import IngestAccess, create_app
 from services.ingest.handlers import INGEST, IngestDeps, parse_ingest_message
 from services.ingest.settings import CheckinLimits, UploadPolicy
-from shared.aws.fakes import (
+from shared.domain.checkin import upload_key, utc_now
+from shared.domain.job import new_job
+from shared.domain.timeline import CheckinTimeline
+from shared.fakes import (
     FakeAdapters,
     InMemoryApiKeys,
     InMemoryJobs,
@@ -27,9 +30,6 @@ from shared.aws.fakes import (
     MemoryStorage,
     deliver,
 )
-from shared.domain.checkin import upload_key, utc_now
-from shared.domain.job import new_job
-from shared.domain.timeline import CheckinTimeline
 from shared.identity.audit import AuditTrail
 from shared.identity.auth import Authenticator
 from shared.identity.ratelimit import MemoryRateLimiter

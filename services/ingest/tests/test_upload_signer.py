@@ -9,7 +9,7 @@ import json
 
 from services.ingest.main import build_upload_signer
 from services.ingest.settings import IngestSettings
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 KEY = "uploads/clinic-a.patient-001/job-abc123def456/a.mp4"
 

@@ -4,7 +4,7 @@ SchizodotUsers is keyed by patient, so "which patients does this clinic have"
 cannot be read from it. The results service records every stored result here
 (`record_checkin`); the console's patient list and the no-check-in sweep read
 it. Key: `clinic_id` (hash) + `patient_id` (range, the clinic's own id; the
-table is defined in shared/aws/infra.py). `last_checkin_at` only moves forward, so
+table is defined in shared/runtime/infra.py). `last_checkin_at` only moves forward, so
 a redelivered older result cannot set it back. Erasure removes the patient's row.
 """
 

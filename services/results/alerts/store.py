@@ -6,7 +6,7 @@ with a hash of (clinic, patient, rule, trigger): the same finding evaluated
 twice (a redelivered result, a repeated sweep) names the same alert, and
 `put_new` stores it once.
 
-Two indexes (the table is defined with the others in shared/aws/infra.py):
+Two indexes (the table is defined with the others in shared/runtime/infra.py):
 `open_since` exists only while an alert is open, so the sparse index
 `clinic_id-open_since-index` lists a clinic's open alerts without reading
 acknowledged ones; `patient_key` (the stored patient key `clinic.patient`,
@@ -26,8 +26,8 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.aws.dynamo import delete_queried, from_item, is_conditional_failure, items, to_attribute, to_item
-from shared.aws.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX
 from shared.identity.principal import patient_key
+from shared.runtime.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX
 
 NOTE_MAX = 2000
 

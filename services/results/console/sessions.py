@@ -45,12 +45,12 @@ import structlog
 from fastapi import HTTPException, Request
 
 from shared.aws.dynamo import from_item, is_conditional_failure, to_item
-from shared.aws.infra import SESSIONS_BY_PERSON_INDEX
 from shared.identity.audit import AuditEvent, AuditTrail, AuditUnavailable
 from shared.identity.auth import Authenticator
 from shared.identity.credentials import iso
 from shared.identity.errors import AuthenticationFailed, AuthenticationUnavailable, SessionEnded
 from shared.identity.principal import CredentialKind, Principal, Role
+from shared.runtime.infra import SESSIONS_BY_PERSON_INDEX
 
 log = structlog.get_logger()
 

@@ -11,8 +11,8 @@ import pytest
 from services.results.alerts.roster import InMemoryRoster
 from services.results.alerts.store import Alert, InMemoryAlertStore, alert_id_for
 from services.results.erasure import ErasureDeps, ErasureRequested, MemoryErasures, erase
-from shared.aws.fakes import InMemoryHistory, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore, MemoryStorage
 from shared.domain.job import new_job
+from shared.fakes import InMemoryHistory, InMemoryJobs, InMemoryPatientLinks, MemoryAuditStore, MemoryStorage
 from shared.identity.audit import AuditTrail
 from tests.conftest import _dummy_aws_credentials, aws_server  # noqa: F401
 

@@ -11,7 +11,8 @@ from schizodot.dev_identity import AUDIENCE, ISSUER, DevIssuer
 from services.results.api import ResultsAccess, create_app
 from services.results.erasure import ErasureDeps, ErasureRequested, MemoryErasures, erase
 from services.results.settings import ResultsSettings
-from shared.aws.fakes import (
+from shared.domain.job import new_job
+from shared.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,
     InMemoryJobs,
@@ -19,7 +20,6 @@ from shared.aws.fakes import (
     MemoryAuditStore,
     MemoryStorage,
 )
-from shared.domain.job import new_job
 from shared.identity.audit import AuditTrail
 from shared.identity.auth import Authenticator
 from shared.identity.tokens import AuthSettings

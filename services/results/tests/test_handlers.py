@@ -14,9 +14,9 @@ import pytest
 from services.results.ehr import EhrPublisher
 from services.results.handlers import RESULTS, ResultsDeps
 from services.results.settings import ResultsSettings
-from shared.aws.fakes import FakeAdapters, MemoryAuditStore, deliver
 from shared.domain.checkin import artifact_key, utc_now
 from shared.domain.job import PipelinePlan, new_job, plan_weights
+from shared.fakes import FakeAdapters, MemoryAuditStore, deliver
 from shared.identity.audit import AuditTrail, AuditUnavailable, patient_ref
 from shared.runtime.events import FusionCompleted, encode_event
 

@@ -1,4 +1,4 @@
-"""A clinic's own pill detector behind its validation gate (shared/domain/pill_labels.py,
+"""A clinic's own pill detector behind its validation gate (shared/aws/pill_labels.py,
 services/vision/training/clinic.py), on synthetic labelled frames: pills painted by
 services/vision/training/synthetic.py. The figures here show the mechanism, not real accuracy.
 
@@ -18,8 +18,8 @@ import pytest
 
 from services.vision.training.clinic import count_review, evaluate, new_record, split
 from services.vision.training.synthetic import draw_pill
-from shared.aws.fakes import MemoryStorage
-from shared.domain.pill_labels import Gate, InMemoryPillLabels, LabelledFrame, PillLabels, Tally, frame_key, score_frame
+from shared.aws.pill_labels import Gate, InMemoryPillLabels, LabelledFrame, PillLabels, Tally, frame_key, score_frame
+from shared.fakes import MemoryStorage
 
 CLINIC = "clinic-a"
 SIZE = 160

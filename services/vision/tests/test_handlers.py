@@ -9,10 +9,10 @@ import asyncio
 import uuid
 
 from services.vision.handlers import VISION, make_analyse
-from shared.aws.fakes import FakeAdapters, deliver
 from shared.domain.checkin import artifact_key, utc_now
 from shared.domain.job import PipelinePlan, new_job, plan_weights
 from shared.domain.timeline import CheckinTimeline
+from shared.fakes import FakeAdapters, deliver
 from shared.runtime.events import AnalysisRequested, ModalityAnalysed, encode_event
 from shared.runtime.modality import ModalityDeps
 

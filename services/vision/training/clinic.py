@@ -1,5 +1,5 @@
 """A clinic earns its own pill detector: train on its reviewed frames, validate on a held-out
-split, and keep it live only while it meets the gate (shared/domain/pill_labels.py).
+split, and keep it live only while it meets the gate (shared/aws/pill_labels.py).
 
     schizodot pills train --clinic C [--epochs 60] [--min-precision 0.95] [--min-recall 0.90] [--min-frames 200]
     schizodot pills status --clinic C
@@ -31,7 +31,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from shared.domain.pill_labels import Box, DetectorRecord, Gate, LabelledFrame, PillLabelStore, Tally, score_frame
+from shared.aws.pill_labels import Box, DetectorRecord, Gate, LabelledFrame, PillLabelStore, Tally, score_frame
 
 HELDOUT_SHARE = 0.25
 Detect = Callable[[np.ndarray], list[Box]]  # an RGB frame -> pill boxes in its pixels

@@ -135,7 +135,7 @@ def test_deployment_names_only_what_its_image_has(overlay, service):
     mounts = sorted(m["mountPath"] for m in container.get("volumeMounts", []) if m["mountPath"] != "/tmp")
     found = python_in(image, (settings_class_of, settings_env_names), f"""
         import importlib.util, os, shutil
-        from shared.runtime.settings import CommonSettings
+        from shared.settings import CommonSettings
         settings_class = settings_class_of({service!r})
         settings_class()  # the Deployment's values, validated by the image's settings classes
         CommonSettings()

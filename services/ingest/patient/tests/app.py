@@ -32,7 +32,7 @@ from shared.aws.clients import AsyncClients, sync_client
 from shared.aws.jobs import JobsRepository
 from shared.identity.access import Access, build_access
 from shared.identity.tokens import AuthSettings
-from shared.runtime.settings import CommonSettings
+from shared.settings import CommonSettings
 
 PSEUDONYM_KEY = "patient-page-test-pseudonym-key"
 

@@ -35,9 +35,9 @@ from services.results.alerts.roster import DynamoRoster
 from services.results.alerts.service import AlertService, SqsAlertQueue
 from services.results.alerts.store import DynamoAlertStore
 from shared.aws.clients import AsyncClients, sync_client
-from shared.aws.fakes import InMemoryJobs, MemoryAuditStore
-from shared.aws.infra import ALERTS_QUEUE
+from shared.fakes import InMemoryJobs, MemoryAuditStore
 from shared.identity.audit import AuditTrail
+from shared.runtime.infra import ALERTS_QUEUE
 from shared.runtime.messaging import QueueConsumer
 from tests.browser.contract_items import history
 from tests.conftest import free_port
@@ -104,7 +104,7 @@ async def run_queue(sqs, settings, queue_url: str, dlq_url: str, deps: DeliveryD
 
 
 def queues(settings, max_receive: int = 5):
-    """A fresh alerts queue and DLQ for one test, as shared.aws.infra makes them."""
+    """A fresh alerts queue and DLQ for one test, as shared.runtime.infra makes them."""
     sqs = sync_client(settings, "sqs")
     name = f"{settings.queue_name(ALERTS_QUEUE)}-{uuid.uuid4().hex[:8]}"
     dlq = sqs.create_queue(QueueName=name + "-dlq")["QueueUrl"]

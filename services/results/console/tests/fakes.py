@@ -1,4 +1,4 @@
-"""The results API with the console mounted, on in-memory adapters (shared.aws.fakes) and real
+"""The results API with the console mounted, on in-memory adapters (shared.fakes) and real
 identity: tokens signed by a development issuer in a temporary folder, checked by
 shared.identity.auth exactly as in the service, with the session cookie on /console."""
 
@@ -26,7 +26,8 @@ from services.results.dosing import DosingReviews
 from services.results.ehr import EhrPublisher
 from services.results.erasure import MemoryErasures
 from services.results.settings import ResultsSettings
-from shared.aws.fakes import (
+from shared.domain.job import new_job
+from shared.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,
     InMemoryJobs,
@@ -34,7 +35,6 @@ from shared.aws.fakes import (
     MemoryAuditStore,
     MemoryStorage,
 )
-from shared.domain.job import new_job
 from shared.identity.audit import AuditTrail
 from shared.identity.auth import Authenticator
 from shared.identity.middleware import principal_dependency

@@ -20,7 +20,7 @@ and the detector is not used for that clinic. Scoring is per frame: a frame with
 true positive when a detection overlaps a reviewer's box (IoU >= MATCH_IOU), else a false
 negative; a detection matching no box is a false positive.
 
-`PillLabels` runs on any `ObjectStore` (S3, or `shared.aws.fakes.MemoryStorage`);
+`PillLabels` runs on any `ObjectStore` (S3, or `shared.fakes.MemoryStorage`);
 `InMemoryPillLabels` is the same interface in plain dicts for handler tests.
 """
 

@@ -29,8 +29,8 @@ from botocore.exceptions import ClientError
 
 from shared.aws.clients import sync_client
 from shared.domain.job import PATIENT_JOBS_INDEX
-from shared.runtime.settings import CommonSettings
 from shared.runtime.topology import STAGES, WORK_QUEUES
+from shared.settings import CommonSettings
 
 UPLOAD_PREFIX = "uploads/"
 EHR_MEDIA_PREFIX = "incoming/"  # media an EHR event points at: incoming/<clinic>/...
