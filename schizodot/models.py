@@ -262,65 +262,83 @@ def dequantize_face_api(manifest: list[dict], blob: bytes) -> dict[str, np.ndarr
     return weights
 
 
-def face_expression_onnx(weights: dict[str, np.ndarray], source: str = "") -> bytes:
-    """The network as an ONNX model: input `image` (N, 3, 112, 112) RGB 0-255, output `probabilities` (N, 7)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+class _ExpressionGraph:
+    """face-api.js's expression network as ONNX nodes, built layer by layer from its weights."""
 
-    nodes: list = []
-    inits: list = []
+    def __init__(self, weights: dict[str, np.ndarray]) -> None:
+        self.weights = weights
+        self.nodes: list = []
+        self.inits: list = []
 
-    def const(name: str, array: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+    def const(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
         return name
 
-    def node(op: str, inputs: list[str], name: str, **attrs) -> str:
-        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+    def node(self, op: str, inputs: list[str], name: str, **attrs) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
         return name
 
+    @staticmethod
     def pads(stride: int) -> list[int]:  # TensorFlow "same" for 3x3 kernels on even sizes
         return [1, 1, 1, 1] if stride == 1 else [0, 0, 1, 1]
 
-    def separable(x: str, prefix: str, stride: int) -> str:
-        depthwise = weights[f"{prefix}/depthwise_filter"]  # (3, 3, C, 1)
-        pointwise = weights[f"{prefix}/pointwise_filter"]  # (1, 1, C, O)
-        channels = depthwise.shape[2]
-        d = node("Conv", [x, const(f"{prefix}/dw", depthwise.transpose(2, 3, 0, 1))], f"{prefix}/depthwise",
-                 group=channels, kernel_shape=[3, 3], strides=[stride, stride], pads=pads(stride))
-        return node("Conv", [d, const(f"{prefix}/pw", pointwise.transpose(3, 2, 0, 1)),
-                             const(f"{prefix}/b", weights[f"{prefix}/bias"])], f"{prefix}/pointwise",
-                    kernel_shape=[1, 1])
+    def separable(self, x: str, prefix: str, stride: int) -> str:
+        depthwise = self.weights[f"{prefix}/depthwise_filter"]  # (3, 3, C, 1)
+        pointwise = self.weights[f"{prefix}/pointwise_filter"]  # (1, 1, C, O)
+        d = self.node("Conv", [x, self.const(f"{prefix}/dw", depthwise.transpose(2, 3, 0, 1))], f"{prefix}/depthwise",
+                      group=depthwise.shape[2], kernel_shape=[3, 3], strides=[stride, stride], pads=self.pads(stride))
+        return self.node("Conv", [d, self.const(f"{prefix}/pw", pointwise.transpose(3, 2, 0, 1)),
+                                  self.const(f"{prefix}/b", self.weights[f"{prefix}/bias"])], f"{prefix}/pointwise",
+                         kernel_shape=[1, 1])
 
-    def dense_block(x: str, block: str, first: bool) -> str:
+    def dense_block(self, x: str, block: str, first: bool) -> str:
         if first:
-            filters = weights[f"{block}/conv0/filters"]  # (3, 3, 3, 32)
-            conv0 = node("Conv", [x, const(f"{block}/conv0/w", filters.transpose(3, 2, 0, 1)),
-                                  const(f"{block}/conv0/b", weights[f"{block}/conv0/bias"])], f"{block}/conv0",
-                         kernel_shape=[3, 3], strides=[2, 2], pads=pads(2))
+            filters = self.weights[f"{block}/conv0/filters"]  # (3, 3, 3, 32)
+            conv0 = self.node("Conv", [x, self.const(f"{block}/conv0/w", filters.transpose(3, 2, 0, 1)),
+                                       self.const(f"{block}/conv0/b", self.weights[f"{block}/conv0/bias"])],
+                              f"{block}/conv0", kernel_shape=[3, 3], strides=[2, 2], pads=self.pads(2))
         else:
-            conv0 = separable(x, f"{block}/conv0", 2)
-        out1 = node("Relu", [conv0], f"{block}/out1")
-        out2 = separable(out1, f"{block}/conv1", 1)
-        sum12 = node("Add", [out1, out2], f"{block}/sum12")
-        out3 = separable(node("Relu", [sum12], f"{block}/in3"), f"{block}/conv2", 1)
-        sum123 = node("Add", [sum12, out3], f"{block}/sum123")
-        out4 = separable(node("Relu", [sum123], f"{block}/in4"), f"{block}/conv3", 1)
-        return node("Relu", [node("Add", [sum123, out4], f"{block}/sum1234")], f"{block}/out")
+            conv0 = self.separable(x, f"{block}/conv0", 2)
+        out1 = self.node("Relu", [conv0], f"{block}/out1")
+        out2 = self.separable(out1, f"{block}/conv1", 1)
+        sum12 = self.node("Add", [out1, out2], f"{block}/sum12")
+        out3 = self.separable(self.node("Relu", [sum12], f"{block}/in3"), f"{block}/conv2", 1)
+        sum123 = self.node("Add", [sum12, out3], f"{block}/sum123")
+        out4 = self.separable(self.node("Relu", [sum123], f"{block}/in4"), f"{block}/conv3", 1)
+        return self.node("Relu", [self.node("Add", [sum123, out4], f"{block}/sum1234")], f"{block}/out")
 
-    mean = np.array(FACE_EXPRESSION_MEAN_RGB, dtype=np.float32).reshape(1, 3, 1, 1)
-    x = node("Div", [node("Sub", ["image", const("mean_rgb", mean)], "centred"),
-                     const("scale", np.array(255.0, dtype=np.float32))], "normalised")
-    for i in range(4):
-        x = dense_block(x, f"dense{i}", first=i == 0)
-    pooled = node("AveragePool", [x], "pool", kernel_shape=[7, 7], strides=[2, 2])
-    flat = node("Flatten", [pooled], "features", axis=1)
-    logits = node("Gemm", [flat, const("fc/w", weights["fc/weights"]), const("fc/b", weights["fc/bias"])], "logits")
-    nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], name="softmax", axis=1))
+    def probabilities(self) -> None:
+        """image (N, 3, 112, 112) RGB 0-255 -> four dense blocks -> pooled features -> softmax."""
+        from onnx import helper
+
+        mean = np.array(FACE_EXPRESSION_MEAN_RGB, dtype=np.float32).reshape(1, 3, 1, 1)
+        x = self.node("Div", [self.node("Sub", ["image", self.const("mean_rgb", mean)], "centred"),
+                              self.const("scale", np.array(255.0, dtype=np.float32))], "normalised")
+        for i in range(4):
+            x = self.dense_block(x, f"dense{i}", first=i == 0)
+        pooled = self.node("AveragePool", [x], "pool", kernel_shape=[7, 7], strides=[2, 2])
+        flat = self.node("Flatten", [pooled], "features", axis=1)
+        logits = self.node("Gemm", [flat, self.const("fc/w", self.weights["fc/weights"]),
+                                    self.const("fc/b", self.weights["fc/bias"])], "logits")
+        self.nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], name="softmax", axis=1))
+
+
+def face_expression_onnx(weights: dict[str, np.ndarray], source: str = "") -> bytes:
+    """The network as an ONNX model: input `image` (N, 3, 112, 112) RGB 0-255, output `probabilities` (N, 7)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    built = _ExpressionGraph(weights)
+    built.probabilities()
     graph = helper.make_graph(
-        nodes, "face_api_expression_net",
+        built.nodes, "face_api_expression_net",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 112, 112])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 7])],
-        inits)
+        built.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
                               producer_name="schizodot.models")
     model.ir_version = 8  # readable by onnxruntime releases from 1.14 on

@@ -153,29 +153,39 @@ def checkin_video(
             inputs += _video_input(tmp, width, height, fps, face, with_hand)
             options += ["-filter_complex", _video_filter(width, height, fps, face, with_hand) + "[v]",
                         "-map", "[v]"]
-        if with_audio and speech_track is not None:
-            inputs += ["-i", str(speech_track)]
-            options += ["-map", f"{1 if with_video else 0}:a", "-af", "apad"]
-        elif with_audio:
-            speech = speech_wav(tmp / "speech.wav", text or DEFAULT_TEXT, sample_rate=48000, speed_wpm=speed_wpm)
-            padded = tmp / "speech_padded.wav"  # a pause after the sentence, then it repeats
-            _ffmpeg(["-i", str(speech), "-af", f"apad=pad_dur={SPEECH_GAP_SECONDS}",
-                     "-c:a", "pcm_s16le", str(padded)])
-            inputs += ["-stream_loop", "-1", "-i", str(padded)]
-            options += ["-map", f"{1 if with_video else 0}:a"]
-        if with_video:
-            codecs = _video_codecs(suffix, faststart)
-            if with_audio:
-                codecs += ["-c:a", "libopus", "-b:a", "64k"] if suffix == ".webm" else [
-                    "-c:a", "aac", "-b:a", "96k", "-ac", "1"]
-        else:
-            if suffix not in _AUDIO_CODECS:
-                raise ValueError(f"audio-only output must end in one of {', '.join(_AUDIO_CODECS)}")
-            codecs = list(_AUDIO_CODECS[suffix])
-            if not faststart and "+faststart" in codecs:
-                codecs = codecs[: codecs.index("-movflags")]
+        if with_audio:
+            sound_inputs, sound_options = _sound_input(tmp, 1 if with_video else 0, text, speed_wpm, speech_track)
+            inputs += sound_inputs
+            options += sound_options
+        codecs = _output_codecs(suffix, faststart, with_video, with_audio)
         _ffmpeg(inputs + options + ["-t", f"{seconds:.3f}"] + codecs + [str(dest)])
     return dest
+
+
+def _sound_input(tmp: Path, index: int, text: str | None, speed_wpm: int | None,
+                 speech_track: Path | None) -> tuple[list[str], list[str]]:
+    """ffmpeg inputs and options for the sound track: `speech_track` once, or `text` spoken and repeated."""
+    if speech_track is not None:
+        return ["-i", str(speech_track)], ["-map", f"{index}:a", "-af", "apad"]
+    speech = speech_wav(tmp / "speech.wav", text or DEFAULT_TEXT, sample_rate=48000, speed_wpm=speed_wpm)
+    padded = tmp / "speech_padded.wav"  # a pause after the sentence, then it repeats
+    _ffmpeg(["-i", str(speech), "-af", f"apad=pad_dur={SPEECH_GAP_SECONDS}", "-c:a", "pcm_s16le", str(padded)])
+    return ["-stream_loop", "-1", "-i", str(padded)], ["-map", f"{index}:a"]
+
+
+def _output_codecs(suffix: str, faststart: bool, with_video: bool, with_audio: bool) -> list[str]:
+    if with_video:
+        codecs = _video_codecs(suffix, faststart)
+        if with_audio:
+            codecs += ["-c:a", "libopus", "-b:a", "64k"] if suffix == ".webm" else [
+                "-c:a", "aac", "-b:a", "96k", "-ac", "1"]
+        return codecs
+    if suffix not in _AUDIO_CODECS:
+        raise ValueError(f"audio-only output must end in one of {', '.join(_AUDIO_CODECS)}")
+    codecs = list(_AUDIO_CODECS[suffix])
+    if not faststart and "+faststart" in codecs:
+        codecs = codecs[: codecs.index("-movflags")]
+    return codecs
 
 
 DOSING_STEPS = ("show_pill", "place_on_tongue", "close_mouth", "show_empty")

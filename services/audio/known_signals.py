@@ -82,15 +82,7 @@ def synthetic_vowel(
     amplitudes = np.clip(1.0 + shimmer * rng.standard_normal(onsets_a.size), 0.05, None)
 
     n = int(round(seconds * RATE))
-    signal = np.zeros(n + int(_PULSE_SECONDS * RATE) + 1)
-    width = int(_PULSE_SECONDS * RATE) + 1
-    for onset, amplitude in zip(onsets_a, amplitudes):
-        first = math.ceil(onset * RATE)
-        if first >= n:
-            break
-        tau = np.arange(first, first + width) / RATE - onset  # exact time since the pulse
-        signal[first:first + width] += amplitude * _pulse_response(tau)
-    signal = signal[:n]
+    signal = _pulse_train(onsets_a, amplitudes, n)
     signal *= peak / np.abs(signal).max()
 
     noise_db = None
@@ -114,6 +106,19 @@ def synthetic_vowel(
         hnr_db=noise_db,
         intensity_db=float(10 * math.log10(np.mean(signal.astype(np.float64) ** 2) / 4e-10)),
     )
+
+
+def _pulse_train(onsets: np.ndarray, amplitudes: np.ndarray, n: int) -> np.ndarray:
+    """`n` samples of glottal pulses, one per onset (seconds) with its amplitude."""
+    width = int(_PULSE_SECONDS * RATE) + 1
+    signal = np.zeros(n + width)
+    for onset, amplitude in zip(onsets, amplitudes):
+        first = math.ceil(onset * RATE)
+        if first >= n:
+            break
+        tau = np.arange(first, first + width) / RATE - onset  # exact time since the pulse
+        signal[first:first + width] += amplitude * _pulse_response(tau)
+    return signal[:n]
 
 
 def _pulse_response(tau: np.ndarray) -> np.ndarray:
