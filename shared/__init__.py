@@ -1,8 +1,8 @@
-"""SchizoDot's common library, in layers: a module imports only from its own layer and those above it here.
+"""SchizoDot's common library, in layers: a module imports only from its own layer and those listed before it.
 
-- `shared.settings`: the settings every service shares (`CommonSettings`);
 - `shared.domain`: the vocabulary of a check-in and its job (identifiers, options, timeline, the job
   record, markers, clinics, errors), plain values with no I/O;
+- `shared.settings`: the settings every service shares (`CommonSettings`);
 - `shared.aws`: the adapters to AWS (clients, the job store, object storage, the patient history,
   labelled pill frames);
 - `shared.identity`: who is calling and what they may see (principals, tokens, API keys and patient
