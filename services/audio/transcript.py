@@ -78,7 +78,9 @@ class WhisperTranscriber:
         # an English-only model transcribes English whatever it is told; a multilingual one is told per call
         self.language = None if self.multilingual else "en"
         self.language_note = None if self.multilingual else ENGLISH_ONLY_NOTE
-        self.name = f"whisper {model_dir.name} (faster-whisper {faster_whisper.__version__}, CTranslate2 int8)"
+        decoding = "greedy, temperature 0" if temperature == TEMPERATURE else f"temperatures {temperature}"
+        self.name = (f"whisper {model_dir.name} (faster-whisper {faster_whisper.__version__}, CTranslate2 int8, "
+                     f"{decoding})")
 
     def detect_language(self, audio: np.ndarray) -> dict[str, float]:
         """Whisper's probability of each language for (the first 30 s of) this speech, highest first."""
