@@ -12,6 +12,12 @@ item), end to end (upload finished -> job completed), the overhead beyond the cr
 (end to end minus ingest + the slower of audio and vision + fusion: queue waits, S3 round
 trips, job updates) and the ratios the speed targets are stated in (docs/speed.md).
 
+The overhead is split along the critical path by the job's own timestamps (each stage's
+started_at, when it claimed the job, and finished_at; `OVERHEAD_PARTS`): the wait from the upload to
+ingest's claim (the S3 notification, the queue), each stage's time beyond its compute (media download,
+artifact upload, job updates), the hops between stages (the event, the queue, the claim), and
+the results stage (which completes the job; it records no compute time, so all of it counts here).
+
     make bench N=3            # or: python -m bench.pipeline --checkins 3 [--lengths 30 60]
 """
 
@@ -37,6 +43,17 @@ from shared.domain.job import Job
 from shared.settings import CommonSettings
 
 STAGES = ("ingest", "audio", "vision", "fusion")
+# The overhead beyond the critical path, part by part (keys of one_checkin's row).
+OVERHEAD_PARTS = (
+    ("upload -> ingest claims the job", "hop_upload_ingest"),
+    ("ingest beyond its compute", "beyond_ingest"),
+    ("ingest done -> slower modality claims", "hop_ingest_modality"),
+    ("slower modality beyond its compute (download, artifact, job updates)", "beyond_modality"),
+    ("slower modality done -> fusion claims", "hop_modality_fusion"),
+    ("fusion beyond its compute", "beyond_fusion"),
+    ("fusion done -> results claims", "hop_fusion_results"),
+    ("results stage, claim to job completed (history, user item, alerts)", "results_stage"),
+)
 MODES = {"without transcript": ["audio", "vision"], "with transcript": ["audio", "vision", "transcript"]}
 TARGETS = {"vision / plain decode": 1.5, "end to end / clip, without transcript": 0.10,
            "end to end / clip, with transcript": 0.15, "overhead beyond the critical path (s)": 0.150,
@@ -122,8 +139,19 @@ def one_checkin(http: httpx.Client, config: stack.StackConfig, dynamodb, setting
     compute = {s: stages[s].outputs.compute_seconds for s in STAGES}
     end_to_end = _parse(job["completed_at"]) - uploaded_at
     critical = compute["ingest"] + max(compute["audio"], compute["vision"]) + compute["fusion"]
+    began = {s: _parse(stages[s].started_at) for s in STAGES}
+    ended = {s: _parse(stages[s].finished_at) for s in STAGES}
+    slower = max(("audio", "vision"), key=lambda s: ended[s])  # the one fusion waited for
+    parts = {"hop_upload_ingest": began["ingest"] - uploaded_at,
+             "beyond_ingest": ended["ingest"] - began["ingest"] - compute["ingest"],
+             "hop_ingest_modality": began[slower] - ended["ingest"],
+             "beyond_modality": ended[slower] - began[slower] - compute[slower],
+             "hop_modality_fusion": began["fusion"] - ended[slower],
+             "beyond_fusion": ended["fusion"] - began["fusion"] - compute["fusion"],
+             "hop_fusion_results": _parse(stages["results"].started_at) - ended["fusion"],
+             "results_stage": _parse(job["completed_at"]) - _parse(stages["results"].started_at)}
     return {"end_to_end": end_to_end, **compute, "overhead_vs_sum": end_to_end - sum(compute.values()),
-            "overhead_vs_critical_path": end_to_end - critical}
+            "overhead_vs_critical_path": end_to_end - critical, **parts}
 
 
 def run(checkins: int, lengths: list[float], config: stack.StackConfig) -> dict:
@@ -166,6 +194,8 @@ def print_table(report: dict) -> None:
                             ("end to end / clip length", "end_to_end_over_clip", "{:.3f}"),
                             ("overhead beyond the critical path (s)", "overhead_vs_critical_path", "{:.3f}")):
         print(f"| {label} | " + " | ".join(fmt.format(c[key]) for c in cells) + " |")
+    for label, key in OVERHEAD_PARTS:
+        print(f"| - {label} (s) | " + " | ".join(f"{c[key]:.3f}" for c in cells) + " |")
     if len(lengths) >= 2:
         for mode in MODES:
             a, b = report["lengths"][lengths[0]][mode], report["lengths"][lengths[-1]][mode]

@@ -19,6 +19,11 @@ espeak-ng is a formant synthesiser, far from a human voice (its Malay especially
 the error rates compare models and set-ups on identical input; a patient's speech
 will differ. Results also go to bench/results/transcript.json.
 
+``--decoding``: the same check-ins (and the speed bench's 30 s check-in, bench.pipeline.clip_for, whose
+looped sentence makes Whisper's text compress well) transcribed with faster-whisper's default temperature
+fallback (0.0, 0.2, ... 1.0, as before) and with temperature 0 only (services/audio/transcript.py
+TEMPERATURE), side by side: whether the words are identical, and the seconds of each.
+
 ``--screen``: the safety screen (services/fusion/transcript_flags.py) on statements
 that should be flagged (C-SSRS-worded ideation, self-harm, stopping medication) and
 ordinary answers that should not, each spoken by espeak-ng, transcribed as the
@@ -40,7 +45,7 @@ import numpy as np
 
 from services.audio import known_signals as known
 from services.audio.analysis import AudioAnalyser
-from services.audio.transcript import MULTILINGUAL_MODEL_SETTING, WhisperTranscriber
+from services.audio.transcript import FALLBACK_TEMPERATURES, MULTILINGUAL_MODEL_SETTING, WhisperTranscriber
 from services.fusion.transcript_flags import screen
 
 RESULTS = Path("bench/results")
@@ -142,6 +147,54 @@ def screen_bench(analyser: AudioAnalyser, tmp: Path) -> list[dict]:
     return rows
 
 
+def _analysers(models: Path, vad: Path, threads: int, **decoding) -> dict[str, AudioAnalyser]:
+    tiny = WhisperTranscriber(models / "whisper-tiny.en", threads=threads, **decoding)
+    base = WhisperTranscriber(models / "whisper-base", threads=threads, setting=MULTILINGUAL_MODEL_SETTING, **decoding)
+    return {"tiny.en": AudioAnalyser(vad, transcriber=tiny),
+            "tiny.en + base": AudioAnalyser(vad, transcriber=tiny, multilingual=base),
+            "base": AudioAnalyser(vad, multilingual=base)}
+
+
+def decoding_bench(args: argparse.Namespace, vad: Path) -> None:
+    """Each set-up's check-ins transcribed with the fallback and with temperature 0, side by side."""
+    from bench.pipeline import clip_for
+    from shared.runtime.media import extract_audio
+
+    fallback = _analysers(args.models, vad, args.threads, temperature=FALLBACK_TEMPERATURES)
+    greedy = _analysers(args.models, vad, args.threads)
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-decoding-") as tmp:
+        clips = {(lang, voice): known.write_wav(Path(tmp) / f"{lang}-{voice}.wav", checkin(lang, voice, rng))
+                 for lang in TEXTS for voice in VOICES[lang]}
+        cases = [(f"{language} {voice}", clips[(language, voice)], expected, models)
+                 for language, expected, models in SETUPS for voice in VOICES[language]]
+        looped = extract_audio(clip_for(30), Path(tmp) / "pipeline-30s.wav", sample_rate=16000)
+        cases.append(("bench.pipeline 30 s (looped en)", looped, ("en",), "tiny.en + base"))
+        for name, path, expected, models in cases:
+            seconds, texts = [], []
+            for analysers in (fallback, greedy):
+                started = time.perf_counter()
+                texts.append(analysers[models].analyse(path, languages=expected)["transcript"]["text"] or "")
+                seconds.append(time.perf_counter() - started)
+            rows.append({"check-in": name, "clinic_expects": list(expected), "models": models,
+                         "identical": texts[0] == texts[1], "seconds_fallback": round(seconds[0], 2),
+                         "seconds_temperature_0": round(seconds[1], 2), "fallback": texts[0], "temperature_0": texts[1]})
+    print(f"{'check-in':<32} | {'clinic expects':<14} | {'models':<14} | {'same words':>10} | "
+          f"{'s, fallback':>11} | {'s, temp. 0':>10}")
+    for row in rows:
+        print(f"{row['check-in']:<32} | {','.join(row['clinic_expects']):<14} | {row['models']:<14} | "
+              f"{'yes' if row['identical'] else 'NO':>10} | {row['seconds_fallback']:11.2f} | "
+              f"{row['seconds_temperature_0']:10.2f}")
+        if not row["identical"]:
+            print(f"    fallback: {row['fallback'][:160]!r}\n    temp. 0:  {row['temperature_0'][:160]!r}")
+    print(f"{sum(r['identical'] for r in rows)} of {len(rows)} transcripts identical; seconds are the whole analyser "
+          f"({args.threads} Whisper threads)")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "transcript_decoding.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False),
+                                                      encoding="utf-8")
+
+
 def print_screen(rows: list[dict]) -> None:
     print(f"{'language':>8} | {'statements':>10} | {'assessed':>8} | {'caught (spoken)':>15} | {'caught (text)':>13} | "
           "false flags (spoken; text)")
@@ -165,8 +218,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="Whisper CPU threads (AUDIO_MODEL_THREADS)")
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--screen", action="store_true", help="the safety screen on spoken statements")
+    parser.add_argument("--decoding", action="store_true",
+                        help="words and seconds with the temperature fallback and with temperature 0 only")
     args = parser.parse_args()
     vad = args.models / "silero_vad.onnx"
+    if args.decoding:
+        decoding_bench(args, vad)
+        return
     tiny = WhisperTranscriber(args.models / "whisper-tiny.en", threads=args.threads)
     base = WhisperTranscriber(args.models / "whisper-base", threads=args.threads, setting=MULTILINGUAL_MODEL_SETTING)
     analysers = {"tiny.en": AudioAnalyser(vad, transcriber=tiny),

@@ -34,6 +34,14 @@ ENGLISH_ONLY_NOTE = ("only English is transcribed (the Whisper model is English-
                      "is not transcribed faithfully, and transcript flags and words per minute cover English only")
 # Whisper identifies the language from its first 30 s window (one encoder pass).
 LANGUAGE_ID_SECONDS = 30.0
+# Greedy decoding at temperature 0 only. faster-whisper's default falls back to 0.2, 0.4, ... 1.0 when a
+# window's text compresses too well (a repeated phrase, ratio > 2.4) or the model is unsure: each fallback
+# re-decodes the window by random sampling, so the words changed from run to run (three runs on the same
+# 30 s of speech gave three transcripts, one of them no words at all) and a window cost up to 6 decodes
+# (9-18 s instead of 1.2 s for tiny.en on 2 cores: docs/speed.md). Where no fallback was needed, the
+# words are the same as before (python -m bench.transcript --decoding).
+TEMPERATURE = 0.0
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # faster-whisper's default, for the bench's comparison
 
 
 def whisper_languages() -> tuple[str, ...]:
@@ -47,8 +55,10 @@ class WhisperTranscriber:
     """``transcribe(audio, offset, language)`` -> segments with words, times in seconds from the
     recording's start; ``detect_language(audio)`` -> each language's probability (multilingual only)."""
 
-    def __init__(self, model_dir: Path, *, threads: int = 2, setting: str = MODEL_SETTING) -> None:
+    def __init__(self, model_dir: Path, *, threads: int = 2, setting: str = MODEL_SETTING,
+                 temperature: float | tuple[float, ...] = TEMPERATURE) -> None:
         model_dir = Path(model_dir)
+        self._temperature = temperature
         missing = [name for name in _MODEL_FILES if not (model_dir / name).is_file()]
         if missing:
             reason = f"the Whisper model folder does not exist or lacks {', '.join(missing)}"
@@ -68,7 +78,9 @@ class WhisperTranscriber:
         # an English-only model transcribes English whatever it is told; a multilingual one is told per call
         self.language = None if self.multilingual else "en"
         self.language_note = None if self.multilingual else ENGLISH_ONLY_NOTE
-        self.name = f"whisper {model_dir.name} (faster-whisper {faster_whisper.__version__}, CTranslate2 int8)"
+        decoding = "greedy, temperature 0" if temperature == TEMPERATURE else f"temperatures {temperature}"
+        self.name = (f"whisper {model_dir.name} (faster-whisper {faster_whisper.__version__}, CTranslate2 int8, "
+                     f"{decoding})")
 
     def detect_language(self, audio: np.ndarray) -> dict[str, float]:
         """Whisper's probability of each language for (the first 30 s of) this speech, highest first."""
@@ -83,6 +95,7 @@ class WhisperTranscriber:
             np.ascontiguousarray(audio, dtype=np.float32),
             language=self.language or language,
             beam_size=1,  # greedy: ~2x faster than beam 5, tiny.en's words barely change
+            temperature=self._temperature,  # no random re-decoding (TEMPERATURE)
             word_timestamps=True,
             condition_on_previous_text=False,  # one bad window cannot seed hallucinations in the next
             vad_filter=False,  # the analyser's VAD already chose the speech

@@ -271,3 +271,16 @@ def test_a_missing_whisper_model_names_the_setting(tmp_path):
         (broken / name).write_bytes(b"{}" if name != "model.bin" else b"junk")
     with pytest.raises(ModelUnavailable, match="faster-whisper cannot load the model"):
         WhisperTranscriber(broken)
+
+
+def test_a_patient_repeating_a_sentence_gets_the_same_words_each_time(transcribing):
+    """Repetition (perseveration) is something to record, not to re-decode at random: with faster-whisper's
+    temperature fallback, text that compresses too well was re-sampled, so these calls differed (or were empty)."""
+    from services.audio import known_signals as known
+
+    sentence = known.speak(SENTENCE, speed=160)
+    looped = known.with_pauses([sentence] * 4, [0.4] * 3, lead=0.3, tail=0.3).samples
+    transcriber, _analyse = transcribing
+    texts = {" ".join(s["text"] for s in transcriber.transcribe(looped)) for _ in range(3)}
+    assert len(texts) == 1  # before: 2 different transcripts in 3 calls (a comma came and went)
+    assert texts.pop().lower().count("medication") >= 3
