@@ -30,9 +30,9 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.results.alerts.service import AlertService
-from services.results.ehr import FHIR_CONTENT_TYPE, EhrPublisher
-from services.results.fhir import FHIR_VERSION, medication_administration_bundle
-from services.results.writer import ResultsStore
+from services.results.ehr.publisher import FHIR_CONTENT_TYPE, EhrPublisher
+from services.results.ehr.fhir import FHIR_VERSION, medication_administration_bundle
+from services.results.stage.writer import ResultsStore
 from shared.audit import AuditEvent, AuditTrail
 from shared.events import encode_event
 from shared.history import HistoryReader
@@ -149,7 +149,7 @@ def needs_review(item: dict[str, Any]) -> bool:
 
 def pill_box_key(job_id: str, step: str, revision: int) -> str:
     """Where a reviewer's pill box is kept: beside the job's evidence frames, so erasing the job
-    erases it (services/results/erasure.py removes `artifacts/<job>/`); docs/dosing-review.md."""
+    erases it (services/results/erasure/handler.py removes `artifacts/<job>/`); docs/dosing-review.md."""
     return artifact_key(job_id, f"labels/pill-box-{step}-r{revision}")
 
 

@@ -14,18 +14,18 @@ from collections.abc import Awaitable, Callable
 import httpx
 import structlog
 
-from services.results.alerts.clinics import ClinicDirectory
+from shared.clinics import ClinicDirectory
 from services.results.alerts.delivery import AlertsHandler, DeliveryDeps, RetryPolicy
 from services.results.alerts.roster import DynamoRoster
 from services.results.alerts.service import AlertService, SqsAlertQueue
 from services.results.alerts.store import DynamoAlertStore
-from services.results.api import ResultsAccess, create_app
+from services.results.api.app import ResultsAccess, create_app
 from services.results.console.ports import S3MediaLinks
 from services.results.console.router import create_console_router
 from services.results.console.oidc import OidcSignIn
 from services.results.console.sessions import ConsoleSessions, DynamoSessionStore, SessionPolicy, derive_key
 from services.results.dosing import DosingReviews
-from services.results.ehr import EhrPublisher
+from services.results.ehr.publisher import EhrPublisher
 from services.results.erasure import (
     ERASURE_QUEUE,
     DynamoErasures,
@@ -35,9 +35,9 @@ from services.results.erasure import (
     ErasureRequested,
     encode_erasure,
 )
-from services.results.handlers import RESULTS, ResultsDeps, sweep_stuck_jobs
+from services.results.stage.handlers import RESULTS, ResultsDeps, sweep_stuck_jobs
 from services.results.settings import ResultsSettings
-from services.results.writer import ResultsWriter
+from services.results.stage.writer import ResultsWriter
 from shared.access import Access, build_access
 from shared.aws import async_client, sync_client
 from shared.errors import ConfigurationError
@@ -198,7 +198,7 @@ async def _consume(context: StageContext[ResultsSettings], name: str, handler: M
 
 
 async def _queues_holding_patients(context: StageContext[ResultsSettings]) -> tuple[str, ...]:
-    """The queues an erasure reads through (services/results/erasure.py): the ingest queue (S3's upload
+    """The queues an erasure reads through (services/results/erasure/handler.py): the ingest queue (S3's upload
     notifications name the patient key, EHR events the patient) and every stage's dead letters."""
     sqs, common = context.aws.sqs, context.common
     names = (common.queue_name("ingest"), *(common.dead_letter_queue_name(stage) for stage in STAGES))

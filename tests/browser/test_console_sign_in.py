@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import pytest
 
-from services.results.alerts.clinics import ClinicDirectory, ClinicProfile, SignInProvider
+from shared.clinics import ClinicDirectory, ClinicProfile, SignInProvider
 from services.results.console.sessions import DynamoSessionStore, SessionPolicy
 from services.results.console.tests.fakes import Console
 from shared.aws import async_client

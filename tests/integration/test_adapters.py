@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from services.results.writer import ResultsWriter
+from services.results.stage.writer import ResultsWriter
 from shared.aws import AsyncClients
 from shared.errors import InputError
 from shared.events import AnalysisRequested, ModalityAnalysed

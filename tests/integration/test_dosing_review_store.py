@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from services.results.dosing import DosingReview, DosingReviews
-from services.results.writer import ResultsWriter
+from services.results.stage.writer import ResultsWriter
 from shared.audit import AuditTrail
 from shared.aws import AsyncClients
 from shared.fakes import MemoryAuditStore

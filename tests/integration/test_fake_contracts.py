@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from services.results.erasure import DynamoErasures, MemoryErasures, new_erasure_id
-from services.results.writer import ResultsWriter
+from services.results.stage.writer import ResultsWriter
 from shared.audit import AuditRecord, S3AuditStore
 from shared.auth import DynamoApiKeys, DynamoPatientLinks, sha256
 from shared.fakes import (

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.results.handlers import sweep_stuck_jobs
+from services.results.stage.handlers import sweep_stuck_jobs
 from services.results.settings import ResultsSettings
 from shared.aws import AsyncClients
 from shared.fakes import InMemoryJobs
@@ -252,7 +252,7 @@ class RetriedWrites:
 
 @pytest.mark.server
 def test_every_conditional_write_that_landed_counts_as_done_when_its_retry_is_refused(aws_server):
-    from services.results.writer import ResultsWriter
+    from services.results.stage.writer import ResultsWriter
 
     async def body(aws):
         client = RetriedWrites(aws.dynamodb)

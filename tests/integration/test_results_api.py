@@ -20,8 +20,8 @@ import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from services.results.ehr import RESULTS_AVAILABLE
-from services.results.writer import ResultsWriter
+from services.results.ehr.publisher import RESULTS_AVAILABLE
+from services.results.stage.writer import ResultsWriter
 from shared.aws import AsyncClients, sync_client
 from shared.domain import artifact_key
 from shared.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
@@ -463,8 +463,8 @@ def test_an_unreachable_ehr_is_retried_then_the_job_completes_saying_so(aws_serv
     from services.fusion.findings import build_results
     from services.fusion.rules import clinical_summary, fuse
     from services.fusion.settings import FusionSettings
-    from services.results.ehr import EhrPublisher
-    from services.results.handlers import RESULTS, ResultsDeps
+    from services.results.ehr.publisher import EhrPublisher
+    from services.results.stage.handlers import RESULTS, ResultsDeps
     from services.results.settings import ResultsSettings
     from shared.events import FUSION_COMPLETED, FusionCompleted
     from shared.messaging import Delivery, Publisher
@@ -519,7 +519,7 @@ def test_an_unreachable_ehr_is_retried_then_the_job_completes_saying_so(aws_serv
 
 
 def test_results_event_fans_out_through_an_sns_topic(aws_server):
-    from services.results.ehr import EhrPublisher, encode_results_event, event_id
+    from services.results.ehr.publisher import EhrPublisher, encode_results_event, event_id
 
     sns, sqs = sync_client(aws_server, "sns"), sync_client(aws_server, "sqs")
     topic = sns.create_topic(Name=f"ehr-results-{uuid.uuid4().hex[:6]}")["TopicArn"]

@@ -10,7 +10,7 @@ import os
 import httpx
 import pytest
 
-from services.results.alerts.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
+from shared.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 from services.results.alerts.delivery import AlertEvent, DeliveryDeps, DeliveryFailed, deliver_alert
 from services.results.alerts.store import Alert, InMemoryAlertStore
 from shared.audit import AuditTrail, patient_ref

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from services.results.alerts.clinics import ClinicDirectory
+from shared.clinics import ClinicDirectory
 from shared.errors import ConfigurationError
 from shared.settings import CommonSettings
 

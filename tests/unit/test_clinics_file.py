@@ -10,7 +10,7 @@ import pytest
 
 from services.audio.languages import ClinicLanguages
 from services.ingest.patient.script import ScriptCatalog
-from services.results.alerts.clinics import ClinicDirectory
+from shared.clinics import ClinicDirectory
 from shared.clinics import DEFAULT_PROMPTS, read_clinics_file
 from shared.errors import ConfigurationError
 

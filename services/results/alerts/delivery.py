@@ -40,7 +40,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 from standardwebhooks import Webhook
 
-from services.results.alerts.clinics import ClinicDirectory, WebhookTarget
+from shared.clinics import ClinicDirectory, WebhookTarget
 from services.results.alerts.store import Alert, AlertStore, ChannelDelivery
 from shared.audit import AuditTrail
 from shared.events import decode_event, encode_event, event_data

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.results.alerts.clinics import AlertRules
-from services.results.alerts.findings import (
+from shared.clinics import AlertRules
+from shared.stored_results import (
     MEDICATION_WORDS,
     MISSED_STATUSES,
     checkin_time,

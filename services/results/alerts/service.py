@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from services.results.alerts.clinics import ClinicDirectory
+from shared.clinics import ClinicDirectory
 from services.results.alerts.delivery import AlertEvent, encode_alert_event
 from services.results.alerts.roster import Roster
 from services.results.alerts.rules import AlertDraft, evaluate, missed_checkins

@@ -22,8 +22,8 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment
 
 from services.results import dosing
-from services.results.alerts.clinics import ClinicDirectory, ClinicProfile
-from services.results.alerts.findings import clinic_of
+from shared.clinics import ClinicDirectory, ClinicProfile
+from shared.stored_results import clinic_of
 from services.results.alerts.roster import Roster
 from services.results.alerts.store import AlertStore
 from services.results.console.oidc import OidcSignIn

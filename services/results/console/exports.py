@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.results import adherence
-from services.results.alerts.findings import (
+from shared.stored_results import (
     MEDICATION_WORDS,
     WORSE,
     checkin_time,

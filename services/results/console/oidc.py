@@ -34,7 +34,7 @@ import structlog
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
-from services.results.alerts.clinics import SignInProvider
+from shared.clinics import SignInProvider
 from services.results.console.sessions import LOGIN_SECONDS, LoginAttempt, SessionStore
 from shared.auth import AuthenticationFailed, AuthenticationUnavailable, AuthSettings, TokenVerifier, claim_at
 from shared.identity import CredentialKind, Principal, Role

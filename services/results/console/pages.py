@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from services.results import adherence, dosing
-from services.results.alerts.findings import checkin_time, fmt_local
+from shared.stored_results import checkin_time, fmt_local
 from services.results.alerts.store import NOTE_MAX, AlreadyAcknowledged
 from services.results.console import exports, plots, series, views
 from services.results.console.context import Caller, Console, NotFound, caller, console_of, same_site

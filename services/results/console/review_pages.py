@@ -27,7 +27,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 
-from services.results.alerts.findings import checkin_time, fmt_local
+from shared.stored_results import checkin_time, fmt_local
 from services.results.dosing import REASONS, DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound, \
     needs_review
 from services.results.console import views

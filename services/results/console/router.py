@@ -35,8 +35,8 @@ from fastapi import APIRouter, Depends, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.results import dosing
-from services.results.alerts.clinics import ClinicDirectory
-from services.results.alerts.findings import MEDICATION_WORDS
+from shared.clinics import ClinicDirectory
+from shared.stored_results import MEDICATION_WORDS
 from services.results.alerts.roster import Roster
 from services.results.alerts.store import AlertStore
 from services.results.console import pages, review_pages, sign_in, views

@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.results import adherence
-from services.results.alerts.findings import (
+from shared.stored_results import (
     RISK_ORDER,
     MarkerReading,
     checkin_time,

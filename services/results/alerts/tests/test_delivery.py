@@ -22,7 +22,7 @@ from aiobotocore.session import get_session
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from services.results.alerts.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
+from shared.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 from services.results.alerts.delivery import (
     AlertEvent,
     AlertsHandler,

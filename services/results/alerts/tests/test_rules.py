@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from services.results.alerts.clinics import AlertRules, ClinicDirectory, ClinicProfile
+from shared.clinics import AlertRules, ClinicDirectory, ClinicProfile
 from services.results.alerts.roster import RosterEntry
 from services.results.alerts.rules import evaluate, missed_checkins
 from tests.browser.contract_items import history

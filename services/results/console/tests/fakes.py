@@ -13,10 +13,10 @@ import boto3
 from botocore.config import Config
 
 from schizodot.dev_identity import AUDIENCE, ISSUER, DevIssuer
-from services.results.alerts.clinics import ClinicDirectory, ClinicProfile
+from shared.clinics import ClinicDirectory, ClinicProfile
 from services.results.alerts.roster import InMemoryRoster
 from services.results.alerts.store import InMemoryAlertStore
-from services.results.api import ResultsAccess, create_app
+from services.results.api.app import ResultsAccess, create_app
 from services.results.console.ports import S3MediaLinks
 from services.results.console.router import create_console_router
 from services.results.console.oidc import OidcSignIn
@@ -27,7 +27,7 @@ from shared.audit import AuditTrail
 from shared.auth import Authenticator, AuthSettings, principal_dependency
 from services.results.alerts.service import AlertService
 from services.results.dosing import DosingReviews
-from services.results.ehr import EhrPublisher
+from services.results.ehr.publisher import EhrPublisher
 from shared.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,

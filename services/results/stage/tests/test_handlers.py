@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from services.results.ehr import EhrPublisher
-from services.results.handlers import RESULTS, ResultsDeps
+from services.results.ehr.publisher import EhrPublisher
+from services.results.stage.handlers import RESULTS, ResultsDeps
 from services.results.settings import ResultsSettings
 from shared.audit import AuditTrail, AuditUnavailable, patient_ref
 from shared.domain import artifact_key, utc_now
@@ -143,7 +143,7 @@ class RecordingQueue:
 
 
 def _with_alerts(rules: dict, *, earlier: int = 0, repeat: bool = False):
-    from services.results.alerts.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
+    from shared.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
     from services.results.alerts.roster import InMemoryRoster
     from services.results.alerts.service import AlertService
     from services.results.alerts.store import InMemoryAlertStore

@@ -43,7 +43,7 @@ from services.results.erasure import (
     wait_for_erasure,
 )
 from services.results.dosing import DosingReviews
-from services.results.review_api import review_routes
+from services.results.api.reviews import review_routes
 from services.results.settings import ResultsSettings
 from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
 from services.results.console.router import open_paths as console_open_paths

@@ -17,11 +17,11 @@ import structlog
 from opentelemetry import trace
 
 from services.results.alerts.service import AlertService
-from services.results.ehr import EhrPublisher, encode_results_event
-from services.results.fhir import FHIR_VERSION, build_bundle
+from services.results.ehr.publisher import EhrPublisher, encode_results_event
+from services.results.ehr.fhir import FHIR_VERSION, build_bundle
 from services.results.settings import ResultsSettings
-from services.results.user_item import build_user_item, job_summary
-from services.results.writer import ResultsStore
+from services.results.stage.user_item import build_user_item, job_summary
+from services.results.stage.writer import ResultsStore
 from shared.audit import AuditTrail
 from shared.events import FusionCompleted
 from shared.history import HistoryReader

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.results.user_item import build_user_item, job_summary
+from services.results.stage.user_item import build_user_item, job_summary
 from shared.job import Job
 
 JOB = {"job_id": "job-abc123def456", "patient_id": "patient-001", "status": "processing",

@@ -1,0 +1,2 @@
+"""The read API: a clinic's patients' history and job status, dosing reviews, the audit trail and API
+keys, with the clinician console and erasure routes mounted beside it. Entry point: `create_app` (app.py)."""

@@ -1,0 +1,2 @@
+"""Results out to the EHR: FHIR R4 bundles (fhir.py) sent as CloudEvents to an SQS queue and/or an SNS
+topic (publisher.py). Entry point: `EhrPublisher`."""

@@ -1,0 +1,3 @@
+"""The results stage: the SQS handler that writes each job's SchizodotUsers item (the one writer of that
+table), sends it to the EHR, raises the clinic's alerts and completes the job; and the sweeper of jobs that
+stopped making progress. Entry point: `RESULTS` with `ResultsDeps` (handlers.py)."""
