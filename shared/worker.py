@@ -33,6 +33,7 @@ from shared.tracing import configure_tracing, instrument_aws
 log = structlog.get_logger()
 S = TypeVar("S", bound=StageSettings)
 D = TypeVar("D")
+A = TypeVar("A")  # what a service composes from the context (services/results: its ResultsApp)
 
 
 @dataclass
@@ -51,6 +52,10 @@ class StageContext(Generic[S]):
 SideTask = Callable[[StageContext[S], asyncio.Event], Awaitable[None]]
 
 
+def _as_is(context: A) -> A:
+    return context
+
+
 async def resolve_queues(
     sqs: Any, settings: CommonSettings, stage: str
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -67,11 +72,15 @@ async def resolve_queues(
 def run_stage(
     stage: Stage[Any, D],
     settings: S,
-    build_deps: Callable[[StageContext[S]], D],
-    side_tasks: tuple[SideTask[S], ...] = (),
+    build_deps: Callable[[Any], D],
+    side_tasks: tuple[Callable[[Any, asyncio.Event], Awaitable[None]], ...] = (),
     common: CommonSettings | None = None,
+    compose: Callable[[StageContext[S]], Any] = _as_is,
 ) -> None:
-    """Entry point of a stage process: blocks until SIGTERM/SIGINT."""
+    """Entry point of a stage process: blocks until SIGTERM/SIGINT.
+
+    `compose` builds, once, what `build_deps` and the side tasks are given (by default the
+    `StageContext` itself; a service with many adapters builds its own frozen app from it)."""
     common = common or CommonSettings()
     service_name = common.service_name or f"schizodot-{stage.name}"
     configure_logging(service_name, common.log_level, stage=stage.name, pseudonym_key=common.pseudonym_key)
@@ -80,7 +89,7 @@ def run_stage(
     instrument_aws()
     try:
         common.check_pseudonym_key(required=False)  # the APIs require one (shared.access)
-        asyncio.run(_serve(stage, settings, common, build_deps, side_tasks))
+        asyncio.run(_serve(stage, settings, common, build_deps, side_tasks, compose))
     except ConfigurationError as error:  # a missing model, a taken port, ...
         log.error("cannot start as configured", error=str(error), setting=error.setting)
         sys.exit(2)
@@ -93,8 +102,9 @@ async def _serve(
     stage: Stage[Any, D],
     settings: S,
     common: CommonSettings,
-    build_deps: Callable[[StageContext[S]], D],
-    side_tasks: tuple[SideTask[S], ...],
+    build_deps: Callable[[Any], D],
+    side_tasks: tuple[Callable[[Any, asyncio.Event], Awaitable[None]], ...],
+    compose: Callable[[StageContext[S]], Any],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -111,7 +121,8 @@ async def _serve(
             publisher=Publisher(aws.sqs, queues, source=f"urn:schizodot:{stage.name}"),
             queue_urls=queues,
         )
-        runner = StageRunner(stage, build_deps(context), context.jobs, context.storage, context.publisher)
+        app = compose(context)
+        runner = StageRunner(stage, build_deps(app), context.jobs, context.storage, context.publisher)
         consumer = QueueConsumer(
             sqs=aws.sqs,
             jobs=context.jobs,
@@ -122,7 +133,7 @@ async def _serve(
             settings=common,
         )
         tasks = [asyncio.create_task(consumer.run(stop))]
-        tasks += [asyncio.create_task(side(context, stop)) for side in side_tasks]
+        tasks += [asyncio.create_task(side(app, stop)) for side in side_tasks]
         tasks.append(asyncio.create_task(watch_queue_depth(
             aws.sqs, (queues[stage.name], dead_letters[stage.name]), common.queue_metrics_interval_seconds, stop
         )))
