@@ -40,7 +40,7 @@ from shared.stored_results import MEDICATION_WORDS
 from services.results.alerts.roster import Roster
 from services.results.alerts.store import AlertStore
 from services.results.console import pages, review_pages, sign_in, views
-from services.results.console.context import Console, NotFound, caller, same_site
+from services.results.console.context import Console
 from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import MediaLinks
 from services.results.console.sessions import ConsoleSessions
@@ -89,11 +89,7 @@ def create_console_router(
     router.include_router(sign_in.router)
     router.include_router(pages.router)
     if reviews is not None:
-        router.include_router(review_pages.review_router(review_pages.ConsoleKit(
-            caller=caller, page=console.page, record=console.record, roster=roster,
-            clinic_history=console.clinic_history, checkin_of=console.checkin_of, not_found=console.not_found,
-            same_site=same_site, sessions=sessions, media=media, media_url_seconds=media_url_seconds,
-            not_found_error=NotFound, prefix=prefix), reviews))
+        router.include_router(review_pages.router)
     return router
 
 
