@@ -29,7 +29,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.results.alerts.service import AlertService
+from services.results.alerts import AlertService
 from services.results.ehr.publisher import FHIR_CONTENT_TYPE, EhrPublisher
 from services.results.ehr.fhir import FHIR_VERSION, medication_administration_bundle
 from services.results.stage.writer import ResultsStore

@@ -15,37 +15,46 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
-from shared.clinics import ClinicDirectory
-from services.results.alerts.delivery import AlertsHandler, DeliveryDeps, RetryPolicy
-from services.results.alerts.roster import DynamoRoster
-from services.results.alerts.service import AlertService, SqsAlertQueue
-from services.results.alerts.store import DynamoAlertStore
-from services.results.api.app import ResultsAccess, create_app
-from services.results.console.ports import S3MediaLinks
-from services.results.console.router import create_console_router
-from services.results.console.oidc import OidcSignIn
-from services.results.console.sessions import ConsoleSessions, DynamoSessionStore, SessionPolicy, derive_key
+from services.results.alerts import (
+    AlertService,
+    AlertsHandler,
+    DeliveryDeps,
+    DynamoAlertStore,
+    DynamoRoster,
+    RetryPolicy,
+    SqsAlertQueue,
+)
+from services.results.api import ResultsAccess, create_app
+from services.results.console import (
+    ConsoleSessions,
+    DynamoSessionStore,
+    OidcSignIn,
+    S3MediaLinks,
+    SessionPolicy,
+    create_console_router,
+    derive_key,
+)
 from services.results.dosing import DosingReviews
-from services.results.ehr.publisher import EhrPublisher
+from services.results.ehr import EhrPublisher
 from services.results.erasure import (
     ERASURE_QUEUE,
     DynamoErasures,
     ErasureDeps,
-    SqsQueuedMessages,
     ErasureHandler,
     ErasureRequested,
+    SqsQueuedMessages,
     encode_erasure,
 )
-from services.results.stage.handlers import RESULTS, ResultsDeps, sweep_stuck_jobs
 from services.results.settings import ResultsSettings
-from services.results.stage.writer import ResultsWriter
+from services.results.stage import RESULTS, ResultsDeps, ResultsWriter, sweep_stuck_jobs
 from shared.access import Access, build_access
 from shared.aws import AsyncClients, async_client, sync_client
+from shared.clinics import ClinicDirectory
 from shared.errors import ConfigurationError
 from shared.history import PatientHistory
 from shared.http import serve_http
-from shared.jobs import JobStore
 from shared.infra import ALERTS_QUEUE
+from shared.jobs import JobStore
 from shared.messaging import MessageHandler, QueueConsumer
 from shared.settings import CommonSettings
 from shared.storage import Storage

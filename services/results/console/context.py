@@ -24,8 +24,7 @@ from jinja2 import Environment
 from services.results import dosing
 from shared.clinics import ClinicDirectory, ClinicProfile
 from shared.stored_results import clinic_of
-from services.results.alerts.roster import Roster
-from services.results.alerts.store import AlertStore
+from services.results.alerts import AlertStore, Roster
 from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import AuditEvent, MediaLinks
 from services.results.console.sessions import ConsoleSessions

@@ -35,7 +35,8 @@ from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
 from shared.clinics import SignInProvider
-from services.results.console.sessions import LOGIN_SECONDS, LoginAttempt, SessionStore
+from services.results.console.session_store import LoginAttempt, SessionStore
+from services.results.console.sessions import LOGIN_SECONDS
 from shared.auth import AuthenticationFailed, AuthenticationUnavailable, AuthSettings, TokenVerifier, claim_at
 from shared.identity import CredentialKind, Principal, Role
 

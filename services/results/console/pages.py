@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.results import adherence, dosing
 from shared.stored_results import checkin_time, fmt_local
-from services.results.alerts.store import NOTE_MAX, AlreadyAcknowledged
+from services.results.alerts import NOTE_MAX, AlreadyAcknowledged
 from services.results.console import exports, plots, series, views
 from services.results.console.context import Caller, Console, NotFound, caller, console_of, same_site
 from shared.domain import artifacts_prefix

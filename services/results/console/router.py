@@ -37,8 +37,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from services.results import dosing
 from shared.clinics import ClinicDirectory
 from shared.stored_results import MEDICATION_WORDS
-from services.results.alerts.roster import Roster
-from services.results.alerts.store import AlertStore
+from services.results.alerts import AlertStore, Roster
 from services.results.console import pages, review_pages, sign_in, views
 from services.results.console.context import Console
 from services.results.console.oidc import OidcSignIn

@@ -22,8 +22,7 @@ from shared.stored_results import (
     risk_level,
     transcript_flags,
 )
-from services.results.alerts.roster import RosterEntry
-from services.results.alerts.store import Alert
+from services.results.alerts import Alert, RosterEntry
 from shared.clinics import CheckinScript
 from shared.job import Job
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import structlog
 from opentelemetry import trace
 
-from services.results.alerts.service import AlertService
+from services.results.alerts import AlertService
 from services.results.ehr.publisher import EhrPublisher, encode_results_event
 from services.results.ehr.fhir import FHIR_VERSION, build_bundle
 from services.results.settings import ResultsSettings

@@ -144,9 +144,7 @@ class RecordingQueue:
 
 def _with_alerts(rules: dict, *, earlier: int = 0, repeat: bool = False):
     from shared.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
-    from services.results.alerts.roster import InMemoryRoster
-    from services.results.alerts.service import AlertService
-    from services.results.alerts.store import InMemoryAlertStore
+    from services.results.alerts import AlertService, InMemoryAlertStore, InMemoryRoster
 
     fakes, queue = FakeAdapters(), RecordingQueue()
     webhook = WebhookTarget(url="https://ehr.example/hooks", secret_env="UNUSED_HERE")
