@@ -51,7 +51,7 @@ def ingest_schema() -> dict[str, Any]:
 
 
 def results_schema() -> dict[str, Any]:
-    from services.results.api.app import ResultsAccess, create_app
+    from services.results.api import ResultsAccess, create_app
     from services.results.dosing import DosingReviews
     from services.results.settings import ResultsSettings
     from shared.audit import AuditTrail

@@ -30,13 +30,13 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.results.alerts import AlertService
-from services.results.ehr.publisher import FHIR_CONTENT_TYPE, EhrPublisher
 from services.results.ehr.fhir import FHIR_VERSION, medication_administration_bundle
+from services.results.ehr.publisher import FHIR_CONTENT_TYPE, EhrPublisher
 from services.results.stage.writer import ResultsStore
 from shared.audit import AuditEvent, AuditTrail
+from shared.domain import artifact_key
 from shared.events import encode_event
 from shared.history import HistoryReader
-from shared.domain import artifact_key
 from shared.identity import Principal, local_patient_id
 from shared.job import COMPLETED, FAILED, Job
 from shared.jobs import JobStore

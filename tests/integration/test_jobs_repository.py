@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.results.stage.handlers import sweep_stuck_jobs
 from services.results.settings import ResultsSettings
+from services.results.stage.handlers import sweep_stuck_jobs
 from shared.aws import AsyncClients
 from shared.fakes import InMemoryJobs
 from shared.job import ClaimOutcome, Job, PipelinePlan, plan_weights

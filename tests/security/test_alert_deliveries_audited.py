@@ -10,10 +10,10 @@ import os
 import httpx
 import pytest
 
-from shared.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 from services.results.alerts.delivery import AlertEvent, DeliveryDeps, DeliveryFailed, deliver_alert
 from services.results.alerts.store import Alert, InMemoryAlertStore
 from shared.audit import AuditTrail, patient_ref
+from shared.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 from shared.fakes import MemoryAuditStore
 from tests.webhooks import SECRET, SECRET_ENV, WebhookReceiver
 

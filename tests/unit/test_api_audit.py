@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from schizodot.dev_identity import DevIssuer
 from services.ingest.api import IngestAccess, create_app as ingest_app
 from services.ingest.settings import CheckinLimits, UploadPolicy
-from services.results.api.app import ResultsAccess, create_app as results_app
+from services.results.api import ResultsAccess, create_app as results_app
 from services.results.erasure import MemoryErasures
 from services.results.settings import ResultsSettings
 from shared.audit import AuditTrail

@@ -105,7 +105,7 @@ def test_cli_reports_an_unreachable_api_in_one_line_with_exit_3(tmp_path, issuer
 def results_api_without_aws(issuer, monkeypatch):
     """The results API as its process composes it (real AWS adapters, real token checks),
     with its AWS endpoint on a port where nothing listens: it is up, its store is away."""
-    from services.results.api.app import ResultsAccess, create_app
+    from services.results.api import ResultsAccess, create_app
     from services.results.erasure import DynamoErasures
     from services.results.settings import ResultsSettings
     from shared.access import build_access

@@ -40,9 +40,9 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 from standardwebhooks import Webhook
 
-from shared.clinics import ClinicDirectory, WebhookTarget
 from services.results.alerts.store import Alert, AlertStore, ChannelDelivery
 from shared.audit import AuditTrail
+from shared.clinics import ClinicDirectory, WebhookTarget
 from shared.events import decode_event, encode_event, event_data
 from shared.messaging import Accepted, Delivery
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.results.alerts.roster import RosterEntry
 from shared.clinics import AlertRules
 from shared.stored_results import (
     MEDICATION_WORDS,
@@ -36,7 +37,6 @@ from shared.stored_results import (
     risk_level,
     transcript_flags,
 )
-from services.results.alerts.roster import RosterEntry
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel
 
 from services.results import adherence
-from shared.stored_results import clinic_of
 from services.results.dosing import DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound
 from shared.audit import AuditEvent
 from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.identity import Principal
+from shared.stored_results import clinic_of
 
 ADHERENCE_HISTORY = 400  # check-ins read for a window (more than a year of daily check-ins)
 

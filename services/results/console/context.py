@@ -22,18 +22,18 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment
 
 from services.results import dosing
-from shared.clinics import ClinicDirectory, ClinicProfile
-from shared.stored_results import clinic_of
 from services.results.alerts import AlertStore, Roster
 from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import AuditEvent, MediaLinks
 from services.results.console.sessions import ConsoleSessions
 from shared.audit import AuditTrail
 from shared.auth import allow
+from shared.clinics import ClinicDirectory, ClinicProfile
 from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.history import HistoryReader
 from shared.identity import Principal, Role
 from shared.jobs import JobStore
+from shared.stored_results import clinic_of
 
 CONSOLE_ROLES = (Role.CLINICIAN, Role.CLINIC_ADMIN)
 _PATIENT = re.compile(PATIENT_ID_PATTERN)

@@ -34,10 +34,10 @@ import structlog
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
-from shared.clinics import SignInProvider
 from services.results.console.session_store import LoginAttempt, SessionStore
 from services.results.console.sessions import LOGIN_SECONDS
 from shared.auth import AuthenticationFailed, AuthenticationUnavailable, AuthSettings, TokenVerifier, claim_at
+from shared.clinics import SignInProvider
 from shared.identity import CredentialKind, Principal, Role
 
 log = structlog.get_logger()

@@ -35,8 +35,6 @@ from fastapi import APIRouter, Depends, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.results import dosing
-from shared.clinics import ClinicDirectory
-from shared.stored_results import MEDICATION_WORDS
 from services.results.alerts import AlertStore, Roster
 from services.results.console import pages, review_pages, sign_in, views
 from services.results.console.context import Console
@@ -44,9 +42,11 @@ from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import MediaLinks
 from services.results.console.sessions import ConsoleSessions
 from shared.audit import AuditTrail
+from shared.clinics import ClinicDirectory
 from shared.history import HistoryReader
 from shared.identity import Principal
 from shared.jobs import JobStore
+from shared.stored_results import MEDICATION_WORDS
 
 HERE = pages.HERE
 

@@ -44,9 +44,9 @@ import jwt
 import structlog
 from fastapi import HTTPException, Request
 
+from services.results.console.session_store import ConsoleSession, SessionStore
 from shared.audit import AuditEvent, AuditTrail, AuditUnavailable
 from shared.auth import AuthenticationFailed, AuthenticationUnavailable, Authenticator, SessionEnded, iso
-from services.results.console.session_store import ConsoleSession, SessionStore
 from shared.identity import Principal
 
 log = structlog.get_logger()

@@ -11,6 +11,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.results import adherence
+from services.results.alerts import Alert, RosterEntry
+from shared.clinics import CheckinScript
+from shared.job import Job
 from shared.stored_results import (
     RISK_ORDER,
     MarkerReading,
@@ -22,9 +25,6 @@ from shared.stored_results import (
     risk_level,
     transcript_flags,
 )
-from services.results.alerts import Alert, RosterEntry
-from shared.clinics import CheckinScript
-from shared.job import Job
 
 TREND_MARKERS = ("speech_rate", "pitch_variability", "facial_expressivity", "speaking_fraction")
 STEP_LABELS = {

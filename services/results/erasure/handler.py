@@ -46,10 +46,10 @@ from services.results.erasure.queued import QueuedMessages, names_patient
 from services.results.erasure.store import ErasureStore
 from shared.audit import AuditTrail
 from shared.auth import PatientLinkStore
-from shared.history import HistoryReader
 from shared.domain import artifacts_prefix
 from shared.errors import MalformedMessage
 from shared.events import decode_event, encode_event, event_data
+from shared.history import HistoryReader
 from shared.identity import patient_key, split_patient_key
 from shared.infra import UPLOAD_PREFIX
 from shared.jobs import JobStore

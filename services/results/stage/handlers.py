@@ -17,8 +17,8 @@ import structlog
 from opentelemetry import trace
 
 from services.results.alerts import AlertService
-from services.results.ehr.publisher import EhrPublisher, encode_results_event
 from services.results.ehr.fhir import FHIR_VERSION, build_bundle
+from services.results.ehr.publisher import EhrPublisher, encode_results_event
 from services.results.settings import ResultsSettings
 from services.results.stage.user_item import build_user_item, job_summary
 from services.results.stage.writer import ResultsStore

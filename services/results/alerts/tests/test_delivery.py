@@ -22,7 +22,6 @@ from aiobotocore.session import get_session
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from shared.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 from services.results.alerts.delivery import (
     AlertEvent,
     AlertsHandler,
@@ -36,6 +35,7 @@ from services.results.alerts.service import AlertService, SqsAlertQueue
 from services.results.alerts.store import DynamoAlertStore
 from shared.audit import AuditTrail
 from shared.aws import AsyncClients, sync_client
+from shared.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 from shared.fakes import InMemoryJobs, MemoryAuditStore
 from shared.infra import ALERTS_QUEUE
 from shared.messaging import QueueConsumer

@@ -13,20 +13,20 @@ import boto3
 from botocore.config import Config
 
 from schizodot.dev_identity import AUDIENCE, ISSUER, DevIssuer
-from shared.clinics import ClinicDirectory, ClinicProfile
 from services.results.alerts import AlertService, InMemoryAlertStore, InMemoryRoster
-from services.results.api.app import ResultsAccess, create_app
+from services.results.api import ResultsAccess, create_app
+from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import S3MediaLinks
 from services.results.console.router import create_console_router
-from services.results.console.oidc import OidcSignIn
 from services.results.console.session_store import InMemorySessionStore
 from services.results.console.sessions import ConsoleSessions, SessionPolicy, derive_key
+from services.results.dosing import DosingReviews
+from services.results.ehr.publisher import EhrPublisher
 from services.results.erasure import MemoryErasures
 from services.results.settings import ResultsSettings
 from shared.audit import AuditTrail
 from shared.auth import Authenticator, AuthSettings, principal_dependency
-from services.results.dosing import DosingReviews
-from services.results.ehr.publisher import EhrPublisher
+from shared.clinics import ClinicDirectory, ClinicProfile
 from shared.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,

@@ -9,9 +9,9 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
-from services.results.ehr.publisher import RESULTS_AVAILABLE, encode_results_event, event_id
-from services.results.ehr.fhir import FHIR_VERSION, UCUM, build_bundle, patient_reference, quantity
 from services.fusion.findings import build_results
+from services.results.ehr.fhir import FHIR_VERSION, UCUM, build_bundle, patient_reference, quantity
+from services.results.ehr.publisher import RESULTS_AVAILABLE, encode_results_event, event_id
 from services.results.stage.user_item import build_user_item
 from shared.job import Job
 from shared.markers import measured, not_assessed

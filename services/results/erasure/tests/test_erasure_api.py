@@ -8,7 +8,7 @@ import asyncio
 import httpx
 
 from schizodot.dev_identity import AUDIENCE, ISSUER, DevIssuer
-from services.results.api.app import ResultsAccess, create_app
+from services.results.api import ResultsAccess, create_app
 from services.results.erasure import ErasureDeps, ErasureRequested, MemoryErasures, erase
 from services.results.settings import ResultsSettings
 from shared.audit import AuditTrail

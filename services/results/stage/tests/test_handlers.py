@@ -12,8 +12,8 @@ import uuid
 import pytest
 
 from services.results.ehr.publisher import EhrPublisher
-from services.results.stage.handlers import RESULTS, ResultsDeps
 from services.results.settings import ResultsSettings
+from services.results.stage.handlers import RESULTS, ResultsDeps
 from shared.audit import AuditTrail, AuditUnavailable, patient_ref
 from shared.domain import artifact_key, utc_now
 from shared.events import FusionCompleted, encode_event
