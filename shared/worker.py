@@ -49,10 +49,10 @@ class StageContext(Generic[S]):
     queue_urls: dict[str, str]
 
 
-SideTask = Callable[[StageContext[S], asyncio.Event], Awaitable[None]]
+SideTask = Callable[[A, asyncio.Event], Awaitable[None]]  # given what `compose` built, and the stop event
 
 
-def _as_is(context: A) -> A:
+def _as_is(context: StageContext[S]) -> Any:
     return context
 
 
@@ -72,10 +72,10 @@ async def resolve_queues(
 def run_stage(
     stage: Stage[Any, D],
     settings: S,
-    build_deps: Callable[[Any], D],
-    side_tasks: tuple[Callable[[Any, asyncio.Event], Awaitable[None]], ...] = (),
+    build_deps: Callable[[A], D],
+    side_tasks: tuple[SideTask[A], ...] = (),
     common: CommonSettings | None = None,
-    compose: Callable[[StageContext[S]], Any] = _as_is,
+    compose: Callable[[StageContext[S]], A] = _as_is,
 ) -> None:
     """Entry point of a stage process: blocks until SIGTERM/SIGINT.
 
@@ -102,9 +102,9 @@ async def _serve(
     stage: Stage[Any, D],
     settings: S,
     common: CommonSettings,
-    build_deps: Callable[[Any], D],
-    side_tasks: tuple[Callable[[Any, asyncio.Event], Awaitable[None]], ...],
-    compose: Callable[[StageContext[S]], Any],
+    build_deps: Callable[[A], D],
+    side_tasks: tuple[SideTask[A], ...],
+    compose: Callable[[StageContext[S]], A],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
