@@ -29,18 +29,18 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.results.alerts.service import AlertService
-from services.results.ehr import FHIR_CONTENT_TYPE, EhrPublisher
-from services.results.fhir import FHIR_VERSION, medication_administration_bundle
-from services.results.writer import ResultsStore
-from shared.aws.history import HistoryReader
-from shared.aws.jobs import JobStore
-from shared.aws.storage import ObjectStore
-from shared.domain.checkin import artifact_key
-from shared.domain.job import COMPLETED, FAILED, Job
-from shared.identity.audit import AuditEvent, AuditTrail
-from shared.identity.principal import Principal, local_patient_id
-from shared.runtime.events import encode_event
+from services.results.alerts import AlertService
+from services.results.ehr.fhir import FHIR_VERSION, medication_administration_bundle
+from services.results.ehr.publisher import FHIR_CONTENT_TYPE, EhrPublisher
+from services.results.stage.writer import ResultsStore
+from shared.audit import AuditEvent, AuditTrail
+from shared.domain import artifact_key
+from shared.events import encode_event
+from shared.history import HistoryReader
+from shared.identity import Principal, local_patient_id
+from shared.job import COMPLETED, FAILED, Job
+from shared.jobs import JobStore
+from shared.storage import ObjectStore
 
 log = structlog.get_logger()
 
@@ -149,7 +149,7 @@ def needs_review(item: dict[str, Any]) -> bool:
 
 def pill_box_key(job_id: str, step: str, revision: int) -> str:
     """Where a reviewer's pill box is kept: beside the job's evidence frames, so erasing the job
-    erases it (services/results/erasure.py removes `artifacts/<job>/`); docs/dosing-review.md."""
+    erases it (services/results/erasure/handler.py removes `artifacts/<job>/`); docs/dosing-review.md."""
     return artifact_key(job_id, f"labels/pill-box-{step}-r{revision}")
 
 

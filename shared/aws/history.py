@@ -1,7 +1,7 @@
 """Reading a patient's analysis history from SchizodotUsers (access pattern 6).
 
 Reads only: the results service is the one writer of this table
-(services/results/writer.py). `HistoryReader` is what fusion and the results
+(services/results/stage/writer.py). `HistoryReader` is what fusion and the results
 API use; `PatientHistory` is it on DynamoDB and `shared.fakes.InMemoryHistory`
 in memory (contract: tests/integration/test_adapters.py).
 """

@@ -231,7 +231,7 @@ class StageRunner(Generic[E, D]):
         outputs = dict(outcome.outputs)
         if outcome.artifact is not None:
             # A job that ended while the stage worked (failed, or its patient erased) gets nothing more: an
-            # artifact written now would outlive the erasure and its late sweep (results/erasure.py).
+            # artifact written now would outlive the erasure and its late sweep (services/results/erasure/).
             current = await self._jobs.get(inbound.job_id)
             if current is None or not current.active:
                 log.info("stage output dropped: the job ended while the stage ran")

@@ -1,6 +1,6 @@
 """What every stage process does around its stage: logging, tracing and
 metrics, AWS clients (instrumented), queue discovery, signals, the consumer
-loop running the stage (`shared.runtime.runner`) and side tasks (the stage's own ones
+loop running the stage (`shared.runner`) and side tasks (the stage's own ones
 and the queue-depth poller).
 
 A service's `main.py` is its composition root: it declares nothing but what the
@@ -18,22 +18,22 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
-from shared.aws.clients import AsyncClients
-from shared.aws.jobs import JobsRepository, JobStore
-from shared.aws.storage import Storage
-from shared.domain.errors import ConfigurationError
-from shared.runtime.logs import configure_logging
-from shared.runtime.messaging import Publisher, QueueConsumer
-from shared.runtime.metered_jobs import MeteredJobs
-from shared.runtime.metrics import configure_metrics, watch_queue_depth
-from shared.runtime.runner import Stage, StageRunner
-from shared.runtime.topology import PUBLISHES_TO
-from shared.runtime.tracing import configure_tracing, instrument_aws
+from shared.aws import AsyncClients
+from shared.errors import ConfigurationError
+from shared.jobs import JobsRepository, JobStore
+from shared.logs import configure_logging
+from shared.messaging import Publisher, QueueConsumer
+from shared.metrics import MeteredJobs, configure_metrics, watch_queue_depth
+from shared.runner import Stage, StageRunner
 from shared.settings import CommonSettings, StageSettings
+from shared.storage import Storage
+from shared.topology import PUBLISHES_TO
+from shared.tracing import configure_tracing, instrument_aws
 
 log = structlog.get_logger()
 S = TypeVar("S", bound=StageSettings)
 D = TypeVar("D")
+A = TypeVar("A")  # what a service composes from the context (services/results: its ResultsApp)
 
 
 @dataclass
@@ -49,7 +49,11 @@ class StageContext(Generic[S]):
     queue_urls: dict[str, str]
 
 
-SideTask = Callable[[StageContext[S], asyncio.Event], Awaitable[None]]
+SideTask = Callable[[A, asyncio.Event], Awaitable[None]]  # given what `compose` built, and the stop event
+
+
+def _as_is(context: StageContext[S]) -> Any:
+    return context
 
 
 async def resolve_queues(
@@ -68,11 +72,15 @@ async def resolve_queues(
 def run_stage(
     stage: Stage[Any, D],
     settings: S,
-    build_deps: Callable[[StageContext[S]], D],
-    side_tasks: tuple[SideTask[S], ...] = (),
+    build_deps: Callable[[A], D],
+    side_tasks: tuple[SideTask[A], ...] = (),
     common: CommonSettings | None = None,
+    compose: Callable[[StageContext[S]], A] = _as_is,
 ) -> None:
-    """Entry point of a stage process: blocks until SIGTERM/SIGINT."""
+    """Entry point of a stage process: blocks until SIGTERM/SIGINT.
+
+    `compose` builds, once, what `build_deps` and the side tasks are given (by default the
+    `StageContext` itself; a service with many adapters builds its own frozen app from it)."""
     common = common or CommonSettings()
     service_name = common.service_name or f"schizodot-{stage.name}"
     configure_logging(service_name, common.log_level, stage=stage.name, pseudonym_key=common.pseudonym_key)
@@ -80,8 +88,8 @@ def run_stage(
     meter_provider = configure_metrics(service_name, common)
     instrument_aws()
     try:
-        common.check_pseudonym_key(required=False)  # the APIs require one (shared.identity.access)
-        asyncio.run(_serve(stage, settings, common, build_deps, side_tasks))
+        common.check_pseudonym_key(required=False)  # the APIs require one (shared.access)
+        asyncio.run(_serve(stage, settings, common, build_deps, side_tasks, compose))
     except ConfigurationError as error:  # a missing model, a taken port, ...
         log.error("cannot start as configured", error=str(error), setting=error.setting)
         sys.exit(2)
@@ -94,8 +102,9 @@ async def _serve(
     stage: Stage[Any, D],
     settings: S,
     common: CommonSettings,
-    build_deps: Callable[[StageContext[S]], D],
-    side_tasks: tuple[SideTask[S], ...],
+    build_deps: Callable[[A], D],
+    side_tasks: tuple[SideTask[A], ...],
+    compose: Callable[[StageContext[S]], A],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -112,7 +121,8 @@ async def _serve(
             publisher=Publisher(aws.sqs, queues, source=f"urn:schizodot:{stage.name}"),
             queue_urls=queues,
         )
-        runner = StageRunner(stage, build_deps(context), context.jobs, context.storage, context.publisher)
+        app = compose(context)
+        runner = StageRunner(stage, build_deps(app), context.jobs, context.storage, context.publisher)
         consumer = QueueConsumer(
             sqs=aws.sqs,
             jobs=context.jobs,
@@ -123,7 +133,7 @@ async def _serve(
             settings=common,
         )
         tasks = [asyncio.create_task(consumer.run(stop))]
-        tasks += [asyncio.create_task(side(context, stop)) for side in side_tasks]
+        tasks += [asyncio.create_task(side(app, stop)) for side in side_tasks]
         tasks.append(asyncio.create_task(watch_queue_depth(
             aws.sqs, (queues[stage.name], dead_letters[stage.name]), common.queue_metrics_interval_seconds, stop
         )))

@@ -20,7 +20,7 @@ import pypdf
 import pytest
 
 from schizodot import samples
-from services.results.alerts.service import AlertService
+from services.results.alerts import AlertService
 from services.results.console.tests.fakes import COOKIE, Console
 from shared.aws.clients import sync_client
 from tests.browser.contract_items import history

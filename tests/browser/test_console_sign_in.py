@@ -21,10 +21,11 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import pytest
 
-from services.results.alerts.clinics import ClinicDirectory, ClinicProfile, SignInProvider
-from services.results.console.sessions import DynamoSessionStore, SessionPolicy
+from services.results.console.session_store import DynamoSessionStore
+from services.results.console.sessions import SessionPolicy
 from services.results.console.tests.fakes import Console
-from shared.aws.clients import async_client
+from shared.aws import async_client
+from shared.clinics import ClinicDirectory, ClinicProfile, SignInProvider
 from tests.browser.servers import BackgroundServer
 
 HERE = Path(__file__).resolve().parent

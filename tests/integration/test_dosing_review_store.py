@@ -9,14 +9,14 @@ import uuid
 import pytest
 
 from services.results.dosing import DosingReview, DosingReviews
-from services.results.writer import ResultsWriter
-from shared.aws.clients import AsyncClients
-from shared.aws.history import PatientHistory
-from shared.aws.jobs import JobsRepository
-from shared.domain.job import new_job
+from services.results.stage.writer import ResultsWriter
+from shared.audit import AuditTrail
+from shared.aws import AsyncClients
 from shared.fakes import MemoryAuditStore
-from shared.identity.audit import AuditTrail
-from shared.identity.principal import CredentialKind, Principal, Role, patient_key
+from shared.history import PatientHistory
+from shared.identity import CredentialKind, Principal, Role, patient_key
+from shared.job import new_job
+from shared.jobs import JobsRepository
 from tests.browser.contract_items import history
 
 pytestmark = pytest.mark.server

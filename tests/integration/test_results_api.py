@@ -20,17 +20,17 @@ import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from services.results.ehr.publisher import RESULTS_AVAILABLE
+from services.results.stage.writer import ResultsWriter
+from shared.aws import AsyncClients, sync_client
+from shared.domain import artifact_key
+from shared.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
+from shared.job import Job, plan_weights
+from shared.jobs import JobsRepository
+from shared.markers import measured, parse
 from schizodot.dev_identity import DEV_CLINIC, DevIssuer
-from services.results.ehr import RESULTS_AVAILABLE
-from services.results.writer import ResultsWriter
-from shared.aws.clients import AsyncClients, sync_client
-from shared.aws.jobs import JobsRepository
-from shared.domain.checkin import artifact_key
-from shared.domain.job import Job, plan_weights
-from shared.domain.markers import measured, parse
-from shared.identity.audit import AuditTrail, S3AuditStore
-from shared.identity.principal import patient_key
-from shared.runtime.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
+from shared.audit import AuditTrail, S3AuditStore
+from shared.identity import patient_key
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -463,14 +463,14 @@ def test_an_unreachable_ehr_is_retried_then_the_job_completes_saying_so(aws_serv
     from services.fusion.findings import build_results
     from services.fusion.rules import clinical_summary, fuse
     from services.fusion.settings import FusionSettings
-    from services.results.ehr import EhrPublisher
-    from services.results.handlers import RESULTS, ResultsDeps
+    from services.results.ehr.publisher import EhrPublisher
+    from services.results.stage.handlers import RESULTS, ResultsDeps
     from services.results.settings import ResultsSettings
-    from shared.aws.storage import Storage
-    from shared.runtime.events import FUSION_COMPLETED, FusionCompleted
-    from shared.runtime.messaging import Delivery, Publisher
-    from shared.runtime.runner import StageRunner
-    from shared.runtime.worker import resolve_queues
+    from shared.events import FUSION_COMPLETED, FusionCompleted
+    from shared.messaging import Delivery, Publisher
+    from shared.runner import StageRunner
+    from shared.storage import Storage
+    from shared.worker import resolve_queues
 
     settings = aws_server
     sqs = sync_client(settings, "sqs")
@@ -519,7 +519,7 @@ def test_an_unreachable_ehr_is_retried_then_the_job_completes_saying_so(aws_serv
 
 
 def test_results_event_fans_out_through_an_sns_topic(aws_server):
-    from services.results.ehr import EhrPublisher, encode_results_event, event_id
+    from services.results.ehr.publisher import EhrPublisher, encode_results_event, event_id
 
     sns, sqs = sync_client(aws_server, "sns"), sync_client(aws_server, "sqs")
     topic = sns.create_topic(Name=f"ehr-results-{uuid.uuid4().hex[:6]}")["TopicArn"]

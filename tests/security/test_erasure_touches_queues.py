@@ -4,7 +4,7 @@ patient key. On the running stack: an EHR event of the patient that ingest dead-
 of another patient; after `DELETE /api/v1/patients/{id}` no queue holds anything of the patient,
 and the other patient's dead letter is still there and readable at once (released, not held).
 Failed on the code before the fix: the patient's dead letter stayed. (Which messages name a patient,
-S3's notifications included, is checked message by message in services/results/tests/test_erasure.py.)"""
+S3's notifications included, is checked message by message in services/results/erasure/tests/test_erasure.py.)"""
 
 from __future__ import annotations
 

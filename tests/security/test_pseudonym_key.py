@@ -52,11 +52,11 @@ def test_pseudonym_key_is_not_the_console_csrf_key(monkeypatch):
     monkeypatch.setenv("SCHIZODOT_PSEUDONYM_KEY", "a-secret-of-this-deployment-0123")
     settings = ResultsSettings(auth=AuthSettings(session_cookie="schizodot_session", cookie_paths=("/console",)))
 
-    class Context:
+    class App:  # the part of main.ResultsApp the console is built from
         common = CommonSettings()
         aws = _NoAws()
 
-    Context.settings = settings
-    access = build_access(Context.common, Context.aws, service="schizodot-results", auth=settings.auth)
+    App.settings = settings
+    App.access = build_access(App.common, App.aws, service="schizodot-results", auth=settings.auth)
     with pytest.raises(ConfigurationError, match="RESULTS_CONSOLE_CSRF_KEY"):
-        main._console(Context(), access)
+        main._console(App())

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from services.results.alerts.clinics import ClinicDirectory
-from shared.domain.errors import ConfigurationError
+from shared.clinics import ClinicDirectory
+from shared.errors import ConfigurationError
 from shared.settings import CommonSettings
 
 

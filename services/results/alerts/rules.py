@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.results.alerts.clinics import AlertRules
-from services.results.alerts.findings import (
+from services.results.alerts.roster import RosterEntry
+from shared.clinics import AlertRules
+from shared.stored_results import (
     MEDICATION_WORDS,
     MISSED_STATUSES,
     checkin_time,
@@ -36,7 +37,6 @@ from services.results.alerts.findings import (
     risk_level,
     transcript_flags,
 )
-from services.results.alerts.roster import RosterEntry
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.results import adherence
-from services.results.alerts.findings import (
+from services.results.console.series import RISK_LABELS, marker_series, risk_series
+from shared.stored_results import (
     MEDICATION_WORDS,
     WORSE,
     checkin_time,
@@ -29,7 +30,6 @@ from services.results.alerts.findings import (
     medication_status,
     risk_level,
 )
-from services.results.console.series import RISK_LABELS, marker_series, risk_series
 
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 PDF_MARKERS = ("facial_expressivity", "speech_rate", "pitch_variability", "speaking_fraction", "pause_rate")

@@ -2,9 +2,9 @@
 
 Mounted by `create_console_router` when the results service hands it `DosingReviews`
 (services/results/dosing.py writes the verdict, audits it, runs the alert rule again and
-tells the EHR); the helpers of the console router (who is calling, pages, audit, the
-clinic scoping) are passed in as a `ConsoleKit`, so scoping and audit work exactly as on
-every other console page.
+tells the EHR). Each route takes the signed-in clinician (`caller`) and the console
+(`console_of`) as dependencies, so scoping and audit work exactly as on every other
+console page (context.py).
 
 - `GET  /review`: the queue, oldest first: check-ins of the clinic whose intake is not verified
   and that no one has reviewed;
@@ -18,7 +18,6 @@ every other console page.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -27,40 +26,17 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 
-from services.results.alerts.findings import checkin_time, fmt_local
 from services.results.console import views
-from services.results.dosing import (
-    REASONS,
-    DosingReview,
-    DosingReviews,
-    PillBox,
-    ReviewConflict,
-    ReviewNotFound,
-    needs_review,
-)
-from shared.domain.checkin import artifacts_prefix
+from services.results.console.context import Caller, Console, NotFound, caller, console_of, same_site
+from services.results.dosing import REASONS, DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound, \
+    needs_review
+from shared.domain import artifacts_prefix
+from shared.stored_results import checkin_time, fmt_local
 
 QUEUE_HISTORY = 100  # newest check-ins looked at per patient
 QUEUE_CONCURRENCY = 16
 
-
-@dataclass
-class ConsoleKit:
-    """What the console router lends the review pages (see router.py for each)."""
-
-    caller: Callable[..., Any]
-    page: Callable[..., Any]
-    record: Callable[..., Any]
-    roster: Any
-    clinic_history: Callable[..., Any]
-    checkin_of: Callable[..., Any]
-    not_found: Callable[..., Any]
-    same_site: Callable[[Request], None]
-    sessions: Any
-    media: Any
-    media_url_seconds: int
-    not_found_error: type[Exception]
-    prefix: str = "/console"
+router = APIRouter()
 
 
 @dataclass(frozen=True)
@@ -76,105 +52,119 @@ def _q(value: str) -> str:
     return quote(value, safe="")
 
 
-def review_router(kit: ConsoleKit, reviews: DosingReviews) -> APIRouter:
-    router = APIRouter()
-    caller = kit.caller
+def reviews_of(console: Console = Depends(console_of)) -> DosingReviews:
+    """The dosing reviews (this router is mounted only when the console has them)."""
+    assert console.reviews is not None
+    return console.reviews
 
-    async def queue_of(c) -> list[QueueEntry]:
-        reads = asyncio.Semaphore(QUEUE_CONCURRENCY)
 
-        async def waiting(entry) -> list[QueueEntry]:
-            async with reads:
-                items = await kit.clinic_history(c, entry.patient_id, QUEUE_HISTORY)
-            return [QueueEntry(entry.patient_id, i["job_id"], i["timestamp"],
-                               fmt_local(checkin_time(i), c.clinic.zone),
-                               ((i.get("results") or {}).get("compliance") or {}).get("verification_status")
-                               or "not_assessed") for i in items if needs_review(i)]
-        found = await asyncio.gather(*(waiting(e) for e in await kit.roster.patients(c.clinic_id)))
-        return sorted((e for entries in found for e in entries), key=lambda e: e.timestamp)
+async def queue_of(console: Console, c: Caller) -> list[QueueEntry]:
+    """The clinic's check-ins waiting for a review, oldest first."""
+    reads = asyncio.Semaphore(QUEUE_CONCURRENCY)
 
-    def review_url(entry: QueueEntry) -> str:
-        return f"{kit.prefix}/patients/{_q(entry.patient_id)}/checkins/{_q(entry.job_id)}/review"
+    async def waiting(entry) -> list[QueueEntry]:
+        async with reads:
+            items = await console.clinic_history(c, entry.patient_id, QUEUE_HISTORY)
+        return [QueueEntry(entry.patient_id, i["job_id"], i["timestamp"],
+                           fmt_local(checkin_time(i), c.clinic.zone),
+                           ((i.get("results") or {}).get("compliance") or {}).get("verification_status")
+                           or "not_assessed") for i in items if needs_review(i)]
+    found = await asyncio.gather(*(waiting(e) for e in await console.roster.patients(c.clinic_id)))
+    return sorted((e for entries in found for e in entries), key=lambda e: e.timestamp)
 
-    @router.get("/review")
-    async def queue_page(c=Depends(caller), done: str = ""):
-        queue = await queue_of(c)
-        await kit.record(c, "console.review_queue", detail={"waiting": len(queue)})
-        return kit.page("review_queue.html", c, queue=queue, done=done == "1")
 
-    async def review_page(c, patient_id: str, job_id: str, item: dict[str, Any], status: int = 200,
-                          problem: str | None = None, form: dict[str, str] | None = None):
-        compliance = (item.get("results") or {}).get("compliance") or {}
-        queue = await queue_of(c)
-        position = next((n for n, e in enumerate(queue, 1) if e.job_id == job_id), None)
-        view = views.checkin_view(item, None, c.clinic.zone)
-        frames = []
-        for step in view.evidence_steps:
-            found = next((f for f in compliance.get("evidence_frames") or [] if f.get("step") == step), {})
-            frames.append({"step": step, "label": views.STEP_LABELS.get(step, step.replace("_", " ")),
-                           "step_id": found.get("step_id"), "t": found.get("t")})
-        review = compliance.get("review") or {}
-        history = list(review.get("history") or []) + ([review] if review.get("verdict") else [])
-        return kit.page("review.html", c, status=status, patient_id=patient_id, job_id=job_id, view=view,
+def review_url(console: Console, entry: QueueEntry) -> str:
+    return f"{console.prefix}/patients/{_q(entry.patient_id)}/checkins/{_q(entry.job_id)}/review"
+
+
+@router.get("/review")
+async def queue_page(c: Caller = Depends(caller), console: Console = Depends(console_of), done: str = ""):
+    queue = await queue_of(console, c)
+    await console.record(c, "console.review_queue", detail={"waiting": len(queue)})
+    return console.page("review_queue.html", c, queue=queue, done=done == "1")
+
+
+async def review_page(console: Console, c: Caller, patient_id: str, job_id: str, item: dict[str, Any],
+                      status: int = 200, problem: str | None = None, form: dict[str, str] | None = None):
+    compliance = (item.get("results") or {}).get("compliance") or {}
+    queue = await queue_of(console, c)
+    position = next((n for n, e in enumerate(queue, 1) if e.job_id == job_id), None)
+    view = views.checkin_view(item, None, c.clinic.zone)
+    frames = []
+    for step in view.evidence_steps:
+        found = next((f for f in compliance.get("evidence_frames") or [] if f.get("step") == step), {})
+        frames.append({"step": step, "label": views.STEP_LABELS.get(step, step.replace("_", " ")),
+                       "step_id": found.get("step_id"), "t": found.get("t")})
+    review = compliance.get("review") or {}
+    history = list(review.get("history") or []) + ([review] if review.get("verdict") else [])
+    return console.page("review.html", c, status=status, patient_id=patient_id, job_id=job_id, view=view,
                         compliance=compliance, clip=compliance.get("review_clip") or None, frames=frames,
                         reasons=REASONS, verdicts=list(reversed(history)), review=review, problem=problem,
                         form=form or {}, position=position, waiting=len(queue),
                         self_report=compliance.get("self_report") or None)
 
-    @router.get("/patients/{patient_id}/checkins/{job_id}/review")
-    async def review_get(patient_id: str, job_id: str, c=Depends(caller)):
-        try:
-            item = await kit.checkin_of(c, patient_id, job_id, "console.review_view")
-        except kit.not_found_error:
-            return kit.not_found(c)
-        await kit.record(c, "console.review_view", patient_id=patient_id, job_id=job_id)
-        return await review_page(c, patient_id, job_id, item)
 
-    @router.post("/patients/{patient_id}/checkins/{job_id}/review")
-    async def review_post(patient_id: str, job_id: str, request: Request, c=Depends(caller)):
-        kit.same_site(request)
-        raw = parse_qs((await request.body()).decode("utf-8", "replace")[:16384])
-        form = {k: (v[0] if v else "") for k, v in raw.items()}
-        if kit.sessions is not None:
-            kit.sessions.check_csrf(request, form.get("csrf", ""))
-        try:
-            item = await kit.checkin_of(c, patient_id, job_id, "dosing.review")
-        except kit.not_found_error:
-            return kit.not_found(c)
-        try:
-            review = DosingReview(verdict=form.get("verdict") or None, reason=form.get("reason") or None,
-                                  note=form.get("note") or None)
-            boxes = [PillBox(step=form["box_step"], x=int(float(form["box_x"])), y=int(float(form["box_y"])),
-                             width=int(float(form["box_w"])), height=int(float(form["box_h"])))] \
-                if form.get("box_step") else []
-        except (ValidationError, ValueError, KeyError) as error:
-            problem = _problem(error)
-            return await review_page(c, patient_id, job_id, item, status=422, problem=problem, form=form)
-        try:
-            await reviews.record(c.principal, job_id, review, boxes)
-        except ReviewNotFound:
-            return kit.not_found(c)
-        except ReviewConflict as conflict:
-            return await review_page(c, patient_id, job_id, item, status=409, problem=str(conflict), form=form)
-        following = [e for e in await queue_of(c) if e.job_id != job_id]
-        target = review_url(following[0]) if following else f"{kit.prefix}/review?done=1"
-        return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
+@router.get("/patients/{patient_id}/checkins/{job_id}/review")
+async def review_get(patient_id: str, job_id: str, c: Caller = Depends(caller),
+                     console: Console = Depends(console_of)):
+    try:
+        item = await console.checkin_of(c, patient_id, job_id, "console.review_view")
+    except NotFound:
+        return console.not_found(c)
+    await console.record(c, "console.review_view", patient_id=patient_id, job_id=job_id)
+    return await review_page(console, c, patient_id, job_id, item)
 
-    @router.get("/patients/{patient_id}/checkins/{job_id}/clip")
-    async def clip(patient_id: str, job_id: str, c=Depends(caller)):
-        try:
-            item = await kit.checkin_of(c, patient_id, job_id, "console.review_clip_get")
-        except kit.not_found_error:
-            return kit.not_found(c)
-        key = str((((item.get("results") or {}).get("compliance") or {}).get("review_clip") or {}).get("key") or "")
-        if not key.startswith(artifacts_prefix(job_id)):
-            await kit.record(c, "console.review_clip_get", "not_found", patient_id=patient_id, job_id=job_id)
-            return kit.not_found(c)
-        await kit.record(c, "console.review_clip_get", patient_id=patient_id, job_id=job_id)
-        return RedirectResponse(await kit.media.presign_get(key, kit.media_url_seconds), status_code=303,
-                                headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
-    return router
+def _verdict_of(form: dict[str, str]) -> tuple[DosingReview, list[PillBox]]:
+    """The form's verdict and pill box (ValidationError, ValueError or KeyError when they are not one)."""
+    review = DosingReview(verdict=form.get("verdict") or None, reason=form.get("reason") or None,
+                          note=form.get("note") or None)
+    boxes = [PillBox(step=form["box_step"], x=int(float(form["box_x"])), y=int(float(form["box_y"])),
+                     width=int(float(form["box_w"])), height=int(float(form["box_h"])))] \
+        if form.get("box_step") else []
+    return review, boxes
+
+
+@router.post("/patients/{patient_id}/checkins/{job_id}/review")
+async def review_post(patient_id: str, job_id: str, request: Request, c: Caller = Depends(caller),
+                      console: Console = Depends(console_of), reviews: DosingReviews = Depends(reviews_of)):
+    same_site(request)
+    raw = parse_qs((await request.body()).decode("utf-8", "replace")[:16384])
+    form = {k: (v[0] if v else "") for k, v in raw.items()}
+    if console.sessions is not None:
+        console.sessions.check_csrf(request, form.get("csrf", ""))
+    try:
+        item = await console.checkin_of(c, patient_id, job_id, "dosing.review")
+    except NotFound:
+        return console.not_found(c)
+    try:
+        review, boxes = _verdict_of(form)
+    except (ValidationError, ValueError, KeyError) as error:
+        return await review_page(console, c, patient_id, job_id, item, status=422, problem=_problem(error), form=form)
+    try:
+        await reviews.record(c.principal, job_id, review, boxes)
+    except ReviewNotFound:
+        return console.not_found(c)
+    except ReviewConflict as conflict:
+        return await review_page(console, c, patient_id, job_id, item, status=409, problem=str(conflict), form=form)
+    following = [e for e in await queue_of(console, c) if e.job_id != job_id]
+    target = review_url(console, following[0]) if following else f"{console.prefix}/review?done=1"
+    return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/patients/{patient_id}/checkins/{job_id}/clip")
+async def clip(patient_id: str, job_id: str, c: Caller = Depends(caller), console: Console = Depends(console_of)):
+    try:
+        item = await console.checkin_of(c, patient_id, job_id, "console.review_clip_get")
+    except NotFound:
+        return console.not_found(c)
+    key = str((((item.get("results") or {}).get("compliance") or {}).get("review_clip") or {}).get("key") or "")
+    if not key.startswith(artifacts_prefix(job_id)):
+        await console.record(c, "console.review_clip_get", "not_found", patient_id=patient_id, job_id=job_id)
+        return console.not_found(c)
+    await console.record(c, "console.review_clip_get", patient_id=patient_id, job_id=job_id)
+    return RedirectResponse(await console.media.presign_get(key, console.media_url_seconds), status_code=303,
+                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
 def _problem(error: Exception) -> str:
@@ -188,4 +178,4 @@ def _problem(error: Exception) -> str:
     return f"the pill box is not a box in pixels ({error})"
 
 
-__all__ = ["ConsoleKit", "review_router"]
+__all__ = ["router"]

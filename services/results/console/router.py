@@ -6,14 +6,14 @@ top-level functions in sign_in.py, pages.py and review_pages.py, and reach the
 console's state (`context.Console`, bound to each request here) through FastAPI
 dependencies. Every route but the sign-in page and the static files:
 
-1. asks `principal` (shared.identity.auth: a bearer token, or the session cookie on the
+1. asks `principal` (shared.auth: a bearer token, or the session cookie on the
    console's paths; 401 without a valid one) who is calling; roles other than
-   clinician and clinic_admin get the one 403 (`shared.identity.middleware.allow`);
+   clinician and clinic_admin get the one 403 (`shared.auth.allow`);
 2. scopes to the principal's clinic: patients are read under the clinic's patient
-   key (shared.identity.principal), and a patient not on the clinic's roster, or a check-in of
+   key (shared.identity), and a patient not on the clinic's roster, or a check-in of
    another clinic, is "not found" in exactly the words and status of one that does
    not exist;
-3. records an audit event (shared.identity.audit) before serving anything; a failing audit
+3. records an audit event (shared.audit) before serving anything; a failing audit
    fails the request (503).
 
 Pages are HTML with every script, style and font served here (plotly.js from
@@ -35,19 +35,18 @@ from fastapi import APIRouter, Depends, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.results import dosing
-from services.results.alerts.clinics import ClinicDirectory
-from services.results.alerts.findings import MEDICATION_WORDS
-from services.results.alerts.roster import Roster
-from services.results.alerts.store import AlertStore
+from services.results.alerts import AlertStore, Roster
 from services.results.console import pages, review_pages, sign_in, views
-from services.results.console.context import Console, NotFound, caller, same_site
+from services.results.console.context import Console
 from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import MediaLinks
 from services.results.console.sessions import ConsoleSessions
-from shared.aws.history import HistoryReader
-from shared.aws.jobs import JobStore
-from shared.identity.audit import AuditTrail
-from shared.identity.principal import Principal
+from shared.audit import AuditTrail
+from shared.clinics import ClinicDirectory
+from shared.history import HistoryReader
+from shared.identity import Principal
+from shared.jobs import JobStore
+from shared.stored_results import MEDICATION_WORDS
 
 HERE = pages.HERE
 
@@ -89,11 +88,7 @@ def create_console_router(
     router.include_router(sign_in.router)
     router.include_router(pages.router)
     if reviews is not None:
-        router.include_router(review_pages.review_router(review_pages.ConsoleKit(
-            caller=caller, page=console.page, record=console.record, roster=roster,
-            clinic_history=console.clinic_history, checkin_of=console.checkin_of, not_found=console.not_found,
-            same_site=same_site, sessions=sessions, media=media, media_url_seconds=media_url_seconds,
-            not_found_error=NotFound, prefix=prefix), reviews))
+        router.include_router(review_pages.router)
     return router
 
 

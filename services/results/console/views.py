@@ -11,7 +11,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.results import adherence
-from services.results.alerts.findings import (
+from services.results.alerts import Alert, RosterEntry
+from shared.clinics import CheckinScript
+from shared.job import Job
+from shared.stored_results import (
     RISK_ORDER,
     MarkerReading,
     checkin_time,
@@ -22,10 +25,6 @@ from services.results.alerts.findings import (
     risk_level,
     transcript_flags,
 )
-from services.results.alerts.roster import RosterEntry
-from services.results.alerts.store import Alert
-from shared.domain.clinics import CheckinScript
-from shared.domain.job import Job
 
 TREND_MARKERS = ("speech_rate", "pitch_variability", "facial_expressivity", "speaking_fraction")
 STEP_LABELS = {
@@ -269,17 +268,40 @@ def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo, script: 
                  ) -> CheckinView:
     results = results_of(item)
     readings = markers(item)
-    compliance = results.get("compliance") or {}
+    steps = _steps(results.get("compliance") or {})
+    transcript = results.get("transcript") or {}
+    flags = transcript_flags(item)
+    text = transcript.get("text") if transcript.get("enabled") else None
+    answers = answers_view(results, script)
+    language = None
+    if transcript.get("enabled") and transcript.get("language"):
+        language = str(transcript["language"]) + (f" (Whisper p {transcript['language_probability']:.2f})"
+                                                  if transcript.get("language_probability") is not None else "")
+    metadata = {**(job.metadata if job else {}), **(item.get("metadata") or {})}
+    shown = [(str(k), _plain(v)) for k, v in sorted(metadata.items()) if k not in ("pipeline", "clinic_id")]
+    return CheckinView(
+        item=item, when=fmt_local(checkin_time(item), zone), risk=risk_level(item), medication=medication_status(item),
+        vocal=[r for r in readings if r.group == "vocal_markers"], video=[r for r in readings if r.group == "video_markers"],
+        steps=steps, evidence_steps=[s["step"] for s in steps if s.get("evidence_frame")],
+        transcript=highlight(text, [f["phrase"] for f in flags]) if text else None,
+        flags=flags, not_assessed=_not_assessed(results, readings, answers), methods=_methods(results),
+        metadata=shown, options=options_view(results), answers=answers, transcript_language=language,
+    )
+
+
+def _steps(compliance: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dosing steps, labelled, each seen, not seen or not assessed."""
     steps = []
     for step in compliance.get("steps") or []:
         note = str(step.get("note") or "")
         state = "seen" if step.get("observed") else ("not assessed" if note.startswith("not assessed") else "not seen")
         steps.append({**step, "label": STEP_LABELS.get(step.get("step"), str(step.get("step"))), "state": state})
-    evidence = [s["step"] for s in steps if s.get("evidence_frame")]
-    transcript = results.get("transcript") or {}
-    flags = transcript_flags(item)
-    text = transcript.get("text") if transcript.get("enabled") else None
+    return steps
 
+
+def _not_assessed(results: dict[str, Any], readings: list[MarkerReading], answers: AnswersView | None
+                  ) -> list[NotAssessed]:
+    """Everything the check-in did not assess, each with its reason (never a silent pass)."""
     missing: list[NotAssessed] = []
     for key, what in (("audio_emotion", "Speech emotion"), ("facial_emotion", "Facial emotion")):
         block = results.get(key) or {}
@@ -288,7 +310,7 @@ def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo, script: 
     for reading in readings:
         if reading.value is None:
             missing.append(NotAssessed(reading.label, str(reading.marker.get("reason") or "no reason given")))
-    detector = compliance.get("pill_detector") or {}
+    detector = (results.get("compliance") or {}).get("pill_detector") or {}
     if detector and not detector.get("configured"):
         missing.append(NotAssessed("Pill steps of observed dosing", str(detector.get("note") or
                                                                          "no pill detector is configured")))
@@ -296,16 +318,20 @@ def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo, script: 
         missing.append(NotAssessed("Pill detector", str(detector["note"])))
     for modality, reason in ((results.get("multimodal_fusion") or {}).get("modalities_not_assessed") or {}).items():
         missing.append(NotAssessed(f"{modality.capitalize()} in the risk level", str(reason)))
+    transcript = results.get("transcript") or {}
     screen = (results.get("clinical_summary") or {}).get("transcript_screen") or {}
     if not transcript.get("enabled"):
         missing.append(NotAssessed("Transcript", str(transcript.get("reason") or screen.get("reason")
                                                      or "transcription is not enabled")))
     elif screen.get("assessed") is False:  # e.g. a language without a phrase list: never a silent pass
         missing.append(NotAssessed("Safety screen of the transcript", str(screen.get("reason") or "not screened")))
-    answers = answers_view(results, script)
     if answers is not None and not answers.assessed:
         missing.append(NotAssessed("Per-question markers", str(answers.reason or "no reason given")))
+    return missing
 
+
+def _methods(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """The method (model and its measured validity, where known) behind each finding shown."""
     methods: list[tuple[str, str]] = []
     facial = results.get("facial_emotion") or {}
     if facial.get("method"):
@@ -316,6 +342,7 @@ def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo, script: 
     fusion = results.get("multimodal_fusion") or {}
     if fusion.get("method"):
         methods.append(("Risk level", str(fusion["method"])))
+    transcript = results.get("transcript") or {}
     if transcript.get("model"):
         language = (f", language {transcript['language']}" if transcript.get("language") else "") + (
             f" (p {transcript['language_probability']:.2f})" if transcript.get("language_probability") is not None else "")
@@ -323,22 +350,10 @@ def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo, script: 
     summary = results.get("clinical_summary") or {}
     if summary.get("generated_by"):
         methods.append(("Clinical summary", str(summary["generated_by"])))
+    detector = (results.get("compliance") or {}).get("pill_detector") or {}
     if detector.get("model"):
         methods.append(("Pill detector", str(detector["model"])))
-
-    language = None
-    if transcript.get("enabled") and transcript.get("language"):
-        language = str(transcript["language"]) + (f" (Whisper p {transcript['language_probability']:.2f})"
-                                                  if transcript.get("language_probability") is not None else "")
-    metadata = {**(job.metadata if job else {}), **(item.get("metadata") or {})}
-    shown = [(str(k), _plain(v)) for k, v in sorted(metadata.items()) if k not in ("pipeline", "clinic_id")]
-    return CheckinView(
-        item=item, when=fmt_local(checkin_time(item), zone), risk=risk_level(item), medication=medication_status(item),
-        vocal=[r for r in readings if r.group == "vocal_markers"], video=[r for r in readings if r.group == "video_markers"],
-        steps=steps, evidence_steps=evidence, transcript=highlight(text, [f["phrase"] for f in flags]) if text else None,
-        flags=flags, not_assessed=missing, methods=methods, metadata=shown, options=options_view(results),
-        answers=answers, transcript_language=language,
-    )
+    return methods
 
 
 def _plain(value: Any) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from services.results.alerts.clinics import AlertRules, ClinicDirectory, ClinicProfile
 from services.results.alerts.roster import RosterEntry
 from services.results.alerts.rules import evaluate, missed_checkins
+from shared.clinics import AlertRules, ClinicDirectory, ClinicProfile
 from tests.browser.contract_items import history
 
 RULES = AlertRules()

@@ -1,6 +1,6 @@
 """The results API with the console mounted, on in-memory adapters (shared.fakes) and real
 identity: tokens signed by a development issuer in a temporary folder, checked by
-shared.identity.auth exactly as in the service, with the session cookie on /console."""
+shared.auth exactly as in the service, with the session cookie on /console."""
 
 from __future__ import annotations
 
@@ -13,20 +13,20 @@ import boto3
 from botocore.config import Config
 
 from schizodot.dev_identity import AUDIENCE, ISSUER, DevIssuer
-from services.results.alerts.clinics import ClinicDirectory, ClinicProfile
-from services.results.alerts.roster import InMemoryRoster
-from services.results.alerts.service import AlertService
-from services.results.alerts.store import InMemoryAlertStore
+from services.results.alerts import AlertService, InMemoryAlertStore, InMemoryRoster
 from services.results.api import ResultsAccess, create_app
 from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import S3MediaLinks
 from services.results.console.router import create_console_router
-from services.results.console.sessions import ConsoleSessions, InMemorySessionStore, SessionPolicy, derive_key
+from services.results.console.session_store import InMemorySessionStore
+from services.results.console.sessions import ConsoleSessions, SessionPolicy, derive_key
 from services.results.dosing import DosingReviews
-from services.results.ehr import EhrPublisher
+from services.results.ehr.publisher import EhrPublisher
 from services.results.erasure import MemoryErasures
 from services.results.settings import ResultsSettings
-from shared.domain.job import new_job
+from shared.audit import AuditTrail
+from shared.auth import Authenticator, AuthSettings, principal_dependency
+from shared.clinics import ClinicDirectory, ClinicProfile
 from shared.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,
@@ -35,11 +35,8 @@ from shared.fakes import (
     MemoryAuditStore,
     MemoryStorage,
 )
-from shared.identity.audit import AuditTrail
-from shared.identity.auth import Authenticator
-from shared.identity.middleware import principal_dependency
-from shared.identity.principal import patient_key
-from shared.identity.tokens import AuthSettings
+from shared.identity import patient_key
+from shared.job import new_job
 
 COOKIE = "schizodot_session"
 PSEUDONYM_KEY = "console-test-pseudonym-key"

@@ -13,7 +13,7 @@ import pypdf
 import pytest
 from fastapi.testclient import TestClient
 
-from services.results.alerts.service import AlertService
+from services.results.alerts import AlertService
 from services.results.console.tests.fakes import COOKIE, Console, stored
 from tests.browser.contract_items import history
 

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from services.results.alerts.roster import InMemoryRoster
+from services.results.alerts import InMemoryRoster
 from services.results.alerts.store import Alert, InMemoryAlertStore, alert_id_for
 from services.results.erasure import ErasureDeps, ErasureRequested, MemoryErasures, erase
 from shared.domain.job import new_job

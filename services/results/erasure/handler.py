@@ -3,7 +3,7 @@ and the clinic's patient list.
 
 `DELETE /api/v1/patients/{patient_id}` records an erasure (`SchizodotErasures`:
 who asked, the clinic, the patient's *pseudonym*, never the id) and puts an
-`erasure.requested` event on the erasure queue (shared.runtime.topology.WORK_QUEUES). The
+`erasure.requested` event on the erasure queue (shared.topology.WORK_QUEUES). The
 results worker consumes it with the same consumer as every stage (long poll,
 heartbeat, retries with back-off, dead letters), so an erasure survives a crash:
 the message comes back and the work resumes. Every step is idempotent:
@@ -22,7 +22,7 @@ the message comes back and the work resumes. Every step is idempotent:
 4. queued messages that name the patient are deleted (`queued_messages`): S3's
    upload notifications (their keys hold the patient key) and EHR check-in events on
    the ingest queue, and anything of the patient's jobs in the dead-letter queues
-   (kept 14 days). Stage messages carry job ids only (shared.runtime.events), so the other
+   (kept 14 days). Stage messages carry job ids only (shared.events), so the other
    queues hold no patient key. Every other message is released at once;
 5. the erasure is marked done and audited (`erasure.completed` with the counts);
 6. a late sweep, `RESULTS_ERASURE_SWEEP_DELAY_SECONDS` later, repeats 1-4 for
@@ -35,30 +35,26 @@ trail (Object Lock) keeps the pseudonymous records, the erasure's included.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import secrets
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
-from urllib.parse import unquote_plus
 
 import structlog
 from pydantic import BaseModel, ConfigDict
 
-from shared.aws.dynamo import from_item, is_conditional_failure, to_attribute, to_item
-from shared.aws.history import HistoryReader
-from shared.aws.jobs import JobStore
-from shared.aws.storage import ObjectStore
-from shared.domain.checkin import artifacts_prefix, job_id_from_upload_key, utc_now
-from shared.domain.errors import MalformedMessage
-from shared.identity.audit import AuditTrail
-from shared.identity.credentials import PatientLinkStore
-from shared.identity.principal import patient_key, split_patient_key
-from shared.runtime.events import decode_event, encode_event, event_data
-from shared.runtime.infra import UPLOAD_PREFIX
-from shared.runtime.messaging import Accepted, Delivery
+from services.results.erasure.queued import QueuedMessages, names_patient
+from services.results.erasure.store import ErasureStore
+from shared.audit import AuditTrail
+from shared.auth import PatientLinkStore
+from shared.domain import artifacts_prefix
+from shared.errors import MalformedMessage
+from shared.events import decode_event, encode_event, event_data
+from shared.history import HistoryReader
+from shared.identity import patient_key, split_patient_key
+from shared.infra import UPLOAD_PREFIX
+from shared.jobs import JobStore
+from shared.messaging import Accepted, Delivery
+from shared.storage import ObjectStore
 
 log = structlog.get_logger()
 
@@ -81,99 +77,6 @@ class ErasureRequested(BaseModel):
     job_ids: tuple[str, ...] = ()
 
 
-class Receipt(BaseModel):
-    erasure_id: str
-    status: str  # requested | running | done
-    patient_id: str | None = None  # echoed to the caller only; never stored
-    requested_at: str
-    finished_at: str | None = None
-    counts: dict[str, int] | None = None
-    late: dict[str, int] | None = None
-
-
-class QueuedMessages(Protocol):
-    """The queues that can hold a patient's data (the ingest queue, the dead-letter queues)."""
-
-    async def remove(self, matches: Callable[[str], bool]) -> int:
-        """Delete every message whose body `matches`, release every other at once; how many were deleted."""
-
-
-@dataclass
-class SqsQueuedMessages:
-    """`QueuedMessages` on SQS. Each queue is read through (long poll, so no server is skipped); a
-    message that is not the patient's is held only while the queue is read, then released at once
-    (visibility 0). One read raises a message's receive count by one, as a worker's look would."""
-
-    sqs: Any
-    queue_urls: tuple[str, ...]
-    hold_seconds: int = 120
-
-    async def remove(self, matches: Callable[[str], bool]) -> int:
-        return sum(await asyncio.gather(*(self._remove(url, matches) for url in self.queue_urls)))
-
-    async def _remove(self, url: str, matches: Callable[[str], bool]) -> int:
-        removed, held = 0, []
-        try:
-            while True:
-                response = await self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                                          VisibilityTimeout=self.hold_seconds)
-                messages = response.get("Messages", [])
-                if not messages:
-                    return removed
-                for message in messages:
-                    if matches(message.get("Body", "")):
-                        await self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-                        removed += 1
-                    else:
-                        held.append(message["ReceiptHandle"])
-        finally:
-            for start in range(0, len(held), 10):
-                await self.sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
-                    {"Id": str(n), "ReceiptHandle": handle, "VisibilityTimeout": 0}
-                    for n, handle in enumerate(held[start:start + 10])])
-
-
-class MemoryQueuedMessages:
-    """`QueuedMessages` in memory: {queue name: [bodies]}."""
-
-    def __init__(self, queues: dict[str, list[str]] | None = None) -> None:
-        self.queues = queues if queues is not None else {}
-
-    async def remove(self, matches: Callable[[str], bool]) -> int:
-        removed = 0
-        for name, bodies in self.queues.items():
-            kept = [body for body in bodies if not matches(body)]
-            removed += len(bodies) - len(kept)
-            self.queues[name] = kept
-        return removed
-
-
-def names_patient(body: str, clinic_id: str, patient_id: str, job_ids: Iterable[str]) -> bool:
-    """Whether a queued message is of this patient: an S3 notification for one of their uploads or
-    jobs, an event naming them (an EHR's check-in) or one of their jobs, or, unreadable, one that
-    holds both their clinic and their id."""
-    key, jobs = patient_key(clinic_id, patient_id), set(job_ids)
-    uploads = f"{UPLOAD_PREFIX}{key}/"
-    try:
-        message = json.loads(body)
-    except (ValueError, TypeError):
-        return f'"{patient_id}"' in body and clinic_id in body
-    if not isinstance(message, dict):
-        return False
-    if isinstance(message.get("Records"), list):  # S3's notification
-        for record in message["Records"]:
-            s3 = record.get("s3") if isinstance(record, dict) else None
-            stored = unquote_plus(str(((s3 or {}).get("object") or {}).get("key", "")))
-            if stored.startswith(uploads) or job_id_from_upload_key(stored) in jobs:
-                return True
-        return False
-    data = message.get("data")
-    if not isinstance(data, dict):
-        return False
-    return ((data.get("clinic_id"), data.get("patient_id")) == (clinic_id, patient_id)
-            or data.get("job_id") in jobs or str(data.get("s3_key") or "").startswith(uploads))
-
-
 async def remove_queued(request: "ErasureRequested", job_ids: Iterable[str], deps: "ErasureDeps") -> int:
     if deps.queues is None:
         return 0
@@ -183,95 +86,6 @@ async def remove_queued(request: "ErasureRequested", job_ids: Iterable[str], dep
 
 class ResultsEraser(Protocol):
     async def delete_patient(self, patient_key: str) -> int: ...
-
-
-class ErasureStore(Protocol):
-    async def create(self, erasure_id: str, clinic_id: str, patient_ref: str, requested_by: str) -> None: ...
-    async def get(self, erasure_id: str) -> dict[str, Any] | None: ...
-    async def set_counts(self, erasure_id: str, counts: dict[str, int]) -> dict[str, int]:
-        """Record the receipt's counts once; returns the counts recorded (the first run's)."""
-    async def finish(self, erasure_id: str, *, late: dict[str, int] | None = None) -> None: ...
-
-
-class DynamoErasures:
-    """`ErasureStore` on `SchizodotErasures` (key `erasure_id`)."""
-
-    def __init__(self, dynamodb: Any, table: str) -> None:
-        self._db = dynamodb
-        self._table = table
-
-    async def create(self, erasure_id: str, clinic_id: str, patient_ref: str, requested_by: str) -> None:
-        await self._db.put_item(TableName=self._table, Item=to_item({
-            "erasure_id": erasure_id, "clinic_id": clinic_id, "patient_ref": patient_ref,
-            "requested_by": requested_by, "requested_at": utc_now(), "status": "requested"}),
-            ConditionExpression="attribute_not_exists(erasure_id)")
-
-    async def get(self, erasure_id: str) -> dict[str, Any] | None:
-        response = await self._db.get_item(TableName=self._table, Key={"erasure_id": {"S": erasure_id}},
-                                           ConsistentRead=True)
-        return from_item(response["Item"]) if "Item" in response else None
-
-    async def set_counts(self, erasure_id: str, counts: dict[str, int]) -> dict[str, int]:
-        try:
-            await self._db.update_item(
-                TableName=self._table, Key={"erasure_id": {"S": erasure_id}},
-                UpdateExpression="SET #counts = :counts, #status = :running",
-                ConditionExpression="attribute_exists(erasure_id) AND attribute_not_exists(#counts)",
-                ExpressionAttributeNames={"#counts": "counts", "#status": "status"},
-                ExpressionAttributeValues={":counts": to_attribute(counts), ":running": {"S": "running"}})
-            return counts
-        except Exception as error:
-            if not is_conditional_failure(error):
-                raise
-        record = await self.get(erasure_id)
-        return (record or {}).get("counts") or counts
-
-    async def finish(self, erasure_id: str, *, late: dict[str, int] | None = None) -> None:
-        update = "SET #status = :done, finished_at = if_not_exists(finished_at, :now)"
-        values: dict[str, Any] = {":done": {"S": "done"}, ":now": {"S": utc_now()}}
-        if late is not None:
-            update += ", late = :late"
-            values[":late"] = to_attribute(late)
-        await self._db.update_item(TableName=self._table, Key={"erasure_id": {"S": erasure_id}},
-                                   UpdateExpression=update, ExpressionAttributeNames={"#status": "status"},
-                                   ExpressionAttributeValues=values)
-
-
-class MemoryErasures:
-    """`ErasureStore` in memory."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, dict[str, Any]] = {}
-
-    async def create(self, erasure_id: str, clinic_id: str, patient_ref: str, requested_by: str) -> None:
-        self.records[erasure_id] = {"erasure_id": erasure_id, "clinic_id": clinic_id, "patient_ref": patient_ref,
-                                    "requested_by": requested_by, "requested_at": utc_now(), "status": "requested"}
-
-    async def get(self, erasure_id: str) -> dict[str, Any] | None:
-        return dict(self.records[erasure_id]) if erasure_id in self.records else None
-
-    async def set_counts(self, erasure_id: str, counts: dict[str, int]) -> dict[str, int]:
-        record = self.records[erasure_id]
-        record.setdefault("counts", counts)
-        record["status"] = "running"
-        return record["counts"]
-
-    async def finish(self, erasure_id: str, *, late: dict[str, int] | None = None) -> None:
-        record = self.records[erasure_id]
-        record["status"] = "done"
-        record.setdefault("finished_at", utc_now())
-        if late is not None:
-            record["late"] = late
-
-
-def new_erasure_id() -> str:
-    return f"erasure-{secrets.token_hex(8)}"
-
-
-def receipt_of(record: dict[str, Any], patient_id: str | None = None) -> Receipt:
-    return Receipt(erasure_id=record["erasure_id"], status=record["status"], patient_id=patient_id,
-                   requested_at=record["requested_at"], finished_at=record.get("finished_at"),
-                   counts=record.get("counts"), late=record.get("late"))
 
 
 @dataclass
@@ -403,7 +217,7 @@ async def erase(request: ErasureRequested, deps: ErasureDeps) -> None:
 
 
 class ErasureHandler:
-    """`shared.runtime.messaging.MessageHandler` for the erasure queue."""
+    """`shared.messaging.MessageHandler` for the erasure queue."""
 
     stage = ERASURE_QUEUE
 
@@ -418,13 +232,3 @@ class ErasureHandler:
 
 def encode_erasure(request: ErasureRequested) -> str:
     return encode_event(ERASURE_REQUESTED, "urn:schizodot:results", request.erasure_id, request)
-
-
-async def wait_for_erasure(erasures: ErasureStore, erasure_id: str, seconds: float) -> dict[str, Any] | None:
-    """The erasure's record once done, or as it stands after `seconds`."""
-    deadline = time.monotonic() + seconds
-    record = await erasures.get(erasure_id)
-    while record is not None and record["status"] != "done" and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-        record = await erasures.get(erasure_id)
-    return record

@@ -1,5 +1,5 @@
 """The dosing review and adherence routes of the results API (services/results/dosing.py,
-services/results/adherence.py), mounted by `services.results.api.create_app`.
+services/results/adherence.py), mounted by `services.results.api.app.create_app`.
 
 - `POST /api/v1/jobs/{job_id}/dosing-review` (clinician, clinic_admin): a verdict on the
   check-in's observed dosing; answers with the updated `compliance` block. 404 for a job of
@@ -18,11 +18,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel
 
 from services.results import adherence
-from services.results.alerts.findings import clinic_of
 from services.results.dosing import DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound
-from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
-from shared.identity.audit import AuditEvent
-from shared.identity.principal import Principal
+from shared.audit import AuditEvent
+from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.identity import Principal
+from shared.stored_results import clinic_of
 
 ADHERENCE_HISTORY = 400  # check-ins read for a window (more than a year of daily check-ins)
 

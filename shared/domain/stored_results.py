@@ -1,5 +1,5 @@
 """Reading a stored result (a SchizodotUsers item, shaped as issue 10 stores it)
-for the console, the exports and the alert rules, in one place.
+for the console, the exports, the read API and the alert rules, in one place.
 
 Markers travel in `results.vocal_markers` and `results.video_markers` in the
 `shared.domain.markers` shape (assessed, value, unit, method, quality_flags, reason,

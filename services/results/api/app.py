@@ -1,0 +1,226 @@
+"""The results API: a clinic's patients' history and job status here; erasure
+(services/results/erasure/api.py), the audit trail and API keys (admin.py) and dosing
+reviews (reviews.py) mounted beside them by `create_app`.
+
+Every route but /health and the OpenAPI docs needs a credential (shared.auth),
+checked before routing and validation: without one the answer is the same 401
+whatever the path. Then, in this order:
+
+1. the role: a route names the roles that may call it; any other gets 403, the
+   only place 403 is used;
+2. the clinic: patients are read under the caller's clinic's patient key
+   (shared.identity), and a job of another clinic is 404 in exactly the words of
+   a job that does not exist;
+3. the audit trail: every response carrying PHI is recorded first (shared.audit);
+   if the record cannot be written the request fails with 503.
+
+Patient ids in requests and responses are the clinic's own ("patient-001"), never
+the stored key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi.security import APIKeyHeader, HTTPBearer
+from pydantic import BaseModel, ConfigDict
+
+from services.results.api.admin import api_key_routes, audit_routes
+from services.results.api.params import JobId, PatientIdPath, decode_token, encode_token
+from services.results.api.reviews import review_routes
+from services.results.console.router import open_paths as console_open_paths
+from services.results.dosing import DosingReviews
+from services.results.erasure.api import Enqueue, erasure_routes
+from services.results.erasure.store import ErasureStore
+from services.results.settings import ResultsSettings
+from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
+from shared.auth import OPEN_PATHS, ApiKeyStore, Authenticator, allow, install_authentication, principal_dependency
+from shared.history import HistoryReader
+from shared.http import install_readable_validation_errors, install_request_body_limit
+from shared.identity import Principal, Role, local_patient_id
+from shared.job import COMPLETED, FAILED, Job, JobStatus
+from shared.jobs import JobStore
+
+READERS = (Role.CLINICIAN, Role.CLINIC_ADMIN, Role.EHR_INTEGRATION)
+ADMIN = (Role.CLINIC_ADMIN,)
+REVIEWERS = (Role.CLINICIAN, Role.CLINIC_ADMIN)
+
+
+class ResultItem(BaseModel):
+    """A SchizodotUsers item (access pattern 6), in the seed's shape, with its clinic."""
+
+    model_config = ConfigDict(extra="allow")
+
+    user_id: str
+    timestamp: str
+    job_id: str
+    s3_key: str
+    analysis_type: str
+    analyzed_at: str
+    processing_time_seconds: float | None = None
+    status: str
+    results: dict[str, Any]
+
+
+class JobDetail(BaseModel):
+    job: dict[str, Any]
+    result: ResultItem | None = None
+
+
+class PatientJobs(BaseModel):
+    patient_id: str
+    count: int
+    jobs: list[JobStatus]
+
+
+class PatientResults(BaseModel):
+    patient_id: str
+    count: int
+    results: list[ResultItem]
+    next_token: str | None = None
+
+
+def shown_result(item: dict[str, Any]) -> ResultItem:
+    return ResultItem(**{**item, "user_id": local_patient_id(item["user_id"])})
+
+
+def shown_job(job: Job) -> dict[str, Any]:
+    return {**job.to_item(), "patient_id": local_patient_id(job.patient_id)}
+
+
+@dataclass
+class ResultsAccess:
+    authenticator: Authenticator
+    audit: AuditTrail
+    api_keys: ApiKeyStore
+    erasures: ErasureStore
+    enqueue_erasure: Enqueue
+
+
+def create_app(settings: ResultsSettings, jobs: JobStore, history: HistoryReader, access: ResultsAccess,
+               console: APIRouter | None = None, console_prefix: str = "/console",
+               reviews: DosingReviews | None = None) -> FastAPI:
+    """The API, and the clinician console (`console`, services/results/console) mounted beside it."""
+    app = FastAPI(
+        title="SchizoDot results API",
+        version="1",
+        description="A clinic's patients' analysis history and job status, erasure, the audit trail and API keys. "
+                    "Send a bearer token (`Authorization: Bearer …`) or an API key (`X-API-Key`). "
+                    f"The clinician console is at {console_prefix}/.",
+    )
+    if console is not None:
+        paths, prefixes = console_open_paths(console_prefix)
+        install_authentication(app, access.authenticator, open_paths=OPEN_PATHS | set(paths),
+                               open_prefixes=prefixes, login_pages={console_prefix: f"{console_prefix}/login"})
+        app.include_router(console)
+    else:
+        install_authentication(app, access.authenticator)
+    install_readable_validation_errors(app)
+    install_audit_failure_handler(app)
+    install_request_body_limit(app)  # forms (the console's sign-in included) and JSON: small
+    principal = principal_dependency(access.authenticator)
+
+    @app.get("/health", tags=["health"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # Declared for the OpenAPI docs ("Authorize"); the middleware enforces them.
+    documented_auth = [Depends(APIKeyHeader(name="X-API-Key", auto_error=False)),
+                       Depends(HTTPBearer(auto_error=False))]
+    readers = allow(principal, *READERS)
+    admins = allow(principal, *ADMIN)
+    for router in (job_routes(jobs, history, access.audit, readers),
+                   patient_routes(jobs, history, access.audit, readers, settings.api_max_page_size),
+                   erasure_routes(access.erasures, access.audit, access.enqueue_erasure, admins,
+                                  settings.erasure_wait_seconds),
+                   audit_routes(access.audit, admins, settings.api_max_page_size),
+                   api_key_routes(access.api_keys, access.audit, admins)):
+        app.include_router(router, dependencies=documented_auth)
+    if reviews is not None:
+        app.include_router(review_routes(reviews, allow(principal, *REVIEWERS), readers), dependencies=documented_auth)
+    return app
+
+
+async def _job_of(jobs: JobStore, audit: AuditTrail, who: Principal, job_id: str, action: str) -> Job:
+    """The caller's clinic's job, or 404 in the words used for a job that does not exist."""
+    job = await jobs.get(job_id)
+    if job is None or not who.owns(job.clinic_id):
+        await audit.record(AuditEvent(action, who, outcome="not_found", job_id=job_id))
+        raise HTTPException(status_code=404, detail=f"no job {job_id}")
+    return job
+
+
+def job_routes(jobs: JobStore, history: HistoryReader, audit: AuditTrail, readers) -> APIRouter:
+    router = APIRouter(tags=["jobs"])
+
+    @router.get("/api/v1/jobs/{job_id}", response_model=JobStatus)
+    async def job_status(job_id: str = JobId, who: Principal = Depends(readers)) -> JobStatus:
+        """Access pattern 2: a job's status and progress."""
+        job = await _job_of(jobs, audit, who, job_id, "job.read")
+        await audit.record(AuditEvent("job.read", who, patient_id=local_patient_id(job.patient_id), job_id=job_id))
+        return JobStatus.of(job, with_patient=True)
+
+    @router.get("/api/v1/jobs/{job_id}/detail", response_model=JobDetail)
+    async def job_detail(job_id: str = JobId, who: Principal = Depends(readers)) -> JobDetail:
+        """The whole job item (pipeline stages included) and, once completed, its result."""
+        job = await _job_of(jobs, audit, who, job_id, "job.detail_read")
+        result = await history.for_job(job.patient_id, job_id) if job.status == COMPLETED else None
+        await audit.record(AuditEvent("job.detail_read", who, patient_id=local_patient_id(job.patient_id),
+                                      job_id=job_id))
+        return JobDetail(job=shown_job(job), result=shown_result(result) if result else None)
+
+    @router.get("/api/v1/results/{job_id}", response_model=ResultItem, tags=["results"])
+    async def result_for_job(job_id: str = JobId, who: Principal = Depends(readers)) -> ResultItem:
+        """The SchizodotUsers item of one job."""
+        job = await _job_of(jobs, audit, who, job_id, "result.read")
+        patient = local_patient_id(job.patient_id)
+        if job.status != COMPLETED:
+            await audit.record(AuditEvent("result.read", who, outcome="not_found", patient_id=patient, job_id=job_id))
+            why = f": {job.error}" if job.status == FAILED and job.error else ""
+            raise HTTPException(status_code=404, detail=f"job {job_id} has no result ({job.status}{why})")
+        item = await history.for_job(job.patient_id, job_id)
+        await audit.record(AuditEvent("result.read", who, outcome="success" if item else "not_found",
+                                      patient_id=patient, job_id=job_id))
+        if item is None:
+            raise HTTPException(status_code=404, detail=f"job {job_id} is completed but its result is missing")
+        return shown_result(item)
+
+    return router
+
+
+def patient_routes(jobs: JobStore, history: HistoryReader, audit: AuditTrail, readers, max_page_size: int
+                   ) -> APIRouter:
+    router = APIRouter(tags=["patients"])
+
+    @router.get("/api/v1/patients/{patient_id}/jobs", response_model=PatientJobs)
+    async def patient_jobs(
+        patient_id: str = PatientIdPath,
+        limit: int = Query(20, ge=1, le=max_page_size),
+        status_filter: Literal["queued", "processing", "completed", "failed"] | None = None,
+        who: Principal = Depends(readers),
+    ) -> PatientJobs:
+        """Access pattern 4: a patient's jobs, newest first (GSI), optionally of one status."""
+        found = await jobs.list_for_patient(who.key_of(patient_id), limit=limit, status=status_filter)
+        await audit.record(AuditEvent("patient.jobs_read", who, patient_id=patient_id, detail={"count": len(found)}))
+        return PatientJobs(patient_id=patient_id, count=len(found),
+                           jobs=[JobStatus.of(job, with_patient=True) for job in found])
+
+    @router.get("/api/v1/patients/{patient_id}/results", response_model=PatientResults)
+    async def patient_results(
+        patient_id: str = PatientIdPath,
+        limit: int = Query(10, ge=1, le=max_page_size),
+        next_token: str | None = Query(None, max_length=2048, description="from the previous page"),
+        who: Principal = Depends(readers),
+    ) -> PatientResults:
+        """Access pattern 6: a patient's results, newest first, a page at a time."""
+        stored = who.key_of(patient_id)
+        after = decode_token(next_token, stored) if next_token else None
+        items, more = await history.page(stored, limit, after)
+        await audit.record(AuditEvent("patient.results_read", who, patient_id=patient_id,
+                                      detail={"count": len(items)}))
+        return PatientResults(patient_id=patient_id, count=len(items), results=[shown_result(i) for i in items],
+                              next_token=encode_token(more) if more else None)
+
+    return router
