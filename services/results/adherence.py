@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.stored_results import checkin_time, results_of
+from shared.domain.stored_results import checkin_time, results_of
 
 CATEGORIES = ("verified_by_review", "verified_by_detector", "reported_taken", "reported_missed", "not_taken",
               "unverifiable", "not_assessed")

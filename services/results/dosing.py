@@ -33,14 +33,14 @@ from services.results.alerts import AlertService
 from services.results.ehr.fhir import FHIR_VERSION, medication_administration_bundle
 from services.results.ehr.publisher import FHIR_CONTENT_TYPE, EhrPublisher
 from services.results.stage.writer import ResultsStore
-from shared.audit import AuditEvent, AuditTrail
-from shared.domain import artifact_key
-from shared.events import encode_event
-from shared.history import HistoryReader
-from shared.identity import Principal, local_patient_id
-from shared.job import COMPLETED, FAILED, Job
-from shared.jobs import JobStore
-from shared.storage import ObjectStore
+from shared.aws.history import HistoryReader
+from shared.aws.jobs import JobStore
+from shared.aws.storage import ObjectStore
+from shared.domain.checkin import artifact_key
+from shared.domain.job import COMPLETED, FAILED, Job
+from shared.identity.audit import AuditEvent, AuditTrail
+from shared.identity.principal import Principal, local_patient_id
+from shared.runtime.events import encode_event
 
 log = structlog.get_logger()
 

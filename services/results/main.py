@@ -47,19 +47,19 @@ from services.results.erasure import (
 )
 from services.results.settings import ResultsSettings
 from services.results.stage import RESULTS, ResultsDeps, ResultsWriter, sweep_stuck_jobs
-from shared.access import Access, build_access
-from shared.aws import AsyncClients, async_client, sync_client
-from shared.clinics import ClinicDirectory
-from shared.errors import ConfigurationError
-from shared.history import PatientHistory
-from shared.http import serve_http
-from shared.infra import ALERTS_QUEUE
-from shared.jobs import JobStore
-from shared.messaging import MessageHandler, QueueConsumer
+from shared.aws.clients import AsyncClients, async_client, sync_client
+from shared.aws.history import PatientHistory
+from shared.aws.jobs import JobStore
+from shared.aws.storage import Storage
+from shared.domain.clinics import ClinicDirectory
+from shared.domain.errors import ConfigurationError
+from shared.identity.access import Access, build_access
+from shared.runtime.http import serve_http
+from shared.runtime.infra import ALERTS_QUEUE
+from shared.runtime.messaging import MessageHandler, QueueConsumer
+from shared.runtime.topology import STAGES
+from shared.runtime.worker import StageContext, run_stage
 from shared.settings import CommonSettings
-from shared.storage import Storage
-from shared.topology import STAGES
-from shared.worker import StageContext, run_stage
 
 log = structlog.get_logger()
 SERVICE = "schizodot-results"
@@ -181,7 +181,7 @@ async def serve_api(app: ResultsApp, stop: asyncio.Event) -> None:
 
 
 async def _consume(app: ResultsApp, name: str, handler: MessageHandler, stop: asyncio.Event) -> None:
-    """A work queue (shared.topology.WORK_QUEUES), run by the same consumer as every stage."""
+    """A work queue (shared.runtime.topology.WORK_QUEUES), run by the same consumer as every stage."""
     queue, dead_letters = await _queue_pair(app, name)
     consumer = QueueConsumer(sqs=app.aws.sqs, jobs=app.jobs, stage=name, queue_url=queue,
                              dead_letter_url=dead_letters, handler=handler, settings=app.common)

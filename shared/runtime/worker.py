@@ -1,6 +1,6 @@
 """What every stage process does around its stage: logging, tracing and
 metrics, AWS clients (instrumented), queue discovery, signals, the consumer
-loop running the stage (`shared.runner`) and side tasks (the stage's own ones
+loop running the stage (`shared.runtime.runner`) and side tasks (the stage's own ones
 and the queue-depth poller).
 
 A service's `main.py` is its composition root: it declares nothing but what the
@@ -18,17 +18,18 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
-from shared.aws import AsyncClients
-from shared.errors import ConfigurationError
-from shared.jobs import JobsRepository, JobStore
-from shared.logs import configure_logging
-from shared.messaging import Publisher, QueueConsumer
-from shared.metrics import MeteredJobs, configure_metrics, watch_queue_depth
-from shared.runner import Stage, StageRunner
+from shared.aws.clients import AsyncClients
+from shared.aws.jobs import JobsRepository, JobStore
+from shared.aws.storage import Storage
+from shared.domain.errors import ConfigurationError
+from shared.runtime.logs import configure_logging
+from shared.runtime.messaging import Publisher, QueueConsumer
+from shared.runtime.metered_jobs import MeteredJobs
+from shared.runtime.metrics import configure_metrics, watch_queue_depth
+from shared.runtime.runner import Stage, StageRunner
+from shared.runtime.topology import PUBLISHES_TO
+from shared.runtime.tracing import configure_tracing, instrument_aws
 from shared.settings import CommonSettings, StageSettings
-from shared.storage import Storage
-from shared.topology import PUBLISHES_TO
-from shared.tracing import configure_tracing, instrument_aws
 
 log = structlog.get_logger()
 S = TypeVar("S", bound=StageSettings)
@@ -88,7 +89,7 @@ def run_stage(
     meter_provider = configure_metrics(service_name, common)
     instrument_aws()
     try:
-        common.check_pseudonym_key(required=False)  # the APIs require one (shared.access)
+        common.check_pseudonym_key(required=False)  # the APIs require one (shared.identity.access)
         asyncio.run(_serve(stage, settings, common, build_deps, side_tasks, compose))
     except ConfigurationError as error:  # a missing model, a taken port, ...
         log.error("cannot start as configured", error=str(error), setting=error.setting)

@@ -24,8 +24,8 @@ import pytest
 from services.results.console.session_store import DynamoSessionStore
 from services.results.console.sessions import SessionPolicy
 from services.results.console.tests.fakes import Console
-from shared.aws import async_client
-from shared.clinics import ClinicDirectory, ClinicProfile, SignInProvider
+from shared.aws.clients import async_client
+from shared.domain.clinics import ClinicDirectory, ClinicProfile, SignInProvider
 from tests.browser.servers import BackgroundServer
 
 HERE = Path(__file__).resolve().parent

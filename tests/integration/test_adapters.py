@@ -10,17 +10,18 @@ import uuid
 import pytest
 
 from services.results.stage.writer import ResultsWriter
-from shared.aws import AsyncClients
-from shared.errors import InputError
-from shared.events import AnalysisRequested, ModalityAnalysed
+from shared.aws.clients import AsyncClients
+from shared.aws.history import PatientHistory
+from shared.aws.storage import MediaUnavailable, Storage
+from shared.domain.errors import InputError
 from shared.fakes import InMemoryHistory, MemoryStorage, RecordingPublisher
-from shared.history import PatientHistory
-from shared.messaging import Publisher
-from shared.runner import parse_stage_event
-from shared.storage import MediaUnavailable, Storage
-from shared.topology import CARRIES
-from shared.worker import resolve_queues
+from shared.runtime.events import AnalysisRequested, ModalityAnalysed
+from shared.runtime.messaging import Publisher
+from shared.runtime.runner import parse_stage_event
+from shared.runtime.topology import CARRIES
+from shared.runtime.worker import resolve_queues
 from tests.conftest import CONTRACT_CASES, fake_or_real
+
 
 @pytest.fixture(params=CONTRACT_CASES)
 def with_storage(request):

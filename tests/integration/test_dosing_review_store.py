@@ -10,13 +10,13 @@ import pytest
 
 from services.results.dosing import DosingReview, DosingReviews
 from services.results.stage.writer import ResultsWriter
-from shared.audit import AuditTrail
-from shared.aws import AsyncClients
+from shared.aws.clients import AsyncClients
+from shared.aws.history import PatientHistory
+from shared.aws.jobs import JobsRepository
+from shared.domain.job import new_job
 from shared.fakes import MemoryAuditStore
-from shared.history import PatientHistory
-from shared.identity import CredentialKind, Principal, Role, patient_key
-from shared.job import new_job
-from shared.jobs import JobsRepository
+from shared.identity.audit import AuditTrail
+from shared.identity.principal import CredentialKind, Principal, Role, patient_key
 from tests.browser.contract_items import history
 
 pytestmark = pytest.mark.server

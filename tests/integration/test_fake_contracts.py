@@ -13,8 +13,10 @@ import pytest
 
 from services.results.erasure import DynamoErasures, MemoryErasures, new_erasure_id
 from services.results.stage.writer import ResultsWriter
-from shared.audit import AuditRecord, S3AuditStore
-from shared.auth import DynamoApiKeys, DynamoPatientLinks, sha256
+from shared.aws.history import PatientHistory
+from shared.aws.jobs import JobsRepository
+from shared.aws.storage import Storage
+from shared.domain.job import new_job
 from shared.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,
@@ -23,12 +25,10 @@ from shared.fakes import (
     MemoryAuditStore,
     MemoryStorage,
 )
-from shared.history import PatientHistory
-from shared.identity import Role, patient_key
-from shared.job import new_job
-from shared.jobs import JobsRepository
-from shared.ratelimit import DynamoRateLimiter, MemoryRateLimiter
-from shared.storage import Storage
+from shared.identity.audit import AuditRecord, S3AuditStore
+from shared.identity.credentials import DynamoApiKeys, DynamoPatientLinks, sha256
+from shared.identity.principal import Role, patient_key
+from shared.identity.ratelimit import DynamoRateLimiter, MemoryRateLimiter
 from tests.conftest import CONTRACT_CASES, fake_or_real
 
 

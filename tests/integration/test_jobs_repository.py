@@ -12,10 +12,10 @@ import pytest
 
 from services.results.settings import ResultsSettings
 from services.results.stage.handlers import sweep_stuck_jobs
-from shared.aws import AsyncClients
+from shared.aws.clients import AsyncClients
+from shared.aws.jobs import JobsRepository
+from shared.domain.job import ClaimOutcome, Job, PipelinePlan, plan_weights
 from shared.fakes import InMemoryJobs
-from shared.job import ClaimOutcome, Job, PipelinePlan, plan_weights
-from shared.jobs import JobsRepository
 from tests.conftest import CONTRACT_CASES, fake_or_real
 
 
@@ -207,7 +207,7 @@ def test_two_deliveries_of_one_message_never_credit_a_stage_twice(with_jobs):
 
 
 def test_a_finished_stage_keeps_its_outputs_and_what_it_announced(with_jobs):
-    from shared.job import Announcement
+    from shared.domain.job import Announcement
 
     async def body(jobs):
         job_id = _new_id()

@@ -20,17 +20,17 @@ import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from schizodot.dev_identity import DEV_CLINIC, DevIssuer
 from services.results.ehr.publisher import RESULTS_AVAILABLE
 from services.results.stage.writer import ResultsWriter
-from shared.aws import AsyncClients, sync_client
-from shared.domain import artifact_key
-from shared.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
-from shared.job import Job, plan_weights
-from shared.jobs import JobsRepository
-from shared.markers import measured, parse
-from schizodot.dev_identity import DEV_CLINIC, DevIssuer
-from shared.audit import AuditTrail, S3AuditStore
-from shared.identity import patient_key
+from shared.aws.clients import AsyncClients, sync_client
+from shared.aws.jobs import JobsRepository
+from shared.domain.checkin import artifact_key
+from shared.domain.job import Job, plan_weights
+from shared.domain.markers import measured, parse
+from shared.identity.audit import AuditTrail, S3AuditStore
+from shared.identity.principal import patient_key
+from shared.runtime.events import MODALITY_ANALYSED, ModalityAnalysed, encode_event
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -464,13 +464,13 @@ def test_an_unreachable_ehr_is_retried_then_the_job_completes_saying_so(aws_serv
     from services.fusion.rules import clinical_summary, fuse
     from services.fusion.settings import FusionSettings
     from services.results.ehr.publisher import EhrPublisher
-    from services.results.stage.handlers import RESULTS, ResultsDeps
     from services.results.settings import ResultsSettings
-    from shared.events import FUSION_COMPLETED, FusionCompleted
-    from shared.messaging import Delivery, Publisher
-    from shared.runner import StageRunner
-    from shared.storage import Storage
-    from shared.worker import resolve_queues
+    from services.results.stage.handlers import RESULTS, ResultsDeps
+    from shared.aws.storage import Storage
+    from shared.runtime.events import FUSION_COMPLETED, FusionCompleted
+    from shared.runtime.messaging import Delivery, Publisher
+    from shared.runtime.runner import StageRunner
+    from shared.runtime.worker import resolve_queues
 
     settings = aws_server
     sqs = sync_client(settings, "sqs")

@@ -12,9 +12,9 @@ import pytest
 
 from services.results.alerts.delivery import AlertEvent, DeliveryDeps, DeliveryFailed, deliver_alert
 from services.results.alerts.store import Alert, InMemoryAlertStore
-from shared.audit import AuditTrail, patient_ref
-from shared.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
+from shared.domain.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 from shared.fakes import MemoryAuditStore
+from shared.identity.audit import AuditTrail, patient_ref
 from tests.webhooks import SECRET, SECRET_ENV, WebhookReceiver
 
 KEY = "alerts-audit-test-key"
@@ -62,7 +62,7 @@ def test_alert_deliveries_audited_for_webhooks():
 
 @pytest.mark.server
 def test_alert_deliveries_audited_for_sns(aws_server):
-    from shared.aws import async_client, sync_client
+    from shared.aws.clients import async_client, sync_client
 
     topic = sync_client(aws_server, "sns").create_topic(Name="alerts-audit-north")["TopicArn"]
 

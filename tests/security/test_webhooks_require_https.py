@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from shared.clinics import ClinicDirectory
-from shared.errors import ConfigurationError
+from shared.domain.clinics import ClinicDirectory
+from shared.domain.errors import ConfigurationError
 from shared.settings import CommonSettings
 
 

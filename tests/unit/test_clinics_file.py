@@ -1,4 +1,4 @@
-"""The clinics file has one schema (shared.clinics) that ingest, audio and results all
+"""The clinics file has one schema (shared.domain.clinics) that ingest, audio and results all
 read: each finds its section in the same file, and a file one of them would refuse
 is refused by all of them, naming the setting."""
 
@@ -10,9 +10,8 @@ import pytest
 
 from services.audio.languages import ClinicLanguages
 from services.ingest.patient.script import ScriptCatalog
-from shared.clinics import ClinicDirectory
-from shared.clinics import DEFAULT_PROMPTS, read_clinics_file
-from shared.errors import ConfigurationError
+from shared.domain.clinics import DEFAULT_PROMPTS, ClinicDirectory, read_clinics_file
+from shared.domain.errors import ConfigurationError
 
 FILE = {
     "default": {"timezone": "UTC", "languages": ["en"]},

@@ -1,6 +1,6 @@
 """Delivering an alert, once, to the clinic's webhook and/or SNS topic.
 
-The alerts queue (`schizodot-alerts`, with its dead-letter queue; shared.topology
+The alerts queue (`schizodot-alerts`, with its dead-letter queue; shared.runtime.topology
 WORK_QUEUES) carries `AlertEvent`s as CloudEvents (`org.schizodot.alert.raised.v1`):
 a clinic id and an alert id, no PHI. The results worker consumes it with the
 consumer every stage uses (`AlertsHandler`); `deliver_alert` is a plain function of
@@ -41,10 +41,10 @@ from pydantic import BaseModel, ConfigDict
 from standardwebhooks import Webhook
 
 from services.results.alerts.store import Alert, AlertStore, ChannelDelivery
-from shared.audit import AuditTrail
-from shared.clinics import ClinicDirectory, WebhookTarget
-from shared.events import decode_event, encode_event, event_data
-from shared.messaging import Accepted, Delivery
+from shared.domain.clinics import ClinicDirectory, WebhookTarget
+from shared.identity.audit import AuditTrail
+from shared.runtime.events import decode_event, encode_event, event_data
+from shared.runtime.messaging import Accepted, Delivery
 
 log = structlog.get_logger()
 
@@ -157,7 +157,7 @@ class _ChannelError(Exception):
 async def _audit_send(alert: Alert, channel: str, attempt: int, deps: DeliveryDeps) -> None:
     """The alert names the patient and leaves the system: recorded before it goes, as results sent
     to the EHR are; a record that cannot be written stops the send (retried like a failed one)."""
-    from shared.identity import patient_key
+    from shared.identity.principal import patient_key
 
     if deps.audit is None:
         raise _ChannelError("no audit trail: alerts are not sent unaudited")
@@ -236,7 +236,7 @@ async def mark_dead_lettered(event: AlertEvent, deps: DeliveryDeps) -> dict[str,
 
 
 class AlertsHandler:
-    """`shared.messaging.MessageHandler` for the alerts queue: deliver, or say when to try again;
+    """`shared.runtime.messaging.MessageHandler` for the alerts queue: deliver, or say when to try again;
     on the last allowed receive, record the alert as dead-lettered (the consumer then moves the
     message to the dead-letter queue)."""
 

@@ -26,8 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.results.alerts.roster import RosterEntry
-from shared.clinics import AlertRules
-from shared.stored_results import (
+from shared.domain.clinics import AlertRules
+from shared.domain.stored_results import (
     MEDICATION_WORDS,
     MISSED_STATUSES,
     checkin_time,

@@ -19,7 +19,7 @@ from services.results.alerts.delivery import AlertEvent, encode_alert_event
 from services.results.alerts.roster import Roster
 from services.results.alerts.rules import AlertDraft, evaluate, missed_checkins
 from services.results.alerts.store import Alert, AlertStore, alert_id_for
-from shared.clinics import ClinicDirectory
+from shared.domain.clinics import ClinicDirectory
 
 NOTE_MAX = 2000
 

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.results.api.params import b64, unb64
-from shared.audit import AuditEvent, AuditTrail
-from shared.auth import API_KEY_ROLES, ApiKeyStore
-from shared.domain import PATIENT_ID_PATTERN
-from shared.identity import Principal, Role
+from shared.domain.checkin import PATIENT_ID_PATTERN
+from shared.identity.audit import AuditEvent, AuditTrail
+from shared.identity.credentials import API_KEY_ROLES, ApiKeyStore
+from shared.identity.principal import Principal, Role
 
 
 class AuditPage(BaseModel):

@@ -2,16 +2,16 @@
 (services/results/erasure/api.py), the audit trail and API keys (admin.py) and dosing
 reviews (reviews.py) mounted beside them by `create_app`.
 
-Every route but /health and the OpenAPI docs needs a credential (shared.auth),
+Every route but /health and the OpenAPI docs needs a credential (shared.identity.auth),
 checked before routing and validation: without one the answer is the same 401
 whatever the path. Then, in this order:
 
 1. the role: a route names the roles that may call it; any other gets 403, the
    only place 403 is used;
 2. the clinic: patients are read under the caller's clinic's patient key
-   (shared.identity), and a job of another clinic is 404 in exactly the words of
+   (shared.identity.principal), and a job of another clinic is 404 in exactly the words of
    a job that does not exist;
-3. the audit trail: every response carrying PHI is recorded first (shared.audit);
+3. the audit trail: every response carrying PHI is recorded first (shared.identity.audit);
    if the record cannot be written the request fails with 503.
 
 Patient ids in requests and responses are the clinic's own ("patient-001"), never
@@ -35,13 +35,15 @@ from services.results.dosing import DosingReviews
 from services.results.erasure.api import Enqueue, erasure_routes
 from services.results.erasure.store import ErasureStore
 from services.results.settings import ResultsSettings
-from shared.audit import AuditEvent, AuditTrail, install_audit_failure_handler
-from shared.auth import OPEN_PATHS, ApiKeyStore, Authenticator, allow, install_authentication, principal_dependency
-from shared.history import HistoryReader
-from shared.http import install_readable_validation_errors, install_request_body_limit
-from shared.identity import Principal, Role, local_patient_id
-from shared.job import COMPLETED, FAILED, Job, JobStatus
-from shared.jobs import JobStore
+from shared.aws.history import HistoryReader
+from shared.aws.jobs import JobStore
+from shared.domain.job import COMPLETED, FAILED, Job, JobStatus
+from shared.identity.audit import AuditEvent, AuditTrail, install_audit_failure_handler
+from shared.identity.auth import Authenticator
+from shared.identity.credentials import ApiKeyStore
+from shared.identity.middleware import OPEN_PATHS, allow, install_authentication, principal_dependency
+from shared.identity.principal import Principal, Role, local_patient_id
+from shared.runtime.http import install_readable_validation_errors, install_request_body_limit
 
 READERS = (Role.CLINICIAN, Role.CLINIC_ADMIN, Role.EHR_INTEGRATION)
 ADMIN = (Role.CLINIC_ADMIN,)

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import HTTPException, Path
 
-from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 
 JobId = Path(pattern=JOB_ID_PATTERN.pattern, description="e.g. job-abc123def456")
 PatientIdPath = Path(pattern=PATIENT_ID_PATTERN, description="e.g. patient-001 (your clinic's id)")

@@ -19,10 +19,10 @@ from pydantic import BaseModel
 
 from services.results import adherence
 from services.results.dosing import DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound
-from shared.audit import AuditEvent
-from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
-from shared.identity import Principal
-from shared.stored_results import clinic_of
+from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.domain.stored_results import clinic_of
+from shared.identity.audit import AuditEvent
+from shared.identity.principal import Principal
 
 ADHERENCE_HISTORY = 400  # check-ins read for a window (more than a year of daily check-ins)
 

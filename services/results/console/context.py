@@ -26,14 +26,14 @@ from services.results.alerts import AlertStore, Roster
 from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import AuditEvent, MediaLinks
 from services.results.console.sessions import ConsoleSessions
-from shared.audit import AuditTrail
-from shared.auth import allow
-from shared.clinics import ClinicDirectory, ClinicProfile
-from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
-from shared.history import HistoryReader
-from shared.identity import Principal, Role
-from shared.jobs import JobStore
-from shared.stored_results import clinic_of
+from shared.aws.history import HistoryReader
+from shared.aws.jobs import JobStore
+from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from shared.domain.clinics import ClinicDirectory, ClinicProfile
+from shared.domain.stored_results import clinic_of
+from shared.identity.audit import AuditTrail
+from shared.identity.middleware import allow
+from shared.identity.principal import Principal, Role
 
 CONSOLE_ROLES = (Role.CLINICIAN, Role.CLINIC_ADMIN)
 _PATIENT = re.compile(PATIENT_ID_PATTERN)
@@ -56,7 +56,7 @@ class Caller:
 
 @dataclass(frozen=True)
 class Console:
-    principal: Callable[[Request], Awaitable[Principal]]  # shared.auth.principal_dependency
+    principal: Callable[[Request], Awaitable[Principal]]  # shared.identity.middleware.principal_dependency
     jobs: JobStore
     history: HistoryReader
     roster: Roster

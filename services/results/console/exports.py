@@ -22,14 +22,7 @@ from zoneinfo import ZoneInfo
 
 from services.results import adherence
 from services.results.console.series import RISK_LABELS, marker_series, risk_series
-from shared.stored_results import (
-    MEDICATION_WORDS,
-    WORSE,
-    checkin_time,
-    markers,
-    medication_status,
-    risk_level,
-)
+from shared.domain.stored_results import MEDICATION_WORDS, WORSE, checkin_time, markers, medication_status, risk_level
 
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 PDF_MARKERS = ("facial_expressivity", "speech_rate", "pitch_variability", "speaking_fraction", "pause_rate")

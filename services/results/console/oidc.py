@@ -10,7 +10,7 @@ The authorization code flow with PKCE (S256), by Authlib's OAuth 2 client:
 2. `finish`, at the callback: the attempt is taken once (a tampered or replayed `state`
    finds nothing), the browser must be the one that started it, the code is exchanged
    with the verifier and the client's secret (a replayed code is refused by the
-   provider), and the ID token is checked by shared.auth's `TokenVerifier`, as every
+   provider), and the ID token is checked by shared.identity.auth's `TokenVerifier`, as every
    token is (RS256/ES256 only, the provider's JWKS, issuer, audience = the client id,
    expiry); then its `nonce` must be this attempt's, and, where the clinic requires it,
    `amr` or `acr` must assert a second factor.
@@ -36,9 +36,10 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
 from services.results.console.session_store import LoginAttempt, SessionStore
 from services.results.console.sessions import LOGIN_SECONDS
-from shared.auth import AuthenticationFailed, AuthenticationUnavailable, AuthSettings, TokenVerifier, claim_at
-from shared.clinics import SignInProvider
-from shared.identity import CredentialKind, Principal, Role
+from shared.domain.clinics import SignInProvider
+from shared.identity.errors import AuthenticationFailed, AuthenticationUnavailable
+from shared.identity.principal import CredentialKind, Principal, Role
+from shared.identity.tokens import AuthSettings, TokenVerifier, claim_at
 
 log = structlog.get_logger()
 

@@ -24,9 +24,9 @@ from services.results import adherence, dosing
 from services.results.alerts import NOTE_MAX, AlreadyAcknowledged
 from services.results.console import exports, plots, series, views
 from services.results.console.context import Caller, Console, NotFound, caller, console_of, same_site
-from shared.domain import artifacts_prefix
-from shared.job import Job
-from shared.stored_results import checkin_time, fmt_local
+from shared.domain.checkin import artifacts_prefix
+from shared.domain.job import Job
+from shared.domain.stored_results import checkin_time, fmt_local
 
 HERE = Path(__file__).resolve().parent
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"

@@ -28,10 +28,17 @@ from pydantic import ValidationError
 
 from services.results.console import views
 from services.results.console.context import Caller, Console, NotFound, caller, console_of, same_site
-from services.results.dosing import REASONS, DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound, \
-    needs_review
-from shared.domain import artifacts_prefix
-from shared.stored_results import checkin_time, fmt_local
+from services.results.dosing import (
+    REASONS,
+    DosingReview,
+    DosingReviews,
+    PillBox,
+    ReviewConflict,
+    ReviewNotFound,
+    needs_review,
+)
+from shared.domain.checkin import artifacts_prefix
+from shared.domain.stored_results import checkin_time, fmt_local
 
 QUEUE_HISTORY = 100  # newest check-ins looked at per patient
 QUEUE_CONCURRENCY = 16

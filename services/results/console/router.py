@@ -6,14 +6,14 @@ top-level functions in sign_in.py, pages.py and review_pages.py, and reach the
 console's state (`context.Console`, bound to each request here) through FastAPI
 dependencies. Every route but the sign-in page and the static files:
 
-1. asks `principal` (shared.auth: a bearer token, or the session cookie on the
+1. asks `principal` (shared.identity.auth: a bearer token, or the session cookie on the
    console's paths; 401 without a valid one) who is calling; roles other than
-   clinician and clinic_admin get the one 403 (`shared.auth.allow`);
+   clinician and clinic_admin get the one 403 (`shared.identity.middleware.allow`);
 2. scopes to the principal's clinic: patients are read under the clinic's patient
-   key (shared.identity), and a patient not on the clinic's roster, or a check-in of
+   key (shared.identity.principal), and a patient not on the clinic's roster, or a check-in of
    another clinic, is "not found" in exactly the words and status of one that does
    not exist;
-3. records an audit event (shared.audit) before serving anything; a failing audit
+3. records an audit event (shared.identity.audit) before serving anything; a failing audit
    fails the request (503).
 
 Pages are HTML with every script, style and font served here (plotly.js from
@@ -41,12 +41,12 @@ from services.results.console.context import Console
 from services.results.console.oidc import OidcSignIn
 from services.results.console.ports import MediaLinks
 from services.results.console.sessions import ConsoleSessions
-from shared.audit import AuditTrail
-from shared.clinics import ClinicDirectory
-from shared.history import HistoryReader
-from shared.identity import Principal
-from shared.jobs import JobStore
-from shared.stored_results import MEDICATION_WORDS
+from shared.aws.history import HistoryReader
+from shared.aws.jobs import JobStore
+from shared.domain.clinics import ClinicDirectory
+from shared.domain.stored_results import MEDICATION_WORDS
+from shared.identity.audit import AuditTrail
+from shared.identity.principal import Principal
 
 HERE = pages.HERE
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.stored_results import RISK_ORDER, checkin_time, markers, risk_level, results_of
+from shared.domain.stored_results import RISK_ORDER, checkin_time, markers, results_of, risk_level
 
 RISK_LABELS = ["low", "moderate", "high"]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from shared.dynamo import from_item, is_conditional_failure, to_item
-from shared.identity import CredentialKind, Principal, Role
-from shared.infra import SESSIONS_BY_PERSON_INDEX
+from shared.aws.dynamo import from_item, is_conditional_failure, to_item
+from shared.identity.principal import CredentialKind, Principal, Role
+from shared.runtime.infra import SESSIONS_BY_PERSON_INDEX
 
 
 @dataclass(frozen=True)

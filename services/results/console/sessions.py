@@ -1,7 +1,7 @@
 """Signing in to the console from a browser: server-side sessions, and forms that cannot be forged.
 
 **The cookie holds only an opaque session id** (`SCHIZODOT_AUTH_SESSION_COOKIE`, read by
-shared.auth on the paths in `SCHIZODOT_AUTH_COOKIE_PATHS`, `/console`): 256 random bits,
+shared.identity.auth on the paths in `SCHIZODOT_AUTH_COOKIE_PATHS`, `/console`): 256 random bits,
 `HttpOnly`, `SameSite=Strict`, `Secure` over HTTPS, `Path=/console`. The session lives in
 `SchizodotConsoleSessions` under the SHA-256 of that id (a read of the table gives no
 usable cookie): who (subject, role, clinic, name), how they signed in, when, the last
@@ -17,7 +17,7 @@ idle for longer than `idle_seconds` (15 minutes by default, HIPAA's automatic lo
 older than `lifetime_seconds` (12 hours) is deleted and the sign-in page says why; one a
 clinic admin ended (`end_person`: every session of one person in the clinic) is refused
 at its next request. Logout deletes the session. Sign-in, sign-out, timeout and
-revocation each leave an audit record (shared.audit).
+revocation each leave an audit record (shared.identity.audit).
 
 Sign-ins in progress (the OIDC `state`, `nonce` and PKCE verifier, and the hash of a
 cookie that binds them to the browser that started them) are kept in the same table
@@ -45,9 +45,11 @@ import structlog
 from fastapi import HTTPException, Request
 
 from services.results.console.session_store import ConsoleSession, SessionStore
-from shared.audit import AuditEvent, AuditTrail, AuditUnavailable
-from shared.auth import AuthenticationFailed, AuthenticationUnavailable, Authenticator, SessionEnded, iso
-from shared.identity import Principal
+from shared.identity.audit import AuditEvent, AuditTrail, AuditUnavailable
+from shared.identity.auth import Authenticator
+from shared.identity.credentials import iso
+from shared.identity.errors import AuthenticationFailed, AuthenticationUnavailable, SessionEnded
+from shared.identity.principal import Principal
 
 log = structlog.get_logger()
 
@@ -72,7 +74,7 @@ class SessionPolicy:
 
 
 class ConsoleSessions:
-    """Begins, resolves and ends the console's sessions (shared.auth's `SessionResolver`)."""
+    """Begins, resolves and ends the console's sessions (shared.identity.auth's `SessionResolver`)."""
 
     def __init__(self, authenticator: Authenticator, csrf_key: bytes, cookie: str | None, *,
                  store: SessionStore, audit: AuditTrail, policy: SessionPolicy = SessionPolicy(),

@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 
 from services.results import adherence
 from services.results.alerts import Alert, RosterEntry
-from shared.clinics import CheckinScript
-from shared.job import Job
-from shared.stored_results import (
+from shared.domain.clinics import CheckinScript
+from shared.domain.job import Job
+from shared.domain.stored_results import (
     RISK_ORDER,
     MarkerReading,
     checkin_time,

@@ -13,9 +13,9 @@ from typing import Any
 
 import structlog
 
-from shared.blocking import run_blocking
-from shared.events import encode_event
-from shared.tracing import inject_message_attributes
+from shared.runtime.blocking import run_blocking
+from shared.runtime.events import encode_event
+from shared.runtime.tracing import inject_message_attributes
 
 log = structlog.get_logger()
 

@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from services.results.api.params import PatientIdPath
 from services.results.erasure.handler import ErasureRequested, encode_erasure
 from services.results.erasure.store import ErasureStore, Receipt, new_erasure_id, receipt_of, wait_for_erasure
-from shared.audit import AuditEvent, AuditTrail
-from shared.identity import Principal
+from shared.identity.audit import AuditEvent, AuditTrail
+from shared.identity.principal import Principal
 
 _ERASURE_ID = re.compile(r"^erasure-[0-9a-f]{16}$")
 

@@ -3,7 +3,7 @@ and the clinic's patient list.
 
 `DELETE /api/v1/patients/{patient_id}` records an erasure (`SchizodotErasures`:
 who asked, the clinic, the patient's *pseudonym*, never the id) and puts an
-`erasure.requested` event on the erasure queue (shared.topology.WORK_QUEUES). The
+`erasure.requested` event on the erasure queue (shared.runtime.topology.WORK_QUEUES). The
 results worker consumes it with the same consumer as every stage (long poll,
 heartbeat, retries with back-off, dead letters), so an erasure survives a crash:
 the message comes back and the work resumes. Every step is idempotent:
@@ -22,7 +22,7 @@ the message comes back and the work resumes. Every step is idempotent:
 4. queued messages that name the patient are deleted (`queued_messages`): S3's
    upload notifications (their keys hold the patient key) and EHR check-in events on
    the ingest queue, and anything of the patient's jobs in the dead-letter queues
-   (kept 14 days). Stage messages carry job ids only (shared.events), so the other
+   (kept 14 days). Stage messages carry job ids only (shared.runtime.events), so the other
    queues hold no patient key. Every other message is released at once;
 5. the erasure is marked done and audited (`erasure.completed` with the counts);
 6. a late sweep, `RESULTS_ERASURE_SWEEP_DELAY_SECONDS` later, repeats 1-4 for
@@ -44,17 +44,17 @@ from pydantic import BaseModel, ConfigDict
 
 from services.results.erasure.queued import QueuedMessages, names_patient
 from services.results.erasure.store import ErasureStore
-from shared.audit import AuditTrail
-from shared.auth import PatientLinkStore
-from shared.domain import artifacts_prefix
-from shared.errors import MalformedMessage
-from shared.events import decode_event, encode_event, event_data
-from shared.history import HistoryReader
-from shared.identity import patient_key, split_patient_key
-from shared.infra import UPLOAD_PREFIX
-from shared.jobs import JobStore
-from shared.messaging import Accepted, Delivery
-from shared.storage import ObjectStore
+from shared.aws.history import HistoryReader
+from shared.aws.jobs import JobStore
+from shared.aws.storage import ObjectStore
+from shared.domain.checkin import artifacts_prefix
+from shared.domain.errors import MalformedMessage
+from shared.identity.audit import AuditTrail
+from shared.identity.credentials import PatientLinkStore
+from shared.identity.principal import patient_key, split_patient_key
+from shared.runtime.events import decode_event, encode_event, event_data
+from shared.runtime.infra import UPLOAD_PREFIX
+from shared.runtime.messaging import Accepted, Delivery
 
 log = structlog.get_logger()
 
@@ -217,7 +217,7 @@ async def erase(request: ErasureRequested, deps: ErasureDeps) -> None:
 
 
 class ErasureHandler:
-    """`shared.messaging.MessageHandler` for the erasure queue."""
+    """`shared.runtime.messaging.MessageHandler` for the erasure queue."""
 
     stage = ERASURE_QUEUE
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
-from shared.domain import job_id_from_upload_key
-from shared.identity import patient_key
-from shared.infra import UPLOAD_PREFIX
+from shared.domain.checkin import job_id_from_upload_key
+from shared.identity.principal import patient_key
+from shared.runtime.infra import UPLOAD_PREFIX
 
 
 class QueuedMessages(Protocol):

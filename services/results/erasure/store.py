@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from shared.domain import utc_now
-from shared.dynamo import from_item, is_conditional_failure, to_attribute, to_item
+from shared.aws.dynamo import from_item, is_conditional_failure, to_attribute, to_item
+from shared.domain.checkin import utc_now
 
 
 class Receipt(BaseModel):

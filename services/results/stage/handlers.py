@@ -22,14 +22,14 @@ from services.results.ehr.publisher import EhrPublisher, encode_results_event
 from services.results.settings import ResultsSettings
 from services.results.stage.user_item import build_user_item, job_summary
 from services.results.stage.writer import ResultsStore
-from shared.audit import AuditTrail
-from shared.events import FusionCompleted
-from shared.history import HistoryReader
-from shared.identity import local_patient_id
-from shared.job import QUEUED
-from shared.jobs import JobStore
-from shared.runner import Stage, StageOutcome, Work, parse_stage_event
-from shared.storage import ObjectStore
+from shared.aws.history import HistoryReader
+from shared.aws.jobs import JobStore
+from shared.aws.storage import ObjectStore
+from shared.domain.job import QUEUED
+from shared.identity.audit import AuditTrail
+from shared.identity.principal import local_patient_id
+from shared.runtime.events import FusionCompleted
+from shared.runtime.runner import Stage, StageOutcome, Work, parse_stage_event
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.results")

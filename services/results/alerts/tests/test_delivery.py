@@ -1,5 +1,5 @@
 """Alerts raised, queued on a real SQS queue (moto's server) with its dead-letter
-queue, delivered by the consumer every stage runs (shared.messaging.QueueConsumer
+queue, delivered by the consumer every stage runs (shared.runtime.messaging.QueueConsumer
 with `AlertsHandler`) to a real HTTP receiver that verifies the Standard Webhooks
 signature, and to SNS. On DeliveryFailed the consumer keeps the message invisible
 for the back-off the handler asks for, so SQS redelivers it; on the last allowed
@@ -33,12 +33,12 @@ from services.results.alerts.delivery import (
 from services.results.alerts.roster import DynamoRoster
 from services.results.alerts.service import AlertService, SqsAlertQueue
 from services.results.alerts.store import DynamoAlertStore
-from shared.audit import AuditTrail
-from shared.aws import AsyncClients, sync_client
-from shared.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
+from shared.aws.clients import AsyncClients, sync_client
+from shared.domain.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 from shared.fakes import InMemoryJobs, MemoryAuditStore
-from shared.infra import ALERTS_QUEUE
-from shared.messaging import QueueConsumer
+from shared.identity.audit import AuditTrail
+from shared.runtime.infra import ALERTS_QUEUE
+from shared.runtime.messaging import QueueConsumer
 from tests.browser.contract_items import history
 from tests.conftest import free_port
 
@@ -104,7 +104,7 @@ async def run_queue(sqs, settings, queue_url: str, dlq_url: str, deps: DeliveryD
 
 
 def queues(settings, max_receive: int = 5):
-    """A fresh alerts queue and DLQ for one test, as shared.infra makes them."""
+    """A fresh alerts queue and DLQ for one test, as shared.runtime.infra makes them."""
     sqs = sync_client(settings, "sqs")
     name = f"{settings.queue_name(ALERTS_QUEUE)}-{uuid.uuid4().hex[:8]}"
     dlq = sqs.create_queue(QueueName=name + "-dlq")["QueueUrl"]

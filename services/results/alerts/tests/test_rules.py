@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from services.results.alerts.roster import RosterEntry
 from services.results.alerts.rules import evaluate, missed_checkins
-from shared.clinics import AlertRules, ClinicDirectory, ClinicProfile
+from shared.domain.clinics import AlertRules, ClinicDirectory, ClinicProfile
 from tests.browser.contract_items import history
 
 RULES = AlertRules()

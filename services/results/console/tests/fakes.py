@@ -1,6 +1,6 @@
 """The results API with the console mounted, on in-memory adapters (shared.fakes) and real
 identity: tokens signed by a development issuer in a temporary folder, checked by
-shared.auth exactly as in the service, with the session cookie on /console."""
+shared.identity.auth exactly as in the service, with the session cookie on /console."""
 
 from __future__ import annotations
 
@@ -24,9 +24,8 @@ from services.results.dosing import DosingReviews
 from services.results.ehr.publisher import EhrPublisher
 from services.results.erasure import MemoryErasures
 from services.results.settings import ResultsSettings
-from shared.audit import AuditTrail
-from shared.auth import Authenticator, AuthSettings, principal_dependency
-from shared.clinics import ClinicDirectory, ClinicProfile
+from shared.domain.clinics import ClinicDirectory, ClinicProfile
+from shared.domain.job import new_job
 from shared.fakes import (
     InMemoryApiKeys,
     InMemoryHistory,
@@ -35,8 +34,11 @@ from shared.fakes import (
     MemoryAuditStore,
     MemoryStorage,
 )
-from shared.identity import patient_key
-from shared.job import new_job
+from shared.identity.audit import AuditTrail
+from shared.identity.auth import Authenticator
+from shared.identity.middleware import principal_dependency
+from shared.identity.principal import patient_key
+from shared.identity.tokens import AuthSettings
 
 COOKIE = "schizodot_session"
 PSEUDONYM_KEY = "console-test-pseudonym-key"

@@ -13,8 +13,8 @@ from services.fusion.findings import build_results
 from services.results.ehr.fhir import FHIR_VERSION, UCUM, build_bundle, patient_reference, quantity
 from services.results.ehr.publisher import RESULTS_AVAILABLE, encode_results_event, event_id
 from services.results.stage.user_item import build_user_item
-from shared.job import Job
-from shared.markers import measured, not_assessed
+from shared.domain.job import Job
+from shared.domain.markers import measured, not_assessed
 
 JOB = {"job_id": "job-abc123def456", "patient_id": "patient-001", "s3_key": "uploads/patient-001/job-abc123def456/x.mp4",
        "filename": "x.mp4", "content_type": "video/mp4",

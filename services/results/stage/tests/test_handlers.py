@@ -14,11 +14,11 @@ import pytest
 from services.results.ehr.publisher import EhrPublisher
 from services.results.settings import ResultsSettings
 from services.results.stage.handlers import RESULTS, ResultsDeps
-from shared.audit import AuditTrail, AuditUnavailable, patient_ref
-from shared.domain import artifact_key, utc_now
-from shared.events import FusionCompleted, encode_event
+from shared.domain.checkin import artifact_key, utc_now
+from shared.domain.job import PipelinePlan, new_job, plan_weights
 from shared.fakes import FakeAdapters, MemoryAuditStore, deliver
-from shared.job import PipelinePlan, new_job, plan_weights
+from shared.identity.audit import AuditTrail, AuditUnavailable, patient_ref
+from shared.runtime.events import FusionCompleted, encode_event
 
 RESULTS_MAP = {
     "audio_emotion": {"primary_emotion": "calm", "confidence": 0.87, "all_emotions": [], "assessed": True},
@@ -143,8 +143,8 @@ class RecordingQueue:
 
 
 def _with_alerts(rules: dict, *, earlier: int = 0, repeat: bool = False):
-    from shared.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
     from services.results.alerts import AlertService, InMemoryAlertStore, InMemoryRoster
+    from shared.domain.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 
     fakes, queue = FakeAdapters(), RecordingQueue()
     webhook = WebhookTarget(url="https://ehr.example/hooks", secret_env="UNUSED_HERE")

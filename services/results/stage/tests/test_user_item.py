@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.results.stage.user_item import build_user_item, job_summary
-from shared.job import Job
+from shared.domain.job import Job
 
 JOB = {"job_id": "job-abc123def456", "patient_id": "patient-001", "status": "processing",
        "s3_key": "uploads/patient-001/x.mp4", "created_at": "2024-01-15T12:00:00Z",
