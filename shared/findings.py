@@ -12,7 +12,7 @@ naming the document and the field) and written from the model (`stored()`).
 The parts readers dig into (emotions, compliance, the fusion block, markers, answers, the
 transcript, audio quality) are nested models; the long tail stays as extra fields, kept as they
 came, as `shared.job.Job` keeps attributes it does not know. A document dumps exactly as it was
-given: fields it did not carry are not added (`_Document`), numbers keep their type (`Number`), so
+given: fields it did not carry are not added (`Document`), numbers keep their type (`Number`), so
 a stored item, an API response or a FHIR bundle built from one is byte for byte what it was
 before these models existed.
 """
@@ -30,7 +30,7 @@ from shared.errors import InputError
 Number = int | float
 
 
-class _Document(BaseModel):
+class Document(BaseModel):
     """A typed view of a JSON document that dumps as it came: set fields and extras, nothing added."""
 
     model_config = ConfigDict(extra="allow")
@@ -52,12 +52,12 @@ class _Document(BaseModel):
 # --- the blocks readers dig into --------------------------------------------------------------
 
 
-class EmotionScore(_Document):
+class EmotionScore(Document):
     emotion: str
     confidence: Number
 
 
-class Emotion(_Document):
+class Emotion(Document):
     """A speech (`audio_emotion`) or facial (`facial_emotion`) emotion reading, or why there is none."""
 
     assessed: bool | None = None
@@ -72,12 +72,12 @@ class Emotion(_Document):
     frame_count: int | None = None  # vision only
 
 
-class PillDetector(_Document):
+class PillDetector(Document):
     configured: bool | None = None
     model: str | None = None
 
 
-class Compliance(_Document):
+class Compliance(Document):
     """Observed intake (vision's `compliance`); fusion adds what the patient said (`self_report`)."""
 
     verification_status: str | None = None
@@ -89,7 +89,7 @@ class Compliance(_Document):
     steps: list[dict[str, Any]] | None = None
 
 
-class Transcript(_Document):
+class Transcript(Document):
     enabled: bool | None = None
     text: str | None = None
     segments: list[dict[str, Any]] | None = None
@@ -98,23 +98,22 @@ class Transcript(_Document):
     language: str | None = None
 
 
-class AudioQuality(_Document):
+class AudioQuality(Document):
     source: dict[str, Any] | None = None  # how it was recorded (device, sample rate), for the quality gate
     voiced_seconds: Number | None = None
     snr_db: Number | None = None
     clipped_fraction: Number | None = None
 
 
-class Answer(_Document):
+class Answer(Document):
     step_id: str | None = None
     start_s: Number | None = None
     end_s: Number | None = None
     clipped: bool | None = None
     markers: dict[str, dict[str, Any]] | None = None  # name -> shared.markers.Marker as a dict
-    transcript: dict[str, Any] | None = None
 
 
-class Answers(_Document):
+class Answers(Document):
     """The markers of each spoken answer, by prompt (audio's `answers`)."""
 
     assessed: bool | None = None
@@ -127,12 +126,12 @@ class Answers(_Document):
 Markers = dict[str, dict[str, Any]]  # marker name -> shared.markers.Marker as a dict (validated there)
 
 
-class Adherence(_Document):
+class Adherence(Document):
     status: str
     reason: str | None = None
 
 
-class MultimodalFusion(_Document):
+class MultimodalFusion(Document):
     """Fusion's combined reading: the overall emotion, adherence and the risk level with its factors."""
 
     risk_level: str
@@ -146,7 +145,7 @@ class MultimodalFusion(_Document):
     baseline: dict[str, Any] | None = None
 
 
-class ClinicalSummary(_Document):
+class ClinicalSummary(Document):
     emotional_state: str | None = None
     medication_adherence: str | None = None
     risk_assessment: str | None = None
@@ -158,7 +157,7 @@ class ClinicalSummary(_Document):
 # --- the stage documents ----------------------------------------------------------------------
 
 
-class _ModalityFindings(_Document):
+class _ModalityFindings(Document):
     job_id: str
     analysed_at: str
     compute_seconds: Number | None = None
@@ -189,7 +188,7 @@ class VisionFindings(_ModalityFindings):
     frames_analysed: int | None = None
 
 
-class Results(_Document):
+class Results(Document):
     """The `results` map of a SchizodotUsers item (the seed's five blocks, then what fusion adds)."""
 
     audio_emotion: Emotion
@@ -205,7 +204,7 @@ class Results(_Document):
     options: dict[str, Any] | None = None
 
 
-class FusionDocument(_Document):
+class FusionDocument(Document):
     """Fusion's artifact: the job's combined findings, which results saves as they are."""
 
     job_id: str
@@ -214,7 +213,7 @@ class FusionDocument(_Document):
     results: Results
 
 
-class ResultItem(_Document):
+class ResultItem(Document):
     """A SchizodotUsers item (shared/docs/DYNAMODB_SCHEMA.md): the seed's attributes, exactly.
 
     `user_id` is the stored patient key (`shared.patients.PatientKey`, clinic.patient); the
@@ -238,7 +237,7 @@ class ResultItem(_Document):
         return PatientKey.parse(self.user_id).clinic_id
 
 
-DocumentT = TypeVar("DocumentT", bound=_Document)
+DocumentT = TypeVar("DocumentT", bound=Document)
 
 
 def parse_document(model: type[DocumentT], document: object, what: str) -> DocumentT:
@@ -255,6 +254,6 @@ def parse_document(model: type[DocumentT], document: object, what: str) -> Docum
         raise InputError(f"{what} is not a valid {model.__name__}: {problems}{more}") from None
 
 
-__all__ = ["Adherence", "Answer", "Answers", "AudioFindings", "AudioQuality", "ClinicalSummary", "Compliance",
+__all__ = ["Adherence", "Answer", "Answers", "AudioFindings", "AudioQuality", "ClinicalSummary", "Compliance", "Document",
            "Emotion", "EmotionScore", "FusionDocument", "Markers", "MultimodalFusion", "Number", "PillDetector",
-           "ResultItem", "Results", "Transcript", "VisionFindings", "parse_document"]
+           "DocumentT", "ResultItem", "Results", "Transcript", "VisionFindings", "parse_document"]
