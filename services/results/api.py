@@ -60,6 +60,7 @@ from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.history import HistoryReader
 from shared.http import install_readable_validation_errors, install_request_body_limit
 from shared.identity import Principal, Role, local_patient_id
+from shared.patients import PatientKey
 from shared.job import COMPLETED, FAILED, Job, JobStatus
 from shared.jobs import JobStore
 
@@ -168,11 +169,14 @@ def _utc_stamp(moment: datetime) -> str:
 
 
 def shown_result(item: dict[str, Any]) -> ResultItem:
-    return ResultItem(**{**item, "user_id": local_patient_id(item["user_id"])})
+    """A stored item as the clinic sees it: its own patient id, and its clinic (stored in the key) named."""
+    key = PatientKey.parse(item["user_id"])
+    clinic = {"clinic_id": key.clinic_id} if key.clinic_id else {}
+    return ResultItem(**{**item, **clinic, "user_id": key.patient})
 
 
 def shown_job(job: Job) -> dict[str, Any]:
-    return {**job.to_item(), "patient_id": local_patient_id(job.patient_id)}
+    return {**job.shown_item(), "patient_id": job.patient_id.patient}
 
 
 @dataclass

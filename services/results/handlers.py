@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import structlog
 from opentelemetry import trace
@@ -25,10 +26,12 @@ from services.results.writer import ResultsStore
 from shared.audit import AuditTrail
 from shared.events import FusionCompleted
 from shared.history import HistoryReader
-from shared.identity import local_patient_id
-from shared.job import QUEUED
+from shared.errors import InputError
+from shared.findings import FusionDocument, parse_document
+from shared.job import QUEUED, Job
 from shared.jobs import JobStore
 from shared.runner import Stage, StageOutcome, Work, parse_stage_event
+from shared.patients import PatientKey
 from shared.storage import ObjectStore
 
 log = structlog.get_logger()
@@ -46,27 +49,39 @@ class ResultsDeps:
     history: HistoryReader | None = None  # the patient's earlier results, for the alert rules
 
 
-def local_item(item: dict) -> dict:
+def local_item(item: dict[str, Any]) -> dict[str, Any]:
     """A SchizodotUsers item as its clinic knows it: `user_id` the clinic's own patient id."""
-    return {**item, "user_id": local_patient_id(item["user_id"])}
+    return {**item, "user_id": PatientKey.parse(item["user_id"]).patient}
 
 
-def clinic_view(item: dict, job_item: dict) -> tuple[dict, dict]:
+def clinic_view(item: dict[str, Any], job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     """The item and job as the clinic knows them: its own patient id, not the stored key."""
-    local = local_patient_id(item["user_id"])
-    return {**item, "user_id": local}, {**job_item, "patient_id": local}
+    local = job.patient_id.patient
+    return {**item, "user_id": local}, {**job.shown_item(), "patient_id": local}
+
+
+async def load_fusion_document(storage: ObjectStore, job: Job) -> FusionDocument:
+    """Fusion's findings, parsed once here; one that is not JSON or does not parse fails the job with what
+    is wrong (an InputError: retrying reads the same bytes), and the document stays in S3 as it was."""
+    key = job.pipeline.artifact_key("fusion")
+    what = f"fusion's findings ({key})"
+    try:
+        document = await storage.get_json(key)
+    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"{what} is not JSON: {error}") from None
+    return parse_document(FusionDocument, document, what)
 
 
 async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageOutcome:
     job = work.job
-    findings = await deps.storage.get_json(job.pipeline.artifact_key("fusion"))
-    item = build_user_item(job, findings)
+    result = build_user_item(job, await load_fusion_document(deps.storage, job))
+    item = result.stored()  # written from the model
     with tracer.start_as_current_span("save results") as span:
         span.set_attribute("schizodot.job_id", job.job_id)
         saved = await deps.writer.save(item)
     message = "Analysis completed successfully"
     if deps.ehr is not None and deps.ehr.enabled:
-        shown_item, shown_job = clinic_view(item, job.to_item())
+        shown_item, shown_job = clinic_view(item, job)
         bundle = build_bundle(shown_item, shown_job, deps.storage.bucket, deps.settings.fhir_patient_identifier_system)
         try:
             if deps.audit is None:
@@ -91,11 +106,11 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
             reason = f"{type(error).__name__}: {error}"[:300]
             log.error("alert rules could not run; job completed without them", error=reason)
             message = f"{message}; raising alerts failed: {reason}"
-    log.info("results saved; job completed", saved=saved, risk_level=item["results"]["multimodal_fusion"]["risk_level"])
-    return StageOutcome(message=message, job_results=job_summary(item))
+    log.info("results saved; job completed", saved=saved, risk_level=result.results.multimodal_fusion.risk_level)
+    return StageOutcome(message=message, job_results=job_summary(result))
 
 
-async def raise_alerts(clinic_id: str, item: dict, deps: ResultsDeps) -> None:
+async def raise_alerts(clinic_id: str, item: dict[str, Any], deps: ResultsDeps) -> None:
     assert deps.alerts is not None and deps.history is not None
     earlier = [local_item(i) for i in await deps.history.latest(item["user_id"], deps.settings.alert_history + 1)
                if i.get("job_id") != item["job_id"]][: deps.settings.alert_history]
