@@ -31,7 +31,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from shared.domain import CLINIC_METADATA_KEY, RESERVED_METADATA_KEY
-from shared.identity import local_patient_id
 from shared.patients import PatientKey
 from shared.options import CheckinOptions
 from shared.timeline import CheckinTimeline
@@ -309,7 +308,7 @@ class JobStatus(_JobState):
     @classmethod
     def of(cls, job: Job, *, with_patient: bool) -> "JobStatus":
         fields = job.model_dump(include=set(cls.model_fields) & set(Job.model_fields))
-        fields["patient_id"] = local_patient_id(job.patient_id)  # the clinic's own id, never the stored key
+        fields["patient_id"] = job.patient_id.patient  # the clinic's own id, never the stored key
         if not with_patient:
             fields.pop("patient_id", None)
             fields.pop("s3_key", None)  # upload keys name the patient

@@ -76,7 +76,8 @@ from shared.errors import InputError, MalformedMessage
 from shared.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, event_data
 from services.ingest.patient.uploads import MultipartStore, UploadRefused, stream_to_s3
 from shared.http import EVENT_BYTES, install_readable_validation_errors, install_request_body_limit
-from shared.identity import Principal, Role, local_patient_id, patient_key
+from shared.identity import Principal, Role
+from shared.patients import PatientKey
 from shared.job import Job, JobStatus
 from shared.jobs import JobStore
 from shared.ratelimit import RateLimiter
@@ -323,7 +324,7 @@ async def receive_recording(request: Request, job_id: str = JobId,
     except UploadRefused as error:
         raise HTTPException(status_code=422, detail=str(error)) from error
     await ingest.access.audit.record(AuditEvent("checkin.recording_received", who,
-                                                patient_id=local_patient_id(job.patient_id), job_id=job.job_id,
+                                                patient_id=job.patient_id.patient, job_id=job.job_id,
                                                 detail={"bytes": size}))
     if linked and (not who.credential_id or not await ingest.access.links.consume(who.credential_id)):
         log.warning("a patient link's recording arrived after the link was used or expired", job_id=job.job_id)
@@ -352,7 +353,7 @@ async def submit_event(request: Request, who: Principal = Depends(allow(caller, 
     job_id = job_id_for_event(event.get_source(), event.get_id(), submitted.clinic_id)
     existing = await ingest.jobs.get(job_id)
     if existing is not None and (existing.clinic_id, existing.patient_id) != (
-            submitted.clinic_id, patient_key(submitted.clinic_id, submitted.patient_id)):
+            submitted.clinic_id, PatientKey.of(submitted.clinic_id, submitted.patient_id)):
         # A collision (or a reused event id for another patient): refused, never merged.
         raise HTTPException(status_code=409, detail="this event's id was already used for another check-in; "
                                                     "send it with a new id")

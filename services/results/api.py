@@ -59,7 +59,7 @@ from shared.auth import (
 from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.history import HistoryReader
 from shared.http import install_readable_validation_errors, install_request_body_limit
-from shared.identity import Principal, Role, local_patient_id
+from shared.identity import Principal, Role
 from shared.patients import PatientKey
 from shared.job import COMPLETED, FAILED, Job, JobStatus
 from shared.jobs import JobStore
@@ -247,7 +247,7 @@ def job_routes(jobs: JobStore, history: HistoryReader, audit: AuditTrail, reader
     async def job_status(job_id: str = JobId, who: Principal = Depends(readers)) -> JobStatus:
         """Access pattern 2: a job's status and progress."""
         job = await _job_of(jobs, audit, who, job_id, "job.read")
-        await audit.record(AuditEvent("job.read", who, patient_id=local_patient_id(job.patient_id), job_id=job_id))
+        await audit.record(AuditEvent("job.read", who, patient_id=job.patient_id.patient, job_id=job_id))
         return JobStatus.of(job, with_patient=True)
 
     @router.get("/api/v1/jobs/{job_id}/detail", response_model=JobDetail)
@@ -255,7 +255,7 @@ def job_routes(jobs: JobStore, history: HistoryReader, audit: AuditTrail, reader
         """The whole job item (pipeline stages included) and, once completed, its result."""
         job = await _job_of(jobs, audit, who, job_id, "job.detail_read")
         result = await history.for_job(job.patient_id, job_id) if job.status == COMPLETED else None
-        await audit.record(AuditEvent("job.detail_read", who, patient_id=local_patient_id(job.patient_id),
+        await audit.record(AuditEvent("job.detail_read", who, patient_id=job.patient_id.patient,
                                       job_id=job_id))
         return JobDetail(job=shown_job(job), result=shown_result(result) if result else None)
 
@@ -263,7 +263,7 @@ def job_routes(jobs: JobStore, history: HistoryReader, audit: AuditTrail, reader
     async def result_for_job(job_id: str = JobId, who: Principal = Depends(readers)) -> ResultItem:
         """The SchizodotUsers item of one job."""
         job = await _job_of(jobs, audit, who, job_id, "result.read")
-        patient = local_patient_id(job.patient_id)
+        patient = job.patient_id.patient
         if job.status != COMPLETED:
             await audit.record(AuditEvent("result.read", who, outcome="not_found", patient_id=patient, job_id=job_id))
             why = f": {job.error}" if job.status == FAILED and job.error else ""

@@ -35,6 +35,7 @@ from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.history import HistoryReader
 from shared.identity import Principal, Role
 from shared.jobs import JobStore
+from shared.patients import ClinicPatientId, PatientKey
 
 CONSOLE_ROLES = (Role.CLINICIAN, Role.CLINIC_ADMIN)
 _PATIENT = re.compile(PATIENT_ID_PATTERN)
@@ -51,7 +52,8 @@ class Caller:
     clinic: ClinicProfile
     csrf: str = ""  # the token its forms carry (sessions.py)
 
-    def key_of(self, patient_id: str) -> str:
+    def key_of(self, patient_id: ClinicPatientId | str) -> PatientKey:
+        """The stored key of this clinic's patient `patient_id` (its clinic-local id, as the URL has it)."""
         return self.principal.key_of(patient_id)
 
 
