@@ -72,6 +72,27 @@ class Emotion(Document):
     frame_count: int | None = None  # vision only
 
 
+class SelfReport(Document):
+    """What the patient said about the medication (audio's `self_report`): never observed intake."""
+
+    classification: str | None = None
+    words: list[str] | None = None
+    method: str | None = None
+    assessed: bool | None = None
+    observed: bool | None = None
+    reason: str | None = None
+
+
+class DosingStep(Document):
+    """One dosing step of the intake check (vision's `compliance.steps`)."""
+
+    step: str | None = None
+    observed: bool | None = None  # None: could not be assessed (note says why)
+    first_seen_s: Number | None = None
+    confidence: Number | None = None
+    note: str | None = None
+
+
 class PillDetector(Document):
     configured: bool | None = None
     model: str | None = None
@@ -85,21 +106,44 @@ class Compliance(Document):
     assessed: bool | None = None
     reason: str | None = None
     pill_detector: PillDetector | None = None
-    self_report: dict[str, Any] | None = None
-    steps: list[dict[str, Any]] | None = None
+    self_report: SelfReport | None = None
+    steps: list[DosingStep] | None = None
+
+
+class Word(Document):
+    word: str
+    start: Number
+    end: Number
+
+
+class Segment(Document):
+    start: Number
+    end: Number
+    text: str
+    words: list[Word] | None = None
 
 
 class Transcript(Document):
     enabled: bool | None = None
     text: str | None = None
-    segments: list[dict[str, Any]] | None = None
+    segments: list[Segment] | None = None
     model: str | None = None
     reason: str | None = None
     language: str | None = None
 
 
+class RecordingSource(Document):
+    """How the sound was recorded (ffprobe of the original track), for the quality gate."""
+
+    sample_rate_hz: int | None = None
+    channels: int | None = None
+    codec: str | None = None
+    device: str | None = None
+    encoder: str | None = None
+
+
 class AudioQuality(Document):
-    source: dict[str, Any] | None = None  # how it was recorded (device, sample rate), for the quality gate
+    source: RecordingSource | None = None
     voiced_seconds: Number | None = None
     snr_db: Number | None = None
     clipped_fraction: Number | None = None
@@ -126,6 +170,24 @@ class Answers(Document):
 Markers = dict[str, dict[str, Any]]  # marker name -> shared.markers.Marker as a dict (validated there)
 
 
+class TranscriptFlag(Document):
+    """A statement flagged in the transcript (services/fusion/transcript_flags.py)."""
+
+    category: str
+    phrase: str
+    start: Number | None = None
+    end: Number | None = None
+
+
+class BaselineReport(Document):
+    """This check-in against the patient's own earlier ones (services/fusion/baseline.py)."""
+
+    available: bool | None = None
+    checkins_compared: int | None = None
+    changes: list[str] | None = None
+    reason: str | None = None
+
+
 class Adherence(Document):
     status: str
     reason: str | None = None
@@ -141,8 +203,8 @@ class MultimodalFusion(Document):
     risk_factors: list[str] | None = None
     adherence: Adherence | None = None
     modalities_not_assessed: dict[str, str] | None = None
-    transcript_flags: list[dict[str, Any]] | None = None
-    baseline: dict[str, Any] | None = None
+    transcript_flags: list[TranscriptFlag] | None = None
+    baseline: BaselineReport | None = None
 
 
 class ClinicalSummary(Document):
@@ -175,7 +237,7 @@ class AudioFindings(_ModalityFindings):
     answers: Answers | None = None
     transcript: Transcript | None = None
     audio_quality: AudioQuality | None = None
-    self_report: dict[str, Any] | None = None
+    self_report: SelfReport | None = None
 
 
 class VisionFindings(_ModalityFindings):
@@ -186,6 +248,15 @@ class VisionFindings(_ModalityFindings):
     video_markers: Markers | None = None
     compliance: Compliance | None = None
     frames_analysed: int | None = None
+
+
+class OptionsReport(Document):
+    """What the check-in asked for and what applied (fusion's `results.options`)."""
+
+    analyses_requested: list[str] | None = None
+    modalities_analysed: list[str] | None = None
+    thresholds: dict[str, Number | None] | None = None
+    thresholds_set_on_checkin: dict[str, Number | None] | None = None
 
 
 class Results(Document):
@@ -201,7 +272,7 @@ class Results(Document):
     answers: Answers | None = None
     transcript: Transcript | None = None
     audio_quality: AudioQuality | None = None
-    options: dict[str, Any] | None = None
+    options: OptionsReport | None = None
 
 
 class FusionDocument(Document):

@@ -24,7 +24,7 @@ def _no_video_compliance(reason: str) -> dict[str, Any]:
 def _self_report(audio: AudioFindings | None, skipped: dict[str, str]) -> dict[str, Any]:
     """What the patient said about the medication (audio's `self_report`): never observed intake,
     so it sits beside the verification status and no rule reads it as verification."""
-    report = audio.self_report if audio else None
+    report = _given(audio.self_report if audio else None)
     if report:
         return report
     return {"classification": None, "words": [], "method": None, "window_source": None, "assessed": False,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import structlog
 from opentelemetry import trace
@@ -49,12 +48,12 @@ class ResultsDeps:
     history: HistoryReader | None = None  # the patient's earlier results, for the alert rules
 
 
-def local_item(item: dict[str, Any]) -> dict[str, Any]:
+def local_item(item: dict) -> dict:
     """A SchizodotUsers item as its clinic knows it: `user_id` the clinic's own patient id."""
     return {**item, "user_id": PatientKey.parse(item["user_id"]).patient}
 
 
-def clinic_view(item: dict[str, Any], job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+def clinic_view(item: dict, job: Job) -> tuple[dict, dict]:
     """The item and job as the clinic knows them: its own patient id, not the stored key."""
     local = job.patient_id.patient
     return {**item, "user_id": local}, {**job.shown_item(), "patient_id": local}
@@ -110,7 +109,7 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
     return StageOutcome(message=message, job_results=job_summary(result))
 
 
-async def raise_alerts(clinic_id: str, item: dict[str, Any], deps: ResultsDeps) -> None:
+async def raise_alerts(clinic_id: str, item: dict, deps: ResultsDeps) -> None:
     assert deps.alerts is not None and deps.history is not None
     earlier = [local_item(i) for i in await deps.history.latest(item["user_id"], deps.settings.alert_history + 1)
                if i.get("job_id") != item["job_id"]][: deps.settings.alert_history]
