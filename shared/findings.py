@@ -36,7 +36,7 @@ class Document(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     @model_serializer(mode="wrap")
-    def _as_given(self, handler: Any, info: SerializationInfo) -> Any:
+    def _as_given(self, handler: Any, info: SerializationInfo):  # no return type: the schema stays the fields'
         data = handler(self)
         if not isinstance(data, dict):
             return data
@@ -285,11 +285,10 @@ class FusionDocument(Document):
 
 
 class ResultItem(Document):
-    """A SchizodotUsers item (shared/docs/DYNAMODB_SCHEMA.md): the seed's attributes, exactly.
+    """A SchizodotUsers item (access pattern 6), in the seed's shape (shared/docs/DYNAMODB_SCHEMA.md).
 
-    `user_id` is the stored patient key (`shared.patients.PatientKey`, clinic.patient); the
-    clinic is read from it (`clinic_id`). Items written before the key carried the clinic's
-    attribute `clinic_id` as well; it is kept as an extra when read and no longer written."""
+    As stored, `user_id` is the patient key (clinic.patient), where the item's clinic is kept; the
+    APIs show the clinic's own patient id there, with its clinic as `clinic_id`."""
 
     user_id: str
     timestamp: str
@@ -297,15 +296,18 @@ class ResultItem(Document):
     s3_key: str
     analysis_type: str
     analyzed_at: str
-    processing_time_seconds: Number | None = None
+    processing_time_seconds: float | None = None
     status: str
     results: Results
 
     @property
     def clinic_id(self) -> str | None:
+        """The item's clinic: its key's, or (an item from before keys named it, or one as shown) its
+        `clinic_id` attribute."""
         from shared.patients import PatientKey  # the key is the one place the clinic is stored
 
-        return PatientKey.parse(self.user_id).clinic_id
+        extra = (self.model_extra or {}).get("clinic_id")
+        return PatientKey.parse(self.user_id).clinic_id or (extra if isinstance(extra, str) else None)
 
 
 DocumentT = TypeVar("DocumentT", bound=Document)

@@ -60,6 +60,7 @@ from shared.domain import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.history import HistoryReader
 from shared.http import install_readable_validation_errors, install_request_body_limit
 from shared.identity import Principal, Role
+from shared.findings import ResultItem
 from shared.patients import PatientKey
 from shared.job import COMPLETED, FAILED, Job, JobStatus
 from shared.jobs import JobStore
@@ -72,22 +73,6 @@ REVIEWERS = (Role.CLINICIAN, Role.CLINIC_ADMIN)
 _ERASURE_ID = re.compile(r"^erasure-[0-9a-f]{16}$")
 
 Enqueue = Callable[[str], Awaitable[str]]  # a message body -> its SQS id
-
-
-class ResultItem(BaseModel):
-    """A SchizodotUsers item (access pattern 6), in the seed's shape, with its clinic."""
-
-    model_config = ConfigDict(extra="allow")
-
-    user_id: str
-    timestamp: str
-    job_id: str
-    s3_key: str
-    analysis_type: str
-    analyzed_at: str
-    processing_time_seconds: float | None = None
-    status: str
-    results: dict[str, Any]
 
 
 class JobDetail(BaseModel):
@@ -169,10 +154,11 @@ def _utc_stamp(moment: datetime) -> str:
 
 
 def shown_result(item: dict[str, Any]) -> ResultItem:
-    """A stored item as the clinic sees it: its own patient id, and its clinic (stored in the key) named."""
+    """A stored item, parsed once as it is read, as the clinic sees it: its own patient id, and its
+    clinic (stored in the key) named. One that does not parse is a server error naming the field."""
     key = PatientKey.parse(item["user_id"])
     clinic = {"clinic_id": key.clinic_id} if key.clinic_id else {}
-    return ResultItem(**{**item, **clinic, "user_id": key.patient})
+    return ResultItem.model_validate({**item, **clinic, "user_id": key.patient})
 
 
 def shown_job(job: Job) -> dict[str, Any]:
