@@ -45,8 +45,8 @@ class Document(BaseModel):
         return {key: value for key, value in data.items() if key not in declared or key in given}
 
     def stored(self) -> dict[str, Any]:
-        """The document as JSON-ready plain values, exactly the fields it carries."""
-        return self.model_dump(mode="json")
+        """The document as plain values, exactly the fields it carries, each as it was given."""
+        return self.model_dump()
 
 
 # --- the blocks readers dig into --------------------------------------------------------------
@@ -306,7 +306,7 @@ class ResultItem(Document):
         `clinic_id` attribute."""
         from shared.patients import PatientKey  # the key is the one place the clinic is stored
 
-        extra = (self.model_extra or {}).get("clinic_id")
+        extra = self.model_extra.get("clinic_id") if self.model_extra else None
         return PatientKey.parse(self.user_id).clinic_id or (extra if isinstance(extra, str) else None)
 
 
