@@ -35,6 +35,7 @@ from shared.domain.job import (
     credit_target,
     failure_message,
 )
+from shared.domain.patients import PatientKey
 from shared.runtime.events import StageEvent
 from shared.runtime.messaging import Accepted, Delivery
 from shared.runtime.runner import Stage, StageRunner
@@ -65,8 +66,9 @@ class InMemoryJobs:
     async def get(self, job_id: str) -> Job | None:
         return self._load(job_id)
 
-    async def list_for_patient(self, patient_id: str, limit: int = 20, status: str | None = None) -> list[Job]:
-        jobs = [job for job_id in self.items if (job := self._load(job_id)) and job.patient_id == patient_id
+    async def list_for_patient(self, patient_key: PatientKey, limit: int = 20, status: str | None = None) -> list[Job]:
+        stored = PatientKey.parse(patient_key)
+        jobs = [job for job_id in self.items if (job := self._load(job_id)) and job.patient_id == stored
                 and (status is None or job.status == status)]
         return sorted(jobs, key=lambda job: job.created_at, reverse=True)[:limit]
 
@@ -251,7 +253,7 @@ class InMemoryHistory:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], dict[str, Any]] = {}  # (user_id, timestamp) -> item
 
-    async def delete_patient(self, patient_key: str) -> int:
+    async def delete_patient(self, patient_key: PatientKey) -> int:
         doomed = [key for key in self.items if key[0] == patient_key]
         for key in doomed:
             del self.items[key]
@@ -279,24 +281,25 @@ class InMemoryHistory:
         item["results"]["compliance"] = json.loads(json.dumps(compliance))
         return True
 
-    def _newest_first(self, patient_id: str) -> list[dict[str, Any]]:
-        found = [item for (user, _), item in self.items.items() if user == patient_id]
+    def _newest_first(self, patient_key: PatientKey) -> list[dict[str, Any]]:
+        stored = str(PatientKey.parse(patient_key))  # as the real reader: a clinic-local id is a TypeError
+        found = [item for (user, _), item in self.items.items() if user == stored]
         return json.loads(json.dumps(sorted(found, key=lambda item: item["timestamp"], reverse=True)))
 
-    async def latest(self, patient_id: str, limit: int = 10) -> list[dict[str, Any]]:
-        return self._newest_first(patient_id)[:limit]
+    async def latest(self, patient_key: PatientKey, limit: int = 10) -> list[dict[str, Any]]:
+        return self._newest_first(patient_key)[:limit]
 
-    async def for_job(self, patient_id: str, job_id: str) -> dict[str, Any] | None:
-        return next((item for item in self._newest_first(patient_id) if item["job_id"] == job_id), None)
+    async def for_job(self, patient_key: PatientKey, job_id: str) -> dict[str, Any] | None:
+        return next((item for item in self._newest_first(patient_key) if item["job_id"] == job_id), None)
 
     async def page(
-        self, patient_id: str, limit: int, after: dict[str, str] | None = None
+        self, patient_key: PatientKey, limit: int, after: dict[str, str] | None = None
     ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
-        items = [item for item in self._newest_first(patient_id)
+        items = [item for item in self._newest_first(patient_key)
                  if after is None or item["timestamp"] < after["timestamp"]]
         if len(items) <= limit:
             return items, None
-        return items[:limit], {"user_id": patient_id, "timestamp": items[limit - 1]["timestamp"]}
+        return items[:limit], {"user_id": str(patient_key), "timestamp": items[limit - 1]["timestamp"]}
 
 
 @dataclass
@@ -388,15 +391,11 @@ class InMemoryPatientLinks:
         self.links[link_id] = replace(link, used_at=iso(time.time()))
         return True
 
-    async def count_for_patient(self, patient_key_: str) -> int:
-        from shared.identity.principal import patient_key
+    async def count_for_patient(self, patient_key: PatientKey) -> int:
+        return sum(PatientKey.of(link.clinic_id, link.patient_id) == patient_key for link in self.links.values())
 
-        return sum(patient_key(link.clinic_id, link.patient_id) == patient_key_ for link in self.links.values())
-
-    async def delete_for_patient(self, patient_key_: str) -> int:
-        from shared.identity.principal import patient_key
-
-        doomed = [i for i, link in self.links.items() if patient_key(link.clinic_id, link.patient_id) == patient_key_]
+    async def delete_for_patient(self, patient_key: PatientKey) -> int:
+        doomed = [i for i, link in self.links.items() if PatientKey.of(link.clinic_id, link.patient_id) == patient_key]
         for link_id in doomed:
             del self.links[link_id]
         return len(doomed)

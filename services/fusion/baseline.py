@@ -55,6 +55,7 @@ from pydantic import ValidationError
 from services.fusion import change as change_rule
 from services.fusion.rules import RiskFactor
 from services.fusion.settings import FusionSettings
+from shared.domain.findings import AudioFindings, VisionFindings
 from shared.domain.markers import Baseline as BaselineBlock
 from shared.domain.markers import Marker, parse
 
@@ -145,16 +146,18 @@ class Baseline:
     answers: dict[str, Any] | None = None  # audio's `answers`, each answer's markers with their baseline
 
 
-def findings_of(audio: dict[str, Any] | None, vision: dict[str, Any] | None) -> dict[str, Any]:
-    """This check-in's stage outputs in the shape of a SchizodotUsers item's `results`."""
-    found = {
-        "vocal_markers": (audio or {}).get("vocal_markers") or {},
-        "video_markers": (vision or {}).get("video_markers") or {},
-        "compliance": (vision or {}).get("compliance") or {},
+def findings_of(audio: AudioFindings | None, vision: VisionFindings | None) -> dict[str, Any]:
+    """This check-in's stage outputs in the shape of a SchizodotUsers item's `results`, the shape
+    `compare` reads the patient's earlier items in."""
+    found: dict[str, Any] = {
+        "vocal_markers": (audio.vocal_markers if audio else None) or {},
+        "video_markers": (vision.video_markers if vision else None) or {},
+        "compliance": vision.compliance.stored() if vision and vision.compliance else {},
     }
-    for key in ("audio_quality", "answers"):
-        if (audio or {}).get(key):
-            found[key] = audio[key]
+    for key, block in (("audio_quality", audio.audio_quality if audio else None),
+                       ("answers", audio.answers if audio else None)):
+        if block is not None and (stored := block.stored()):
+            found[key] = stored
     return found
 
 

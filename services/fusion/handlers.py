@@ -27,6 +27,8 @@ from services.fusion.settings import FusionSettings
 from shared.aws.history import HistoryReader
 from shared.aws.storage import ObjectStore
 from shared.domain.checkin import utc_now
+from shared.domain.errors import InputError
+from shared.domain.findings import AudioFindings, DocumentT, FusionDocument, Results, VisionFindings, parse_document
 from shared.domain.job import Job
 from shared.domain.options import FusionThresholds
 from shared.runtime.events import FusionCompleted, ModalityAnalysed
@@ -65,8 +67,7 @@ async def fuse_findings(work: Work[ModalityAnalysed], deps: FusionDeps) -> Stage
     # The clinic's thresholds set on this check-in replace the deployment's (shared.domain.options).
     settings = deps.settings.model_copy(update=job.pipeline.options.thresholds.given())
     started = time.monotonic()
-    documents = await load_modality_results(deps.storage, job)
-    audio, vision = documents.get("audio"), documents.get("vision")
+    audio, vision = await load_modality_results(deps.storage, job)
     # This job's own item does not exist yet; a redelivery after results ran is filtered out all the same.
     history = [item for item in await deps.history.latest(job.patient_id, settings.baseline_window + 1)
                if item.get("job_id") != job.job_id][: settings.baseline_window]
@@ -76,7 +77,7 @@ async def fuse_findings(work: Work[ModalityAnalysed], deps: FusionDeps) -> Stage
         baseline = compare(findings_of(audio, vision), history, settings)
         fusion = fuse(audio, vision, job.pipeline.expected, job.pipeline.skipped, settings,
                       baseline=(baseline.report, baseline.factors))
-        compliance = (vision or {}).get("compliance")
+        compliance = vision.compliance.stored() if vision and vision.compliance else None
         summary = clinical_summary(fusion, compliance, analysed_at)
     summary = await summarise(summary, fusion, compliance, deps.summary_writer)
     # vocal_markers, video_markers and the answers' markers come back from `compare` each with its baseline block
@@ -84,19 +85,34 @@ async def fuse_findings(work: Work[ModalityAnalysed], deps: FusionDeps) -> Stage
                              "answers": baseline.answers}, audio, vision, job.pipeline.skipped)
     results["options"] = options_report(job, settings)
     compute_seconds = round(time.monotonic() - started, 3)
+    document = FusionDocument(job_id=job.job_id, analysed_at=analysed_at, compute_seconds=compute_seconds,
+                              results=Results.model_validate(results))
     return StageOutcome(
-        message=f"Findings combined: risk {fusion['risk_level']}",
-        artifact={"job_id": job.job_id, "analysed_at": analysed_at, "compute_seconds": compute_seconds,
-                  "results": results},
+        message=f"Findings combined: risk {document.results.multimodal_fusion.risk_level}",
+        artifact=document.stored(),
         outputs={"compute_seconds": compute_seconds},
         emit=(Emit("results", FusionCompleted(job_id=job.job_id)),),
     )
 
 
-async def load_modality_results(storage: ObjectStore, job: Job) -> dict[str, dict[str, Any]]:
-    """The artifacts of the modalities this job expected, by modality."""
-    return {modality: await storage.get_json(job.pipeline.artifact_key(modality))
-            for modality in job.pipeline.expected}
+async def load_modality_results(storage: ObjectStore, job: Job) -> tuple[AudioFindings | None, VisionFindings | None]:
+    """The findings of the modalities this job expected (None for one it did not), each parsed once here."""
+    return (await load_findings(storage, job, "audio", AudioFindings),
+            await load_findings(storage, job, "vision", VisionFindings))
+
+
+async def load_findings(storage: ObjectStore, job: Job, modality: str, model: type[DocumentT]) -> DocumentT | None:
+    """One modality's artifact as `model`. One that is not JSON or does not parse fails the job at once
+    with what is wrong (an InputError: retrying reads the same bytes); the artifact stays in S3 as it was."""
+    if modality not in job.pipeline.expected:
+        return None
+    key = job.pipeline.artifact_key(modality)
+    what = f"the {modality} stage's findings ({key})"
+    try:
+        document = await storage.get_json(key)
+    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"{what} is not JSON: {error}") from None
+    return parse_document(model, document, what)
 
 
 FUSION = Stage(name="fusion", parse=parse_stage_event(ModalityAnalysed), handle=fuse_findings,

@@ -36,6 +36,7 @@ from typing import Any
 
 from services.fusion import transcript_flags
 from services.fusion.settings import FusionSettings
+from shared.domain.findings import AudioFindings, Compliance, Emotion, VisionFindings
 
 CANONICAL = {"fear": "anxious", "surprise": "surprised", "disgust": "disgusted", "sadness": "sad", "anger": "angry"}
 VALENCE = {
@@ -61,42 +62,41 @@ def canonical(label: str | None) -> str | None:
     return CANONICAL.get(label, label) if label else None
 
 
-def validated(emotion: dict[str, Any] | None) -> bool:
+def validated(emotion: Emotion | None) -> bool:
     """Assessed by a method whose accuracy was measured (it carries its `validation`)."""
-    return bool(emotion and emotion.get("assessed") is True and emotion.get("primary_emotion")
-                and isinstance(emotion.get("validation"), dict) and emotion["validation"])
+    return bool(emotion and emotion.assessed is True and emotion.primary_emotion and emotion.validation)
 
 
-def _why_not_used(emotion: dict[str, Any] | None, missing: str) -> str:
+def _why_not_used(emotion: Emotion | None, missing: str) -> str:
     if not emotion:
         return missing
-    if emotion.get("assessed") is not True or not emotion.get("primary_emotion"):
-        return emotion.get("reason") or "not assessed"
-    return emotion.get("note") or "its method has no measured accuracy"
+    if emotion.assessed is not True or not emotion.primary_emotion:
+        return emotion.reason or "not assessed"
+    return emotion.note or "its method has no measured accuracy"
 
 
-def _distribution(emotion: dict[str, Any]) -> dict[str, float]:
+def _distribution(emotion: Emotion) -> dict[str, float]:
     out: dict[str, float] = {}
-    for entry in emotion.get("all_emotions") or []:
-        label = canonical(entry["emotion"])
-        out[label] = out.get(label, 0.0) + float(entry["confidence"])
+    for entry in emotion.all_emotions or []:
+        label = canonical(entry.emotion)
+        out[label] = out.get(label, 0.0) + float(entry.confidence)
     return out
 
 
-def adherence(compliance: dict[str, Any] | None, has_video: bool) -> tuple[str, str | None]:
+def adherence(compliance: Compliance | None, has_video: bool) -> tuple[str, str | None]:
     """(status, reason): the seed's verification status, `not_assessed` when nothing could assess it."""
     if not has_video or not compliance:
         return "not_assessed", "the check-in has no video"
-    detector = compliance.get("pill_detector")
-    status = compliance.get("verification_status") or "inconclusive"
-    if status == "not_assessed" or (isinstance(detector, dict) and detector.get("configured") is False):
-        return "not_assessed", compliance.get("reason") or NO_DETECTOR
-    return status, compliance.get("reason")
+    detector = compliance.pill_detector
+    status = compliance.verification_status or "inconclusive"
+    if status == "not_assessed" or (detector is not None and detector.configured is False):
+        return "not_assessed", compliance.reason or NO_DETECTOR
+    return status, compliance.reason
 
 
 def fuse(
-    audio: dict[str, Any] | None,
-    vision: dict[str, Any] | None,
+    audio: AudioFindings | None,
+    vision: VisionFindings | None,
     expected: list[str],
     skipped: dict[str, str],
     settings: FusionSettings,
@@ -107,7 +107,7 @@ def fuse(
     `baseline` is the report and risk factors of `baseline.compare`, when the
     patient's history was read.
     """
-    emotions = {"face": (vision or {}).get("facial_emotion"), "voice": (audio or {}).get("audio_emotion")}
+    emotions = {"face": vision.facial_emotion if vision else None, "voice": audio.audio_emotion if audio else None}
     used = {side: e for side, e in emotions.items() if validated(e)}
     not_used = {side: _why_not_used(emotions[side], skipped.get(SIDES[side]) or f"no {SIDES[side]} was analysed")
                 for side in emotions if side not in used}
@@ -115,22 +115,22 @@ def fuse(
     combined: dict[str, float] = {}
     for side, emotion in used.items():
         for label, score in _distribution(emotion).items():
-            combined[label] = combined.get(label, 0.0) + weights[side] * float(emotion.get("confidence") or 0) * score
+            combined[label] = combined.get(label, 0.0) + weights[side] * float(emotion.confidence or 0) * score
     total = sum(combined.values())
     if total > 0:
         overall, score = max(combined.items(), key=lambda item: item[1])
         confidence = min(1.0, score / total) * settings.missing_modality_penalty ** len(not_used)
     else:
         overall, confidence = None, 0.0
-    labels = {side: canonical(e.get("primary_emotion")) for side, e in used.items()}
+    labels = {side: canonical(e.primary_emotion) for side, e in used.items() if e is not None}
     if len(labels) == 2:
         consistency = "consistent" if VALENCE.get(labels["face"]) == VALENCE.get(labels["voice"]) else "inconsistent"
     else:
         consistency = "single_modality" if labels else "not_assessed"
 
     missing = _modalities_not_assessed(audio, vision, expected, skipped)
-    status, adherence_reason = adherence((vision or {}).get("compliance"), "vision" in expected and vision is not None)
-    flags, screen = transcript_flags.screen((audio or {}).get("transcript"))
+    status, adherence_reason = adherence(vision.compliance if vision else None, "vision" in expected and vision is not None)
+    flags, screen = transcript_flags.screen(audio.transcript.stored() if audio and audio.transcript else None)
     factors = _risk_factors(audio, vision, expected, status, adherence_reason, consistency, labels, flags)
     if baseline is not None:
         factors += baseline[1]
@@ -155,23 +155,28 @@ def fuse(
     }
 
 
-def _modalities_not_assessed(audio: dict | None, vision: dict | None, expected: list[str],
+def _face_seen(vision: VisionFindings) -> bool:
+    return bool(vision.facial_emotion and vision.facial_emotion.face_detected)
+
+
+def _modalities_not_assessed(audio: AudioFindings | None, vision: VisionFindings | None, expected: list[str],
                              skipped: dict[str, str]) -> dict[str, str]:
     """Modalities that told nothing about the patient: skipped, no speech, or no face."""
     missing = {}
     for modality, document in (("audio", audio), ("vision", vision)):
         if modality not in expected or document is None:
             missing[modality] = skipped.get(modality) or f"no {modality} was analysed"
-        elif modality == "audio" and document.get("speech_detected") is False:
-            duration = document.get("duration_seconds")
+        elif isinstance(document, AudioFindings) and document.speech_detected is False:
+            duration = document.duration_seconds
             missing[modality] = (f"no speech detected in {duration:.1f} s of audio" if duration is not None
                                  else "no speech detected")
-        elif modality == "vision" and not (document.get("facial_emotion") or {}).get("face_detected"):
-            missing[modality] = (document.get("facial_emotion") or {}).get("reason") or "no face was visible"
+        elif isinstance(document, VisionFindings) and not _face_seen(document):
+            face = document.facial_emotion
+            missing[modality] = (face.reason if face else None) or "no face was visible"
     return missing
 
 
-def _risk_factors(audio: dict | None, vision: dict | None, expected: list[str], status: str,
+def _risk_factors(audio: AudioFindings | None, vision: VisionFindings | None, expected: list[str], status: str,
                   adherence_reason: str | None, consistency: str, labels: dict[str, str | None],
                   flags: list[dict[str, Any]]) -> list[RiskFactor]:
     factors: list[RiskFactor] = []
@@ -186,9 +191,9 @@ def _risk_factors(audio: dict | None, vision: dict | None, expected: list[str], 
     elif status == "inconclusive":
         factors.append(RiskFactor("medication_intake_unverified", "moderate",
                                   adherence_reason or "the video could not show the medication being taken"))
-    if "audio" in expected and audio is not None and audio.get("speech_detected") is False:
+    if "audio" in expected and audio is not None and audio.speech_detected is False:
         factors.append(RiskFactor("no_speech", "moderate", "no speech was detected in the recording"))
-    if "vision" in expected and vision is not None and not (vision.get("facial_emotion") or {}).get("face_detected"):
+    if "vision" in expected and vision is not None and not _face_seen(vision):
         factors.append(RiskFactor("face_not_visible", "moderate", "the patient's face was not visible"))
     if consistency == "inconsistent":
         factors.append(RiskFactor("face_voice_inconsistent", "low",

@@ -62,11 +62,12 @@ from shared.aws.storage import PresignedPost
 from shared.domain.checkin import JOB_ID_PATTERN, CheckinRequest, accepted_content_type, job_id_for_event, new_job_id
 from shared.domain.errors import InputError, MalformedMessage
 from shared.domain.job import Job, JobStatus
+from shared.domain.patients import PatientKey
 from shared.identity.audit import AuditEvent, AuditTrail, install_audit_failure_handler
 from shared.identity.auth import Authenticator
 from shared.identity.credentials import PatientLinkStore
 from shared.identity.middleware import OPEN_PATHS, allow, install_authentication, principal_dependency
-from shared.identity.principal import Principal, Role, local_patient_id, patient_key
+from shared.identity.principal import Principal, Role
 from shared.identity.ratelimit import RateLimiter
 from shared.runtime.events import CHECKIN_SUBMITTED, CheckinSubmitted, decode_event, event_data
 from shared.runtime.http import EVENT_BYTES, install_readable_validation_errors, install_request_body_limit
@@ -312,7 +313,7 @@ async def receive_recording(request: Request, job_id: str = JobId,
     except UploadRefused as error:
         raise HTTPException(status_code=422, detail=str(error)) from error
     await ingest.access.audit.record(AuditEvent("checkin.recording_received", who,
-                                                patient_id=local_patient_id(job.patient_id), job_id=job.job_id,
+                                                patient_id=job.patient_id.patient, job_id=job.job_id,
                                                 detail={"bytes": size}))
     if linked and (not who.credential_id or not await ingest.access.links.consume(who.credential_id)):
         log.warning("a patient link's recording arrived after the link was used or expired", job_id=job.job_id)
@@ -341,7 +342,7 @@ async def submit_event(request: Request, who: Principal = Depends(allow(caller, 
     job_id = job_id_for_event(event.get_source(), event.get_id(), submitted.clinic_id)
     existing = await ingest.jobs.get(job_id)
     if existing is not None and (existing.clinic_id, existing.patient_id) != (
-            submitted.clinic_id, patient_key(submitted.clinic_id, submitted.patient_id)):
+            submitted.clinic_id, PatientKey.of(submitted.clinic_id, submitted.patient_id)):
         # A collision (or a reused event id for another patient): refused, never merged.
         raise HTTPException(status_code=409, detail="this event's id was already used for another check-in; "
                                                     "send it with a new id")

@@ -20,8 +20,8 @@ from shared.aws.jobs import JobStore
 from shared.domain.checkin import upload_key, utc_now
 from shared.domain.job import Job, new_job
 from shared.domain.options import CheckinOptions
+from shared.domain.patients import ClinicPatientId, PatientKey
 from shared.domain.timeline import CheckinTimeline
-from shared.identity.principal import patient_key
 
 Source = Literal["api", "patient_link", "event"]
 FIRST_MESSAGE: dict[str, str] = {
@@ -37,7 +37,7 @@ class NewCheckin:
 
     job_id: str
     clinic_id: str
-    patient_id: str  # the clinic's own id; stored as the patient key
+    patient_id: ClinicPatientId | str  # the clinic's own id; stored as the patient key
     filename: str
     content_type: str
     source: Source
@@ -48,8 +48,8 @@ class NewCheckin:
     created_at: str = field(default_factory=utc_now)
 
     @property
-    def stored_patient(self) -> str:
-        return patient_key(self.clinic_id, self.patient_id)
+    def stored_patient(self) -> PatientKey:
+        return PatientKey.of(self.clinic_id, self.patient_id)
 
     def job(self, trace_fields: dict[str, Any] | None = None, message: str | None = None) -> Job:
         """The check-in's job, queued; `message` only where it starts otherwise (a rejected event)."""

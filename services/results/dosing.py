@@ -39,7 +39,7 @@ from shared.aws.storage import ObjectStore
 from shared.domain.checkin import artifact_key
 from shared.domain.job import COMPLETED, FAILED, Job
 from shared.identity.audit import AuditEvent, AuditTrail
-from shared.identity.principal import Principal, local_patient_id
+from shared.identity.principal import Principal
 from shared.runtime.events import encode_event
 
 log = structlog.get_logger()
@@ -178,7 +178,7 @@ class DosingReviews:
         """Record the verdict; the updated compliance block. ReviewNotFound (404), ReviewConflict (409)."""
         action = "dosing.review"
         job = await self.job_of(who, job_id, action)
-        patient = local_patient_id(job.patient_id)
+        patient = job.patient_id.patient
         if job.status != COMPLETED:
             await self.audit.record(AuditEvent(action, who, outcome="conflict", patient_id=patient, job_id=job_id))
             why = "failed, so there is no result to review" if job.status == FAILED else \
@@ -239,7 +239,7 @@ class DosingReviews:
     async def _after(self, job: Job, item: dict[str, Any], compliance: dict[str, Any]) -> None:
         """The alert rule and the EHR, after the verdict is stored; a failure here is logged and does not
         undo the verdict (the next review, or the clinic's EHR reconciliation, carries it)."""
-        local = {**item, "user_id": local_patient_id(item["user_id"])}
+        local = {**item, "user_id": job.patient_id.patient}  # the item is this job's
         if self.alerts is not None and job.clinic_id:
             try:
                 earlier = [{**i, "user_id": local["user_id"]}

@@ -12,16 +12,22 @@ from contextlib import aclosing
 from typing import Any, Protocol
 
 from shared.aws.dynamo import from_item, items
+from shared.domain.patients import PatientKey
+
+
+def _stored(patient_key: PatientKey) -> str:
+    """The partition to read: a stored patient key, never a clinic-local id (a TypeError for one)."""
+    return str(PatientKey.parse(patient_key))
 
 
 class HistoryReader(Protocol):
-    async def latest(self, patient_id: str, limit: int = 10) -> list[dict[str, Any]]:
+    async def latest(self, patient_key: PatientKey, limit: int = 10) -> list[dict[str, Any]]:
         """The patient's newest items, newest first."""
 
-    async def for_job(self, patient_id: str, job_id: str) -> dict[str, Any] | None: ...
+    async def for_job(self, patient_key: PatientKey, job_id: str) -> dict[str, Any] | None: ...
 
     async def page(
-        self, patient_id: str, limit: int, after: dict[str, str] | None = None
+        self, patient_key: PatientKey, limit: int, after: dict[str, str] | None = None
     ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
         """One page, newest first, and the key to continue after (None when nothing older is left)."""
 
@@ -33,22 +39,22 @@ class PatientHistory:
         self._db = dynamodb
         self._table = table_name
 
-    async def latest(self, patient_id: str, limit: int = 10) -> list[dict[str, Any]]:
+    async def latest(self, patient_key: PatientKey, limit: int = 10) -> list[dict[str, Any]]:
         response = await self._db.query(
             TableName=self._table,
             KeyConditionExpression="user_id = :u",
-            ExpressionAttributeValues={":u": {"S": patient_id}},
+            ExpressionAttributeValues={":u": {"S": _stored(patient_key)}},
             ScanIndexForward=False,
             Limit=limit,
         )
         return [from_item(item) for item in response.get("Items", [])]
 
-    async def for_job(self, patient_id: str, job_id: str) -> dict[str, Any] | None:
+    async def for_job(self, patient_key: PatientKey, job_id: str) -> dict[str, Any] | None:
         request: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "user_id = :u",
             "FilterExpression": "job_id = :j",
-            "ExpressionAttributeValues": {":u": {"S": patient_id}, ":j": {"S": job_id}},
+            "ExpressionAttributeValues": {":u": {"S": _stored(patient_key)}, ":j": {"S": job_id}},
             "ScanIndexForward": False,
         }
         async with aclosing(items(self._db, "query", **request)) as found:
@@ -57,22 +63,22 @@ class PatientHistory:
         return None
 
     async def page(
-        self, patient_id: str, limit: int, after: dict[str, str] | None = None
+        self, patient_key: PatientKey, limit: int, after: dict[str, str] | None = None
     ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
         """One page of access pattern 6, newest first, and the key to continue after
         (None when nothing older is left). `after` is a key this method returned."""
         request: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "user_id = :u",
-            "ExpressionAttributeValues": {":u": {"S": patient_id}},
+            "ExpressionAttributeValues": {":u": {"S": _stored(patient_key)}},
             "ScanIndexForward": False,
             "Limit": limit + 1,  # one more than asked tells whether another page exists
         }
         if after is not None:
-            request["ExclusiveStartKey"] = {"user_id": {"S": patient_id}, "timestamp": {"S": after["timestamp"]}}
+            request["ExclusiveStartKey"] = {"user_id": {"S": _stored(patient_key)}, "timestamp": {"S": after["timestamp"]}}
         response = await self._db.query(**request)
         items = [from_item(item) for item in response.get("Items", [])]
         if len(items) <= limit:
             return items, None
         items = items[:limit]
-        return items, {"user_id": patient_id, "timestamp": items[-1]["timestamp"]}
+        return items, {"user_id": _stored(patient_key), "timestamp": items[-1]["timestamp"]}

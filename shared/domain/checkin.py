@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from shared.domain.errors import InputError
 from shared.domain.options import CheckinOptions
+from shared.domain.patients import PatientKey
 from shared.domain.timeline import TimelineField
 
 PATIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{3,100}$"
@@ -114,9 +115,10 @@ class CheckinRequest(BaseModel):
                                            "from the start of the recording (shared.domain.timeline); none: no timeline")
 
 
-def upload_key(patient_id: str, job_id: str, filename: str, created_at: str) -> str:
+def upload_key(patient_key: PatientKey, job_id: str, filename: str, created_at: str) -> str:
+    """Where a check-in's media is uploaded: under the stored patient key (erasure lists this prefix)."""
     stamp = created_at[:19].replace("-", "").replace(":", "") + "Z"
-    return f"uploads/{patient_id}/{job_id}/{stamp}_{filename}"
+    return f"uploads/{PatientKey.parse(patient_key)}/{job_id}/{stamp}_{filename}"
 
 
 def job_id_from_upload_key(key: str) -> str | None:

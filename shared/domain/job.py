@@ -28,12 +28,12 @@ import enum
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from shared.domain.checkin import CLINIC_METADATA_KEY, RESERVED_METADATA_KEY
 from shared.domain.options import CheckinOptions
+from shared.domain.patients import PatientKey
 from shared.domain.timeline import CheckinTimeline
-from shared.identity.principal import local_patient_id
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 ACTIVE_STATUSES = (QUEUED, PROCESSING)
@@ -158,28 +158,48 @@ class _JobState(BaseModel):
 class Job(_JobState, _Record):
     """A SchizodotJobs item. `metadata` is the caller's; the stages' state is `pipeline`.
 
-    `patient_id` is the stored patient key (`clinic.patient`, shared.identity.principal), and
-    `clinic_id` the clinic the job belongs to, kept as `metadata.clinic_id`."""
+    `patient_id` is the stored patient key (`clinic.patient`, shared.domain.patients.PatientKey), and
+    the key is where the job's clinic is stored: `clinic_id` is read from it. Jobs written before
+    that also carry `metadata.clinic_id`; it is read (and must agree with the key) but no longer
+    written, except for a key without a clinic, where it is the only record of one."""
 
-    patient_id: str
+    patient_id: PatientKey
     s3_key: str
     clinic_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     pipeline: PipelineState = Field(default_factory=PipelineState)
 
+    @model_validator(mode="after")
+    def _clinic_of_the_key(self) -> "Job":
+        keyed = self.patient_id.clinic_id
+        if keyed is not None:
+            if self.clinic_id is not None and self.clinic_id != keyed:
+                raise ValueError("the job's clinic is not its patient key's clinic")
+            self.clinic_id = keyed
+        return self
+
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> "Job":
         metadata = dict(item.get("metadata") or {})
         pipeline = metadata.pop(RESERVED_METADATA_KEY, None) or {}
-        clinic = metadata.pop(CLINIC_METADATA_KEY, None)
+        clinic = metadata.pop(CLINIC_METADATA_KEY, None)  # written by earlier versions beside the key
         return cls.model_validate({**item, "metadata": metadata, "pipeline": pipeline, "clinic_id": clinic})
 
     def to_item(self) -> dict[str, Any]:
-        """The stored shape: what was set, with the pipeline state under `metadata.pipeline`."""
+        """The stored shape: what was set, with the pipeline state under `metadata.pipeline`; the
+        clinic only in the patient key (in `metadata.clinic_id` only for a key without one)."""
         item = self.model_dump(mode="json", exclude_unset=True, exclude={"pipeline", "metadata", "clinic_id"})
         pipeline = self.pipeline.model_dump(mode="json", exclude_unset=True)
-        clinic = {CLINIC_METADATA_KEY: self.clinic_id} if self.clinic_id else {}
+        unkeyed = self.patient_id.clinic_id is None and self.clinic_id
+        clinic = {CLINIC_METADATA_KEY: self.clinic_id} if unkeyed else {}
         item["metadata"] = {**self.metadata, **clinic, RESERVED_METADATA_KEY: pipeline}
+        return item
+
+    def shown_item(self) -> dict[str, Any]:
+        """The item as the APIs have always shown it: the clinic also as `metadata.clinic_id`."""
+        item = self.to_item()
+        if self.clinic_id:
+            item["metadata"] = {**item["metadata"], CLINIC_METADATA_KEY: self.clinic_id}
         return item
 
     @property
@@ -202,7 +222,7 @@ class Job(_JobState, _Record):
 def new_job(
     job_id: str,
     *,
-    patient_id: str,
+    patient_id: PatientKey | str,
     s3_key: str,
     filename: str,
     content_type: str,
@@ -288,7 +308,7 @@ class JobStatus(_JobState):
     @classmethod
     def of(cls, job: Job, *, with_patient: bool) -> "JobStatus":
         fields = job.model_dump(include=set(cls.model_fields) & set(Job.model_fields))
-        fields["patient_id"] = local_patient_id(job.patient_id)  # the clinic's own id, never the stored key
+        fields["patient_id"] = job.patient_id.patient  # the clinic's own id, never the stored key
         if not with_patient:
             fields.pop("patient_id", None)
             fields.pop("s3_key", None)  # upload keys name the patient

@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from shared.domain.patients import PatientKey
+
 MARKER_GROUPS = {"vocal_markers": "voice", "video_markers": "face"}
 
 LABELS = {
@@ -80,8 +82,11 @@ def results_of(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def clinic_of(record: dict[str, Any]) -> str | None:
-    """The clinic a stored result belongs to (issue 12 records it on the item; its metadata as a fallback)."""
-    return record.get("clinic_id") or (record.get("metadata") or {}).get("clinic_id")
+    """The clinic a stored result belongs to: its patient key's (`user_id`, clinic.patient), where the
+    clinic is stored. Items from before the key carried it name it as `clinic_id` (or in `metadata`)."""
+    key = record.get("user_id")
+    keyed = PatientKey.parse(key).clinic_id if isinstance(key, str) and key else None
+    return keyed or record.get("clinic_id") or (record.get("metadata") or {}).get("clinic_id")
 
 
 def markers(item: dict[str, Any]) -> list[MarkerReading]:

@@ -41,7 +41,8 @@ import structlog
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict
 
-from shared.identity.principal import Principal, patient_key
+from shared.domain.patients import ClinicPatientId, PatientKey
+from shared.identity.principal import Principal
 
 log = structlog.get_logger()
 
@@ -56,9 +57,11 @@ class AuditUnavailable(Exception):
     """The record could not be written: the request must fail."""
 
 
-def patient_ref(pseudonym_key: str, stored_patient_key: str) -> str:
-    """The pseudonym of a clinic's patient (`shared.runtime.logs` uses the same under the same key)."""
-    digest = hmac.new(pseudonym_key.encode(), stored_patient_key.encode(), hashlib.sha256).hexdigest()
+def patient_ref(pseudonym_key: str, stored_patient_key: PatientKey | str) -> str:
+    """The pseudonym of a clinic's patient (`shared.runtime.logs` uses the same under the same key), always of
+    the stored key: a clinic-local id (`ClinicPatientId`) is a TypeError, not another patient's pseudonym."""
+    stored = PatientKey.parse(stored_patient_key)
+    digest = hmac.new(pseudonym_key.encode(), stored.encode(), hashlib.sha256).hexdigest()
     return f"pt-{digest[:16]}"
 
 
@@ -96,7 +99,7 @@ class AuditEvent:
     action: str
     principal: Principal
     outcome: str = "success"
-    patient_id: str | None = None
+    patient_id: ClinicPatientId | str | None = None
     job_id: str | None = None
     alert_id: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
@@ -200,13 +203,13 @@ class AuditTrail:
         self._key = pseudonym_key
         self.service = service
 
-    def ref(self, stored_patient_key: str) -> str:
+    def ref(self, stored_patient_key: PatientKey) -> str:
         return patient_ref(self._key, stored_patient_key)
 
-    def ref_of(self, principal: Principal, patient_id: str) -> str | None:
+    def ref_of(self, principal: Principal, patient_id: ClinicPatientId | str) -> str | None:
         if principal.clinic_id is None:
             return None
-        return self.ref(patient_key(principal.clinic_id, patient_id))
+        return self.ref(principal.key_of(patient_id))
 
     async def record(self, event: AuditEvent) -> AuditRecord:
         """An API event (issue 13's routers call this with their `AuditEvent`)."""
@@ -220,7 +223,7 @@ class AuditTrail:
             patient_ref=self.ref_of(who, event.patient_id) if event.patient_id else None,
             job_id=event.job_id, detail=detail)
 
-    async def record_system(self, action: str, *, clinic_id: str | None, stored_patient_key: str | None = None,
+    async def record_system(self, action: str, *, clinic_id: str | None, stored_patient_key: PatientKey | None = None,
                             job_id: str | None = None, outcome: str = "success",
                             detail: dict[str, Any] | None = None) -> AuditRecord:
         """Something the service itself did with PHI (results sent to the EHR, an erasure run)."""

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.aws.dynamo import delete_queried, from_item, is_conditional_failure, items, to_item
-from shared.identity.principal import CredentialKind, Principal, Role, patient_key, split_patient_key
+from shared.domain.patients import ClinicPatientId, PatientKey
+from shared.identity.principal import CredentialKind, Principal, Role
 
 API_KEY_PREFIX = "sdk_"
 LINK_PREFIX = "spl_"
@@ -153,7 +154,7 @@ class DynamoApiKeys:
 class PatientLink:
     link_id: str  # SHA-256 of the secret
     clinic_id: str
-    patient_id: str  # clinic-local
+    patient_id: ClinicPatientId  # the clinic's own id (links are stored under the PatientKey)
     job_id: str
     created_by: str
     expires_at: int  # epoch seconds (the table's TTL attribute)
@@ -175,9 +176,9 @@ class PatientLinkStore(Protocol):
     async def consume(self, link_id: str) -> bool:
         """Mark the link used; True exactly once (a conditional write), False if used or expired."""
 
-    async def count_for_patient(self, patient_key_: str) -> int: ...
+    async def count_for_patient(self, patient_key: PatientKey) -> int: ...
 
-    async def delete_for_patient(self, patient_key_: str) -> int:
+    async def delete_for_patient(self, patient_key: PatientKey) -> int:
         """Erasure: remove every link of a patient; how many there were."""
 
 
@@ -187,7 +188,8 @@ def new_link_token() -> tuple[str, str]:
 
 
 def _link_of(item: dict[str, Any]) -> PatientLink:
-    clinic, local = split_patient_key(item["patient_key"])
+    stored = PatientKey.parse(item["patient_key"])
+    clinic, local = stored.clinic_id, stored.patient
     return PatientLink(item["link_id"], clinic or item["clinic_id"], local, item["job_id"], item.get("created_by", ""),
                        int(item["expires_at"]), item.get("used_at"))
 
@@ -206,7 +208,7 @@ class DynamoPatientLinks:
         link_id, token = new_link_token()
         link = PatientLink(link_id, clinic_id, patient_id, job_id, created_by, now_epoch() + expires_in)
         await self._db.put_item(TableName=self._table, Item=to_item({
-            "link_id": link_id, "clinic_id": clinic_id, "patient_key": patient_key(clinic_id, patient_id),
+            "link_id": link_id, "clinic_id": clinic_id, "patient_key": str(PatientKey.of(clinic_id, patient_id)),
             "job_id": job_id, "created_by": created_by, "created_at": iso(time.time()),
             "expires_at": link.expires_at}), ConditionExpression="attribute_not_exists(link_id)")
         return link, token
@@ -228,15 +230,15 @@ class DynamoPatientLinks:
                 return False
             raise
 
-    async def count_for_patient(self, patient_key_: str) -> int:
+    async def count_for_patient(self, patient_key: PatientKey) -> int:
         response = await self._db.query(TableName=self._table, IndexName=self.INDEX, Select="COUNT",
                                         KeyConditionExpression="patient_key = :p",
-                                        ExpressionAttributeValues={":p": {"S": patient_key_}})
+                                        ExpressionAttributeValues={":p": {"S": str(PatientKey.parse(patient_key))}})
         return int(response.get("Count", 0))
 
-    async def delete_for_patient(self, patient_key_: str) -> int:
+    async def delete_for_patient(self, patient_key: PatientKey) -> int:
         return await delete_queried(self._db, self._table, {
             "IndexName": self.INDEX, "KeyConditionExpression": "patient_key = :p",
-            "ExpressionAttributeValues": {":p": {"S": patient_key_}}}, ("link_id",))
+            "ExpressionAttributeValues": {":p": {"S": str(PatientKey.parse(patient_key))}}}, ("link_id",))
 
 

@@ -9,15 +9,20 @@ Authorisation is then two questions, always asked in this order:
    resource that does not exist, so another clinic's data cannot even be probed.
 
 Verification of credentials lives in the auth adapter, not here: this module
-imports nothing but the standard library and pydantic.
+imports nothing but the standard library, pydantic and `shared.domain.patients` (the two patient names).
 """
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.domain.patients import CLINIC_ID_PATTERN, PATIENT_KEY_SEPARATOR, ClinicPatientId, PatientKey, is_clinic_id
+
+__all__ = ["CLINIC_ID_PATTERN", "PATIENT_KEY_SEPARATOR", "READS_PHI", "ClinicPatientId", "CredentialKind",
+           "PatientKey", "Principal", "Role", "is_clinic_id", "local_patient_id", "patient_key",
+           "split_patient_key"]
 
 
 class Role(str, Enum):
@@ -50,7 +55,7 @@ class Principal(BaseModel):
     clinic_id: str | None = Field(None, description="None only for operators, who see no PHI")
     credential: CredentialKind
     # A patient link is bound to one patient and one check-in.
-    patient_id: str | None = None
+    patient_id: ClinicPatientId | None = None
     job_id: str | None = None
     display_name: str | None = None
     # The API key's id or the patient link's id (a hash), for revocation and one-time use.
@@ -64,13 +69,13 @@ class Principal(BaseModel):
         return self.clinic_id is not None and clinic_id == self.clinic_id
 
     @property
-    def patient_key(self) -> str | None:
+    def patient_key(self) -> PatientKey | None:
         """A patient link's patient as stored (``clinic.patient``); None for other principals."""
         if self.patient_id is None or self.clinic_id is None:
             return None
         return patient_key(self.clinic_id, self.patient_id)
 
-    def key_of(self, patient_id: str) -> str:
+    def key_of(self, patient_id: ClinicPatientId | str) -> PatientKey:
         """The stored key of ``patient_id`` in this caller's clinic (a ValueError for operators)."""
         if self.clinic_id is None:
             raise ValueError("this principal belongs to no clinic")
@@ -79,37 +84,23 @@ class Principal(BaseModel):
 
 # --- clinics and the patient key ------------------------------------------------------------
 #
-# Two clinics may both have a "patient-001". Everything stored about a patient is
-# keyed by the *patient key*, the clinic-local id prefixed with its clinic
-# ("clinic-a.patient-001"): SchizodotJobs.patient_id (and so the GSI),
-# SchizodotUsers.user_id, upload keys. A clinic's data can then never mix with
-# another's (a fusion baseline, a history page, an erasure all read one clinic's
-# partition), and a request for another clinic's patient reads an empty partition,
-# exactly like a patient that does not exist. The APIs show the clinic-local id.
-
-CLINIC_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
-PATIENT_KEY_SEPARATOR = "."  # in neither a clinic id nor a patient id (shared.domain.checkin.PATIENT_ID_PATTERN)
-_CLINIC = re.compile(CLINIC_ID_PATTERN)
+# Two clinics may both have a "patient-001". Everything stored about a patient is keyed by the
+# *patient key* (shared.domain.patients.PatientKey), the clinic-local id (ClinicPatientId) prefixed with
+# its clinic ("clinic-a.patient-001"). The APIs show the clinic-local id. The functions below are
+# the conversions, kept under their old names for the callers that use them.
 
 
-def is_clinic_id(value: object) -> bool:
-    return isinstance(value, str) and _CLINIC.match(value) is not None
-
-
-def patient_key(clinic_id: str, patient_id: str) -> str:
+def patient_key(clinic_id: str, patient_id: ClinicPatientId | str) -> PatientKey:
     """The stored key of a clinic's patient."""
-    if not is_clinic_id(clinic_id):
-        raise ValueError(f"not a clinic id: {clinic_id!r}")
-    if PATIENT_KEY_SEPARATOR in patient_id:
-        raise ValueError("a clinic-local patient id has no '.'")
-    return f"{clinic_id}{PATIENT_KEY_SEPARATOR}{patient_id}"
+    return PatientKey.of(clinic_id, patient_id)
 
 
-def split_patient_key(key: str) -> tuple[str | None, str]:
+def split_patient_key(key: str) -> tuple[str | None, ClinicPatientId]:
     """(clinic id, clinic-local patient id) of a stored key; (None, key) for a key without a clinic."""
-    clinic, separator, local = key.partition(PATIENT_KEY_SEPARATOR)
-    return (clinic, local) if separator and is_clinic_id(clinic) else (None, key)
+    stored = PatientKey.parse(key)
+    return stored.clinic_id, stored.patient
 
 
-def local_patient_id(key: str) -> str:
-    return split_patient_key(key)[1]
+def local_patient_id(key: str) -> ClinicPatientId:
+    """The clinic-local id of a stored key."""
+    return PatientKey.parse(key).patient

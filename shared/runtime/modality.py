@@ -22,6 +22,7 @@ from opentelemetry import trace
 
 from shared.aws.storage import ObjectStore
 from shared.domain.checkin import utc_now
+from shared.domain.findings import AudioFindings, VisionFindings
 from shared.domain.options import CheckinOptions
 from shared.domain.timeline import CheckinTimeline
 from shared.runtime.blocking import run_blocking
@@ -32,6 +33,7 @@ log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.modality")
 
 Progress = Callable[[float, str], None]
+FINDINGS: dict[str, type[AudioFindings] | type[VisionFindings]] = {"audio": AudioFindings, "vision": VisionFindings}
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,14 @@ async def analyse_media(work: Work[AnalysisRequested], deps: ModalityDeps) -> St
             result = await run_blocking(deps.executor, deps.analyse, path, progress, checkin)
             _describe_analysis(span, modality, result)
         compute_seconds = round(time.monotonic() - started, 3)
+    # written from the model: an analyser whose output breaks the contract fails here, not in fusion
+    findings = FINDINGS[modality].model_validate({"job_id": request.job_id, "modality": modality,
+                                                  "analysed_at": utc_now(), "compute_seconds": compute_seconds,
+                                                  **result})
     log.info("modality analysed", modality=modality, compute_seconds=compute_seconds)
     return StageOutcome(
         message=f"{title} analysis done",
-        artifact={"job_id": request.job_id, "modality": modality, "analysed_at": utc_now(),
-                  "compute_seconds": compute_seconds, **result},
+        artifact=findings.stored(),
         outputs={"compute_seconds": compute_seconds},
         emit=(Emit("fusion", ModalityAnalysed(job_id=request.job_id, modality=modality)),),
     )

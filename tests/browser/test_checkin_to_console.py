@@ -119,7 +119,7 @@ def test_a_checkin_recorded_on_the_phone_reaches_the_console_with_its_alert(
     analysed_at = time.monotonic()
     assert "risk" not in page.text_content("body").lower()  # never the findings
     job = stack.job(link["job_id"])
-    assert job["status"] == "completed" and job["metadata"]["clinic_id"] == E2E_CLINIC
+    assert job["status"] == "completed" and job["patient_id"].startswith(f"{E2E_CLINIC}.")  # the clinic, in the key
     assert set(Job.from_item(job).pipeline.expected) == {"audio", "vision"}  # sound and picture both arrived
     used = httpx.post(f"{stack.api}/api/v1/checkin/upload", headers={"Authorization": f"Bearer {link['token']}"},
                       json={"content_type": "video/webm", "size": 10}, timeout=30)

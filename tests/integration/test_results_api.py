@@ -210,8 +210,9 @@ def submit_analysed_checkin(settings, patient: str, audio: dict | None, vision: 
 
     async def body(aws):
         for modality, document in documents.items():
+            stored = {"job_id": job_id, "modality": modality, "analysed_at": created, **document}  # as the stage writes it
             await aws.s3.put_object(Bucket=settings.bucket, Key=artifact_key(job_id, modality),
-                                    Body=json.dumps(document).encode())
+                                    Body=json.dumps(stored).encode())
         await JobsRepository(aws.dynamodb, settings.jobs_table).create(Job.from_item({
             "job_id": job_id, "patient_id": key(patient), "status": "processing",
             "s3_key": f"uploads/{key(patient)}/{job_id}/20260101T000000Z_checkin.mp4", "filename": "checkin.mp4",
@@ -467,6 +468,7 @@ def test_an_unreachable_ehr_is_retried_then_the_job_completes_saying_so(aws_serv
     from services.results.settings import ResultsSettings
     from services.results.stage.handlers import RESULTS, ResultsDeps
     from shared.aws.storage import Storage
+    from shared.domain.findings import AudioFindings
     from shared.runtime.events import FUSION_COMPLETED, FusionCompleted
     from shared.runtime.messaging import Delivery, Publisher
     from shared.runtime.runner import StageRunner
@@ -477,7 +479,7 @@ def test_an_unreachable_ehr_is_retried_then_the_job_completes_saying_so(aws_serv
     gone = sqs.create_queue(QueueName=f"ehr-gone-{uuid.uuid4().hex[:6]}")["QueueUrl"]
     sqs.delete_queue(QueueUrl=gone)
     patient, job_id = _patient(), _job_id()
-    audio = _audio()
+    audio = AudioFindings.model_validate({"job_id": job_id, "analysed_at": _now(), **_audio()})  # as fusion reads it
     skipped = {"vision": "the recording has no video track"}
     fusion = fuse(audio, None, ["audio"], skipped, FusionSettings())
     findings = {"job_id": job_id, "analysed_at": _now(), "results": build_results(

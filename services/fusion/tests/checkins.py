@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from shared.domain.findings import AudioFindings, VisionFindings
 from shared.domain.markers import measured, not_assessed
 
 NOT_CONFIGURED = "no validated speech-emotion model is configured"  # the audio stage's default reason
@@ -94,3 +95,16 @@ def history(*checkins: tuple[dict | None, dict | None], risk: str = "low") -> li
                    "compliance": (v or {}).get("compliance") or {}, "multimodal_fusion": {"risk_level": risk}}
         out.append(item(results, i + 1))
     return out
+
+
+ARTIFACT_IDS = {"job_id": "job-" + "0" * 32, "analysed_at": "2026-03-01T12:00:00.000000Z"}
+
+
+def as_audio(document: dict | None) -> AudioFindings | None:
+    """An audio document as fusion reads it from its artifact (with the ids every artifact carries)."""
+    return None if document is None else AudioFindings.model_validate({**ARTIFACT_IDS, **document})
+
+
+def as_vision(document: dict | None) -> VisionFindings | None:
+    """A vision document as fusion reads it from its artifact (with the ids every artifact carries)."""
+    return None if document is None else VisionFindings.model_validate({**ARTIFACT_IDS, **document})

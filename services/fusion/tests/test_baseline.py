@@ -7,14 +7,31 @@ import statistics
 
 import pytest
 
-from services.fusion.baseline import ERRORS, TRACKED, compare, findings_of, prediction_bound, spread_floor
+from services.fusion.baseline import ERRORS, TRACKED, compare, prediction_bound, spread_floor
+from services.fusion.baseline import findings_of as typed_findings_of
 from services.fusion.change import RULE, cusum_threshold, rci_threshold
 from services.fusion.rules import clinical_summary, fuse
 from services.fusion.settings import FusionSettings
-from services.fusion.tests.checkins import STEADY_VOICE, VIDEO_UNITS, VOCAL_UNITS, audio, history, item, markers, vision
+from services.fusion.tests.checkins import (
+    STEADY_VOICE,
+    VIDEO_UNITS,
+    VOCAL_UNITS,
+    as_audio,
+    as_vision,
+    audio,
+    history,
+    item,
+    markers,
+    vision,
+)
 from shared.domain.markers import parse
 
 SETTINGS = FusionSettings()
+
+
+def findings_of(audio_document: dict | None, vision_document: dict | None) -> dict:
+    """`findings_of` on the stage documents as fusion reads them from their artifacts."""
+    return typed_findings_of(as_audio(audio_document), as_vision(vision_document))
 
 
 def steady(n: int, **voice: float) -> list[dict]:
@@ -196,7 +213,7 @@ def test_baseline_factors_set_the_risk_level_and_reach_the_summary():
     a = audio(speech_rate=150.0, pause_rate=20.0, pitch_variability=1.0)
     v = vision(facial_expressivity=0.03)
     baseline = compare(findings_of(a, v), earlier, SETTINGS)
-    fusion = fuse(a, v, ["audio", "vision"], {}, SETTINGS, baseline=(baseline.report, baseline.factors))
+    fusion = fuse(as_audio(a), as_vision(v), ["audio", "vision"], {}, SETTINGS, baseline=(baseline.report, baseline.factors))
     # speech rate and pauses are one kind of change (speech production): one factor, both in its evidence
     assert fusion["risk_factors"] == ["speech_production_below_baseline", "pitch_variability_below_baseline",
                                       "expressivity_below_baseline"]

@@ -3,7 +3,8 @@ the markers with the baseline fusion gave them, and what was not assessed named,
 
 from __future__ import annotations
 
-from services.fusion.findings import build_results
+from services.fusion.findings import build_results as typed_build_results
+from services.fusion.tests.checkins import as_audio, as_vision
 from shared.domain.markers import Baseline, measured, parse
 
 RATE = measured(180.0, "syllables per min", "syllable nuclei")
@@ -28,6 +29,11 @@ VISION = {"facial_emotion": {"primary_emotion": "neutral", "confidence": 0.82, "
           "compliance": {"pill_detected": None, "hand_detected": True, "face_detected": True,
                          "compliance_score": None, "confidence": 0.5, "verification_status": "not_assessed",
                          "assessed": False, "reason": "no pill detector is configured"}}
+
+
+def build_results(fusion: dict, audio: dict | None, vision: dict | None, skipped: dict[str, str]) -> dict:
+    """`build_results` on the stage documents as fusion reads them from their artifacts."""
+    return typed_build_results(fusion, as_audio(audio), as_vision(vision), skipped)
 
 
 def test_results_hold_the_seed_sections_and_the_markers():

@@ -37,6 +37,11 @@ VISION = {"facial_emotion": {"primary_emotion": "neutral", "confidence": 0.7, "f
 SEED_SECTIONS = {"audio_emotion", "facial_emotion", "compliance", "multimodal_fusion", "clinical_summary"}
 
 
+def artifact(job_id: str, modality: str, findings: dict) -> dict:
+    """A modality's artifact as its stage writes it (shared.runtime.modality): the ids, then the findings."""
+    return {"job_id": job_id, "modality": modality, "analysed_at": utc_now(), "compute_seconds": 1.5, **findings}
+
+
 class FailingWriter:
     model_id = "stand-in-model"
 
@@ -59,7 +64,7 @@ async def _analysed(fakes: FakeAdapters, patient: str, done: tuple[str, ...], ex
     for modality in done:
         run = await fakes.jobs.claim_stage(job_id, modality, f"m-{modality}", "x")
         key = artifact_key(job_id, modality)
-        await fakes.storage.put_json(key, {"audio": audio or AUDIO, "vision": VISION}[modality])
+        await fakes.storage.put_json(key, artifact(job_id, modality, {"audio": audio or AUDIO, "vision": VISION}[modality]))
         await fakes.jobs.finish_stage(run, "done", {"artifact_key": key})
     return job_id
 
@@ -82,7 +87,7 @@ def test_the_first_notice_waits_and_the_last_one_fuses_once():
         await deliver(runner, _notice(job_id, "audio"), message_id="m-a")
         waiting = await fakes.jobs.get(job_id)
         run = await fakes.jobs.claim_stage(job_id, "vision", "m-vision", "x")
-        await fakes.storage.put_json(artifact_key(job_id, "vision"), VISION)
+        await fakes.storage.put_json(artifact_key(job_id, "vision"), artifact(job_id, "vision", VISION))
         await fakes.jobs.finish_stage(run, "done", {"artifact_key": artifact_key(job_id, "vision")})
         await deliver(runner, _notice(job_id, "vision"), message_id="m-v")
         await deliver(runner, _notice(job_id, "vision"), message_id="m-v2")  # a duplicate notice
@@ -320,3 +325,50 @@ def test_an_llm_answer_that_is_not_the_summary_asked_for_leaves_the_rules_summar
     assert summary["llm_model_id"] == "anthropic.claude-3-haiku-20240307-v1:0"
     assert summary["llm_error"] == "ValueError: the model's answer holds no JSON object"
     assert "rule_based_summary" not in summary
+
+
+@pytest.mark.parametrize("broken, named", [
+    ({"facial_emotion": {"primary_emotion": "neutral", "all_emotions": [{"emotion": "neutral"}]}},
+     "facial_emotion.all_emotions.0.confidence: Field required"),
+    ({"compliance": "taken"}, "compliance: Input should be a valid dictionary"),
+    ({"modality": "audio"}, "modality: Input should be 'vision'"),
+])
+def test_a_modality_artifact_that_does_not_parse_fails_the_job_in_words_and_loses_nothing(broken, named):
+    """Fusion parses each artifact once as it enters (shared.domain.findings): a bad one is an InputError (the
+    consumer fails the job with its message at once, tests/unit/test_consumer.py) that names the stage's
+    document and the field; the artifact stays as it was, and nothing is fused or announced."""
+    from shared.domain.errors import InputError
+
+    fakes = FakeAdapters()
+
+    async def scenario():
+        job_id = await _analysed(fakes, "patient-001", ("audio", "vision"))
+        bad = {**artifact(job_id, "vision", VISION), **broken}
+        await fakes.storage.put_json(artifact_key(job_id, "vision"), bad)
+        runner = fakes.runner(FUSION, _deps(fakes))
+        with pytest.raises(InputError) as raised:
+            await deliver(runner, _notice(job_id, "vision"))
+        return job_id, bad, raised.value
+
+    job_id, bad, error = asyncio.run(scenario())
+    assert str(error).startswith(f"the vision stage's findings (artifacts/{job_id}/vision.json) is not a valid "
+                                 "VisionFindings: ")
+    assert named in str(error)
+    assert asyncio.run(fakes.storage.get_json(artifact_key(job_id, "vision"))) == bad  # kept for a person to read
+    assert (fakes.storage.bucket, artifact_key(job_id, "fusion")) not in fakes.storage.objects
+    assert fakes.publisher.sent == []
+
+
+def test_an_artifact_that_is_not_json_fails_the_job_in_words():
+    from shared.domain.errors import InputError
+
+    fakes = FakeAdapters()
+
+    async def scenario():
+        job_id = await _analysed(fakes, "patient-001", ("audio", "vision"))
+        await fakes.storage.put_bytes(artifact_key(job_id, "audio"), b'{"job_id": "job-', "application/json")
+        with pytest.raises(InputError, match=rf"the audio stage's findings \(artifacts/{job_id}/audio.json\) "
+                                             "is not JSON"):
+            await deliver(fakes.runner(FUSION, _deps(fakes)), _notice(job_id, "vision"))
+
+    asyncio.run(scenario())

@@ -7,7 +7,16 @@ import pytest
 from services.fusion.baseline import compare, findings_of
 from services.fusion.rules import NO_DETECTOR, clinical_summary, fuse
 from services.fusion.settings import FusionSettings
-from services.fusion.tests.checkins import NOT_CONFIGURED, VALIDATION, audio, emotion, history, vision
+from services.fusion.tests.checkins import (
+    NOT_CONFIGURED,
+    VALIDATION,
+    as_audio,
+    as_vision,
+    audio,
+    emotion,
+    history,
+    vision,
+)
 
 SETTINGS = FusionSettings()
 BOTH = ["audio", "vision"]
@@ -15,8 +24,10 @@ WHEN = "2026-03-01T00:00:00Z"
 
 
 def run(a: dict | None, v: dict | None, expected=BOTH, skipped=None, earlier=None, settings=SETTINGS):
-    baseline = compare(findings_of(a, v), earlier or [], settings)
-    fusion = fuse(a, v, expected, skipped or {}, settings, baseline=(baseline.report, baseline.factors))
+    typed_audio, typed_vision = as_audio(a), as_vision(v)
+    baseline = compare(findings_of(typed_audio, typed_vision), earlier or [], settings)
+    fusion = fuse(typed_audio, typed_vision, expected, skipped or {}, settings,
+                  baseline=(baseline.report, baseline.factors))
     return fusion, clinical_summary(fusion, (v or {}).get("compliance"), WHEN)
 
 
@@ -175,7 +186,7 @@ def test_without_a_transcript_the_screen_says_it_did_not_run():
 
 
 def test_without_history_the_summary_says_baseline_was_not_assessed():
-    fusion = fuse(audio(), vision(), BOTH, {}, SETTINGS)
+    fusion = fuse(as_audio(audio()), as_vision(vision()), BOTH, {}, SETTINGS)
     assert fusion["baseline"] is None
     assert clinical_summary(fusion, None, WHEN)["change_from_baseline"] == "Change from baseline was not assessed"
 

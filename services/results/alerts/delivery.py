@@ -157,13 +157,13 @@ class _ChannelError(Exception):
 async def _audit_send(alert: Alert, channel: str, attempt: int, deps: DeliveryDeps) -> None:
     """The alert names the patient and leaves the system: recorded before it goes, as results sent
     to the EHR are; a record that cannot be written stops the send (retried like a failed one)."""
-    from shared.identity.principal import patient_key
+    from shared.domain.patients import PatientKey
 
     if deps.audit is None:
         raise _ChannelError("no audit trail: alerts are not sent unaudited")
     try:
         await deps.audit.record_system("alert.sent", clinic_id=alert.clinic_id,
-                                       stored_patient_key=patient_key(alert.clinic_id, alert.patient_id),
+                                       stored_patient_key=PatientKey.of(alert.clinic_id, alert.patient_id),
                                        job_id=alert.job_id, detail={"alert_id": alert.alert_id, "channel": channel,
                                                                     "attempt": attempt, "rule": alert.rule})
     except Exception as error:  # AuditUnavailable

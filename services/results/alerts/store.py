@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.aws.dynamo import delete_queried, from_item, is_conditional_failure, items, to_attribute, to_item
-from shared.identity.principal import patient_key
+from shared.domain.patients import PatientKey
 from shared.runtime.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX
 
 NOTE_MAX = 2000
@@ -73,7 +73,7 @@ class Alert(BaseModel):
 
     def to_item(self) -> dict[str, Any]:
         item = self.model_dump(mode="json", exclude_none=True)
-        item["patient_key"] = patient_key(self.clinic_id, self.patient_id)
+        item["patient_key"] = str(PatientKey.of(self.clinic_id, self.patient_id))
         if self.state == "open":
             item["open_since"] = self.created_at
         return item
@@ -135,14 +135,14 @@ class DynamoAlertStore:
 
     async def for_patient(self, clinic_id: str, patient_id: str, limit: int = 50) -> list[Alert]:
         found = await self._query(IndexName=PATIENT_ALERTS_INDEX, KeyConditionExpression="patient_key = :p",
-                                  ExpressionAttributeValues={":p": {"S": patient_key(clinic_id, patient_id)}},
+                                  ExpressionAttributeValues={":p": {"S": str(PatientKey.of(clinic_id, patient_id))}},
                                   ScanIndexForward=False, limit=limit)
         return found
 
     async def delete_for_patient(self, clinic_id: str, patient_id: str) -> int:
         return await delete_queried(self._db, self._table, {
             "IndexName": PATIENT_ALERTS_INDEX, "KeyConditionExpression": "patient_key = :p",
-            "ExpressionAttributeValues": {":p": {"S": patient_key(clinic_id, patient_id)}}}, ("clinic_id", "alert_id"))
+            "ExpressionAttributeValues": {":p": {"S": str(PatientKey.of(clinic_id, patient_id))}}}, ("clinic_id", "alert_id"))
 
     async def acknowledge(self, clinic_id: str, alert_id: str, by: str, note: str, at: str) -> Alert | None:
         """None when there is no such alert; AlreadyAcknowledged when someone was first."""

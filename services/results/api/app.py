@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi.security import APIKeyHeader, HTTPBearer
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from services.results.api.admin import api_key_routes, audit_routes
 from services.results.api.params import JobId, PatientIdPath, decode_token, encode_token
@@ -37,33 +37,19 @@ from services.results.erasure.store import ErasureStore
 from services.results.settings import ResultsSettings
 from shared.aws.history import HistoryReader
 from shared.aws.jobs import JobStore
+from shared.domain.findings import ResultItem
 from shared.domain.job import COMPLETED, FAILED, Job, JobStatus
+from shared.domain.patients import PatientKey
 from shared.identity.audit import AuditEvent, AuditTrail, install_audit_failure_handler
 from shared.identity.auth import Authenticator
 from shared.identity.credentials import ApiKeyStore
 from shared.identity.middleware import OPEN_PATHS, allow, install_authentication, principal_dependency
-from shared.identity.principal import Principal, Role, local_patient_id
+from shared.identity.principal import Principal, Role
 from shared.runtime.http import install_readable_validation_errors, install_request_body_limit
 
 READERS = (Role.CLINICIAN, Role.CLINIC_ADMIN, Role.EHR_INTEGRATION)
 ADMIN = (Role.CLINIC_ADMIN,)
 REVIEWERS = (Role.CLINICIAN, Role.CLINIC_ADMIN)
-
-
-class ResultItem(BaseModel):
-    """A SchizodotUsers item (access pattern 6), in the seed's shape, with its clinic."""
-
-    model_config = ConfigDict(extra="allow")
-
-    user_id: str
-    timestamp: str
-    job_id: str
-    s3_key: str
-    analysis_type: str
-    analyzed_at: str
-    processing_time_seconds: float | None = None
-    status: str
-    results: dict[str, Any]
 
 
 class JobDetail(BaseModel):
@@ -85,11 +71,15 @@ class PatientResults(BaseModel):
 
 
 def shown_result(item: dict[str, Any]) -> ResultItem:
-    return ResultItem(**{**item, "user_id": local_patient_id(item["user_id"])})
+    """A stored item, parsed once as it is read, as the clinic sees it: its own patient id, and its
+    clinic (stored in the key) named. One that does not parse is a server error naming the field."""
+    key = PatientKey.parse(item["user_id"])
+    clinic = {"clinic_id": key.clinic_id} if key.clinic_id else {}
+    return ResultItem.model_validate({**item, **clinic, "user_id": key.patient})
 
 
 def shown_job(job: Job) -> dict[str, Any]:
-    return {**job.to_item(), "patient_id": local_patient_id(job.patient_id)}
+    return {**job.shown_item(), "patient_id": job.patient_id.patient}
 
 
 @dataclass
@@ -161,7 +151,7 @@ def job_routes(jobs: JobStore, history: HistoryReader, audit: AuditTrail, reader
     async def job_status(job_id: str = JobId, who: Principal = Depends(readers)) -> JobStatus:
         """Access pattern 2: a job's status and progress."""
         job = await _job_of(jobs, audit, who, job_id, "job.read")
-        await audit.record(AuditEvent("job.read", who, patient_id=local_patient_id(job.patient_id), job_id=job_id))
+        await audit.record(AuditEvent("job.read", who, patient_id=job.patient_id.patient, job_id=job_id))
         return JobStatus.of(job, with_patient=True)
 
     @router.get("/api/v1/jobs/{job_id}/detail", response_model=JobDetail)
@@ -169,7 +159,7 @@ def job_routes(jobs: JobStore, history: HistoryReader, audit: AuditTrail, reader
         """The whole job item (pipeline stages included) and, once completed, its result."""
         job = await _job_of(jobs, audit, who, job_id, "job.detail_read")
         result = await history.for_job(job.patient_id, job_id) if job.status == COMPLETED else None
-        await audit.record(AuditEvent("job.detail_read", who, patient_id=local_patient_id(job.patient_id),
+        await audit.record(AuditEvent("job.detail_read", who, patient_id=job.patient_id.patient,
                                       job_id=job_id))
         return JobDetail(job=shown_job(job), result=shown_result(result) if result else None)
 
@@ -177,7 +167,7 @@ def job_routes(jobs: JobStore, history: HistoryReader, audit: AuditTrail, reader
     async def result_for_job(job_id: str = JobId, who: Principal = Depends(readers)) -> ResultItem:
         """The SchizodotUsers item of one job."""
         job = await _job_of(jobs, audit, who, job_id, "result.read")
-        patient = local_patient_id(job.patient_id)
+        patient = job.patient_id.patient
         if job.status != COMPLETED:
             await audit.record(AuditEvent("result.read", who, outcome="not_found", patient_id=patient, job_id=job_id))
             why = f": {job.error}" if job.status == FAILED and job.error else ""

@@ -30,6 +30,7 @@ from shared.aws.history import HistoryReader
 from shared.aws.jobs import JobStore
 from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.domain.clinics import ClinicDirectory, ClinicProfile
+from shared.domain.patients import ClinicPatientId, PatientKey
 from shared.domain.stored_results import clinic_of
 from shared.identity.audit import AuditTrail
 from shared.identity.middleware import allow
@@ -50,7 +51,8 @@ class Caller:
     clinic: ClinicProfile
     csrf: str = ""  # the token its forms carry (sessions.py)
 
-    def key_of(self, patient_id: str) -> str:
+    def key_of(self, patient_id: ClinicPatientId | str) -> PatientKey:
+        """The stored key of this clinic's patient `patient_id` (its clinic-local id, as the URL has it)."""
         return self.principal.key_of(patient_id)
 
 

@@ -49,9 +49,9 @@ from shared.aws.jobs import JobStore
 from shared.aws.storage import ObjectStore
 from shared.domain.checkin import artifacts_prefix
 from shared.domain.errors import MalformedMessage
+from shared.domain.patients import PatientKey
 from shared.identity.audit import AuditTrail
 from shared.identity.credentials import PatientLinkStore
-from shared.identity.principal import patient_key, split_patient_key
 from shared.runtime.events import decode_event, encode_event, event_data
 from shared.runtime.infra import UPLOAD_PREFIX
 from shared.runtime.messaging import Accepted, Delivery
@@ -85,7 +85,7 @@ async def remove_queued(request: "ErasureRequested", job_ids: Iterable[str], dep
 
 
 class ResultsEraser(Protocol):
-    async def delete_patient(self, patient_key: str) -> int: ...
+    async def delete_patient(self, patient_key: PatientKey) -> int: ...
 
 
 @dataclass
@@ -130,7 +130,7 @@ class ErasureDeps:
     max_jobs: int = 100_000
 
 
-async def take_inventory(key: str, deps: ErasureDeps, erased_jobs: tuple[str, ...] = ()) -> Inventory:
+async def take_inventory(key: PatientKey, deps: ErasureDeps, erased_jobs: tuple[str, ...] = ()) -> Inventory:
     found = Inventory()
     jobs = await deps.jobs.list_for_patient(key, limit=deps.max_jobs)
     for job_id in sorted(set(erased_jobs) - {job.job_id for job in jobs}):
@@ -151,7 +151,7 @@ async def take_inventory(key: str, deps: ErasureDeps, erased_jobs: tuple[str, ..
     found.unfinished_uploads = await deps.storage.unfinished_uploads(f"{UPLOAD_PREFIX}{key}/")
     found.results = len(await deps.history.latest(key, deps.max_jobs))
     found.links = await deps.links.count_for_patient(key)
-    clinic, local = split_patient_key(key)
+    clinic, local = key.clinic_id, key.patient
     if clinic is not None:
         if deps.alerts is not None:
             found.alerts = len(await deps.alerts.for_patient(clinic, local, limit=deps.max_jobs))
@@ -160,14 +160,14 @@ async def take_inventory(key: str, deps: ErasureDeps, erased_jobs: tuple[str, ..
     return found
 
 
-async def delete_inventory(key: str, found: Inventory, deps: ErasureDeps) -> None:
+async def delete_inventory(key: PatientKey, found: Inventory, deps: ErasureDeps) -> None:
     for job_id in found.active_job_ids:  # stops every later stage: their writes need an active job
         await deps.jobs.fail(job_id, "the patient's data was erased", "erasure", reason="other")
     await deps.storage.delete_keys(found.media + found.artifacts + found.evidence_frames)
     await deps.storage.abort_uploads(f"{UPLOAD_PREFIX}{key}/")
     await deps.results.delete_patient(key)
     await deps.links.delete_for_patient(key)
-    clinic, local = split_patient_key(key)
+    clinic, local = key.clinic_id, key.patient
     if clinic is not None:
         if deps.alerts is not None:
             await deps.alerts.delete_for_patient(clinic, local)
@@ -184,7 +184,7 @@ async def erase(request: ErasureRequested, deps: ErasureDeps) -> None:
         raise MalformedMessage(f"no erasure {request.erasure_id} was requested")
     if record["status"] == "done" and not request.sweep:
         return  # a duplicate delivery
-    key = patient_key(request.clinic_id, request.patient_id)
+    key = PatientKey.of(request.clinic_id, request.patient_id)
     found = await take_inventory(key, deps, request.job_ids)
     if request.sweep:
         late = found.counts()

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
 from shared.domain.checkin import job_id_from_upload_key
-from shared.identity.principal import patient_key
+from shared.domain.patients import PatientKey
 from shared.runtime.infra import UPLOAD_PREFIX
 
 
@@ -76,7 +76,7 @@ def names_patient(body: str, clinic_id: str, patient_id: str, job_ids: Iterable[
     """Whether a queued message is of this patient: an S3 notification for one of their uploads or
     jobs, an event naming them (an EHR's check-in) or one of their jobs, or, unreadable, one that
     holds both their clinic and their id."""
-    key, jobs = patient_key(clinic_id, patient_id), set(job_ids)
+    key, jobs = PatientKey.of(clinic_id, patient_id), set(job_ids)
     uploads = f"{UPLOAD_PREFIX}{key}/"
     try:
         message = json.loads(body)

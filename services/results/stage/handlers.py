@@ -25,9 +25,11 @@ from services.results.stage.writer import ResultsStore
 from shared.aws.history import HistoryReader
 from shared.aws.jobs import JobStore
 from shared.aws.storage import ObjectStore
-from shared.domain.job import QUEUED
+from shared.domain.errors import InputError
+from shared.domain.findings import FusionDocument, parse_document
+from shared.domain.job import QUEUED, Job
+from shared.domain.patients import PatientKey
 from shared.identity.audit import AuditTrail
-from shared.identity.principal import local_patient_id
 from shared.runtime.events import FusionCompleted
 from shared.runtime.runner import Stage, StageOutcome, Work, parse_stage_event
 
@@ -48,25 +50,37 @@ class ResultsDeps:
 
 def local_item(item: dict) -> dict:
     """A SchizodotUsers item as its clinic knows it: `user_id` the clinic's own patient id."""
-    return {**item, "user_id": local_patient_id(item["user_id"])}
+    return {**item, "user_id": PatientKey.parse(item["user_id"]).patient}
 
 
-def clinic_view(item: dict, job_item: dict) -> tuple[dict, dict]:
+def clinic_view(item: dict, job: Job) -> tuple[dict, dict]:
     """The item and job as the clinic knows them: its own patient id, not the stored key."""
-    local = local_patient_id(item["user_id"])
-    return {**item, "user_id": local}, {**job_item, "patient_id": local}
+    local = job.patient_id.patient
+    return {**item, "user_id": local}, {**job.shown_item(), "patient_id": local}
+
+
+async def load_fusion_document(storage: ObjectStore, job: Job) -> FusionDocument:
+    """Fusion's findings, parsed once here; one that is not JSON or does not parse fails the job with what
+    is wrong (an InputError: retrying reads the same bytes), and the document stays in S3 as it was."""
+    key = job.pipeline.artifact_key("fusion")
+    what = f"fusion's findings ({key})"
+    try:
+        document = await storage.get_json(key)
+    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"{what} is not JSON: {error}") from None
+    return parse_document(FusionDocument, document, what)
 
 
 async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageOutcome:
     job = work.job
-    findings = await deps.storage.get_json(job.pipeline.artifact_key("fusion"))
-    item = build_user_item(job, findings)
+    result = build_user_item(job, await load_fusion_document(deps.storage, job))
+    item = result.stored()  # written from the model
     with tracer.start_as_current_span("save results") as span:
         span.set_attribute("schizodot.job_id", job.job_id)
         saved = await deps.writer.save(item)
     message = "Analysis completed successfully"
     if deps.ehr is not None and deps.ehr.enabled:
-        shown_item, shown_job = clinic_view(item, job.to_item())
+        shown_item, shown_job = clinic_view(item, job)
         bundle = build_bundle(shown_item, shown_job, deps.storage.bucket, deps.settings.fhir_patient_identifier_system)
         try:
             if deps.audit is None:
@@ -91,8 +105,8 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
             reason = f"{type(error).__name__}: {error}"[:300]
             log.error("alert rules could not run; job completed without them", error=reason)
             message = f"{message}; raising alerts failed: {reason}"
-    log.info("results saved; job completed", saved=saved, risk_level=item["results"]["multimodal_fusion"]["risk_level"])
-    return StageOutcome(message=message, job_results=job_summary(item))
+    log.info("results saved; job completed", saved=saved, risk_level=result.results.multimodal_fusion.risk_level)
+    return StageOutcome(message=message, job_results=job_summary(result))
 
 
 async def raise_alerts(clinic_id: str, item: dict, deps: ResultsDeps) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from shared.domain.findings import FusionDocument, ResultItem
 from shared.domain.job import Job
 
 
@@ -13,32 +14,32 @@ def _seconds_between(start: str, end: str) -> float:
     return round((parse(end) - parse(start)).total_seconds(), 3)
 
 
-def build_user_item(job: Job, findings: dict[str, Any]) -> dict[str, Any]:
-    """The item for a job from its findings document (fusion's `analysed_at` and `results`)."""
-    analysed_at = findings["analysed_at"]
+def build_user_item(job: Job, findings: FusionDocument) -> ResultItem:
+    """The item for a job from fusion's findings document (its `analysed_at` and `results`).
+
+    The clinic is not written beside the key: `user_id` is the stored patient key (clinic.patient),
+    which is where the item's clinic is kept (`ResultItem.clinic_id`)."""
+    analysed_at = findings.analysed_at
     expected = [m for m in ("audio", "vision") if m not in job.pipeline.skipped]
-    return {
-        "user_id": job.patient_id,
-        "timestamp": analysed_at,
-        "job_id": job.job_id,
-        "s3_key": job.s3_key,
-        "analysis_type": "multimodal" if len(expected) == 2 else f"{expected[0]}_only",
-        "analyzed_at": analysed_at,
-        "processing_time_seconds": _seconds_between(job.started_at or job.created_at, analysed_at),
-        "status": "completed",
-        "results": findings["results"],
-        # Added to the seed's attributes (issue 12): the clinic the result belongs to. `user_id`
-        # is the stored patient key (clinic.patient), so one clinic's history never holds another's.
-        **({"clinic_id": job.clinic_id} if job.clinic_id else {}),
-    }
+    return ResultItem(
+        user_id=job.patient_id,
+        timestamp=analysed_at,
+        job_id=job.job_id,
+        s3_key=job.s3_key,
+        analysis_type="multimodal" if len(expected) == 2 else f"{expected[0]}_only",
+        analyzed_at=analysed_at,
+        processing_time_seconds=_seconds_between(job.started_at or job.created_at, analysed_at),
+        status="completed",
+        results=findings.results,
+    )
 
 
-def job_summary(item: dict[str, Any]) -> dict[str, Any]:
+def job_summary(item: ResultItem) -> dict[str, Any]:
     """The job's short `results` map (schema: emotion_summary, compliance_score, risk_level)."""
-    results = item["results"]
+    results = item.results
     return {
-        "emotion_summary": results["multimodal_fusion"]["overall_emotion"],
-        "compliance_score": results["compliance"].get("compliance_score"),
-        "risk_level": results["multimodal_fusion"]["risk_level"],
-        "verification_status": results["compliance"].get("verification_status"),
+        "emotion_summary": results.multimodal_fusion.overall_emotion,
+        "compliance_score": results.compliance.compliance_score,
+        "risk_level": results.multimodal_fusion.risk_level,
+        "verification_status": results.compliance.verification_status,
     }

@@ -10,9 +10,11 @@ from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
 from services.fusion.findings import build_results
+from services.fusion.tests.checkins import as_audio, as_vision
 from services.results.ehr.fhir import FHIR_VERSION, UCUM, build_bundle, patient_reference, quantity
 from services.results.ehr.publisher import RESULTS_AVAILABLE, encode_results_event, event_id
 from services.results.stage.user_item import build_user_item
+from shared.domain.findings import FusionDocument
 from shared.domain.job import Job
 from shared.domain.markers import measured, not_assessed
 
@@ -73,8 +75,10 @@ def _item(fusion: dict, audio: dict | None, vision: dict | None, skipped: dict[s
     """The SchizodotUsers item results saves for JOB, from fusion's findings document."""
     job = Job.from_item({**JOB, "status": "processing", "updated_at": JOB["started_at"],
                          "metadata": {"pipeline": {"skipped": skipped or {}}}})
-    findings = {"analysed_at": fusion["analysed_at"], "results": build_results(fusion, audio, vision, skipped or {})}
-    return build_user_item(job, findings)
+    findings = FusionDocument.model_validate({
+        "job_id": job.job_id, "analysed_at": fusion["analysed_at"],
+        "results": build_results(fusion, as_audio(audio), as_vision(vision), skipped or {})})
+    return build_user_item(job, findings).stored()
 
 
 def _resources(bundle: dict) -> dict[str, dict]:

@@ -84,7 +84,7 @@ def test_the_findings_are_saved_as_the_patients_item_and_the_job_completes():
     job_id, job = _completion(fakes, None)
     [item] = asyncio.run(fakes.history.latest(PATIENT_KEY))
     assert item["job_id"] == job_id and item["results"] == RESULTS_MAP and item["analysis_type"] == "multimodal"
-    assert item["clinic_id"] == "clinic-a" and item["user_id"] == PATIENT_KEY  # the clinic, added to the seed's attributes
+    assert item["user_id"] == PATIENT_KEY and "clinic_id" not in item  # the clinic is stored in the key alone
     assert job.status == "completed" and job.progress == 100 and job.message == "Analysis completed successfully"
     assert job.results == {"emotion_summary": "calm", "compliance_score": None, "risk_level": "low",
                            "verification_status": "inconclusive"}
@@ -183,3 +183,34 @@ def test_a_clinic_whose_rules_do_not_fire_gets_no_alert_but_its_patient_is_liste
     (job_id, service), queue = _with_alerts({"risk_levels": ["high"]})
     assert asyncio.run(service.alerts.open_alerts("clinic-a")) == [] and queue.sent == []
     assert asyncio.run(service.roster.get("clinic-a", "patient-001")).last_job_id == job_id
+
+
+@pytest.mark.parametrize("broken, named", [
+    (lambda results: {**results, "multimodal_fusion": {**results["multimodal_fusion"], "risk_level": None}},
+     "results.multimodal_fusion.risk_level: Input should be a valid string"),
+    (lambda results: {k: v for k, v in results.items() if k != "clinical_summary"},
+     "results.clinical_summary: Field required"),
+])
+def test_a_fusion_document_that_does_not_parse_fails_the_job_in_words_and_loses_nothing(broken, named):
+    """Results parses fusion's document once as it enters (shared.domain.findings.FusionDocument): a bad one is an
+    InputError (the consumer fails the job with its message at once) naming the document and the field;
+    nothing is saved for the patient, and the document stays as it was."""
+    from shared.domain.errors import InputError
+
+    fakes = FakeAdapters()
+
+    async def scenario():
+        job_id = await _fused(fakes)
+        key = artifact_key(job_id, "fusion")
+        bad = {**await fakes.storage.get_json(key), "results": broken(RESULTS_MAP)}
+        await fakes.storage.put_json(key, bad)
+        deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, None, _audit())
+        body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
+        with pytest.raises(InputError) as raised:
+            await deliver(fakes.runner(RESULTS, deps), body)
+        return job_id, bad, raised.value, await fakes.storage.get_json(key)
+
+    job_id, bad, error, kept = asyncio.run(scenario())
+    assert str(error).startswith(f"fusion's findings (artifacts/{job_id}/fusion.json) is not a valid FusionDocument: ")
+    assert named in str(error)
+    assert kept == bad and asyncio.run(fakes.history.latest(PATIENT_KEY)) == []
