@@ -25,10 +25,9 @@ from services.fusion.llm import SummaryWriter, summarise
 from services.fusion.rules import clinical_summary, fuse
 from services.fusion.settings import FusionSettings
 from shared.aws.history import HistoryReader
-from shared.aws.storage import ObjectStore
+from shared.aws.storage import ObjectStore, read_document
 from shared.domain.checkin import utc_now
-from shared.domain.errors import InputError
-from shared.domain.findings import AudioFindings, DocumentT, FusionDocument, Results, VisionFindings, parse_document
+from shared.domain.findings import AudioFindings, DocumentT, FusionDocument, Results, VisionFindings
 from shared.domain.job import Job
 from shared.domain.options import FusionThresholds
 from shared.runtime.events import FusionCompleted, ModalityAnalysed
@@ -107,12 +106,7 @@ async def load_findings(storage: ObjectStore, job: Job, modality: str, model: ty
     if modality not in job.pipeline.expected:
         return None
     key = job.pipeline.artifact_key(modality)
-    what = f"the {modality} stage's findings ({key})"
-    try:
-        document = await storage.get_json(key)
-    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
-        raise InputError(f"{what} is not JSON: {error}") from None
-    return parse_document(model, document, what)
+    return await read_document(storage, key, model, f"the {modality} stage's findings ({key})")
 
 
 FUSION = Stage(name="fusion", parse=parse_stage_event(ModalityAnalysed), handle=fuse_findings,

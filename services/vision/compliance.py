@@ -199,46 +199,7 @@ class ComplianceTracker:
         return seen
 
     def result(self) -> dict:
-        n = self.frames
-        steps = {
-            "face_in_view": _observed_step("face_in_view", self.face, n, "a face"),
-            "hand_in_view": _observed_step("hand_in_view", self.hand, n, "a hand"),
-        }
-        if self.face.frames == 0:
-            steps["hand_to_mouth"] = _unassessable(
-                "hand_to_mouth", "cannot assess: no face was visible, so the mouth was never located")
-            steps["mouth_open"] = _unassessable("mouth_open", "cannot assess: no face was visible")
-        else:
-            closest = ("" if self.closest_hand_mouth is None
-                       else f"; closest approach {self.closest_hand_mouth:.2f} face widths")
-            steps["hand_to_mouth"] = _observed_step(
-                "hand_to_mouth", self.hand_to_mouth, self.frames_mouth_known,
-                f"a fingertip within {HAND_TO_MOUTH_MAX_DISTANCE:.2f} face widths of the lips", closest)
-            jaw = "" if self.max_jaw_open is None else f"; largest jawOpen {self.max_jaw_open:.2f}"
-            steps["mouth_open"] = _observed_step(
-                "mouth_open", self.mouth_open, self.face.frames,
-                f"jawOpen at or above {MOUTH_OPEN_MIN_JAW_OPEN:.2f}", jaw)
-        if not self.pill_detector:
-            for name in PILL_STEPS:
-                steps[name] = _unassessable(name, NO_PILL_NOTE)
-        else:
-            k = self.frames_pill_checked
-            caveat = f" ({self.detector['note']})" if self.detector.get("note") else ""
-            steps["pill_visible"] = _observed_step("pill_visible", self.pill, k, "a pill outside the mouth",
-                                                   caveat, scored=True)
-            steps["pill_in_mouth"] = _observed_step("pill_in_mouth", self.pill_in_mouth, k,
-                                                    "a pill in the mouth", caveat, scored=True)
-            if self.pill_in_mouth.frames == 0:
-                before = (f"; an empty open mouth was shown at {self.empty_mouth.first_seen_s:.1f} s"
-                          if self.empty_mouth.frames else "")
-                steps["mouth_empty_after"] = {
-                    "step": "mouth_empty_after", "observed": False, "first_seen_s": None, "confidence": None,
-                    "note": f"cannot follow a swallow: the pill was never seen in the mouth{before}{caveat}"}
-            else:
-                steps["mouth_empty_after"] = _observed_step(
-                    "mouth_empty_after", self.empty_after, k,
-                    f"the mouth open (landmarks) with no pill in it after {self.pill_in_mouth.first_seen_s:.1f} s",
-                    caveat)
+        steps = {**self._landmark_steps(), **self._pill_steps()}
         ordered = [steps[name] for name in STEP_NAMES]
         confidence = sum(s["confidence"] or 0.0 for s in ordered if s["observed"]) / len(STEP_NAMES)
         status, reason = self._verdict()
@@ -264,6 +225,53 @@ class ComplianceTracker:
                 "firm_evidence_frames": STEP_FIRM_FRAMES,
             },
         }
+
+    def _landmark_steps(self) -> dict[str, dict]:
+        """The steps MediaPipe's landmarks show: face and hand in view, hand to mouth, mouth open."""
+        n = self.frames
+        steps = {
+            "face_in_view": _observed_step("face_in_view", self.face, n, "a face"),
+            "hand_in_view": _observed_step("hand_in_view", self.hand, n, "a hand"),
+        }
+        if self.face.frames == 0:
+            steps["hand_to_mouth"] = _unassessable(
+                "hand_to_mouth", "cannot assess: no face was visible, so the mouth was never located")
+            steps["mouth_open"] = _unassessable("mouth_open", "cannot assess: no face was visible")
+        else:
+            closest = ("" if self.closest_hand_mouth is None
+                       else f"; closest approach {self.closest_hand_mouth:.2f} face widths")
+            steps["hand_to_mouth"] = _observed_step(
+                "hand_to_mouth", self.hand_to_mouth, self.frames_mouth_known,
+                f"a fingertip within {HAND_TO_MOUTH_MAX_DISTANCE:.2f} face widths of the lips", closest)
+            jaw = "" if self.max_jaw_open is None else f"; largest jawOpen {self.max_jaw_open:.2f}"
+            steps["mouth_open"] = _observed_step(
+                "mouth_open", self.mouth_open, self.face.frames,
+                f"jawOpen at or above {MOUTH_OPEN_MIN_JAW_OPEN:.2f}", jaw)
+        return steps
+
+    def _pill_steps(self) -> dict[str, dict]:
+        """The steps only a pill detector can show (not assessed without one)."""
+        steps: dict[str, dict] = {}
+        if not self.pill_detector:
+            return {name: _unassessable(name, NO_PILL_NOTE) for name in PILL_STEPS}
+        k = self.frames_pill_checked
+        caveat = f" ({self.detector['note']})" if self.detector.get("note") else ""
+        steps["pill_visible"] = _observed_step("pill_visible", self.pill, k, "a pill outside the mouth",
+                                               caveat, scored=True)
+        steps["pill_in_mouth"] = _observed_step("pill_in_mouth", self.pill_in_mouth, k,
+                                                "a pill in the mouth", caveat, scored=True)
+        if self.pill_in_mouth.frames == 0:
+            before = (f"; an empty open mouth was shown at {self.empty_mouth.first_seen_s:.1f} s"
+                      if self.empty_mouth.frames else "")
+            steps["mouth_empty_after"] = {
+                "step": "mouth_empty_after", "observed": False, "first_seen_s": None, "confidence": None,
+                "note": f"cannot follow a swallow: the pill was never seen in the mouth{before}{caveat}"}
+        else:
+            steps["mouth_empty_after"] = _observed_step(
+                "mouth_empty_after", self.empty_after, k,
+                f"the mouth open (landmarks) with no pill in it after {self.pill_in_mouth.first_seen_s:.1f} s",
+                caveat)
+        return steps
 
     def _verdict(self) -> tuple[str, str]:
         status, reason = self._status()

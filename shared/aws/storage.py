@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shared.domain.errors import InputError
+from shared.domain.findings import DocumentT, parse_document
 
 _CHUNK = 1024 * 1024
 
@@ -62,6 +63,17 @@ def post_conditions(content_type: str, max_bytes: int) -> list:
     """What S3 checks on a presigned POST besides the key it was signed for: the exact
     content type, and a body of 1 byte to `max_bytes` (an oversized or retyped file is refused)."""
     return [{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]]
+
+
+async def read_document(storage: ObjectStore, key: str, model: type[DocumentT], what: str) -> DocumentT:
+    """A stage's JSON document at `key`, parsed once as `model`. One that is not JSON or does not parse is
+    an InputError naming `what` and what is wrong (retrying reads the same bytes, so the job fails at
+    once), and the document stays in S3 as it was, for a person to read."""
+    try:
+        document = await storage.get_json(key)
+    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"{what} is not JSON: {error}") from None
+    return parse_document(model, document, what)
 
 
 class Storage:

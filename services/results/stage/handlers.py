@@ -24,9 +24,8 @@ from services.results.stage.user_item import build_user_item, job_summary
 from services.results.stage.writer import ResultsStore
 from shared.aws.history import HistoryReader
 from shared.aws.jobs import JobStore
-from shared.aws.storage import ObjectStore
-from shared.domain.errors import InputError
-from shared.domain.findings import FusionDocument, parse_document
+from shared.aws.storage import ObjectStore, read_document
+from shared.domain.findings import FusionDocument
 from shared.domain.job import QUEUED, Job
 from shared.domain.patients import PatientKey
 from shared.identity.audit import AuditTrail
@@ -63,12 +62,7 @@ async def load_fusion_document(storage: ObjectStore, job: Job) -> FusionDocument
     """Fusion's findings, parsed once here; one that is not JSON or does not parse fails the job with what
     is wrong (an InputError: retrying reads the same bytes), and the document stays in S3 as it was."""
     key = job.pipeline.artifact_key("fusion")
-    what = f"fusion's findings ({key})"
-    try:
-        document = await storage.get_json(key)
-    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
-        raise InputError(f"{what} is not JSON: {error}") from None
-    return parse_document(FusionDocument, document, what)
+    return await read_document(storage, key, FusionDocument, f"fusion's findings ({key})")
 
 
 async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageOutcome:
