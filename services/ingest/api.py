@@ -136,8 +136,8 @@ class UploadProxy:
 
 RETRY_AFTER_MAX_SECONDS = 30  # a client waiting on a live upload asks again this often at least, to see it finish
 SENDING_ALREADY = ("a file for this check-in is being sent already; send it again after Retry-After: it is "
-                   "accepted if that upload stops without storing it, and answered 'already received' if it "
-                   "stored it")
+                   "accepted once that upload stops without storing the file or shows no progress for "
+                   "INGEST_UPLOAD_STALE_SECONDS, and answered 'already received' if that upload stored it")
 TAKEN_OVER = ("this upload was stopped: a newer request for the same check-in took it over after it showed no "
               "progress; that request's answer counts")
 
