@@ -17,8 +17,9 @@ public API serves:
   attributes and methods (`bucket.keys.getlist/setlist`, `bucket.multiparts`,
   `Queue.add_message`, `Queue.pending_messages`, `Queue.deleted_messages`,
   `backend.purge_queue`, `get_item`/`put_item`), pickled where they have no other form.
-- `S3Backend.put_object` and `complete_multipart_upload` (patched): a completed
-  multipart upload sent two ObjectCreated events where S3 sends one
+- `S3Backend.put_object`, `complete_multipart_upload` and `upload_part` (patched): a
+  completed multipart upload sent two ObjectCreated events where S3 sends one, and a part
+  or completion of an aborted upload failed with a 500 where S3 answers NoSuchUpload
   (`one_event_per_multipart_completion`).
 
 A moto upgrade that renames one of these fails the durability tests
@@ -116,7 +117,8 @@ def one_event_per_multipart_completion() -> None:
     `ObjectCreated:Put`, and then sends `ObjectCreated:CompleteMultipartUpload`: ingest
     got two notifications for every recording the upload proxy wrote. No setting turns
     the first off, so the inner put is told `disable_notification` while a completion
-    runs (a thread-local flag: moto serves requests on threads). Idempotent."""
+    runs (a thread-local flag: moto serves requests on threads). A part or completion of an
+    upload moto no longer knows answers NoSuchUpload, as S3 does (`_known_upload`). Idempotent."""
     import threading
 
     from moto.s3.models import S3Backend
@@ -124,20 +126,36 @@ def one_event_per_multipart_completion() -> None:
     if getattr(S3Backend.complete_multipart_upload, "one_event", False):
         return
     completing = threading.local()
-    put_object, complete = S3Backend.put_object, S3Backend.complete_multipart_upload
+    put_object, complete, upload_part = S3Backend.put_object, S3Backend.complete_multipart_upload, S3Backend.upload_part
 
     def quiet_put_object(self: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(completing, "active", False):
             kwargs["disable_notification"] = True
         return put_object(self, *args, **kwargs)
 
-    def complete_with_one_event(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def complete_with_one_event(self: Any, bucket_name: str, multipart_id: str, *args: Any, **kwargs: Any) -> Any:
+        _known_upload(self, bucket_name, multipart_id)
         completing.active = True
         try:
-            return complete(self, *args, **kwargs)
+            return complete(self, bucket_name, multipart_id, *args, **kwargs)
         finally:
             completing.active = False
+
+    def upload_known_part(self: Any, bucket_name: str, multipart_id: str, *args: Any, **kwargs: Any) -> Any:
+        _known_upload(self, bucket_name, multipart_id)
+        return upload_part(self, bucket_name, multipart_id, *args, **kwargs)
 
     complete_with_one_event.one_event = True  # type: ignore[attr-defined]
     S3Backend.put_object = quiet_put_object
     S3Backend.complete_multipart_upload = complete_with_one_event
+    S3Backend.upload_part = upload_known_part
+
+
+def _known_upload(backend: Any, bucket_name: str, multipart_id: str) -> None:
+    """NoSuchUpload, S3's answer for a part or a completion of an aborted or completed upload (moto's is a
+    KeyError, a 500 that clients retry): the upload proxy's takeover of an abandoned upload relies on the old
+    request failing so (docs/uploads.md)."""
+    from moto.s3.exceptions import NoSuchUpload
+
+    if multipart_id not in backend.get_bucket(bucket_name).multiparts:
+        raise NoSuchUpload(multipart_id)

@@ -48,7 +48,7 @@ from rich.table import Table
 from schizodot import stack
 from schizodot.dev_identity import USERS, DevIssuer
 from schizodot.resilience import RetryPolicy, ServiceUnreachable, describe, http_request
-from schizodot.upload import upload_arguments
+from schizodot.upload import send_recording
 
 console = Console(stderr=True)
 # Piped output keeps whole ids and timestamps rather than rich's 80-column default.
@@ -159,14 +159,14 @@ def submit(args: argparse.Namespace) -> int:
         console.print(f"job [bold]{job_id}[/] created (trace id {trace}); "
                       f"uploading {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
         # A PUT to the ingest API, or the presigned POST, whose signature S3 checks the size and type
-        # against (docs/uploads.md). S3 may answer 500 InternalError or 503 SlowDown; sending the same
-        # bytes again is safe (the API answers 409 once it has them, and nothing is replaced).
-        upload = upload_arguments(job, path.name, path.read_bytes(), content_type, uploader)
-        uploaded = http_request(http, upload.pop("method"), upload.pop("url"), policy=policy,
-                                what="uploading the check-in", retry_statuses=frozenset({500, 429, 502, 503, 504}),
-                                **upload)
-        if uploaded.status_code not in (200, 201, 204):
-            return _fail(f"upload failed ({uploaded.status_code}): {uploaded.text[:300]}", EXIT_USAGE)
+        # against (docs/uploads.md). Sending the same bytes again is safe: a 409 is checked against the
+        # check-in's state (received already, or another try still being sent), and nothing is replaced.
+        sent = send_recording(http, job, path.name, path.read_bytes(), content_type, uploader,
+                              status_url=f"{api}/api/v1/jobs/{job_id}", policy=policy)
+        if not sent.ok:
+            return _fail(f"upload failed ({sent.response.status_code}): {_detail(sent.response)[:300]}", EXIT_USAGE)
+        if sent.received_before:
+            console.print("the recording had already arrived (an earlier try's answer was lost); following the job")
         status = _follow(http, api, job_id, args.timeout, policy, uploader)
         item = None
         if status is not None and status["status"] == "completed":

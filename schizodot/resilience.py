@@ -82,15 +82,17 @@ def _http_transient(error: BaseException) -> bool:
 
 
 def http_request(http: httpx.Client, method: str, url: str, *, policy: RetryPolicy, what: str,
-                 retry_statuses: frozenset[int] = RETRIED_STATUSES, **kwargs: Any) -> httpx.Response:
+                 retry_statuses: frozenset[int] = RETRIED_STATUSES,
+                 retry_when: Callable[[httpx.Response], bool] | None = None, **kwargs: Any) -> httpx.Response:
     """One HTTP request, retried while the failure is transient; the response
-    otherwise (a 4xx is the caller's to read). Non-idempotent requests must
-    carry an idempotency key before they come here."""
+    otherwise (a 4xx is the caller's to read). `retry_when` names other answers
+    that mean "not yet" (waited for like a 503, Retry-After included). Non-idempotent
+    requests must carry an idempotency key before they come here."""
     try:
         for attempt in tenacity.Retrying(**policy.retrying(_http_transient)):
             with attempt:
                 response = http.request(method, url, **kwargs)
-                if response.status_code in retry_statuses:
+                if response.status_code in retry_statuses or (retry_when is not None and retry_when(response)):
                     raise _TransientStatus(response)
                 return response
     except _TransientStatus as error:

@@ -17,7 +17,9 @@ credential (429 with Retry-After) and audited (shared.identity.audit).
   creator's clinic (an analyze check-in) or its patient link, only while the check-in
   waits for it (409 after: a recording, once in, is never overwritten), of the type the
   check-in declared (its first bytes must be that container), at most
-  `SCHIZODOT_MAX_UPLOAD_BYTES` (413).
+  `SCHIZODOT_MAX_UPLOAD_BYTES` (413). While another upload of it is open in S3 and active within
+  `INGEST_UPLOAD_STALE_SECONDS`: 409 with Retry-After; an open upload idle for longer is abandoned
+  (its sender died) and this PUT aborts it and takes over.
 - `POST /api/v1/patient-links` creates a check-in for a patient to record and a
   one-time link to it, to the patient page (`/checkin`, services/ingest/patient),
   whose API (`/api/v1/checkin/...`) uploads the recording in parts, resumably, and
@@ -29,7 +31,8 @@ credential (429 with Retry-After) and audited (shared.identity.audit).
 - `POST /api/v1/events` takes an EHR's `checkin.submitted` CloudEvent for media
   under `incoming/<clinic>/`, checks that its clinic is the sender's and puts it
   on the ingest queue.
-- `GET /api/v1/jobs/{job_id}`: status and progress, without the patient.
+- `GET /api/v1/jobs/{job_id}`: status and progress, without the patient, and whether the check-in
+  still waits for its recording (what a client reads after a 409 on its upload).
 
 The routes are top-level functions; `create_app` composes them with the patient page and keeps
 the API's state (`Ingest`) on `app.state`, which routes take with `Depends(ingest_of)`.
@@ -38,6 +41,7 @@ the API's state (`Ingest`) on `app.state`, which routes take with `Depends(inges
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -47,13 +51,20 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Re
 
 from services.ingest.checkins import NewCheckin, create_checkin
 from services.ingest.handlers import ehr_media_problem
-from services.ingest.patient.uploads import MultipartStore, UploadRefused, stream_to_s3
+from services.ingest.patient.uploads import (
+    MultipartStore,
+    RecordingExists,
+    UploadGone,
+    UploadRefused,
+    stream_to_s3,
+)
 from services.ingest.schemas import (
     AnalyzeResponse,
     EventAccepted,
     LinkUploadRequest,
     PatientLinkRequest,
     PatientLinkResponse,
+    CheckinStatus,
     RecordingReceived,
 )
 from services.ingest.settings import CheckinLimits, UploadPolicy
@@ -113,10 +124,23 @@ class PatientPage:
 
 @dataclass
 class UploadProxy:
-    """Upload mode "proxy": files come to this API, which writes them to S3 in parts of `part_bytes`."""
+    """Upload mode "proxy": files come to this API, which writes them to S3 in parts of `part_bytes`.
+
+    An open upload of the check-in that S3 has seen no part of for `stale_seconds` (INGEST_UPLOAD_STALE_SECONDS)
+    is abandoned: its sender died (an ingest process killed mid-upload, an abort that failed) and a new PUT
+    takes over. A livelier one answers a new PUT 409 with Retry-After."""
 
     store: MultipartStore
     part_bytes: int
+    stale_seconds: float = 120.0
+
+
+RETRY_AFTER_MAX_SECONDS = 30  # a client waiting on a live upload asks again this often at least, to see it finish
+SENDING_ALREADY = ("a file for this check-in is being sent already; send it again after Retry-After: it is "
+                   "accepted once that upload stops without storing the file or shows no progress for "
+                   "INGEST_UPLOAD_STALE_SECONDS, and answered 'already received' if that upload stored it")
+TAKEN_OVER = ("this upload was stopped: a newer request for the same check-in took it over after it showed no "
+              "progress; that request's answer counts")
 
 
 RecordingArrived = Callable[[str], Awaitable[bool]]  # S3 holds the object at this key
@@ -299,25 +323,53 @@ async def receive_recording(request: Request, job_id: str = JobId,
             else job.pipeline.source != "api"):
         raise HTTPException(status_code=404, detail=f"no check-in {job_id} waits for a file from this caller")
     if not await ingest.waiting_for_recording(job):
-        raise HTTPException(status_code=409, detail="this check-in's recording was already received; "
-                                                    "it is never replaced")
+        raise HTTPException(status_code=409, detail=RECEIVED_ALREADY)
     content_type = _declared_type(request.headers.get("content-type", ""), status_code=415)
     if not linked and content_type != job.content_type:
         raise HTTPException(status_code=415, detail=f"Content-Type: this check-in was created for a "
                                                     f"{job.content_type} file, not {content_type}")
-    if await proxy.store.open_uploads(job.s3_key):
-        raise HTTPException(status_code=409, detail="a file for this check-in is being sent already")
+    await _take_over_abandoned_uploads(ingest, proxy, job, who)
+    if not await ingest.waiting_for_recording(job):  # an abandoned upload may have completed before its abort
+        raise HTTPException(status_code=409, detail=RECEIVED_ALREADY)
     try:
         size = await stream_to_s3(proxy.store, job.s3_key, content_type, request.stream(),
                                   part_bytes=proxy.part_bytes, max_bytes=ingest.uploads.max_upload_bytes)
     except UploadRefused as error:
         raise HTTPException(status_code=422, detail=str(error)) from error
+    except RecordingExists as error:  # another request stored it first: S3 refused to replace it
+        raise HTTPException(status_code=409, detail=RECEIVED_ALREADY) from error
+    except UploadGone as error:  # aborted under this request by a newer one (_take_over_abandoned_uploads)
+        log.warning("an upload taken over by a newer request stopped without storing anything", job_id=job.job_id)
+        raise HTTPException(status_code=409, detail=TAKEN_OVER) from error
     await ingest.access.audit.record(AuditEvent("checkin.recording_received", who,
                                                 patient_id=job.patient_id.patient, job_id=job.job_id,
                                                 detail={"bytes": size}))
     if linked and (not who.credential_id or not await ingest.access.links.consume(who.credential_id)):
         log.warning("a patient link's recording arrived after the link was used or expired", job_id=job.job_id)
     return RecordingReceived(job_id=job.job_id, bytes=size)
+
+
+RECEIVED_ALREADY = "this check-in's recording was already received; it is never replaced"
+
+
+async def _take_over_abandoned_uploads(ingest: Ingest, proxy: UploadProxy, job: Job, who: Principal) -> None:
+    """Abort the check-in's open uploads that S3 has seen no progress of for `proxy.stale_seconds`; 409 with
+    Retry-After while one still moves. An aborted upload whose request is in fact alive fails at its next part
+    or its completion (NoSuchUpload): it cannot store anything after this."""
+    now = datetime.now(timezone.utc)
+    uploads = await proxy.store.open_upload_activity(job.s3_key)
+    live = [u.idle_seconds(now) for u in uploads if u.idle_seconds(now) < proxy.stale_seconds]
+    if live:
+        stale_in = proxy.stale_seconds - min(live)  # the soonest every live one could be taken over
+        wait = min(max(1, math.ceil(stale_in)), RETRY_AFTER_MAX_SECONDS)
+        raise HTTPException(status_code=409, detail=SENDING_ALREADY, headers={"Retry-After": str(wait)})
+    for upload in uploads:
+        idle = round(upload.idle_seconds(now))
+        await ingest.access.audit.record(AuditEvent("checkin.upload_abandoned", who,
+                                                    patient_id=local_patient_id(job.patient_id),
+                                                    job_id=job.job_id, detail={"idle_seconds": idle}))
+        await proxy.store.abort(job.s3_key, upload.upload_id)
+        log.info("an abandoned upload was aborted; a new one takes over", job_id=job.job_id, idle_seconds=idle)
 
 
 @event_router.post("/api/v1/events", response_model=EventAccepted, status_code=202, tags=["check-ins"])
@@ -352,14 +404,17 @@ async def submit_event(request: Request, who: Principal = Depends(allow(caller, 
     return EventAccepted(job_id=job_id, message_id=message_id)
 
 
-@event_router.get("/api/v1/jobs/{job_id}", response_model=JobStatus, tags=["check-ins"])
+@event_router.get("/api/v1/jobs/{job_id}", response_model=CheckinStatus, tags=["check-ins"])
 async def job_status(job_id: str = JobId, who: Principal = Depends(allow(caller, *READS_JOB_STATUS)),
-                     ingest: Ingest = Depends(ingest_of)) -> JobStatus:
-    """Status and progress. No patient id and no findings: those are the results API's."""
+                     ingest: Ingest = Depends(ingest_of)) -> CheckinStatus:
+    """Status and progress. No patient id and no findings: those are the results API's. `awaiting_recording`
+    says whether an upload is still accepted: a client whose upload got 409 reads it to know whether an
+    earlier try stored the file."""
     job = await ingest.jobs.get(job_id)
     if job is None or not who.owns(job.clinic_id):
         raise HTTPException(status_code=404, detail=f"no job {job_id}")
-    return JobStatus.of(job, with_patient=False)
+    return CheckinStatus(**JobStatus.of(job, with_patient=False).model_dump(),
+                         awaiting_recording=await ingest.waiting_for_recording(job))
 
 
 def create_app(uploads: UploadPolicy, jobs: JobStore, sign_upload: PostSigner, access: IngestAccess,

@@ -73,7 +73,8 @@ async def serve_api(context: StageContext[IngestSettings], stop: asyncio.Event) 
     app = create_app(settings.uploads, context.jobs, build_upload_signer(settings, context.common, context.storage),
                      IngestAccess(access.authenticator, access.audit, access.limiter, access.links, settings.limits),
                      enqueue_event, patient_page=page, recording_arrived=store.exists,
-                     proxy=UploadProxy(store, settings.patient_part_bytes) if settings.upload_mode == "proxy" else None)
+                     proxy=UploadProxy(store, settings.patient_part_bytes, settings.upload_stale_seconds)
+                     if settings.upload_mode == "proxy" else None)
     await serve_http(app, settings.api_host, settings.api_port, stop, port_setting="INGEST_API_PORT", required=True)
 
 

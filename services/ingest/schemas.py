@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.checkin import Metadata, PatientId
+from shared.domain.job import JobStatus
 from shared.domain.options import CheckinOptions
 from shared.domain.timeline import TimelineField
 
@@ -57,3 +58,10 @@ class RecordingReceived(BaseModel):
 class EventAccepted(BaseModel):
     job_id: str
     message_id: str
+
+
+class CheckinStatus(JobStatus):
+    """A job as ingest shows it: its status, and whether the check-in still waits for its recording."""
+
+    awaiting_recording: bool = Field(description="an upload of the recording is still accepted (false once S3 "
+                                                 "holds it or the job has moved on)")

@@ -51,6 +51,13 @@ class IngestSettings(StageSettings):
     # every part but the last), each its own request; SCHIZODOT_MAX_UPLOAD_BYTES bounds the whole.
     # In mode "proxy" it is also the most this API holds in memory per upload.
     patient_part_bytes: int = Field(8 * 1024**2, ge=1)
+    # Mode "proxy": an open upload of a check-in that S3 has seen no part of (ListParts' LastModified, or
+    # its Initiated) for this long is abandoned (its ingest process died, or its abort failed), and a new
+    # PUT of the recording aborts it and takes over; a livelier one answers 409 with Retry-After. A live
+    # upload shows a part every `patient_part_bytes`: 8 MiB in 120 s is a sender at 0.56 Mbit/s, slower
+    # than a phone on a weak 3G uplink still manages (about 1 Mbit/s: 67 s a part), while a client kept
+    # waiting by a dead upload waits 2 minutes, not the day until the bucket's lifecycle rule.
+    upload_stale_seconds: float = Field(120.0, ge=1.0)
     uploads: UploadPolicy = Field(default_factory=UploadPolicy)
     limits: CheckinLimits = Field(default_factory=CheckinLimits)
     auth: AuthSettings = Field(default_factory=AuthSettings)  # who people are (SCHIZODOT_AUTH_*, shared.identity.auth)

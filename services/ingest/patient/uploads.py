@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -50,6 +51,10 @@ class UploadGone(Exception):
     """S3 no longer knows this multipart upload (aborted or expired): it cannot be resumed."""
 
 
+class RecordingExists(Exception):
+    """S3 already holds an object at the key: a completion that would replace it was refused."""
+
+
 @dataclass(frozen=True)
 class PartPlan:
     number: int
@@ -61,6 +66,17 @@ class StoredPart:
     number: int
     size: int
     etag: str
+
+
+@dataclass(frozen=True)
+class OpenUpload:
+    """A multipart upload in progress, and when S3 last saw it move: its initiation or its latest part."""
+
+    upload_id: str
+    last_activity: datetime
+
+    def idle_seconds(self, now: datetime) -> float:
+        return max(0.0, (now - self.last_activity).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -121,9 +137,10 @@ class MultipartStore(Protocol):
     async def create(self, key: str, content_type: str) -> str: ...
     async def presign_part(self, key: str, upload_id: str, number: int, size: int, expires_in: int) -> str: ...
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]: ...
-    async def complete(self, key: str, upload_id: str, parts: list[StoredPart]) -> None: ...
+    async def complete(self, key: str, upload_id: str, parts: list[StoredPart], *, if_absent: bool = False) -> None: ...
     async def abort(self, key: str, upload_id: str) -> None: ...
     async def open_uploads(self, key: str) -> list[str]: ...
+    async def open_upload_activity(self, key: str) -> list[OpenUpload]: ...
     async def exists(self, key: str) -> bool: ...
     async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> StoredPart: ...
 
@@ -173,15 +190,20 @@ class S3MultipartStore:
                 raise UploadGone(upload_id) from error
             raise
 
-    async def complete(self, key: str, upload_id: str, parts: list[StoredPart]) -> None:
+    async def complete(self, key: str, upload_id: str, parts: list[StoredPart], *, if_absent: bool = False) -> None:
+        """`if_absent`: S3 itself refuses to complete over an object already at the key (If-None-Match: *),
+        RecordingExists; so a late request can never replace what another one stored."""
         try:
             await self.s3.complete_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]},
+                **({"IfNoneMatch": "*"} if if_absent else {}),
             )
         except Exception as error:
             if _code(error) in ("NoSuchUpload", "404"):
                 raise UploadGone(upload_id) from error
+            if _code(error) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise RecordingExists(key) from error
             raise
 
     async def abort(self, key: str, upload_id: str) -> None:
@@ -194,6 +216,27 @@ class S3MultipartStore:
     async def open_uploads(self, key: str) -> list[str]:
         response = await self.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
         return [u["UploadId"] for u in response.get("Uploads", []) if u["Key"] == key]
+
+    async def open_upload_activity(self, key: str) -> list[OpenUpload]:
+        """The open uploads of `key` with S3's own times (ListMultipartUploads' Initiated, ListParts'
+        LastModified), so every ingest replica judges an upload's activity alike."""
+        response = await self.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        found = []
+        for upload in response.get("Uploads", []):
+            if upload["Key"] != key:
+                continue
+            latest = upload["Initiated"]
+            pages = self.s3.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key,
+                                                                 UploadId=upload["UploadId"])
+            try:
+                async for page in pages:
+                    latest = max([latest, *(p["LastModified"] for p in page.get("Parts", []))])
+            except Exception as error:
+                if _code(error) in ("NoSuchUpload", "404"):
+                    continue  # completed or aborted since it was listed
+                raise
+            found.append(OpenUpload(upload["UploadId"], latest))
+        return found
 
     async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> StoredPart:
         try:
@@ -242,7 +285,9 @@ async def stream_to_s3(store: MultipartStore, key: str, content_type: str, chunk
                        part_bytes: int, max_bytes: int) -> int:
     """Write a request body to S3 as it arrives, as a multipart upload of `part_bytes` parts: memory holds
     one part and one chunk, never the file. UploadRefused (nothing kept) for an empty or oversized file or
-    one that is not `content_type`; any failure aborts the upload, so S3 keeps nothing of it."""
+    one that is not `content_type`; any failure aborts the upload, so S3 keeps nothing of it. The completion
+    never replaces an object already at `key` (RecordingExists), and an upload aborted meanwhile (taken over
+    by a newer request, docs/uploads.md) fails with UploadGone: such a request can store nothing."""
     upload_id = await store.create(key, content_type)
     parts: list[StoredPart] = []
     buffer = bytearray()
@@ -266,7 +311,7 @@ async def stream_to_s3(store: MultipartStore, key: str, content_type: str, chunk
             raise UploadRefused(f"the file is not a {content_type} recording")
         if buffer:
             parts.append(await store.upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
-        await store.complete(key, upload_id, parts)
+        await store.complete(key, upload_id, parts, if_absent=True)
     except BaseException:
         await store.abort(key, upload_id)
         raise

@@ -51,8 +51,8 @@ class IngestSite:
 
 @asynccontextmanager
 async def ingest_site(settings: CommonSettings, state_dir: Path, *, part_bytes: int, max_bytes: int,
-                      scripts: ScriptCatalog | None = None, upload_mode: UploadMode = "proxy"
-                      ) -> AsyncIterator[IngestSite]:
+                      scripts: ScriptCatalog | None = None, upload_mode: UploadMode = "proxy",
+                      upload_stale_seconds: float = 120.0) -> AsyncIterator[IngestSite]:
     common = settings.model_copy(update={"pseudonym_key": PSEUDONYM_KEY})
     issuer = DevIssuer(state_dir).ensure()
     auth = AuthSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=issuer.jwks_path)
@@ -76,7 +76,7 @@ async def ingest_site(settings: CommonSettings, state_dir: Path, *, part_bytes: 
                                       CheckinLimits(checkins_per_window=1000)),
                          patient_page=PatientPage(router, *open_paths(), body_limits(policy)),
                          recording_arrived=store.exists,
-                         proxy=UploadProxy(store, part_bytes) if upload_mode == "proxy" else None)
+                         proxy=UploadProxy(store, part_bytes, upload_stale_seconds) if upload_mode == "proxy" else None)
         yield IngestSite(app, access, jobs, store, issuer)
 
 
