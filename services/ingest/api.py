@@ -366,7 +366,7 @@ async def _take_over_abandoned_uploads(ingest: Ingest, proxy: UploadProxy, job: 
     for upload in uploads:
         idle = round(upload.idle_seconds(now))
         await ingest.access.audit.record(AuditEvent("checkin.upload_abandoned", who,
-                                                    patient_id=local_patient_id(job.patient_id),
+                                                    patient_id=job.patient_id.patient,
                                                     job_id=job.job_id, detail={"idle_seconds": idle}))
         await proxy.store.abort(job.s3_key, upload.upload_id)
         log.info("an abandoned upload was aborted; a new one takes over", job_id=job.job_id, idle_seconds=idle)
