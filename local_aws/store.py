@@ -15,16 +15,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
-from local_aws.moto_internals import (
-    all_messages,
-    backends,
-    dump_kms_key,
-    empty_queue,
-    load_kms_key,
-    restore_message,
-    restored_upload,
-    upload_description,
-)
+from local_aws.moto_internals import (all_messages, backends, dump_kms_key, empty_queue, load_kms_key, restore_message,
+                                      restored_upload, upload_description)
 from local_aws.request import PostForm, Request, is_form, is_post_upload
 
 log = logging.getLogger("local_aws")

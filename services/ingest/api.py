@@ -51,20 +51,14 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Re
 
 from services.ingest.checkins import NewCheckin, create_checkin
 from services.ingest.handlers import ehr_media_problem
-from services.ingest.patient.uploads import (
-    MultipartStore,
-    RecordingExists,
-    UploadGone,
-    UploadRefused,
-    stream_to_s3,
-)
+from services.ingest.patient.uploads import MultipartStore, RecordingExists, UploadGone, UploadRefused, stream_to_s3
 from services.ingest.schemas import (
     AnalyzeResponse,
+    CheckinStatus,
     EventAccepted,
     LinkUploadRequest,
     PatientLinkRequest,
     PatientLinkResponse,
-    CheckinStatus,
     RecordingReceived,
 )
 from services.ingest.settings import CheckinLimits, UploadPolicy
