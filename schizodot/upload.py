@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
-from schizodot.resilience import RetryPolicy, ServiceUnreachable, http_request
+from schizodot.resilience import RETRIED_STATUSES, RetryPolicy, ServiceUnreachable, http_request
 
-# S3 may answer 500 InternalError or 503 SlowDown to a presigned POST; sending the same bytes again is safe.
-UPLOAD_RETRIED_STATUSES = frozenset({500, 429, 502, 503, 504})
+# S3 may also answer 500 InternalError to a presigned POST; sending the same bytes again is safe.
+UPLOAD_RETRIED_STATUSES = RETRIED_STATUSES | {500}
 
 
 def upload_arguments(created: dict[str, Any], filename: str, data: bytes, content_type: str,

@@ -213,18 +213,19 @@ class S3MultipartStore:
             if _code(error) not in ("NoSuchUpload", "404"):
                 raise
 
-    async def open_uploads(self, key: str) -> list[str]:
+    async def _listed(self, key: str) -> list[dict[str, Any]]:
+        """ListMultipartUploads for exactly `key` (the prefix also matches longer keys)."""
         response = await self.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
-        return [u["UploadId"] for u in response.get("Uploads", []) if u["Key"] == key]
+        return [u for u in response.get("Uploads", []) if u["Key"] == key]
+
+    async def open_uploads(self, key: str) -> list[str]:
+        return [u["UploadId"] for u in await self._listed(key)]
 
     async def open_upload_activity(self, key: str) -> list[OpenUpload]:
         """The open uploads of `key` with S3's own times (ListMultipartUploads' Initiated, ListParts'
         LastModified), so every ingest replica judges an upload's activity alike."""
-        response = await self.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
         found = []
-        for upload in response.get("Uploads", []):
-            if upload["Key"] != key:
-                continue
+        for upload in await self._listed(key):
             latest = upload["Initiated"]
             pages = self.s3.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key,
                                                                  UploadId=upload["UploadId"])
