@@ -1,6 +1,7 @@
 """The results API: a clinic's patients' history and job status here; erasure
 (services/results/erasure/api.py), the audit trail and API keys (admin.py) and dosing
-reviews (reviews.py) mounted beside them by `create_app`.
+reviews (reviews.py) mounted beside them by `create_app`. Routes are top-level functions that
+reach the API's state and the caller through dependencies (context.py).
 
 Every route but /health and the OpenAPI docs needs a credential (shared.identity.auth),
 checked before routing and validation: without one the answer is the same 401
@@ -27,12 +28,13 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel
 
-from services.results.api.admin import api_key_routes, audit_routes
+from services.results.api import admin
+from services.results.api import reviews as reviews_api
+from services.results.api.context import PAGE_LIMIT_DOC, PAGE_SIZE_CEILING, READER, Enqueue, ResultsApi, api_of
 from services.results.api.params import JobId, PatientIdPath, decode_token, encode_token
-from services.results.api.reviews import review_routes
 from services.results.console.router import open_paths as console_open_paths
 from services.results.dosing import DosingReviews
-from services.results.erasure.api import Enqueue, erasure_routes
+from services.results.erasure import api as erasure
 from services.results.erasure.store import ErasureStore
 from services.results.settings import ResultsSettings
 from shared.aws.history import HistoryReader
@@ -43,13 +45,9 @@ from shared.domain.patients import PatientKey
 from shared.identity.audit import AuditEvent, AuditTrail, install_audit_failure_handler
 from shared.identity.auth import Authenticator
 from shared.identity.credentials import ApiKeyStore
-from shared.identity.middleware import OPEN_PATHS, allow, install_authentication, principal_dependency
-from shared.identity.principal import Principal, Role
+from shared.identity.middleware import OPEN_PATHS, install_authentication, principal_dependency
+from shared.identity.principal import Principal
 from shared.runtime.http import install_readable_validation_errors, install_request_body_limit
-
-READERS = (Role.CLINICIAN, Role.CLINIC_ADMIN, Role.EHR_INTEGRATION)
-ADMIN = (Role.CLINIC_ADMIN,)
-REVIEWERS = (Role.CLINICIAN, Role.CLINIC_ADMIN)
 
 
 class JobDetail(BaseModel):
@@ -112,107 +110,122 @@ def create_app(settings: ResultsSettings, jobs: JobStore, history: HistoryReader
     install_readable_validation_errors(app)
     install_audit_failure_handler(app)
     install_request_body_limit(app)  # forms (the console's sign-in included) and JSON: small
-    principal = principal_dependency(access.authenticator)
-
-    @app.get("/health", tags=["health"])
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.state.results_api = ResultsApi(
+        principal=principal_dependency(access.authenticator), jobs=jobs, history=history, audit=access.audit,
+        api_keys=access.api_keys, erasures=access.erasures, enqueue_erasure=access.enqueue_erasure, reviews=reviews,
+        max_page_size=settings.api_max_page_size, erasure_wait_seconds=settings.erasure_wait_seconds)
+    app.include_router(health_router)
     # Declared for the OpenAPI docs ("Authorize"); the middleware enforces them.
     documented_auth = [Depends(APIKeyHeader(name="X-API-Key", auto_error=False)),
                        Depends(HTTPBearer(auto_error=False))]
-    readers = allow(principal, *READERS)
-    admins = allow(principal, *ADMIN)
-    for router in (job_routes(jobs, history, access.audit, readers),
-                   patient_routes(jobs, history, access.audit, readers, settings.api_max_page_size),
-                   erasure_routes(access.erasures, access.audit, access.enqueue_erasure, admins,
-                                  settings.erasure_wait_seconds),
-                   audit_routes(access.audit, admins, settings.api_max_page_size),
-                   api_key_routes(access.api_keys, access.audit, admins)):
-        app.include_router(router, dependencies=documented_auth)
-    if reviews is not None:
-        app.include_router(review_routes(reviews, allow(principal, *REVIEWERS), readers), dependencies=documented_auth)
+    for routes in (job_router, patient_router, erasure.router, admin.audit_router, admin.api_key_router,
+                   *((reviews_api.router,) if reviews is not None else ())):
+        app.include_router(routes, dependencies=documented_auth)
+    _document_page_size(app, settings.api_max_page_size)
     return app
 
 
-async def _job_of(jobs: JobStore, audit: AuditTrail, who: Principal, job_id: str, action: str) -> Job:
+def _document_page_size(app: FastAPI, max_page_size: int) -> None:
+    """The OpenAPI schema names the configured page size as `limit`'s maximum (the routes declare the
+    setting's ceiling; `ResultsApi.page_limit` enforces the configured size), as FastAPI's docs extend it."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = generate()  # FastAPI's own, cached on the app
+        for operation in (op for path in schema["paths"].values() for op in path.values()) if fresh else ():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "limit" and parameter["schema"].get("maximum") == PAGE_SIZE_CEILING:
+                    parameter["schema"]["maximum"] = max_page_size
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+health_router = APIRouter(tags=["health"])
+job_router = APIRouter(tags=["jobs"])
+patient_router = APIRouter(tags=["patients"])
+
+
+@health_router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _job_of(api: ResultsApi, who: Principal, job_id: str, action: str) -> Job:
     """The caller's clinic's job, or 404 in the words used for a job that does not exist."""
-    job = await jobs.get(job_id)
+    job = await api.jobs.get(job_id)
     if job is None or not who.owns(job.clinic_id):
-        await audit.record(AuditEvent(action, who, outcome="not_found", job_id=job_id))
+        await api.audit.record(AuditEvent(action, who, outcome="not_found", job_id=job_id))
         raise HTTPException(status_code=404, detail=f"no job {job_id}")
     return job
 
 
-def job_routes(jobs: JobStore, history: HistoryReader, audit: AuditTrail, readers) -> APIRouter:
-    router = APIRouter(tags=["jobs"])
+@job_router.get("/api/v1/jobs/{job_id}", response_model=JobStatus)
+async def job_status(job_id: str = JobId, who: Principal = Depends(READER), api: ResultsApi = Depends(api_of)
+                     ) -> JobStatus:
+    """Access pattern 2: a job's status and progress."""
+    job = await _job_of(api, who, job_id, "job.read")
+    await api.audit.record(AuditEvent("job.read", who, patient_id=job.patient_id.patient, job_id=job_id))
+    return JobStatus.of(job, with_patient=True)
 
-    @router.get("/api/v1/jobs/{job_id}", response_model=JobStatus)
-    async def job_status(job_id: str = JobId, who: Principal = Depends(readers)) -> JobStatus:
-        """Access pattern 2: a job's status and progress."""
-        job = await _job_of(jobs, audit, who, job_id, "job.read")
-        await audit.record(AuditEvent("job.read", who, patient_id=job.patient_id.patient, job_id=job_id))
-        return JobStatus.of(job, with_patient=True)
 
-    @router.get("/api/v1/jobs/{job_id}/detail", response_model=JobDetail)
-    async def job_detail(job_id: str = JobId, who: Principal = Depends(readers)) -> JobDetail:
-        """The whole job item (pipeline stages included) and, once completed, its result."""
-        job = await _job_of(jobs, audit, who, job_id, "job.detail_read")
-        result = await history.for_job(job.patient_id, job_id) if job.status == COMPLETED else None
-        await audit.record(AuditEvent("job.detail_read", who, patient_id=job.patient_id.patient,
-                                      job_id=job_id))
-        return JobDetail(job=shown_job(job), result=shown_result(result) if result else None)
+@job_router.get("/api/v1/jobs/{job_id}/detail", response_model=JobDetail)
+async def job_detail(job_id: str = JobId, who: Principal = Depends(READER), api: ResultsApi = Depends(api_of)
+                     ) -> JobDetail:
+    """The whole job item (pipeline stages included) and, once completed, its result."""
+    job = await _job_of(api, who, job_id, "job.detail_read")
+    result = await api.history.for_job(job.patient_id, job_id) if job.status == COMPLETED else None
+    await api.audit.record(AuditEvent("job.detail_read", who, patient_id=job.patient_id.patient, job_id=job_id))
+    return JobDetail(job=shown_job(job), result=shown_result(result) if result else None)
 
-    @router.get("/api/v1/results/{job_id}", response_model=ResultItem, tags=["results"])
-    async def result_for_job(job_id: str = JobId, who: Principal = Depends(readers)) -> ResultItem:
-        """The SchizodotUsers item of one job."""
-        job = await _job_of(jobs, audit, who, job_id, "result.read")
-        patient = job.patient_id.patient
-        if job.status != COMPLETED:
-            await audit.record(AuditEvent("result.read", who, outcome="not_found", patient_id=patient, job_id=job_id))
-            why = f": {job.error}" if job.status == FAILED and job.error else ""
-            raise HTTPException(status_code=404, detail=f"job {job_id} has no result ({job.status}{why})")
-        item = await history.for_job(job.patient_id, job_id)
-        await audit.record(AuditEvent("result.read", who, outcome="success" if item else "not_found",
+
+@job_router.get("/api/v1/results/{job_id}", response_model=ResultItem, tags=["results"])
+async def result_for_job(job_id: str = JobId, who: Principal = Depends(READER), api: ResultsApi = Depends(api_of)
+                         ) -> ResultItem:
+    """The SchizodotUsers item of one job."""
+    job = await _job_of(api, who, job_id, "result.read")
+    patient = job.patient_id.patient
+    if job.status != COMPLETED:
+        await api.audit.record(AuditEvent("result.read", who, outcome="not_found", patient_id=patient, job_id=job_id))
+        why = f": {job.error}" if job.status == FAILED and job.error else ""
+        raise HTTPException(status_code=404, detail=f"job {job_id} has no result ({job.status}{why})")
+    item = await api.history.for_job(job.patient_id, job_id)
+    await api.audit.record(AuditEvent("result.read", who, outcome="success" if item else "not_found",
                                       patient_id=patient, job_id=job_id))
-        if item is None:
-            raise HTTPException(status_code=404, detail=f"job {job_id} is completed but its result is missing")
-        return shown_result(item)
-
-    return router
+    if item is None:
+        raise HTTPException(status_code=404, detail=f"job {job_id} is completed but its result is missing")
+    return shown_result(item)
 
 
-def patient_routes(jobs: JobStore, history: HistoryReader, audit: AuditTrail, readers, max_page_size: int
-                   ) -> APIRouter:
-    router = APIRouter(tags=["patients"])
+@patient_router.get("/api/v1/patients/{patient_id}/jobs", response_model=PatientJobs)
+async def patient_jobs(
+    patient_id: str = PatientIdPath,
+    limit: int = Query(20, ge=1, le=PAGE_SIZE_CEILING, description=PAGE_LIMIT_DOC),
+    status_filter: Literal["queued", "processing", "completed", "failed"] | None = None,
+    who: Principal = Depends(READER),
+    api: ResultsApi = Depends(api_of),
+) -> PatientJobs:
+    """Access pattern 4: a patient's jobs, newest first (GSI), optionally of one status."""
+    found = await api.jobs.list_for_patient(who.key_of(patient_id), limit=api.page_limit(limit), status=status_filter)
+    await api.audit.record(AuditEvent("patient.jobs_read", who, patient_id=patient_id, detail={"count": len(found)}))
+    return PatientJobs(patient_id=patient_id, count=len(found),
+                       jobs=[JobStatus.of(job, with_patient=True) for job in found])
 
-    @router.get("/api/v1/patients/{patient_id}/jobs", response_model=PatientJobs)
-    async def patient_jobs(
-        patient_id: str = PatientIdPath,
-        limit: int = Query(20, ge=1, le=max_page_size),
-        status_filter: Literal["queued", "processing", "completed", "failed"] | None = None,
-        who: Principal = Depends(readers),
-    ) -> PatientJobs:
-        """Access pattern 4: a patient's jobs, newest first (GSI), optionally of one status."""
-        found = await jobs.list_for_patient(who.key_of(patient_id), limit=limit, status=status_filter)
-        await audit.record(AuditEvent("patient.jobs_read", who, patient_id=patient_id, detail={"count": len(found)}))
-        return PatientJobs(patient_id=patient_id, count=len(found),
-                           jobs=[JobStatus.of(job, with_patient=True) for job in found])
 
-    @router.get("/api/v1/patients/{patient_id}/results", response_model=PatientResults)
-    async def patient_results(
-        patient_id: str = PatientIdPath,
-        limit: int = Query(10, ge=1, le=max_page_size),
-        next_token: str | None = Query(None, max_length=2048, description="from the previous page"),
-        who: Principal = Depends(readers),
-    ) -> PatientResults:
-        """Access pattern 6: a patient's results, newest first, a page at a time."""
-        stored = who.key_of(patient_id)
-        after = decode_token(next_token, stored) if next_token else None
-        items, more = await history.page(stored, limit, after)
-        await audit.record(AuditEvent("patient.results_read", who, patient_id=patient_id,
+@patient_router.get("/api/v1/patients/{patient_id}/results", response_model=PatientResults)
+async def patient_results(
+    patient_id: str = PatientIdPath,
+    limit: int = Query(10, ge=1, le=PAGE_SIZE_CEILING, description=PAGE_LIMIT_DOC),
+    next_token: str | None = Query(None, max_length=2048, description="from the previous page"),
+    who: Principal = Depends(READER),
+    api: ResultsApi = Depends(api_of),
+) -> PatientResults:
+    """Access pattern 6: a patient's results, newest first, a page at a time."""
+    stored = who.key_of(patient_id)
+    after = decode_token(next_token, stored) if next_token else None
+    items, more = await api.history.page(stored, api.page_limit(limit), after)
+    await api.audit.record(AuditEvent("patient.results_read", who, patient_id=patient_id,
                                       detail={"count": len(items)}))
-        return PatientResults(patient_id=patient_id, count=len(items), results=[shown_result(i) for i in items],
-                              next_token=encode_token(more) if more else None)
-
-    return router
+    return PatientResults(patient_id=patient_id, count=len(items), results=[shown_result(i) for i in items],
+                          next_token=encode_token(more) if more else None)

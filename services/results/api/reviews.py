@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 
 from services.results import adherence
-from services.results.dosing import DosingReview, DosingReviews, PillBox, ReviewConflict, ReviewNotFound
-from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
+from services.results.api.context import READER, REVIEWER, ResultsApi, api_of
+from services.results.api.params import JobId, PatientIdPath
+from services.results.dosing import DosingReview, PillBox, ReviewConflict, ReviewNotFound
 from shared.domain.stored_results import clinic_of
 from shared.identity.audit import AuditEvent
 from shared.identity.principal import Principal
@@ -36,39 +37,37 @@ class ComplianceAnswer(BaseModel):
     compliance: dict[str, Any]
 
 
-def review_routes(reviews: DosingReviews, reviewers: Any, readers: Any) -> APIRouter:
-    router = APIRouter(tags=["dosing review"])
+router = APIRouter(tags=["dosing review"])
 
-    @router.post("/api/v1/jobs/{job_id}/dosing-review", response_model=ComplianceAnswer,
-                 responses={404: {"description": "no such job in your clinic"},
-                            409: {"description": "the check-in is still being analysed (or failed)"}})
-    async def dosing_review(body: DosingReviewRequest,
-                            job_id: str = Path(pattern=JOB_ID_PATTERN.pattern, description="e.g. job-abc123def456"),
-                            who: Principal = Depends(reviewers)) -> ComplianceAnswer:
-        """Record a reviewer's verdict on the recorded dosing: `taken`, `not_taken` or `unverifiable`
-        (the last two with a `reason` from the list the 422 names). A later verdict amends it; every
-        one is kept in `compliance.review.history`."""
-        try:
-            compliance = await reviews.record(who, job_id, DosingReview(verdict=body.verdict, reason=body.reason,
-                                                                        note=body.note), body.pill_boxes)
-        except ReviewNotFound:
-            raise HTTPException(status_code=404, detail=f"no job {job_id}")
-        except ReviewConflict as conflict:
-            raise HTTPException(status_code=409, detail=str(conflict))
-        return ComplianceAnswer(job_id=job_id, compliance=compliance)
 
-    @router.get("/api/v1/patients/{patient_id}/adherence")
-    async def patient_adherence(patient_id: str = Path(pattern=PATIENT_ID_PATTERN, description="your clinic's id"),
-                                days: int = Query(30, ge=1, le=365),
-                                who: Principal = Depends(readers)) -> dict[str, Any]:
-        """Check-ins of the last `days` days by what the dose rests on: verified by review, verified by a
-        validated detector, reported taken, reported missed or stopped, not taken, unverifiable, not
-        assessed; and the streak of verified or reported doses (saying which)."""
-        items = [i for i in await reviews.history.latest(who.key_of(patient_id), ADHERENCE_HISTORY)
-                 if clinic_of(i) in (None, who.clinic_id)]
-        found = adherence.adherence(patient_id, items, days, reviews.clock())
-        await reviews.audit.record(AuditEvent("patient.adherence_read", who, patient_id=patient_id,
-                                              detail={"days": days, "checkins": len(found.checkins)}))
-        return found.as_dict()
+@router.post("/api/v1/jobs/{job_id}/dosing-review", response_model=ComplianceAnswer,
+             responses={404: {"description": "no such job in your clinic"},
+                        409: {"description": "the check-in is still being analysed (or failed)"}})
+async def dosing_review(body: DosingReviewRequest, job_id: str = JobId, who: Principal = Depends(REVIEWER),
+                        api: ResultsApi = Depends(api_of)) -> ComplianceAnswer:
+    """Record a reviewer's verdict on the recorded dosing: `taken`, `not_taken` or `unverifiable`
+    (the last two with a `reason` from the list the 422 names). A later verdict amends it; every
+    one is kept in `compliance.review.history`."""
+    review = DosingReview(verdict=body.verdict, reason=body.reason, note=body.note)
+    try:
+        compliance = await api.reviews_or_404().record(who, job_id, review, body.pill_boxes)
+    except ReviewNotFound:
+        raise HTTPException(status_code=404, detail=f"no job {job_id}")
+    except ReviewConflict as conflict:
+        raise HTTPException(status_code=409, detail=str(conflict))
+    return ComplianceAnswer(job_id=job_id, compliance=compliance)
 
-    return router
+
+@router.get("/api/v1/patients/{patient_id}/adherence")
+async def patient_adherence(patient_id: str = PatientIdPath, days: int = Query(30, ge=1, le=365),
+                            who: Principal = Depends(READER), api: ResultsApi = Depends(api_of)) -> dict[str, Any]:
+    """Check-ins of the last `days` days by what the dose rests on: verified by review, verified by a
+    validated detector, reported taken, reported missed or stopped, not taken, unverifiable, not
+    assessed; and the streak of verified or reported doses (saying which)."""
+    reviews = api.reviews_or_404()
+    items = [i for i in await reviews.history.latest(who.key_of(patient_id), ADHERENCE_HISTORY)
+             if clinic_of(i) in (None, who.clinic_id)]
+    found = adherence.adherence(patient_id, items, days, reviews.clock())
+    await reviews.audit.record(AuditEvent("patient.adherence_read", who, patient_id=patient_id,
+                                          detail={"days": days, "checkins": len(found.checkins)}))
+    return found.as_dict()
