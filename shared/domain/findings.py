@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, SerializationInfo, ValidationError, model_serializer
 
 from shared.domain.errors import InputError
+from shared.domain.patients import ClinicPatientId, PatientKey
 
 # An int stays an int and a float a float (pydantic's smart union keeps the exact type): a value
 # read back from DynamoDB (shared.aws.dynamo turns 2.0 into 2) dumps as it was read.
@@ -57,6 +58,20 @@ class EmotionScore(Document):
     confidence: Number
 
 
+class EmotionMoment(Document):
+    """One sampled face frame of the recording (vision's `facial_emotion.timeline`): its top emotion, or
+    none and why (`no_reading`)."""
+
+    t: Number | None = None
+    emotion: str | None = None
+    confidence: Number | None = None
+    no_reading: str | None = None
+
+
+class Expressivity(Document):
+    blendshape_std: dict[str, Number] | None = None  # MediaPipe blendshape -> its standard deviation over time
+
+
 class Emotion(Document):
     """A speech (`audio_emotion`) or facial (`facial_emotion`) emotion reading, or why there is none."""
 
@@ -70,6 +85,8 @@ class Emotion(Document):
     note: str | None = None
     face_detected: bool | None = None  # vision only
     frame_count: int | None = None  # vision only
+    timeline: list[EmotionMoment] | None = None  # vision only
+    expressivity: Expressivity | None = None  # vision only
 
 
 class SelfReport(Document):
@@ -91,11 +108,47 @@ class DosingStep(Document):
     first_seen_s: Number | None = None
     confidence: Number | None = None
     note: str | None = None
+    evidence_frame: str | None = None  # the frame's key under artifacts/<job>/
+
+
+class EvidenceFrame(Document):
+    """A saved frame of a dosing step (vision's `compliance.evidence_frames`)."""
+
+    step: str | None = None
+    step_id: str | None = None
+    t: Number | None = None
+    key: str | None = None
+
+
+class ReviewClip(Document):
+    """The cut of the recording a reviewer watches (vision's `compliance.review_clip`)."""
+
+    key: str | None = None
+    start_s: Number | None = None
+    end_s: Number | None = None
+    source: str | None = None
+    reason: str | None = None
+
+
+class DosingVerdict(Document):
+    """A reviewer's verdict on the recorded dosing (`compliance.review`, services/results/dosing.py);
+    the current one carries its `revision`, the earlier ones (`history`) and what the pipeline said."""
+
+    verdict: str | None = None
+    reason: str | None = None
+    reason_text: str | None = None
+    note: str | None = None
+    by: str | None = None
+    by_name: str | None = None
+    at: str | None = None
+    revision: int | None = None
+    history: list[DosingVerdict] | None = None
 
 
 class PillDetector(Document):
     configured: bool | None = None
     model: str | None = None
+    note: str | None = None
 
 
 class Compliance(Document):
@@ -108,6 +161,12 @@ class Compliance(Document):
     pill_detector: PillDetector | None = None
     self_report: SelfReport | None = None
     steps: list[DosingStep] | None = None
+    face_detected: bool | None = None
+    hand_detected: bool | None = None
+    pill_detected: bool | None = None
+    evidence_frames: list[EvidenceFrame] | None = None
+    review_clip: ReviewClip | None = None
+    review: DosingVerdict | None = None  # set by a reviewer (services/results/dosing.py)
 
 
 class Word(Document):
@@ -130,6 +189,7 @@ class Transcript(Document):
     model: str | None = None
     reason: str | None = None
     language: str | None = None
+    language_probability: Number | None = None
 
 
 class RecordingSource(Document):
@@ -149,12 +209,55 @@ class AudioQuality(Document):
     clipped_fraction: Number | None = None
 
 
+class MarkerBaseline(Document):
+    """A marker's `baseline` block as stored (shared.domain.markers.Baseline, which validates it when
+    fusion writes it); read here without its consistency rules, so blocks of every version still read."""
+
+    available: bool | None = None
+    checkins: int | None = None
+    mean: Number | None = None
+    sd: Number | None = None
+    z_score: Number | None = None
+    relative_change: Number | None = None
+    notable: bool | None = None
+    direction: str | None = None
+    reason: str | None = None
+    measurable: bool | None = None
+    rules_fired: list[str] | None = None
+    rci: Number | None = None
+    rci_threshold: Number | None = None
+    cusum: Number | None = None
+    cusum_threshold: Number | None = None
+    cusum_checkins: int | None = None
+
+
+class MarkerValue(Document):
+    """One marker of a stored result (shared.domain.markers.Marker as written), for its readers."""
+
+    assessed: bool | None = None
+    value: Number | None = None
+    unit: str | None = None
+    method: str | None = None
+    quality_flags: list[str] | None = None
+    reason: str | None = None
+    baseline: MarkerBaseline | None = None
+
+
+StoredMarkers = dict[str, MarkerValue]  # a stored result's markers, by name
+
+
+class AnswerTranscript(Document):
+    text: str | None = None
+    language: str | None = None
+
+
 class Answer(Document):
     step_id: str | None = None
     start_s: Number | None = None
     end_s: Number | None = None
     clipped: bool | None = None
-    markers: dict[str, dict[str, Any]] | None = None  # name -> shared.domain.markers.Marker as a dict
+    markers: StoredMarkers | None = None
+    transcript: AnswerTranscript | str | None = None  # a plain string: the answer's words without their language
 
 
 class Answers(Document):
@@ -167,6 +270,7 @@ class Answers(Document):
     items: list[Answer] | None = None
 
 
+# A stage's markers as its artifact carries them (fusion reads them as dicts); a stored result's are typed.
 Markers = dict[str, dict[str, Any]]  # marker name -> shared.domain.markers.Marker as a dict (validated there)
 
 
@@ -177,6 +281,36 @@ class TranscriptFlag(Document):
     phrase: str
     start: Number | None = None
     end: Number | None = None
+
+
+class SummaryFlag(Document):
+    """A flagged statement as the clinical summary lists it (`clinical_summary.flags`): fusion's
+    `TranscriptFlag` with its note and severity; older items may carry `text` for the phrase."""
+
+    phrase: str | None = None
+    text: str | None = None
+    category: str | None = None
+    start: Number | None = None
+    end: Number | None = None
+    severity: str | None = None
+    note: str | None = None
+
+
+class TranscriptScreen(Document):
+    """What the safety screen of the transcript covered (fusion's `transcript_screen`)."""
+
+    assessed: bool | None = None
+    reason: str | None = None
+    method: str | None = None
+    language: str | None = None
+
+
+class RiskEvidence(Document):
+    """One risk factor with its severity and the evidence that raised it (fusion's `risk_evidence`)."""
+
+    factor: str
+    severity: str
+    evidence: str | None = None
 
 
 class BaselineReport(Document):
@@ -205,6 +339,13 @@ class MultimodalFusion(Document):
     modalities_not_assessed: dict[str, str] | None = None
     transcript_flags: list[TranscriptFlag] | None = None
     baseline: BaselineReport | None = None
+    risk_evidence: list[RiskEvidence] | None = None
+    method: str | None = None
+    overall_emotion_basis: list[str] | None = None  # the sides the overall emotion rests on: face, voice
+    face_emotion: str | None = None
+    voice_emotion: str | None = None
+    emotion_not_used: dict[str, str] | None = None  # side -> why its emotion was left out
+    transcript_screen: TranscriptScreen | None = None
 
 
 class ClinicalSummary(Document):
@@ -214,6 +355,9 @@ class ClinicalSummary(Document):
     recommendations: list[str] | None = None
     generated_by: str | None = None
     timestamp: str | None = None
+    change_from_baseline: str | None = None
+    flags: list[SummaryFlag | str] | None = None
+    transcript_screen: TranscriptScreen | None = None
 
 
 # --- the stage documents ----------------------------------------------------------------------
@@ -267,8 +411,8 @@ class Results(Document):
     compliance: Compliance
     multimodal_fusion: MultimodalFusion
     clinical_summary: ClinicalSummary
-    vocal_markers: Markers | None = None
-    video_markers: Markers | None = None
+    vocal_markers: StoredMarkers | None = None
+    video_markers: StoredMarkers | None = None
     answers: Answers | None = None
     transcript: Transcript | None = None
     audio_quality: AudioQuality | None = None
@@ -288,7 +432,8 @@ class ResultItem(Document):
     """A SchizodotUsers item (access pattern 6), in the seed's shape (shared/docs/DYNAMODB_SCHEMA.md).
 
     As stored, `user_id` is the patient key (clinic.patient), where the item's clinic is kept; the
-    APIs show the clinic's own patient id there, with its clinic as `clinic_id`."""
+    APIs show the clinic's own patient id there, with its clinic as `clinic_id` (`shown`). Readers
+    take it parsed once (`shared.domain.stored_results.stored_result`)."""
 
     user_id: str
     timestamp: str
@@ -299,15 +444,31 @@ class ResultItem(Document):
     processing_time_seconds: float | None = None
     status: str
     results: Results
+    metadata: dict[str, object] | None = None  # the caller's, on items that carried it
+
+    @property
+    def patient_key(self) -> PatientKey:
+        """The stored key the item is under (a shown item's clinic-local id reads as a key without a clinic)."""
+        return PatientKey.parse(self.user_id)
+
+    @property
+    def patient(self) -> ClinicPatientId:
+        """The id the clinic knows the patient by."""
+        return self.patient_key.patient
 
     @property
     def clinic_id(self) -> str | None:
         """The item's clinic: its key's, or (an item from before keys named it, or one as shown) its
-        `clinic_id` attribute."""
-        from shared.domain.patients import PatientKey  # the key is the one place the clinic is stored
-
+        `clinic_id` attribute, or its `metadata.clinic_id`."""
         extra = self.model_extra.get("clinic_id") if self.model_extra else None
-        return PatientKey.parse(self.user_id).clinic_id or (extra if isinstance(extra, str) else None)
+        written = (self.metadata or {}).get("clinic_id")
+        return self.patient_key.clinic_id or next((c for c in (extra, written) if isinstance(c, str) and c), None)
+
+    def shown(self) -> ResultItem:
+        """The item as the APIs show it: the clinic's own patient id as `user_id`, and its clinic named."""
+        key = self.patient_key
+        clinic = {"clinic_id": key.clinic_id} if key.clinic_id else {}
+        return ResultItem.model_validate({**self.stored(), **clinic, "user_id": key.patient})
 
 
 DocumentT = TypeVar("DocumentT", bound=Document)
@@ -321,12 +482,21 @@ def parse_document(model: type[DocumentT], document: object, what: str) -> Docum
     try:
         return model.model_validate(document)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}"
-                             for e in error.errors()[:5])
-        more = f" (and {error.error_count() - 5} more)" if error.error_count() > 5 else ""
-        raise InputError(f"{what} is not a valid {model.__name__}: {problems}{more}") from None
+        raise InputError(f"{what} is not a valid {model.__name__}: {wrong_fields(error)}") from None
 
 
-__all__ = ["Adherence", "Answer", "Answers", "AudioFindings", "AudioQuality", "ClinicalSummary", "Compliance", "Document",
-           "Emotion", "EmotionScore", "FusionDocument", "Markers", "MultimodalFusion", "Number", "PillDetector",
-           "DocumentT", "ResultItem", "Results", "Transcript", "VisionFindings", "parse_document"]
+def wrong_fields(error: ValidationError) -> str:
+    """Each field that is wrong and why, in words (never the values: they may be PHI)."""
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}"
+                         for e in error.errors()[:5])
+    more = f" (and {error.error_count() - 5} more)" if error.error_count() > 5 else ""
+    return problems + more
+
+
+__all__ = ["Adherence", "Answer", "AnswerTranscript", "Answers", "AudioFindings", "AudioQuality", "ClinicalSummary",
+           "Compliance", "Document", "DocumentT", "DosingStep", "DosingVerdict", "Emotion", "EmotionMoment",
+           "EmotionScore",
+           "EvidenceFrame", "Expressivity", "FusionDocument", "MarkerBaseline", "MarkerValue", "Markers",
+           "MultimodalFusion", "Number", "PillDetector", "ResultItem", "Results", "ReviewClip", "RiskEvidence",
+           "StoredMarkers", "SummaryFlag", "Transcript", "TranscriptScreen", "VisionFindings", "parse_document",
+           "wrong_fields"]

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from services.results.alerts import AlertService
 from services.results.console.tests.fakes import COOKIE, Console, stored
-from tests.browser.contract_items import history
+from tests.browser.contract_items import as_stored, history
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
@@ -36,7 +36,8 @@ def console(tmp_path):
     asyncio.run(c.add(north + other + south))
     service = AlertService(c.alerts, c.roster, c.clinics, NoQueue())
     for items in (north, south):
-        asyncio.run(service.on_result(items[0]["clinic_id"], items[-1], list(reversed(items[:-1]))))
+        read = as_stored(items)
+        asyncio.run(service.on_result(items[0]["clinic_id"], read[-1], list(reversed(read[:-1]))))
     c.north, c.other, c.south = north, other, south
     return c
 
