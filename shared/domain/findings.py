@@ -461,7 +461,7 @@ class ResultItem(Document):
         """The item's clinic: its key's, or (an item from before keys named it, or one as shown) its
         `clinic_id` attribute, or its `metadata.clinic_id`."""
         extra = self.model_extra.get("clinic_id") if self.model_extra else None
-        written = (self.metadata or {}).get("clinic_id")
+        written = self.metadata.get("clinic_id") if self.metadata else None
         return self.patient_key.clinic_id or next((c for c in (extra, written) if isinstance(c, str) and c), None)
 
     def shown(self) -> ResultItem:

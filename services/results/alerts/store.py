@@ -205,6 +205,7 @@ class InMemoryAlertStore:
         return sorted(found, key=lambda a: a.created_at, reverse=True)
 
     async def for_patient(self, clinic_id: str, patient_id: ClinicPatientId, limit: int = 50) -> list[Alert]:
+        patient_id = ClinicPatientId(patient_id)  # a stored key is a TypeError, as the table's index has it
         found = [a for (c, _), a in self.items.items() if c == clinic_id and a.patient_id == patient_id]
         return sorted(found, key=lambda a: a.alert_id, reverse=True)[:limit]
 
@@ -223,6 +224,7 @@ class InMemoryAlertStore:
             alert.delivery[channel] = delivery
 
     async def delete_for_patient(self, clinic_id: str, patient_id: ClinicPatientId) -> int:
+        patient_id = ClinicPatientId(patient_id)
         mine = [key for key, alert in self.items.items() if key[0] == clinic_id and alert.patient_id == patient_id]
         for key in mine:
             del self.items[key]

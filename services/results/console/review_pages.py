@@ -37,7 +37,7 @@ from services.results.dosing import (
     needs_review,
 )
 from shared.domain.checkin import artifacts_prefix
-from shared.domain.findings import DosingVerdict, ResultItem
+from shared.domain.findings import ResultItem
 from shared.domain.patients import ClinicPatientId
 from shared.domain.stored_results import checkin_time, fmt_local
 
@@ -102,8 +102,8 @@ async def review_page(console: Console, c: Caller, item: ResultItem, status: int
         found = next((f for f in compliance.evidence_frames or [] if f.step == step), None)
         frames.append({"step": step, "label": views.STEP_LABELS.get(step, step.replace("_", " ")),
                        "step_id": found.step_id if found else None, "t": found.t if found else None})
-    review = compliance.review or DosingVerdict()
-    history = list(review.history or []) + ([review] if review.verdict else [])
+    review = compliance.review if compliance.review and compliance.review.stored() else None
+    history = list(review.history or []) + ([review] if review.verdict else []) if review else []
     clip = compliance.review_clip
     return console.page("review.html", c, status=status, patient_id=item.patient, job_id=item.job_id, view=view,
                         compliance=compliance, clip=clip if clip and clip.stored() else None, frames=frames,
