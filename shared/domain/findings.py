@@ -186,10 +186,10 @@ def wrong_fields(error: ValidationError) -> str:
     return problems + more
 
 
-__all__ = ["Adherence", "Answer", "AnswerTranscript", "Answers", "AudioFindings", "AudioQuality", "ClinicalSummary",
-           "Compliance", "Document", "DocumentT", "DosingStep", "DosingVerdict", "Emotion", "EmotionMoment",
-           "EmotionScore",
-           "EvidenceFrame", "Expressivity", "FusionDocument", "MarkerBaseline", "MarkerValue", "Markers",
-           "MultimodalFusion", "Number", "PillDetector", "ResultItem", "Results", "ReviewClip", "RiskEvidence",
-           "StoredMarkers", "SummaryFlag", "Transcript", "TranscriptScreen", "VisionFindings", "parse_document",
-           "wrong_fields"]
+__all__ = ["Adherence", "Answer", "AnswerTranscript", "Answers", "AudioFindings", "AudioQuality", "BaselineReport",
+           "ClinicalSummary", "Compliance", "Document", "DocumentT", "DosingStep", "DosingVerdict",
+           "Emotion", "EmotionMoment", "EmotionScore", "EvidenceFrame", "Expressivity", "FusionDocument",
+           "MarkerBaseline", "MarkerValue", "Markers", "MultimodalFusion", "Number", "OptionsReport",
+           "PillDetector", "RecordingSource", "ResultItem", "Results", "ReviewClip", "RiskEvidence",
+           "Segment", "SelfReport", "StoredMarkers", "SummaryFlag", "Transcript", "TranscriptFlag",
+           "TranscriptScreen", "VisionFindings", "Word", "parse_document", "wrong_fields"]
