@@ -15,11 +15,14 @@ says how many of each: a reported dose is the patient's word, not an observation
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.domain.stored_results import checkin_time, results_of
+from shared.domain.findings import Document, ResultItem
+from shared.domain.patients import ClinicPatientId
+from shared.domain.stored_results import checkin_time, stored_result
 
 CATEGORIES = ("verified_by_review", "verified_by_detector", "reported_taken", "reported_missed", "not_taken",
               "unverifiable", "not_assessed")
@@ -39,17 +42,17 @@ TAKEN = VERIFIED | {"reported_taken"}
 REVIEW_CATEGORY = {"taken": "verified_by_review", "not_taken": "not_taken", "unverifiable": "unverifiable"}
 
 
-def intake_of(item: dict[str, Any]) -> str:
-    compliance = results_of(item).get("compliance") or {}
-    review = compliance.get("review") or {}
-    if review.get("verdict") in REVIEW_CATEGORY:
-        return REVIEW_CATEGORY[review["verdict"]]
-    status = compliance.get("verification_status")
+def intake_of(item: ResultItem) -> str:
+    compliance = item.results.compliance
+    verdict = compliance.review.verdict if compliance.review else None
+    if verdict in REVIEW_CATEGORY:
+        return REVIEW_CATEGORY[verdict]
+    status = compliance.verification_status
     if status == "compliant":
         return "verified_by_detector"
     if status == "non_compliant":
         return "not_taken"
-    said = (compliance.get("self_report") or {}).get("classification")
+    said = compliance.self_report.classification if compliance.self_report else None
     if said == "taken":
         return "reported_taken"
     if said in ("missed", "stopped"):
@@ -67,7 +70,7 @@ class Streak:
     words: str
 
 
-def streak(items: list[dict[str, Any]]) -> Streak:
+def streak(items: Sequence[ResultItem]) -> Streak:
     """Check-ins in a row, newest first, with the dose verified or reported taken."""
     if not items:
         return Streak(0, 0, 0, "no check-ins")
@@ -96,7 +99,7 @@ def streak(items: list[dict[str, Any]]) -> Streak:
 
 @dataclass
 class Adherence:
-    patient_id: str
+    patient_id: ClinicPatientId
     days: int
     since: str
     until: str
@@ -110,23 +113,33 @@ class Adherence:
                 "categories": WORDS}
 
 
-def adherence(patient_id: str, items: list[dict[str, Any]], days: int, now: datetime) -> Adherence:
-    """Counts by source over the last `days` days (items newest first), each check-in with its category."""
+def adherence(patient_id: ClinicPatientId, items: Sequence[ResultItem | Mapping[str, object]], days: int,
+              now: datetime) -> Adherence:
+    """Counts by source over the last `days` days (items newest first), each check-in with its category.
+
+    Items not yet parsed are parsed here: the results API's adherence route still hands them as read
+    (services/results/api/reviews.py); once it parses them at its edge this takes `ResultItem`s only."""
+    parsed = [i if isinstance(i, ResultItem) else stored_result(i) for i in items]
     since = now - timedelta(days=days)
-    within = [i for i in items if since <= checkin_time(i) <= now]
+    within = [i for i in parsed if since <= checkin_time(i) <= now]
     categories = [intake_of(i) for i in within]
     counts = Counter(categories)
     run = streak(within)
     checkins = []
     for item, category in zip(within, categories):
-        compliance = results_of(item).get("compliance") or {}
-        review = compliance.get("review") or {}
-        said = compliance.get("self_report") or {}
+        compliance = item.results.compliance
+        review, said = compliance.review, compliance.self_report
         checkins.append({
-            "job_id": item.get("job_id"), "timestamp": item.get("timestamp"), "intake": category,
-            "words": WORDS[category], "verification_status": compliance.get("verification_status"),
-            "review": {k: review.get(k) for k in ("verdict", "reason", "by", "at", "revision")} if review else None,
-            "self_report": {k: said.get(k) for k in ("classification", "words", "method")} if said else None})
+            "job_id": item.job_id, "timestamp": item.timestamp, "intake": category,
+            "words": WORDS[category], "verification_status": compliance.verification_status,
+            "review": _picked(review, ("verdict", "reason", "by", "at", "revision")),
+            "self_report": _picked(said, ("classification", "words", "method"))})
     return Adherence(patient_id, days, since.strftime("%Y-%m-%dT%H:%M:%SZ"), now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                      {c: counts.get(c, 0) for c in CATEGORIES}, checkins,
                      {"length": run.length, "verified": run.verified, "reported": run.reported, "words": run.words})
+
+
+def _picked(block: Document | None, names: tuple[str, ...]) -> dict[str, object] | None:
+    """`names` of a stored block, as stored (None where the block is absent or empty, as the API shows it)."""
+    stored = block.stored() if block is not None else {}
+    return {name: stored.get(name) for name in names} if stored else None

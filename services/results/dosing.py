@@ -37,7 +37,9 @@ from shared.aws.history import HistoryReader
 from shared.aws.jobs import JobStore
 from shared.aws.storage import ObjectStore
 from shared.domain.checkin import artifact_key
+from shared.domain.findings import ResultItem
 from shared.domain.job import COMPLETED, FAILED, Job
+from shared.domain.stored_results import stored_result
 from shared.identity.audit import AuditEvent, AuditTrail
 from shared.identity.principal import Principal
 from shared.runtime.events import encode_event
@@ -141,10 +143,10 @@ def reviewed(compliance: dict[str, Any], review: DosingReview, who: Principal, a
                        "automated": automated}}
 
 
-def needs_review(item: dict[str, Any]) -> bool:
+def needs_review(item: ResultItem) -> bool:
     """Intake not verified and no reviewer has said yet."""
-    compliance = (item.get("results") or {}).get("compliance") or {}
-    return not compliance.get("review") and compliance.get("verification_status") != "compliant"
+    compliance = item.results.compliance
+    return not (compliance.review and compliance.review.stored()) and compliance.verification_status != "compliant"
 
 
 def pill_box_key(job_id: str, step: str, revision: int) -> str:
@@ -185,7 +187,8 @@ class DosingReviews:
                 f"is still {job.status}; review it once its analysis is done"
             raise ReviewConflict(f"check-in {job_id} {why}")
         found = await self.history.for_job(job.patient_id, job_id)
-        if found is None:
+        target = stored_result(found) if found is not None else None
+        if target is None:
             await self.audit.record(AuditEvent(action, who, outcome="not_found", patient_id=patient, job_id=job_id))
             raise ReviewNotFound(f"no job {job_id}")
         # Audited before it is written: no verdict is stored unaudited.
@@ -193,35 +196,34 @@ class DosingReviews:
             "verdict": review.verdict, "reason": review.reason, "note_chars": len(review.note or ""),
             "pill_boxes": len(boxes or [])}))
         for attempt in range(WRITE_ATTEMPTS):
-            item = await self.writer.get(found["user_id"], found["timestamp"])
-            if item is None:
+            stored = await self.writer.get(target.patient_key, target.timestamp)
+            if stored is None:
                 raise ReviewNotFound(f"no job {job_id}")
-            compliance = (item.get("results") or {}).get("compliance") or {}
-            revision = int((compliance.get("review") or {}).get("revision") or 0)
+            item = stored_result(stored)
+            compliance = item.results.compliance
+            revision = (compliance.review.revision if compliance.review else None) or 0
             stamp = self.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             saved_boxes = await self._save_boxes(job, item, boxes or [], revision + 1, who, stamp)
-            updated = reviewed(compliance, review, who, stamp, saved_boxes)
-            if await self.writer.replace_compliance(item["user_id"], item["timestamp"], updated, revision):
+            updated = reviewed(compliance.stored(), review, who, stamp, saved_boxes)
+            if await self.writer.replace_compliance(item.patient_key, item.timestamp, updated, revision):
                 break
             await asyncio.sleep(0.02 * (attempt + 1))  # another reviewer wrote first: read theirs, go after it
         else:
             raise RuntimeError(f"check-in {job_id}: the review could not be written after {WRITE_ATTEMPTS} tries")
-        item = {**item, "results": {**item["results"], "compliance": updated}}
         await self.jobs.update_summary(job_id, {"compliance_score": updated["compliance_score"],
                                                 "verification_status": updated["verification_status"]})
-        await self._after(job, item, updated)
+        await self._after(job, stored_result({**stored, "results": {**stored["results"], "compliance": updated}}))
         return updated
 
-    async def _save_boxes(self, job: Job, item: dict[str, Any], boxes: list[PillBox], revision: int,
+    async def _save_boxes(self, job: Job, item: ResultItem, boxes: list[PillBox], revision: int,
                           who: Principal, at: str) -> list[dict[str, Any]]:
         if not boxes:
             return []
         if self.storage is None:
             raise RuntimeError("no object store: pill boxes cannot be kept")
-        frames = {s.get("step"): s.get("evidence_frame")
-                  for s in ((item.get("results") or {}).get("compliance") or {}).get("steps") or []}
-        frames |= {f.get("step"): f.get("key")
-                   for f in ((item.get("results") or {}).get("compliance") or {}).get("evidence_frames") or []}
+        compliance = item.results.compliance
+        frames = {s.step: s.evidence_frame for s in compliance.steps or []}
+        frames |= {f.step: f.key for f in compliance.evidence_frames or []}
         saved = []
         for box in boxes:
             frame = frames.get(box.step)
@@ -236,22 +238,21 @@ class DosingReviews:
                           "box_px": {"x": box.x, "y": box.y, "width": box.width, "height": box.height}})
         return saved
 
-    async def _after(self, job: Job, item: dict[str, Any], compliance: dict[str, Any]) -> None:
+    async def _after(self, job: Job, item: ResultItem) -> None:
         """The alert rule and the EHR, after the verdict is stored; a failure here is logged and does not
         undo the verdict (the next review, or the clinic's EHR reconciliation, carries it)."""
-        local = {**item, "user_id": job.patient_id.patient}  # the item is this job's
         if self.alerts is not None and job.clinic_id:
             try:
-                earlier = [{**i, "user_id": local["user_id"]}
-                           for i in await self.history.latest(item["user_id"], self.alert_history + 1)
-                           if i.get("job_id") != item["job_id"] and i["timestamp"] < item["timestamp"]]
-                await self.alerts.on_review(job.clinic_id, local, earlier[: self.alert_history])
+                earlier = [i for i in map(stored_result, await self.history.latest(item.patient_key,
+                                                                                   self.alert_history + 1))
+                           if i.job_id != item.job_id and i.timestamp < item.timestamp]
+                await self.alerts.on_review(job.clinic_id, item, earlier[: self.alert_history])
             except Exception as error:
                 log.error("alert rules after a dosing review failed", error=f"{type(error).__name__}: {error}"[:300])
         if self.ehr is not None and self.ehr.enabled:
             try:
-                bundle = medication_administration_bundle(local, self.patient_identifier_system)
-                revision = compliance["review"]["revision"]
+                bundle = medication_administration_bundle(item, self.patient_identifier_system)
+                revision = item.results.compliance.review.revision if item.results.compliance.review else None
                 await self.audit.record_system("ehr.dosing_review_sent", clinic_id=job.clinic_id,
                                                stored_patient_key=job.patient_id, job_id=job.job_id,
                                                detail={"revision": revision})
@@ -264,4 +265,3 @@ class DosingReviews:
             except Exception as error:
                 log.error("the dosing review could not be sent to the EHR",
                           error=f"{type(error).__name__}: {error}"[:300])
-

@@ -31,3 +31,8 @@ class ModelUnavailable(ConfigurationError):
 
     def __init__(self, setting: str, path: object, reason: str) -> None:
         super().__init__(f"{reason}: {path} (set {setting} to a valid model file)", setting)
+
+
+class InvalidStoredResult(Exception):
+    """A SchizodotUsers item read back that is not a `ResultItem`: our data, not the caller's input, so
+    it is a server error naming the job and each wrong field (shared.domain.stored_results.stored_result)."""

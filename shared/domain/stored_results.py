@@ -1,5 +1,8 @@
 """Reading a stored result (a SchizodotUsers item, shaped as issue 10 stores it)
-for the console, the exports, the read API and the alert rules, in one place.
+for the console, the exports, FHIR, the read API and the alert rules, in one place.
+
+An item is parsed once where it is read (`stored_result`: the item as `ResultItem`, or an
+`InvalidStoredResult` naming the job and each wrong field); everything below reads the model.
 
 Markers travel in `results.vocal_markers` and `results.video_markers` in the
 `shared.domain.markers` shape (assessed, value, unit, method, quality_flags, reason,
@@ -11,11 +14,15 @@ change is shown but never called a decline).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import ValidationError
+
+from shared.domain.errors import InvalidStoredResult
+from shared.domain.findings import MarkerBaseline, MarkerValue, ResultItem, SummaryFlag, wrong_fields
 from shared.domain.patients import PatientKey
 
 MARKER_GROUPS = {"vocal_markers": "voice", "video_markers": "face"}
@@ -46,11 +53,25 @@ MEDICATION_WORDS = {
 MISSED_STATUSES = frozenset({"non_compliant", "not_taken"})  # seen not taken, by the detector or a reviewer
 
 
+def stored_result(item: Mapping[str, object]) -> ResultItem:
+    """A SchizodotUsers item as read back (shared.aws.history), parsed once. One that does not parse is
+    our data gone wrong, never skipped: an InvalidStoredResult naming the job and each wrong field."""
+    try:
+        return ResultItem.model_validate(item)
+    except ValidationError as error:
+        job = item.get("job_id") if isinstance(item, Mapping) else None
+        raise InvalidStoredResult(f"the stored result of {job if isinstance(job, str) else 'a job'} is not a valid "
+                                  f"ResultItem: {wrong_fields(error)}") from None
+
+
+NO_BASELINE = MarkerBaseline()
+
+
 @dataclass(frozen=True)
 class MarkerReading:
-    group: str  # vocal_markers | video_markers
+    group: str  # vocal_markers | video_markers (answers: an answer's markers)
     name: str
-    marker: dict[str, Any]
+    marker: MarkerValue
 
     @property
     def label(self) -> str:
@@ -58,70 +79,70 @@ class MarkerReading:
 
     @property
     def unit(self) -> str:
-        return str(self.marker.get("unit") or "")
+        return self.marker.unit or ""
 
     @property
     def value(self) -> float | None:
-        value = self.marker.get("value")
-        assessed = self.marker.get("assessed", value is not None)
+        value = self.marker.value
+        assessed = self.marker.assessed if "assessed" in self.marker.model_fields_set else value is not None
         return float(value) if assessed and isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     @property
-    def baseline(self) -> dict[str, Any]:
-        return self.marker.get("baseline") or {}
+    def baseline(self) -> MarkerBaseline:
+        return self.marker.baseline or NO_BASELINE
 
     @property
     def decline(self) -> bool:
         """Notably worse than the patient's own baseline, on the side that is worse for this marker."""
         worse = WORSE.get(self.name)
-        return bool(worse and self.baseline.get("notable") and self.baseline.get("direction") == worse)
+        return bool(worse and self.baseline.notable and self.baseline.direction == worse)
 
 
-def results_of(item: dict[str, Any]) -> dict[str, Any]:
-    return item.get("results") or {}
-
-
-def clinic_of(record: dict[str, Any]) -> str | None:
-    """The clinic a stored result belongs to: its patient key's (`user_id`, clinic.patient), where the
-    clinic is stored. Items from before the key carried it name it as `clinic_id` (or in `metadata`)."""
-    key = record.get("user_id")
+def clinic_of(record: Mapping[str, object]) -> str | None:
+    """The clinic of a stored result not yet parsed (`ResultItem.clinic_id` once it is): its patient key's
+    (`user_id`, clinic.patient), where the clinic is stored. Items from before the key carried it name it
+    as `clinic_id` (or in `metadata`)."""
+    key, metadata = record.get("user_id"), record.get("metadata")
     keyed = PatientKey.parse(key).clinic_id if isinstance(key, str) and key else None
-    return keyed or record.get("clinic_id") or (record.get("metadata") or {}).get("clinic_id")
+    named = record.get("clinic_id") or (metadata.get("clinic_id") if isinstance(metadata, Mapping) else None)
+    return keyed or (named if isinstance(named, str) else None)
 
 
-def markers(item: dict[str, Any]) -> list[MarkerReading]:
+def markers(item: ResultItem) -> list[MarkerReading]:
+    """The item's markers that carry a unit (every marker in shared.domain.markers' shape does)."""
     found = []
-    results = results_of(item)
     for group in MARKER_GROUPS:
-        for name, marker in (results.get(group) or {}).items():
-            if isinstance(marker, dict) and "unit" in marker:
+        for name, marker in (getattr(item.results, group) or {}).items():
+            if "unit" in marker.model_fields_set:
                 found.append(MarkerReading(group, name, marker))
     return found
 
 
-def risk_level(item: dict[str, Any]) -> str | None:
-    level = (results_of(item).get("multimodal_fusion") or {}).get("risk_level")
+def risk_level(item: ResultItem) -> str | None:
+    level = item.results.multimodal_fusion.risk_level
     return level if level in RISK_ORDER else None
 
 
-def medication_status(item: dict[str, Any]) -> str | None:
-    return (results_of(item).get("compliance") or {}).get("verification_status")
+def medication_status(item: ResultItem) -> str | None:
+    return item.results.compliance.verification_status
 
 
-def transcript_flags(item: dict[str, Any]) -> list[dict[str, Any]]:
-    """`clinical_summary.flags`, each as a dict with at least `phrase` (strings are taken as the phrase)."""
+def transcript_flags(item: ResultItem) -> list[SummaryFlag]:
+    """`clinical_summary.flags`, each with its `phrase` (a string is taken as the phrase, as is an older
+    flag's `text`); blank ones left out."""
     flags = []
-    for flag in (results_of(item).get("clinical_summary") or {}).get("flags") or []:
-        if isinstance(flag, str) and flag.strip():
-            flags.append({"phrase": flag})
-        elif isinstance(flag, dict) and str(flag.get("phrase") or flag.get("text") or "").strip():
-            flags.append({**flag, "phrase": str(flag.get("phrase") or flag.get("text"))})
+    for flag in item.results.clinical_summary.flags or []:
+        if isinstance(flag, str):
+            if flag.strip():
+                flags.append(SummaryFlag(phrase=flag))
+        elif str(flag.phrase or flag.text or "").strip():
+            flags.append(flag if flag.phrase else flag.model_copy(update={"phrase": str(flag.text)}))
     return flags
 
 
-def checkin_time(item: dict[str, Any]) -> datetime:
+def checkin_time(item: ResultItem) -> datetime:
     """When the check-in was analysed (the item's sort key), as an aware UTC datetime."""
-    return parse_time(item.get("timestamp") or item.get("analyzed_at") or "")
+    return parse_time(item.timestamp or item.analyzed_at or "")
 
 
 def parse_time(value: str) -> datetime:

@@ -10,7 +10,10 @@ import statistics
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from shared.domain.findings import ResultItem
 from shared.domain.markers import Baseline, Marker
+from shared.domain.patients import PatientKey
+from shared.domain.stored_results import stored_result
 
 VOCAL = {  # name: (unit, method, start, drift per check-in)
     "speaking_fraction": ("%", "silero-vad 6.2.3", 62.0, -1.0),
@@ -72,6 +75,22 @@ def history(patient_id: str, clinic_id: str, count: int = 8, start: datetime | N
         items.append(result_item(patient_id, clinic_id, when, f"job-{patient_id[-3:]}{i:09x}"[-16:], vocal, video,
                                  status, risk, transcript, flags if last else [], metadata or {}))
     return items
+
+
+def as_stored(items: list[dict[str, Any]]) -> list[ResultItem]:
+    """Items in the clinic's view as the results service reads them back: under the patient key, parsed."""
+    return [stored_result({**{k: v for k, v in item.items() if k != "clinic_id"},
+                           "user_id": PatientKey.of(item["clinic_id"], item["user_id"])}) for item in items]
+
+
+SEED_BLOCKS = ("audio_emotion", "facial_emotion", "compliance", "multimodal_fusion", "clinical_summary")
+
+
+def checkin(results: dict[str, Any]) -> ResultItem:
+    """One check-in as read back whose `results` are the seed's five blocks (a contract item's) with
+    `results` over them: only what a test gives beyond the blocks every item has."""
+    [base] = history("patient-101", "clinic-north", 1)
+    return as_stored([{**base, "results": {**{k: base["results"][k] for k in SEED_BLOCKS}, **results}}])[0]
 
 
 def result_item(patient_id: str, clinic_id: str, when: datetime, job_id: str, vocal: dict, video: dict,

@@ -23,7 +23,7 @@ from schizodot import samples
 from services.results.alerts import AlertService
 from services.results.console.tests.fakes import COOKIE, Console
 from shared.aws.clients import sync_client
-from tests.browser.contract_items import history
+from tests.browser.contract_items import as_stored, history
 from tests.browser.servers import BackgroundServer
 from tests.browser.test_patient_page import check_contrast
 
@@ -52,7 +52,8 @@ def console_site(aws_server, fake_media, tmp_path_factory):
     south = history("patient-900", "clinic-south", 3)
     run(console.add(north + others + south))
     service = AlertService(console.alerts, console.roster, console.clinics, NoQueue())
-    run(service.on_result("clinic-north", north[-1], list(reversed(north[:-1]))))
+    read = as_stored(north)
+    run(service.on_result("clinic-north", read[-1], list(reversed(read[:-1]))))
 
     # the latest check-in's video and evidence frames, as the pipeline stores them
     s3 = sync_client(aws_server, "s3")

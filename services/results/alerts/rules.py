@@ -21,15 +21,19 @@ made it fire, so the alert can be read without opening the check-in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from services.results.alerts.roster import RosterEntry
 from shared.domain.clinics import AlertRules
+from shared.domain.findings import ResultItem
+from shared.domain.patients import ClinicPatientId
 from shared.domain.stored_results import (
     MEDICATION_WORDS,
     MISSED_STATUSES,
+    MarkerReading,
     checkin_time,
     markers,
     medication_status,
@@ -41,7 +45,7 @@ from shared.domain.stored_results import (
 
 @dataclass(frozen=True)
 class AlertDraft:
-    patient_id: str
+    patient_id: ClinicPatientId
     rule: str
     severity: str
     title: str
@@ -52,9 +56,10 @@ class AlertDraft:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-def evaluate(item: dict[str, Any], earlier: list[dict[str, Any]], rules: AlertRules) -> list[AlertDraft]:
-    patient_id, job_id, at = item["user_id"], item.get("job_id"), item["timestamp"]
-    results = item.get("results") or {}
+def evaluate(item: ResultItem, earlier: Sequence[ResultItem], rules: AlertRules) -> list[AlertDraft]:
+    """The alerts `item` (a stored result) raises, given the patient's `earlier` results."""
+    patient_id, job_id, at = item.patient, item.job_id, item.timestamp
+    results = item.results
     drafts: list[AlertDraft] = []
 
     def draft(rule: str, severity: str, title: str, summary: str, evidence: dict[str, Any]) -> None:
@@ -62,8 +67,9 @@ def evaluate(item: dict[str, Any], earlier: list[dict[str, Any]], rules: AlertRu
 
     level = risk_level(item)
     if level and level in rules.risk_levels:
-        fusion = results.get("multimodal_fusion") or {}
-        evidence = fusion.get("risk_evidence") or [{"factor": f} for f in fusion.get("risk_factors") or []]
+        fusion = results.multimodal_fusion
+        evidence = ([e.stored() for e in fusion.risk_evidence] if fusion.risk_evidence
+                    else [{"factor": f} for f in fusion.risk_factors or []])
         reasons = "; ".join(str(e.get("evidence") or e.get("factor")) for e in evidence[:3]) or "no factors listed"
         draft("risk", level, f"Risk level {level}", f"The check-in's risk level is {level}: {reasons}.",
               {"risk_level": level, "risk_evidence": evidence})
@@ -76,13 +82,12 @@ def evaluate(item: dict[str, Any], earlier: list[dict[str, Any]], rules: AlertRu
             run.append(previous)
         if len(run) == rules.missed_medication_streak:
             n = len(run)
-            reason = (results.get("compliance") or {}).get("reason")
             draft("missed_medication", "high", f"Medication not taken {n} check-in{'s' if n > 1 else ''} in a row",
                   f"The medication was seen not taken in the last {n} check-in{'s' if n > 1 else ''}.",
-                  {"streak": n, "checkins": [{"job_id": r.get("job_id"), "timestamp": r.get("timestamp"),
+                  {"streak": n, "checkins": [{"job_id": r.job_id, "timestamp": r.timestamp,
                                               "status": MEDICATION_WORDS[medication_status(r) or "non_compliant"]}
                                              for r in run],
-                   "reason": reason})
+                   "reason": results.compliance.reason})
 
     if rules.baseline_decline:
         declines = [m for m in markers(item) if m.decline]
@@ -90,25 +95,30 @@ def evaluate(item: dict[str, Any], earlier: list[dict[str, Any]], rules: AlertRu
             names = ", ".join(m.label.lower() for m in declines)
             draft("baseline_decline", "moderate", "Decline from the patient's baseline",
                   f"Notably worse than the patient's usual: {names}.",
-                  {"markers": [{"marker": m.name, "label": m.label, "value": m.value, "unit": m.unit,
-                                "baseline_mean": m.baseline.get("mean"), "baseline_sd": m.baseline.get("sd"),
-                                "z_score": m.baseline.get("z_score"),
-                                "relative_change": m.baseline.get("relative_change"),
-                                "direction": m.baseline.get("direction"), "method": m.marker.get("method"),
-                                # the change rule that fired and its figures (fusion's change.py), when present
-                                **{k: m.baseline[k] for k in ("rules_fired", "rci", "rci_threshold", "cusum",
-                                                               "cusum_threshold", "cusum_checkins")
-                                   if m.baseline.get(k) is not None}}
-                               for m in declines]})
+                  {"markers": [_decline_evidence(m) for m in declines]})
 
     if rules.transcript_flags:
         flags = transcript_flags(item)
         if flags:
-            severity = "high" if any(f.get("severity", "high") == "high" for f in flags) else "moderate"
+            severity = "high" if any((f.severity if "severity" in f.model_fields_set else "high") == "high"
+                                     for f in flags) else "moderate"
             draft("transcript_flag", severity, "Flagged phrase in the transcript",
                   f"{len(flags)} phrase{'s' if len(flags) > 1 else ''} flagged in what the patient said.",
-                  {"flags": flags})
+                  {"flags": [f.stored() for f in flags]})
     return drafts
+
+
+# the change rule that fired and its figures (fusion's change.py), shown when present
+_CHANGE_FIGURES = ("rules_fired", "rci", "rci_threshold", "cusum", "cusum_threshold", "cusum_checkins")
+
+
+def _decline_evidence(reading: MarkerReading) -> dict[str, Any]:
+    baseline = reading.baseline
+    return {"marker": reading.name, "label": reading.label, "value": reading.value, "unit": reading.unit,
+            "baseline_mean": baseline.mean, "baseline_sd": baseline.sd, "z_score": baseline.z_score,
+            "relative_change": baseline.relative_change, "direction": baseline.direction,
+            "method": reading.marker.method,
+            **{name: getattr(baseline, name) for name in _CHANGE_FIGURES if getattr(baseline, name) is not None}}
 
 
 def missed_checkins(entries: list[RosterEntry], rules: AlertRules, now: datetime) -> list[AlertDraft]:

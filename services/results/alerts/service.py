@@ -11,7 +11,7 @@ with the clinician's note; the console audits it first (shared.identity.audit).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ from services.results.alerts.roster import Roster
 from services.results.alerts.rules import AlertDraft, evaluate, missed_checkins
 from services.results.alerts.store import Alert, AlertStore, alert_id_for
 from shared.domain.clinics import ClinicDirectory
+from shared.domain.findings import ResultItem
 
 NOTE_MAX = 2000
 
@@ -55,19 +56,16 @@ class AlertService:
         self.queue = queue
         self._clock = clock
 
-    async def on_result(self, clinic_id: str, item: dict[str, Any], earlier: list[dict[str, Any]]) -> list[Alert]:
-        """`item`: the SchizodotUsers item just stored, as the clinic knows it (`user_id` the clinic's own
-        patient id); `earlier`: the patient's results before it, newest first, in the same shape."""
-        await self.roster.record_checkin(clinic_id, item["user_id"], item["job_id"], item["timestamp"])
-        drafts = evaluate(item, [e for e in earlier if e.get("job_id") != item.get("job_id")],
-                          self.clinics.get(clinic_id).alerts)
-        return await self._raise(clinic_id, drafts)
+    async def on_result(self, clinic_id: str, item: ResultItem, earlier: Sequence[ResultItem]) -> list[Alert]:
+        """`item`: the SchizodotUsers item just stored; `earlier`: the patient's results before it, newest first."""
+        await self.roster.record_checkin(clinic_id, item.patient, item.job_id, item.timestamp)
+        return await self.on_review(clinic_id, item, earlier)
 
-    async def on_review(self, clinic_id: str, item: dict[str, Any], earlier: list[dict[str, Any]]) -> list[Alert]:
+    async def on_review(self, clinic_id: str, item: ResultItem, earlier: Sequence[ResultItem]) -> list[Alert]:
         """A reviewer's verdict changed a stored result: its rules run again (an alert already raised is
-        stored once by id, so only what the verdict newly makes true is raised); the roster is left as is."""
-        drafts = evaluate(item, [e for e in earlier if e.get("job_id") != item.get("job_id")],
-                          self.clinics.get(clinic_id).alerts)
+        stored once by id, so only what the verdict newly makes true is raised); the roster is left as is.
+        (`on_result` runs the rules through here after recording the check-in.)"""
+        drafts = evaluate(item, [e for e in earlier if e.job_id != item.job_id], self.clinics.get(clinic_id).alerts)
         return await self._raise(clinic_id, drafts)
 
     async def sweep(self) -> list[Alert]:

@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.aws.dynamo import delete_queried, from_item, is_conditional_failure, items, to_attribute, to_item
-from shared.domain.patients import PatientKey
+from shared.domain.patients import ClinicPatientId, PatientKey
 from shared.runtime.infra import OPEN_ALERTS_INDEX, PATIENT_ALERTS_INDEX
 
 NOTE_MAX = 2000
@@ -35,7 +35,7 @@ Severity = Literal["low", "moderate", "high"]
 ChannelState = Literal["pending", "delivered", "retrying", "dead_lettered"]
 
 
-def alert_id_for(clinic_id: str, patient_id: str, rule: str, trigger: str, triggered_at: str) -> str:
+def alert_id_for(clinic_id: str, patient_id: ClinicPatientId, rule: str, trigger: str, triggered_at: str) -> str:
     digest = hashlib.sha256(f"{clinic_id}\n{patient_id}\n{rule}\n{trigger}".encode()).hexdigest()[:16]
     stamp = triggered_at[:19].replace("-", "").replace(":", "")
     return f"{stamp}Z-{digest}"
@@ -56,7 +56,7 @@ class Alert(BaseModel):
 
     clinic_id: str
     alert_id: str
-    patient_id: str
+    patient_id: ClinicPatientId
     rule: str
     severity: Severity
     title: str
@@ -93,10 +93,10 @@ class AlertStore(Protocol):
     async def put_new(self, alert: Alert) -> bool: ...
     async def get(self, clinic_id: str, alert_id: str) -> Alert | None: ...
     async def open_alerts(self, clinic_id: str) -> list[Alert]: ...
-    async def for_patient(self, clinic_id: str, patient_id: str, limit: int = 50) -> list[Alert]: ...
+    async def for_patient(self, clinic_id: str, patient_id: ClinicPatientId, limit: int = 50) -> list[Alert]: ...
     async def acknowledge(self, clinic_id: str, alert_id: str, by: str, note: str, at: str) -> Alert | None: ...
     async def record_delivery(self, clinic_id: str, alert_id: str, channel: str, delivery: ChannelDelivery) -> None: ...
-    async def delete_for_patient(self, clinic_id: str, patient_id: str) -> int:
+    async def delete_for_patient(self, clinic_id: str, patient_id: ClinicPatientId) -> int:
         """Erasure: remove every alert of the patient; how many there were."""
 
 
@@ -133,13 +133,13 @@ class DynamoAlertStore:
         return await self._query(IndexName=OPEN_ALERTS_INDEX, KeyConditionExpression="clinic_id = :c",
                                  ExpressionAttributeValues={":c": {"S": clinic_id}}, ScanIndexForward=False)
 
-    async def for_patient(self, clinic_id: str, patient_id: str, limit: int = 50) -> list[Alert]:
+    async def for_patient(self, clinic_id: str, patient_id: ClinicPatientId, limit: int = 50) -> list[Alert]:
         found = await self._query(IndexName=PATIENT_ALERTS_INDEX, KeyConditionExpression="patient_key = :p",
                                   ExpressionAttributeValues={":p": {"S": str(PatientKey.of(clinic_id, patient_id))}},
                                   ScanIndexForward=False, limit=limit)
         return found
 
-    async def delete_for_patient(self, clinic_id: str, patient_id: str) -> int:
+    async def delete_for_patient(self, clinic_id: str, patient_id: ClinicPatientId) -> int:
         return await delete_queried(self._db, self._table, {
             "IndexName": PATIENT_ALERTS_INDEX, "KeyConditionExpression": "patient_key = :p",
             "ExpressionAttributeValues": {":p": {"S": str(PatientKey.of(clinic_id, patient_id))}}}, ("clinic_id", "alert_id"))
@@ -204,7 +204,8 @@ class InMemoryAlertStore:
         found = [a for (c, _), a in self.items.items() if c == clinic_id and a.state == "open"]
         return sorted(found, key=lambda a: a.created_at, reverse=True)
 
-    async def for_patient(self, clinic_id: str, patient_id: str, limit: int = 50) -> list[Alert]:
+    async def for_patient(self, clinic_id: str, patient_id: ClinicPatientId, limit: int = 50) -> list[Alert]:
+        patient_id = ClinicPatientId(patient_id)  # a stored key is a TypeError, as the table's index has it
         found = [a for (c, _), a in self.items.items() if c == clinic_id and a.patient_id == patient_id]
         return sorted(found, key=lambda a: a.alert_id, reverse=True)[:limit]
 
@@ -222,7 +223,8 @@ class InMemoryAlertStore:
         if alert is not None and (alert.delivery.get(channel) or ChannelDelivery()).state != "delivered":
             alert.delivery[channel] = delivery
 
-    async def delete_for_patient(self, clinic_id: str, patient_id: str) -> int:
+    async def delete_for_patient(self, clinic_id: str, patient_id: ClinicPatientId) -> int:
+        patient_id = ClinicPatientId(patient_id)
         mine = [key for key, alert in self.items.items() if key[0] == clinic_id and alert.patient_id == patient_id]
         for key in mine:
             del self.items[key]

@@ -30,8 +30,9 @@ from shared.aws.history import HistoryReader
 from shared.aws.jobs import JobStore
 from shared.domain.checkin import JOB_ID_PATTERN, PATIENT_ID_PATTERN
 from shared.domain.clinics import ClinicDirectory, ClinicProfile
+from shared.domain.findings import ResultItem
 from shared.domain.patients import ClinicPatientId, PatientKey
-from shared.domain.stored_results import clinic_of
+from shared.domain.stored_results import stored_result
 from shared.identity.audit import AuditTrail
 from shared.identity.middleware import allow
 from shared.identity.principal import Principal, Role
@@ -92,20 +93,28 @@ class Console:
     async def record(self, c: Caller, action: str, outcome: str = "success", **fields: Any) -> None:
         await self.audit.record(AuditEvent(action=action, principal=c.principal, outcome=outcome, **fields))
 
-    async def patient_of(self, c: Caller, patient_id: str, action: str) -> None:
-        """404 unless the patient is on the caller's clinic's roster (recorded as not_found)."""
-        if not _PATIENT.match(patient_id) or await self.roster.get(c.clinic_id, patient_id) is None:
-            await self.record(c, action, "not_found", patient_id=patient_id if _PATIENT.match(patient_id) else None)
+    async def patient_of(self, c: Caller, patient_id: str, action: str) -> ClinicPatientId:
+        """The patient of the URL as the clinic's own id; NotFound (recorded) unless it is on the caller's
+        clinic's roster."""
+        patient = ClinicPatientId(patient_id) if _PATIENT.match(patient_id) else None
+        if patient is None or await self.roster.get(c.clinic_id, patient) is None:
+            await self.record(c, action, "not_found", patient_id=patient)
             raise NotFound()
+        return patient
 
-    async def clinic_history(self, c: Caller, patient_id: str, limit: int) -> list[dict[str, Any]]:
-        return [i for i in await self.history.latest(c.key_of(patient_id), limit) if clinic_of(i) == c.clinic_id]
+    async def clinic_history(self, c: Caller, patient_id: ClinicPatientId, limit: int) -> list[ResultItem]:
+        """The patient's newest results in the caller's clinic, newest first, each parsed as it is read."""
+        found = map(stored_result, await self.history.latest(c.key_of(patient_id), limit))
+        return [item for item in found if item.clinic_id == c.clinic_id]
 
-    async def checkin_of(self, c: Caller, patient_id: str, job_id: str, action: str) -> dict[str, Any]:
-        await self.patient_of(c, patient_id, action)
-        item = await self.history.for_job(c.key_of(patient_id), job_id) if JOB_ID_PATTERN.match(job_id) else None
-        if item is None or clinic_of(item) != c.clinic_id:
-            await self.record(c, action, "not_found", patient_id=patient_id)
+    async def checkin_of(self, c: Caller, patient_id: str, job_id: str, action: str) -> ResultItem:
+        """The check-in `job_id` of the patient of the URL (`item.patient`, as `patient_of` checks it);
+        NotFound (recorded) for one of another clinic, or none."""
+        patient = await self.patient_of(c, patient_id, action)
+        found = await self.history.for_job(c.key_of(patient), job_id) if JOB_ID_PATTERN.match(job_id) else None
+        item = stored_result(found) if found is not None else None
+        if item is None or item.clinic_id != c.clinic_id:
+            await self.record(c, action, "not_found", patient_id=patient)
             raise NotFound()
         return item
 

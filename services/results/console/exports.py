@@ -16,25 +16,27 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.results import adherence
 from services.results.console.series import RISK_LABELS, marker_series, risk_series
+from shared.domain.findings import DosingVerdict, ResultItem
+from shared.domain.patients import ClinicPatientId
 from shared.domain.stored_results import MEDICATION_WORDS, WORSE, checkin_time, markers, medication_status, risk_level
 
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 PDF_MARKERS = ("facial_expressivity", "speech_rate", "pitch_variability", "speaking_fraction", "pause_rate")
 
 
-def _cell(value: Any) -> Any:
+def _cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(_FORMULA):
         return "'" + value
     return value
 
 
-def history_csv(patient_id: str, items_oldest_first: list[dict[str, Any]], zone: ZoneInfo) -> str:
+def history_csv(patient_id: ClinicPatientId, items_oldest_first: Sequence[ResultItem], zone: ZoneInfo) -> str:
     columns: list[tuple[str, str, str]] = []  # (group, name, unit)
     for item in items_oldest_first:
         for reading in markers(item):
@@ -54,35 +56,34 @@ def history_csv(patient_id: str, items_oldest_first: list[dict[str, Any]], zone:
         when = checkin_time(item)
         values = {(r.group, r.name, r.unit): r.value for r in markers(item)}
         status = medication_status(item)
-        compliance = (item.get("results") or {}).get("compliance") or {}
-        review = compliance.get("review") or {}
-        said = (compliance.get("self_report") or {}).get("classification") or ""
+        compliance = item.results.compliance
+        review = compliance.review or DosingVerdict()
+        said = (compliance.self_report.classification if compliance.self_report else None) or ""
         writer.writerow([_cell(v) for v in [
             when.astimezone(zone).isoformat(timespec="seconds"), when.strftime("%Y-%m-%dT%H:%M:%SZ"), patient_id,
-            item.get("job_id"), risk_level(item) or "", MEDICATION_WORDS.get(status or "", status or ""),
-            adherence.intake_of(item), review.get("verdict") or "", review.get("by_name") or review.get("by") or "",
-            review.get("at") or "", review.get("reason_text") or review.get("reason") or "",
-            review.get("revision") or "", said,
+            item.job_id, risk_level(item) or "", MEDICATION_WORDS.get(status or "", status or ""),
+            adherence.intake_of(item), review.verdict or "", review.by_name or review.by or "",
+            review.at or "", review.reason_text or review.reason or "", review.revision or "", said,
         ]] + ["" if values.get(key) is None else values[key] for key in columns])
     return out.getvalue()
 
 
-def _review_line(item: dict[str, Any]) -> str:
-    review = ((item.get("results") or {}).get("compliance") or {}).get("review") or {}
-    if not review:
+def _review_line(item: ResultItem) -> str:
+    review = item.results.compliance.review
+    if review is None or not review.stored():
         return "Latest dosing: not reviewed on video."
-    reason = f" ({review['reason_text']})" if review.get("reason_text") else ""
-    return (f"Latest dosing reviewed on video: {review['verdict'].replace('_', ' ')}{reason}, by "
-            f"{review.get('by_name') or review.get('by')} at {review.get('at', '')[:16].replace('T', ' ')} UTC.")
+    reason = f" ({review.reason_text})" if review.reason_text else ""
+    return (f"Latest dosing reviewed on video: {str(review.verdict).replace('_', ' ')}{reason}, by "
+            f"{review.by_name or review.by} at {(review.at or '')[:16].replace('T', ' ')} UTC.")
 
 
-def _adherence_line(items_oldest_first: list[dict[str, Any]], now: datetime) -> str:
-    counts = adherence.adherence("", list(reversed(items_oldest_first)), 30, now).counts
+def _adherence_line(patient_id: ClinicPatientId, items_oldest_first: Sequence[ResultItem], now: datetime) -> str:
+    counts = adherence.adherence(patient_id, list(reversed(items_oldest_first)), 30, now).counts
     shown = ", ".join(f"{adherence.WORDS[c]}: {n}" for c, n in counts.items() if n)
     return f"Last 30 days by source: {shown or 'no check-ins'}."
 
 
-def report_pdf(patient_id: str, clinic_name: str, items_oldest_first: list[dict[str, Any]], zone: ZoneInfo,
+def report_pdf(patient_id: ClinicPatientId, clinic_name: str, items_oldest_first: Sequence[ResultItem], zone: ZoneInfo,
                open_alerts: list[str], generated_at: datetime) -> bytes:
     from matplotlib.figure import Figure  # the object API: no pyplot state, safe in threads
 
@@ -99,7 +100,7 @@ def report_pdf(patient_id: str, clinic_name: str, items_oldest_first: list[dict[
             f"{MEDICATION_WORDS.get(medication_status(latest) or '', 'not assessed')}.",
             f"Open alerts: {len(open_alerts)}" + (f" ({'; '.join(open_alerts[:3])})" if open_alerts else "") + ".",
             _review_line(latest),
-            _adherence_line(items_oldest_first, generated_at),
+            _adherence_line(patient_id, items_oldest_first, generated_at),
         ]
     else:
         lines = ["No check-ins have been analysed yet."]

@@ -12,7 +12,6 @@ import asyncio
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs
 
 import plotly
@@ -25,7 +24,9 @@ from services.results.alerts import NOTE_MAX, AlreadyAcknowledged
 from services.results.console import exports, plots, series, views
 from services.results.console.context import Caller, Console, NotFound, caller, console_of, same_site
 from shared.domain.checkin import artifacts_prefix
+from shared.domain.findings import ResultItem
 from shared.domain.job import Job
+from shared.domain.patients import ClinicPatientId
 from shared.domain.stored_results import checkin_time, fmt_local
 
 HERE = Path(__file__).resolve().parent
@@ -57,7 +58,7 @@ async def patient_list(c: Caller = Depends(caller), q: str = "", sort: str = "ri
                        console: Console = Depends(console_of)):
     query = q.strip()[:100]
     entries = [e for e in await console.roster.patients(c.clinic_id) if query.lower() in e.patient_id.lower()]
-    open_by_patient: dict[str, int] = {}
+    open_by_patient: dict[ClinicPatientId, int] = {}
     for alert in await console.alerts.open_alerts(c.clinic_id):
         open_by_patient[alert.patient_id] = open_by_patient.get(alert.patient_id, 0) + 1
     reads = asyncio.Semaphore(LIST_CONCURRENCY)
@@ -84,29 +85,29 @@ async def open_alerts(c: Caller = Depends(caller), console: Console = Depends(co
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
 async def patient_page(patient_id: str, c: Caller = Depends(caller), console: Console = Depends(console_of)):
     try:
-        await console.patient_of(c, patient_id, "console.patient_view")
+        patient = await console.patient_of(c, patient_id, "console.patient_view")
     except NotFound:
         return console.not_found(c)
-    items = await console.clinic_history(c, patient_id, console.history_limit)
+    items = await console.clinic_history(c, patient, console.history_limit)
     oldest_first = list(reversed(items))
     zone, zone_name, now = c.clinic.zone, c.clinic.timezone, console.clock()
     marker_plots = [{"series": s, "figure": plots.marker_figure(s, zone_name) if s.has_data else None}
                     for s in series.marker_series(oldest_first, zone)]
     expressivity = next((p for p in marker_plots if p["series"].key == "facial_expressivity"), None)
-    active = [j for j in await console.jobs.list_for_patient(c.key_of(patient_id), limit=10)
+    active = [j for j in await console.jobs.list_for_patient(c.key_of(patient), limit=10)
               if j.active and j.clinic_id == c.clinic_id]
-    patient_alerts = views.alert_sort(await console.alerts.for_patient(c.clinic_id, patient_id))
-    await console.record(c, "console.patient_view", patient_id=patient_id, detail={"checkins": len(items)})
+    patient_alerts = views.alert_sort(await console.alerts.for_patient(c.clinic_id, patient))
+    await console.record(c, "console.patient_view", patient_id=patient, detail={"checkins": len(items)})
     risk = series.risk_series(oldest_first, zone)
     return console.page(
-        "patient.html", c, patient_id=patient_id, items=items, alerts=patient_alerts, active=active,
+        "patient.html", c, patient_id=patient, items=items, alerts=patient_alerts, active=active,
         risk_figure=plots.risk_figure(risk, zone_name) if risk.times else None, risk=risk,
         expressivity=expressivity, marker_plots=[p for p in marker_plots if p is not expressivity],
         calendar=views.adherence_calendar(items, zone, now.astimezone(zone).date()),
-        adherence={days: adherence.adherence(patient_id, items, days, now) for days in (7, 30)},
+        adherence={days: adherence.adherence(patient, items, days, now) for days in (7, 30)},
         adherence_words=adherence.WORDS, intake_of=adherence.intake_of,
         needs_review=dosing.needs_review, reviews_on=console.reviews is not None,
-        row=views.patient_row(await console.roster.get(c.clinic_id, patient_id), items,
+        row=views.patient_row(await console.roster.get(c.clinic_id, patient), items,
                               sum(a.state == "open" for a in patient_alerts), zone),
         when=lambda item: fmt_local(checkin_time(item), zone))
 
@@ -119,26 +120,25 @@ async def checkin_page(patient_id: str, job_id: str, c: Caller = Depends(caller)
     except NotFound:
         return console.not_found(c)
     job: Job | None = await console.jobs.get(job_id)
-    if job is not None and (job.patient_id != c.key_of(patient_id) or job.clinic_id != c.clinic_id):
+    if job is not None and (job.patient_id != item.patient_key or job.clinic_id != c.clinic_id):
         job = None
     view = views.checkin_view(item, job, c.clinic.zone, c.clinic.checkin)
-    results = item.get("results") or {}
-    facial = results.get("facial_emotion") or {}
-    timeline = facial.get("timeline") or []
-    labels = [e.get("emotion") for e in facial.get("all_emotions") or [] if e.get("emotion")]
-    shapes = (facial.get("expressivity") or {}).get("blendshape_std") or {}
-    await console.record(c, "console.checkin_view", patient_id=patient_id, job_id=job_id)
-    return console.page("checkin.html", c, patient_id=patient_id, job_id=job_id, view=view, facial=facial,
+    results = item.results
+    facial = results.facial_emotion
+    timeline = facial.timeline or []
+    labels = [e.emotion for e in facial.all_emotions or [] if e.emotion]
+    shapes = (facial.expressivity.blendshape_std if facial.expressivity else None) or {}
+    await console.record(c, "console.checkin_view", patient_id=item.patient, job_id=job_id)
+    return console.page("checkin.html", c, patient_id=item.patient, job_id=job_id, view=view, facial=facial,
                         timeline_figure=plots.emotion_timeline_figure(timeline, labels) if timeline else None,
                         expressivity_figure=plots.expressivity_figure(shapes) if shapes else None,
-                        fusion=results.get("multimodal_fusion") or {},
-                        summary=results.get("clinical_summary") or {},
-                        compliance=results.get("compliance") or {},
+                        fusion=results.multimodal_fusion, summary=results.clinical_summary,
+                        compliance=results.compliance,
                         needs_review=dosing.needs_review(item), reviews_on=console.reviews is not None)
 
 
 async def media_redirect(console: Console, c: Caller, patient_id: str, job_id: str, action: str,
-                         key_of: Callable[[dict[str, Any]], str | None], what: str) -> Response:
+                         key_of: Callable[[ResultItem], str | None], what: str) -> Response:
     """303 to a short-lived presigned GET of the check-in's media at `key_of(item)`; audited."""
     try:
         item = await console.checkin_of(c, patient_id, job_id, action)
@@ -146,9 +146,9 @@ async def media_redirect(console: Console, c: Caller, patient_id: str, job_id: s
         return console.not_found(c)
     key = key_of(item)
     if not key:
-        await console.record(c, action, "not_found", patient_id=patient_id, job_id=job_id, detail={"media": what})
+        await console.record(c, action, "not_found", patient_id=item.patient, job_id=job_id, detail={"media": what})
         return console.not_found(c)
-    await console.record(c, action, patient_id=patient_id, job_id=job_id, detail={"media": what})
+    await console.record(c, action, patient_id=item.patient, job_id=job_id, detail={"media": what})
     return RedirectResponse(await console.media.presign_get(key, console.media_url_seconds), status_code=303,
                             headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
@@ -156,18 +156,17 @@ async def media_redirect(console: Console, c: Caller, patient_id: str, job_id: s
 @router.get("/patients/{patient_id}/checkins/{job_id}/video")
 async def video(patient_id: str, job_id: str, c: Caller = Depends(caller), console: Console = Depends(console_of)):
     return await media_redirect(console, c, patient_id, job_id, "console.video_get",
-                                lambda item: item.get("s3_key"), "video")
+                                lambda item: item.s3_key, "video")
 
 
-def evidence_key(item: dict[str, Any], job_id: str, step: str) -> str | None:
+def evidence_key(item: ResultItem, job_id: str, step: str) -> str | None:
     """The stored evidence frame of `step`, if it is one of this job's artifacts."""
     if not _STEP.match(step):
         return None
-    compliance = (item.get("results") or {}).get("compliance") or {}
-    for found in compliance.get("steps") or []:
-        key = found.get("evidence_frame")
-        if found.get("step") == step and key and str(key).startswith(artifacts_prefix(job_id)):
-            return str(key)
+    for found in item.results.compliance.steps or []:
+        key = found.evidence_frame
+        if found.step == step and key and key.startswith(artifacts_prefix(job_id)):
+            return key
     return None
 
 
@@ -182,30 +181,30 @@ async def evidence(patient_id: str, job_id: str, step: str, c: Caller = Depends(
 @router.get("/patients/{patient_id}/history.csv")
 async def export_csv(patient_id: str, c: Caller = Depends(caller), console: Console = Depends(console_of)):
     try:
-        await console.patient_of(c, patient_id, "console.export_csv")
+        patient = await console.patient_of(c, patient_id, "console.export_csv")
     except NotFound:
         return console.not_found(c)
-    items = list(reversed(await console.clinic_history(c, patient_id, 1000)))
-    await console.record(c, "console.export_csv", patient_id=patient_id, detail={"checkins": len(items)})
-    body = exports.history_csv(patient_id, items, c.clinic.zone)
+    items = list(reversed(await console.clinic_history(c, patient, 1000)))
+    await console.record(c, "console.export_csv", patient_id=patient, detail={"checkins": len(items)})
+    body = exports.history_csv(patient, items, c.clinic.zone)
     return Response(body, media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="{patient_id}-history.csv"', "Cache-Control": "no-store",
+        "Content-Disposition": f'attachment; filename="{patient}-history.csv"', "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/patients/{patient_id}/report.pdf")
 async def export_pdf(patient_id: str, c: Caller = Depends(caller), console: Console = Depends(console_of)):
     try:
-        await console.patient_of(c, patient_id, "console.export_pdf")
+        patient = await console.patient_of(c, patient_id, "console.export_pdf")
     except NotFound:
         return console.not_found(c)
-    items = list(reversed(await console.clinic_history(c, patient_id, console.history_limit)))
-    titles = [a.title for a in await console.alerts.for_patient(c.clinic_id, patient_id) if a.state == "open"]
-    await console.record(c, "console.export_pdf", patient_id=patient_id, detail={"checkins": len(items)})
-    body = await run_in_threadpool(exports.report_pdf, patient_id, c.clinic.name or c.clinic_id, items,
+    items = list(reversed(await console.clinic_history(c, patient, console.history_limit)))
+    titles = [a.title for a in await console.alerts.for_patient(c.clinic_id, patient) if a.state == "open"]
+    await console.record(c, "console.export_pdf", patient_id=patient, detail={"checkins": len(items)})
+    body = await run_in_threadpool(exports.report_pdf, patient, c.clinic.name or c.clinic_id, items,
                                    c.clinic.zone, titles, console.clock())
     return Response(body, media_type="application/pdf", headers={
-        "Content-Disposition": f'attachment; filename="{patient_id}-report.pdf"', "Cache-Control": "no-store",
+        "Content-Disposition": f'attachment; filename="{patient}-report.pdf"', "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff"})
 
 

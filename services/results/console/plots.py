@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from services.results.console.series import RISK_LABELS, RiskSeries, Series
+from shared.domain.findings import EmotionMoment
 
 INK, BAND, LINE, ALERT = "#1b1f24", "rgba(11, 92, 173, 0.15)", "#0b5cad", "#b00020"
 RISK_COLOURS = ["#1a7f37", "#b35900", "#b00020"]  # low, moderate, high (>= 4.5:1 on white)
@@ -67,24 +68,24 @@ def marker_figure(series: Series, zone_name: str) -> dict[str, Any]:
 NO_READING = "no reading"  # a face frame the emotion networks did not read (vision's `no_reading` says why)
 
 
-def emotion_timeline_figure(timeline: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
-    def label(point: dict[str, Any]) -> str:
-        return str(point["emotion"]) if point.get("emotion") else NO_READING
+def emotion_timeline_figure(timeline: list[EmotionMoment], labels: list[str]) -> dict[str, Any]:
+    def label(point: EmotionMoment) -> str:
+        return point.emotion or NO_READING
 
-    def hover(point: dict[str, Any]) -> str:
-        if not point.get("emotion"):
-            return html.escape(str(point.get("no_reading") or "the networks gave no reading"))
-        return f"confidence {float(point.get('confidence') or 0):.2f}"
+    def hover(point: EmotionMoment) -> str:
+        if not point.emotion:
+            return html.escape(point.no_reading or "the networks gave no reading")
+        return f"confidence {float(point.confidence or 0):.2f}"
 
     shown = {label(p) for p in timeline}
     order = [o for o in (labels or sorted(shown - {NO_READING})) if o in shown or labels] + (
         [NO_READING] if NO_READING in shown else [])
     trace = {"type": "scatter", "mode": "markers", "name": "top emotion",
-             "x": [p.get("t") for p in timeline], "y": [html.escape(label(p)) for p in timeline],
+             "x": [p.t for p in timeline], "y": [html.escape(label(p)) for p in timeline],
              "text": [hover(p) for p in timeline],
              "hovertemplate": "%{x:.2f} s: %{y}<br>%{text}<extra></extra>",
-             "marker": {"size": [6 + 12 * float(p.get("confidence") or 0) if p.get("emotion") else 6 for p in timeline],
-                        "color": [LINE if p.get("emotion") else "#6b7580" for p in timeline]}}
+             "marker": {"size": [6 + 12 * float(p.confidence or 0) if p.emotion else 6 for p in timeline],
+                        "color": [LINE if p.emotion else "#6b7580" for p in timeline]}}
     return {"data": [trace], "layout": {
         "title": {"text": "Facial emotion over the recording", "font": {"size": 15}},
         "xaxis": {"title": {"text": "seconds into the recording"}},

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, Request
@@ -38,6 +37,8 @@ from services.results.dosing import (
     needs_review,
 )
 from shared.domain.checkin import artifacts_prefix
+from shared.domain.findings import ResultItem
+from shared.domain.patients import ClinicPatientId
 from shared.domain.stored_results import checkin_time, fmt_local
 
 QUEUE_HISTORY = 100  # newest check-ins looked at per patient
@@ -48,7 +49,7 @@ router = APIRouter()
 
 @dataclass(frozen=True)
 class QueueEntry:
-    patient_id: str
+    patient_id: ClinicPatientId
     job_id: str
     timestamp: str
     when: str
@@ -72,10 +73,9 @@ async def queue_of(console: Console, c: Caller) -> list[QueueEntry]:
     async def waiting(entry) -> list[QueueEntry]:
         async with reads:
             items = await console.clinic_history(c, entry.patient_id, QUEUE_HISTORY)
-        return [QueueEntry(entry.patient_id, i["job_id"], i["timestamp"],
-                           fmt_local(checkin_time(i), c.clinic.zone),
-                           ((i.get("results") or {}).get("compliance") or {}).get("verification_status")
-                           or "not_assessed") for i in items if needs_review(i)]
+        return [QueueEntry(entry.patient_id, i.job_id, i.timestamp, fmt_local(checkin_time(i), c.clinic.zone),
+                           i.results.compliance.verification_status or "not_assessed")
+                for i in items if needs_review(i)]
     found = await asyncio.gather(*(waiting(e) for e in await console.roster.patients(c.clinic_id)))
     return sorted((e for entries in found for e in entries), key=lambda e: e.timestamp)
 
@@ -91,24 +91,26 @@ async def queue_page(c: Caller = Depends(caller), console: Console = Depends(con
     return console.page("review_queue.html", c, queue=queue, done=done == "1")
 
 
-async def review_page(console: Console, c: Caller, patient_id: str, job_id: str, item: dict[str, Any],
-                      status: int = 200, problem: str | None = None, form: dict[str, str] | None = None):
-    compliance = (item.get("results") or {}).get("compliance") or {}
+async def review_page(console: Console, c: Caller, item: ResultItem, status: int = 200, problem: str | None = None,
+                      form: dict[str, str] | None = None):
+    compliance = item.results.compliance
     queue = await queue_of(console, c)
-    position = next((n for n, e in enumerate(queue, 1) if e.job_id == job_id), None)
+    position = next((n for n, e in enumerate(queue, 1) if e.job_id == item.job_id), None)
     view = views.checkin_view(item, None, c.clinic.zone)
     frames = []
     for step in view.evidence_steps:
-        found = next((f for f in compliance.get("evidence_frames") or [] if f.get("step") == step), {})
+        found = next((f for f in compliance.evidence_frames or [] if f.step == step), None)
         frames.append({"step": step, "label": views.STEP_LABELS.get(step, step.replace("_", " ")),
-                       "step_id": found.get("step_id"), "t": found.get("t")})
-    review = compliance.get("review") or {}
-    history = list(review.get("history") or []) + ([review] if review.get("verdict") else [])
-    return console.page("review.html", c, status=status, patient_id=patient_id, job_id=job_id, view=view,
-                        compliance=compliance, clip=compliance.get("review_clip") or None, frames=frames,
+                       "step_id": found.step_id if found else None, "t": found.t if found else None})
+    review = compliance.review if compliance.review and compliance.review.stored() else None
+    history = list(review.history or []) + ([review] if review.verdict else []) if review else []
+    clip = compliance.review_clip
+    return console.page("review.html", c, status=status, patient_id=item.patient, job_id=item.job_id, view=view,
+                        compliance=compliance, clip=clip if clip and clip.stored() else None, frames=frames,
                         reasons=REASONS, verdicts=list(reversed(history)), review=review, problem=problem,
                         form=form or {}, position=position, waiting=len(queue),
-                        self_report=compliance.get("self_report") or None)
+                        self_report=compliance.self_report if compliance.self_report and compliance.self_report.stored()
+                        else None)
 
 
 @router.get("/patients/{patient_id}/checkins/{job_id}/review")
@@ -118,8 +120,8 @@ async def review_get(patient_id: str, job_id: str, c: Caller = Depends(caller),
         item = await console.checkin_of(c, patient_id, job_id, "console.review_view")
     except NotFound:
         return console.not_found(c)
-    await console.record(c, "console.review_view", patient_id=patient_id, job_id=job_id)
-    return await review_page(console, c, patient_id, job_id, item)
+    await console.record(c, "console.review_view", patient_id=item.patient, job_id=job_id)
+    return await review_page(console, c, item)
 
 
 def _verdict_of(form: dict[str, str]) -> tuple[DosingReview, list[PillBox]]:
@@ -147,13 +149,13 @@ async def review_post(patient_id: str, job_id: str, request: Request, c: Caller 
     try:
         review, boxes = _verdict_of(form)
     except (ValidationError, ValueError, KeyError) as error:
-        return await review_page(console, c, patient_id, job_id, item, status=422, problem=_problem(error), form=form)
+        return await review_page(console, c, item, status=422, problem=_problem(error), form=form)
     try:
         await reviews.record(c.principal, job_id, review, boxes)
     except ReviewNotFound:
         return console.not_found(c)
     except ReviewConflict as conflict:
-        return await review_page(console, c, patient_id, job_id, item, status=409, problem=str(conflict), form=form)
+        return await review_page(console, c, item, status=409, problem=str(conflict), form=form)
     following = [e for e in await queue_of(console, c) if e.job_id != job_id]
     target = review_url(console, following[0]) if following else f"{console.prefix}/review?done=1"
     return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
@@ -165,11 +167,12 @@ async def clip(patient_id: str, job_id: str, c: Caller = Depends(caller), consol
         item = await console.checkin_of(c, patient_id, job_id, "console.review_clip_get")
     except NotFound:
         return console.not_found(c)
-    key = str((((item.get("results") or {}).get("compliance") or {}).get("review_clip") or {}).get("key") or "")
+    clip = item.results.compliance.review_clip
+    key = (clip.key if clip else None) or ""
     if not key.startswith(artifacts_prefix(job_id)):
-        await console.record(c, "console.review_clip_get", "not_found", patient_id=patient_id, job_id=job_id)
+        await console.record(c, "console.review_clip_get", "not_found", patient_id=item.patient, job_id=job_id)
         return console.not_found(c)
-    await console.record(c, "console.review_clip_get", patient_id=patient_id, job_id=job_id)
+    await console.record(c, "console.review_clip_get", patient_id=item.patient, job_id=job_id)
     return RedirectResponse(await console.media.presign_get(key, console.media_url_seconds), status_code=303,
                             headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 

@@ -8,12 +8,13 @@ exists.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.domain.stored_results import RISK_ORDER, checkin_time, markers, results_of, risk_level
+from shared.domain.findings import ResultItem
+from shared.domain.stored_results import RISK_ORDER, checkin_time, markers, risk_level
 
 RISK_LABELS = ["low", "moderate", "high"]
 
@@ -48,22 +49,22 @@ class RiskSeries:
     job_ids: list[str]
 
 
-def risk_series(items_oldest_first: list[dict[str, Any]], zone: ZoneInfo) -> RiskSeries:
+def risk_series(items_oldest_first: Sequence[ResultItem], zone: ZoneInfo) -> RiskSeries:
     series = RiskSeries([], [], [], [], [])
     for item in items_oldest_first:
         level = risk_level(item)
         if level is None:
             continue
-        fusion = results_of(item).get("multimodal_fusion") or {}
+        factors = item.results.multimodal_fusion.risk_factors or []
         series.times.append(checkin_time(item).astimezone(zone).replace(tzinfo=None))
         series.levels.append(RISK_ORDER[level])
         series.words.append(level)
-        series.factors.append(", ".join(str(f).replace("_", " ") for f in fusion.get("risk_factors") or []) or "none")
-        series.job_ids.append(str(item.get("job_id")))
+        series.factors.append(", ".join(f.replace("_", " ") for f in factors) or "none")
+        series.job_ids.append(item.job_id)
     return series
 
 
-def marker_series(items_oldest_first: list[dict[str, Any]], zone: ZoneInfo) -> list[Series]:
+def marker_series(items_oldest_first: Sequence[ResultItem], zone: ZoneInfo) -> list[Series]:
     """One series per marker (keyed by name and unit: a unit change starts a new series)."""
     found: dict[tuple[str, str], Series] = {}
     for item in items_oldest_first:
@@ -71,20 +72,20 @@ def marker_series(items_oldest_first: list[dict[str, Any]], zone: ZoneInfo) -> l
         for reading in markers(item):
             series = found.setdefault((reading.name, reading.unit),
                                       Series(reading.name, reading.label, reading.unit))
-            series.method = str(reading.marker.get("method") or series.method)
+            series.method = reading.marker.method or series.method
             if reading.value is None:
                 series.not_assessed += 1
-                if reading.marker.get("reason"):
-                    series.reasons.add(str(reading.marker["reason"]))
+                if reading.marker.reason:
+                    series.reasons.add(reading.marker.reason)
                 continue
             series.times.append(when)
             series.values.append(reading.value)
             baseline = reading.baseline
-            if baseline.get("available") and baseline.get("mean") is not None and baseline.get("sd") is not None:
+            if baseline.available and baseline.mean is not None and baseline.sd is not None:
                 series.band_times.append(when)
-                series.band_low.append(float(baseline["mean"]) - float(baseline["sd"]))
-                series.band_high.append(float(baseline["mean"]) + float(baseline["sd"]))
-            if baseline.get("notable"):
+                series.band_low.append(float(baseline.mean) - float(baseline.sd))
+                series.band_high.append(float(baseline.mean) + float(baseline.sd))
+            if baseline.notable:
                 series.notable_times.append(when)
                 series.notable_values.append(reading.value)
     return list(found.values())

@@ -5,15 +5,17 @@ templates' autoescaping is the one place text meets markup."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.results import adherence
 from services.results.alerts import Alert, RosterEntry
 from shared.domain.clinics import CheckinScript
+from shared.domain.findings import AnswerTranscript, Compliance, DosingStep, ResultItem, Results, SummaryFlag
 from shared.domain.job import Job
+from shared.domain.patients import ClinicPatientId
 from shared.domain.stored_results import (
     RISK_ORDER,
     MarkerReading,
@@ -21,7 +23,6 @@ from shared.domain.stored_results import (
     fmt_local,
     markers,
     medication_status,
-    results_of,
     risk_level,
     transcript_flags,
 )
@@ -43,7 +44,7 @@ class Trend:
 
 @dataclass(frozen=True)
 class PatientRow:
-    patient_id: str
+    patient_id: ClinicPatientId
     last_checkin: str | None
     last_checkin_sort: str
     risk: str | None
@@ -57,26 +58,26 @@ def trend(reading: MarkerReading) -> Trend:
     baseline = reading.baseline
     if reading.value is None:
         return Trend(reading.label, "–", f"{reading.label}: not assessed in the last check-in")
-    if baseline.get("measurable") is False:  # the recording failed fusion's quality gate
+    if baseline.measurable is False:  # the recording failed fusion's quality gate
         return Trend(reading.label, "·", f"{reading.label}: not measurable in the last check-in")
-    if not baseline.get("available"):
+    if not baseline.available:
         return Trend(reading.label, "·", f"{reading.label}: no baseline yet")
-    if baseline.get("notable"):
-        direction = baseline.get("direction") or "different"
+    if baseline.notable:
+        direction = baseline.direction or "different"
         arrow = "↓" if direction == "lower" else "↑"
         worse = " (worse)" if reading.decline else ""
         return Trend(reading.label, arrow, f"{reading.label}: notably {direction} than usual{worse}")
     return Trend(reading.label, "→", f"{reading.label}: within the usual range")
 
 
-def adherence_streak(items: list[dict[str, Any]]) -> tuple[int, str]:
+def adherence_streak(items: Sequence[ResultItem]) -> tuple[int, str]:
     """Check-ins in a row, newest first, with the dose verified or reported taken; and how to say it
     (services/results/adherence.py: which were verified and which only reported)."""
     run = adherence.streak(items)
     return run.length, run.words
 
 
-def patient_row(entry: RosterEntry, items: list[dict[str, Any]], open_alerts: int, zone: ZoneInfo) -> PatientRow:
+def patient_row(entry: RosterEntry, items: Sequence[ResultItem], open_alerts: int, zone: ZoneInfo) -> PatientRow:
     latest = items[0] if items else None
     streak, words = adherence_streak(items)
     readings = {m.name: m for m in markers(latest)} if latest else {}
@@ -114,7 +115,7 @@ class CalendarDay:
     mark: str = ""
 
 
-def adherence_calendar(items: list[dict[str, Any]], zone: ZoneInfo, today: date, weeks: int = 6) -> list[list[CalendarDay]]:
+def adherence_calendar(items: Sequence[ResultItem], zone: ZoneInfo, today: date, weeks: int = 6) -> list[list[CalendarDay]]:
     """Weeks (Monday first) ending with this week; each day the worst intake seen that day, by its source."""
     worst = {"not_taken": 6, "reported_missed": 5, "unverifiable": 4, "not_assessed": 3, "reported_taken": 2,
              "verified_by_detector": 1, "verified_by_review": 0}
@@ -200,26 +201,29 @@ class AnswersView:
     items: list[AnswerView]
 
 
-def answers_view(results: dict[str, Any], script: CheckinScript | None) -> AnswersView | None:
+def answers_view(results: Results, script: CheckinScript | None) -> AnswersView | None:
     """`results.answers` (services/audio/answers.py; fusion adds each marker's baseline), one answer under
     another, each with its question in the clinic's words; None where the check-in has no audio findings."""
-    block = results.get("answers")
-    if not isinstance(block, dict):
+    block = results.answers
+    if block is None:
         return None
     questions = {step.id: step.text for step in (script or CheckinScript()).prompts}
     items = []
-    for item in block.get("items") or []:
-        step_id = str(item.get("step_id"))
-        readings = [AnswerReading("answers", name, marker) for name, marker in (item.get("markers") or {}).items()
-                    if isinstance(marker, dict) and "unit" in marker]
-        transcript = item.get("transcript") or None
+    for item in block.items or []:
+        step_id = str(item.step_id)
+        readings = [AnswerReading("answers", name, marker) for name, marker in (item.markers or {}).items()
+                    if "unit" in marker.model_fields_set]
+        transcript = item.transcript
+        if isinstance(transcript, str):
+            transcript = AnswerTranscript(text=transcript) if transcript else None
+        transcript = transcript if transcript and transcript.stored() else None
         items.append(AnswerView(
             step_id=step_id, question=questions.get(step_id, f"Question {step_id!r} (not in the clinic's script)"),
-            start_s=float(item.get("start_s") or 0.0), end_s=float(item.get("end_s") or 0.0),
-            clipped=bool(item.get("clipped")), readings=readings,
-            text=transcript.get("text") if transcript else None, language=transcript.get("language") if transcript else None))
-    return AnswersView(assessed=bool(block.get("assessed")), reason=block.get("reason"),
-                       flags=[str(f) for f in block.get("flags") or []], items=items)
+            start_s=float(item.start_s or 0.0), end_s=float(item.end_s or 0.0),
+            clipped=bool(item.clipped), readings=readings,
+            text=transcript.text if transcript else None, language=transcript.language if transcript else None))
+    return AnswersView(assessed=bool(block.assessed), reason=block.reason,
+                       flags=[str(f) for f in block.flags or []], items=items)
 
 
 @dataclass
@@ -228,18 +232,31 @@ class NotAssessed:
     reason: str
 
 
+@dataclass(frozen=True)
+class StepView:
+    """A dosing step as the check-in page lists it: labelled, and seen, not seen or not assessed."""
+
+    step: str | None
+    label: str
+    state: str
+    first_seen_s: float | None
+    confidence: float | None
+    note: str | None
+    evidence_frame: str | None
+
+
 @dataclass
 class CheckinView:
-    item: dict[str, Any]
+    item: ResultItem
     when: str
     risk: str | None
     medication: str | None
     vocal: list[MarkerReading]
     video: list[MarkerReading]
-    steps: list[dict[str, Any]]
+    steps: list[StepView]
     evidence_steps: list[str]
     transcript: list[tuple[str, bool]] | None
-    flags: list[dict[str, Any]]
+    flags: list[SummaryFlag]
     not_assessed: list[NotAssessed]
     methods: list[tuple[str, str]]
     metadata: list[tuple[str, str]] = field(default_factory=list)
@@ -248,115 +265,118 @@ class CheckinView:
     transcript_language: str | None = None  # e.g. "es (Whisper p 0.85)"
 
 
-def options_view(results: dict[str, Any]) -> list[tuple[str, str]]:
+def options_view(results: Results) -> list[tuple[str, str]]:
     """The check-in's options as the result reports them (`results.options`, written by fusion)."""
-    options = results.get("options") or {}
-    if not options:
+    options = results.options
+    if options is None or not options.stored():
         return []
-    requested = options.get("analyses_requested")
+    requested = options.analyses_requested
     shown = [("Analyses", ", ".join(requested) if requested else "the deployment's defaults (every modality the "
                                                                    "recording has; the transcript where enabled)")]
-    thresholds = options.get("thresholds") or {}
-    set_here = options.get("thresholds_set_on_checkin") or {}
+    thresholds = options.thresholds or {}
+    set_here = options.thresholds_set_on_checkin or {}
     for name, value in sorted(thresholds.items()):
         shown.append((name.replace("_", " ").capitalize(),
                       f"{value} ({'set on this check-in' if name in set_here else 'the clinic default'})"))
     return shown
 
 
-def checkin_view(item: dict[str, Any], job: Job | None, zone: ZoneInfo, script: CheckinScript | None = None
+def checkin_view(item: ResultItem, job: Job | None, zone: ZoneInfo, script: CheckinScript | None = None
                  ) -> CheckinView:
-    results = results_of(item)
+    results = item.results
     readings = markers(item)
-    steps = _steps(results.get("compliance") or {})
-    transcript = results.get("transcript") or {}
+    steps = _steps(results.compliance)
+    transcript = results.transcript
+    enabled = bool(transcript and transcript.enabled)
     flags = transcript_flags(item)
-    text = transcript.get("text") if transcript.get("enabled") else None
+    text = transcript.text if transcript and enabled else None
     answers = answers_view(results, script)
     language = None
-    if transcript.get("enabled") and transcript.get("language"):
-        language = str(transcript["language"]) + (f" (Whisper p {transcript['language_probability']:.2f})"
-                                                  if transcript.get("language_probability") is not None else "")
-    metadata = {**(job.metadata if job else {}), **(item.get("metadata") or {})}
+    if transcript and enabled and transcript.language:
+        language = transcript.language + (f" (Whisper p {transcript.language_probability:.2f})"
+                                          if transcript.language_probability is not None else "")
+    metadata = {**(job.metadata if job else {}), **(item.metadata or {})}
     shown = [(str(k), _plain(v)) for k, v in sorted(metadata.items()) if k not in ("pipeline", "clinic_id")]
     return CheckinView(
         item=item, when=fmt_local(checkin_time(item), zone), risk=risk_level(item), medication=medication_status(item),
         vocal=[r for r in readings if r.group == "vocal_markers"], video=[r for r in readings if r.group == "video_markers"],
-        steps=steps, evidence_steps=[s["step"] for s in steps if s.get("evidence_frame")],
-        transcript=highlight(text, [f["phrase"] for f in flags]) if text else None,
+        steps=steps, evidence_steps=[s.step for s in steps if s.evidence_frame and s.step],
+        transcript=highlight(text, [str(f.phrase) for f in flags]) if text else None,
         flags=flags, not_assessed=_not_assessed(results, readings, answers), methods=_methods(results),
         metadata=shown, options=options_view(results), answers=answers, transcript_language=language,
     )
 
 
-def _steps(compliance: dict[str, Any]) -> list[dict[str, Any]]:
+def _steps(compliance: Compliance) -> list[StepView]:
     """The dosing steps, labelled, each seen, not seen or not assessed."""
-    steps = []
-    for step in compliance.get("steps") or []:
-        note = str(step.get("note") or "")
-        state = "seen" if step.get("observed") else ("not assessed" if note.startswith("not assessed") else "not seen")
-        steps.append({**step, "label": STEP_LABELS.get(step.get("step"), str(step.get("step"))), "state": state})
-    return steps
+    return [_step(step) for step in compliance.steps or []]
 
 
-def _not_assessed(results: dict[str, Any], readings: list[MarkerReading], answers: AnswersView | None
+def _step(step: DosingStep) -> StepView:
+    note = str(step.note or "")
+    state = "seen" if step.observed else ("not assessed" if note.startswith("not assessed") else "not seen")
+    return StepView(step.step, STEP_LABELS.get(step.step or "", str(step.step)), state, step.first_seen_s,
+                    step.confidence, step.note, step.evidence_frame)
+
+
+def _not_assessed(results: Results, readings: list[MarkerReading], answers: AnswersView | None
                   ) -> list[NotAssessed]:
     """Everything the check-in did not assess, each with its reason (never a silent pass)."""
     missing: list[NotAssessed] = []
-    for key, what in (("audio_emotion", "Speech emotion"), ("facial_emotion", "Facial emotion")):
-        block = results.get(key) or {}
-        if block and block.get("assessed") is False:
-            missing.append(NotAssessed(what, str(block.get("reason") or "no reason given")))
+    for emotion, what in ((results.audio_emotion, "Speech emotion"), (results.facial_emotion, "Facial emotion")):
+        if emotion.assessed is False:
+            missing.append(NotAssessed(what, str(emotion.reason or "no reason given")))
     for reading in readings:
         if reading.value is None:
-            missing.append(NotAssessed(reading.label, str(reading.marker.get("reason") or "no reason given")))
-    detector = (results.get("compliance") or {}).get("pill_detector") or {}
-    if detector and not detector.get("configured"):
-        missing.append(NotAssessed("Pill steps of observed dosing", str(detector.get("note") or
+            missing.append(NotAssessed(reading.label, str(reading.marker.reason or "no reason given")))
+    detector = results.compliance.pill_detector
+    if detector is not None and detector.stored() and not detector.configured:
+        missing.append(NotAssessed("Pill steps of observed dosing", str(detector.note or
                                                                          "no pill detector is configured")))
-    elif detector.get("note"):
-        missing.append(NotAssessed("Pill detector", str(detector["note"])))
-    for modality, reason in ((results.get("multimodal_fusion") or {}).get("modalities_not_assessed") or {}).items():
+    elif detector is not None and detector.note:
+        missing.append(NotAssessed("Pill detector", str(detector.note)))
+    for modality, reason in (results.multimodal_fusion.modalities_not_assessed or {}).items():
         missing.append(NotAssessed(f"{modality.capitalize()} in the risk level", str(reason)))
-    transcript = results.get("transcript") or {}
-    screen = (results.get("clinical_summary") or {}).get("transcript_screen") or {}
-    if not transcript.get("enabled"):
-        missing.append(NotAssessed("Transcript", str(transcript.get("reason") or screen.get("reason")
+    transcript = results.transcript
+    screen = results.clinical_summary.transcript_screen
+    if not (transcript and transcript.enabled):
+        missing.append(NotAssessed("Transcript", str((transcript.reason if transcript else None)
+                                                     or (screen.reason if screen else None)
                                                      or "transcription is not enabled")))
-    elif screen.get("assessed") is False:  # e.g. a language without a phrase list: never a silent pass
-        missing.append(NotAssessed("Safety screen of the transcript", str(screen.get("reason") or "not screened")))
+    elif screen is not None and screen.assessed is False:  # e.g. a language without a phrase list: never silent
+        missing.append(NotAssessed("Safety screen of the transcript", str(screen.reason or "not screened")))
     if answers is not None and not answers.assessed:
         missing.append(NotAssessed("Per-question markers", str(answers.reason or "no reason given")))
     return missing
 
 
-def _methods(results: dict[str, Any]) -> list[tuple[str, str]]:
+def _methods(results: Results) -> list[tuple[str, str]]:
     """The method (model and its measured validity, where known) behind each finding shown."""
     methods: list[tuple[str, str]] = []
-    facial = results.get("facial_emotion") or {}
-    if facial.get("method"):
-        validation = facial.get("validation") or {}
+    facial = results.facial_emotion
+    if facial.method:
+        validation = facial.validation or {}
         measured = (f" (balanced recall {validation['balanced_recall']:.0%} on {validation.get('dataset')}, "
                     f"n={validation.get('n')})") if validation.get("balanced_recall") is not None else ""
-        methods.append(("Facial emotion", f"{facial['method']}{measured}"))
-    fusion = results.get("multimodal_fusion") or {}
-    if fusion.get("method"):
-        methods.append(("Risk level", str(fusion["method"])))
-    transcript = results.get("transcript") or {}
-    if transcript.get("model"):
-        language = (f", language {transcript['language']}" if transcript.get("language") else "") + (
-            f" (p {transcript['language_probability']:.2f})" if transcript.get("language_probability") is not None else "")
-        methods.append(("Transcript", f"{transcript['model']}{language}"))
-    summary = results.get("clinical_summary") or {}
-    if summary.get("generated_by"):
-        methods.append(("Clinical summary", str(summary["generated_by"])))
-    detector = (results.get("compliance") or {}).get("pill_detector") or {}
-    if detector.get("model"):
-        methods.append(("Pill detector", str(detector["model"])))
+        methods.append(("Facial emotion", f"{facial.method}{measured}"))
+    fusion = results.multimodal_fusion
+    if fusion.method:
+        methods.append(("Risk level", str(fusion.method)))
+    transcript = results.transcript
+    if transcript and transcript.model:
+        language = (f", language {transcript.language}" if transcript.language else "") + (
+            f" (p {transcript.language_probability:.2f})" if transcript.language_probability is not None else "")
+        methods.append(("Transcript", f"{transcript.model}{language}"))
+    summary = results.clinical_summary
+    if summary.generated_by:
+        methods.append(("Clinical summary", str(summary.generated_by)))
+    detector = results.compliance.pill_detector
+    if detector is not None and detector.model:
+        methods.append(("Pill detector", str(detector.model)))
     return methods
 
 
-def _plain(value: Any) -> str:
+def _plain(value: object) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     return str(value)

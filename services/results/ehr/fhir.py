@@ -35,6 +35,10 @@ from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
 
+from shared.domain.findings import ClinicalSummary, MarkerBaseline, MultimodalFusion, ResultItem, Results, StoredMarkers
+from shared.domain.job import Job
+from shared.domain.patients import ClinicPatientId
+
 FHIR_VERSION = "4.0.1"  # what the resources conform to (see the module docstring)
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 DATA_ABSENT_SYSTEM = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
@@ -104,9 +108,9 @@ def _label(system: str, label: str | None) -> dict[str, Any] | None:
     return _code(system, label) if label else None
 
 
-def patient_reference(patient_id: str, identifier_system: str) -> dict[str, Any]:
+def patient_reference(patient_id: ClinicPatientId, identifier_system: str) -> dict[str, Any]:
     """A literal Patient reference where our id is a valid FHIR id, and always the identifier."""
-    reference: dict[str, Any] = {"identifier": {"system": identifier_system, "value": patient_id},
+    reference: dict[str, Any] = {"identifier": {"system": identifier_system, "value": str(patient_id)},
                                  "display": f"patient {patient_id}"}
     if _FHIR_ID.match(patient_id):
         reference["reference"] = f"Patient/{patient_id}"
@@ -140,19 +144,18 @@ class _Checkin:
         }
 
 
-def build_bundle(
-    item: dict[str, Any], job: dict[str, Any], bucket: str, patient_identifier_system: str
-) -> dict[str, Any]:
-    """The FHIR Bundle (as JSON-ready dict) for one SchizodotUsers item, validated by fhir.resources."""
-    job_id = item["job_id"]
-    results = item["results"]
-    checkin = _Checkin(job_id, item["analyzed_at"], patient_reference(item["user_id"], patient_identifier_system),
+def build_bundle(item: ResultItem, job: Job, bucket: str, patient_identifier_system: str) -> dict[str, Any]:
+    """The FHIR Bundle (as JSON-ready dict) for one SchizodotUsers item and its job, validated by
+    fhir.resources. The patient is named by the clinic's own id."""
+    job_id = item.job_id
+    results = item.results
+    checkin = _Checkin(job_id, item.analyzed_at, patient_reference(item.patient, patient_identifier_system),
                        _uid(job_id, "media"), _uid(job_id, "device"))
-    entries = [media_resource(checkin, item, job, bucket), device_resource(checkin, results["multimodal_fusion"])]
-    entries += [marker_observation(checkin, results.get(section) or {}, name, display)
-                for section, name, display in MARKER_PANELS if results.get(section)]
+    entries = [media_resource(checkin, item, job, bucket), device_resource(checkin, results.multimodal_fusion)]
+    entries += [marker_observation(checkin, getattr(results, section), name, display)
+                for section, name, display in MARKER_PANELS if getattr(results, section)]
     entries += emotion_observation(checkin, results) + intake_observation(checkin, results)
-    entries.append(risk_observation(checkin, results["multimodal_fusion"], results["clinical_summary"]))
+    entries.append(risk_observation(checkin, results.multimodal_fusion, results.clinical_summary))
     document = {
         "resourceType": "Bundle",
         "id": _uid(job_id, "bundle"),
@@ -166,8 +169,8 @@ def build_bundle(
     return json.loads(Bundle.model_validate(document).model_dump_json(exclude_none=True))
 
 
-def media_resource(checkin: _Checkin, item: dict[str, Any], job: dict[str, Any], bucket: str) -> dict[str, Any]:
-    has_video = item.get("analysis_type") != "audio_only"
+def media_resource(checkin: _Checkin, item: ResultItem, job: Job, bucket: str) -> dict[str, Any]:
+    has_video = item.analysis_type != "audio_only"
     return {
         "resourceType": "Media",
         "id": checkin.media_id,
@@ -175,49 +178,49 @@ def media_resource(checkin: _Checkin, item: dict[str, Any], job: dict[str, Any],
         "status": "completed",
         "type": _code(MEDIA_TYPE_SYSTEM, "video" if has_video else "audio", "Video" if has_video else "Audio"),
         "subject": checkin.subject,
-        "createdDateTime": job.get("created_at") or checkin.when,
+        "createdDateTime": job.created_at or checkin.when,
         "issued": checkin.when,
-        "content": {"contentType": job.get("content_type") or "application/octet-stream",
-                    "url": f"s3://{bucket}/{item['s3_key']}", "title": job.get("filename") or item["s3_key"]},
+        "content": {"contentType": job.content_type or "application/octet-stream",
+                    "url": f"s3://{bucket}/{item.s3_key}", "title": job.filename or item.s3_key},
     }
 
 
-def device_resource(checkin: _Checkin, fusion: dict[str, Any]) -> dict[str, Any]:
+def device_resource(checkin: _Checkin, fusion: MultimodalFusion) -> dict[str, Any]:
     return {
         "resourceType": "Device",
         "id": checkin.device_id,
         "deviceName": [{"name": "SchizoDot check-in analysis", "type": "user-friendly-name"}],
-        "version": [{"value": str(fusion.get("method", "unknown"))}],
+        "version": [{"value": str(fusion.method if "method" in fusion.model_fields_set else "unknown")}],
         "note": [{"text": "Automated analysis of a recorded check-in; findings support, and do not replace, "
                           "clinical judgement."}],
     }
 
 
-def marker_observation(checkin: _Checkin, markers: dict[str, dict], name: str, display: str) -> dict[str, Any]:
+def marker_observation(checkin: _Checkin, markers: StoredMarkers, name: str, display: str) -> dict[str, Any]:
     """One component per marker: value and unit, or why it was not assessed; the baseline as reference range."""
     components, notes = [], []
     for marker_name, marker in markers.items():
         component: dict[str, Any] = {"code": _code(MARKER_SYSTEM, marker_name, marker_name.replace("_", " "))}
-        if marker.get("assessed") and marker.get("value") is not None:
-            component["valueQuantity"] = quantity(marker["value"], marker["unit"])
-            component |= _baseline_fields(marker.get("baseline") or {}, marker["unit"])
+        if marker.assessed and marker.value is not None:
+            component["valueQuantity"] = quantity(marker.value, str(marker.unit))
+            component |= _baseline_fields(marker.baseline or MarkerBaseline(), str(marker.unit))
         else:
-            component["dataAbsentReason"] = _absent(marker.get("reason"))
+            component["dataAbsentReason"] = _absent(marker.reason)
         components.append(component)
-        flags = f"; quality flags: {', '.join(marker['quality_flags'])}" if marker.get("quality_flags") else ""
-        notes.append({"text": f"{marker_name} ({marker['unit']}): {marker['method']}{flags}"})
+        flags = f"; quality flags: {', '.join(marker.quality_flags)}" if marker.quality_flags else ""
+        notes.append({"text": f"{marker_name} ({marker.unit}): {marker.method}{flags}"})
     return checkin.observation(name, display, "exam", component=components, note=notes)
 
 
-def _baseline_fields(baseline: dict[str, Any], unit: str) -> dict[str, Any]:
+def _baseline_fields(baseline: MarkerBaseline, unit: str) -> dict[str, Any]:
     """The patient's own baseline as the reference range, and a notable change as H or L."""
-    if not baseline.get("available"):
+    if not baseline.available:
         return {}
-    text = (f"the patient's own baseline: mean {baseline['mean']:.4g} {unit} (sd {baseline['sd']:.3g}) over "
-            f"{baseline['checkins']} earlier check-ins; z {baseline['z_score']:+.2f}")
+    text = (f"the patient's own baseline: mean {baseline.mean:.4g} {unit} (sd {baseline.sd:.3g}) over "
+            f"{baseline.checkins} earlier check-ins; z {baseline.z_score:+.2f}")
     fields: dict[str, Any] = {"referenceRange": [{"text": text}]}
-    if baseline.get("notable"):
-        high = baseline.get("direction") == "higher"
+    if baseline.notable:
+        high = baseline.direction == "higher"
         fields["interpretation"] = [{
             "coding": [{"system": INTERPRETATION_SYSTEM, "code": "H" if high else "L",
                         "display": "High" if high else "Low"}],
@@ -225,83 +228,85 @@ def _baseline_fields(baseline: dict[str, Any], unit: str) -> dict[str, Any]:
     return fields
 
 
-def emotion_observation(checkin: _Checkin, results: dict[str, Any]) -> list[dict[str, Any]]:
+def emotion_observation(checkin: _Checkin, results: Results) -> list[dict[str, Any]]:
     """The emotional state, only when a validated face or voice emotion was assessed."""
-    fusion = results["multimodal_fusion"]
-    if not fusion.get("overall_emotion"):
+    fusion = results.multimodal_fusion
+    if not fusion.overall_emotion:
         return []
-    basis = fusion.get("overall_emotion_basis") or []
-    methods = {"face": (results.get("facial_emotion") or {}).get("method"),
-               "voice": (results.get("audio_emotion") or {}).get("method")}
+    basis = fusion.overall_emotion_basis or []
+    methods = {"face": results.facial_emotion.method, "voice": results.audio_emotion.method}
+    sides = {"face": fusion.face_emotion, "voice": fusion.voice_emotion}
     components = [
         _component(f"{'facial' if side == 'face' else 'voice'}-emotion",
                    "Facial emotion" if side == "face" else "Speech emotion", "valueCodeableConcept",
-                   _label(EMOTION_SYSTEM, fusion.get(f"{side}_emotion")))
+                   _label(EMOTION_SYSTEM, sides.get(side)))
         for side in basis
     ]
-    if fusion.get("emotional_consistency") in ("consistent", "inconsistent"):
+    if fusion.emotional_consistency in ("consistent", "inconsistent"):
         components.append(_component("emotional-consistency", "Face and voice consistency", "valueCodeableConcept",
-                                     _label(CONSISTENCY_SYSTEM, fusion["emotional_consistency"])))
+                                     _label(CONSISTENCY_SYSTEM, fusion.emotional_consistency)))
     components.append(_component("fusion-confidence", "Confidence of the overall emotion", "valueQuantity",
-                                 _fraction(fusion.get("confidence") or 0.0)))
-    not_used = "".join(f"; {side} not used: {why}" for side, why in (fusion.get("emotion_not_used") or {}).items())
+                                 _fraction(fusion.confidence or 0.0)))
+    not_used = "".join(f"; {side} not used: {why}" for side, why in (fusion.emotion_not_used or {}).items())
     return [checkin.observation(
         "emotional-state", "Emotional state from face and voice", "exam",
-        method={"text": f"{fusion.get('method')}: emotion labels combined by confidence-weighted rules"
-                        + "".join(f"; {side} by {methods[side]}" for side in basis if methods[side]) + not_used},
-        valueCodeableConcept=_label(EMOTION_SYSTEM, fusion["overall_emotion"]),
+        method={"text": f"{fusion.method}: emotion labels combined by confidence-weighted rules"
+                        + "".join(f"; {side} by {methods.get(side)}" for side in basis if methods.get(side))
+                        + not_used},
+        valueCodeableConcept=_label(EMOTION_SYSTEM, fusion.overall_emotion),
         component=components,
     )]
 
 
-def intake_observation(checkin: _Checkin, results: dict[str, Any]) -> list[dict[str, Any]]:
+def intake_observation(checkin: _Checkin, results: Results) -> list[dict[str, Any]]:
     """Medication intake, only when adherence was assessed (a pill detector, a video)."""
-    compliance = results.get("compliance") or {}
-    adherence = results["multimodal_fusion"].get("adherence") or {}
-    status = adherence.get("status") or compliance.get("verification_status") or "inconclusive"
+    compliance = results.compliance
+    adherence = results.multimodal_fusion.adherence
+    status = (adherence.status if adherence else None) or compliance.verification_status or "inconclusive"
     if status == "not_assessed":
         return []
-    reason = adherence.get("reason") or compliance.get("reason")
-    score = compliance.get("compliance_score")
+    reason = (adherence.reason if adherence else None) or compliance.reason
+    score = compliance.compliance_score
     intake = checkin.observation(
         "medication-intake", "Medication intake observed on video", "therapy",
         valueCodeableConcept=_code(VERIFICATION_SYSTEM, status),
         component=[
-            _component("face-in-view", "Face in view", "valueBoolean", compliance.get("face_detected"), reason),
-            _component("hand-in-view", "Hand in view", "valueBoolean", compliance.get("hand_detected"), reason),
-            _component("pill-visible", "Pill visible", "valueBoolean", compliance.get("pill_detected"),
+            _component("face-in-view", "Face in view", "valueBoolean", compliance.face_detected, reason),
+            _component("hand-in-view", "Hand in view", "valueBoolean", compliance.hand_detected, reason),
+            _component("pill-visible", "Pill visible", "valueBoolean", compliance.pill_detected,
                        "pill detection was not assessed"),
             _component("compliance-score", "Compliance score", "valueQuantity",
                        _fraction(score) if score is not None else None, reason),
         ],
     )
-    detector = compliance.get("pill_detector") or {}
-    notes = [text for text in (reason, detector.get("note")) if text]
+    detector = compliance.pill_detector
+    notes = [text for text in (reason, detector.note if detector else None) if text]
     if notes:
         intake["note"] = [{"text": text} for text in notes]
     return [intake]
 
 
-def risk_observation(checkin: _Checkin, fusion: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-    level = fusion["risk_level"]
-    flags = [f'Transcript flag ({flag["category"].replace("_", " ")}, {flag["note"]}): "{flag["phrase"]}"'
-             + (f" at {flag['start']:.1f} s" if flag.get("start") is not None else "")
-             for flag in summary.get("flags") or []]
+def risk_observation(checkin: _Checkin, fusion: MultimodalFusion, summary: ClinicalSummary) -> dict[str, Any]:
+    level = fusion.risk_level
+    flags = [f'Transcript flag: "{flag}"' if isinstance(flag, str) else
+             f'Transcript flag ({str(flag.category).replace("_", " ")}, {flag.note}): "{flag.phrase}"'
+             + (f" at {flag.start:.1f} s" if flag.start is not None else "")
+             for flag in summary.flags or []]
     risk = checkin.observation(
         "risk-level", "Check-in risk level", "survey",
         valueCodeableConcept=_code(RISK_PROBABILITY_SYSTEM, level, level.capitalize()),
-        method={"text": f"{fusion.get('method')}: documented rules over the patient's changes from their own "
+        method={"text": f"{fusion.method}: documented rules over the patient's changes from their own "
                         "baseline, medication and transcript flags"},
         component=[
-            {"code": _code(RISK_FACTOR_SYSTEM, e["factor"]),
-             "valueCodeableConcept": {**_code(SEVERITY_SYSTEM, e["severity"]), "text": e["evidence"] or e["severity"]}}
-            for e in fusion.get("risk_evidence") or []
+            {"code": _code(RISK_FACTOR_SYSTEM, e.factor),
+             "valueCodeableConcept": {**_code(SEVERITY_SYSTEM, e.severity), "text": e.evidence or e.severity}}
+            for e in fusion.risk_evidence or []
         ],
         note=[{"text": text} for text in (
-            summary.get("risk_assessment"), *flags, summary.get("emotional_state"), summary.get("medication_adherence"),
-            summary.get("change_from_baseline"),
-            "Recommendations: " + "; ".join(summary.get("recommendations") or []) if summary.get("recommendations") else None,
-            f"Summary generated by {summary.get('generated_by')}",
+            summary.risk_assessment, *flags, summary.emotional_state, summary.medication_adherence,
+            summary.change_from_baseline,
+            "Recommendations: " + "; ".join(summary.recommendations) if summary.recommendations else None,
+            f"Summary generated by {summary.generated_by}",
         ) if text],
     )
     if not risk["component"]:
@@ -315,41 +320,43 @@ REVIEW_REASON_SYSTEM = "urn:schizodot:codesystem:dosing-review-reason"
 ADMINISTRATION_STATUS = {"taken": "completed", "not_taken": "not-done", "unverifiable": "unknown"}
 
 
-def medication_administration_bundle(item: dict[str, Any], patient_identifier_system: str) -> dict[str, Any]:
+def medication_administration_bundle(item: ResultItem, patient_identifier_system: str) -> dict[str, Any]:
     """A reviewed check-in's dosing as a FHIR R4 MedicationAdministration, in a `collection` Bundle,
-    validated by fhir.resources. Its id is the check-in's, so an amended verdict replaces the earlier."""
+    validated by fhir.resources. Its id is the check-in's, so an amended verdict replaces the earlier.
+    The patient is named by the clinic's own id."""
     from fhir.resources.R4B.medicationadministration import MedicationAdministration
 
-    job_id = item["job_id"]
-    compliance = (item.get("results") or {}).get("compliance") or {}
-    review = compliance["review"]
-    subject = patient_reference(item["user_id"], patient_identifier_system)
+    job_id = item.job_id
+    review = item.results.compliance.review
+    if review is None or review.verdict not in ADMINISTRATION_STATUS:
+        raise ValueError(f"check-in {job_id} has no reviewer's verdict to send")
+    subject = patient_reference(item.patient, patient_identifier_system)
     resource: dict[str, Any] = {
         "resourceType": "MedicationAdministration",
         "id": _uid(job_id, "medication-administration"),
         "identifier": [{"system": OBSERVATION_ID_SYSTEM, "value": f"{job_id}/medication-administration"}],
-        "status": ADMINISTRATION_STATUS[review["verdict"]],
+        "status": ADMINISTRATION_STATUS[review.verdict],
         "category": _code("http://terminology.hl7.org/CodeSystem/medication-admin-category", "community",
                           "Community"),
         "medicationCodeableConcept": {"text": "the medication taken on camera in the check-in's dosing steps"},
         "subject": subject,
-        "effectiveDateTime": item.get("analyzed_at") or item["timestamp"],
+        "effectiveDateTime": item.analyzed_at or item.timestamp,
         "performer": [{"actor": subject}],
-        "note": [{"text": f"Observed dosing reviewed on video by {review.get('by_name') or review.get('by')} "
-                          f"at {review.get('at')}: {review['verdict'].replace('_', ' ')}"
-                          + (f" ({review['reason_text']})" if review.get("reason_text") else "")
-                          + (f". Amends {len(review.get('history') or [])} earlier verdict(s)."
-                             if review.get("history") else ".")}],
+        "note": [{"text": f"Observed dosing reviewed on video by {review.by_name or review.by} "
+                          f"at {review.at}: {review.verdict.replace('_', ' ')}"
+                          + (f" ({review.reason_text})" if review.reason_text else "")
+                          + (f". Amends {len(review.history or [])} earlier verdict(s)."
+                             if review.history else ".")}],
     }
-    if review.get("note"):
-        resource["note"].append({"text": f"Reviewer's note: {review['note']}"})
-    if review["verdict"] != "taken" and review.get("reason"):
-        resource["statusReason"] = [_code(REVIEW_REASON_SYSTEM, review["reason"], review.get("reason_text"))]
+    if review.note:
+        resource["note"].append({"text": f"Reviewer's note: {review.note}"})
+    if review.verdict != "taken" and review.reason:
+        resource["statusReason"] = [_code(REVIEW_REASON_SYSTEM, review.reason, review.reason_text)]
     MedicationAdministration.model_validate(resource)
     document = {
-        "resourceType": "Bundle", "id": _uid(job_id, f"dosing-review-{review.get('revision')}"),
+        "resourceType": "Bundle", "id": _uid(job_id, f"dosing-review-{review.revision}"),
         "identifier": {"system": JOB_ID_SYSTEM, "value": job_id}, "type": "collection",
-        "timestamp": review.get("at") or item["timestamp"],
+        "timestamp": review.at or item.timestamp,
         "entry": [{"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource}],
     }
     return json.loads(Bundle.model_validate(document).model_dump_json(exclude_none=True))

@@ -25,9 +25,9 @@ from services.results.stage.writer import ResultsStore
 from shared.aws.history import HistoryReader
 from shared.aws.jobs import JobStore
 from shared.aws.storage import ObjectStore, read_document
-from shared.domain.findings import FusionDocument
+from shared.domain.findings import FusionDocument, ResultItem
 from shared.domain.job import QUEUED, Job
-from shared.domain.patients import PatientKey
+from shared.domain.stored_results import stored_result
 from shared.identity.audit import AuditTrail
 from shared.runtime.events import FusionCompleted
 from shared.runtime.runner import Stage, StageOutcome, Work, parse_stage_event
@@ -47,17 +47,6 @@ class ResultsDeps:
     history: HistoryReader | None = None  # the patient's earlier results, for the alert rules
 
 
-def local_item(item: dict) -> dict:
-    """A SchizodotUsers item as its clinic knows it: `user_id` the clinic's own patient id."""
-    return {**item, "user_id": PatientKey.parse(item["user_id"]).patient}
-
-
-def clinic_view(item: dict, job: Job) -> tuple[dict, dict]:
-    """The item and job as the clinic knows them: its own patient id, not the stored key."""
-    local = job.patient_id.patient
-    return {**item, "user_id": local}, {**job.shown_item(), "patient_id": local}
-
-
 async def load_fusion_document(storage: ObjectStore, job: Job) -> FusionDocument:
     """Fusion's findings, parsed once here; one that is not JSON or does not parse fails the job with what
     is wrong (an InputError: retrying reads the same bytes), and the document stays in S3 as it was."""
@@ -74,8 +63,7 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
         saved = await deps.writer.save(item)
     message = "Analysis completed successfully"
     if deps.ehr is not None and deps.ehr.enabled:
-        shown_item, shown_job = clinic_view(item, job)
-        bundle = build_bundle(shown_item, shown_job, deps.storage.bucket, deps.settings.fhir_patient_identifier_system)
+        bundle = build_bundle(result, job, deps.storage.bucket, deps.settings.fhir_patient_identifier_system)
         try:
             if deps.audit is None:
                 raise RuntimeError("no audit trail: results are not sent to the EHR unaudited")
@@ -92,7 +80,7 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
             message = f"Analysis completed; sending it to the EHR failed: {reason}"
     if deps.alerts is not None and job.clinic_id:
         try:
-            await raise_alerts(job.clinic_id, item, deps)
+            await raise_alerts(job.clinic_id, result, deps)
         except Exception as error:
             if not work.final_attempt:
                 raise  # retried: alerts are stored once by id, so a repeat raises nothing twice
@@ -103,13 +91,15 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
     return StageOutcome(message=message, job_results=job_summary(result))
 
 
-async def raise_alerts(clinic_id: str, item: dict, deps: ResultsDeps) -> None:
+async def raise_alerts(clinic_id: str, item: ResultItem, deps: ResultsDeps) -> None:
+    """The clinic's alert rules on the stored `item`, with the patient's earlier results (each parsed as read:
+    one that does not parse fails this try with the field named, and the retries or the job's message say so)."""
     assert deps.alerts is not None and deps.history is not None
-    earlier = [local_item(i) for i in await deps.history.latest(item["user_id"], deps.settings.alert_history + 1)
-               if i.get("job_id") != item["job_id"]][: deps.settings.alert_history]
+    read = await deps.history.latest(item.patient_key, deps.settings.alert_history + 1)
+    earlier = [i for i in map(stored_result, read) if i.job_id != item.job_id][: deps.settings.alert_history]
     with tracer.start_as_current_span("raise alerts") as span:
-        span.set_attribute("schizodot.job_id", item["job_id"])
-        raised = await deps.alerts.on_result(clinic_id, local_item(item), earlier)
+        span.set_attribute("schizodot.job_id", item.job_id)
+        raised = await deps.alerts.on_result(clinic_id, item, earlier)
         span.set_attribute("schizodot.alerts_raised", len(raised))
     if raised:
         log.info("alerts raised", rules=[a.rule for a in raised])

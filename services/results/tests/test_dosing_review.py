@@ -197,7 +197,7 @@ def test_two_not_taken_verdicts_in_a_row_raise_the_missed_dose_alert(console):
 def test_adherence_counts_each_source_and_the_streak_says_which(console):
     c = console
     item = stored(c, c.mine[3]["job_id"])
-    item["results"]["compliance"]["self_report"] = {"classification": "taken", "words": "I took my tablet",
+    item["results"]["compliance"]["self_report"] = {"classification": "taken", "words": ["took", "my", "tablet"],
                                                     "method": "rules", "window_source": "timeline"}
     with TestClient(c.app) as http:
         post(http, c, c.mine[2]["job_id"], {"verdict": "taken"})

@@ -39,7 +39,7 @@ from shared.fakes import InMemoryJobs, MemoryAuditStore
 from shared.identity.audit import AuditTrail
 from shared.runtime.infra import ALERTS_QUEUE
 from shared.runtime.messaging import QueueConsumer
-from tests.browser.contract_items import history
+from tests.browser.contract_items import as_stored, history
 from tests.conftest import free_port
 
 AUDIT = AuditTrail(MemoryAuditStore(), "alerts-test-key", "schizodot-results")
@@ -120,7 +120,7 @@ def consumer_settings(settings, max_receive: int = 5):
 
 
 def high_risk_history(patient: str, clinic: str):
-    return history(patient, clinic, 4, risks=["low", "low", "low", "high"])
+    return as_stored(history(patient, clinic, 4, risks=["low", "low", "low", "high"]))
 
 
 def alert_service(settings, clients, clinics, queue, **options) -> AlertService:

@@ -18,6 +18,7 @@ from services.results.alerts.store import (
     alert_id_for,
 )
 from shared.aws.clients import AsyncClients
+from shared.domain.patients import ClinicPatientId, PatientKey
 
 
 @asynccontextmanager
@@ -100,3 +101,27 @@ def test_roster_contract(kind, aws_server):
             assert await roster.delete(clinic, "patient-1") and not await roster.delete(clinic, "patient-1")
             assert [e.patient_id for e in await roster.patients(clinic)] == ["patient-2"]
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["memory", "dynamodb"])
+def test_the_roster_and_the_alerts_name_a_patient_by_the_clinics_own_id_never_by_the_stored_key(kind, aws_server):
+    """The roster's rows and the alerts are keyed by the clinic-local id beside the clinic: a stored patient
+    key passed for it is a TypeError at the store, never a row or an alert under a second name."""
+    clinic = f"clinic-{uuid.uuid4().hex[:6]}"
+    key = PatientKey.of(clinic, "patient-1")
+
+    async def scenario():
+        async with stores(kind, aws_server) as (alerts, roster):
+            for call in (roster.record_checkin(clinic, key, "job-000000000001", "2026-11-01T10:00:00Z"),
+                         roster.get(clinic, key), roster.delete(clinic, key),
+                         alerts.for_patient(clinic, key), alerts.delete_for_patient(clinic, key)):
+                with pytest.raises(TypeError, match="a PatientKey is not a ClinicPatientId"):
+                    await call
+            assert await roster.patients(clinic) == []
+            await roster.record_checkin(clinic, key.patient, "job-000000000001", "2026-11-01T10:00:00Z")
+            [entry] = await roster.patients(clinic)
+            assert entry.patient_id == "patient-1" and isinstance(entry.patient_id, ClinicPatientId)
+            assert isinstance((await roster.get(clinic, key.patient)).patient_id, ClinicPatientId)
+    asyncio.run(scenario())
+    with pytest.raises(ValueError, match="has no '.'"):  # an alert under a stored key is no alert
+        alert(clinic, str(key), "risk", "2026-11-02T10:00:00.000000Z")

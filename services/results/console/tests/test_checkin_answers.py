@@ -10,6 +10,7 @@ from services.results.console.views import checkin_view
 from shared.domain.clinics import CheckinScript, Step
 from shared.domain.markers import measured, not_assessed
 from shared.domain.timeline import NO_TIMELINE_REASON
+from tests.browser.contract_items import checkin
 
 LATENCY = measured(2.4, "s", "prompt shown to the first speech onset") | {
     "baseline": {"available": True, "checkins": 5, "mean": 1.1, "sd": 0.2, "notable": True, "direction": "higher"}}
@@ -22,7 +23,7 @@ ANSWERS = {"assessed": True, "reason": None, "method": "split at the timeline", 
 
 
 def _view(results: dict, script: CheckinScript | None = None):
-    return checkin_view({"timestamp": "2026-12-06T10:00:00Z", "results": results}, None, ZoneInfo("UTC"), script)
+    return checkin_view(checkin(results), None, ZoneInfo("UTC"), script)
 
 
 def test_each_answer_is_shown_under_the_clinics_question_with_markers_and_transcript():
@@ -33,8 +34,8 @@ def test_each_answer_is_shown_under_the_clinics_question_with_markers_and_transc
     assert mood.question == "¿Cómo ha estado su ánimo?" and (mood.text, mood.language) == ("Me siento bien hoy", "es")
     latency, mattr = mood.readings
     assert (latency.label, latency.value, latency.unit) == ("Response latency", 2.4, "s")
-    assert latency.baseline["mean"] == 1.1 and latency.baseline["notable"] is True
-    assert mattr.value is None and "MATTR needs at least 10" in mattr.marker["reason"]
+    assert latency.baseline.mean == 1.1 and latency.baseline.notable is True
+    assert mattr.value is None and "MATTR needs at least 10" in mattr.marker.reason
     assert other.question == "Question 'pets' (not in the clinic's script)" and other.clipped and other.text is None
     assert view.transcript_language == "es (Whisper p 0.85)"
     # the per-answer reasons stay in each answer's table, not in the page's not-assessed list

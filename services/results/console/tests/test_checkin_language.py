@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from services.fusion.transcript_flags import screen
 from services.results.console.views import checkin_view
+from tests.browser.contract_items import checkin
 
 
 def test_an_uncovered_language_shows_the_screen_as_not_assessed_and_the_transcript_language():
@@ -14,7 +15,7 @@ def test_an_uncovered_language_shows_the_screen_as_not_assessed_and_the_transcri
                   "segments": [{"start": 0.5, "end": 2.0, "text": "Saya makan ubat setiap pagi.", "words": []}],
                   "language": "ms", "language_probability": 0.41, "reason": None}
     _flags, screened = screen(transcript)
-    item = {"timestamp": "2026-12-06T10:00:00Z", "results": {"transcript": transcript, "clinical_summary": {"transcript_screen": screened, "flags": []}}}
+    item = checkin({"transcript": transcript, "clinical_summary": {"transcript_screen": screened, "flags": []}})
     view = checkin_view(item, None, ZoneInfo("UTC"))
     missing = {entry.what: entry.reason for entry in view.not_assessed}
     assert "Malay (ms)" in missing["Safety screen of the transcript"]

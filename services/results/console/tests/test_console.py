@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from services.results.alerts import AlertService
 from services.results.console.tests.fakes import COOKIE, Console, stored
-from tests.browser.contract_items import history
+from tests.browser.contract_items import as_stored, history
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
@@ -36,7 +36,8 @@ def console(tmp_path):
     asyncio.run(c.add(north + other + south))
     service = AlertService(c.alerts, c.roster, c.clinics, NoQueue())
     for items in (north, south):
-        asyncio.run(service.on_result(items[0]["clinic_id"], items[-1], list(reversed(items[:-1]))))
+        read = as_stored(items)
+        asyncio.run(service.on_result(items[0]["clinic_id"], read[-1], list(reversed(read[:-1]))))
     c.north, c.other, c.south = north, other, south
     return c
 
@@ -317,3 +318,27 @@ def test_the_checkin_page_names_the_change_rule_with_its_figures_and_a_recording
             "3 check-ins (threshold 4.82)") in page.text
     assert "not measurable: only 1.2 s of voiced speech (at least 2 s needed)" in page.text
     assert "Speaking time: not measurable in the last check-in" in overview.text
+
+
+def test_a_stored_result_that_does_not_parse_is_an_error_naming_it_never_a_checkin_left_out(tmp_path):
+    """The console reads each result parsed (shared.domain.stored_results.stored_result): one that is not a
+    ResultItem is a server error naming its job and field, not a history that quietly lacks a check-in."""
+    from shared.domain.errors import InvalidStoredResult
+
+    c = Console(tmp_path)
+    items = history("patient-104", "clinic-north", 3)
+    del items[1]["results"]["multimodal_fusion"]["risk_level"]
+    asyncio.run(c.add(items))
+    named = f"the stored result of {items[1]['job_id']} is not a valid ResultItem: " \
+            "results.multimodal_fusion.risk_level: Field required"
+    with TestClient(c.app) as http:
+        for path in ("/console/patients/patient-104", "/console/patients/patient-104/history.csv",
+                     f"/console/patients/patient-104/checkins/{items[1]['job_id']}"):
+            with pytest.raises(InvalidStoredResult) as raised:
+                http.get(path, headers=c.headers("north"))
+            assert str(raised.value) == named
+        readable = http.get(f"/console/patients/patient-104/checkins/{items[2]['job_id']}", headers=c.headers("north"))
+    assert readable.status_code == 200  # the other check-ins still read
+    with TestClient(c.app, raise_server_exceptions=False) as http:
+        answer = http.get("/console/patients/patient-104", headers=c.headers("north"))
+    assert answer.status_code == 500 and "patient-104" not in answer.text

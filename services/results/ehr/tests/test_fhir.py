@@ -14,9 +14,11 @@ from services.fusion.tests.checkins import as_audio, as_vision
 from services.results.ehr.fhir import FHIR_VERSION, UCUM, build_bundle, patient_reference, quantity
 from services.results.ehr.publisher import RESULTS_AVAILABLE, encode_results_event, event_id
 from services.results.stage.user_item import build_user_item
-from shared.domain.findings import FusionDocument
+from shared.domain.findings import FusionDocument, ResultItem
 from shared.domain.job import Job
 from shared.domain.markers import measured, not_assessed
+from shared.domain.patients import ClinicPatientId
+from shared.domain.stored_results import stored_result
 
 JOB = {"job_id": "job-abc123def456", "patient_id": "patient-001", "s3_key": "uploads/patient-001/job-abc123def456/x.mp4",
        "filename": "x.mp4", "content_type": "video/mp4",
@@ -71,14 +73,18 @@ VISION = {"facial_emotion": {"primary_emotion": "happy", "confidence": 0.9, "all
                                            "note": None}}}
 
 
-def _item(fusion: dict, audio: dict | None, vision: dict | None, skipped: dict[str, str] | None = None) -> dict:
-    """The SchizodotUsers item results saves for JOB, from fusion's findings document."""
-    job = Job.from_item({**JOB, "status": "processing", "updated_at": JOB["started_at"],
-                         "metadata": {"pipeline": {"skipped": skipped or {}}}})
+def _job(job: dict, skipped: dict[str, str] | None = None) -> Job:
+    return Job.from_item({**job, "status": "processing", "updated_at": job["started_at"],
+                          "metadata": {"pipeline": {"skipped": skipped or {}}}})
+
+
+def _item(fusion: dict, audio: dict | None, vision: dict | None, skipped: dict[str, str] | None = None) -> ResultItem:
+    """The SchizodotUsers item results saves for JOB, from fusion's findings document, as read back."""
+    job = _job(JOB, skipped)
     findings = FusionDocument.model_validate({
         "job_id": job.job_id, "analysed_at": fusion["analysed_at"],
         "results": build_results(fusion, as_audio(audio), as_vision(vision), skipped or {})})
-    return build_user_item(job, findings).stored()
+    return stored_result(build_user_item(job, findings).stored())
 
 
 def _resources(bundle: dict) -> dict[str, dict]:
@@ -94,7 +100,7 @@ def _resources(bundle: dict) -> dict[str, dict]:
 
 def _bundle(fusion=FUSION, audio=AUDIO, vision=VISION, skipped=None, job=JOB) -> dict:
     item = _item(fusion, audio, vision, skipped)
-    return build_bundle(item, job, "schizodot-media", "urn:schizodot:patient-id")
+    return build_bundle(item, _job(job, skipped), "schizodot-media", "urn:schizodot:patient-id")
 
 
 def _component(observation: dict, code: str) -> dict:
@@ -206,9 +212,9 @@ def test_transcript_flags_reach_the_risk_observation_as_notes():
 
 
 def test_patient_ids_that_are_not_fhir_ids_are_sent_as_identifiers_only():
-    assert patient_reference("patient_001", "urn:x") == {
+    assert patient_reference(ClinicPatientId("patient_001"), "urn:x") == {
         "identifier": {"system": "urn:x", "value": "patient_001"}, "display": "patient patient_001"}
-    assert patient_reference("patient-001", "urn:x")["reference"] == "Patient/patient-001"
+    assert patient_reference(ClinicPatientId("patient-001"), "urn:x")["reference"] == "Patient/patient-001"
 
 
 def test_the_library_rejects_what_fhir_does_not_allow():

@@ -18,6 +18,7 @@ from shared.domain.checkin import artifact_key, utc_now
 from shared.domain.job import PipelinePlan, new_job, plan_weights
 from shared.fakes import FakeAdapters, MemoryAuditStore, deliver
 from shared.identity.audit import AuditTrail, AuditUnavailable, patient_ref
+from shared.domain.stored_results import stored_result
 from shared.runtime.events import FusionCompleted, encode_event
 
 RESULTS_MAP = {
@@ -35,6 +36,14 @@ RESULTS_MAP = {
 
 
 PATIENT_KEY = "clinic-a.patient-001"  # patient-001 of clinic-a, as stored
+
+
+def _earlier_item(n: int) -> dict:
+    """An earlier SchizodotUsers item of the patient, as the results stage stored it."""
+    stamp = f"2026-01-0{n + 1}T10:00:00.000000Z"
+    return {"user_id": PATIENT_KEY, "timestamp": stamp, "job_id": f"job-00000000000{n}",
+            "s3_key": f"uploads/{PATIENT_KEY}/job-00000000000{n}/x.mp4", "analysis_type": "multimodal",
+            "analyzed_at": stamp, "processing_time_seconds": 30.0, "status": "completed", "results": RESULTS_MAP}
 
 
 def _audit(store: MemoryAuditStore | None = None) -> AuditTrail:
@@ -154,17 +163,14 @@ def _with_alerts(rules: dict, *, earlier: int = 0, repeat: bool = False):
 
     async def scenario():
         for n in range(earlier):  # the patient's earlier check-ins
-            await fakes.history.save({"user_id": PATIENT_KEY, "timestamp": f"2026-01-0{n + 1}T10:00:00.000000Z",
-                                      "job_id": f"job-00000000000{n}", "clinic_id": "clinic-a",
-                                      "results": RESULTS_MAP})
+            await fakes.history.save(_earlier_item(n))
         job_id = await _fused(fakes)
         deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, None, _audit(), alerts=service,
                            history=fakes.history)
         body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
         await deliver(fakes.runner(RESULTS, deps), body)
         if repeat:  # the same result again (a redelivery after a crash before the job completed)
-            await service.on_result("clinic-a", {**(await fakes.history.latest(PATIENT_KEY, 1))[0],
-                                                 "user_id": "patient-001"}, [])
+            await service.on_result("clinic-a", stored_result((await fakes.history.latest(PATIENT_KEY, 1))[0]), [])
         return job_id, service
 
     return asyncio.run(scenario()), queue
@@ -183,6 +189,38 @@ def test_a_clinic_whose_rules_do_not_fire_gets_no_alert_but_its_patient_is_liste
     (job_id, service), queue = _with_alerts({"risk_levels": ["high"]})
     assert asyncio.run(service.alerts.open_alerts("clinic-a")) == [] and queue.sent == []
     assert asyncio.run(service.roster.get("clinic-a", "patient-001")).last_job_id == job_id
+
+
+def test_an_earlier_result_that_does_not_parse_is_named_never_skipped_and_the_new_result_stays_saved():
+    """The alert rules read the patient's earlier results parsed (shared.domain.stored_results.stored_result):
+    one that is not a ResultItem fails the try naming its job and field (retried like any failure), and
+    the last try completes the job saying so; the new result is saved either way."""
+    from services.results.alerts import AlertService, InMemoryAlertStore, InMemoryRoster
+    from shared.domain.clinics import ClinicDirectory
+    from shared.domain.errors import InvalidStoredResult
+
+    named = "the stored result of job-000000000000 is not a valid ResultItem: results.compliance: Field required"
+
+    async def scenario(final_attempt: bool):
+        fakes = FakeAdapters()
+        broken = _earlier_item(0)
+        await fakes.history.save({**broken, "results": {k: v for k, v in RESULTS_MAP.items() if k != "compliance"}})
+        job_id = await _fused(fakes)
+        service = AlertService(InMemoryAlertStore(), InMemoryRoster(), ClinicDirectory(), RecordingQueue())
+        deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, None, _audit(), alerts=service,
+                           history=fakes.history)
+        body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
+        try:
+            await deliver(fakes.runner(RESULTS, deps), body, final_attempt=final_attempt)
+        except InvalidStoredResult as error:
+            return str(error), await fakes.jobs.get(job_id), await fakes.history.for_job(PATIENT_KEY, job_id)
+        return None, await fakes.jobs.get(job_id), await fakes.history.for_job(PATIENT_KEY, job_id)
+
+    error, job, saved = asyncio.run(scenario(final_attempt=False))
+    assert error == named and job.status == "processing" and saved is not None
+    error, job, saved = asyncio.run(scenario(final_attempt=True))
+    assert error is None and job.status == "completed" and saved is not None
+    assert job.message == f"Analysis completed successfully; raising alerts failed: InvalidStoredResult: {named}"
 
 
 @pytest.mark.parametrize("broken, named", [
