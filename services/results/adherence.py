@@ -15,14 +15,14 @@ says how many of each: a reported dose is the patient's word, not an observation
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.findings import Document, ResultItem
 from shared.domain.patients import ClinicPatientId
-from shared.domain.stored_results import checkin_time, stored_result
+from shared.domain.stored_results import checkin_time
 
 CATEGORIES = ("verified_by_review", "verified_by_detector", "reported_taken", "reported_missed", "not_taken",
               "unverifiable", "not_assessed")
@@ -113,15 +113,10 @@ class Adherence:
                 "categories": WORDS}
 
 
-def adherence(patient_id: ClinicPatientId, items: Sequence[ResultItem | Mapping[str, object]], days: int,
-              now: datetime) -> Adherence:
-    """Counts by source over the last `days` days (items newest first), each check-in with its category.
-
-    Items not yet parsed are parsed here: the results API's adherence route still hands them as read
-    (services/results/api/reviews.py); once it parses them at its edge this takes `ResultItem`s only."""
-    parsed = [i if isinstance(i, ResultItem) else stored_result(i) for i in items]
+def adherence(patient_id: ClinicPatientId, items: Sequence[ResultItem], days: int, now: datetime) -> Adherence:
+    """Counts by source over the last `days` days (items newest first), each check-in with its category."""
     since = now - timedelta(days=days)
-    within = [i for i in parsed if since <= checkin_time(i) <= now]
+    within = [i for i in items if since <= checkin_time(i) <= now]
     categories = [intake_of(i) for i in within]
     counts = Counter(categories)
     run = streak(within)

@@ -41,7 +41,7 @@ from shared.aws.history import HistoryReader
 from shared.aws.jobs import JobStore
 from shared.domain.findings import ResultItem
 from shared.domain.job import COMPLETED, FAILED, Job, JobStatus
-from shared.domain.patients import PatientKey
+from shared.domain.stored_results import stored_result
 from shared.identity.audit import AuditEvent, AuditTrail, install_audit_failure_handler
 from shared.identity.auth import Authenticator
 from shared.identity.credentials import ApiKeyStore
@@ -66,14 +66,6 @@ class PatientResults(BaseModel):
     count: int
     results: list[ResultItem]
     next_token: str | None = None
-
-
-def shown_result(item: dict[str, Any]) -> ResultItem:
-    """A stored item, parsed once as it is read, as the clinic sees it: its own patient id, and its
-    clinic (stored in the key) named. One that does not parse is a server error naming the field."""
-    key = PatientKey.parse(item["user_id"])
-    clinic = {"clinic_id": key.clinic_id} if key.clinic_id else {}
-    return ResultItem.model_validate({**item, **clinic, "user_id": key.patient})
 
 
 def shown_job(job: Job) -> dict[str, Any]:
@@ -177,7 +169,7 @@ async def job_detail(job_id: str = JobId, who: Principal = Depends(READER), api:
     job = await _job_of(api, who, job_id, "job.detail_read")
     result = await api.history.for_job(job.patient_id, job_id) if job.status == COMPLETED else None
     await api.audit.record(AuditEvent("job.detail_read", who, patient_id=job.patient_id.patient, job_id=job_id))
-    return JobDetail(job=shown_job(job), result=shown_result(result) if result else None)
+    return JobDetail(job=shown_job(job), result=stored_result(result).shown() if result else None)
 
 
 @job_router.get("/api/v1/results/{job_id}", response_model=ResultItem, tags=["results"])
@@ -195,7 +187,7 @@ async def result_for_job(job_id: str = JobId, who: Principal = Depends(READER), 
                                       patient_id=patient, job_id=job_id))
     if item is None:
         raise HTTPException(status_code=404, detail=f"job {job_id} is completed but its result is missing")
-    return shown_result(item)
+    return stored_result(item).shown()
 
 
 @patient_router.get("/api/v1/patients/{patient_id}/jobs", response_model=PatientJobs)
@@ -227,5 +219,5 @@ async def patient_results(
     items, more = await api.history.page(stored, api.page_limit(limit), after)
     await api.audit.record(AuditEvent("patient.results_read", who, patient_id=patient_id,
                                       detail={"count": len(items)}))
-    return PatientResults(patient_id=patient_id, count=len(items), results=[shown_result(i) for i in items],
+    return PatientResults(patient_id=patient_id, count=len(items), results=[stored_result(i).shown() for i in items],
                           next_token=encode_token(more) if more else None)

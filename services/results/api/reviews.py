@@ -21,7 +21,8 @@ from services.results import adherence
 from services.results.api.context import READER, REVIEWER, ResultsApi, api_of
 from services.results.api.params import JobId, PatientIdPath
 from services.results.dosing import DosingReview, PillBox, ReviewConflict, ReviewNotFound
-from shared.domain.stored_results import clinic_of
+from shared.domain.patients import ClinicPatientId
+from shared.domain.stored_results import stored_result
 from shared.identity.audit import AuditEvent
 from shared.identity.principal import Principal
 
@@ -65,9 +66,9 @@ async def patient_adherence(patient_id: str = PatientIdPath, days: int = Query(3
     validated detector, reported taken, reported missed or stopped, not taken, unverifiable, not
     assessed; and the streak of verified or reported doses (saying which)."""
     reviews = api.reviews_or_404()
-    items = [i for i in await reviews.history.latest(who.key_of(patient_id), ADHERENCE_HISTORY)
-             if clinic_of(i) in (None, who.clinic_id)]
-    found = adherence.adherence(patient_id, items, days, reviews.clock())
+    stored = await reviews.history.latest(who.key_of(patient_id), ADHERENCE_HISTORY)
+    items = [item for item in map(stored_result, stored) if item.clinic_id in (None, who.clinic_id)]
+    found = adherence.adherence(ClinicPatientId(patient_id), items, days, reviews.clock())
     await reviews.audit.record(AuditEvent("patient.adherence_read", who, patient_id=patient_id,
                                           detail={"days": days, "checkins": len(found.checkins)}))
     return found.as_dict()

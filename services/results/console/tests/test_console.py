@@ -82,8 +82,8 @@ def test_another_clinics_patient_is_not_found_exactly_like_a_missing_one(console
         assert theirs.status_code == missing.status_code == 404
         assert theirs.text == missing.text
         job = console.south[0]["job_id"]
-        for path in (f"/console/patients/patient-900/checkins/{job}", f"/console/patients/patient-900/history.csv",
-                     f"/console/patients/patient-900/report.pdf", f"/console/patients/patient-900/checkins/{job}/video"):
+        for path in (f"/console/patients/patient-900/checkins/{job}", "/console/patients/patient-900/history.csv",
+                     "/console/patients/patient-900/report.pdf", f"/console/patients/patient-900/checkins/{job}/video"):
             response = http.get(path, headers=console.headers("north"))
             assert response.status_code == 404 and response.text == missing.text, path
         # a check-in of our patient that belongs to another clinic's record is not found either

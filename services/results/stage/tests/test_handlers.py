@@ -16,9 +16,9 @@ from services.results.settings import ResultsSettings
 from services.results.stage.handlers import RESULTS, ResultsDeps
 from shared.domain.checkin import artifact_key, utc_now
 from shared.domain.job import PipelinePlan, new_job, plan_weights
+from shared.domain.stored_results import stored_result
 from shared.fakes import FakeAdapters, MemoryAuditStore, deliver
 from shared.identity.audit import AuditTrail, AuditUnavailable, patient_ref
-from shared.domain.stored_results import stored_result
 from shared.runtime.events import FusionCompleted, encode_event
 
 RESULTS_MAP = {
