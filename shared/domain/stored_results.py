@@ -23,7 +23,6 @@ from pydantic import ValidationError
 
 from shared.domain.errors import InvalidStoredResult
 from shared.domain.findings import MarkerBaseline, MarkerValue, ResultItem, SummaryFlag, wrong_fields
-from shared.domain.patients import PatientKey
 
 MARKER_GROUPS = {"vocal_markers": "voice", "video_markers": "face"}
 
@@ -96,16 +95,6 @@ class MarkerReading:
         """Notably worse than the patient's own baseline, on the side that is worse for this marker."""
         worse = WORSE.get(self.name)
         return bool(worse and self.baseline.notable and self.baseline.direction == worse)
-
-
-def clinic_of(record: Mapping[str, object]) -> str | None:
-    """The clinic of a stored result not yet parsed (`ResultItem.clinic_id` once it is): its patient key's
-    (`user_id`, clinic.patient), where the clinic is stored. Items from before the key carried it name it
-    as `clinic_id` (or in `metadata`)."""
-    key, metadata = record.get("user_id"), record.get("metadata")
-    keyed = PatientKey.parse(key).clinic_id if isinstance(key, str) and key else None
-    named = record.get("clinic_id") or (metadata.get("clinic_id") if isinstance(metadata, Mapping) else None)
-    return keyed or (named if isinstance(named, str) else None)
 
 
 def markers(item: ResultItem) -> list[MarkerReading]:

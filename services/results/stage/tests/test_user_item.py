@@ -7,7 +7,7 @@ import pytest
 from services.results.stage.user_item import build_user_item, job_summary
 from shared.domain.findings import FusionDocument, ResultItem
 from shared.domain.job import Job
-from shared.domain.stored_results import clinic_of
+from shared.domain.stored_results import stored_result
 
 JOB = {"job_id": "job-abc123def456", "patient_id": "patient-001", "status": "processing",
        "s3_key": "uploads/patient-001/x.mp4", "created_at": "2024-01-15T12:00:00Z",
@@ -57,7 +57,7 @@ def test_the_clinic_is_stored_once_in_the_patient_key_and_read_from_it():
     result = build_user_item(job, FINDINGS)
     item = result.stored()
     assert item["user_id"] == "clinic-a.patient-001" and "clinic_id" not in item
-    assert result.clinic_id == "clinic-a" and clinic_of(item) == "clinic-a"
+    assert result.clinic_id == "clinic-a" and stored_result(item).clinic_id == "clinic-a"
     assert "clinic_id" not in job.to_item()["metadata"]  # nor on the job: its patient_id is the same key
     assert job.clinic_id == "clinic-a" and job.shown_item()["metadata"]["clinic_id"] == "clinic-a"  # the APIs' view
 
@@ -67,8 +67,8 @@ def test_items_and_jobs_written_with_the_clinic_beside_the_key_still_read():
                 "clinic_id": "clinic-a"}
     parsed = ResultItem.model_validate(old_item)
     assert parsed.clinic_id == "clinic-a" and parsed.stored() == old_item  # kept as it came
-    assert clinic_of(old_item) == "clinic-a"
-    assert clinic_of({**old_item, "user_id": "patient-001"}) == "clinic-a"  # a key from before it named the clinic
+    assert stored_result(old_item).clinic_id == "clinic-a"
+    assert stored_result({**old_item, "user_id": "patient-001"}).clinic_id == "clinic-a"  # a key from before it named the clinic
     old_job = Job.from_item({**JOB, "patient_id": "patient-001", "metadata": {"clinic_id": "clinic-a"}})
     assert old_job.clinic_id == "clinic-a" and old_job.to_item()["metadata"]["clinic_id"] == "clinic-a"
     with pytest.raises(ValueError, match="not its patient key's clinic"):
