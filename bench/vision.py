@@ -47,7 +47,7 @@ Where a 30 s and a 60 s check-in's vision time goes, through the stage as its wo
 (bench/vision_profile.py; docs/speed.md). `--hands-schedule`: the findings of the same
 check-ins with the hand model on every frame against only in the dosing windows.
 
-    python -m bench.vision --side-by-side OTHER_TREE [--lengths 30 60] [--runs 3]
+    python -m bench.vision --side-by-side OTHER_TREE [--lengths 30 60] [--runs 3] [--webm]
 
 A change to the vision stage against another checkout (e.g. an export of the commit before it:
 `git archive BASE | tar -x -C /tmp/base`, with a `models` link to this one's), side by side in one
@@ -55,7 +55,8 @@ run: each checkout's analyser in its own process (models loaded once, then a war
 bench.pipeline's check-ins with the app's timeline and the evidence JPEGs and review clip stored in
 memory, in turns (the order swapped each round), each analysis after a plain decode of the same
 clip. Prints the medians of wall seconds, CPU seconds (the process and its ffmpeg children) and
-analysis / plain decode, and which findings (bench.vision_profile._findings) differ.
+analysis / plain decode, and which findings (bench.vision_profile._findings) differ. `--webm`: the
+check-ins as the patient app's browsers record them (VP8 + Opus in WebM, `webm_like_chrome`).
 
     python -m bench.vision --markers
 
@@ -655,8 +656,21 @@ class _AnalyserProcess:
         self.process.wait(30)
 
 
-def side_by_side(other: Path, lengths: list[float], runs: int, size: str, out: Path) -> dict:
-    """This checkout's vision analyser against `other`'s on the same check-ins, in turns (see the module's doc)."""
+def webm_like_chrome(clip: Path) -> Path:
+    """`clip` as Chrome's and Firefox's MediaRecorder record it for the patient app (VP8 at 2.5 Mbit/s, real-time
+    speed, Opus in WebM; services/ingest/patient/static/checkin.js), made once beside it."""
+    path = clip.with_suffix(".webm")
+    if not path.exists():
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.webm")
+        _ffmpeg("-i", str(clip), "-c:v", "libvpx", "-b:v", "2500k", "-deadline", "realtime", "-cpu-used", "8",
+                "-c:a", "libopus", str(partial))
+        os.replace(partial, path)
+    return path
+
+
+def side_by_side(other: Path, lengths: list[float], runs: int, size: str, out: Path, webm: bool = False) -> dict:
+    """This checkout's vision analyser against `other`'s on the same check-ins, in turns (see the module's doc);
+    `webm`: the check-ins recorded as the patient app's browsers record them (`webm_like_chrome`)."""
     import statistics
 
     from bench.pipeline import clip_for, patient_timeline
@@ -664,10 +678,12 @@ def side_by_side(other: Path, lengths: list[float], runs: int, size: str, out: P
 
     trees = {"this": Path.cwd().resolve(), "other": other.resolve()}
     processes = {name: _AnalyserProcess(tree) for name, tree in trees.items()}
-    report: dict = {"trees": {k: str(v) for k, v in trees.items()}, "size": size, "runs": runs, "lengths": {}}
+    report: dict = {"trees": {k: str(v) for k, v in trees.items()}, "size": size, "runs": runs,
+                    "container": "webm (VP8, Opus)" if webm else "mp4 (H.264, AAC)", "lengths": {}}
     try:
         for seconds in lengths:
             clip, timeline = clip_for(seconds, size), patient_timeline(seconds)
+            clip = webm_like_chrome(clip) if webm else clip
             for process in processes.values():  # warm-up
                 process.analyse(clip, timeline)
             rows: dict[str, list[dict]] = {name: [] for name in processes}
@@ -687,7 +703,7 @@ def side_by_side(other: Path, lengths: list[float], runs: int, size: str, out: P
             stable = {name: all(r["findings"] == rs[0]["findings"] for r in rs) for name, rs in rows.items()}
             report["lengths"][f"{seconds:.0f}"] = {"summary": summary, "findings_differ": differs,
                                                    "findings_same_every_run": stable, "runs": rows}
-            print(f"\n{seconds:.0f} s check-in, {size}, median of {runs} (in turns)")
+            print(f"\n{seconds:.0f} s check-in, {size}, {report['container']}, median of {runs} (in turns)")
             print("| checkout | analysis wall s | CPU s | plain decode s | wall / decode |")
             print("|---|---|---|---|---|")
             for name, row in summary.items():
@@ -725,6 +741,8 @@ def main() -> None:
     parser.add_argument("--media", type=Path, default=None, help="folder with the two real clips (../shared/media)")
     parser.add_argument("--side-by-side", type=Path, default=None, metavar="OTHER_TREE",
                         help="this checkout's analyser against another checkout's, in turns, with their findings")
+    parser.add_argument("--webm", action="store_true",
+                        help="with --side-by-side: the check-ins as the patient app's browsers record them (VP8 WebM)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results = Path("bench/results")
@@ -736,7 +754,7 @@ def main() -> None:
         profile(args.lengths, args.runs, args.sizes[0], args.out or results / "vision_profile.json", args.pill_model)
     elif args.side_by_side is not None:
         side_by_side(args.side_by_side, args.lengths, args.runs, args.sizes[0],
-                     args.out or results / "vision_side_by_side.json")
+                     args.out or results / "vision_side_by_side.json", webm=args.webm)
     elif args.hands_schedule:
         from bench.vision_profile import hands_schedule
 
