@@ -47,6 +47,17 @@ Where a 30 s and a 60 s check-in's vision time goes, through the stage as its wo
 (bench/vision_profile.py; docs/speed.md). `--hands-schedule`: the findings of the same
 check-ins with the hand model on every frame against only in the dosing windows.
 
+    python -m bench.vision --side-by-side OTHER_TREE [--lengths 30 60] [--runs 3] [--webm]
+
+A change to the vision stage against another checkout (e.g. an export of the commit before it:
+`git archive BASE | tar -x -C /tmp/base`, with a `models` link to this one's), side by side in one
+run: each checkout's analyser in its own process (models loaded once, then a warm-up), analysing
+bench.pipeline's check-ins with the app's timeline and the evidence JPEGs and review clip stored in
+memory, in turns (the order swapped each round), each analysis after a plain decode of the same
+clip. Prints the medians of wall seconds, CPU seconds (the process and its ffmpeg children) and
+analysis / plain decode, and which findings (bench.vision_profile._findings) differ. `--webm`: the
+check-ins as the patient app's browsers record them (VP8 + Opus in WebM, `webm_like_chrome`).
+
     python -m bench.vision --markers
 
 Validity of the video markers (docs/clinical-measures.md, "Video markers"): head movement against
@@ -61,6 +72,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -591,6 +603,125 @@ def speed(lengths: list[float], sizes: list[str], pill_model: Path | None, out: 
     return rows
 
 
+_SIDE_BY_SIDE_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+from services.vision.main import build_analyser
+from services.vision.settings import VisionSettings
+from shared.domain.timeline import CheckinTimeline
+
+def cpu():
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+analyser = build_analyser(VisionSettings())
+print("@@" + json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    stored = {}
+    def sink(name, body):
+        stored[name] = len(body)
+        return "memory/" + name
+    cpu0, wall0 = cpu(), time.perf_counter()
+    result = analyser.analyse(Path(request["clip"]), timeline=CheckinTimeline.of(request["timeline"]),
+                              evidence=sink, clip=sink)
+    answer = {"wall": time.perf_counter() - wall0, "cpu": cpu() - cpu0, "result": result, "stored": stored}
+    print("@@" + json.dumps(answer, default=str), flush=True)
+"""
+
+
+class _AnalyserProcess:
+    """One checkout's vision analyser in its own process (see _SIDE_BY_SIDE_CHILD)."""
+
+    def __init__(self, tree: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        self.tree = tree
+        self.process = subprocess.Popen([sys.executable, "-c", _SIDE_BY_SIDE_CHILD], cwd=tree, env=env, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._answer()
+
+    def _answer(self) -> dict:
+        for line in self.process.stdout:
+            if line.startswith("@@"):
+                return json.loads(line[2:])
+        raise RuntimeError(f"the analyser of {self.tree} stopped (exit {self.process.wait()})")
+
+    def analyse(self, clip: Path, timeline: list[dict]) -> dict:
+        self.process.stdin.write(json.dumps({"clip": str(clip), "timeline": timeline}) + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(30)
+
+
+def webm_like_chrome(clip: Path) -> Path:
+    """`clip` as Chrome's and Firefox's MediaRecorder record it for the patient app (VP8 at 2.5 Mbit/s, real-time
+    speed, Opus in WebM; services/ingest/patient/static/checkin.js), made once beside it."""
+    path = clip.with_suffix(".webm")
+    if not path.exists():
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.webm")
+        _ffmpeg("-i", str(clip), "-c:v", "libvpx", "-b:v", "2500k", "-deadline", "realtime", "-cpu-used", "8",
+                "-c:a", "libopus", str(partial))
+        os.replace(partial, path)
+    return path
+
+
+def side_by_side(other: Path, lengths: list[float], runs: int, size: str, out: Path, webm: bool = False) -> dict:
+    """This checkout's vision analyser against `other`'s on the same check-ins, in turns (see the module's doc);
+    `webm`: the check-ins recorded as the patient app's browsers record them (`webm_like_chrome`)."""
+    import statistics
+
+    from bench.pipeline import clip_for, patient_timeline
+    from bench.vision_profile import _findings, plain_decode
+
+    trees = {"this": Path.cwd().resolve(), "other": other.resolve()}
+    processes = {name: _AnalyserProcess(tree) for name, tree in trees.items()}
+    report: dict = {"trees": {k: str(v) for k, v in trees.items()}, "size": size, "runs": runs,
+                    "container": "webm (VP8, Opus)" if webm else "mp4 (H.264, AAC)", "lengths": {}}
+    try:
+        for seconds in lengths:
+            clip, timeline = clip_for(seconds, size), patient_timeline(seconds)
+            clip = webm_like_chrome(clip) if webm else clip
+            for process in processes.values():  # warm-up
+                process.analyse(clip, timeline)
+            rows: dict[str, list[dict]] = {name: [] for name in processes}
+            for run in range(runs):
+                for name in (list(processes) if run % 2 == 0 else list(processes)[::-1]):
+                    decode = plain_decode(clip)
+                    answer = processes[name].analyse(clip, timeline)
+                    rows[name].append({"wall": answer["wall"], "cpu": answer["cpu"], "decode": decode,
+                                       "ratio": answer["wall"] / decode, "stored": answer["stored"],
+                                       "findings": _findings(answer["result"])})
+            summary = {name: {key: round(statistics.median(r[key] for r in rs), 3)
+                              for key in ("wall", "cpu", "decode", "ratio")} | {"stored_bytes": rs[-1]["stored"]}
+                       for name, rs in rows.items()}
+            first = {name: rs[0]["findings"] for name, rs in rows.items()}
+            differs = {key: {name: first[name][key] for name in first}
+                       for key in first["this"] if first["this"][key] != first["other"][key]}
+            stable = {name: all(r["findings"] == rs[0]["findings"] for r in rs) for name, rs in rows.items()}
+            report["lengths"][f"{seconds:.0f}"] = {"summary": summary, "findings_differ": differs,
+                                                   "findings_same_every_run": stable, "runs": rows}
+            print(f"\n{seconds:.0f} s check-in, {size}, {report['container']}, median of {runs} (in turns)")
+            print("| checkout | analysis wall s | CPU s | plain decode s | wall / decode |")
+            print("|---|---|---|---|---|")
+            for name, row in summary.items():
+                print(f"| {name} ({trees[name]}) | {row['wall']:.2f} | {row['cpu']:.2f} | {row['decode']:.2f} | "
+                      f"{row['ratio']:.2f} |")
+            print(f"this / other: wall {summary['this']['wall'] / summary['other']['wall']:.3f}, "
+                  f"CPU {summary['this']['cpu'] / summary['other']['cpu']:.3f}; stored bytes "
+                  f"{summary['this']['stored_bytes']} / {summary['other']['stored_bytes']}")
+            print(f"findings that differ: {json.dumps(differs) if differs else 'none'}; the same in every run: "
+                  f"{stable}", flush=True)
+    finally:
+        for process in processes.values():
+            process.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=float, nargs="+", default=[30.0, 60.0])
@@ -608,6 +739,10 @@ def main() -> None:
     parser.add_argument("--write", action="store_true",
                         help="with --accuracy: store the figures the vision stage cites (services/vision/validity.json)")
     parser.add_argument("--media", type=Path, default=None, help="folder with the two real clips (../shared/media)")
+    parser.add_argument("--side-by-side", type=Path, default=None, metavar="OTHER_TREE",
+                        help="this checkout's analyser against another checkout's, in turns, with their findings")
+    parser.add_argument("--webm", action="store_true",
+                        help="with --side-by-side: the check-ins as the patient app's browsers record them (VP8 WebM)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results = Path("bench/results")
@@ -617,6 +752,9 @@ def main() -> None:
         from bench.vision_profile import profile
 
         profile(args.lengths, args.runs, args.sizes[0], args.out or results / "vision_profile.json", args.pill_model)
+    elif args.side_by_side is not None:
+        side_by_side(args.side_by_side, args.lengths, args.runs, args.sizes[0],
+                     args.out or results / "vision_side_by_side.json", webm=args.webm)
     elif args.hands_schedule:
         from bench.vision_profile import hands_schedule
 

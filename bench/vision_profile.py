@@ -25,6 +25,7 @@ beside the analyser's thread, so their rows overlap the others):
                        the head-movement marker
   pill crops           crops for the pill detector and its batches (none without a detector)
   evidence JPEGs       drawing and encoding the evidence frames
+  review clip          cutting the dosing span's clip with ffmpeg (dosing.cut_clip), after the scan
   S3 / DynamoDB / SQS  the AWS calls, each service's count and time
   idle                 the analyser's thread waiting for a frame or for the hands thread
   plain decode         `ffmpeg -i clip -map 0:v:0 -f null -` in the same run (for the ratio)
@@ -173,6 +174,8 @@ def instrument(sections: Sections, analyser) -> None:
     for module in (evidence, dosing):
         if hasattr(module, "annotate"):
             wrap(module, "annotate", "evidence JPEGs")
+    if hasattr(analysis, "cut_clip"):
+        wrap(analysis, "cut_clip", "review clip")
 
 
 def instrument_aws(sections: Sections, clients) -> None:
@@ -219,7 +222,7 @@ async def _one_checkin(context: dict, clip: Path, seconds: float, sections: Sect
 
 
 ROWS = ("decode and scaling", "face landmarks", "landmark results to numpy", "hands", "emotion: fer", "emotion: face-api", "head pose",
-        "pill crops", "evidence JPEGs", "S3 calls", "DynamoDB calls", "SQS calls",
+        "pill crops", "evidence JPEGs", "review clip", "S3 calls", "DynamoDB calls", "SQS calls",
         "idle: waiting for a frame", "idle: waiting for the hands thread")
 
 

@@ -14,7 +14,12 @@ so that a reviewer sees what the camera saw. These are evidence for a person, no
 (timeline), at most MAX_CLIP_S (kept from the start: the last window runs to the end of the
 recording, often long after the mouth was shown); without those windows, the seconds around
 the first hand-to-mouth moment (CLIP_BEFORE_S before, CLIP_AFTER_S after); without such a
-moment, none, and why.
+moment, none, and why. An H.264 recording (Safari's, a phone's) is cut without re-encoding
+(`cut_clip`: a stream copy from the keyframe before the span, which the MP4's edit list hides,
+so the clip still plays from the span's start): re-encoding was the vision stage's largest
+single cost after the models (x264 `veryfast`, about 3 CPU seconds for a 7.5 s span at 720p).
+Other recordings (Chrome's and Firefox's VP8 WebM) are re-encoded with x264 `ultrafast`
+(half `veryfast`'s CPU, about the upload's own bitrate for those seconds).
 
 **Face continuity** (a quality flag, never identity verification): within the dosing span,
 is the face the same one seen in the rest of the recording? It measures
@@ -34,6 +39,7 @@ separate people (same-person spread larger than between-person), so it is not us
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -182,16 +188,74 @@ def plan_clip(timeline_windows: TimelineWindows | None, hand_to_mouth_s: float |
     return {"reason": f"no review clip: {why}, and the hand was never seen reaching the mouth"}
 
 
+# A stream copy keeps the source's frames: sources larger than this (long side, pixels) are
+# re-encoded, scaled down to it, as before; so is one whose keyframe before the span lies further
+# back than MAX_COPY_PREROLL_S (the copy carries the seconds from that keyframe, hidden by the edit
+# list but stored), and one whose pixels a browser may not play.
+MAX_COPY_SIDE = 1280
+MAX_COPY_PREROLL_S = 10.0
+COPYABLE_PIXEL_FORMATS = ("yuv420p", "yuvj420p")
+REENCODE_PRESET = "ultrafast"
+
+
 def cut_clip(source: Path, start_s: float, end_s: float) -> bytes:
-    """The seconds [start_s, end_s] of `source` as H.264 (+ AAC when it has sound) in an MP4."""
+    """The seconds [start_s, end_s] of `source` as H.264 (+ AAC when it has sound) in an MP4: a stream copy
+    when the source allows it (`copy_plan`), otherwise (or when the copy fails) an x264 re-encode."""
+    head = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start_s:.3f}", "-i", str(source),
+            "-t", f"{end_s - start_s:.3f}", "-map", "0:v:0", "-map", "0:a:0?"]
     with tempfile.TemporaryDirectory(prefix="review-clip-") as folder:
         out = Path(folder) / "clip.mp4"
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start_s:.3f}", "-i", str(source),
-                        "-t", f"{end_s - start_s:.3f}", "-map", "0:v:0", "-map", "0:a:0?",
-                        "-vf", "scale='min(1280,iw)':-2", "-c:v", "libx264", "-preset", "veryfast", "-crf", "26",
-                        "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", str(out)],
+        plan = copy_plan(source, start_s)
+        if plan is not None:
+            audio = ["-c:a", "copy"] if plan["audio_copy"] else ["-c:a", "aac", "-b:a", "64k"]
+            copied = subprocess.run(head + ["-c:v", "copy", *audio, "-movflags", "+faststart", str(out)],
+                                    capture_output=True, timeout=120)
+            if copied.returncode == 0 and out.stat().st_size > 0:
+                return out.read_bytes()
+        subprocess.run(head + ["-vf", f"scale='min({MAX_COPY_SIDE},iw)':-2", "-c:v", "libx264",
+                               "-preset", REENCODE_PRESET, "-crf", "26", "-pix_fmt", "yuv420p",
+                               "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", str(out)],
                        check=True, capture_output=True, timeout=120)
         return out.read_bytes()
+
+
+def copy_plan(source: Path, start_s: float) -> dict | None:
+    """{"preroll_s", "audio_copy"} when the span from `start_s` can be stream-copied into an MP4 that
+    browsers play: H.264 in 4:2:0 no larger than MAX_COPY_SIDE, with a keyframe at most
+    MAX_COPY_PREROLL_S before `start_s`; None otherwise (or when ffprobe cannot read the file)."""
+    since = max(0.0, start_s - MAX_COPY_PREROLL_S)
+    try:
+        probed = subprocess.run(
+            ["ffprobe", "-v", "error", "-print_format", "json", "-read_intervals", f"{since:.3f}%{start_s + 0.001:.3f}",
+             "-show_entries", "format=start_time:stream=index,codec_type,codec_name,pix_fmt,width,height:"
+             "packet=stream_index,pts_time,flags", str(source)],
+            capture_output=True, text=True, timeout=60)
+        info = json.loads(probed.stdout or "{}")
+    except (subprocess.TimeoutExpired, ValueError):
+        return None
+    streams = info.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if (probed.returncode != 0 or video is None or video.get("codec_name") != "h264"
+            or video.get("pix_fmt") not in COPYABLE_PIXEL_FORMATS
+            or max(int(video.get("width") or 0), int(video.get("height") or 0)) > MAX_COPY_SIDE):
+        return None
+    origin = _float(info.get("format", {}).get("start_time")) or 0.0
+    keyframes = [t - origin for p in info.get("packets", [])
+                 if p.get("stream_index") == video["index"] and "K" in p.get("flags", "")
+                 and (t := _float(p.get("pts_time"))) is not None]
+    before = [t for t in keyframes if t <= start_s + 1e-3]
+    if not before or start_s - max(before) > MAX_COPY_PREROLL_S:
+        return None
+    return {"preroll_s": round(start_s - max(before), 3),
+            "audio_copy": audio is None or audio.get("codec_name") == "aac"}
+
+
+def _float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 # --- face continuity ----------------------------------------------------------------------------

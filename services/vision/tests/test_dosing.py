@@ -16,6 +16,7 @@ from bench.labelled_faces import feat_photos
 from schizodot import samples
 from services.vision.analysis import VideoScan, VisionAnalyser
 from services.vision.compliance import ComplianceTracker
+from services.vision.dosing import MAX_COPY_SIDE, copy_plan, cut_clip
 from shared.domain.timeline import NO_TIMELINE_REASON, CheckinTimeline
 
 MODELS = Path(__file__).resolve().parents[3] / "models"
@@ -128,7 +129,9 @@ def test_a_long_dosing_span_gives_a_clip_of_at_most_20_s(analyser, media, tmp_pa
     compliance = analyser.analyse(still, timeline=long, clip=store)["compliance"]
     clip = compliance["review_clip"]
     assert (clip["start_s"], clip["end_s"]) == (0.0, 20.0) and "first 20 s" in clip["note"]
-    assert float(_probe(store.keys[clip["key"]])["format"]["duration"]) <= 20.05
+    # the first 20 s of the 25: a stream copy ends with the frames its last ones are decoded from (B-frames
+    # shown after them), a few frames past the span at most
+    assert float(_probe(store.keys[clip["key"]])["format"]["duration"]) <= 20.55
 
 
 def test_without_a_timeline_the_clip_surrounds_the_hand_to_mouth_moment_and_says_why(analyser, media, tmp_path):
@@ -182,6 +185,83 @@ def test_no_hand_to_mouth_moment_and_no_timeline_gives_no_clip_and_the_reason(an
         compliance["review_clip"]["reason"]
     assert not any(key.endswith(".mp4") for key in store.keys)
     assert compliance["face_continuity"]["assessed"] is False
+
+
+# --- cutting the review clip: a stream copy where the recording allows it --------------------
+
+
+def _recording(out: Path, seconds: float, *extra: str, size: str = "640x360", audio: bool = True) -> Path:
+    """A moving test picture (25 fps) with a tone, encoded as `extra` says."""
+    sound = ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"] if audio else []
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration={seconds}", *sound, *extra, str(out))
+    return out
+
+
+def _first_frame(path: Path, start_s: float | None = None) -> bytes:
+    seek = ["-ss", f"{start_s:.3f}"] if start_s is not None else []
+    return subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *seek, "-i", str(path), "-frames:v", "1",
+                           "-f", "rawvideo", "-pix_fmt", "gray", "-"], capture_output=True, check=True).stdout
+
+
+def _frames(path: Path) -> int:
+    return int(subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                               "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+                              capture_output=True, text=True, check=True).stdout)
+
+
+def _clip(tmp_path: Path, source: Path, start_s: float, end_s: float) -> tuple[Path, dict]:
+    out = tmp_path / "clip.mp4"
+    out.write_bytes(cut_clip(source, start_s, end_s))
+    return out, _probe(out)
+
+
+@pytest.mark.parametrize("layout", [[], ["-movflags", "frag_keyframe+empty_moov+default_base_moof"]],
+                         ids=["mp4", "fragmented mp4 (as Safari's MediaRecorder writes it)"])
+def test_an_h264_recording_is_cut_without_re_encoding_and_plays_from_the_span_start(tmp_path, layout):
+    source = _recording(tmp_path / "phone.mp4", 12, "-c:v", "libx264", "-preset", "veryfast", "-g", "50",
+                        "-pix_fmt", "yuv420p", "-c:a", "aac", *layout)
+    plan = copy_plan(source, 5.3)  # keyframes every 2 s: the one at about 4 s
+    assert plan is not None and plan["audio_copy"] and 1.0 <= plan["preroll_s"] <= 1.4, plan
+    clip, probe = _clip(tmp_path, source, 5.3, 8.3)
+    codecs = {s["codec_type"]: s["codec_name"] for s in probe["streams"]}
+    assert codecs == {"video": "h264", "audio": "aac"} and "mp4" in probe["format"]["format_name"]
+    # it ends at the first packet past the span in decoding order: a few frames more at most (B-frames)
+    assert abs(float(probe["format"]["duration"]) - 3.0) < 0.25 and 75 <= _frames(clip) <= 80
+    # the very frames of the recording (a re-encode is lossy), from the span's start, not the keyframe's
+    assert _first_frame(clip) == _first_frame(source, 5.3) != _first_frame(source, 4.0)
+
+
+def test_a_vp8_webm_recording_is_re_encoded_to_h264(tmp_path):
+    source = _recording(tmp_path / "chrome.webm", 6, "-c:v", "libvpx", "-b:v", "1M", "-c:a", "libopus")
+    assert copy_plan(source, 2.0) is None
+    clip, probe = _clip(tmp_path, source, 2.0, 5.0)
+    codecs = {s["codec_type"]: s["codec_name"] for s in probe["streams"]}
+    assert codecs == {"video": "h264", "audio": "aac"} and abs(float(probe["format"]["duration"]) - 3.0) < 0.1
+
+
+def test_a_keyframe_far_before_the_span_or_a_large_frame_is_re_encoded_not_copied(tmp_path):
+    # one keyframe, 12 s before the span: a copy would store all 12 s
+    sparse = _recording(tmp_path / "sparse.mp4", 14, "-c:v", "libx264", "-preset", "ultrafast", "-g", "1000",
+                        "-pix_fmt", "yuv420p", audio=False)
+    assert copy_plan(sparse, 12.0) is None and copy_plan(sparse, 3.0) is not None
+    clip, probe = _clip(tmp_path, sparse, 12.0, 13.0)
+    assert [s["codec_name"] for s in probe["streams"]] == ["h264"] and _frames(clip) == 25
+    large = _recording(tmp_path / "large.mp4", 2, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+                       size="1920x1080", audio=False)
+    assert copy_plan(large, 0.5) is None
+    _, probe = _clip(tmp_path, large, 0.5, 1.5)
+    assert (probe["streams"][0]["width"], probe["streams"][0]["height"]) == (MAX_COPY_SIDE, 720)
+
+
+def test_a_copied_clip_keeps_the_recordings_rotation(tmp_path):
+    upright = _recording(tmp_path / "upright.mp4", 4, "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+                         "-pix_fmt", "yuv420p", "-c:a", "aac")
+    rotated = tmp_path / "rotated.mp4"  # a phone held upright: the same frames, shown turned a quarter
+    _ffmpeg("-i", str(upright), "-c", "copy", "-metadata:s:v", "rotate=90", str(rotated))
+    assert copy_plan(rotated, 1.5) is not None
+    _, probe = _clip(tmp_path, rotated, 1.5, 3.0)
+    video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+    assert [d.get("rotation") for d in video.get("side_data_list", [])] in ([90], [-90])
 
 
 SWAP_TIMELINE = _timeline(("mood", "prompt", 0), ("show_pill", "dosing", 4000), ("show_empty", "dosing", 6000))
