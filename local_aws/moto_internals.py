@@ -21,6 +21,9 @@ public API serves:
   completed multipart upload sent two ObjectCreated events where S3 sends one, and a part
   or completion of an aborted upload failed with a 500 where S3 answers NoSuchUpload
   (`one_event_per_multipart_completion`).
+- `DynamoType.to_regular_json` and `DynamoType.size` (patched, same results): moto's walk
+  over a nested item copies each level's subtree again at every level below it, so a
+  projected Query of a patient's results took seconds (`linear_dynamodb_item_walks`).
 
 A moto upgrade that renames one of these fails the durability tests
 (tests/faults/test_durable_aws.py), which restart the server over every kind of state.
@@ -159,3 +162,59 @@ def _known_upload(backend: Any, bucket_name: str, multipart_id: str) -> None:
 
     if multipart_id not in backend.get_bucket(bucket_name).multiparts:
         raise NoSuchUpload(multipart_id)
+
+
+def linear_dynamodb_item_walks() -> None:
+    """Make moto's walks over a DynamoDB item take time in proportion to its size.
+
+    `DynamoType.to_regular_json` (every projected read: Query, Scan and GetItem with a
+    ProjectionExpression) deep-copies a map or list and then converts each child, which deep-copies
+    that child's subtree again: a value at depth d is copied d times. `DynamoType.size` (every item a
+    Query or Scan passes, for the 1 MB page limit) wraps each map child in a new `DynamoType`, which
+    re-wraps its whole subtree, at every level. A stored check-in result nests 6-8 levels deep (answers,
+    their markers, the baseline blocks), so a Query of 11 of them took seconds. These do the same walk
+    once, with the same results (tests/unit/test_local_aws_walks.py compares them with moto's own).
+    Idempotent."""
+    import base64
+    import copy
+
+    from moto.dynamodb.models.dynamo_type import DynamoType, bytesize
+
+    if getattr(DynamoType.to_regular_json, "linear", False):
+        return
+    originals = DynamoType.to_regular_json, DynamoType.size
+
+    def to_regular_json(self: Any) -> dict[str, Any]:
+        value = self.value
+        if isinstance(value, dict):
+            value = {key: item.to_regular_json() if isinstance(item, DynamoType) else copy.deepcopy(item)
+                     for key, item in value.items()}
+        elif isinstance(value, list):
+            value = [item.to_regular_json() if isinstance(item, DynamoType) else copy.deepcopy(item) for item in value]
+        elif not isinstance(value, _IMMUTABLE):  # a set's list of strings
+            value = copy.deepcopy(value)
+        if self.is_binary() and isinstance(value, str):
+            value = base64.b64decode(value)
+        return {self.type: value}
+
+    def size(self: Any) -> int:
+        if self.is_number():
+            return len(str(self.value))
+        if self.is_set():
+            return sum(DynamoType({self.type[0]: v}).size() for v in self.value)
+        if self.is_list():
+            return sum(_size(v) for v in self.value)
+        if self.is_map():
+            return sum(bytesize(k) + _size(v) for k, v in self.value.items())
+        if isinstance(self.value, bool):
+            return 1
+        return bytesize(self.value)
+
+    def _size(value: Any) -> int:  # moto's map branch wraps children that are not DynamoType yet
+        return value.size() if isinstance(value, DynamoType) else DynamoType(value).size()
+
+    _IMMUTABLE = (str, bytes, bool, int, float, type(None))  # a string, number or boolean value: nothing to copy
+    to_regular_json.linear = True  # type: ignore[attr-defined]
+    to_regular_json.moto_original, size.moto_original = originals  # type: ignore[attr-defined]
+    DynamoType.to_regular_json = to_regular_json
+    DynamoType.size = size
