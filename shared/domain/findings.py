@@ -310,6 +310,28 @@ class ResultItem(Document):
         return PatientKey.parse(self.user_id).clinic_id or (extra if isinstance(extra, str) else None)
 
 
+class PartialResults(Document):
+    """Some blocks of a stored item's `results` map, as a read that names them returns them
+    (shared.aws.history `latest_projected`), or this check-in's in the same shape: each optional."""
+
+    vocal_markers: Markers | None = None
+    video_markers: Markers | None = None
+    answers: Answers | None = None
+    audio_quality: AudioQuality | None = None
+    compliance: Compliance | None = None
+    multimodal_fusion: MultimodalFusion | None = None
+
+
+class PartialResultItem(Document):
+    """A patient's earlier SchizodotUsers item read with a projection: its key, its job and the parts of
+    `results` asked for (None when it holds none of them). A whole item parses as `ResultItem`."""
+
+    user_id: str
+    timestamp: str
+    job_id: str
+    results: PartialResults | None = None
+
+
 DocumentT = TypeVar("DocumentT", bound=Document)
 
 
@@ -328,5 +350,5 @@ def parse_document(model: type[DocumentT], document: object, what: str) -> Docum
 
 
 __all__ = ["Adherence", "Answer", "Answers", "AudioFindings", "AudioQuality", "ClinicalSummary", "Compliance", "Document",
-           "Emotion", "EmotionScore", "FusionDocument", "Markers", "MultimodalFusion", "Number", "PillDetector",
-           "DocumentT", "ResultItem", "Results", "Transcript", "VisionFindings", "parse_document"]
+           "Emotion", "EmotionScore", "FusionDocument", "Markers", "MultimodalFusion", "Number", "PartialResultItem",
+           "PartialResults", "PillDetector", "DocumentT", "ResultItem", "Results", "Transcript", "VisionFindings", "parse_document"]
