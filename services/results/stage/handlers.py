@@ -10,6 +10,7 @@ and completes the job. The sweeper fails jobs that stopped making progress.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -25,7 +26,7 @@ from services.results.stage.writer import ResultsStore
 from shared.aws.history import HistoryReader
 from shared.aws.jobs import JobStore
 from shared.aws.storage import ObjectStore, read_document
-from shared.domain.findings import FusionDocument
+from shared.domain.findings import FusionDocument, ResultItem
 from shared.domain.job import QUEUED, Job
 from shared.domain.patients import PatientKey
 from shared.identity.audit import AuditTrail
@@ -34,6 +35,11 @@ from shared.runtime.runner import Stage, StageOutcome, Work, parse_stage_event
 
 log = structlog.get_logger()
 tracer = trace.get_tracer("schizodot.results")
+# What the alert rules (services/results/alerts/rules.py `evaluate`) read of the patient's earlier results:
+# the key (shown as the clinic's own patient id), the job, when, and the intake status (the missed-medication
+# run). Read with a projection (`HistoryReader.latest_projected`): a whole item is 30-80 KB, and
+# `RESULTS_ALERT_HISTORY` of them were sent and parsed for these few fields.
+ALERT_HISTORY_ATTRIBUTES = ("user_id", "timestamp", "analyzed_at", "job_id", "results.compliance.verification_status")
 
 
 @dataclass
@@ -69,6 +75,19 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
     job = work.job
     result = build_user_item(job, await load_fusion_document(deps.storage, job))
     item = result.stored()  # written from the model
+    # The alert rules' history leaves this job's own item out, so it is read while the item is saved; a
+    # failure to read it is the alerts' failure (below), not the save's.
+    earlier = asyncio.ensure_future(alert_history(item, deps)) if deps.alerts is not None and job.clinic_id else None
+    try:
+        return await _save_and_announce(work, deps, result, item, earlier)
+    finally:
+        if earlier is not None and not earlier.done():
+            earlier.cancel()  # the save or the EHR push failed first: the message is retried
+
+
+async def _save_and_announce(work: Work[FusionCompleted], deps: ResultsDeps, result: ResultItem, item: dict,
+                             earlier: asyncio.Future[list[dict]] | None) -> StageOutcome:
+    job = work.job
     with tracer.start_as_current_span("save results") as span:
         span.set_attribute("schizodot.job_id", job.job_id)
         saved = await deps.writer.save(item)
@@ -90,9 +109,9 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
             reason = f"{type(error).__name__}: {error}"[:300]
             log.error("results could not be sent to the EHR; job completed without it", error=reason)
             message = f"Analysis completed; sending it to the EHR failed: {reason}"
-    if deps.alerts is not None and job.clinic_id:
+    if earlier is not None and job.clinic_id:
         try:
-            await raise_alerts(job.clinic_id, item, deps)
+            await raise_alerts(job.clinic_id, item, await earlier, deps)
         except Exception as error:
             if not work.final_attempt:
                 raise  # retried: alerts are stored once by id, so a repeat raises nothing twice
@@ -103,10 +122,17 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
     return StageOutcome(message=message, job_results=job_summary(result))
 
 
-async def raise_alerts(clinic_id: str, item: dict, deps: ResultsDeps) -> None:
-    assert deps.alerts is not None and deps.history is not None
-    earlier = [local_item(i) for i in await deps.history.latest(item["user_id"], deps.settings.alert_history + 1)
-               if i.get("job_id") != item["job_id"]][: deps.settings.alert_history]
+async def alert_history(item: dict, deps: ResultsDeps) -> list[dict]:
+    """The patient's results before this one, newest first, as the clinic knows them, with what the alert
+    rules read of them (`ALERT_HISTORY_ATTRIBUTES`)."""
+    assert deps.history is not None
+    found = await deps.history.latest_projected(item["user_id"], ALERT_HISTORY_ATTRIBUTES,
+                                                deps.settings.alert_history + 1)
+    return [local_item(i) for i in found if i.get("job_id") != item["job_id"]][: deps.settings.alert_history]
+
+
+async def raise_alerts(clinic_id: str, item: dict, earlier: list[dict], deps: ResultsDeps) -> None:
+    assert deps.alerts is not None
     with tracer.start_as_current_span("raise alerts") as span:
         span.set_attribute("schizodot.job_id", item["job_id"])
         raised = await deps.alerts.on_result(clinic_id, local_item(item), earlier)

@@ -52,7 +52,7 @@ class StandInSqs:
         return {"MessageId": "ehr-1"}
 
 
-async def _fused(fakes: FakeAdapters) -> str:
+async def _fused(fakes: FakeAdapters, results: dict = RESULTS_MAP) -> str:
     job_id = f"job-{uuid.uuid4().hex[:12]}"
     await fakes.jobs.create(new_job(job_id, patient_id=PATIENT_KEY, s3_key=f"uploads/{PATIENT_KEY}/{job_id}/x.mp4",
                                     filename="x.mp4", content_type="video/mp4", created_at=utc_now(), message="q",
@@ -63,7 +63,7 @@ async def _fused(fakes: FakeAdapters) -> str:
             if stage == "ingest" else None
         await fakes.jobs.finish_stage(run, "x", {"artifact_key": artifact_key(job_id, stage)}, plan)
     await fakes.storage.put_json(artifact_key(job_id, "fusion"), {"job_id": job_id, "analysed_at": utc_now(),
-                                                                  "compute_seconds": 0.1, "results": RESULTS_MAP})
+                                                                  "compute_seconds": 0.1, "results": results})
     return job_id
 
 
@@ -142,7 +142,7 @@ class RecordingQueue:
         self.sent.append(event)
 
 
-def _with_alerts(rules: dict, *, earlier: int = 0, repeat: bool = False):
+def _with_alerts(rules: dict, *, earlier: int = 0, repeat: bool = False, status: str = "inconclusive"):
     from services.results.alerts import AlertService, InMemoryAlertStore, InMemoryRoster
     from shared.domain.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 
@@ -153,11 +153,12 @@ def _with_alerts(rules: dict, *, earlier: int = 0, repeat: bool = False):
     service = AlertService(InMemoryAlertStore(), InMemoryRoster(), clinics, queue)
 
     async def scenario():
+        results = {**RESULTS_MAP, "compliance": {**RESULTS_MAP["compliance"], "verification_status": status}}
         for n in range(earlier):  # the patient's earlier check-ins
             await fakes.history.save({"user_id": PATIENT_KEY, "timestamp": f"2026-01-0{n + 1}T10:00:00.000000Z",
                                       "job_id": f"job-00000000000{n}", "clinic_id": "clinic-a",
-                                      "results": RESULTS_MAP})
-        job_id = await _fused(fakes)
+                                      "results": results})
+        job_id = await _fused(fakes, results)
         deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, None, _audit(), alerts=service,
                            history=fakes.history)
         body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
@@ -183,6 +184,18 @@ def test_a_clinic_whose_rules_do_not_fire_gets_no_alert_but_its_patient_is_liste
     (job_id, service), queue = _with_alerts({"risk_levels": ["high"]})
     assert asyncio.run(service.alerts.open_alerts("clinic-a")) == [] and queue.sent == []
     assert asyncio.run(service.roster.get("clinic-a", "patient-001")).last_job_id == job_id
+
+
+def test_the_alert_rules_read_the_patients_earlier_results_they_need_from_the_projected_history():
+    """Results reads only ALERT_HISTORY_ATTRIBUTES of the earlier items (a projection); the missed-medication
+    run is made of them, each named by its job, time and status, under the clinic's own patient id."""
+    (job_id, service), _ = _with_alerts({"risk_levels": [], "missed_medication_streak": 3}, earlier=2,
+                                        status="non_compliant")
+    [alert] = asyncio.run(service.alerts.open_alerts("clinic-a"))
+    assert (alert.rule, alert.patient_id, alert.job_id) == ("missed_medication", "patient-001", job_id)
+    assert [(c["job_id"], c["timestamp"], c["status"]) for c in alert.evidence["checkins"]][1:] == [
+        ("job-000000000001", "2026-01-02T10:00:00.000000Z", "not taken"),
+        ("job-000000000000", "2026-01-01T10:00:00.000000Z", "not taken")]
 
 
 @pytest.mark.parametrize("broken, named", [
