@@ -18,7 +18,11 @@ from typing import Any, Callable, Iterable
 
 import local_aws
 from local_aws.guard import AccessGuard
-from local_aws.moto_internals import linear_dynamodb_item_walks, one_event_per_multipart_completion
+from local_aws.moto_internals import (
+    attribute_values_as_they_are,
+    linear_dynamodb_item_walks,
+    one_event_per_multipart_completion,
+)
 from local_aws.request import Request, is_post_upload, read_body
 from local_aws.store import DurableState, Store
 from local_aws.timing import RequestLog
@@ -185,6 +189,7 @@ def build_app(data_dir: Path | None, sync: str = "full", credentials: tuple[str,
 
     one_event_per_multipart_completion()
     linear_dynamodb_item_walks()
+    attribute_values_as_they_are()
     moto_app = DomainDispatcherApplication(create_backend_app)
     moto_app.debug = True
     inner = AtomicDynamoDB(moto_app)

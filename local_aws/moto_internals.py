@@ -218,3 +218,52 @@ def linear_dynamodb_item_walks() -> None:
     to_regular_json.moto_original, size.moto_original = originals  # type: ignore[attr-defined]
     DynamoType.to_regular_json = to_regular_json
     DynamoType.size = size
+
+
+def attribute_values_as_they_are() -> None:
+    """Send a DynamoDB attribute value that is already in its wire form as it is.
+
+    moto's response serializer (moto.core.serialize) walks every node of every item it sends back
+    against the API's shapes, looking each member up under several candidate names: most of the
+    seconds of a Query of a patient's results (a stored result is thousands of nodes) went there. An
+    `AttributeValue` made of strings, booleans, lists and maps only (no binary: blobs are base64-encoded
+    on the way out) serialises to itself, so it is sent as it is; any other goes through moto's walk
+    (tests/unit/test_local_aws_walks.py compares the two on nested items). Idempotent."""
+    from moto.core.serialize import ResponseSerializer
+
+    if getattr(ResponseSerializer._serialize_type_structure, "as_they_are", False):
+        return
+    original = ResponseSerializer._serialize_type_structure
+
+    def serialize_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if key and shape.name == "AttributeValue" and _wire_form(value):
+            serialized[self.get_serialized_name(shape, key)] = value
+            return
+        original(self, serialized, value, shape, key)
+
+    serialize_structure.as_they_are = True  # type: ignore[attr-defined]
+    serialize_structure.moto_original = original  # type: ignore[attr-defined]
+    ResponseSerializer._serialize_type_structure = serialize_structure
+
+
+_STRINGS = frozenset({"S", "N"})
+_STRING_LISTS = frozenset({"SS", "NS"})
+_BOOLEANS = frozenset({"BOOL", "NULL"})
+
+
+def _wire_form(value: Any) -> bool:
+    """An attribute value as DynamoDB's JSON carries it, with no binary anywhere in it."""
+    if type(value) is not dict or len(value) != 1:
+        return False
+    (tag, inner), = value.items()
+    if tag in _STRINGS:
+        return type(inner) is str
+    if tag in _BOOLEANS:
+        return type(inner) is bool
+    if tag == "M":
+        return type(inner) is dict and all(type(k) is str and _wire_form(v) for k, v in inner.items())
+    if tag == "L":
+        return type(inner) is list and all(_wire_form(v) for v in inner)
+    if tag in _STRING_LISTS:
+        return type(inner) is list and all(type(v) is str for v in inner)
+    return False

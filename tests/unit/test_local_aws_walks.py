@@ -33,3 +33,43 @@ def test_the_linear_walks_give_what_motos_own_give():
     first = walk(value)
     first["M"]["results"]["M"]["vocal_markers"]["M"]["speech_rate"]["M"]["baseline"]["M"]["figures"]["NS"].append("9")
     assert walk(value) == walk.moto_original(value)  # a copy: changing what it returned leaves the item as it was
+
+
+def test_attribute_values_sent_as_they_are_read_back_as_motos_serializer_sends_them():
+    """local_aws.moto_internals `attribute_values_as_they_are`: the same Query and GetItem answers as moto's own
+    serializer gives, binary attributes (which it leaves to moto) included."""
+    import boto3
+    from moto import mock_aws
+    from moto.core.serialize import ResponseSerializer
+
+    from local_aws.moto_internals import attribute_values_as_they_are
+
+    attribute_values_as_they_are()
+    patched = ResponseSerializer._serialize_type_structure
+    item = {**ITEM["M"], "evidence": {"B": b"\x00\x01\x02"}, "blobs": {"BS": [b"\x00", b"\x03\x04"]}}
+    plain = {key: value for key, value in item.items() if key not in ("evidence", "blobs")}
+
+    def answers() -> tuple:
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        query = client.query(TableName="T", KeyConditionExpression="user_id = :u",
+                             ExpressionAttributeValues={":u": item["user_id"]})["Items"]
+        key = {"user_id": item["user_id"], "timestamp": item["timestamp"]}
+        return query, client.get_item(TableName="T", Key=key)["Item"]
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(TableName="T", BillingMode="PAY_PER_REQUEST",
+                            KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"},
+                                       {"AttributeName": "timestamp", "KeyType": "RANGE"}],
+                            AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"},
+                                                  {"AttributeName": "timestamp", "AttributeType": "S"}])
+        client.put_item(TableName="T", Item=item)
+        client.put_item(TableName="T", Item={**plain, "timestamp": {"S": "2026-01-02T00:00:00.000000Z"}})
+        fast = answers()
+        ResponseSerializer._serialize_type_structure = patched.moto_original
+        try:
+            moto_own = answers()
+        finally:
+            ResponseSerializer._serialize_type_structure = patched
+    assert fast == moto_own
+    assert fast[1] == item and len(fast[0]) == 2
