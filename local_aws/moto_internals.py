@@ -21,9 +21,12 @@ public API serves:
   completed multipart upload sent two ObjectCreated events where S3 sends one, and a part
   or completion of an aborted upload failed with a 500 where S3 answers NoSuchUpload
   (`one_event_per_multipart_completion`).
-- `DynamoType.to_regular_json` and `DynamoType.size` (patched, same results): moto's walk
-  over a nested item copies each level's subtree again at every level below it, so a
-  projected Query of a patient's results took seconds (`linear_dynamodb_item_walks`).
+- `DynamoType.to_regular_json`, `DynamoType.size` and `Item.project` (patched, same results):
+  moto's walk over a nested item copies each level's subtree again at every level below it,
+  and a projection converted the whole item, so a projected Query of a patient's results took
+  seconds (`linear_dynamodb_item_walks`).
+- `ResponseSerializer._serialize_type_structure` (patched, same output): an attribute value
+  already in wire form is sent as it is (`attribute_values_as_they_are`).
 
 A moto upgrade that renames one of these fails the durability tests
 (tests/faults/test_durable_aws.py), which restart the server over every kind of state.
@@ -174,11 +177,19 @@ def linear_dynamodb_item_walks() -> None:
     re-wraps its whole subtree, at every level. A stored check-in result nests 6-8 levels deep (answers,
     their markers, the baseline blocks), so a Query of 11 of them took seconds. These do the same walk
     once, with the same results (tests/unit/test_local_aws_walks.py compares them with moto's own).
-    Idempotent."""
+    `Item.project` converts only the attributes a projection's paths reach, where moto converts the
+    whole item first. Idempotent."""
     import base64
     import copy
 
-    from moto.dynamodb.models.dynamo_type import DynamoType, bytesize
+    from moto.dynamodb.models.dynamo_type import (  # the helpers moto's own Item.project uses
+        DynamoType,
+        Item,
+        bytesize,
+        deserializer,
+        merge_dicts,
+        serializer,
+    )
 
     if getattr(DynamoType.to_regular_json, "linear", False):
         return
@@ -214,10 +225,42 @@ def linear_dynamodb_item_walks() -> None:
         return value.size() if isinstance(value, DynamoType) else DynamoType(value).size()
 
     _IMMUTABLE = (str, bytes, bool, int, float, type(None))  # a string, number or boolean value: nothing to copy
+    original_project = Item.project
+
+    def project(self: Any, projection_expressions: list[list[str]]) -> Any:
+        """moto's projection, converting only the attributes the paths reach (moto converts the whole item
+        to plain values first); a path with a list index, or through a value that is not a map, is left to
+        moto's own."""
+        result: dict[str, Any] = {}
+        for path in projection_expressions:
+            found = _found_at(path, self.attrs)
+            if found is None:
+                return original_project(self, projection_expressions)
+            merge_dicts(result, found)
+        return Item(hash_key=self.hash_key, range_key=self.range_key, attrs=serializer.serialize(result)["M"])
+
+    def _found_at(path: list[str], attributes: dict[str, Any]) -> dict[str, Any] | None:
+        """What moto's `find_nested_key` gives for `path` ({} where a name is missing), or None for a path it
+        should take."""
+        values, node = attributes, None
+        for name in path:
+            if "[" in name or not isinstance(values, dict):
+                return None
+            if name not in values:
+                return {}
+            node = values[name]
+            values = node.value if isinstance(node, DynamoType) and node.is_map() else None
+        found: dict[str, Any] = {path[-1]: deserializer.deserialize(node.to_regular_json())}
+        for name in reversed(path[:-1]):
+            found = {name: found}
+        return found
+
     to_regular_json.linear = True  # type: ignore[attr-defined]
     to_regular_json.moto_original, size.moto_original = originals  # type: ignore[attr-defined]
+    project.moto_original = original_project  # type: ignore[attr-defined]
     DynamoType.to_regular_json = to_regular_json
     DynamoType.size = size
+    Item.project = project
 
 
 def attribute_values_as_they_are() -> None:
