@@ -22,6 +22,7 @@ from local_aws.moto_internals import (
     attribute_values_as_they_are,
     linear_dynamodb_item_walks,
     one_event_per_multipart_completion,
+    projections_of_what_they_reach,
 )
 from local_aws.request import Request, is_post_upload, read_body
 from local_aws.store import DurableState, Store
@@ -189,6 +190,7 @@ def build_app(data_dir: Path | None, sync: str = "full", credentials: tuple[str,
 
     one_event_per_multipart_completion()
     linear_dynamodb_item_walks()
+    projections_of_what_they_reach()
     attribute_values_as_they_are()
     moto_app = DomainDispatcherApplication(create_backend_app)
     moto_app.debug = True

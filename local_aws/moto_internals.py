@@ -24,7 +24,7 @@ public API serves:
 - `DynamoType.to_regular_json`, `DynamoType.size` and `Item.project` (patched, same results):
   moto's walk over a nested item copies each level's subtree again at every level below it,
   and a projection converted the whole item, so a projected Query of a patient's results took
-  seconds (`linear_dynamodb_item_walks`).
+  seconds (`linear_dynamodb_item_walks`, `projections_of_what_they_reach`).
 - `ResponseSerializer._serialize_type_structure` (patched, same output): an attribute value
   already in wire form is sent as it is (`attribute_values_as_they_are`).
 
@@ -177,19 +177,11 @@ def linear_dynamodb_item_walks() -> None:
     re-wraps its whole subtree, at every level. A stored check-in result nests 6-8 levels deep (answers,
     their markers, the baseline blocks), so a Query of 11 of them took seconds. These do the same walk
     once, with the same results (tests/unit/test_local_aws_walks.py compares them with moto's own).
-    `Item.project` converts only the attributes a projection's paths reach, where moto converts the
-    whole item first. Idempotent."""
+    Idempotent."""
     import base64
     import copy
 
-    from moto.dynamodb.models.dynamo_type import (  # the helpers moto's own Item.project uses
-        DynamoType,
-        Item,
-        bytesize,
-        deserializer,
-        merge_dicts,
-        serializer,
-    )
+    from moto.dynamodb.models.dynamo_type import DynamoType, bytesize
 
     if getattr(DynamoType.to_regular_json, "linear", False):
         return
@@ -225,6 +217,30 @@ def linear_dynamodb_item_walks() -> None:
         return value.size() if isinstance(value, DynamoType) else DynamoType(value).size()
 
     _IMMUTABLE = (str, bytes, bool, int, float, type(None))  # a string, number or boolean value: nothing to copy
+    to_regular_json.linear = True  # type: ignore[attr-defined]
+    to_regular_json.moto_original, size.moto_original = originals  # type: ignore[attr-defined]
+    DynamoType.to_regular_json = to_regular_json
+    DynamoType.size = size
+
+
+def projections_of_what_they_reach() -> None:
+    """Make a DynamoDB projection convert only the attributes its paths reach.
+
+    moto's `Item.project` converts the whole item to plain values (and copies it) before picking the
+    paths: for `results.compliance.verification_status` of a stored check-in result, its 30-80 KB. This
+    converts only the values the paths name, with moto's own helpers, so the result is the same
+    (tests/unit/test_local_aws_walks.py); a path with a list index, or through a value that is not a
+    map, is left to moto's own. Idempotent."""
+    from moto.dynamodb.models.dynamo_type import (  # the helpers moto's own Item.project uses
+        DynamoType,
+        Item,
+        deserializer,
+        merge_dicts,
+        serializer,
+    )
+
+    if getattr(Item.project, "moto_original", None):
+        return
     original_project = Item.project
 
     def project(self: Any, projection_expressions: list[list[str]]) -> Any:
@@ -255,11 +271,7 @@ def linear_dynamodb_item_walks() -> None:
             found = {name: found}
         return found
 
-    to_regular_json.linear = True  # type: ignore[attr-defined]
-    to_regular_json.moto_original, size.moto_original = originals  # type: ignore[attr-defined]
     project.moto_original = original_project  # type: ignore[attr-defined]
-    DynamoType.to_regular_json = to_regular_json
-    DynamoType.size = size
     Item.project = project
 
 

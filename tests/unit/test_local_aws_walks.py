@@ -1,12 +1,12 @@
-"""The local AWS server's linear walks over a DynamoDB item (local_aws.moto_internals
-`linear_dynamodb_item_walks`) give exactly what moto's own give, on an item nested as a
-stored check-in result is, with every attribute type."""
+"""The local AWS server's faster DynamoDB paths (local_aws.moto_internals: `linear_dynamodb_item_walks`,
+`projections_of_what_they_reach`, `attribute_values_as_they_are`) give exactly what moto's own give, on
+an item nested as a stored check-in result is, with every attribute type."""
 
 from __future__ import annotations
 
 from moto.dynamodb.models.dynamo_type import DynamoType
 
-from local_aws.moto_internals import linear_dynamodb_item_walks
+from local_aws.moto_internals import linear_dynamodb_item_walks, projections_of_what_they_reach
 
 MARKER = {"M": {"assessed": {"BOOL": True}, "value": {"N": "189.36"}, "unit": {"S": "words per min"},
                 "quality_flags": {"L": [{"S": "short_speech"}]}, "reason": {"NULL": True},
@@ -79,6 +79,8 @@ def test_a_projection_gives_what_motos_own_gives_for_every_kind_of_path():
     from moto.dynamodb.models.dynamo_type import DynamoType, Item
 
     linear_dynamodb_item_walks()
+    projections_of_what_they_reach()
+    projections_of_what_they_reach()  # idempotent
     # moto's own projection fails on any item with a binary set (its whole-item conversion cannot decode
     # one), so the item here has none; the fast one fails only where a path reaches one.
     attributes = {key: value for key, value in ITEM["M"].items() if key != "blobs"}
