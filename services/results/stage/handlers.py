@@ -83,6 +83,8 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
     finally:
         if earlier is not None and not earlier.done():
             earlier.cancel()  # the save or the EHR push failed first: the message is retried
+        elif earlier is not None and not earlier.cancelled():
+            earlier.exception()  # read: a failure the save's failure came before is not reported twice
 
 
 async def _save_and_announce(work: Work[FusionCompleted], deps: ResultsDeps, result: ResultItem, item: dict,

@@ -227,3 +227,41 @@ def test_a_fusion_document_that_does_not_parse_fails_the_job_in_words_and_loses_
     assert str(error).startswith(f"fusion's findings (artifacts/{job_id}/fusion.json) is not a valid FusionDocument: ")
     assert named in str(error)
     assert kept == bad and asyncio.run(fakes.history.latest(PATIENT_KEY)) == []
+
+
+def test_an_unreadable_history_is_the_alerts_failure_retried_and_only_the_last_attempt_completes_without_them():
+    """The alert rules' history is read while the item is saved: a failure to read it retries the message,
+    and on the last attempt the job completes with the result saved and says the alerts failed."""
+    from services.results.alerts import AlertService, InMemoryAlertStore, InMemoryRoster
+    from shared.domain.clinics import ClinicDirectory, ClinicProfile
+    from shared.fakes import InMemoryHistory
+
+    class UnreadableHistory(InMemoryHistory):
+        async def latest_projected(self, patient_key, attributes, limit=10):
+            raise ConnectionError("the history table does not answer")
+
+    def attempt(final_attempt: bool):
+        fakes = FakeAdapters(history=UnreadableHistory())
+        service = AlertService(InMemoryAlertStore(), InMemoryRoster(),
+                               ClinicDirectory(clinics={"clinic-a": ClinicProfile(alerts={"risk_levels": ["low"]})}),
+                               RecordingQueue())
+
+        async def scenario():
+            job_id = await _fused(fakes)
+            deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, None, _audit(), alerts=service,
+                               history=fakes.history)
+            body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
+            try:
+                await deliver(fakes.runner(RESULTS, deps), body, final_attempt=final_attempt)
+            except ConnectionError:
+                pass
+            return await fakes.jobs.get(job_id), list(fakes.history.items.values())
+
+        return asyncio.run(scenario())
+
+    retried, saved = attempt(final_attempt=False)
+    assert retried.status == "processing" and len(saved) == 1  # saved once; the redelivery finds it stored
+    completed, saved = attempt(final_attempt=True)
+    assert completed.status == "completed" and len(saved) == 1
+    assert completed.message == ("Analysis completed successfully; raising alerts failed: "
+                                 "ConnectionError: the history table does not answer")
