@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from moto.dynamodb.models.dynamo_type import DynamoType
 
-from local_aws.moto_internals import linear_dynamodb_item_walks, projections_of_what_they_reach
+from local_aws.moto_internals import (
+    linear_dynamodb_item_walks,
+    projections_of_what_they_reach,
+)
 
 MARKER = {"M": {"assessed": {"BOOL": True}, "value": {"N": "189.36"}, "unit": {"S": "words per min"},
                 "quality_flags": {"L": [{"S": "short_speech"}]}, "reason": {"NULL": True},
