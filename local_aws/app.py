@@ -18,9 +18,15 @@ from typing import Any, Callable, Iterable
 
 import local_aws
 from local_aws.guard import AccessGuard
-from local_aws.moto_internals import one_event_per_multipart_completion
+from local_aws.moto_internals import (
+    attribute_values_as_they_are,
+    linear_dynamodb_item_walks,
+    one_event_per_multipart_completion,
+    projections_of_what_they_reach,
+)
 from local_aws.request import Request, is_post_upload, read_body
 from local_aws.store import DurableState, Store
+from local_aws.timing import RequestLog
 
 log = logging.getLogger("local_aws")
 
@@ -183,6 +189,9 @@ def build_app(data_dir: Path | None, sync: str = "full", credentials: tuple[str,
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     one_event_per_multipart_completion()
+    linear_dynamodb_item_walks()
+    projections_of_what_they_reach()
+    attribute_values_as_they_are()
     moto_app = DomainDispatcherApplication(create_backend_app)
     moto_app.debug = True
     inner = AtomicDynamoDB(moto_app)
@@ -195,7 +204,9 @@ def build_app(data_dir: Path | None, sync: str = "full", credentials: tuple[str,
             counts = app.state.restore(app.replay)
         log.info("restored %s from %s in %.2f s", ", ".join(f"{v} {k}" for k, v in counts.items()), store.path,
                  time.monotonic() - started)
-    return AccessGuard(app, *credentials, browser_origins) if credentials is not None else app
+    app = AccessGuard(app, *credentials, browser_origins) if credentials is not None else app
+    request_log = os.environ.get("SCHIZODOT_AWS_REQUEST_LOG")
+    return RequestLog(app, request_log) if request_log else app
 
 
 def main(argv: list[str] | None = None) -> int:

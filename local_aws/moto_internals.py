@@ -21,6 +21,12 @@ public API serves:
   completed multipart upload sent two ObjectCreated events where S3 sends one, and a part
   or completion of an aborted upload failed with a 500 where S3 answers NoSuchUpload
   (`one_event_per_multipart_completion`).
+- `DynamoType.to_regular_json`, `DynamoType.size` and `Item.project` (patched, same results):
+  moto's walk over a nested item copies each level's subtree again at every level below it,
+  and a projection converted the whole item, so a projected Query of a patient's results took
+  seconds (`linear_dynamodb_item_walks`, `projections_of_what_they_reach`).
+- `ResponseSerializer._serialize_type_structure` (patched, same output): an attribute value
+  already in wire form is sent as it is (`attribute_values_as_they_are`).
 
 A moto upgrade that renames one of these fails the durability tests
 (tests/faults/test_durable_aws.py), which restart the server over every kind of state.
@@ -159,3 +165,160 @@ def _known_upload(backend: Any, bucket_name: str, multipart_id: str) -> None:
 
     if multipart_id not in backend.get_bucket(bucket_name).multiparts:
         raise NoSuchUpload(multipart_id)
+
+
+def linear_dynamodb_item_walks() -> None:
+    """Make moto's walks over a DynamoDB item take time in proportion to its size.
+
+    `DynamoType.to_regular_json` (every projected read: Query, Scan and GetItem with a
+    ProjectionExpression) deep-copies a map or list and then converts each child, which deep-copies
+    that child's subtree again: a value at depth d is copied d times. `DynamoType.size` (every item a
+    Query or Scan passes, for the 1 MB page limit) wraps each map child in a new `DynamoType`, which
+    re-wraps its whole subtree, at every level. A stored check-in result nests 6-8 levels deep (answers,
+    their markers, the baseline blocks), so a Query of 11 of them took seconds. These do the same walk
+    once, with the same results (tests/unit/test_local_aws_walks.py compares them with moto's own).
+    Idempotent."""
+    import base64
+    import copy
+
+    from moto.dynamodb.models.dynamo_type import DynamoType, bytesize
+
+    if getattr(DynamoType.to_regular_json, "linear", False):
+        return
+    originals = DynamoType.to_regular_json, DynamoType.size
+
+    def to_regular_json(self: Any) -> dict[str, Any]:
+        value = self.value
+        if isinstance(value, dict):
+            value = {key: item.to_regular_json() if isinstance(item, DynamoType) else copy.deepcopy(item)
+                     for key, item in value.items()}
+        elif isinstance(value, list):
+            value = [item.to_regular_json() if isinstance(item, DynamoType) else copy.deepcopy(item) for item in value]
+        elif not isinstance(value, _IMMUTABLE):  # a set's list of strings
+            value = copy.deepcopy(value)
+        if self.is_binary() and isinstance(value, str):
+            value = base64.b64decode(value)
+        return {self.type: value}
+
+    def size(self: Any) -> int:
+        if self.is_number():
+            return len(str(self.value))
+        if self.is_set():
+            return sum(DynamoType({self.type[0]: v}).size() for v in self.value)
+        if self.is_list():
+            return sum(_size(v) for v in self.value)
+        if self.is_map():
+            return sum(bytesize(k) + _size(v) for k, v in self.value.items())
+        if isinstance(self.value, bool):
+            return 1
+        return bytesize(self.value)
+
+    def _size(value: Any) -> int:  # moto's map branch wraps children that are not DynamoType yet
+        return value.size() if isinstance(value, DynamoType) else DynamoType(value).size()
+
+    _IMMUTABLE = (str, bytes, bool, int, float, type(None))  # a string, number or boolean value: nothing to copy
+    to_regular_json.linear = True  # type: ignore[attr-defined]
+    to_regular_json.moto_original, size.moto_original = originals  # type: ignore[attr-defined]
+    DynamoType.to_regular_json = to_regular_json
+    DynamoType.size = size
+
+
+def projections_of_what_they_reach() -> None:
+    """Make a DynamoDB projection convert only the attributes its paths reach.
+
+    moto's `Item.project` converts the whole item to plain values (and copies it) before picking the
+    paths: for `results.compliance.verification_status` of a stored check-in result, its 30-80 KB. This
+    converts only the values the paths name, with moto's own helpers, so the result is the same
+    (tests/unit/test_local_aws_walks.py); a path with a list index, or through a value that is not a
+    map, is left to moto's own. Idempotent."""
+    from moto.dynamodb.models.dynamo_type import (  # the helpers moto's own Item.project uses
+        DynamoType,
+        Item,
+        deserializer,
+        merge_dicts,
+        serializer,
+    )
+
+    if getattr(Item.project, "moto_original", None):
+        return
+    original_project = Item.project
+
+    def project(self: Any, projection_expressions: list[list[str]]) -> Any:
+        """moto's projection, converting only the attributes the paths reach (moto converts the whole item
+        to plain values first); a path with a list index, or through a value that is not a map, is left to
+        moto's own."""
+        result: dict[str, Any] = {}
+        for path in projection_expressions:
+            found = _found_at(path, self.attrs)
+            if found is None:
+                return original_project(self, projection_expressions)
+            merge_dicts(result, found)
+        return Item(hash_key=self.hash_key, range_key=self.range_key, attrs=serializer.serialize(result)["M"])
+
+    def _found_at(path: list[str], attributes: dict[str, Any]) -> dict[str, Any] | None:
+        """What moto's `find_nested_key` gives for `path` ({} where a name is missing), or None for a path it
+        should take."""
+        values, node = attributes, None
+        for name in path:
+            if "[" in name or not isinstance(values, dict):
+                return None
+            if name not in values:
+                return {}
+            node = values[name]
+            values = node.value if isinstance(node, DynamoType) and node.is_map() else None
+        found: dict[str, Any] = {path[-1]: deserializer.deserialize(node.to_regular_json())}
+        for name in reversed(path[:-1]):
+            found = {name: found}
+        return found
+
+    project.moto_original = original_project  # type: ignore[attr-defined]
+    Item.project = project
+
+
+def attribute_values_as_they_are() -> None:
+    """Send a DynamoDB attribute value that is already in its wire form as it is.
+
+    moto's response serializer (moto.core.serialize) walks every node of every item it sends back
+    against the API's shapes, looking each member up under several candidate names: most of the
+    seconds of a Query of a patient's results (a stored result is thousands of nodes) went there. An
+    `AttributeValue` made of strings, booleans, lists and maps only (no binary: blobs are base64-encoded
+    on the way out) serialises to itself, so it is sent as it is; any other goes through moto's walk
+    (tests/unit/test_local_aws_walks.py compares the two on nested items). Idempotent."""
+    from moto.core.serialize import ResponseSerializer
+
+    if getattr(ResponseSerializer._serialize_type_structure, "as_they_are", False):
+        return
+    original = ResponseSerializer._serialize_type_structure
+
+    def serialize_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if key and shape.name == "AttributeValue" and _wire_form(value):
+            serialized[self.get_serialized_name(shape, key)] = value
+            return
+        original(self, serialized, value, shape, key)
+
+    serialize_structure.as_they_are = True  # type: ignore[attr-defined]
+    serialize_structure.moto_original = original  # type: ignore[attr-defined]
+    ResponseSerializer._serialize_type_structure = serialize_structure
+
+
+_STRINGS = frozenset({"S", "N"})
+_STRING_LISTS = frozenset({"SS", "NS"})
+_BOOLEANS = frozenset({"BOOL", "NULL"})
+
+
+def _wire_form(value: Any) -> bool:
+    """An attribute value as DynamoDB's JSON carries it, with no binary anywhere in it."""
+    if type(value) is not dict or len(value) != 1:
+        return False
+    (tag, inner), = value.items()
+    if tag in _STRINGS:
+        return type(inner) is str
+    if tag in _BOOLEANS:
+        return type(inner) is bool
+    if tag == "M":
+        return type(inner) is dict and all(type(k) is str and _wire_form(v) for k, v in inner.items())
+    if tag == "L":
+        return type(inner) is list and all(_wire_form(v) for v in inner)
+    if tag in _STRING_LISTS:
+        return type(inner) is list and all(type(v) is str for v in inner)
+    return False

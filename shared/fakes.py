@@ -247,6 +247,26 @@ class RecordingPublisher:
         return [event for to, event in self.sent if to == stage]
 
 
+def _projected(item: dict[str, Any], paths: Sequence[str]) -> dict[str, Any]:
+    """`item` with only the dotted `paths` it holds, as DynamoDB's ProjectionExpression returns it."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        names = path.split(".")
+        value: Any = item
+        for name in names:
+            value = value.get(name, _ABSENT) if isinstance(value, dict) else _ABSENT
+        if value is _ABSENT:
+            continue
+        target = out
+        for name in names[:-1]:
+            target = target.setdefault(name, {})
+        target[names[-1]] = value
+    return out
+
+
+_ABSENT = object()
+
+
 class InMemoryHistory:
     """SchizodotUsers in memory: `HistoryReader` and the results writer's `save`."""
 
@@ -288,6 +308,10 @@ class InMemoryHistory:
 
     async def latest(self, patient_key: PatientKey, limit: int = 10) -> list[dict[str, Any]]:
         return self._newest_first(patient_key)[:limit]
+
+    async def latest_projected(self, patient_key: PatientKey, attributes: Sequence[str],
+                               limit: int = 10) -> list[dict[str, Any]]:
+        return [_projected(item, attributes) for item in self._newest_first(patient_key)[:limit]]
 
     async def for_job(self, patient_key: PatientKey, job_id: str) -> dict[str, Any] | None:
         return next((item for item in self._newest_first(patient_key) if item["job_id"] == job_id), None)

@@ -50,17 +50,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 
 from services.fusion import change as change_rule
 from services.fusion.rules import RiskFactor
 from services.fusion.settings import FusionSettings
-from shared.domain.findings import AudioFindings, VisionFindings
+from shared.domain.findings import (
+    Answer,
+    Answers,
+    AudioFindings,
+    AudioQuality,
+    Markers,
+    PartialResultItem,
+    PartialResults,
+    RecordingSource,
+    VisionFindings,
+)
 from shared.domain.markers import Baseline as BaselineBlock
 from shared.domain.markers import Marker, parse
 
+log = structlog.get_logger()
 MARKER_SECTIONS = ("vocal_markers", "video_markers")
 GATED_SECTIONS = ("vocal_markers",)  # the audio quality gate applies to these (and to the answers)
+# What the baseline reads of the patient's earlier items (`HistoryReader.latest_projected`): the markers,
+# the answers' markers, how the sound was recorded, the intake status and the risk level. Not the
+# transcript, the facial emotion's timeline or the dosing evidence, most of a stored item's bytes.
+HISTORY_ATTRIBUTES = ("user_id", "timestamp", "job_id", *(f"results.{section}" for section in MARKER_SECTIONS),
+                      "results.answers", "results.audio_quality", "results.compliance.verification_status",
+                      "results.multimodal_fusion.risk_level")
 
 
 @dataclass(frozen=True)
@@ -146,19 +164,34 @@ class Baseline:
     answers: dict[str, Any] | None = None  # audio's `answers`, each answer's markers with their baseline
 
 
-def findings_of(audio: AudioFindings | None, vision: VisionFindings | None) -> dict[str, Any]:
+def findings_of(audio: AudioFindings | None, vision: VisionFindings | None) -> PartialResults:
     """This check-in's stage outputs in the shape of a SchizodotUsers item's `results`, the shape
-    `compare` reads the patient's earlier items in."""
-    found: dict[str, Any] = {
-        "vocal_markers": (audio.vocal_markers if audio else None) or {},
-        "video_markers": (vision.video_markers if vision else None) or {},
-        "compliance": vision.compliance.stored() if vision and vision.compliance else {},
-    }
-    for key, block in (("audio_quality", audio.audio_quality if audio else None),
-                       ("answers", audio.answers if audio else None)):
-        if block is not None and (stored := block.stored()):
-            found[key] = stored
-    return found
+    `compare` reads the patient's earlier items in (an empty block reads as none, as it always has)."""
+    quality = audio.audio_quality if audio else None
+    answers = audio.answers if audio else None
+    return PartialResults(
+        vocal_markers=(audio.vocal_markers if audio else None) or {},
+        video_markers=(vision.video_markers if vision else None) or {},
+        compliance=vision.compliance if vision else None,
+        audio_quality=quality if quality is not None and quality.stored() else None,
+        answers=answers if answers is not None and answers.stored() else None,
+    )
+
+
+def earlier_results(items: list[dict[str, Any]], job_id: str, window: int) -> list[PartialResultItem]:
+    """The patient's earlier items as read (`HISTORY_ATTRIBUTES`, newest first), parsed once here, without
+    this job's own (a redelivery after results ran) and at most `window` of them. An item that does not
+    parse (not written by this version's results stage) is left out of the baseline, and logged."""
+    parsed = []
+    for item in items:
+        if item.get("job_id") == job_id:
+            continue
+        try:
+            parsed.append(PartialResultItem.model_validate(item))
+        except ValidationError as error:
+            log.warning("an earlier result left out of the baseline: it does not parse",
+                        earlier_job_id=item.get("job_id"), problems=error.error_count())
+    return parsed[:window]
 
 
 def _marker(document: Any) -> Marker | None:
@@ -170,8 +203,12 @@ def _marker(document: Any) -> Marker | None:
         return None
 
 
-def _status(results: dict[str, Any]) -> str | None:
-    return (results.get("compliance") or {}).get("verification_status")
+def _status(results: PartialResults) -> str | None:
+    return results.compliance.verification_status if results.compliance else None
+
+
+def _section(results: PartialResults, section: str) -> Markers:
+    return (results.vocal_markers if section == "vocal_markers" else results.video_markers) or {}
 
 
 def _streak(statuses: list[str | None], counts) -> int:
@@ -186,43 +223,44 @@ def _streak(statuses: list[str | None], counts) -> int:
 # --- the quality gate -------------------------------------------------------------------
 
 
-def _source(results: dict[str, Any]) -> dict[str, Any] | None:
+def _source(results: PartialResults) -> RecordingSource | None:
     """How a check-in's sound was recorded (audio's `audio_quality.source`), when known."""
-    source = (results.get("audio_quality") or {}).get("source")
-    return source if isinstance(source, dict) and source.get("sample_rate_hz") else None
+    source = results.audio_quality.source if results.audio_quality else None
+    return source if source is not None and source.sample_rate_hz else None
 
 
-def _same_recording(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all((a.get(key) or None) == (b.get(key) or None) for key in ("sample_rate_hz", "channels", "codec", "device"))
+def _same_recording(a: RecordingSource, b: RecordingSource) -> bool:
+    return (a.sample_rate_hz or None, a.channels or None, a.codec or None, a.device or None) == \
+        (b.sample_rate_hz or None, b.channels or None, b.codec or None, b.device or None)
 
 
-def _described(source: dict[str, Any]) -> str:
-    words = f"{source['sample_rate_hz']} Hz, {source.get('channels') or '?'} channel(s), {source.get('codec') or '?'}"
-    return words + (f", {source['device']}" if source.get("device") else "")
+def _described(source: RecordingSource) -> str:
+    words = f"{source.sample_rate_hz} Hz, {source.channels or '?'} channel(s), {source.codec or '?'}"
+    return words + (f", {source.device}" if source.device else "")
 
 
-def recording_problems(quality: Any, settings: FusionSettings) -> list[str]:
+def recording_problems(quality: AudioQuality | None, settings: FusionSettings) -> list[str]:
     """What makes a recording's sound not measurable in itself: too little voiced speech, noise, clipping."""
-    if not isinstance(quality, dict):
+    if quality is None:
         return []  # an audio stage that does not report its quality: nothing to gate on
     why = []
-    voiced = quality.get("voiced_seconds")
+    voiced = quality.voiced_seconds
     if voiced is not None and voiced < settings.quality_min_voiced_seconds:
         why.append(f"only {voiced:.1f} s of voiced speech (at least {settings.quality_min_voiced_seconds:g} s needed)")
-    snr = quality.get("snr_db")
+    snr = quality.snr_db
     if snr is not None and snr < settings.quality_min_snr_db:
         why.append(f"speech only {snr:.0f} dB above the background (at least {settings.quality_min_snr_db:g} dB "
                    "needed)")
-    clipped = quality.get("clipped_fraction")
+    clipped = quality.clipped_fraction
     if clipped is not None and clipped > settings.quality_max_clipped_fraction:
         why.append(f"clipped ({100 * clipped:.1f} % of speech samples at full scale)")
     return why
 
 
-def quality_gate(current: dict[str, Any], earlier: list[dict[str, Any]], settings: FusionSettings) -> str | None:
+def quality_gate(current: PartialResults, earlier: list[PartialResults], settings: FusionSettings) -> str | None:
     """Why this check-in's sound is not measurable against the patient's baseline, or None when it is.
-    `earlier`: the baseline's items (their `results`)."""
-    why = recording_problems(current.get("audio_quality"), settings)
+    `earlier`: the baseline's items' `results`."""
+    why = recording_problems(current.audio_quality, settings)
     source = _source(current)
     known = [s for item in earlier if (s := _source(item))]
     if source and known and not any(_same_recording(source, s) for s in known):
@@ -231,14 +269,14 @@ def quality_gate(current: dict[str, Any], earlier: list[dict[str, Any]], setting
     return "not measurable: " + "; ".join(why) if why else None
 
 
-def _recorded_alike(current: dict[str, Any], earlier: list[dict[str, Any]],
-                    settings: FusionSettings) -> list[dict[str, Any]]:
-    """The earlier items whose sound can be compared with this one's: recorded the same way (or not known)
-    and measurable themselves (a noisy or clipped check-in's values are no baseline)."""
+def _recorded_alike(current: PartialResults, earlier: list[PartialResults],
+                    settings: FusionSettings) -> list[PartialResults]:
+    """The earlier check-ins whose sound can be compared with this one's: recorded the same way (or not
+    known) and measurable themselves (a noisy or clipped check-in's values are no baseline)."""
     source = _source(current)
-    return [item for item in earlier
-            if not recording_problems(item["results"].get("audio_quality"), settings)
-            and (not source or not (s := _source(item["results"])) or _same_recording(source, s))]
+    return [results for results in earlier
+            if not recording_problems(results.audio_quality, settings)
+            and (not source or not (s := _source(results)) or _same_recording(source, s))]
 
 
 # --- one marker ------------------------------------------------------------------------
@@ -288,11 +326,13 @@ def _judge(document: Any, past_documents: list[Any], name: str, first: bool, set
     return marker.model_copy(update={"baseline": block}).as_dict(), marker, block
 
 
-def compare(current: dict[str, Any], history: list[dict[str, Any]], settings: FusionSettings) -> Baseline:
-    """`current` is shaped like an item's `results`; `history` holds earlier items, newest first."""
-    earlier = [item for item in history if isinstance(item.get("results"), dict)][: settings.baseline_window]
+def compare(current: PartialResults, history: list[PartialResultItem], settings: FusionSettings) -> Baseline:
+    """`current` is this check-in's findings as an item's `results`; `history` holds earlier items, newest
+    first (`earlier_results`)."""
+    kept = [item for item in history if item.results is not None][: settings.baseline_window]
+    earlier = [item.results for item in kept if item.results is not None]
     first = not earlier
-    gate = None if first else quality_gate(current, [item["results"] for item in earlier], settings)
+    gate = None if first else quality_gate(current, earlier, settings)
     alike = _recorded_alike(current, earlier, settings)
     factors: list[RiskFactor] = []
     changes: list[str] = []
@@ -302,8 +342,8 @@ def compare(current: dict[str, Any], history: list[dict[str, Any]], settings: Fu
         markers[section] = {}
         gated = section in GATED_SECTIONS
         items = alike if gated else earlier
-        for name, document in (current.get(section) or {}).items():
-            past = [(item["results"].get(section) or {}).get(name) for item in items]
+        for name, document in _section(current, section).items():
+            past = [_section(results, section).get(name) for results in items]
             judged, marker, block = _judge(document, past, name, first, settings,
                                            not_measurable=gate if gated else None)
             markers[section][name] = judged
@@ -316,9 +356,9 @@ def compare(current: dict[str, Any], history: list[dict[str, Any]], settings: Fu
                 if factor:
                     factors.append(factor)
     factors = _one_per_kind(factors)
-    answers = compare_answers(current.get("answers"), alike, first, settings, gate, notable)
+    answers = compare_answers(current.answers, alike, first, settings, gate, notable)
 
-    statuses = [_status(current)] + [_status(item["results"]) for item in earlier]
+    statuses = [_status(current)] + [_status(results) for results in earlier]
     missed = _streak(statuses, lambda s: s == "non_compliant")
     inconclusive = _streak(statuses, lambda s: s == "inconclusive")
     if missed >= settings.missed_medication_streak:
@@ -332,48 +372,50 @@ def compare(current: dict[str, Any], history: list[dict[str, Any]], settings: Fu
         "reason": ("first check-in: there are no earlier results for this patient, so there is no baseline yet"
                    if first else None),
         "checkins_compared": len(earlier),
-        "since": earlier[-1].get("timestamp") if earlier else None,
+        "since": kept[-1].timestamp if kept else None,
         "rule": change_rule.RULE.name,
         "not_measurable": gate,
         "notable_changes": notable,
         "changes": changes,
         "missed_medication_streak": missed,
         "inconclusive_medication_streak": inconclusive,
-        "previous_risk_levels": [(item["results"].get("multimodal_fusion") or {}).get("risk_level")
-                                 for item in earlier[:5]],
+        "previous_risk_levels": [results.multimodal_fusion.risk_level if results.multimodal_fusion else None
+                                 for results in earlier[:5]],
     }
     return Baseline(report, factors, markers, answers)
 
 
-def compare_answers(answers: Any, earlier: list[dict[str, Any]], first: bool, settings: FusionSettings,
+def compare_answers(answers: Answers | None, earlier: list[PartialResults], first: bool, settings: FusionSettings,
                     gate: str | None, notable: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Audio's `answers` with a baseline block on each answer's markers: the patient's earlier answers
-    to the same prompt (`step_id`). None when the audio has no answers. Changes are listed in `notable`
-    (reported, never scored: no measured error per answer yet)."""
-    if not isinstance(answers, dict):
+    """Audio's `answers` (as stored) with a baseline block on each answer's markers: the patient's earlier
+    answers to the same prompt (`step_id`). None when the audio has no answers. Changes are listed in
+    `notable` (reported, never scored: no measured error per answer yet)."""
+    if answers is None:
         return None
-    past_by_step: dict[str, list[dict[str, Any]]] = {}
-    for item in earlier:  # newest first
-        for answer in ((item["results"].get("answers") or {}).get("items") or []):
-            if isinstance(answer, dict) and answer.get("step_id"):
-                past_by_step.setdefault(answer["step_id"], []).append(answer.get("markers") or {})
-    out = {**answers, "items": []}
-    for answer in answers.get("items") or []:
-        if not isinstance(answer, dict):
-            out["items"].append(answer)
-            continue
-        past = past_by_step.get(answer.get("step_id"), [])
+    past_by_step: dict[str, list[Markers]] = {}
+    for results in earlier:  # newest first
+        for answer in (results.answers.items if results.answers else None) or []:
+            if answer.step_id:
+                past_by_step.setdefault(answer.step_id, []).append(_answer_markers(answer))
+    out = {**answers.stored(), "items": []}
+    for answer in answers.items or []:
+        past = past_by_step.get(answer.step_id, []) if answer.step_id else []
         judged_markers = {}
-        for name, document in (answer.get("markers") or {}).items():
+        for name, document in _answer_markers(answer).items():
             judged, marker, block = _judge(document, [p.get(name) for p in past], name, first, settings,
                                            ANSWER_TRACKED.get(name, _DEFAULT), gate)
             judged_markers[name] = judged
             if block is not None and block.notable:
-                notable.append({"marker": name, "section": "answers", "step_id": answer.get("step_id"),
+                notable.append({"marker": name, "section": "answers", "step_id": answer.step_id,
                                 "z_score": block.z_score, "direction": block.direction,
                                 "rules_fired": block.rules_fired, "risk_factor": None})
-        out["items"].append({**answer, "markers": judged_markers})
+        out["items"].append({**answer.stored(), "markers": judged_markers})
     return out
+
+
+def _answer_markers(answer: Answer) -> Markers:
+    """An answer's markers in the stored shape the marker parse (`_marker`) and the baseline block read."""
+    return {name: marker.stored() for name, marker in (answer.markers or {}).items()}
 
 
 def _one_per_kind(factors: list[RiskFactor]) -> list[RiskFactor]:

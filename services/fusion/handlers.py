@@ -12,6 +12,7 @@ SchizodotUsers item (findings.py), which results saves as it is.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import structlog
 from opentelemetry import trace
 
-from services.fusion.baseline import compare, findings_of
+from services.fusion.baseline import HISTORY_ATTRIBUTES, compare, earlier_results, findings_of
 from services.fusion.findings import build_results
 from services.fusion.llm import SummaryWriter, summarise
 from services.fusion.rules import clinical_summary, fuse
@@ -66,10 +67,14 @@ async def fuse_findings(work: Work[ModalityAnalysed], deps: FusionDeps) -> Stage
     # The clinic's thresholds set on this check-in replace the deployment's (shared.domain.options).
     settings = deps.settings.model_copy(update=job.pipeline.options.thresholds.given())
     started = time.monotonic()
-    audio, vision = await load_modality_results(deps.storage, job)
-    # This job's own item does not exist yet; a redelivery after results ran is filtered out all the same.
-    history = [item for item in await deps.history.latest(job.patient_id, settings.baseline_window + 1)
-               if item.get("job_id") != job.job_id][: settings.baseline_window]
+    # Independent reads, sent together: the two artifacts and the parts of the patient's earlier results
+    # the baseline uses (HISTORY_ATTRIBUTES). This job's own item does not exist yet; a redelivery after
+    # results ran is left out all the same (one more is read for it).
+    audio, vision, stored = await asyncio.gather(
+        load_findings(deps.storage, job, "audio", AudioFindings),
+        load_findings(deps.storage, job, "vision", VisionFindings),
+        deps.history.latest_projected(job.patient_id, HISTORY_ATTRIBUTES, settings.baseline_window + 1))
+    history = earlier_results(stored, job.job_id, settings.baseline_window)
     with tracer.start_as_current_span("fusion rules") as span:
         span.set_attribute("schizodot.job_id", job.job_id)
         analysed_at = utc_now()
@@ -92,12 +97,6 @@ async def fuse_findings(work: Work[ModalityAnalysed], deps: FusionDeps) -> Stage
         outputs={"compute_seconds": compute_seconds},
         emit=(Emit("results", FusionCompleted(job_id=job.job_id)),),
     )
-
-
-async def load_modality_results(storage: ObjectStore, job: Job) -> tuple[AudioFindings | None, VisionFindings | None]:
-    """The findings of the modalities this job expected (None for one it did not), each parsed once here."""
-    return (await load_findings(storage, job, "audio", AudioFindings),
-            await load_findings(storage, job, "vision", VisionFindings))
 
 
 async def load_findings(storage: ObjectStore, job: Job, modality: str, model: type[DocumentT]) -> DocumentT | None:

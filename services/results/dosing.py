@@ -29,7 +29,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.results.alerts import AlertService
+from services.results.alerts import AlertService, earlier_results
 from services.results.ehr.fhir import FHIR_VERSION, medication_administration_bundle
 from services.results.ehr.publisher import FHIR_CONTENT_TYPE, EhrPublisher
 from services.results.stage.writer import ResultsStore
@@ -243,10 +243,8 @@ class DosingReviews:
         undo the verdict (the next review, or the clinic's EHR reconciliation, carries it)."""
         if self.alerts is not None and job.clinic_id:
             try:
-                earlier = [i for i in map(stored_result, await self.history.latest(item.patient_key,
-                                                                                   self.alert_history + 1))
-                           if i.job_id != item.job_id and i.timestamp < item.timestamp]
-                await self.alerts.on_review(job.clinic_id, item, earlier[: self.alert_history])
+                earlier = await earlier_results(self.history, item, self.alert_history)
+                await self.alerts.on_review(job.clinic_id, item, earlier)
             except Exception as error:
                 log.error("alert rules after a dosing review failed", error=f"{type(error).__name__}: {error}"[:300])
         if self.ehr is not None and self.ehr.enabled:

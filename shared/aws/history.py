@@ -4,10 +4,17 @@ Reads only: the results service is the one writer of this table
 (services/results/stage/writer.py). `HistoryReader` is what fusion and the results
 API use; `PatientHistory` is it on DynamoDB and `shared.fakes.InMemoryHistory`
 in memory (contract: tests/integration/test_adapters.py).
+
+A stored item holds every block of a check-in (answers with their markers and baselines, the
+facial emotion's timeline, the transcript: 30-80 KB). A reader that uses a few of them names
+them (`latest_projected`): DynamoDB then sends back only those, and the reader parses only those.
+Read capacity is the same (DynamoDB counts the whole item); the bytes sent, serialised and
+parsed are what shrink.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import aclosing
 from typing import Any, Protocol
 
@@ -20,9 +27,30 @@ def _stored(patient_key: PatientKey) -> str:
     return str(PatientKey.parse(patient_key))
 
 
+def projection(paths: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """A ProjectionExpression for dotted attribute paths, every name a placeholder (`timestamp` and
+    `status` are DynamoDB reserved words), and its ExpressionAttributeNames."""
+    if not paths:
+        raise ValueError("a projection names at least one attribute")
+    placeholders: dict[str, str] = {}  # attribute name -> its placeholder
+    for path in paths:
+        for name in path.split("."):
+            if not name:
+                raise ValueError(f"an empty attribute name in {path!r}")
+            placeholders.setdefault(name, f"#p{len(placeholders)}")
+    expression = ", ".join(".".join(placeholders[name] for name in path.split(".")) for path in paths)
+    return expression, {placeholder: name for name, placeholder in placeholders.items()}
+
+
 class HistoryReader(Protocol):
     async def latest(self, patient_key: PatientKey, limit: int = 10) -> list[dict[str, Any]]:
         """The patient's newest items, newest first."""
+
+    async def latest_projected(self, patient_key: PatientKey, attributes: Sequence[str],
+                               limit: int = 10) -> list[dict[str, Any]]:
+        """The patient's newest items, newest first, each holding only `attributes`: dotted paths into
+        the item ("job_id", "results.vocal_markers", "results.compliance.verification_status"). A path
+        the item lacks is left out of it, as DynamoDB leaves it out."""
 
     async def for_job(self, patient_key: PatientKey, job_id: str) -> dict[str, Any] | None: ...
 
@@ -44,6 +72,20 @@ class PatientHistory:
             TableName=self._table,
             KeyConditionExpression="user_id = :u",
             ExpressionAttributeValues={":u": {"S": _stored(patient_key)}},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [from_item(item) for item in response.get("Items", [])]
+
+    async def latest_projected(self, patient_key: PatientKey, attributes: Sequence[str],
+                               limit: int = 10) -> list[dict[str, Any]]:
+        expression, names = projection(attributes)
+        response = await self._db.query(
+            TableName=self._table,
+            KeyConditionExpression="user_id = :u",
+            ExpressionAttributeValues={":u": {"S": _stored(patient_key)}},
+            ProjectionExpression=expression,
+            ExpressionAttributeNames=names,
             ScanIndexForward=False,
             Limit=limit,
         )

@@ -180,14 +180,21 @@ class JobsRepository:
     async def claim_stage(
         self, job_id: str, stage: str, message_id: str, message: str, *, known: Job | None = None
     ) -> StageRun:
+        """Without `known`, the first claim of a stage (what nearly every delivery is) is written without
+        reading the job first: its condition holds only for an active job whose stage nobody holds, and a
+        refused write returns the item as it stands (ALL_OLD), from which the outcome is decided as usual."""
         job = known
-        for _ in range(3):  # decide again on the item as it stands if another writer moved it in between
-            if job is None:
-                job = await self.get(job_id)
-            outcome = claim_outcome(job, stage, message_id)
-            if outcome is not ClaimOutcome.CLAIMED or job is None:
-                return StageRun(outcome, job_id, stage, message_id, job)
-            record = job.pipeline.stages.get(stage)
+        guess_first_claim = known is None
+        for _ in range(4):  # decide again on the item as it stands if another writer moved it in between
+            record = None
+            if not guess_first_claim:
+                if job is None:
+                    job = await self.get(job_id)
+                outcome = claim_outcome(job, stage, message_id)
+                if outcome is not ClaimOutcome.CLAIMED or job is None:
+                    return StageRun(outcome, job_id, stage, message_id, job)
+                record = job.pipeline.stages.get(stage)
+            guess_first_claim = False
             now = utc_now()
             if record is not None:  # the same message again: its earlier delivery died mid-stage
                 update = f"SET {_STAGE}.attempts = :attempts"

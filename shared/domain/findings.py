@@ -164,6 +164,29 @@ class ResultItem(Document):
         return ResultItem.model_validate({**self.stored(), **clinic, "user_id": key.patient})
 
 
+class PartialResults(Document):
+    """Some blocks of a stored item's `results` map, as a read that names them returns them
+    (shared.aws.history `latest_projected`), or this check-in's in the same shape: each optional."""
+
+    vocal_markers: Markers | None = None
+    video_markers: Markers | None = None
+    answers: Answers | None = None
+    audio_quality: AudioQuality | None = None
+    compliance: Compliance | None = None
+    multimodal_fusion: MultimodalFusion | None = None
+
+
+class PartialResultItem(Document):
+    """A patient's earlier SchizodotUsers item read with a projection: its key, its job and the parts of
+    `results` asked for (None when it holds none of them). A whole item parses as `ResultItem`."""
+
+    user_id: str
+    timestamp: str
+    job_id: str
+    analyzed_at: str | None = None
+    results: PartialResults | None = None
+
+
 DocumentT = TypeVar("DocumentT", bound=Document)
 
 
@@ -190,6 +213,6 @@ __all__ = ["Adherence", "Answer", "AnswerTranscript", "Answers", "AudioFindings"
            "ClinicalSummary", "Compliance", "Document", "DocumentT", "DosingStep", "DosingVerdict",
            "Emotion", "EmotionMoment", "EmotionScore", "EvidenceFrame", "Expressivity", "FusionDocument",
            "MarkerBaseline", "MarkerValue", "Markers", "MultimodalFusion", "Number", "OptionsReport",
-           "PillDetector", "RecordingSource", "ResultItem", "Results", "ReviewClip", "RiskEvidence",
+           "PartialResultItem", "PartialResults", "PillDetector", "RecordingSource", "ResultItem", "Results", "ReviewClip", "RiskEvidence",
            "Segment", "SelfReport", "StoredMarkers", "SummaryFlag", "Transcript", "TranscriptFlag",
            "TranscriptScreen", "VisionFindings", "Word", "parse_document", "wrong_fields"]

@@ -22,7 +22,15 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from shared.domain.errors import InvalidStoredResult
-from shared.domain.findings import MarkerBaseline, MarkerValue, ResultItem, SummaryFlag, wrong_fields
+from shared.domain.findings import (
+    DocumentT,
+    MarkerBaseline,
+    MarkerValue,
+    PartialResultItem,
+    ResultItem,
+    SummaryFlag,
+    wrong_fields,
+)
 
 MARKER_GROUPS = {"vocal_markers": "voice", "video_markers": "face"}
 
@@ -55,12 +63,22 @@ MISSED_STATUSES = frozenset({"non_compliant", "not_taken"})  # seen not taken, b
 def stored_result(item: Mapping[str, object]) -> ResultItem:
     """A SchizodotUsers item as read back (shared.aws.history), parsed once. One that does not parse is
     our data gone wrong, never skipped: an InvalidStoredResult naming the job and each wrong field."""
+    return _parsed(ResultItem, item)
+
+
+def stored_partial_result(item: Mapping[str, object]) -> PartialResultItem:
+    """An item read with a projection (`HistoryReader.latest_projected`: the attributes a reader named),
+    parsed once, as `stored_result` parses a whole one."""
+    return _parsed(PartialResultItem, item)
+
+
+def _parsed(model: type[DocumentT], item: Mapping[str, object]) -> DocumentT:
     try:
-        return ResultItem.model_validate(item)
+        return model.model_validate(item)
     except ValidationError as error:
         job = item.get("job_id") if isinstance(item, Mapping) else None
         raise InvalidStoredResult(f"the stored result of {job if isinstance(job, str) else 'a job'} is not a valid "
-                                  f"ResultItem: {wrong_fields(error)}") from None
+                                  f"{model.__name__}: {wrong_fields(error)}") from None
 
 
 NO_BASELINE = MarkerBaseline()
@@ -112,8 +130,9 @@ def risk_level(item: ResultItem) -> str | None:
     return level if level in RISK_ORDER else None
 
 
-def medication_status(item: ResultItem) -> str | None:
-    return item.results.compliance.verification_status
+def medication_status(item: ResultItem | PartialResultItem) -> str | None:
+    compliance = item.results.compliance if item.results else None  # a projected item may hold no results
+    return compliance.verification_status if compliance else None
 
 
 def transcript_flags(item: ResultItem) -> list[SummaryFlag]:
@@ -129,7 +148,7 @@ def transcript_flags(item: ResultItem) -> list[SummaryFlag]:
     return flags
 
 
-def checkin_time(item: ResultItem) -> datetime:
+def checkin_time(item: ResultItem | PartialResultItem) -> datetime:
     """When the check-in was analysed (the item's sort key), as an aware UTC datetime."""
     return parse_time(item.timestamp or item.analyzed_at or "")
 

@@ -9,8 +9,8 @@ events to send, the pipeline plan (ingest) or the job's results (the last stage)
 
 For each event the runner
 1. creates the job the event brings, if it brings one (an EHR check-in);
-2. reads the job once and, for a stage with a `ready` check, acknowledges a
-   message that arrives too early;
+2. for a stage with a `ready` check, reads the job and acknowledges a message
+   that arrives too early (the others claim at once: the claim returns the job);
 3. claims the job's stage under the SQS message id (`JobStore.claim_stage`):
    the same message again resumes, another one finds the stage taken and stops,
    and one finding it done re-sends what the stage announced when it finished;
@@ -206,12 +206,15 @@ class StageRunner(Generic[E, D]):
                 log.error("check-in event names another check-in's job; dead-lettered", event_id=inbound.event_id)
                 raise _collision(inbound.job_id)
             log.info("check-in event accepted", new_job=created, event_id=inbound.event_id)
-        job = known or await self._jobs.get(inbound.job_id)
-        if job is None:
-            log.info("stage not run", outcome=ClaimOutcome.NO_SUCH_JOB.value)
+        job = known
+        if job is None and stage.ready is not None:  # only a stage that waits for others reads the job first
+            job = await self._jobs.get(inbound.job_id)
+            if job is None:
+                log.info("stage not run", outcome=ClaimOutcome.NO_SUCH_JOB.value)
+                return
+        if job is not None and job.active and stage.ready is not None and not stage.ready(inbound.event, job):
             return
-        if job.active and stage.ready is not None and not stage.ready(inbound.event, job):
-            return
+        # Without a job read, the claim is written at once and the job comes back with it (JobStore.claim_stage).
         run = await self._jobs.claim_stage(inbound.job_id, stage.name, delivery.message_id, stage.claim_message,
                                            known=job)
         if run.outcome is ClaimOutcome.ALREADY_DONE:

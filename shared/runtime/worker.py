@@ -10,6 +10,7 @@ stage's handler gets (`build_deps`) and calls `run_stage`.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -84,6 +85,9 @@ def run_stage(
     `StageContext` itself; a service with many adapters builds its own frozen app from it)."""
     common = common or CommonSettings()
     service_name = common.service_name or f"schizodot-{stage.name}"
+    # Every AWS request names the service that sent it (`app/<name>` in its User-Agent: CloudTrail's
+    # userAgent, the local AWS server's request log), unless the deployment names it otherwise.
+    os.environ.setdefault("AWS_SDK_UA_APP_ID", service_name)
     configure_logging(service_name, common.log_level, stage=stage.name, pseudonym_key=common.pseudonym_key)
     tracer_provider = configure_tracing(service_name)
     meter_provider = configure_metrics(service_name, common)

@@ -88,6 +88,31 @@ def test_history_is_newest_first_paged_and_written_once(with_history):
     assert found == items[1] and missing is None
 
 
+def test_a_projected_history_read_returns_only_the_attributes_named_and_leaves_out_what_an_item_lacks(with_history):
+    patient = f"patient-{uuid.uuid4().hex[:8]}"
+    full = {"user_id": patient, "timestamp": "2026-01-02T00:00:00.000000Z", "job_id": "job-000000000002",
+            "status": "completed",
+            "results": {"compliance": {"verification_status": "non_compliant", "steps": [{"step": "show_pill"}]},
+                        "vocal_markers": {"speech_rate": {"assessed": True, "value": 180.5, "unit": "syll/min"}},
+                        "transcript": {"text": "a long transcript"}}}
+    bare = {"user_id": patient, "timestamp": "2026-01-01T00:00:00.000000Z", "job_id": "job-000000000001",
+            "results": {"transcript": {"text": "only this"}}}
+
+    async def body(history):
+        await history.save(bare)
+        await history.save(full)
+        return await history.latest_projected(
+            patient, ("job_id", "timestamp", "status", "results.vocal_markers", "results.compliance.verification_status"),
+            limit=5)
+
+    assert with_history(body) == [
+        {"job_id": "job-000000000002", "timestamp": "2026-01-02T00:00:00.000000Z", "status": "completed",
+         "results": {"vocal_markers": full["results"]["vocal_markers"],
+                     "compliance": {"verification_status": "non_compliant"}}},
+        {"job_id": "job-000000000001", "timestamp": "2026-01-01T00:00:00.000000Z"},  # none of its results named
+    ]
+
+
 @pytest.fixture(params=CONTRACT_CASES)
 def with_publisher(request):
     """(publisher, read back what reached a stage's queue, as that stage parses it)."""

@@ -70,6 +70,7 @@ def test_stage_claims_resume_same_message_and_refuse_duplicates(with_jobs):
         assert not await jobs.finish_stage(first, "checked", {})  # already done: no second credit
         done = await jobs.claim_stage(job_id, "ingest", "message-3", "checking")
         missing = await jobs.claim_stage("job-000000000000", "ingest", "m", "x")
+        assert await jobs.get("job-000000000000") is None  # a claim (written without a read) makes no job
         return first, again, duplicate, done, missing, await jobs.get(job_id)
 
     first, again, duplicate, done, missing, job = with_jobs(body)

@@ -7,7 +7,8 @@ import statistics
 
 import pytest
 
-from services.fusion.baseline import ERRORS, TRACKED, compare, prediction_bound, spread_floor
+from services.fusion.baseline import ERRORS, TRACKED, earlier_results, prediction_bound, spread_floor
+from services.fusion.baseline import compare as typed_compare
 from services.fusion.baseline import findings_of as typed_findings_of
 from services.fusion.change import RULE, cusum_threshold, rci_threshold
 from services.fusion.rules import clinical_summary, fuse
@@ -32,6 +33,11 @@ SETTINGS = FusionSettings()
 def findings_of(audio_document: dict | None, vision_document: dict | None) -> dict:
     """`findings_of` on the stage documents as fusion reads them from their artifacts."""
     return typed_findings_of(as_audio(audio_document), as_vision(vision_document))
+
+
+def compare(current, items: list[dict], settings: FusionSettings):
+    """`compare` on earlier items as fusion reads them: stored items parsed once (`earlier_results`)."""
+    return typed_compare(current, earlier_results(items, "job-now", settings.baseline_window), settings)
 
 
 def steady(n: int, **voice: float) -> list[dict]:

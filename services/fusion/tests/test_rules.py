@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.fusion.baseline import compare, findings_of
+from services.fusion.baseline import compare, earlier_results, findings_of
 from services.fusion.rules import NO_DETECTOR, clinical_summary, fuse
 from services.fusion.settings import FusionSettings
 from services.fusion.tests.checkins import (
@@ -25,7 +25,8 @@ WHEN = "2026-03-01T00:00:00Z"
 
 def run(a: dict | None, v: dict | None, expected=BOTH, skipped=None, earlier=None, settings=SETTINGS):
     typed_audio, typed_vision = as_audio(a), as_vision(v)
-    baseline = compare(findings_of(typed_audio, typed_vision), earlier or [], settings)
+    history = earlier_results(earlier or [], "job-now", settings.baseline_window)
+    baseline = compare(findings_of(typed_audio, typed_vision), history, settings)
     fusion = fuse(typed_audio, typed_vision, expected, skipped or {}, settings,
                   baseline=(baseline.report, baseline.factors))
     return fusion, clinical_summary(fusion, (v or {}).get("compliance"), WHEN)

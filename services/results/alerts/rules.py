@@ -27,8 +27,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.results.alerts.roster import RosterEntry
+from shared.aws.history import HistoryReader
 from shared.domain.clinics import AlertRules
-from shared.domain.findings import ResultItem
+from shared.domain.findings import PartialResultItem, ResultItem
 from shared.domain.patients import ClinicPatientId
 from shared.domain.stored_results import (
     MEDICATION_WORDS,
@@ -39,6 +40,7 @@ from shared.domain.stored_results import (
     medication_status,
     parse_time,
     risk_level,
+    stored_partial_result,
     transcript_flags,
 )
 
@@ -55,8 +57,22 @@ class AlertDraft:
     job_id: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
 
+# What `evaluate` reads of the patient's earlier results: the job, when, and the intake status (the
+# missed-medication run). Read with a projection (`earlier_results`): a whole item is 30-80 KB, and
+# RESULTS_ALERT_HISTORY of them were sent and parsed for these few fields.
+ALERT_HISTORY_ATTRIBUTES = ("user_id", "timestamp", "analyzed_at", "job_id", "results.compliance.verification_status")
 
-def evaluate(item: ResultItem, earlier: Sequence[ResultItem], rules: AlertRules) -> list[AlertDraft]:
+
+async def earlier_results(history: HistoryReader, item: ResultItem, limit: int) -> list[PartialResultItem]:
+    """The patient's results before `item`, newest first, at most `limit`, holding what the rules read of
+    them; one that does not parse is an InvalidStoredResult naming its job and field, never skipped."""
+    found = await history.latest_projected(item.patient_key, ALERT_HISTORY_ATTRIBUTES, limit + 1)
+    earlier = [stored_partial_result(i) for i in found if i.get("job_id") != item.job_id]
+    return [i for i in earlier if i.timestamp < item.timestamp][:limit]
+
+
+def evaluate(item: ResultItem, earlier: Sequence[ResultItem | PartialResultItem], rules: AlertRules
+             ) -> list[AlertDraft]:
     """The alerts `item` (a stored result) raises, given the patient's `earlier` results."""
     patient_id, job_id, at = item.patient, item.job_id, item.timestamp
     results = item.results

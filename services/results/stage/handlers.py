@@ -10,13 +10,14 @@ and completes the job. The sweeper fails jobs that stopped making progress.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import structlog
 from opentelemetry import trace
 
-from services.results.alerts import AlertService
+from services.results.alerts import AlertService, earlier_results
 from services.results.ehr.fhir import FHIR_VERSION, build_bundle
 from services.results.ehr.publisher import EhrPublisher, encode_results_event
 from services.results.settings import ResultsSettings
@@ -25,9 +26,8 @@ from services.results.stage.writer import ResultsStore
 from shared.aws.history import HistoryReader
 from shared.aws.jobs import JobStore
 from shared.aws.storage import ObjectStore, read_document
-from shared.domain.findings import FusionDocument, ResultItem
+from shared.domain.findings import FusionDocument, PartialResultItem, ResultItem
 from shared.domain.job import QUEUED, Job
-from shared.domain.stored_results import stored_result
 from shared.identity.audit import AuditTrail
 from shared.runtime.events import FusionCompleted
 from shared.runtime.runner import Stage, StageOutcome, Work, parse_stage_event
@@ -58,6 +58,22 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
     job = work.job
     result = build_user_item(job, await load_fusion_document(deps.storage, job))
     item = result.stored()  # written from the model
+    # The alert rules' history leaves this job's own item out, so it is read while the item is saved; a
+    # failure to read it is the alerts' failure (below), not the save's.
+    earlier = asyncio.ensure_future(earlier_results(deps.history, result, deps.settings.alert_history)) \
+        if deps.alerts is not None and deps.history is not None and job.clinic_id else None
+    try:
+        return await _save_and_announce(work, deps, result, item, earlier)
+    finally:
+        if earlier is not None and not earlier.done():
+            earlier.cancel()  # the save or the EHR push failed first: the message is retried
+        elif earlier is not None and not earlier.cancelled():
+            earlier.exception()  # read: a failure the save's failure came before is not reported twice
+
+
+async def _save_and_announce(work: Work[FusionCompleted], deps: ResultsDeps, result: ResultItem, item: dict,
+                             earlier: asyncio.Future[list[PartialResultItem]] | None) -> StageOutcome:
+    job = work.job
     with tracer.start_as_current_span("save results") as span:
         span.set_attribute("schizodot.job_id", job.job_id)
         saved = await deps.writer.save(item)
@@ -78,9 +94,9 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
             reason = f"{type(error).__name__}: {error}"[:300]
             log.error("results could not be sent to the EHR; job completed without it", error=reason)
             message = f"Analysis completed; sending it to the EHR failed: {reason}"
-    if deps.alerts is not None and job.clinic_id:
+    if earlier is not None and job.clinic_id:
         try:
-            await raise_alerts(job.clinic_id, result, deps)
+            await raise_alerts(job.clinic_id, result, await earlier, deps)
         except Exception as error:
             if not work.final_attempt:
                 raise  # retried: alerts are stored once by id, so a repeat raises nothing twice
@@ -91,12 +107,10 @@ async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageO
     return StageOutcome(message=message, job_results=job_summary(result))
 
 
-async def raise_alerts(clinic_id: str, item: ResultItem, deps: ResultsDeps) -> None:
-    """The clinic's alert rules on the stored `item`, with the patient's earlier results (each parsed as read:
-    one that does not parse fails this try with the field named, and the retries or the job's message say so)."""
-    assert deps.alerts is not None and deps.history is not None
-    read = await deps.history.latest(item.patient_key, deps.settings.alert_history + 1)
-    earlier = [i for i in map(stored_result, read) if i.job_id != item.job_id][: deps.settings.alert_history]
+async def raise_alerts(clinic_id: str, item: ResultItem, earlier: list[PartialResultItem], deps: ResultsDeps
+                       ) -> None:
+    """The clinic's alert rules on the stored `item`, with the patient's earlier results (`earlier_results`)."""
+    assert deps.alerts is not None
     with tracer.start_as_current_span("raise alerts") as span:
         span.set_attribute("schizodot.job_id", item.job_id)
         raised = await deps.alerts.on_result(clinic_id, item, earlier)

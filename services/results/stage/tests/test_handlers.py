@@ -61,7 +61,7 @@ class StandInSqs:
         return {"MessageId": "ehr-1"}
 
 
-async def _fused(fakes: FakeAdapters) -> str:
+async def _fused(fakes: FakeAdapters, results: dict = RESULTS_MAP) -> str:
     job_id = f"job-{uuid.uuid4().hex[:12]}"
     await fakes.jobs.create(new_job(job_id, patient_id=PATIENT_KEY, s3_key=f"uploads/{PATIENT_KEY}/{job_id}/x.mp4",
                                     filename="x.mp4", content_type="video/mp4", created_at=utc_now(), message="q",
@@ -72,7 +72,7 @@ async def _fused(fakes: FakeAdapters) -> str:
             if stage == "ingest" else None
         await fakes.jobs.finish_stage(run, "x", {"artifact_key": artifact_key(job_id, stage)}, plan)
     await fakes.storage.put_json(artifact_key(job_id, "fusion"), {"job_id": job_id, "analysed_at": utc_now(),
-                                                                  "compute_seconds": 0.1, "results": RESULTS_MAP})
+                                                                  "compute_seconds": 0.1, "results": results})
     return job_id
 
 
@@ -151,7 +151,7 @@ class RecordingQueue:
         self.sent.append(event)
 
 
-def _with_alerts(rules: dict, *, earlier: int = 0, repeat: bool = False):
+def _with_alerts(rules: dict, *, earlier: int = 0, repeat: bool = False, status: str = "inconclusive"):
     from services.results.alerts import AlertService, InMemoryAlertStore, InMemoryRoster
     from shared.domain.clinics import AlertDelivery, ClinicDirectory, ClinicProfile, WebhookTarget
 
@@ -162,9 +162,10 @@ def _with_alerts(rules: dict, *, earlier: int = 0, repeat: bool = False):
     service = AlertService(InMemoryAlertStore(), InMemoryRoster(), clinics, queue)
 
     async def scenario():
+        results = {**RESULTS_MAP, "compliance": {**RESULTS_MAP["compliance"], "verification_status": status}}
         for n in range(earlier):  # the patient's earlier check-ins
-            await fakes.history.save(_earlier_item(n))
-        job_id = await _fused(fakes)
+            await fakes.history.save({**_earlier_item(n), "results": results})
+        job_id = await _fused(fakes, results)
         deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, None, _audit(), alerts=service,
                            history=fakes.history)
         body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
@@ -192,19 +193,21 @@ def test_a_clinic_whose_rules_do_not_fire_gets_no_alert_but_its_patient_is_liste
 
 
 def test_an_earlier_result_that_does_not_parse_is_named_never_skipped_and_the_new_result_stays_saved():
-    """The alert rules read the patient's earlier results parsed (shared.domain.stored_results.stored_result):
-    one that is not a ResultItem fails the try naming its job and field (retried like any failure), and
-    the last try completes the job saying so; the new result is saved either way."""
+    """The alert rules read the patient's earlier results parsed (services.results.alerts.earlier_results):
+    one that does not parse fails the try naming its job and field (retried like any failure), and the
+    last try completes the job saying so; the new result is saved either way."""
     from services.results.alerts import AlertService, InMemoryAlertStore, InMemoryRoster
     from shared.domain.clinics import ClinicDirectory
     from shared.domain.errors import InvalidStoredResult
 
-    named = "the stored result of job-000000000000 is not a valid ResultItem: results.compliance: Field required"
+    named = ("the stored result of job-000000000000 is not a valid PartialResultItem: "
+             "results.compliance.verification_status: Input should be a valid string")
 
     async def scenario(final_attempt: bool):
         fakes = FakeAdapters()
         broken = _earlier_item(0)
-        await fakes.history.save({**broken, "results": {k: v for k, v in RESULTS_MAP.items() if k != "compliance"}})
+        compliance = {**RESULTS_MAP["compliance"], "verification_status": 5}
+        await fakes.history.save({**broken, "results": {**RESULTS_MAP, "compliance": compliance}})
         job_id = await _fused(fakes)
         service = AlertService(InMemoryAlertStore(), InMemoryRoster(), ClinicDirectory(), RecordingQueue())
         deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, None, _audit(), alerts=service,
@@ -221,6 +224,18 @@ def test_an_earlier_result_that_does_not_parse_is_named_never_skipped_and_the_ne
     error, job, saved = asyncio.run(scenario(final_attempt=True))
     assert error is None and job.status == "completed" and saved is not None
     assert job.message == f"Analysis completed successfully; raising alerts failed: InvalidStoredResult: {named}"
+
+
+def test_the_alert_rules_read_the_patients_earlier_results_they_need_from_the_projected_history():
+    """Results reads only ALERT_HISTORY_ATTRIBUTES of the earlier items (a projection); the missed-medication
+    run is made of them, each named by its job, time and status, under the clinic's own patient id."""
+    (job_id, service), _ = _with_alerts({"risk_levels": [], "missed_medication_streak": 3}, earlier=2,
+                                        status="non_compliant")
+    [alert] = asyncio.run(service.alerts.open_alerts("clinic-a"))
+    assert (alert.rule, alert.patient_id, alert.job_id) == ("missed_medication", "patient-001", job_id)
+    assert [(c["job_id"], c["timestamp"], c["status"]) for c in alert.evidence["checkins"]][1:] == [
+        ("job-000000000001", "2026-01-02T10:00:00.000000Z", "not taken"),
+        ("job-000000000000", "2026-01-01T10:00:00.000000Z", "not taken")]
 
 
 @pytest.mark.parametrize("broken, named", [
@@ -252,3 +267,41 @@ def test_a_fusion_document_that_does_not_parse_fails_the_job_in_words_and_loses_
     assert str(error).startswith(f"fusion's findings (artifacts/{job_id}/fusion.json) is not a valid FusionDocument: ")
     assert named in str(error)
     assert kept == bad and asyncio.run(fakes.history.latest(PATIENT_KEY)) == []
+
+
+def test_an_unreadable_history_is_the_alerts_failure_retried_and_only_the_last_attempt_completes_without_them():
+    """The alert rules' history is read while the item is saved: a failure to read it retries the message,
+    and on the last attempt the job completes with the result saved and says the alerts failed."""
+    from services.results.alerts import AlertService, InMemoryAlertStore, InMemoryRoster
+    from shared.domain.clinics import ClinicDirectory, ClinicProfile
+    from shared.fakes import InMemoryHistory
+
+    class UnreadableHistory(InMemoryHistory):
+        async def latest_projected(self, patient_key, attributes, limit=10):
+            raise ConnectionError("the history table does not answer")
+
+    def attempt(final_attempt: bool):
+        fakes = FakeAdapters(history=UnreadableHistory())
+        service = AlertService(InMemoryAlertStore(), InMemoryRoster(),
+                               ClinicDirectory(clinics={"clinic-a": ClinicProfile(alerts={"risk_levels": ["low"]})}),
+                               RecordingQueue())
+
+        async def scenario():
+            job_id = await _fused(fakes)
+            deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, None, _audit(), alerts=service,
+                               history=fakes.history)
+            body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
+            try:
+                await deliver(fakes.runner(RESULTS, deps), body, final_attempt=final_attempt)
+            except ConnectionError:
+                pass
+            return await fakes.jobs.get(job_id), list(fakes.history.items.values())
+
+        return asyncio.run(scenario())
+
+    retried, saved = attempt(final_attempt=False)
+    assert retried.status == "processing" and len(saved) == 1  # saved once; the redelivery finds it stored
+    completed, saved = attempt(final_attempt=True)
+    assert completed.status == "completed" and len(saved) == 1
+    assert completed.message == ("Analysis completed successfully; raising alerts failed: "
+                                 "ConnectionError: the history table does not answer")

@@ -1,0 +1,99 @@
+"""The local AWS server's faster DynamoDB paths (local_aws.moto_internals: `linear_dynamodb_item_walks`,
+`projections_of_what_they_reach`, `attribute_values_as_they_are`) give exactly what moto's own give, on
+an item nested as a stored check-in result is, with every attribute type."""
+
+from __future__ import annotations
+
+from moto.dynamodb.models.dynamo_type import DynamoType
+
+from local_aws.moto_internals import (
+    linear_dynamodb_item_walks,
+    projections_of_what_they_reach,
+)
+
+MARKER = {"M": {"assessed": {"BOOL": True}, "value": {"N": "189.36"}, "unit": {"S": "words per min"},
+                "quality_flags": {"L": [{"S": "short_speech"}]}, "reason": {"NULL": True},
+                "baseline": {"M": {"available": {"BOOL": True}, "checkins": {"N": "5"}, "rules_fired": {"L": []},
+                                   "figures": {"NS": ["1.5", "2"]}, "words": {"SS": ["a", "b"]}}}}}
+ITEM = {"M": {"user_id": {"S": "clinic-a.patient-001"}, "timestamp": {"S": "2026-01-01T00:00:00.000000Z"},
+              "evidence": {"B": "AAEC"}, "blobs": {"BS": ["AAEC", "AwQ="]}, "empty": {"M": {}},
+              "results": {"M": {"answers": {"M": {"items": {"L": [
+                  {"M": {"step_id": {"S": "mood"}, "markers": {"M": {"speech_rate": MARKER, "word_count": MARKER}}}},
+                  {"M": {"step_id": {"S": "sleep"}, "markers": {"M": {}}}}]}}},
+                  "vocal_markers": {"M": {"speech_rate": MARKER}}}}}}
+
+
+def test_the_linear_walks_give_what_motos_own_give():
+    linear_dynamodb_item_walks()
+    linear_dynamodb_item_walks()  # idempotent: the originals stay reachable
+    walk, size = DynamoType.to_regular_json, DynamoType.size
+    assert walk.linear is True
+    for document in (ITEM, MARKER, {"S": "x"}, {"N": "3"}, {"L": []}, {"NULL": True}, {"SS": ["a"]}):
+        value = DynamoType(document)
+        assert walk(value) == walk.moto_original(value)
+        assert size(value) == size.moto_original(value)
+    value = DynamoType(ITEM)
+    first = walk(value)
+    first["M"]["results"]["M"]["vocal_markers"]["M"]["speech_rate"]["M"]["baseline"]["M"]["figures"]["NS"].append("9")
+    assert walk(value) == walk.moto_original(value)  # a copy: changing what it returned leaves the item as it was
+
+
+def test_attribute_values_sent_as_they_are_read_back_as_motos_serializer_sends_them():
+    """local_aws.moto_internals `attribute_values_as_they_are`: the same Query and GetItem answers as moto's own
+    serializer gives, binary attributes (which it leaves to moto) included."""
+    import boto3
+    from moto import mock_aws
+    from moto.core.serialize import ResponseSerializer
+
+    from local_aws.moto_internals import attribute_values_as_they_are
+
+    attribute_values_as_they_are()
+    patched = ResponseSerializer._serialize_type_structure
+    item = {**ITEM["M"], "evidence": {"B": b"\x00\x01\x02"}, "blobs": {"BS": [b"\x00", b"\x03\x04"]}}
+    plain = {key: value for key, value in item.items() if key not in ("evidence", "blobs")}
+
+    def answers() -> tuple:
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        query = client.query(TableName="T", KeyConditionExpression="user_id = :u",
+                             ExpressionAttributeValues={":u": item["user_id"]})["Items"]
+        key = {"user_id": item["user_id"], "timestamp": item["timestamp"]}
+        return query, client.get_item(TableName="T", Key=key)["Item"]
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(TableName="T", BillingMode="PAY_PER_REQUEST",
+                            KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"},
+                                       {"AttributeName": "timestamp", "KeyType": "RANGE"}],
+                            AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"},
+                                                  {"AttributeName": "timestamp", "AttributeType": "S"}])
+        client.put_item(TableName="T", Item=item)
+        client.put_item(TableName="T", Item={**plain, "timestamp": {"S": "2026-01-02T00:00:00.000000Z"}})
+        fast = answers()
+        ResponseSerializer._serialize_type_structure = patched.moto_original
+        try:
+            moto_own = answers()
+        finally:
+            ResponseSerializer._serialize_type_structure = patched
+    assert fast == moto_own
+    assert fast[1] == item and len(fast[0]) == 2
+
+
+def test_a_projection_gives_what_motos_own_gives_for_every_kind_of_path():
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    linear_dynamodb_item_walks()
+    projections_of_what_they_reach()
+    projections_of_what_they_reach()  # idempotent
+    # moto's own projection fails on any item with a binary set (its whole-item conversion cannot decode
+    # one), so the item here has none; the fast one fails only where a path reaches one.
+    attributes = {key: value for key, value in ITEM["M"].items() if key != "blobs"}
+    item = Item(DynamoType(attributes["user_id"]), DynamoType(attributes["timestamp"]), attributes)
+    for paths in ([["user_id"], ["timestamp"]],
+                  [["results", "vocal_markers"], ["results", "answers"]],
+                  [["results", "vocal_markers", "speech_rate", "baseline", "figures"], ["evidence"]],
+                  [["results", "missing", "x"], ["nothing"], ["results", "answers", "items"]],
+                  [["results", "answers", "items[0]", "step_id"]],  # a list index: moto's own
+                  [["user_id", "deeper"]],  # through a string: moto's own
+                  [["empty"], ["results", "vocal_markers", "speech_rate", "reason"]]):
+        fast, moto_own = Item.project(item, paths), Item.project.moto_original(item, paths)
+        assert fast.to_json() == moto_own.to_json(), paths
