@@ -68,26 +68,21 @@ class PatientHistory:
         self._table = table_name
 
     async def latest(self, patient_key: PatientKey, limit: int = 10) -> list[dict[str, Any]]:
-        response = await self._db.query(
-            TableName=self._table,
-            KeyConditionExpression="user_id = :u",
-            ExpressionAttributeValues={":u": {"S": _stored(patient_key)}},
-            ScanIndexForward=False,
-            Limit=limit,
-        )
-        return [from_item(item) for item in response.get("Items", [])]
+        return await self._newest(patient_key, limit)
 
     async def latest_projected(self, patient_key: PatientKey, attributes: Sequence[str],
                                limit: int = 10) -> list[dict[str, Any]]:
         expression, names = projection(attributes)
+        return await self._newest(patient_key, limit, ProjectionExpression=expression, ExpressionAttributeNames=names)
+
+    async def _newest(self, patient_key: PatientKey, limit: int, **projected: Any) -> list[dict[str, Any]]:
         response = await self._db.query(
             TableName=self._table,
             KeyConditionExpression="user_id = :u",
             ExpressionAttributeValues={":u": {"S": _stored(patient_key)}},
-            ProjectionExpression=expression,
-            ExpressionAttributeNames=names,
             ScanIndexForward=False,
             Limit=limit,
+            **projected,
         )
         return [from_item(item) for item in response.get("Items", [])]
 
