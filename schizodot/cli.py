@@ -48,7 +48,9 @@ from rich.table import Table
 from schizodot import stack
 from schizodot.dev_identity import USERS, DevIssuer
 from schizodot.resilience import RetryPolicy, ServiceUnreachable, describe, http_request
+from schizodot.result_view import history_table, result_table
 from schizodot.upload import send_recording
+from shared.domain.findings import ResultItem
 
 console = Console(stderr=True)
 # Piped output keeps whole ids and timestamps rather than rich's 80-column default.
@@ -180,8 +182,10 @@ def submit(args: argparse.Namespace) -> int:
         return _fail(f"job {job_id} failed: {status.get('error')}")
     if args.json:
         out.print_json(json.dumps(item))
+    elif item is None:
+        out.print(f"job {status['job_id']} completed: {status.get('results')}")
     else:
-        print_result(item, status)
+        out.print(result_table(ResultItem.model_validate(item)))
     return EXIT_OK
 
 
@@ -270,74 +274,6 @@ def _read(args: argparse.Namespace, path: str, params: dict[str, Any]) -> Any:
     return response.json()
 
 
-def print_result(item: dict[str, Any] | None, status: dict[str, Any]) -> None:
-    if item is None:
-        out.print(f"job {status['job_id']} completed: {status.get('results')}")
-        return
-    results = item["results"]
-    fusion = results["multimodal_fusion"]
-    summary = results["clinical_summary"]
-    table = Table(title=f"Check-in {item['job_id']} of {item['user_id']} ({item['analyzed_at']})", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("Risk", f"[bold]{fusion['risk_level']}[/] " + (
-        "; ".join(f"{e['factor']} ({e['severity']}): {e['evidence']}" for e in fusion.get("risk_evidence") or [])
-        or "no risk factors"))
-    for flag in summary.get("flags") or []:
-        table.add_row("[red]Flag[/]", f"{flag.get('category', '').replace('_', ' ')}: \"{escape(flag.get('phrase', ''))}\" "
-                                      f"at {flag.get('start', 0):.1f} s ({flag.get('note', '')})")
-    for section, title in (("vocal_markers", "Voice"), ("video_markers", "Face and head")):
-        for name, marker in (results.get(section) or {}).items():
-            table.add_row(f"{title}: {name.replace('_', ' ')}", _marker_line(marker))
-    transcript = results.get("transcript") or {}
-    if transcript.get("enabled"):
-        probability = transcript.get("language_probability")
-        table.add_row("Transcript language", f"{transcript.get('language') or 'unknown'}"
-                      + (f" (Whisper p {probability:.2f})" if probability is not None else ""))
-    answers = results.get("answers") or {}
-    if answers and not answers.get("assessed"):
-        table.add_row("Per-question markers", f"[dim]not assessed: {escape(answers.get('reason') or '')}[/]")
-    for answer in answers.get("items") or []:
-        said = (answer.get("transcript") or {}).get("text")
-        table.add_row(f"Answer: {answer['step_id'].replace('_', ' ')}",
-                      f"{answer['start_s']:.1f}-{answer['end_s']:.1f} s" + (f' "{escape(said)}"' if said else ""))
-        for name, marker in (answer.get("markers") or {}).items():
-            table.add_row(f"  {name.replace('_', ' ')}", _marker_line(marker, method=False))
-    table.add_row("Facial emotion", _emotion_line(results["facial_emotion"]))
-    table.add_row("Speech emotion", _emotion_line(results["audio_emotion"]))
-    table.add_row("Medication", summary["medication_adherence"])
-    table.add_row("Change from baseline", summary.get("change_from_baseline") or "")
-    table.add_row("Assessment", summary["risk_assessment"])
-    table.add_row("Recommendations", "\n".join(f"- {r}" for r in summary["recommendations"]))
-    table.add_row("Processing time", f"{item['processing_time_seconds']:.1f} s")
-    out.print(table)
-
-
-def _marker_line(marker: dict[str, Any], method: bool = True) -> str:
-    """A marker as a clinician reads it: value and unit, the change from the patient's usual, or why not."""
-    if not marker.get("assessed"):
-        return f"[dim]not assessed: {escape(marker.get('reason') or '')}[/]"
-    line = f"{marker['value']:.4g} {marker['unit']}"
-    baseline = marker.get("baseline") or {}
-    if baseline.get("available"):
-        change = baseline.get("relative_change")
-        line += f" (usual {baseline['mean']:.4g}" + (f", {change:+.0%}" if change is not None else "") + ")"
-        if baseline.get("notable"):
-            line += f" [bold yellow]notably {baseline.get('direction')}[/]"
-    elif baseline.get("reason"):
-        line += f" [dim]({baseline['reason']})[/]"
-    if marker.get("quality_flags"):
-        line += f" [dim]flags: {', '.join(marker['quality_flags'])}[/]"
-    return line + (f" [dim]{marker['method']}[/]" if method else "")
-
-
-def _emotion_line(emotion: dict[str, Any]) -> str:
-    if not emotion.get("assessed", emotion.get("primary_emotion") is not None) or not emotion.get("primary_emotion"):
-        return f"[dim]not assessed: {escape(emotion.get('reason') or 'no data')}[/]"
-    method = f" [dim]{emotion['method']}[/]" if emotion.get("method") else ""
-    return f"{emotion['primary_emotion']} ({emotion['confidence']:.2f}){method}"
-
-
 def jobs(args: argparse.Namespace) -> int:
     params = {"limit": args.limit, **({"status_filter": args.status} if args.status else {})}
     found = _read(args, f"/api/v1/patients/{args.patient_id}/jobs", params)["jobs"]
@@ -359,15 +295,7 @@ def results(args: argparse.Namespace) -> int:
     if args.json:
         out.print_json(json.dumps(found))
         return 0
-    table = Table(title=f"Results of {args.patient_id}, newest first")
-    for column in ("timestamp", "job_id", "emotion", "consistency", "medication", "risk"):
-        table.add_column(column)
-    for item in found:
-        fusion = item["results"]["multimodal_fusion"]
-        table.add_row(item["timestamp"], item["job_id"], str(fusion["overall_emotion"]),
-                      fusion["emotional_consistency"], str(item["results"]["compliance"].get("verification_status")),
-                      fusion["risk_level"])
-    out.print(table)
+    out.print(history_table(args.patient_id, [ResultItem.model_validate(item) for item in found]))
     return 0
 
 
