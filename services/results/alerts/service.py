@@ -2,7 +2,7 @@
 
 `on_result` is called once per stored result (redelivery is safe: alerts are
 stored once by id, and an alert whose delivery never started is queued again).
-It records the check-in on the clinic's roster, then stores and queues every
+It records the check-in on the clinic's roster and, at the same time, stores and queues every
 alert the clinic's rules raise. `sweep` raises "no check-in for N days" alerts
 for every clinic; the results worker runs it every `RESULTS_ALERT_SWEEP_INTERVAL_SECONDS`
 (every replica may: an alert is stored once by its id). `acknowledge` closes an alert
