@@ -1,6 +1,7 @@
 """The local AWS server's faster DynamoDB paths (local_aws.moto_internals: `linear_dynamodb_item_walks`,
-`projections_of_what_they_reach`, `attribute_values_as_they_are`) give exactly what moto's own give, on
-an item nested as a stored check-in result is, with every attribute type."""
+`projections_of_what_they_reach`, `attribute_values_as_they_are`, `attribute_values_parsed_as_they_are`,
+`projected_queries_without_whole_item_copies`) give exactly what moto's own give, on an item nested as a
+stored check-in result is, with every attribute type."""
 
 from __future__ import annotations
 
@@ -148,7 +149,10 @@ def test_a_projected_query_without_whole_item_copies_answers_as_motos_own_and_le
     from moto.dynamodb.models.dynamo_type import Item
     from moto.dynamodb.models.table import Table
 
-    from local_aws.moto_internals import linear_dynamodb_item_walks, projected_queries_without_whole_item_copies
+    from local_aws.moto_internals import (
+        linear_dynamodb_item_walks,
+        projected_queries_without_whole_item_copies,
+    )
 
     linear_dynamodb_item_walks()
     projections_of_what_they_reach()
