@@ -20,8 +20,10 @@ import local_aws
 from local_aws.guard import AccessGuard
 from local_aws.moto_internals import (
     attribute_values_as_they_are,
+    attribute_values_parsed_as_they_are,
     linear_dynamodb_item_walks,
     one_event_per_multipart_completion,
+    projected_queries_without_whole_item_copies,
     projections_of_what_they_reach,
 )
 from local_aws.request import Request, is_post_upload, read_body
@@ -191,7 +193,9 @@ def build_app(data_dir: Path | None, sync: str = "full", credentials: tuple[str,
     one_event_per_multipart_completion()
     linear_dynamodb_item_walks()
     projections_of_what_they_reach()
+    projected_queries_without_whole_item_copies()
     attribute_values_as_they_are()
+    attribute_values_parsed_as_they_are()
     moto_app = DomainDispatcherApplication(create_backend_app)
     moto_app.debug = True
     inner = AtomicDynamoDB(moto_app)

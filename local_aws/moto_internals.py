@@ -25,8 +25,11 @@ public API serves:
   moto's walk over a nested item copies each level's subtree again at every level below it,
   and a projection converted the whole item, so a projected Query of a patient's results took
   seconds (`linear_dynamodb_item_walks`, `projections_of_what_they_reach`).
-- `ResponseSerializer._serialize_type_structure` (patched, same output): an attribute value
-  already in wire form is sent as it is (`attribute_values_as_they_are`).
+- `Table.query`, `Item.__deepcopy__` and `Item.size` (patched, same answers): a projected Query copied
+  and sized every whole item it found (`projected_queries_without_whole_item_copies`).
+- `ResponseSerializer._serialize_type_structure` and `BaseJSONParser._parse_structure` (patched, same
+  output): an attribute value already in wire form is sent, and taken, as it is
+  (`attribute_values_as_they_are`, `attribute_values_parsed_as_they_are`).
 
 A moto upgrade that renames one of these fails the durability tests
 (tests/faults/test_durable_aws.py), which restart the server over every kind of state.
@@ -275,6 +278,59 @@ def projections_of_what_they_reach() -> None:
     Item.project = project
 
 
+def projected_queries_without_whole_item_copies() -> None:
+    """Make a projected Query copy only what it sends back, and size each item once.
+
+    moto's `Table.query` deep-copies every item it found, whole, before projecting them (the projection
+    makes new values of what it picks, so the copy protects nothing then), and takes each item's size twice
+    (once for the 1 MB page limit, once to add it up). The alert rules' Query of a patient's results (each
+    30-80 KB) spent nearly all of its server time in those two walks over whole items, while every other
+    DynamoDB request waited for its lock. For a projected Query on the table (not an index) the items
+    are passed on uncopied (a filter reads them, the projection copies what it picks) and each item's size is
+    taken once for that request; any other Query is moto's own
+    (tests/unit/test_local_aws_walks.py compares the answers). Idempotent."""
+    import threading
+
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+
+    if getattr(Table.query, "moto_original", None):
+        return
+    original_query, original_deepcopy, original_size = Table.query, Item.__deepcopy__, Item.size
+    projecting = threading.local()  # set while this thread runs a projected Query
+
+    def query(self: Any, hash_key: Any, range_comparison: Any, range_objs: Any, limit: Any, exclusive_start_key: Any,
+              scan_index_forward: Any, projection_expressions: Any, index_name: Any = None,
+              consistent_read: bool = False, filter_expression: Any = None, **rest: Any) -> Any:
+        arguments = (hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward,
+                     projection_expressions, index_name, consistent_read, filter_expression)
+        if not projection_expressions or index_name:
+            return original_query(self, *arguments, **rest)
+        projecting.sizes = {}
+        try:
+            return original_query(self, *arguments, **rest)
+        finally:
+            projecting.sizes = None
+
+    def deepcopy_unless_projected(self: Any, memo: dict[int, Any]) -> Any:
+        return self if getattr(projecting, "sizes", None) is not None else original_deepcopy(self, memo)
+
+    def size_once_per_query(self: Any) -> int:
+        sizes = getattr(projecting, "sizes", None)
+        if sizes is None:
+            return original_size(self)
+        if id(self) not in sizes:  # the items stay alive (in the table) while the query runs: ids are theirs
+            sizes[id(self)] = original_size(self)
+        return sizes[id(self)]
+
+    query.moto_original = original_query  # type: ignore[attr-defined]
+    deepcopy_unless_projected.moto_original = original_deepcopy  # type: ignore[attr-defined]
+    size_once_per_query.moto_original = original_size  # type: ignore[attr-defined]
+    Table.query = query
+    Item.__deepcopy__ = deepcopy_unless_projected
+    Item.size = size_once_per_query
+
+
 def attribute_values_as_they_are() -> None:
     """Send a DynamoDB attribute value that is already in its wire form as it is.
 
@@ -299,6 +355,31 @@ def attribute_values_as_they_are() -> None:
     serialize_structure.as_they_are = True  # type: ignore[attr-defined]
     serialize_structure.moto_original = original  # type: ignore[attr-defined]
     ResponseSerializer._serialize_type_structure = serialize_structure
+
+
+def attribute_values_parsed_as_they_are() -> None:
+    """Take a DynamoDB attribute value that arrives in its wire form as it is.
+
+    moto's request parser (moto.core.parse) walks every node of a request against the API's shapes, as its
+    response serializer does on the way out (`attribute_values_as_they_are`): the PutItem of a stored check-in
+    result (30-80 KB, thousands of nodes) spent most of its server time there. An `AttributeValue` made of
+    strings, booleans, lists and maps only (no binary: blobs are base64-decoded on the way in) parses to a copy
+    of itself, so it is taken as it is; any other goes through moto's walk (tests/unit/test_local_aws_walks.py
+    compares the two on nested items). Idempotent."""
+    from moto.core.parse import BaseJSONParser
+
+    if getattr(BaseJSONParser._parse_structure, "as_they_are", False):
+        return
+    original = BaseJSONParser._parse_structure
+
+    def parse_structure(self: Any, shape: Any, value: Any) -> Any:
+        if shape.name == "AttributeValue" and _wire_form(value):
+            return value
+        return original(self, shape, value)
+
+    parse_structure.as_they_are = True  # type: ignore[attr-defined]
+    parse_structure.moto_original = original  # type: ignore[attr-defined]
+    BaseJSONParser._parse_structure = parse_structure
 
 
 _STRINGS = frozenset({"S", "N"})

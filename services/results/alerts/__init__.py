@@ -9,7 +9,7 @@ adapters the composition root builds (services/results/main.py)."""
 
 from services.results.alerts.delivery import AlertsHandler, DeliveryDeps, RetryPolicy
 from services.results.alerts.roster import DynamoRoster, InMemoryRoster, Roster, RosterEntry
-from services.results.alerts.rules import ALERT_HISTORY_ATTRIBUTES, earlier_results
+from services.results.alerts.rules import ALERT_HISTORY_ATTRIBUTES, earlier_of, earlier_results, read_alert_history
 from services.results.alerts.service import AlertService, SqsAlertQueue
 from services.results.alerts.store import (
     NOTE_MAX,
@@ -22,4 +22,4 @@ from services.results.alerts.store import (
 
 __all__ = ["ALERT_HISTORY_ATTRIBUTES", "NOTE_MAX", "Alert", "AlertService", "AlertStore", "AlertsHandler", "AlreadyAcknowledged", "DeliveryDeps",
            "DynamoAlertStore", "DynamoRoster", "InMemoryAlertStore", "InMemoryRoster", "RetryPolicy", "Roster",
-           "RosterEntry", "SqsAlertQueue", "earlier_results"]
+           "RosterEntry", "SqsAlertQueue", "earlier_of", "earlier_results", "read_alert_history"]

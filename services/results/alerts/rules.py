@@ -30,7 +30,7 @@ from services.results.alerts.roster import RosterEntry
 from shared.aws.history import HistoryReader
 from shared.domain.clinics import AlertRules
 from shared.domain.findings import PartialResultItem, ResultItem
-from shared.domain.patients import ClinicPatientId
+from shared.domain.patients import ClinicPatientId, PatientKey
 from shared.domain.stored_results import (
     MEDICATION_WORDS,
     MISSED_STATUSES,
@@ -66,7 +66,18 @@ ALERT_HISTORY_ATTRIBUTES = ("user_id", "timestamp", "analyzed_at", "job_id", "re
 async def earlier_results(history: HistoryReader, item: ResultItem, limit: int) -> list[PartialResultItem]:
     """The patient's results before `item`, newest first, at most `limit`, holding what the rules read of
     them; one that does not parse is an InvalidStoredResult naming its job and field, never skipped."""
-    found = await history.latest_projected(item.patient_key, ALERT_HISTORY_ATTRIBUTES, limit + 1)
+    return earlier_of(await read_alert_history(history, item.patient_key, limit), item, limit)
+
+
+async def read_alert_history(history: HistoryReader, patient_key: PatientKey, limit: int) -> list[dict[str, Any]]:
+    """What `earlier_results` reads, for a caller that starts the read before it has the new item (the results
+    stage reads it beside fusion's document): the patient's newest `limit` + 1 results, projected (one more, in
+    case the new item is among them)."""
+    return await history.latest_projected(patient_key, ALERT_HISTORY_ATTRIBUTES, limit + 1)
+
+
+def earlier_of(found: list[dict[str, Any]], item: ResultItem, limit: int) -> list[PartialResultItem]:
+    """`earlier_results` of what `read_alert_history` found: `item` itself and anything not before it left out."""
     earlier = [stored_partial_result(i) for i in found if i.get("job_id") != item.job_id]
     return [i for i in earlier if i.timestamp < item.timestamp][:limit]
 

@@ -2,7 +2,7 @@
 
 `on_result` is called once per stored result (redelivery is safe: alerts are
 stored once by id, and an alert whose delivery never started is queued again).
-It records the check-in on the clinic's roster, then stores and queues every
+It records the check-in on the clinic's roster and, at the same time, stores and queues every
 alert the clinic's rules raise. `sweep` raises "no check-in for N days" alerts
 for every clinic; the results worker runs it every `RESULTS_ALERT_SWEEP_INTERVAL_SECONDS`
 (every replica may: an alert is stored once by its id). `acknowledge` closes an alert
@@ -11,9 +11,10 @@ with the clinician's note; the console audits it first (shared.identity.audit).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from services.results.alerts.delivery import AlertEvent, encode_alert_event
 from services.results.alerts.roster import Roster
@@ -23,6 +24,7 @@ from shared.domain.clinics import ClinicDirectory
 from shared.domain.findings import ResultItem
 
 NOTE_MAX = 2000
+T = TypeVar("T")
 
 
 class AlertQueue(Protocol):
@@ -57,9 +59,11 @@ class AlertService:
         self._clock = clock
 
     async def on_result(self, clinic_id: str, item: ResultItem, earlier: Sequence[ResultItem]) -> list[Alert]:
-        """`item`: the SchizodotUsers item just stored; `earlier`: the patient's results before it, newest first."""
-        await self.roster.record_checkin(clinic_id, item.patient, item.job_id, item.timestamp)
-        return await self.on_review(clinic_id, item, earlier)
+        """`item`: the SchizodotUsers item just stored; `earlier`: the patient's results before it, newest first.
+        The roster's row and the alerts depend on nothing of each other: both are written at once."""
+        _, raised = await _all(self.roster.record_checkin(clinic_id, item.patient, item.job_id, item.timestamp),
+                               self.on_review(clinic_id, item, earlier))
+        return raised
 
     async def on_review(self, clinic_id: str, item: ResultItem, earlier: Sequence[ResultItem]) -> list[Alert]:
         """A reviewer's verdict changed a stored result: its rules run again (an alert already raised is
@@ -82,23 +86,37 @@ class AlertService:
                                              self._clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
     async def _raise(self, clinic_id: str, drafts: list[AlertDraft]) -> list[Alert]:
-        created = []
+        """Each draft stored once by its id and queued (drafts are different alerts: written at once)."""
         channels = self.clinics.get(clinic_id).delivery.channels()
-        for draft in drafts:
-            alert = Alert(
-                clinic_id=clinic_id, alert_id=alert_id_for(clinic_id, draft.patient_id, draft.rule, draft.trigger,
-                                                           draft.triggered_at),
-                patient_id=draft.patient_id, rule=draft.rule, severity=draft.severity, title=draft.title,
-                summary=draft.summary, evidence=draft.evidence, job_id=draft.job_id, triggered_at=draft.triggered_at,
-                created_at=self._clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            )
-            if await self.alerts.put_new(alert):
-                created.append(alert)
-            else:
-                stored = await self.alerts.get(clinic_id, alert.alert_id)
-                if stored is None or any(stored.delivery.get(c) for c in channels):
-                    continue  # delivery has started: the queue owns it
-                alert = stored  # stored, but the crash came before it was queued
-            if channels:
-                await self.queue.send(AlertEvent(clinic_id=clinic_id, alert_id=alert.alert_id))
+        created = await _all(*(self._raise_one(clinic_id, draft, channels) for draft in drafts))
+        return [alert for alert in created if alert is not None]
+
+    async def _raise_one(self, clinic_id: str, draft: AlertDraft, channels: Sequence[str]) -> Alert | None:
+        """The alert stored and queued; None when it was stored before (queued again only if a crash came between)."""
+        alert = Alert(
+            clinic_id=clinic_id, alert_id=alert_id_for(clinic_id, draft.patient_id, draft.rule, draft.trigger,
+                                                       draft.triggered_at),
+            patient_id=draft.patient_id, rule=draft.rule, severity=draft.severity, title=draft.title,
+            summary=draft.summary, evidence=draft.evidence, job_id=draft.job_id, triggered_at=draft.triggered_at,
+            created_at=self._clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        )
+        created: Alert | None = alert
+        if not await self.alerts.put_new(alert):
+            created = None
+            stored = await self.alerts.get(clinic_id, alert.alert_id)
+            if stored is None or any(stored.delivery.get(c) for c in channels):
+                return None  # delivery has started: the queue owns it
+            alert = stored  # stored, but the crash came before it was queued
+        if channels:
+            await self.queue.send(AlertEvent(clinic_id=clinic_id, alert_id=alert.alert_id))
         return created
+
+
+async def _all(*steps: Awaitable[T]) -> list[T]:
+    """Run `steps` at once, let every one finish, and raise the first failure as it is (a retry redoes them all:
+    each is idempotent)."""
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return list(outcomes)

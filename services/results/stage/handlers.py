@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import structlog
 from opentelemetry import trace
 
-from services.results.alerts import AlertService, earlier_results
+from services.results.alerts import AlertService, earlier_of, read_alert_history
 from services.results.ehr.fhir import FHIR_VERSION, build_bundle
 from services.results.ehr.publisher import EhrPublisher, encode_results_event
 from services.results.settings import ResultsSettings
@@ -28,6 +29,7 @@ from shared.aws.jobs import JobStore
 from shared.aws.storage import ObjectStore, read_document
 from shared.domain.findings import FusionDocument, PartialResultItem, ResultItem
 from shared.domain.job import QUEUED, Job
+from shared.domain.patients import PatientKey
 from shared.identity.audit import AuditTrail
 from shared.runtime.events import FusionCompleted
 from shared.runtime.runner import Stage, StageOutcome, Work, parse_stage_event
@@ -56,23 +58,24 @@ async def load_fusion_document(storage: ObjectStore, job: Job) -> FusionDocument
 
 async def save_results(work: Work[FusionCompleted], deps: ResultsDeps) -> StageOutcome:
     job = work.job
-    result = build_user_item(job, await load_fusion_document(deps.storage, job))
-    item = result.stored()  # written from the model
-    # The alert rules' history leaves this job's own item out, so it is read while the item is saved; a
-    # failure to read it is the alerts' failure (below), not the save's.
-    earlier = asyncio.ensure_future(earlier_results(deps.history, result, deps.settings.alert_history)) \
+    # The alert rules' history waits for neither fusion's document nor the save, so it is read beside both (this
+    # job's own item, saved already by an earlier try, is left out by its id); a failure to read it is the
+    # alerts' failure (below), not the save's.
+    found = asyncio.ensure_future(read_alert_history(deps.history, PatientKey.parse(job.patient_id),
+                                                     deps.settings.alert_history)) \
         if deps.alerts is not None and deps.history is not None and job.clinic_id else None
     try:
-        return await _save_and_announce(work, deps, result, item, earlier)
+        result = build_user_item(job, await load_fusion_document(deps.storage, job))
+        return await _save_and_announce(work, deps, result, result.stored(), found)  # stored: written from the model
     finally:
-        if earlier is not None and not earlier.done():
-            earlier.cancel()  # the save or the EHR push failed first: the message is retried
-        elif earlier is not None and not earlier.cancelled():
-            earlier.exception()  # read: a failure the save's failure came before is not reported twice
+        if found is not None and not found.done():
+            found.cancel()  # the document, the save or the EHR push failed first: the message is retried
+        elif found is not None and not found.cancelled():
+            found.exception()  # read: a failure the save's failure came before is not reported twice
 
 
 async def _save_and_announce(work: Work[FusionCompleted], deps: ResultsDeps, result: ResultItem, item: dict,
-                             earlier: asyncio.Future[list[PartialResultItem]] | None) -> StageOutcome:
+                             found: asyncio.Future[list[dict[str, Any]]] | None) -> StageOutcome:
     job = work.job
     with tracer.start_as_current_span("save results") as span:
         span.set_attribute("schizodot.job_id", job.job_id)
@@ -94,9 +97,10 @@ async def _save_and_announce(work: Work[FusionCompleted], deps: ResultsDeps, res
             reason = f"{type(error).__name__}: {error}"[:300]
             log.error("results could not be sent to the EHR; job completed without it", error=reason)
             message = f"Analysis completed; sending it to the EHR failed: {reason}"
-    if earlier is not None and job.clinic_id:
+    if found is not None and job.clinic_id:
         try:
-            await raise_alerts(job.clinic_id, result, await earlier, deps)
+            earlier = earlier_of(await found, result, deps.settings.alert_history)
+            await raise_alerts(job.clinic_id, result, earlier, deps)
         except Exception as error:
             if not work.final_attempt:
                 raise  # retried: alerts are stored once by id, so a repeat raises nothing twice
@@ -109,7 +113,7 @@ async def _save_and_announce(work: Work[FusionCompleted], deps: ResultsDeps, res
 
 async def raise_alerts(clinic_id: str, item: ResultItem, earlier: list[PartialResultItem], deps: ResultsDeps
                        ) -> None:
-    """The clinic's alert rules on the stored `item`, with the patient's earlier results (`earlier_results`)."""
+    """The clinic's alert rules on the stored `item`, with the patient's earlier results (`earlier_of`)."""
     assert deps.alerts is not None
     with tracer.start_as_current_span("raise alerts") as span:
         span.set_attribute("schizodot.job_id", item.job_id)

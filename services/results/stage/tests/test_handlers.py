@@ -238,6 +238,43 @@ def test_the_alert_rules_read_the_patients_earlier_results_they_need_from_the_pr
         ("job-000000000000", "2026-01-01T10:00:00.000000Z", "not taken")]
 
 
+def test_a_retry_after_the_item_was_saved_does_not_count_the_new_result_among_its_own_earlier_ones():
+    """The history the rules read is fetched beside fusion's document, before this try's save: on a retry the
+    first try's saved item is in it, and is left out (by its job id and time) (a missed-medication run of 2 needs one
+    earlier missed check-in; the patient has none). The alerts of the first try failed (the roster did not
+    answer): the retry records the check-in and raises what the rules raise, once."""
+    from services.results.alerts import AlertService, InMemoryAlertStore, InMemoryRoster
+    from shared.domain.clinics import ClinicDirectory, ClinicProfile
+
+    class Unreachable(InMemoryRoster):
+        async def record_checkin(self, clinic_id, patient_id, job_id, at):
+            raise ConnectionError("the roster table does not answer")
+
+    fakes, queue = FakeAdapters(), RecordingQueue()
+    clinics = ClinicDirectory(clinics={"clinic-a": ClinicProfile(alerts={"risk_levels": ["low"],
+                                                                         "missed_medication_streak": 2})})
+    alerts, roster = InMemoryAlertStore(), InMemoryRoster()
+
+    async def scenario():
+        results = {**RESULTS_MAP, "compliance": {**RESULTS_MAP["compliance"], "verification_status": "non_compliant"}}
+        job_id = await _fused(fakes, results)
+        body = encode_event(FusionCompleted.TYPE, "urn:schizodot:fusion", job_id, FusionCompleted(job_id=job_id))
+        for service in (AlertService(alerts, Unreachable(), clinics, queue), AlertService(alerts, roster, clinics, queue)):
+            deps = ResultsDeps(ResultsSettings(), fakes.storage, fakes.history, None, _audit(), alerts=service,
+                               history=fakes.history)
+            try:
+                await deliver(fakes.runner(RESULTS, deps), body)
+            except ConnectionError:
+                assert len(fakes.history.items) == 1 and (await fakes.jobs.get(job_id)).status != "completed"
+        return job_id, (await fakes.jobs.get(job_id)).status
+
+    job_id, status = asyncio.run(scenario())
+    assert status == "completed" and len(fakes.history.items) == 1
+    raised = asyncio.run(alerts.open_alerts("clinic-a"))
+    assert [a.rule for a in raised] == ["risk"]  # no missed-medication run: the result is not its own earlier one
+    assert asyncio.run(roster.get("clinic-a", "patient-001")).last_job_id == job_id
+
+
 @pytest.mark.parametrize("broken, named", [
     (lambda results: {**results, "multimodal_fusion": {**results["multimodal_fusion"], "risk_level": None}},
      "results.multimodal_fusion.risk_level: Input should be a valid string"),
