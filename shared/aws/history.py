@@ -76,15 +76,13 @@ class PatientHistory:
         return await self._newest(patient_key, limit, ProjectionExpression=expression, ExpressionAttributeNames=names)
 
     async def _newest(self, patient_key: PatientKey, limit: int, **projected: Any) -> list[dict[str, Any]]:
-        response = await self._db.query(
-            TableName=self._table,
-            KeyConditionExpression="user_id = :u",
-            ExpressionAttributeValues={":u": {"S": _stored(patient_key)}},
-            ScanIndexForward=False,
-            Limit=limit,
-            **projected,
-        )
-        return [from_item(item) for item in response.get("Items", [])]
+        """Up to `limit` items, newest first, over as many pages as it takes: DynamoDB ends a page at 1 MB
+        of the items it read (whole items, a projection or not), so 50 results of 30-80 KB need several."""
+        found = items(self._db, "query", TableName=self._table, KeyConditionExpression="user_id = :u",
+                      ExpressionAttributeValues={":u": {"S": _stored(patient_key)}}, ScanIndexForward=False,
+                      PaginationConfig={"MaxItems": limit, "PageSize": limit}, **projected)
+        async with aclosing(found) as pages:
+            return [item async for item in pages]
 
     async def for_job(self, patient_key: PatientKey, job_id: str) -> dict[str, Any] | None:
         request: dict[str, Any] = {

@@ -113,6 +113,28 @@ def test_a_projected_history_read_returns_only_the_attributes_named_and_leaves_o
     ]
 
 
+def test_the_newest_results_are_read_whole_past_dynamodbs_one_megabyte_page(with_history):
+    """DynamoDB ends a Query's page at 1 MB of the items it read, whole items even under a projection:
+    five results of 300 KB take two pages, and the readers (fusion's baseline, the alert rules) get all
+    five they asked for, not the first page's three."""
+    patient = f"patient-{uuid.uuid4().hex[:8]}"
+    items = [{"user_id": patient, "timestamp": f"2026-01-0{day}T00:00:00.000000Z", "job_id": f"job-{day:012x}",
+              "results": {"transcript": {"text": "x" * 300_000}, "compliance": {"verification_status": "compliant"}}}
+             for day in range(1, 7)]
+
+    async def body(history):
+        for item in items:
+            await history.save(item)
+        return (await history.latest(patient, 5),
+                await history.latest_projected(patient, ("job_id", "results.compliance.verification_status"), 5))
+
+    whole, projected = with_history(body)
+    newest = [f"job-{day:012x}" for day in range(6, 1, -1)]
+    assert [i["job_id"] for i in whole] == newest and whole[0] == items[5]
+    assert projected == [{"job_id": job, "results": {"compliance": {"verification_status": "compliant"}}}
+                         for job in newest]
+
+
 @pytest.fixture(params=CONTRACT_CASES)
 def with_publisher(request):
     """(publisher, read back what reached a stage's queue, as that stage parses it)."""
