@@ -21,7 +21,7 @@ from services.results.alerts.roster import Roster
 from services.results.alerts.rules import AlertDraft, evaluate, missed_checkins
 from services.results.alerts.store import Alert, AlertStore, alert_id_for
 from shared.domain.clinics import ClinicDirectory
-from shared.domain.findings import ResultItem
+from shared.domain.findings import PartialResultItem, ResultItem
 
 NOTE_MAX = 2000
 T = TypeVar("T")
@@ -58,14 +58,16 @@ class AlertService:
         self.queue = queue
         self._clock = clock
 
-    async def on_result(self, clinic_id: str, item: ResultItem, earlier: Sequence[ResultItem]) -> list[Alert]:
+    async def on_result(self, clinic_id: str, item: ResultItem, earlier: Sequence[ResultItem | PartialResultItem]
+                        ) -> list[Alert]:
         """`item`: the SchizodotUsers item just stored; `earlier`: the patient's results before it, newest first.
         The roster's row and the alerts depend on nothing of each other: both are written at once."""
         _, raised = await _all(self.roster.record_checkin(clinic_id, item.patient, item.job_id, item.timestamp),
                                self.on_review(clinic_id, item, earlier))
         return raised
 
-    async def on_review(self, clinic_id: str, item: ResultItem, earlier: Sequence[ResultItem]) -> list[Alert]:
+    async def on_review(self, clinic_id: str, item: ResultItem, earlier: Sequence[ResultItem | PartialResultItem]
+                        ) -> list[Alert]:
         """A reviewer's verdict changed a stored result: its rules run again (an alert already raised is
         stored once by id, so only what the verdict newly makes true is raised); the roster is left as is.
         (`on_result` runs the rules through here after recording the check-in.)"""
