@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from contextlib import aclosing
 from typing import Any, Protocol
 
-from shared.aws.dynamo import from_item, items
+from shared.aws.dynamo import items
 from shared.domain.patients import PatientKey
 
 
@@ -75,12 +75,12 @@ class PatientHistory:
         expression, names = projection(attributes)
         return await self._newest(patient_key, limit, ProjectionExpression=expression, ExpressionAttributeNames=names)
 
-    async def _newest(self, patient_key: PatientKey, limit: int, **projected: Any) -> list[dict[str, Any]]:
+    async def _newest(self, patient_key: PatientKey, limit: int, **request: Any) -> list[dict[str, Any]]:
         """Up to `limit` items, newest first, over as many pages as it takes: DynamoDB ends a page at 1 MB
         of the items it read (whole items, a projection or not), so 50 results of 30-80 KB need several."""
         found = items(self._db, "query", TableName=self._table, KeyConditionExpression="user_id = :u",
                       ExpressionAttributeValues={":u": {"S": _stored(patient_key)}}, ScanIndexForward=False,
-                      PaginationConfig={"MaxItems": limit, "PageSize": limit}, **projected)
+                      PaginationConfig={"MaxItems": limit, "PageSize": limit}, **request)
         async with aclosing(found) as pages:
             return [item async for item in pages]
 
@@ -102,18 +102,10 @@ class PatientHistory:
     ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
         """One page of access pattern 6, newest first, and the key to continue after
         (None when nothing older is left). `after` is a key this method returned."""
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "user_id = :u",
-            "ExpressionAttributeValues": {":u": {"S": _stored(patient_key)}},
-            "ScanIndexForward": False,
-            "Limit": limit + 1,  # one more than asked tells whether another page exists
-        }
-        if after is not None:
-            request["ExclusiveStartKey"] = {"user_id": {"S": _stored(patient_key)}, "timestamp": {"S": after["timestamp"]}}
-        response = await self._db.query(**request)
-        items = [from_item(item) for item in response.get("Items", [])]
-        if len(items) <= limit:
-            return items, None
-        items = items[:limit]
-        return items, {"user_id": _stored(patient_key), "timestamp": items[-1]["timestamp"]}
+        start = {"ExclusiveStartKey": {"user_id": {"S": _stored(patient_key)}, "timestamp": {"S": after["timestamp"]}}} \
+            if after is not None else {}
+        found = await self._newest(patient_key, limit + 1, **start)  # one more than asked: is there another page?
+        if len(found) <= limit:
+            return found, None
+        found = found[:limit]
+        return found, {"user_id": _stored(patient_key), "timestamp": found[-1]["timestamp"]}

@@ -116,7 +116,7 @@ def test_a_projected_history_read_returns_only_the_attributes_named_and_leaves_o
 def test_the_newest_results_are_read_whole_past_dynamodbs_one_megabyte_page(with_history):
     """DynamoDB ends a Query's page at 1 MB of the items it read, whole items even under a projection:
     five results of 300 KB take two pages, and the readers (fusion's baseline, the alert rules) get all
-    five they asked for, not the first page's three."""
+    five they asked for, not the first page's three; the API's pages of four hold four, then the last two."""
     patient = f"patient-{uuid.uuid4().hex[:8]}"
     items = [{"user_id": patient, "timestamp": f"2026-01-0{day}T00:00:00.000000Z", "job_id": f"job-{day:012x}",
               "results": {"transcript": {"text": "x" * 300_000}, "compliance": {"verification_status": "compliant"}}}
@@ -125,11 +125,15 @@ def test_the_newest_results_are_read_whole_past_dynamodbs_one_megabyte_page(with
     async def body(history):
         for item in items:
             await history.save(item)
+        first, after = await history.page(patient, 4)
+        rest, end = await history.page(patient, 4, after)
         return (await history.latest(patient, 5),
-                await history.latest_projected(patient, ("job_id", "results.compliance.verification_status"), 5))
+                await history.latest_projected(patient, ("job_id", "results.compliance.verification_status"), 5),
+                [i["job_id"] for i in first + rest], end)
 
-    whole, projected = with_history(body)
+    whole, projected, paged, end = with_history(body)
     newest = [f"job-{day:012x}" for day in range(6, 1, -1)]
+    assert paged == [f"job-{day:012x}" for day in range(6, 0, -1)] and end is None  # the API's pages: all six
     assert [i["job_id"] for i in whole] == newest and whole[0] == items[5]
     assert projected == [{"job_id": job, "results": {"compliance": {"verification_status": "compliant"}}}
                          for job in newest]
