@@ -190,15 +190,17 @@ class PartialResultItem(Document):
 DocumentT = TypeVar("DocumentT", bound=Document)
 
 
-def parse_document(model: type[DocumentT], document: object, what: str) -> DocumentT:
-    """`document` as `model`; an InputError naming `what` and each field that is wrong when it is not.
+def parse_document(model: type[DocumentT], document: object, what: str,
+                   error: type[Exception] = InputError) -> DocumentT:
+    """`document` as `model`; `error` (an InputError unless named) naming `what` and each field that is
+    wrong when it is not.
 
     A stage's input that does not parse cannot be analysed by retrying, so the job fails at once
     with this message (shared.domain.errors) and the document stays where it is for a person to read."""
     try:
         return model.model_validate(document)
-    except ValidationError as error:
-        raise InputError(f"{what} is not a valid {model.__name__}: {wrong_fields(error)}") from None
+    except ValidationError as problem:
+        raise error(f"{what} is not a valid {model.__name__}: {wrong_fields(problem)}") from None
 
 
 def wrong_fields(error: ValidationError) -> str:

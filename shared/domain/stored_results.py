@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from pydantic import ValidationError
-
 from shared.domain.errors import InvalidStoredResult
 from shared.domain.findings import (
     DocumentT,
@@ -29,7 +27,7 @@ from shared.domain.findings import (
     PartialResultItem,
     ResultItem,
     SummaryFlag,
-    wrong_fields,
+    parse_document,
 )
 
 MARKER_GROUPS = {"vocal_markers": "voice", "video_markers": "face"}
@@ -73,12 +71,9 @@ def stored_partial_result(item: Mapping[str, object]) -> PartialResultItem:
 
 
 def _parsed(model: type[DocumentT], item: Mapping[str, object]) -> DocumentT:
-    try:
-        return model.model_validate(item)
-    except ValidationError as error:
-        job = item.get("job_id") if isinstance(item, Mapping) else None
-        raise InvalidStoredResult(f"the stored result of {job if isinstance(job, str) else 'a job'} is not a valid "
-                                  f"{model.__name__}: {wrong_fields(error)}") from None
+    job = item.get("job_id") if isinstance(item, Mapping) else None
+    return parse_document(model, item, f"the stored result of {job if isinstance(job, str) else 'a job'}",
+                          InvalidStoredResult)
 
 
 NO_BASELINE = MarkerBaseline()
