@@ -56,6 +56,7 @@ from pydantic import ValidationError
 from services.fusion import change as change_rule
 from services.fusion.rules import RiskFactor
 from services.fusion.settings import FusionSettings
+from shared.domain.errors import InvalidStoredResult
 from shared.domain.findings import (
     Answer,
     Answers,
@@ -69,6 +70,7 @@ from shared.domain.findings import (
 )
 from shared.domain.markers import Baseline as BaselineBlock
 from shared.domain.markers import Marker, parse
+from shared.domain.stored_results import stored_partial_result
 
 log = structlog.get_logger()
 MARKER_SECTIONS = ("vocal_markers", "video_markers")
@@ -187,10 +189,9 @@ def earlier_results(items: list[dict[str, Any]], job_id: str, window: int) -> li
         if item.get("job_id") == job_id:
             continue
         try:
-            parsed.append(PartialResultItem.model_validate(item))
-        except ValidationError as error:
-            log.warning("an earlier result left out of the baseline: it does not parse",
-                        earlier_job_id=item.get("job_id"), problems=error.error_count())
+            parsed.append(stored_partial_result(item))
+        except InvalidStoredResult as error:  # names the job and the fields, never a value
+            log.warning("an earlier result left out of the baseline", problem=str(error))
     return parsed[:window]
 
 

@@ -363,3 +363,14 @@ def test_without_answers_nothing_is_added_and_a_gated_recording_gates_its_answer
     gated = compare(findings_of(now, vision()), earlier, SETTINGS)
     latency = gated.answers["items"][0]["markers"]["response_latency"]["baseline"]
     assert latency["measurable"] is False and latency["notable"] is False and gated.report["notable_changes"] == []
+
+
+def test_an_earlier_result_that_does_not_parse_is_left_out_of_the_baseline_and_the_rest_still_count():
+    """One broken item in the history must not stop every later check-in of the patient: it is left out
+    (and logged with its job and field), this job's own item is left out, and the window still applies."""
+    items = [{"user_id": "clinic-a.patient-001", "timestamp": f"2026-01-0{n}T10:00:00.000000Z", "job_id": f"job-{n}"}
+             for n in range(1, 6)]
+    items[1]["results"] = {"compliance": {"verification_status": 5}}  # not a status
+    items[2]["job_id"] = "job-now"  # this job's own item, from an earlier try of results
+    kept = earlier_results(items, "job-now", window=2)
+    assert [i.job_id for i in kept] == ["job-1", "job-4"]
