@@ -161,7 +161,8 @@ class ResultItem(Document):
         """The item as the APIs show it: the clinic's own patient id as `user_id`, and its clinic named."""
         key = self.patient_key
         clinic = {"clinic_id": key.clinic_id} if key.clinic_id else {}
-        return ResultItem.model_validate({**self.stored(), **clinic, "user_id": key.patient})
+        # a shallow copy, not a second validation of the whole item: the API shows pages of them
+        return self.model_copy(update={**clinic, "user_id": str(key.patient)})
 
 
 class PartialResults(Document):
