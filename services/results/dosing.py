@@ -195,11 +195,10 @@ class DosingReviews:
         await self.audit.record(AuditEvent(action, who, patient_id=patient, job_id=job_id, detail={
             "verdict": review.verdict, "reason": review.reason, "note_chars": len(review.note or ""),
             "pill_boxes": len(boxes or [])}))
+        # The first try writes over the item just found; the write is conditional on its revision,
+        # so another reviewer's verdict in between fails it and the next try reads theirs.
+        stored, item = found, target
         for attempt in range(WRITE_ATTEMPTS):
-            stored = await self.writer.get(target.patient_key, target.timestamp)
-            if stored is None:
-                raise ReviewNotFound(f"no job {job_id}")
-            item = stored_result(stored)
             compliance = item.results.compliance
             revision = (compliance.review.revision if compliance.review else None) or 0
             stamp = self.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -208,6 +207,10 @@ class DosingReviews:
             if await self.writer.replace_compliance(item.patient_key, item.timestamp, updated, revision):
                 break
             await asyncio.sleep(0.02 * (attempt + 1))  # another reviewer wrote first: read theirs, go after it
+            stored = await self.writer.get(target.patient_key, target.timestamp)
+            if stored is None:
+                raise ReviewNotFound(f"no job {job_id}")
+            item = stored_result(stored)
         else:
             raise RuntimeError(f"check-in {job_id}: the review could not be written after {WRITE_ATTEMPTS} tries")
         await self.jobs.update_summary(job_id, {"compliance_score": updated["compliance_score"],
