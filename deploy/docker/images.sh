@@ -4,6 +4,7 @@
 # builds the vision image's cuda target for GPU nodes.
 # Tags: schizodot-<service>:$SCHIZODOT_IMAGE_TAG (default dev), vision-cuda as
 # schizodot-vision:<tag>-cuda. Prints each build's time.
+# SCHIZODOT_PRUNE_BUILD_STAGES=1 prunes the dangling build stages after each image.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -34,6 +35,10 @@ for service in "${services[@]}"; do
     exit 1
   fi
   rm -f "$log"
+  # Short of disk (CI sets this): drop the stages the image was built from; the
+  # next build redoes its own (no cache shared between services is lost: each
+  # service's venv stage differs anyway).
+  if [ "${SCHIZODOT_PRUNE_BUILD_STAGES:-0}" = 1 ]; then docker image prune -f >/dev/null; fi
   seconds=$(( $(date +%s) - start ))
   size=$(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.2f GB", $1/1e9}')
   summary+=("$(printf '%-28s %6s s  %s' "$image" "$seconds" "$size")")

@@ -150,24 +150,27 @@ COPY --from=app /app /app
 COPY --from=app /usr/share/doc/schizodot /usr/share/doc/schizodot
 USER 10001:10001
 
-FROM build AS build-torch
+# Vision's GPU-node variant: torch, ultralytics and deepface installed on top of the
+# CPU image, so the two share every layer but this one (a separate torch venv copied
+# in would keep its 7 GB twice in Docker's storage: once in its own stage, once here).
+# The NVIDIA container runtime mounts the host's CUDA driver libraries (compute) and
+# its EGL/OpenGL ES ones (graphics, which MediaPipe's GPU delegate uses) into
+# containers that ask.
+FROM runtime AS cuda
 ARG SERVICE
+USER root
 RUN [ "$SERVICE" = vision ] || { echo "--target cuda is vision's (SERVICE=vision), not $SERVICE's" >&2; exit 2; }
-COPY services/vision/requirements-torch.txt services/vision/requirements-torch-nodeps.txt services/vision/
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY constraints.txt /tmp/build/
+COPY shared/requirements.txt /tmp/build/shared/
+COPY services/vision/requirements.txt services/vision/requirements-torch.txt services/vision/requirements-torch-nodeps.txt /tmp/build/services/vision/
 # ultralytics brings opencv-python, mediapipe opencv-contrib-python: both are the cv2
 # package, so the contrib build goes in last.
-RUN pip install -c constraints.txt -r services/vision/requirements-torch.txt \
+RUN cd /tmp/build \
+    && pip install -c constraints.txt -r services/vision/requirements-torch.txt \
     && pip install -c constraints.txt --no-deps -r services/vision/requirements-torch-nodeps.txt \
-    && pip install -c constraints.txt --no-deps --force-reinstall "opencv-contrib-python==$(pip show opencv-contrib-python | sed -n 's/^Version: //p')"
-
-# Vision's GPU-node variant: torch, ultralytics and deepface. The NVIDIA container
-# runtime mounts the host's CUDA driver libraries (compute) and its EGL/OpenGL ES
-# ones (graphics, which MediaPipe's GPU delegate uses) into containers that ask.
-FROM vision AS cuda
-COPY --from=build-torch /opt/venv /opt/venv
-COPY --from=models /models /models
-COPY --from=app /app /app
-COPY --from=app /usr/share/doc/schizodot /usr/share/doc/schizodot
+    && pip install -c constraints.txt --no-deps --force-reinstall "opencv-contrib-python==$(pip show opencv-contrib-python | sed -n 's/^Version: //p')" \
+    && rm -rf /tmp/build
 ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics \
     YOLO_CONFIG_DIR=/tmp/ultralytics \

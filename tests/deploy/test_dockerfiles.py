@@ -169,11 +169,12 @@ def test_each_image_installs_its_own_debian_packages(spec):
 def test_cpu_vision_image_has_no_torch_and_the_cuda_target_has_it():
     by_name = stages()
     runs = {name: " ".join(rest for k, rest in steps if k in ("RUN", "COPY")) for name, (_b, steps) in by_name.items()}
-    assert "requirements-torch" not in runs["build"] and "requirements-torch.txt" in runs["build-torch"]
-    assert "--no-deps -r services/vision/requirements-torch-nodeps.txt" in runs["build-torch"]
-    assert '[ "$SERVICE" = vision ]' in runs["build-torch"]  # the cuda target is vision's alone
-    assert "--from=build /opt/venv" in runs["runtime"] and "--from=build-torch /opt/venv" in runs["cuda"]
-    assert by_name["cuda"][0] == "vision" and image_chain("vision", "cuda")[-2:] == ["vision", "cuda"]
+    assert "requirements-torch" not in runs["build"] and "requirements-torch.txt" in runs["cuda"]
+    assert "--no-deps -r services/vision/requirements-torch-nodeps.txt" in runs["cuda"]
+    assert '[ "$SERVICE" = vision ]' in runs["cuda"]  # the cuda target is vision's alone
+    # torch goes on top of the CPU image: the two share its layers, torch's 7 GB is stored once
+    assert "--from=build /opt/venv" in runs["runtime"] and by_name["cuda"][0] == "runtime"
+    assert image_chain("vision", "cuda")[-3:] == ["vision", "runtime", "cuda"]
     users = [rest for k, rest in steps_of("vision", "cuda") if k == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     torch_side = {"torch", "torchvision", "ultralytics", "deepface"}
@@ -185,3 +186,29 @@ def test_cpu_vision_image_has_no_torch_and_the_cuda_target_has_it():
 
 def test_no_service_keeps_a_dockerfile_of_its_own():
     assert not list((REPO / "services").glob("*/Dockerfile"))
+
+
+def test_the_build_context_leaves_out_everything_git_ignores(tmp_path):
+    """The context is the repository root, beside the venvs (7.5 GB for speechbrain's):
+    whatever git ignores (environments, models, stack data, caches) must stay out
+    of the context too, or the classic builder copies it to the daemon per image."""
+    from docker.utils.build import exclude_paths
+
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    ignored = [line.strip().lstrip("/") for line in (REPO / ".gitignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    planted = {}
+    for entry in ignored:
+        path = entry.rstrip("/").replace("*", "x") + ("/planted" if entry.endswith("/") else "")
+        planted[entry] = path
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("")
+    (tmp_path / "shared").mkdir(exist_ok=True)
+    (tmp_path / "shared" / "kept.py").write_text("")
+
+    in_context = exclude_paths(str(tmp_path), patterns)
+
+    assert "shared/kept.py" in in_context
+    leaked = {entry: path for entry, path in planted.items() if path in in_context}
+    assert not leaked, f".gitignore entries that .dockerignore lets into the build context: {leaked}"
