@@ -734,6 +734,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="with --profile: runs per length (medians)")
     parser.add_argument("--hands-schedule", action="store_true",
                         help="findings with hands on every frame against hands in the dosing windows only")
+    parser.add_argument("--model-costs", action="store_true",
+                        help="the landmarkers' CPU per frame and the floor they put under the stage (bench/model_costs.py)")
     parser.add_argument("--smoothing", action="store_true",
                         help="per-frame readings of moving faces with and without smoothing over the face track")
     parser.add_argument("--write", action="store_true",
@@ -759,6 +761,10 @@ def main() -> None:
         from bench.vision_profile import hands_schedule
 
         hands_schedule(args.lengths, args.sizes[0], args.out or results / "vision_hands_schedule.json")
+    elif args.model_costs:
+        from bench.model_costs import model_costs
+
+        model_costs(args.out or results / "vision_model_costs.json")
     elif args.smoothing:
         smoothing(args.media, args.out or results / "vision_smoothing.json")
     elif args.markers:
