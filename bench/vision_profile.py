@@ -146,20 +146,20 @@ def instrument(sections: Sections, analyser) -> None:
         session._face = _Proxy(session._face, sections, {"detect_for_video": "face landmarks"})
         session._tiles = _Proxy(session._tiles, sections, {"detect": "face landmarks"})
         session._hands = _Proxy(session._hands, sections, {"detect_for_video": "hands"})
-        detect = session.detect
+        finish = session.finish
 
-        def timed_detect(*args, **kwargs):
+        def timed_finish(*args, **kwargs):
             started = time.perf_counter()
             before = sections.seconds["face landmarks"] + sections.seconds["landmark results to numpy"]
             try:
-                return detect(*args, **kwargs)
+                return finish(*args, **kwargs)
             finally:
-                # what detect spent beyond the face model and its results is the wait for the hands
+                # what finish spent beyond the face model and its results is the wait for the hands
                 # thread (and wrapping the frame for MediaPipe)
                 spent = time.perf_counter() - started
                 after = sections.seconds["face landmarks"] + sections.seconds["landmark results to numpy"]
                 sections.add("idle: waiting for the hands thread", max(0.0, spent - (after - before)))
-        session.detect = timed_detect
+        session.finish = timed_finish
         return session
     models.open_session = session_factory
     # emotion networks, each on its own row

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -46,7 +47,7 @@ from services.vision.emotion import (
 )
 from services.vision.evidence import EvidenceCollector, EvidenceSink
 from services.vision.frames import FrameSampler, SampledFrame, open_video, plan_sampling
-from services.vision.landmarks import LandmarkModels, LandmarkSession
+from services.vision.landmarks import FaceObservation, HandObservation, LandmarkModels, StartedFrame
 from services.vision.pills import Crop, PillDetector, fingertip_crop, mouth_crop
 from services.vision.quality import FaceQuality, assess, video_flags
 from shared.domain.errors import InputError
@@ -69,6 +70,9 @@ MAX_TIMELINE_POINTS = 120
 HANDS_WINDOW_MARGIN_S = 0.5
 HANDS_PROBE_EVERY = 4
 HANDS_LINGER_S = 1.0
+# The hand model works this many sampled frames ahead of the face model (LandmarkSession.start), so
+# that the dearer of the two never waits for the other; each held frame is one decoded image.
+HANDS_AHEAD_FRAMES = 4
 # multiple_faces is reported when a second face is seen in at least this share
 # of the frames with a face (and at least 2 frames), so one spurious detection
 # (a face on a poster, a reflection) does not raise it.
@@ -116,16 +120,21 @@ class VideoScan:
     face_counts: list[tuple[float, int]] = field(default_factory=list)  # (t, faces seen) per sampled frame
     hand_spans: list[tuple[float, float]] | None = None  # the dosing windows (None: every frame)
     frames_looked_for_hands: int = 0
+    # The schedule's state, read and written on the hands thread only (landmarks.HandSchedule).
     last_hand_t: float | None = None
     frames_since_hand_look: int = HANDS_PROBE_EVERY - 1  # the first frame is looked at
 
     def wants_hands(self, t: float) -> bool:
-        """Whether the hand model looks at the frame at `t` (see HANDS_PROBE_EVERY)."""
+        """Whether the hand model looks at the frame at `t` (see HANDS_PROBE_EVERY); asked once per frame,
+        in time order, after the frames before it were looked at."""
         look = (self.hand_spans is None or any(start <= t < end for start, end in self.hand_spans)
                 or (self.last_hand_t is not None and t - self.last_hand_t <= HANDS_LINGER_S)
                 or self.frames_since_hand_look + 1 >= HANDS_PROBE_EVERY)
         self.frames_since_hand_look = 0 if look else self.frames_since_hand_look + 1
         return look
+
+    def saw_hands(self, t: float) -> None:
+        self.last_hand_t = t
 
     def hands_looked_for(self) -> dict:
         """Where the hand model ran, so that a hand-to-mouth count says what it rests on."""
@@ -266,15 +275,25 @@ class VisionAnalyser:
         scan.hand_spans = _hand_spans(timeline)
         sampler = FrameSampler(cap, info, interval, self.max_frames)
         next_decile = 1  # report when the fraction reaches the next tenth
+
+        def observe(frame: SampledFrame, started: StartedFrame) -> None:
+            nonlocal next_decile
+            self._observe(frame, session.finish(started), scan)
+            if on_progress is not None:
+                total = expected or self.max_frames
+                fraction = min(scan.analysed / total, 0.99)
+                if fraction * 10 + 1e-9 >= next_decile:
+                    on_progress(round(fraction, 3), f"analysed {scan.analysed}/{max(total, scan.analysed)} frames")
+                    next_decile = int(fraction * 10 + 1e-9) + 1
+
         with sampler, self._landmarks.open_session() as session:
+            ahead: deque[tuple[SampledFrame, StartedFrame]] = deque()
             for frame in sampler:
-                self._observe(frame, session, scan)
-                if on_progress is not None:
-                    total = expected or self.max_frames
-                    fraction = min(scan.analysed / total, 0.99)
-                    if fraction * 10 + 1e-9 >= next_decile:
-                        on_progress(round(fraction, 3), f"analysed {scan.analysed}/{max(total, scan.analysed)} frames")
-                        next_decile = int(fraction * 10 + 1e-9) + 1
+                ahead.append((frame, session.start(frame.rgb, frame.t, scan)))
+                if len(ahead) > HANDS_AHEAD_FRAMES:
+                    observe(*ahead.popleft())
+            while ahead:
+                observe(*ahead.popleft())
         self._check_pills(scan)
         if scan.analysed == 0:
             raise InputError("the video contains no frames that could be decoded")
@@ -285,14 +304,13 @@ class VisionAnalyser:
             fps = (sampler.stats.frames_decoded - 1) / sampler.stats.last_t
         return scan, sampler, fps
 
-    def _observe(self, frame: SampledFrame, session: LandmarkSession, scan: VideoScan) -> None:
+    def _observe(self, frame: SampledFrame, landmarks: tuple[list[FaceObservation], list[HandObservation] | None],
+                 scan: VideoScan) -> None:
         """One sampled frame: the patient's face, the hands, the intake steps, the pill crops."""
-        look_for_hands = scan.wants_hands(frame.t)
-        faces, hands = session.detect(frame.rgb, frame.t, hands=look_for_hands)
+        faces, looked_at = landmarks
+        hands = looked_at or []
         scan.analysed += 1
-        scan.frames_looked_for_hands += look_for_hands
-        if hands:
-            scan.last_hand_t = frame.t
+        scan.frames_looked_for_hands += looked_at is not None
         scan.max_faces = max(scan.max_faces, len(faces))
         scan.frames_with_multiple_faces += len(faces) > 1
         scan.face_counts.append((frame.t, len(faces)))

@@ -13,9 +13,10 @@ landmarker searches tiles of frames where no face was found (see
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import mediapipe as mp
 import numpy as np
@@ -106,8 +107,42 @@ class LandmarkModels:
         return LandmarkSession(face, tiles, hands)
 
 
+class HandSchedule(Protocol):
+    """Which frames the hand model looks at, decided on the hands thread in frame order (each decision
+    may rest on what the frames before it showed)."""
+
+    def wants_hands(self, t: float) -> bool: ...
+
+    def saw_hands(self, t: float) -> None: ...
+
+
+class _EveryFrame:
+    def __init__(self, look: bool) -> None:
+        self.look = look
+
+    def wants_hands(self, t: float) -> bool:
+        return self.look
+
+    def saw_hands(self, t: float) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class StartedFrame:
+    """A frame whose hands are being looked for on the hands thread (`LandmarkSession.start`)."""
+
+    rgb: np.ndarray
+    ts_ms: int
+    hands: Future[list[HandObservation] | None]  # None: the schedule did not look at this frame
+
+
 class LandmarkSession:
     """Landmarkers for one video; frames must come in increasing time order.
+
+    The hand model runs on its own thread, one frame after another (`start`), so that it can work
+    ahead of the face model (`finish`): it is the dearer of the two (about 21 against 12 CPU ms a
+    frame), and a caller that starts a few frames before finishing the first keeps it busy instead
+    of waiting for it frame by frame. Each landmarker still sees the same frames in the same order.
 
     MediaPipe's face detector is its short-range model: it misses faces narrower
     than about 11% of the frame (measured with a photo pasted on a wider canvas),
@@ -127,6 +162,7 @@ class LandmarkSession:
         self._tile_searches = 0
         self._empty_searches = 0  # consecutive tile searches that found no face
         self._faceless_frames = 0
+        # One worker: the hand landmarker (VIDEO mode, tracking) sees the frames in the order they started.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-hands")
 
     def __enter__(self) -> "LandmarkSession":
@@ -143,38 +179,49 @@ class LandmarkSession:
 
     def detect(self, rgb: np.ndarray, t: float, *, hands: bool = True
                ) -> tuple[list[FaceObservation], list[HandObservation]]:
-        """The faces and, when `hands` (the caller's schedule: the hand model costs about three
-        times the face model), the hands in one frame."""
+        """The faces and, when `hands`, the hands in one frame."""
+        faces, found = self.finish(self.start(rgb, t, _EveryFrame(hands)))
+        return faces, found or []
+
+    def start(self, rgb: np.ndarray, t: float, schedule: HandSchedule) -> StartedFrame:
+        """Queue the frame at `t` for the hand model, which looks at it if `schedule` wants it then."""
         ts_ms = max(int(round(t * 1000)), self._last_ms + 1)  # strictly increasing
         self._last_ms = ts_ms
-        h, w = rgb.shape[:2]
         rgb = np.ascontiguousarray(rgb)
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
-        # The hand graph runs on a second thread while the face graph runs here:
-        # both spend their time in C++ without the GIL, so they use two cores.
-        # Each thread wraps the pixels in its own mp.Image: nothing native is shared.
-        hand_future = self._pool.submit(self._detect_hands, rgb, ts_ms) if hands else None
-        try:
-            faces = _faces(self._face.detect_for_video(image, ts_ms), w, h, 0, 0)
-            if not faces:
-                faces = self._faces_in_tiles(rgb)
-        finally:
-            hand_result = hand_future.result() if hand_future is not None else None
-        if hand_result is None:
-            return faces, []
+        return StartedFrame(rgb, ts_ms, self._pool.submit(self._scheduled_hands, rgb, t, ts_ms, schedule))
 
+    def finish(self, frame: StartedFrame) -> tuple[list[FaceObservation], list[HandObservation] | None]:
+        """The faces in a started frame (frames finish in the order they started), and its hands once the
+        hands thread has them (None: not looked for)."""
+        h, w = frame.rgb.shape[:2]
+        # Both graphs spend their time in C++ without the GIL, so the two threads use two cores.
+        # Each thread wraps the pixels in its own mp.Image: nothing native is shared.
+        try:
+            faces = _faces(self._face.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=frame.rgb),
+                                                       frame.ts_ms), w, h, 0, 0)
+            if not faces:
+                faces = self._faces_in_tiles(frame.rgb)
+        finally:
+            hands = frame.hands.result()
+        return faces, hands
+
+    def _scheduled_hands(self, rgb: np.ndarray, t: float, ts_ms: int, schedule: HandSchedule
+                         ) -> list[HandObservation] | None:
+        if not schedule.wants_hands(t):
+            return None
+        h, w = rgb.shape[:2]
+        result = self._hands.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), ts_ms)
         found: list[HandObservation] = []
-        handedness = hand_result.handedness or []
-        for i, lms in enumerate(hand_result.hand_landmarks or []):
+        handedness = result.handedness or []
+        for i, lms in enumerate(result.hand_landmarks or []):
             label, score = "unknown", 0.0
             if i < len(handedness) and handedness[i]:
                 label = handedness[i][0].category_name or "unknown"
                 score = float(handedness[i][0].score)
             found.append(HandObservation(_to_pixels(lms, w, h, 0, 0), label, score))
-        return faces, found
-
-    def _detect_hands(self, rgb: np.ndarray, ts_ms: int):
-        return self._hands.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), ts_ms)
+        if found:
+            schedule.saw_hands(t)
+        return found
 
     def _faces_in_tiles(self, rgb: np.ndarray) -> list[FaceObservation]:
         """Faces found in square tiles of the frame (`tiles_for`).
