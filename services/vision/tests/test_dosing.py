@@ -14,9 +14,10 @@ from skimage import data as skdata
 
 from bench.labelled_faces import feat_photos
 from schizodot import samples
-from services.vision.analysis import VideoScan, VisionAnalyser
+from services.vision.analysis import HANDS_AHEAD_FRAMES, VideoScan, VisionAnalyser
 from services.vision.compliance import ComplianceTracker
 from services.vision.dosing import MAX_COPY_SIDE, copy_plan, cut_clip
+from services.vision.frames import FrameSampler, open_video, plan_sampling
 from shared.domain.timeline import NO_TIMELINE_REASON, CheckinTimeline
 
 MODELS = Path(__file__).resolve().parents[3] / "models"
@@ -176,6 +177,38 @@ def test_outside_the_dosing_windows_hands_are_probed_and_followed_once_seen():
     assert before_window == [0.0, 1.0, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5, 4.5]
     assert [t for t in looked if 5.0 <= t < 10.0] == [5.0 + 0.25 * i for i in range(20)]  # every frame in the window
     assert [t for t in looked if t >= 10.0] == [10.75, 11.75]  # probing again, every fourth frame
+
+
+def test_hands_worked_ahead_of_the_face_model_give_what_they_gave_in_step(analyser, media):
+    # the same frames through one session in step (detect: both models, frame by frame) and through another
+    # with the hand model up to HANDS_AHEAD_FRAMES ahead: the schedule's choices and every landmark are the same
+    cap, info = open_video(media["hand"])
+    interval, _ = plan_sampling(info, 5.0, 100)
+    with FrameSampler(cap, info, interval, 100) as sampler:
+        frames = [(frame.t, frame.rgb) for frame in sampler]
+    spans = [(5.0, 8.0)]  # a dosing window at the end; probed and followed before it
+    in_step, scan = [], VideoScan(ComplianceTracker(None), None, hand_spans=spans)
+    with analyser._landmarks.open_session() as session:
+        for t, rgb in frames:
+            look = scan.wants_hands(t)
+            faces, hands = session.detect(rgb, t, hands=look)
+            if hands:
+                scan.saw_hands(t)
+            in_step.append((faces, hands if look else None))
+    ahead, scan = [], VideoScan(ComplianceTracker(None), None, hand_spans=spans)
+    with analyser._landmarks.open_session() as session:
+        started = [session.start(rgb, t, scan) for t, rgb in frames[:HANDS_AHEAD_FRAMES + 1]]
+        for t, rgb in frames[HANDS_AHEAD_FRAMES + 1:] + [(None, None)] * (HANDS_AHEAD_FRAMES + 1):
+            ahead.append(session.finish(started.pop(0)))
+            if t is not None:
+                started.append(session.start(rgb, t, scan))
+    assert len(ahead) == len(in_step) == 40
+    looked = [hands is not None for _, hands in in_step]
+    assert [hands is not None for _, hands in ahead] == looked and 10 < sum(looked) < 40  # some frames skipped
+    assert sum(bool(hands) for _, hands in in_step) >= 5  # the hand was found
+    for (faces_a, hands_a), (faces_b, hands_b) in zip(in_step, ahead):
+        assert [f.landmarks.tolist() for f in faces_a] == [f.landmarks.tolist() for f in faces_b]
+        assert [h.landmarks.tolist() for h in hands_a or []] == [h.landmarks.tolist() for h in hands_b or []]
 
 
 def test_no_hand_to_mouth_moment_and_no_timeline_gives_no_clip_and_the_reason(analyser, media, tmp_path):
