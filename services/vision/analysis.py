@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,7 +46,7 @@ from services.vision.emotion import (
 )
 from services.vision.evidence import EvidenceCollector, EvidenceSink
 from services.vision.frames import FrameSampler, SampledFrame, open_video, plan_sampling
-from services.vision.landmarks import FaceObservation, HandObservation, LandmarkModels, StartedFrame
+from services.vision.landmarks import FaceObservation, HandObservation, LandmarkModels
 from services.vision.pills import Crop, PillDetector, fingertip_crop, mouth_crop
 from services.vision.quality import FaceQuality, assess, video_flags
 from shared.domain.errors import InputError
@@ -70,7 +69,7 @@ MAX_TIMELINE_POINTS = 120
 HANDS_WINDOW_MARGIN_S = 0.5
 HANDS_PROBE_EVERY = 4
 HANDS_LINGER_S = 1.0
-# The hand model works this many sampled frames ahead of the face model (LandmarkSession.start), so
+# The hand model works this many sampled frames ahead of the face model (LandmarkSession.run_ahead), so
 # that the dearer of the two never waits for the other; each held frame is one decoded image.
 HANDS_AHEAD_FRAMES = 4
 # multiple_faces is reported when a second face is seen in at least this share
@@ -275,25 +274,15 @@ class VisionAnalyser:
         scan.hand_spans = _hand_spans(timeline)
         sampler = FrameSampler(cap, info, interval, self.max_frames)
         next_decile = 1  # report when the fraction reaches the next tenth
-
-        def observe(frame: SampledFrame, started: StartedFrame) -> None:
-            nonlocal next_decile
-            self._observe(frame, session.finish(started), scan)
-            if on_progress is not None:
-                total = expected or self.max_frames
-                fraction = min(scan.analysed / total, 0.99)
-                if fraction * 10 + 1e-9 >= next_decile:
-                    on_progress(round(fraction, 3), f"analysed {scan.analysed}/{max(total, scan.analysed)} frames")
-                    next_decile = int(fraction * 10 + 1e-9) + 1
-
         with sampler, self._landmarks.open_session() as session:
-            ahead: deque[tuple[SampledFrame, StartedFrame]] = deque()
-            for frame in sampler:
-                ahead.append((frame, session.start(frame.rgb, frame.t, scan)))
-                if len(ahead) > HANDS_AHEAD_FRAMES:
-                    observe(*ahead.popleft())
-            while ahead:
-                observe(*ahead.popleft())
+            for frame, faces, hands in session.run_ahead(sampler, scan, HANDS_AHEAD_FRAMES):
+                self._observe(frame, faces, hands, scan)
+                if on_progress is not None:
+                    total = expected or self.max_frames
+                    fraction = min(scan.analysed / total, 0.99)
+                    if fraction * 10 + 1e-9 >= next_decile:
+                        on_progress(round(fraction, 3), f"analysed {scan.analysed}/{max(total, scan.analysed)} frames")
+                        next_decile = int(fraction * 10 + 1e-9) + 1
         self._check_pills(scan)
         if scan.analysed == 0:
             raise InputError("the video contains no frames that could be decoded")
@@ -304,10 +293,10 @@ class VisionAnalyser:
             fps = (sampler.stats.frames_decoded - 1) / sampler.stats.last_t
         return scan, sampler, fps
 
-    def _observe(self, frame: SampledFrame, landmarks: tuple[list[FaceObservation], list[HandObservation] | None],
+    def _observe(self, frame: SampledFrame, faces: list[FaceObservation], looked_at: list[HandObservation] | None,
                  scan: VideoScan) -> None:
-        """One sampled frame: the patient's face, the hands, the intake steps, the pill crops."""
-        faces, looked_at = landmarks
+        """One sampled frame: the patient's face, the hands (None: not looked for), the intake steps, the
+        pill crops."""
         hands = looked_at or []
         scan.analysed += 1
         scan.frames_looked_for_hands += looked_at is not None

@@ -185,23 +185,19 @@ def test_hands_worked_ahead_of_the_face_model_give_what_they_gave_in_step(analys
     cap, info = open_video(media["hand"])
     interval, _ = plan_sampling(info, 5.0, 100)
     with FrameSampler(cap, info, interval, 100) as sampler:
-        frames = [(frame.t, frame.rgb) for frame in sampler]
+        frames = list(sampler)
     spans = [(5.0, 8.0)]  # a dosing window at the end; probed and followed before it
     in_step, scan = [], VideoScan(ComplianceTracker(None), None, hand_spans=spans)
     with analyser._landmarks.open_session() as session:
-        for t, rgb in frames:
-            look = scan.wants_hands(t)
-            faces, hands = session.detect(rgb, t, hands=look)
+        for frame in frames:
+            look = scan.wants_hands(frame.t)
+            faces, hands = session.detect(frame.rgb, frame.t, hands=look)
             if hands:
-                scan.saw_hands(t)
+                scan.saw_hands(frame.t)
             in_step.append((faces, hands if look else None))
-    ahead, scan = [], VideoScan(ComplianceTracker(None), None, hand_spans=spans)
+    scan = VideoScan(ComplianceTracker(None), None, hand_spans=spans)
     with analyser._landmarks.open_session() as session:
-        started = [session.start(rgb, t, scan) for t, rgb in frames[:HANDS_AHEAD_FRAMES + 1]]
-        for t, rgb in frames[HANDS_AHEAD_FRAMES + 1:] + [(None, None)] * (HANDS_AHEAD_FRAMES + 1):
-            ahead.append(session.finish(started.pop(0)))
-            if t is not None:
-                started.append(session.start(rgb, t, scan))
+        ahead = [(faces, hands) for _, faces, hands in session.run_ahead(frames, scan, HANDS_AHEAD_FRAMES)]
     assert len(ahead) == len(in_step) == 40
     looked = [hands is not None for _, hands in in_step]
     assert [hands is not None for _, hands in ahead] == looked and 10 < sum(looked) < 40  # some frames skipped
